@@ -1,0 +1,149 @@
+// GroupCoordinator: one rank's handle on one group (vLLM's GroupCoordinator), with every
+// operation an engine calls on it.
+//
+// Semantics:
+// - Threads. Each rank is driven by its engine thread. A GroupCoordinator is used from one
+//   thread at a time (debug builds detect two threads inside one coordinator and throw).
+// - Ranks passed to operations are group-local (0 .. world_size()-1).
+// - Order. The operations of one rank run in the order they are issued, whether blocking or
+//   asynchronous, like work on one stream: an asynchronous operation runs on the rank's
+//   communication thread, and a blocking call issued while some are pending runs after them.
+// - Matching. Point-to-point messages are FIFO per (group, src, dst); collectives must be issued
+//   in the same order on every member. Every message carries the group's sequence number and its
+//   operation, so a mismatch (different operation, different order) is an Error(mismatch) naming
+//   both sides. A message that arrives after its receive timed out is discarded, never delivered
+//   to a later receive.
+// - Timeouts. Every blocking call gives up after timeout() with an Error(timeout) naming the
+//   group, the peer and what it waited for; the coordinator stays usable.
+// - Objects are plain codec values (None, bool, int, float, string, bytes, lists of these).
+// - Memory. A tensor handed to a send is not modified until the send completes. The inproc
+//   transport shares a tensor's memory only when the caller donates it (moves it in: the
+//   `TensorDict&&` overloads); otherwise the receiver gets a copy.
+// - Results of reductions equal a one-rank computation element by element: inputs are combined
+//   in ascending group-rank order, f16/bf16 accumulate in f32, fp8 and bool are refused.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "rankmesh/handle.hpp"
+#include "rankmesh/layout.hpp"
+#include "rankmesh/reduce.hpp"
+#include "rankmesh/tensor_dict.hpp"
+
+namespace rankmesh {
+
+class RankContext;
+
+// Which tensors of a dict travel as slices under send-allgather, by key: true forces slicing,
+// false forces sending whole. Keys not listed: sliced when the element count divides by the
+// all-gather group's size.
+using AllGatherTensors = std::map<std::string, bool, std::less<>>;
+
+// Where a received tensor dict's tensors go: the caller's preallocated tensors by key (checked
+// against the metadata), the rest allocated fresh.
+using RecvInto = std::map<std::string, Tensor, std::less<>>;
+
+class GroupCoordinator {
+public:
+  GroupCoordinator(std::shared_ptr<RankContext> rank, GroupKind kind, int group_index, Group ranks);
+  ~GroupCoordinator();
+  GroupCoordinator(const GroupCoordinator&) = delete;
+  GroupCoordinator& operator=(const GroupCoordinator&) = delete;
+
+  // --- properties
+  const Group& ranks() const noexcept { return ranks_; }
+  int rank() const noexcept;  // this rank's global rank
+  int rank_in_group() const noexcept { return rank_in_group_; }
+  int world_size() const noexcept { return static_cast<int>(ranks_.size()); }
+  int local_rank() const noexcept;  // index of this rank's device on its node
+  int first_rank() const noexcept { return ranks_.front(); }
+  int last_rank() const noexcept { return ranks_.back(); }
+  bool is_first_rank() const noexcept { return rank() == first_rank(); }
+  bool is_last_rank() const noexcept { return rank() == last_rank(); }
+  int next_rank() const noexcept { return ranks_[(rank_in_group_ + 1) % ranks_.size()]; }
+  int prev_rank() const noexcept {
+    return ranks_[(rank_in_group_ + ranks_.size() - 1) % ranks_.size()];
+  }
+  const std::string& unique_name() const noexcept { return name_; }  // "tp:0"
+  GroupKind kind() const noexcept { return kind_; }
+
+  std::chrono::nanoseconds timeout() const noexcept { return timeout_; }
+  void set_timeout(std::chrono::nanoseconds timeout) noexcept { timeout_ = timeout; }
+
+  // --- objects
+  void send_object(const Value& object, int dst);
+  Value recv_object(int src);
+  // Returns the object of group rank `src` on every member.
+  Value broadcast_object(const Value& object, int src);
+
+  // --- tensor dicts (dst/src default to next/prev rank in the group)
+  void send_tensor_dict(const TensorDict& dict, std::optional<int> dst = std::nullopt,
+                        GroupCoordinator* all_gather_group = nullptr,
+                        const AllGatherTensors& all_gather_tensors = {});
+  // Donating form: the receiver may share the tensors' memory (inproc: zero copies).
+  void send_tensor_dict(TensorDict&& dict, std::optional<int> dst = std::nullopt,
+                        GroupCoordinator* all_gather_group = nullptr,
+                        const AllGatherTensors& all_gather_tensors = {});
+  TensorDict recv_tensor_dict(std::optional<int> src = std::nullopt,
+                              GroupCoordinator* all_gather_group = nullptr,
+                              const AllGatherTensors& all_gather_tensors = {},
+                              const RecvInto& into = {});
+  TensorDict broadcast_tensor_dict(const TensorDict& dict, int src);
+
+  // --- collectives
+  Tensor all_reduce(const Tensor& input, ReduceOp op = ReduceOp::sum);
+  Tensor all_gather(const Tensor& input, int dim = 0);
+  // Sizes along `dim` may differ between ranks.
+  Tensor all_gatherv(const Tensor& input, int dim = 0);
+  Tensor reduce_scatter(const Tensor& input, int dim = 0, ReduceOp op = ReduceOp::sum);
+  // Rank i gets sizes[i] rows along `dim`; the sizes sum to input.shape()[dim].
+  Tensor reduce_scatterv(const Tensor& input, std::span<const std::int64_t> sizes, int dim = 0,
+                         ReduceOp op = ReduceOp::sum);
+  // On `dst` the concatenation along `dim`; elsewhere an undefined tensor.
+  Tensor gather(const Tensor& input, int dst = 0, int dim = 0);
+  Tensor broadcast(const Tensor& input, int src = 0);
+  void barrier();
+  // Splits `input` along dim 0 into send_counts[i] rows for rank i; returns the rows received,
+  // concatenated in rank order. The counts each rank receives come with the data.
+  Tensor all_to_all(const Tensor& input, std::span<const std::int64_t> send_counts);
+
+  // --- asynchronous forms (see "Order" above)
+  Handle<void> async_send_tensor_dict(TensorDict dict, std::optional<int> dst = std::nullopt);
+  Handle<TensorDict> async_recv_tensor_dict(std::optional<int> src = std::nullopt);
+  Handle<Tensor> async_all_reduce(Tensor input, ReduceOp op = ReduceOp::sum);
+  Handle<Tensor> async_all_gather(Tensor input, int dim = 0);
+  Handle<void> async_barrier();
+
+private:
+  friend class GroupOps;
+  template <class T, class Work>
+  Handle<T> launch(Work work);
+  int next_rank_in_group() const noexcept;
+  int prev_rank_in_group() const noexcept;
+
+  std::shared_ptr<RankContext> context_;
+  GroupKind kind_;
+  int group_index_;
+  std::uint32_t group_id_;
+  Group ranks_;
+  int rank_in_group_;
+  std::string name_;
+  std::chrono::nanoseconds timeout_;
+  // Matching state: p2p sequence numbers per peer (group-local), the collective sequence number.
+  std::vector<std::uint64_t> send_seq_;
+  std::vector<std::uint64_t> recv_seq_;
+  std::uint64_t collective_seq_ = 0;
+  // Debug builds: the thread inside this coordinator, to detect use from two threads at once.
+  std::atomic<std::thread::id> user_{};
+};
+
+}  // namespace rankmesh

@@ -1,0 +1,60 @@
+// ParallelState: one rank's parallel state — vLLM's parallel_state module, per rank.
+// Used from the rank's engine thread.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "rankmesh/group_coordinator.hpp"
+#include "rankmesh/placement.hpp"
+
+namespace rankmesh {
+
+struct PlacementSpec {
+  PlacementKind kind = PlacementKind::contiguous;
+  SupernodeGeometry supernode;  // kind == supernode
+  std::string groups_json;      // kind == explicit_groups: the layout --json schema
+  bool operator==(const PlacementSpec&) const = default;
+};
+
+class ParallelState {
+public:
+  struct Impl;
+  explicit ParallelState(std::unique_ptr<Impl> impl);
+  ~ParallelState();
+
+  int rank() const noexcept;
+  int world_size() const noexcept;
+
+  // Lays out the groups; collective over the world: every rank must pass the same sizes and
+  // placement, else every rank fails with an Error(mismatch) naming the first rank that differs.
+  // A second call without destroy_model_parallel() is an Error(invalid_argument).
+  void initialize_model_parallel(int tp, int pp = 1, int dcp = 1, int pcp = 1,
+                                 const PlacementSpec& placement = {});
+  bool model_parallel_is_initialized() const noexcept;
+  // Initializes when not yet initialized; otherwise checks the sizes match (Error(mismatch)).
+  void ensure_model_parallel_initialized(int tp, int pp = 1, int dcp = 1, int pcp = 1,
+                                         const PlacementSpec& placement = {});
+  // Finishes pending operations and drops the groups; initialize may be called again.
+  void destroy_model_parallel();
+
+  // The groups; Error(not_initialized) before initialize_model_parallel.
+  GroupCoordinator& world();
+  GroupCoordinator& tp();
+  GroupCoordinator& pp();
+  GroupCoordinator& dp();
+  GroupCoordinator& ep();
+  GroupCoordinator& dcp();
+  GroupCoordinator& pcp();
+  GroupCoordinator& group(GroupKind kind);
+  // The layout itself (every group of every kind); Error(not_initialized) before initialize.
+  const Layout& layout() const;
+
+  bool is_global_first_rank() const noexcept;  // world rank 0, or nothing initialized yet
+  bool is_local_first_rank() const noexcept;   // local rank 0 on its node
+
+private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace rankmesh

@@ -1,0 +1,791 @@
+#include "rankmesh/group_coordinator.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+
+#include "op_code.hpp"
+#include "rank_context.hpp"
+#include "rankmesh/codec.hpp"
+#include "rankmesh/device_backend.hpp"
+#include "rankmesh/error.hpp"
+#include "rankmesh/tensor_ops.hpp"
+
+namespace rankmesh {
+namespace {
+
+std::uint32_t make_group_id(GroupKind kind, int index) {
+  return (static_cast<std::uint32_t>(kind) << 24) | static_cast<std::uint32_t>(index);
+}
+
+std::string key_of(const std::vector<std::string>& path) {
+  std::string key;
+  for (const auto& part : path) {
+    if (!key.empty()) key += '.';
+    key += part;
+  }
+  return key;
+}
+
+std::string ms(std::chrono::nanoseconds d) {
+  return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count()) + " ms";
+}
+
+const std::byte* bytes_of(const Tensor& t) { return static_cast<const std::byte*>(t.data()); }
+std::byte* bytes_of(Tensor& t) { return static_cast<std::byte*>(t.data()); }
+
+}  // namespace
+
+// The body of every operation: matching, sequence numbers and the collective algorithms.
+// One GroupOps lives for one call; it holds the call's deadline and name for error messages.
+class GroupOps {
+public:
+  GroupOps(GroupCoordinator& g, const char* op)
+      : g_(g), ctx_(*g.context_), op_(op), deadline_(deadline_after(g.timeout_)) {
+    ctx_.drain(deadline_);
+#ifndef NDEBUG
+    std::thread::id none{};
+    if (!g_.user_.compare_exchange_strong(none, std::this_thread::get_id()))
+      throw Error(Errc::invalid_argument, g_.name_ + ": " + op_ +
+                                              " called while another thread is inside this "
+                                              "GroupCoordinator; use one coordinator from one "
+                                              "thread at a time");
+    guarded_ = true;
+#endif
+  }
+  ~GroupOps() {
+    if (guarded_) g_.user_.store(std::thread::id{});
+  }
+  GroupOps(const GroupOps&) = delete;
+  GroupOps& operator=(const GroupOps&) = delete;
+
+  GroupCoordinator& g() { return g_; }
+  RankContext& ctx() { return ctx_; }
+  int me() const { return g_.rank_in_group_; }
+  int n() const { return g_.world_size(); }
+  Frame& frame() { return ctx_.scratch(); }
+
+  std::string who(int group_rank) const {
+    return "group rank " + std::to_string(group_rank) + " (rank " +
+           std::to_string(g_.ranks_[static_cast<std::size_t>(group_rank)]) + ")";
+  }
+  std::string where() const { return g_.name_ + " " + who(me()) + " " + op_; }
+
+  int check_peer(int group_rank, const char* role) const {
+    if (group_rank < 0 || group_rank >= n())
+      throw Error(Errc::invalid_argument, where() + ": " + role + " " + std::to_string(group_rank) +
+                                              " is outside the group of " + std::to_string(n()));
+    return group_rank;
+  }
+  int check_other_peer(int group_rank, const char* role) const {
+    check_peer(group_rank, role);
+    if (group_rank == me())
+      throw Error(Errc::invalid_argument, where() + ": " + role + " is this rank itself");
+    return group_rank;
+  }
+
+  // --- point-to-point: FIFO per (group, src, dst), numbered per peer.
+  void send_p2p(int dst, OpCode op, Frame& f) {
+    auto& seq = g_.send_seq_[static_cast<std::size_t>(dst)];
+    f.header = FrameHeader{g_.group_id_, static_cast<std::uint32_t>(op), seq, ctx_.rank()};
+    ctx_.send(g_.ranks_[static_cast<std::size_t>(dst)], f, deadline_, where());
+    ++seq;  // only once sent: a send that failed never reaches the receiver
+  }
+
+  void recv_p2p(int src, OpCode op, Frame& f) {
+    auto& next = g_.recv_seq_[static_cast<std::size_t>(src)];
+    const std::uint64_t expected = next;
+    while (true) {
+      if (!ctx_.recv(g_.ranks_[static_cast<std::size_t>(src)], g_.group_id_, false, f, deadline_)) {
+        ++next;  // the message, if it ever comes, belongs to this timed-out receive
+        throw Error(Errc::timeout, where() + " waited " + ms(g_.timeout_) + " for " +
+                                       op_name(static_cast<std::uint32_t>(op)) + " #" +
+                                       std::to_string(expected) + " from " + who(src) +
+                                       ", which did not come");
+      }
+      if (f.header.seq < expected) continue;  // late: its receive timed out, discard
+      next = f.header.seq + 1;
+      if (f.header.seq != expected || f.header.op != static_cast<std::uint32_t>(op))
+        throw mismatch(src, op, expected, f.header);
+      return;
+    }
+  }
+
+  // --- collectives: every frame carries the group's collective sequence number.
+  std::uint64_t begin_collective() { return g_.collective_seq_++; }
+
+  void send_coll(int dst, OpCode op, std::uint64_t seq, Frame& f) {
+    f.header = FrameHeader{g_.group_id_, static_cast<std::uint32_t>(op), seq, ctx_.rank()};
+    ctx_.send(g_.ranks_[static_cast<std::size_t>(dst)], f, deadline_, where());
+  }
+
+  void recv_coll(int src, OpCode op, std::uint64_t seq, Frame& f) {
+    while (true) {
+      if (!ctx_.recv(g_.ranks_[static_cast<std::size_t>(src)], g_.group_id_, true, f, deadline_))
+        throw Error(Errc::timeout, where() + " #" + std::to_string(seq) + " waited " +
+                                       ms(g_.timeout_) + " for " + who(src) +
+                                       ", which did not send its part");
+      if (f.header.seq < seq) continue;  // from a collective that timed out here: discard
+      if (f.header.seq != seq || f.header.op != static_cast<std::uint32_t>(op))
+        throw mismatch(src, op, seq, f.header);
+      return;
+    }
+  }
+
+  Error mismatch(int src, OpCode op, std::uint64_t seq, const FrameHeader& got) const {
+    return Error(Errc::mismatch, g_.name_ + ": " + who(me()) + " expected " +
+                                     op_name(static_cast<std::uint32_t>(op)) + " #" +
+                                     std::to_string(seq) + " from " + who(src) + ", which sent " +
+                                     op_name(got.op) + " #" + std::to_string(got.seq) +
+                                     " (operations issued in a different order on each side)");
+  }
+
+  // A payload that does not fit what this rank expects: the ranks passed different tensors.
+  Error payload_mismatch(int src, const Tensor& got, const std::string& expected) const {
+    return Error(Errc::mismatch, where() + ": " + who(src) + " sent " + to_string(got.shape()) +
+                                     " " + to_string(got.dtype()) + ", expected " + expected);
+  }
+
+  std::chrono::nanoseconds left() const {
+    return std::max(std::chrono::nanoseconds::zero(),
+                    std::chrono::duration_cast<std::chrono::nanoseconds>(deadline_ - Clock::now()));
+  }
+
+  // A copy for a peer, which may then keep it. Host bytes that are ready are copied at once;
+  // otherwise the copy runs on this rank's stream once the tensor's ready event completes (send
+  // never blocks on it), and the caller's current stream waits for that copy before later work
+  // may overwrite the tensor.
+  Tensor copy_of(const Tensor& t) {
+    const auto& ready = t.ready_event();
+    if (t.device().type == DeviceType::cpu && (!ready || ready->query())) {
+      Tensor out = ctx_.allocate(t.shape(), t.dtype());
+      if (t.nbytes()) std::memcpy(out.data(), t.data(), t.nbytes());
+      return out;
+    }
+    DeviceBackend& backend = ctx_.backend_for(t.device());
+    Tensor out = t.device().type == DeviceType::cpu ? ctx_.allocate(t.shape(), t.dtype())
+                                                    : backend.allocate(t.shape(), t.dtype());
+    backend.copy(t, out, ctx_.stream_for(t.device()));
+    current_stream(backend).wait(*out.ready_event());
+    return out;
+  }
+
+  // Collectives compute on the host: their inputs must be host tensors whose bytes are ready.
+  void host_ready(const Tensor& t) {
+    if (!t.defined()) throw Error(Errc::invalid_argument, where() + ": undefined tensor");
+    if (t.device().type != DeviceType::cpu)
+      throw Error(Errc::invalid_argument, where() + " computes on host tensors, got one on " +
+                                              to_string(t.device()));
+    if (const auto& ready = t.ready_event(); ready && !ready->query()) ready->synchronize(left());
+  }
+
+  // A received tensor: host bytes are made ready before the call returns (the engine may read
+  // them at once); a device tensor's event is handed to the caller's current stream instead.
+  void settle(const Tensor& t) {
+    const auto& ready = t.ready_event();
+    if (!ready || ready->query()) return;
+    if (t.device().type == DeviceType::cpu) {
+      ready->synchronize(left());
+    } else {
+      current_stream(ctx_.backend_for(t.device())).wait(*ready);
+    }
+  }
+
+  // A fresh 1-D tensor of `count` elements of `t` starting at element `start`.
+  Tensor flat_slice(const Tensor& t, std::int64_t start, std::int64_t count) {
+    host_ready(t);
+    Tensor out = ctx_.allocate(Shape{count}, t.dtype());
+    const std::size_t size = dtype_size(t.dtype());
+    if (count) std::memcpy(out.data(), bytes_of(t) + static_cast<std::size_t>(start) * size,
+                           static_cast<std::size_t>(count) * size);
+    return out;
+  }
+
+  Tensor only_tensor(int src, Frame& f) {
+    if (f.tensors.size() != 1)
+      throw Error(Errc::malformed, where() + ": " + who(src) + " sent " +
+                                       std::to_string(f.tensors.size()) + " tensors, expected 1");
+    Tensor t = std::move(f.tensors.front());
+    f.tensors.clear();
+    settle(t);
+    return t;
+  }
+
+  // Whether a tensor of `numel` elements travels as a slice of `group` under `overrides`.
+  static bool slices(const GroupCoordinator* group, const AllGatherTensors& overrides,
+                     const std::string& key, std::int64_t numel) {
+    if (group == nullptr || group->world_size() == 1 || numel == 0) return false;
+    if (auto it = overrides.find(key); it != overrides.end()) return it->second;
+    return numel % group->world_size() == 0;
+  }
+
+  void send_dict(const TensorDict& dict, bool donate, std::optional<int> dst,
+                 GroupCoordinator* ag, const AllGatherTensors& overrides) {
+    const int to = check_peer(dst.value_or(g_.next_rank_in_group()), "dst");
+    SplitDict parts = split(dict);
+    Frame& f = frame();
+    f.tensors.clear();
+    std::size_t index = 0;
+    for (MetaEntry& entry : parts.metadata.entries) {
+      if (entry.kind != MetaEntry::Kind::tensor) continue;
+      Tensor& t = parts.tensors[index++];
+      const std::int64_t numel = t.numel();
+      if (numel == 0) continue;  // empty tensors are never sent; their shape is in the metadata
+      const std::string key = key_of(entry.path);
+      entry.tensor.sliced = slices(ag, overrides, key, numel);
+      if (entry.tensor.sliced) {
+        if (numel % ag->world_size() != 0)
+          throw Error(Errc::invalid_argument,
+                      where() + ": '" + key + "' has " + std::to_string(numel) +
+                          " elements, which do not split into " +
+                          std::to_string(ag->world_size()) + " slices of " + ag->unique_name());
+        const std::int64_t per = numel / ag->world_size();
+        f.tensors.push_back(flat_slice(t, per * ag->rank_in_group(), per));
+      } else {
+        f.tensors.push_back(donate ? std::move(t) : copy_of(t));
+      }
+    }
+    encode(parts.metadata, f.metadata);
+    send_p2p(to, OpCode::tensor_dict, f);
+  }
+
+  // Rebuilds a dict from a received frame: checks each payload against the metadata, undoes
+  // send-allgather slicing, and lands tensors in the caller's buffers where given.
+  TensorDict assemble(int src, Frame& f, GroupCoordinator* ag,
+                      const AllGatherTensors& overrides, const RecvInto& into) {
+    Result<Metadata> decoded = decode_metadata(f.metadata);
+    if (!decoded)
+      throw Error(Errc::malformed, where() + ": metadata from " + who(src) +
+                                       " does not decode: " + decoded.error().what());
+    Metadata& metadata = decoded.value();
+    // Undoing a slice runs an all-gather, which reuses the rank's scratch frame: hold the
+    // payloads apart (swapped, so the frame's capacity comes back afterwards).
+    std::vector<Tensor> payloads;
+    payloads.swap(f.tensors);
+    std::vector<Tensor> tensors;
+    tensors.reserve(payloads.size());
+    std::size_t next_payload = 0;
+    for (const MetaEntry& entry : metadata.entries) {
+      if (entry.kind != MetaEntry::Kind::tensor) continue;
+      const TensorMeta& meta = entry.tensor;
+      const std::string key = key_of(entry.path);
+      const std::int64_t numel = meta.shape.numel();
+      Tensor t;
+      if (numel != 0) {
+        if (next_payload >= payloads.size())
+          throw Error(Errc::malformed, where() + ": " + who(src) + " sent fewer payloads than " +
+                                           "its metadata lists (missing '" + key + "')");
+        t = std::move(payloads[next_payload++]);
+        settle(t);
+        const bool expect_slice = slices(ag, overrides, key, numel);
+        if (meta.sliced != expect_slice)
+          throw Error(Errc::mismatch,
+                      where() + ": '" + key + "' from " + who(src) + " travels " +
+                          (meta.sliced ? "as a slice" : "whole") + ", but this receiver's " +
+                          "all-gather group and all_gather_tensors say it travels " +
+                          (expect_slice ? "as a slice" : "whole") +
+                          "; sender and receiver must pass the same all-gather settings");
+        if (meta.sliced) {
+          if (t.dtype() != meta.dtype || t.numel() * ag->world_size() != numel)
+            throw payload_mismatch(src, t, "a slice of " + to_string(meta.shape) + " " +
+                                               to_string(meta.dtype));
+          t = ag->all_gather(t, 0).view(meta.shape);
+        } else if (t.dtype() != meta.dtype || !(t.shape() == meta.shape)) {
+          throw payload_mismatch(src, t, to_string(meta.shape) + " " + to_string(meta.dtype));
+        }
+      }
+      if (auto it = into.find(key); it != into.end()) {
+        const Tensor& dest = it->second;
+        if (!dest.defined() || dest.dtype() != meta.dtype || !(dest.shape() == meta.shape))
+          throw Error(Errc::invalid_argument,
+                      where() + ": the buffer given for '" + key + "' is " +
+                          (dest.defined() ? to_string(dest.shape()) + " " + to_string(dest.dtype())
+                                          : std::string("undefined")) +
+                          ", but the metadata from " + who(src) + " says " +
+                          to_string(meta.shape) + " " + to_string(meta.dtype));
+        if (numel != 0) land(t, dest);
+        t = dest;
+      } else if (numel == 0) {
+        t = ctx_.allocate(meta.shape, meta.dtype);
+      }
+      tensors.push_back(std::move(t));
+    }
+    if (next_payload != payloads.size())
+      throw Error(Errc::malformed, where() + ": " + who(src) + " sent " +
+                                       std::to_string(payloads.size()) +
+                                       " payloads, its metadata lists " +
+                                       std::to_string(next_payload));
+    payloads.clear();
+    f.tensors.swap(payloads);
+    return join(metadata, std::move(tensors));
+  }
+
+  // Copies a received tensor into the caller's buffer, through the buffer's device.
+  void land(const Tensor& t, const Tensor& dest) {
+    if (t.device() == dest.device() && dest.device().type == DeviceType::cpu &&
+        (!dest.ready_event() || dest.ready_event()->query())) {
+      std::memcpy(dest.data(), t.data(), dest.nbytes());
+      return;
+    }
+    if (!(t.device() == dest.device()))
+      throw Error(Errc::invalid_argument, where() + ": cannot land a tensor from " +
+                                              to_string(t.device()) + " in a buffer on " +
+                                              to_string(dest.device()));
+    DeviceBackend& backend = ctx_.backend_for(dest.device());
+    Tensor target = dest;
+    backend.copy(t, target, ctx_.stream_for(dest.device()));
+    settle(target);
+  }
+
+  // Element bounds of rank j's chunk when `numel` elements are split n ways.
+  static std::int64_t chunk_start(std::int64_t numel, int n, int j) { return numel * j / n; }
+
+  // Reduce-scatter by owner, then all-gather: each owner adds its chunk in ascending group-rank
+  // order, so the result equals a one-rank reference element by element.
+  Tensor all_reduce(const Tensor& input, ReduceOp op) {
+    check_reducible(input.dtype(), op);
+    host_ready(input);
+    if (n() == 1) return copy_of(input);
+    const std::uint64_t seq = begin_collective();
+    const std::int64_t numel = input.numel();
+    const std::size_t elem = dtype_size(input.dtype());
+    auto start = [&](int j) { return chunk_start(numel, n(), j); };
+    auto length = [&](int j) { return start(j + 1) - start(j); };
+    Frame& f = frame();
+    for (int j = 0; j < n(); ++j) {
+      if (j == me()) continue;
+      f.metadata.clear();
+      f.tensors.assign(1, flat_slice(input, start(j), length(j)));
+      send_coll(j, OpCode::all_reduce, seq, f);
+    }
+    std::vector<Tensor> parts(static_cast<std::size_t>(n()));
+    std::vector<const void*> inputs(static_cast<std::size_t>(n()));
+    for (int j = 0; j < n(); ++j) {
+      if (j == me()) {
+        inputs[static_cast<std::size_t>(j)] = bytes_of(input) + static_cast<std::size_t>(start(me())) * elem;
+        continue;
+      }
+      recv_coll(j, OpCode::all_reduce, seq, f);
+      Tensor part = only_tensor(j, f);
+      if (part.dtype() != input.dtype() || part.numel() != length(me()))
+        throw payload_mismatch(j, part, std::to_string(length(me())) + " elements of " +
+                                            to_string(input.dtype()) + " (ranks passed different tensors)");
+      inputs[static_cast<std::size_t>(j)] = part.data();
+      parts[static_cast<std::size_t>(j)] = std::move(part);
+    }
+    Tensor mine = ctx_.allocate(Shape{length(me())}, input.dtype());
+    reduce_many(inputs, mine.data(), static_cast<std::size_t>(length(me())), input.dtype(), op);
+
+    Tensor out = ctx_.allocate(input.shape(), input.dtype());
+    std::memcpy(bytes_of(out) + static_cast<std::size_t>(start(me())) * elem, mine.data(), mine.nbytes());
+    for (int j = 0; j < n(); ++j) {
+      if (j == me()) continue;
+      f.metadata.clear();
+      f.tensors.assign(1, mine);  // shared read-only by every peer; nobody writes it again
+      send_coll(j, OpCode::all_reduce, seq, f);
+    }
+    for (int j = 0; j < n(); ++j) {
+      if (j == me()) continue;
+      recv_coll(j, OpCode::all_reduce, seq, f);
+      Tensor part = only_tensor(j, f);
+      if (part.dtype() != input.dtype() || part.numel() != length(j))
+        throw payload_mismatch(j, part, std::to_string(length(j)) + " elements");
+      std::memcpy(bytes_of(out) + static_cast<std::size_t>(start(j)) * elem, part.data(), part.nbytes());
+    }
+    return out;
+  }
+
+  // Sends `mine` to every peer and returns every member's tensor in group-rank order.
+  std::vector<Tensor> exchange(const Tensor& mine, OpCode op) {
+    const std::uint64_t seq = begin_collective();
+    Frame& f = frame();
+    // One copy serves every peer: they only read it, and the caller may reuse `mine` at once.
+    Tensor shared = n() > 1 ? copy_of(mine) : mine;
+    for (int j = 0; j < n(); ++j) {
+      if (j == me()) continue;
+      f.metadata.clear();
+      f.tensors.assign(1, shared);
+      send_coll(j, op, seq, f);
+    }
+    std::vector<Tensor> all(static_cast<std::size_t>(n()));
+    all[static_cast<std::size_t>(me())] = mine;
+    for (int j = 0; j < n(); ++j) {
+      if (j == me()) continue;
+      recv_coll(j, op, seq, f);
+      all[static_cast<std::size_t>(j)] = only_tensor(j, f);
+    }
+    return all;
+  }
+
+  // Rows of dim `dim` other than `dim` itself and the dtype must agree.
+  void check_compatible(int src, const Tensor& got, const Tensor& mine, int dim, bool same_rows) {
+    bool ok = got.dtype() == mine.dtype() && got.shape().rank() == mine.shape().rank();
+    for (int i = 0; ok && i < mine.shape().rank(); ++i)
+      ok = (i == dim && !same_rows) || got.shape()[i] == mine.shape()[i];
+    if (!ok)
+      throw payload_mismatch(src, got, to_string(mine.shape()) + " " + to_string(mine.dtype()) +
+                                           (same_rows ? "" : " (any size along dim " +
+                                                                 std::to_string(dim) + ")"));
+  }
+
+  Tensor all_gather(const Tensor& input, int dim, bool same_rows, OpCode op) {
+    host_ready(input);
+    check_dim(input, dim, op_);
+    std::vector<Tensor> all = exchange(input, op);
+    for (int j = 0; j < n(); ++j)
+      if (j != me()) check_compatible(j, all[static_cast<std::size_t>(j)], input, dim, same_rows);
+    return concat(all, dim);
+  }
+
+  Tensor reduce_scatterv(const Tensor& input, std::span<const std::int64_t> sizes, int dim,
+                         ReduceOp op, OpCode code) {
+    check_reducible(input.dtype(), op);
+    host_ready(input);
+    check_dim(input, dim, op_);
+    if (static_cast<int>(sizes.size()) != n())
+      throw Error(Errc::invalid_argument, where() + ": " + std::to_string(sizes.size()) +
+                                              " sizes for a group of " + std::to_string(n()));
+    std::vector<std::int64_t> offsets(sizes.size() + 1, 0);
+    for (std::size_t j = 0; j < sizes.size(); ++j) {
+      if (sizes[j] < 0) throw Error(Errc::invalid_argument, where() + ": negative size");
+      offsets[j + 1] = offsets[j] + sizes[j];
+    }
+    if (offsets.back() != input.shape()[dim])
+      throw Error(Errc::invalid_argument, where() + ": sizes sum to " +
+                                              std::to_string(offsets.back()) + ", dim " +
+                                              std::to_string(dim) + " of " +
+                                              to_string(input.shape()) + " has " +
+                                              std::to_string(input.shape()[dim]));
+    const std::uint64_t seq = begin_collective();
+    auto mine_of = [&](int j) {
+      return narrow(input, dim, offsets[static_cast<std::size_t>(j)], sizes[static_cast<std::size_t>(j)]);
+    };
+    Frame& f = frame();
+    for (int j = 0; j < n(); ++j) {
+      if (j == me()) continue;
+      f.metadata.clear();
+      f.tensors.assign(1, mine_of(j));
+      send_coll(j, code, seq, f);
+    }
+    std::vector<Tensor> parts(static_cast<std::size_t>(n()));
+    std::vector<const void*> inputs(static_cast<std::size_t>(n()));
+    parts[static_cast<std::size_t>(me())] = mine_of(me());
+    const Tensor& own = parts[static_cast<std::size_t>(me())];
+    for (int j = 0; j < n(); ++j) {
+      if (j != me()) {
+        recv_coll(j, code, seq, f);
+        parts[static_cast<std::size_t>(j)] = only_tensor(j, f);
+        const Tensor& got = parts[static_cast<std::size_t>(j)];
+        if (got.dtype() != own.dtype() || !(got.shape() == own.shape()))
+          throw payload_mismatch(j, got, to_string(own.shape()) + " " + to_string(own.dtype()));
+      }
+      inputs[static_cast<std::size_t>(j)] = parts[static_cast<std::size_t>(j)].data();
+    }
+    Tensor out = ctx_.allocate(own.shape(), own.dtype());
+    reduce_many(inputs, out.data(), static_cast<std::size_t>(own.numel()), own.dtype(), op);
+    return out;
+  }
+
+private:
+  GroupCoordinator& g_;
+  RankContext& ctx_;
+  const char* op_;
+  Deadline deadline_;
+  bool guarded_ = false;
+};
+
+GroupCoordinator::GroupCoordinator(std::shared_ptr<RankContext> rank, GroupKind kind,
+                                   int group_index, Group ranks)
+    : context_(std::move(rank)), kind_(kind), group_index_(group_index),
+      group_id_(make_group_id(kind, group_index)), ranks_(std::move(ranks)),
+      name_(std::string(to_string(kind)) + ":" + std::to_string(group_index)),
+      timeout_(context_->default_timeout()), send_seq_(ranks_.size(), 0),
+      recv_seq_(ranks_.size(), 0) {
+  auto it = std::find(ranks_.begin(), ranks_.end(), context_->rank());
+  if (it == ranks_.end())
+    throw Error(Errc::invalid_argument, "rank " + std::to_string(context_->rank()) +
+                                            " is not a member of " + name_);
+  rank_in_group_ = static_cast<int>(it - ranks_.begin());
+}
+
+GroupCoordinator::~GroupCoordinator() = default;
+
+int GroupCoordinator::rank() const noexcept { return context_->rank(); }
+int GroupCoordinator::local_rank() const noexcept { return context_->local_rank(); }
+int GroupCoordinator::next_rank_in_group() const noexcept { return (rank_in_group_ + 1) % world_size(); }
+int GroupCoordinator::prev_rank_in_group() const noexcept {
+  return (rank_in_group_ + world_size() - 1) % world_size();
+}
+
+void GroupCoordinator::send_object(const Value& object, int dst) {
+  GroupOps ops(*this, "send_object");
+  ops.check_other_peer(dst, "dst");
+  Frame& f = ops.frame();
+  encode(object, f.metadata);
+  f.tensors.clear();
+  ops.send_p2p(dst, OpCode::object, f);
+}
+
+Value GroupCoordinator::recv_object(int src) {
+  GroupOps ops(*this, "recv_object");
+  ops.check_other_peer(src, "src");
+  Frame& f = ops.frame();
+  ops.recv_p2p(src, OpCode::object, f);
+  Result<Value> object = decode_object(f.metadata);
+  if (!object)
+    throw Error(Errc::malformed, ops.where() + ": object from " + ops.who(src) +
+                                     " does not decode: " + object.error().what());
+  return std::move(object).value();
+}
+
+Value GroupCoordinator::broadcast_object(const Value& object, int src) {
+  GroupOps ops(*this, "broadcast_object");
+  ops.check_peer(src, "src");
+  if (world_size() == 1) return object;
+  const std::uint64_t seq = ops.begin_collective();
+  Frame& f = ops.frame();
+  if (rank_in_group_ == src) {
+    std::vector<std::uint8_t> encoded;
+    encode(object, encoded);
+    for (int j = 0; j < world_size(); ++j) {
+      if (j == src) continue;
+      f.metadata.assign(encoded.begin(), encoded.end());
+      f.tensors.clear();
+      ops.send_coll(j, OpCode::broadcast_object, seq, f);
+    }
+    return object;
+  }
+  ops.recv_coll(src, OpCode::broadcast_object, seq, f);
+  Result<Value> decoded = decode_object(f.metadata);
+  if (!decoded)
+    throw Error(Errc::malformed, ops.where() + ": object from " + ops.who(src) +
+                                     " does not decode: " + decoded.error().what());
+  return std::move(decoded).value();
+}
+
+void GroupCoordinator::send_tensor_dict(const TensorDict& dict, std::optional<int> dst,
+                                        GroupCoordinator* all_gather_group,
+                                        const AllGatherTensors& all_gather_tensors) {
+  GroupOps ops(*this, "send_tensor_dict");
+  ops.send_dict(dict, false, dst, all_gather_group, all_gather_tensors);
+}
+
+void GroupCoordinator::send_tensor_dict(TensorDict&& dict, std::optional<int> dst,
+                                        GroupCoordinator* all_gather_group,
+                                        const AllGatherTensors& all_gather_tensors) {
+  GroupOps ops(*this, "send_tensor_dict");
+  ops.send_dict(dict, true, dst, all_gather_group, all_gather_tensors);
+}
+
+TensorDict GroupCoordinator::recv_tensor_dict(std::optional<int> src,
+                                              GroupCoordinator* all_gather_group,
+                                              const AllGatherTensors& all_gather_tensors,
+                                              const RecvInto& into) {
+  GroupOps ops(*this, "recv_tensor_dict");
+  const int from = ops.check_peer(src.value_or(prev_rank_in_group()), "src");
+  Frame& f = ops.frame();
+  ops.recv_p2p(from, OpCode::tensor_dict, f);
+  return ops.assemble(from, f, all_gather_group, all_gather_tensors, into);
+}
+
+TensorDict GroupCoordinator::broadcast_tensor_dict(const TensorDict& dict, int src) {
+  GroupOps ops(*this, "broadcast_tensor_dict");
+  ops.check_peer(src, "src");
+  if (world_size() == 1) return dict;
+  const std::uint64_t seq = ops.begin_collective();
+  Frame& f = ops.frame();
+  if (rank_in_group_ == src) {
+    SplitDict parts = split(dict);
+    std::vector<std::uint8_t> encoded;
+    encode(parts.metadata, encoded);
+    for (int j = 0; j < world_size(); ++j) {
+      if (j == src) continue;
+      f.metadata.assign(encoded.begin(), encoded.end());
+      f.tensors.clear();
+      for (const Tensor& t : parts.tensors)
+        if (t.numel() != 0) f.tensors.push_back(ops.copy_of(t));  // each receiver owns its copy
+      ops.send_coll(j, OpCode::broadcast_tensor_dict, seq, f);
+    }
+    return dict;
+  }
+  ops.recv_coll(src, OpCode::broadcast_tensor_dict, seq, f);
+  return ops.assemble(src, f, nullptr, {}, {});
+}
+
+Tensor GroupCoordinator::all_reduce(const Tensor& input, ReduceOp op) {
+  GroupOps ops(*this, "all_reduce");
+  return ops.all_reduce(input, op);
+}
+
+Tensor GroupCoordinator::all_gather(const Tensor& input, int dim) {
+  GroupOps ops(*this, "all_gather");
+  return ops.all_gather(input, dim, true, OpCode::all_gather);
+}
+
+Tensor GroupCoordinator::all_gatherv(const Tensor& input, int dim) {
+  GroupOps ops(*this, "all_gatherv");
+  return ops.all_gather(input, dim, false, OpCode::all_gatherv);
+}
+
+Tensor GroupCoordinator::reduce_scatter(const Tensor& input, int dim, ReduceOp op) {
+  GroupOps ops(*this, "reduce_scatter");
+  check_dim(input, dim, "reduce_scatter");
+  const std::int64_t rows = input.shape()[dim];
+  if (rows % world_size() != 0)
+    throw Error(Errc::invalid_argument, ops.where() + ": dim " + std::to_string(dim) + " of " +
+                                            to_string(input.shape()) + " does not split into " +
+                                            std::to_string(world_size()) + " equal parts");
+  std::vector<std::int64_t> sizes(static_cast<std::size_t>(world_size()), rows / world_size());
+  return ops.reduce_scatterv(input, sizes, dim, op, OpCode::reduce_scatter);
+}
+
+Tensor GroupCoordinator::reduce_scatterv(const Tensor& input, std::span<const std::int64_t> sizes,
+                                         int dim, ReduceOp op) {
+  GroupOps ops(*this, "reduce_scatterv");
+  return ops.reduce_scatterv(input, sizes, dim, op, OpCode::reduce_scatterv);
+}
+
+Tensor GroupCoordinator::gather(const Tensor& input, int dst, int dim) {
+  GroupOps ops(*this, "gather");
+  ops.host_ready(input);
+  ops.check_peer(dst, "dst");
+  check_dim(input, dim, "gather");
+  const std::uint64_t seq = ops.begin_collective();
+  Frame& f = ops.frame();
+  if (rank_in_group_ != dst) {
+    f.metadata.clear();
+    f.tensors.assign(1, ops.copy_of(input));
+    ops.send_coll(dst, OpCode::gather, seq, f);
+    return Tensor{};
+  }
+  std::vector<Tensor> all(static_cast<std::size_t>(world_size()));
+  all[static_cast<std::size_t>(dst)] = input;
+  for (int j = 0; j < world_size(); ++j) {
+    if (j == dst) continue;
+    ops.recv_coll(j, OpCode::gather, seq, f);
+    all[static_cast<std::size_t>(j)] = ops.only_tensor(j, f);
+    ops.check_compatible(j, all[static_cast<std::size_t>(j)], input, dim, true);
+  }
+  return concat(all, dim);
+}
+
+Tensor GroupCoordinator::broadcast(const Tensor& input, int src) {
+  GroupOps ops(*this, "broadcast");
+  ops.check_peer(src, "src");
+  if (world_size() == 1) return input;
+  const std::uint64_t seq = ops.begin_collective();
+  Frame& f = ops.frame();
+  if (rank_in_group_ == src) {
+    for (int j = 0; j < world_size(); ++j) {
+      if (j == src) continue;
+      f.metadata.clear();
+      f.tensors.assign(1, ops.copy_of(input));  // each receiver owns its copy
+      ops.send_coll(j, OpCode::broadcast, seq, f);
+    }
+    return input;
+  }
+  ops.recv_coll(src, OpCode::broadcast, seq, f);
+  return ops.only_tensor(src, f);
+}
+
+void GroupCoordinator::barrier() {
+  GroupOps ops(*this, "barrier");
+  if (world_size() == 1) return;
+  const std::uint64_t seq = ops.begin_collective();
+  Frame& f = ops.frame();
+  auto signal = [&](int j) {
+    f.metadata.clear();
+    f.tensors.clear();
+    ops.send_coll(j, OpCode::barrier, seq, f);
+  };
+  // Everyone reports to group rank 0, which releases everyone once all have arrived.
+  if (rank_in_group_ != 0) {
+    signal(0);
+    ops.recv_coll(0, OpCode::barrier, seq, f);
+    return;
+  }
+  for (int j = 1; j < world_size(); ++j) ops.recv_coll(j, OpCode::barrier, seq, f);
+  for (int j = 1; j < world_size(); ++j) signal(j);
+}
+
+Tensor GroupCoordinator::all_to_all(const Tensor& input, std::span<const std::int64_t> send_counts) {
+  GroupOps ops(*this, "all_to_all");
+  ops.host_ready(input);
+  check_dim(input, 0, "all_to_all");
+  if (static_cast<int>(send_counts.size()) != world_size())
+    throw Error(Errc::invalid_argument, ops.where() + ": " + std::to_string(send_counts.size()) +
+                                            " send counts for a group of " +
+                                            std::to_string(world_size()));
+  std::vector<std::int64_t> offsets(send_counts.size() + 1, 0);
+  for (std::size_t j = 0; j < send_counts.size(); ++j) {
+    if (send_counts[j] < 0) throw Error(Errc::invalid_argument, ops.where() + ": negative count");
+    offsets[j + 1] = offsets[j] + send_counts[j];
+  }
+  if (offsets.back() != input.shape()[0])
+    throw Error(Errc::invalid_argument, ops.where() + ": send counts sum to " +
+                                            std::to_string(offsets.back()) + ", input has " +
+                                            std::to_string(input.shape()[0]) + " rows");
+  const std::uint64_t seq = ops.begin_collective();
+  Frame& f = ops.frame();
+  auto rows_for = [&](int j) {
+    return narrow(input, 0, offsets[static_cast<std::size_t>(j)], send_counts[static_cast<std::size_t>(j)]);
+  };
+  for (int j = 0; j < world_size(); ++j) {
+    if (j == rank_in_group_) continue;
+    f.metadata.clear();
+    f.tensors.assign(1, rows_for(j));
+    ops.send_coll(j, OpCode::all_to_all, seq, f);
+  }
+  std::vector<Tensor> parts(static_cast<std::size_t>(world_size()));
+  parts[static_cast<std::size_t>(rank_in_group_)] = rows_for(rank_in_group_);
+  for (int j = 0; j < world_size(); ++j) {
+    if (j == rank_in_group_) continue;
+    ops.recv_coll(j, OpCode::all_to_all, seq, f);
+    parts[static_cast<std::size_t>(j)] = ops.only_tensor(j, f);
+    ops.check_compatible(j, parts[static_cast<std::size_t>(j)], input, 0, false);
+  }
+  return concat(parts, 0);
+}
+
+template <class T, class Work>
+Handle<T> GroupCoordinator::launch(Work work) {
+  auto op = std::make_shared<detail::Op<T>>();
+  context_->submit([op, work = std::move(work)]() mutable {
+    try {
+      if constexpr (std::is_void_v<T>) {
+        work();
+      } else {
+        op->value.emplace(work());
+      }
+      op->finish(nullptr);
+    } catch (...) {
+      op->finish(std::current_exception());
+    }
+  });
+  return Handle<T>(std::move(op));
+}
+
+Handle<void> GroupCoordinator::async_send_tensor_dict(TensorDict dict, std::optional<int> dst) {
+  // The dict is owned by the operation, so its tensors can be donated.
+  return launch<void>([this, dict = std::move(dict), dst]() mutable {
+    send_tensor_dict(std::move(dict), dst);
+  });
+}
+
+Handle<TensorDict> GroupCoordinator::async_recv_tensor_dict(std::optional<int> src) {
+  return launch<TensorDict>([this, src] { return recv_tensor_dict(src); });
+}
+
+Handle<Tensor> GroupCoordinator::async_all_reduce(Tensor input, ReduceOp op) {
+  return launch<Tensor>([this, input = std::move(input), op] { return all_reduce(input, op); });
+}
+
+Handle<Tensor> GroupCoordinator::async_all_gather(Tensor input, int dim) {
+  return launch<Tensor>([this, input = std::move(input), dim] { return all_gather(input, dim); });
+}
+
+Handle<void> GroupCoordinator::async_barrier() {
+  return launch<void>([this] { barrier(); });
+}
+
+}  // namespace rankmesh

@@ -1,0 +1,123 @@
+#include "rank_context.hpp"
+
+#include <algorithm>
+
+#include "rankmesh/error.hpp"
+
+namespace rankmesh {
+
+namespace {
+// The rank whose submitted work this thread is running, if any.
+thread_local const RankContext* t_running_for = nullptr;
+}  // namespace
+
+RankContext::RankContext(int rank, int world_size, int local_rank,
+                         std::chrono::nanoseconds timeout, Allocator allocator,
+                         std::vector<DeviceBackend*> backends)
+    : rank_(rank), world_size_(world_size), local_rank_(local_rank), timeout_(timeout),
+      allocator_(std::move(allocator)), backends_(std::move(backends)),
+      stash_(static_cast<std::size_t>(world_size)) {}
+
+void RankContext::connect(std::vector<std::shared_ptr<Channel>> outbound,
+                          std::vector<std::shared_ptr<Channel>> inbound) {
+  outbound_ = std::move(outbound);
+  inbound_ = std::move(inbound);
+}
+
+void RankContext::send(int dst, Frame& frame, Deadline deadline, const std::string& what) {
+  try {
+    outbound_[static_cast<std::size_t>(dst)]->send(frame, deadline);
+  } catch (const ChannelTimeout&) {
+    throw Error(Errc::timeout, what + ": rank " + std::to_string(dst) +
+                                   " did not take the message before the deadline");
+  } catch (const ChannelClosed& closed) {
+    throw Error(Errc::peer_failed, what + ": channel to rank " + std::to_string(dst) +
+                                       " is closed: " + closed.what());
+  }
+}
+
+bool RankContext::recv(int src, std::uint32_t group, bool collective, Frame& out,
+                       Deadline deadline) {
+  auto& stash = stash_[static_cast<std::size_t>(src)];
+  for (auto it = stash.begin(); it != stash.end(); ++it) {
+    if (it->group == group && it->collective == collective) {
+      out = std::move(it->frame);
+      stash.erase(it);
+      return true;
+    }
+  }
+  Channel& channel = *inbound_[static_cast<std::size_t>(src)];
+  while (true) {
+    bool got;
+    try {
+      got = channel.recv(out, deadline);
+    } catch (const ChannelClosed& closed) {
+      throw Error(Errc::peer_failed,
+                  "channel from rank " + std::to_string(src) + " is closed: " + closed.what());
+    }
+    if (!got) return false;
+    bool frame_collective = is_collective_op(out.header.op);
+    if (out.header.group == group && frame_collective == collective) return true;
+    // Another group's message (or the other class) overtook ours: keep it for its receive.
+    stash.push_back(Stashed{out.header.group, frame_collective, std::move(out)});
+    out = Frame{};
+  }
+}
+
+DeviceBackend& RankContext::backend_for(const Device& device) {
+  if (device.type == DeviceType::cpu) return host_backend();
+  for (DeviceBackend* backend : backends_)
+    if (backend->device() == device) return *backend;
+  throw Error(Errc::invalid_argument, "rank " + std::to_string(rank_) + ": no device backend for " +
+                                          to_string(device) + " (pass it in RuntimeOptions::backends)");
+}
+
+Stream& RankContext::stream_for(const Device& device) {
+  std::lock_guard lock(streams_mutex_);
+  auto& stream = streams_[{static_cast<int>(device.type), device.index}];
+  if (!stream) stream = backend_for(device).create_stream();
+  return *stream;
+}
+
+void RankContext::submit(std::function<void()> work) {
+  {
+    std::lock_guard lock(async_mutex_);
+    ++unfinished_;
+  }
+  stream_for(Device{}).enqueue([self = shared_from_this(), work = std::move(work)] {
+    t_running_for = self.get();
+    work();  // operations report their own errors through their handles: this never throws
+    t_running_for = nullptr;
+    std::lock_guard lock(self->async_mutex_);
+    --self->unfinished_;
+    self->async_done_.notify_all();
+  });
+}
+
+void RankContext::drain(Deadline deadline) {
+  if (t_running_for == this) return;
+  std::unique_lock lock(async_mutex_);
+  if (!async_done_.wait_until(lock, deadline, [&] { return unfinished_ == 0; }))
+    throw Error(Errc::timeout, "rank " + std::to_string(rank_) +
+                                   ": earlier asynchronous operations did not finish in time");
+}
+
+void RankContext::synchronize_streams(Deadline deadline) {
+  std::vector<std::shared_ptr<Stream>> streams;
+  {
+    std::lock_guard lock(streams_mutex_);
+    for (auto& entry : streams_) streams.push_back(entry.second);
+  }
+  for (auto& stream : streams)
+    stream->synchronize(std::chrono::duration_cast<std::chrono::nanoseconds>(
+        std::max(Clock::duration::zero(), deadline - Clock::now())));
+}
+
+void RankContext::fail(const std::string& reason) {
+  for (auto& channel : outbound_)
+    if (channel) channel->close(reason);
+  for (auto& channel : inbound_)
+    if (channel) channel->close(reason);
+}
+
+}  // namespace rankmesh

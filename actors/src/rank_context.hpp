@@ -1,0 +1,102 @@
+// RankContext: one rank's side of the data plane — its channels to every peer, the frames that
+// arrived for operations not yet issued, its stream per device (copies and, on the host stream,
+// its asynchronous operations, in issue order), and its failure state. Used by the rank's
+// GroupCoordinators; CAF-free.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "channel.hpp"
+#include "op_code.hpp"
+#include "rankmesh/device_backend.hpp"
+#include "rankmesh/tensor.hpp"
+
+namespace rankmesh {
+
+// Where fresh tensors for received data come from.
+using Allocator = std::function<Tensor(const Shape&, DType)>;
+
+class RankContext : public std::enable_shared_from_this<RankContext> {
+public:
+  // `backends`: the non-host devices this rank may meet in tensors (the host is always known).
+  RankContext(int rank, int world_size, int local_rank, std::chrono::nanoseconds timeout,
+              Allocator allocator, std::vector<DeviceBackend*> backends);
+
+  // Channels indexed by global rank (the entry for this rank itself is unused).
+  void connect(std::vector<std::shared_ptr<Channel>> outbound,
+               std::vector<std::shared_ptr<Channel>> inbound);
+
+  int rank() const noexcept { return rank_; }
+  int world_size() const noexcept { return world_size_; }
+  int local_rank() const noexcept { return local_rank_; }
+  std::chrono::nanoseconds default_timeout() const noexcept { return timeout_; }
+  Tensor allocate(const Shape& shape, DType dtype) const { return allocator_(shape, dtype); }
+
+  // Hands a frame to global rank `dst`. Throws Error(timeout) or Error(peer_failed), with
+  // `what` saying which operation was sending.
+  void send(int dst, Frame& frame, Deadline deadline, const std::string& what);
+
+  // The next frame from global rank `src` for `group` and message class (point-to-point or
+  // collective); frames for other groups or classes wait for their own receive. Returns false
+  // at the deadline; throws Error(peer_failed) once the channel is closed.
+  bool recv(int src, std::uint32_t group, bool collective, Frame& out, Deadline deadline);
+
+  // The backend of a device; Error(invalid_argument) for a device nobody registered.
+  DeviceBackend& backend_for(const Device& device);
+  // This rank's stream on a device, created on first use: copies of payloads run there.
+  Stream& stream_for(const Device& device);
+
+  // Runs `work` on this rank's host stream, after all work submitted before it. The work keeps
+  // the context alive until it has run.
+  void submit(std::function<void()> work);
+  // Waits until everything submitted has run (blocking calls keep issue order this way). A
+  // no-op inside submitted work. Copies on the streams are not waited for: they are ordered by
+  // their events.
+  void drain(Deadline deadline);
+
+  // Waits, until the deadline, for the copies queued on this rank's streams.
+  void synchronize_streams(Deadline deadline);
+
+  // Closes every channel: pending and later operations of this rank fail with `reason`.
+  void fail(const std::string& reason);
+
+  // A frame whose buffers this rank reuses for its sends and receives (ops are serialised).
+  Frame& scratch() noexcept { return scratch_; }
+
+private:
+  struct Stashed {
+    std::uint32_t group;
+    bool collective;
+    Frame frame;
+  };
+
+  const int rank_;
+  const int world_size_;
+  const int local_rank_;
+  const std::chrono::nanoseconds timeout_;
+  Allocator allocator_;
+  std::vector<DeviceBackend*> backends_;
+  std::vector<std::shared_ptr<Channel>> outbound_;
+  std::vector<std::shared_ptr<Channel>> inbound_;
+  std::vector<std::deque<Stashed>> stash_;  // by source global rank
+  Frame scratch_;
+
+  std::mutex async_mutex_;
+  std::condition_variable async_done_;
+  std::size_t unfinished_ = 0;  // submitted and not yet run
+
+  std::mutex streams_mutex_;
+  // Declared last: destroyed first, so work still queued on them finds the rest alive.
+  std::map<std::pair<int, int>, std::shared_ptr<Stream>> streams_;  // by (device type, index)
+};
+
+}  // namespace rankmesh

@@ -1,0 +1,255 @@
+// rankmesh-pipeline: a small model split across pipeline stages, tensor-parallel inside each
+// stage, all ranks in one process. Stages pass {"hidden_states", "residual", "step"} with
+// send-allgather over the TP group; several microbatches are in flight so stages overlap.
+// The last line is max_abs_diff=<value> against the same model computed on one rank.
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "model.hpp"
+#include "rankmesh/error.hpp"
+#include "rankmesh/runtime.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using pipeline::Matrix;
+using pipeline::ModelShape;
+
+constexpr double kTolerance = 1e-4;
+constexpr int kInFlight = 2;  // microbatches a stage may run ahead of the next one
+
+struct Options {
+  int tp = 2;
+  int pp = 2;
+  int microbatches = 4;
+  bool trace = false;
+  ModelShape model;
+};
+
+[[noreturn]] void usage(const std::string& problem) {
+  std::fprintf(stderr, "rankmesh-pipeline: %s\n", problem.c_str());
+  std::fprintf(stderr, "usage: rankmesh-pipeline [--tp N] [--pp N] [--microbatches N] [--layers N] "
+                       "[--hidden N] [--seed N] [--trace]\n");
+  std::exit(2);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  std::map<std::string, int*> ints{{"--tp", &o.tp},
+                                   {"--pp", &o.pp},
+                                   {"--microbatches", &o.microbatches},
+                                   {"--layers", &o.model.layers},
+                                   {"--hidden", &o.model.hidden}};
+  for (int i = 1; i < argc; ++i) {
+    std::string flag = argv[i];
+    if (flag == "--trace") {
+      o.trace = true;
+      continue;
+    }
+    if (i + 1 >= argc) usage(flag + " needs a value");
+    std::string text = argv[++i];
+    long long value = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || end != text.data() + text.size() || value < 1 || value > (1 << 20))
+      usage(flag + " must be a positive integer, got '" + text + "'");
+    if (flag == "--seed") {
+      o.model.seed = static_cast<std::uint64_t>(value);
+    } else if (auto it = ints.find(flag); it != ints.end()) {
+      *it->second = static_cast<int>(value);
+    } else {
+      usage("unknown argument '" + flag + "'");
+    }
+  }
+  o.model.ffn = 2 * o.model.hidden;
+  if (o.model.ffn % o.tp != 0)
+    usage("the inner size " + std::to_string(o.model.ffn) + " (2 x hidden) does not split into " +
+          std::to_string(o.tp) + " TP shards");
+  if (o.model.layers < o.pp)
+    usage(std::to_string(o.model.layers) + " layers do not fill " + std::to_string(o.pp) + " stages");
+  return o;
+}
+
+rankmesh::Tensor to_tensor(const Matrix& m, int rows, int cols) {
+  rankmesh::Tensor t = rankmesh::Tensor::empty({rows, cols}, rankmesh::DType::f32);
+  std::memcpy(t.data(), m.data(), m.size() * sizeof(float));
+  return t;
+}
+
+Matrix to_matrix(const rankmesh::Tensor& t) {
+  return Matrix(t.data_as<float>(), t.data_as<float>() + t.numel());
+}
+
+// Events stamped in one global order, so the overlap test can check order rather than time.
+class Trace {
+public:
+  void record(int stage, const char* what, int microbatch) {
+    std::lock_guard lock(mutex_);
+    lines_.push_back("trace: stage " + std::to_string(stage) + " " + what + " microbatch " +
+                     std::to_string(microbatch));
+  }
+  void print() const {
+    for (const auto& line : lines_) std::printf("%s\n", line.c_str());
+  }
+
+private:
+  std::mutex mutex_;
+  std::vector<std::string> lines_;
+};
+
+struct RankReport {
+  int stage = 0, tp_rank = 0, layers = 0;
+  std::size_t weight_bytes = 0;
+  int dicts_sent = 0, dicts_received = 0, acks = 0, all_reduces = 0;
+  double compute_ms = 0, wait_ms = 0;
+  std::vector<Matrix> outputs;  // last stage: hidden + residual per microbatch
+};
+
+double ms_since(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+void run_rank(rankmesh::ParallelState& state, const Options& o, Trace& trace, RankReport& report) {
+  using namespace rankmesh;
+  state.initialize_model_parallel(o.tp, o.pp);
+  GroupCoordinator& tp = state.tp();
+  GroupCoordinator& pp = state.pp();
+  const ModelShape& m = o.model;
+  const int stage = pp.rank_in_group();
+  const int first_layer = stage * m.layers / o.pp, last_layer = (stage + 1) * m.layers / o.pp;
+  report.stage = stage;
+  report.tp_rank = tp.rank_in_group();
+  report.layers = last_layer - first_layer;
+
+  std::vector<pipeline::LayerShard> shards;
+  for (int layer = first_layer; layer < last_layer; ++layer) {
+    shards.push_back(pipeline::layer_shard(m, layer, tp.rank_in_group(), o.tp));
+    report.weight_bytes += (shards.back().w1.size() + shards.back().w2.size()) * sizeof(float);
+  }
+  const bool first = pp.is_first_rank(), last = pp.is_last_rank();
+  const int prev = pp.world_size() > 1 ? (stage + o.pp - 1) % o.pp : 0;
+  const int next = (stage + 1) % o.pp;
+
+  for (int mb = 0; mb < o.microbatches; ++mb) {
+    Matrix hidden, residual;
+    auto wait_start = Clock::now();
+    if (first) {
+      // Flow control: run at most kInFlight microbatches ahead of the next stage.
+      if (!last && mb >= kInFlight) {
+        pp.recv_object(next);
+        ++report.acks;
+      }
+      hidden = pipeline::input(m, mb);
+      residual.assign(hidden.size(), 0.0f);
+    } else {
+      if (!last && mb >= kInFlight) {
+        pp.recv_object(next);
+        ++report.acks;
+      }
+      TensorDict in = pp.recv_tensor_dict(prev, &tp);
+      ++report.dicts_received;
+      if (in.at("step").as<std::int64_t>() != mb)
+        throw Error(Errc::mismatch, "stage " + std::to_string(stage) + " expected microbatch " +
+                                        std::to_string(mb));
+      hidden = to_matrix(in.at("hidden_states").as<Tensor>());
+      residual = to_matrix(in.at("residual").as<Tensor>());
+    }
+    report.wait_ms += ms_since(wait_start);
+    if (tp.rank_in_group() == 0) trace.record(stage, "starts", mb);
+    if (!first) pp.send_object(Value(mb), prev);  // the credit for the previous stage
+
+    auto compute_start = Clock::now();
+    for (const auto& shard : shards) {
+      for (std::size_t i = 0; i < hidden.size(); ++i) residual[i] += hidden[i];
+      Matrix partial = pipeline::partial_mlp(m, shard, residual, o.tp);
+      hidden = to_matrix(tp.all_reduce(to_tensor(partial, m.tokens, m.hidden)));
+      ++report.all_reduces;
+    }
+    report.compute_ms += ms_since(compute_start);
+    if (tp.rank_in_group() == 0) trace.record(stage, "finishes", mb);
+
+    if (!last) {
+      TensorDict out{{"hidden_states", to_tensor(hidden, m.tokens, m.hidden)},
+                     {"residual", to_tensor(residual, m.tokens, m.hidden)},
+                     {"step", mb}};
+      pp.send_tensor_dict(std::move(out), next, &tp);  // donated: its tensors are ours to give
+      ++report.dicts_sent;
+    } else {
+      for (std::size_t i = 0; i < hidden.size(); ++i) hidden[i] += residual[i];
+      report.outputs.push_back(std::move(hidden));
+    }
+  }
+  if (!last) {  // the credits still owed for the last microbatches
+    for (int mb = std::max(0, o.microbatches - kInFlight); mb < o.microbatches; ++mb) {
+      pp.recv_object(next);
+      ++report.acks;
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o = parse(argc, argv);
+  const int world = o.tp * o.pp;
+  rankmesh::RuntimeOptions options;
+  options.world_size = world;
+  options.log = [](const std::string& line) { std::printf("%s\n", line.c_str()); };
+  std::printf("rankmesh-pipeline: %d ranks (tp %d x pp %d), %d layers, hidden %d, %d microbatches "
+              "of %d tokens\n",
+              world, o.tp, o.pp, o.model.layers, o.model.hidden, o.microbatches, o.model.tokens);
+
+  Trace trace;
+  std::vector<RankReport> reports(static_cast<std::size_t>(world));
+  std::vector<std::string> errors(static_cast<std::size_t>(world));
+  {
+    rankmesh::Runtime runtime(options);
+    std::vector<std::thread> threads;
+    for (int r = 0; r < world; ++r)
+      threads.emplace_back([&, r] {
+        try {
+          run_rank(runtime.rank(r), o, trace, reports[static_cast<std::size_t>(r)]);
+        } catch (const std::exception& e) {
+          errors[static_cast<std::size_t>(r)] = e.what();
+          runtime.abort("rank " + std::to_string(r) + " failed: " + e.what());
+        }
+      });
+    for (auto& t : threads) t.join();
+  }
+  bool failed = false;
+  for (int r = 0; r < world; ++r)
+    if (!errors[static_cast<std::size_t>(r)].empty()) {
+      std::fprintf(stderr, "rank %d: %s\n", r, errors[static_cast<std::size_t>(r)].c_str());
+      failed = true;
+    }
+  if (failed) return 1;
+
+  if (o.trace) trace.print();
+  for (int r = 0; r < world; ++r) {
+    const RankReport& p = reports[static_cast<std::size_t>(r)];
+    std::printf("rank %d: stage %d, tp rank %d: %d layers, %zu weight bytes; sent %d dicts, "
+                "received %d, %d credits, %d all_reduces; compute %.2f ms, waiting %.2f ms\n",
+                r, p.stage, p.tp_rank, p.layers, p.weight_bytes, p.dicts_sent, p.dicts_received,
+                p.acks, p.all_reduces, p.compute_ms, p.wait_ms);
+  }
+  double max_diff = 0;
+  for (const RankReport& p : reports) {
+    if (p.outputs.empty()) continue;
+    for (int mb = 0; mb < o.microbatches; ++mb) {
+      Matrix want = pipeline::reference(o.model, mb);
+      const Matrix& got = p.outputs[static_cast<std::size_t>(mb)];
+      for (std::size_t i = 0; i < want.size(); ++i)
+        max_diff = std::max(max_diff, static_cast<double>(std::fabs(got[i] - want[i])));
+    }
+  }
+  std::printf("tolerance=%g\nmax_abs_diff=%.3g\n", kTolerance, max_diff);
+  return max_diff <= kTolerance ? 0 : 1;
+}

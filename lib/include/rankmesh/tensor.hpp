@@ -1,0 +1,98 @@
+// Tensor: contiguous bytes + shape + dtype + device, with shared ownership of the bytes.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "rankmesh/device.hpp"
+#include "rankmesh/dtype.hpp"
+
+namespace rankmesh {
+
+class Event;  // rankmesh/event.hpp
+
+// A shape of up to kMaxRank dimensions, stored inline so that describing a tensor never
+// allocates (metadata is built and decoded per message).
+class Shape {
+public:
+  static constexpr int kMaxRank = 8;
+
+  Shape() = default;
+  // Throws Error(invalid_argument) for more than kMaxRank dimensions or a negative one.
+  Shape(std::initializer_list<std::int64_t> dims);
+
+  int rank() const noexcept { return rank_; }
+  std::int64_t operator[](int i) const noexcept { return dims_[static_cast<std::size_t>(i)]; }
+  const std::int64_t* begin() const noexcept { return dims_.data(); }
+  const std::int64_t* end() const noexcept { return dims_.data() + rank_; }
+  // Appends a dimension; same checks as the constructor.
+  void push_back(std::int64_t dim);
+  void set(int i, std::int64_t dim);
+  // Product of the dimensions (1 for rank 0). Throws Error(limit_exceeded) on overflow.
+  std::int64_t numel() const;
+
+  bool operator==(const Shape& other) const noexcept;
+
+private:
+  std::array<std::int64_t, kMaxRank> dims_{};
+  int rank_ = 0;
+};
+
+std::string to_string(const Shape& shape);  // "[2, 3]"
+
+class Tensor {
+public:
+  using Deleter = std::function<void(void*)>;
+
+  // An undefined tensor (no storage); defined() is false.
+  Tensor() = default;
+
+  // Fresh, zero-initialised host memory of shape x dtype, 64-byte aligned.
+  static Tensor empty(Shape shape, DType dtype);
+
+  // Wraps memory the caller owns (the DLPack idea): `deleter(data)` runs when the last Tensor
+  // sharing it goes away. `data` may be null only for a tensor of zero elements.
+  static Tensor wrap(void* data, Shape shape, DType dtype, Device device, Deleter deleter);
+
+  bool defined() const noexcept { return storage_ != nullptr; }
+  void* data() const noexcept;
+  template <class T>
+  T* data_as() const noexcept { return static_cast<T*>(data()); }
+  const Shape& shape() const noexcept { return shape_; }
+  DType dtype() const noexcept { return dtype_; }
+  Device device() const noexcept { return device_; }
+  std::int64_t numel() const { return shape_.numel(); }
+  std::size_t nbytes() const { return static_cast<std::size_t>(numel()) * dtype_size(dtype_); }
+  // True when both share the same underlying memory.
+  bool shares_storage_with(const Tensor& other) const noexcept;
+  // The same memory seen with another shape of as many elements (and the same ready event).
+  // Throws Error(invalid_argument) when the element counts differ.
+  Tensor view(Shape shape) const;
+
+  // The event that completes when the work producing this tensor's bytes has finished (the
+  // event of the stream that produced it). Null means the bytes are ready now. Readers make
+  // their stream wait on it; they never synchronize a whole device.
+  const std::shared_ptr<Event>& ready_event() const noexcept { return ready_; }
+  void set_ready_event(std::shared_ptr<Event> event) noexcept { ready_ = std::move(event); }
+
+private:
+  struct Storage;
+  Tensor(std::shared_ptr<Storage> storage, Shape shape, DType dtype, Device device);
+
+  std::shared_ptr<Storage> storage_;
+  Shape shape_;
+  DType dtype_ = DType::f32;
+  Device device_;
+  std::shared_ptr<Event> ready_;
+};
+
+// Same shape, dtype, device and bytes (host memory only).
+bool equal(const Tensor& a, const Tensor& b);
+
+}  // namespace rankmesh

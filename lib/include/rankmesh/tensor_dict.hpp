@@ -1,0 +1,153 @@
+// TensorDict: ordered string keys -> tensors, plain values, lists and nested dicts; and its
+// split into metadata (what the codec carries) plus the list of tensors (what transports move).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "rankmesh/tensor.hpp"
+
+namespace rankmesh {
+
+struct None {
+  bool operator==(const None&) const = default;
+};
+using Bytes = std::vector<std::uint8_t>;
+
+struct Value;
+using List = std::vector<Value>;
+
+// Keys keep insertion order; setting an existing key replaces its value in place.
+class TensorDict {
+public:
+  struct Entry;
+
+  // Defined where Entry is complete: Entry holds a Value, which may hold a TensorDict.
+  TensorDict();
+  TensorDict(const TensorDict&);
+  TensorDict(TensorDict&&) noexcept;
+  TensorDict& operator=(const TensorDict&);
+  TensorDict& operator=(TensorDict&&) noexcept;
+  ~TensorDict();
+
+  TensorDict(std::initializer_list<Entry> entries);
+
+  void set(std::string key, Value value);
+  const Value* find(std::string_view key) const;
+  Value* find(std::string_view key);
+  // Throws Error(invalid_argument) naming the key when it is absent.
+  const Value& at(std::string_view key) const;
+  bool contains(std::string_view key) const { return find(key) != nullptr; }
+  bool erase(std::string_view key);
+
+  std::size_t size() const noexcept;
+  bool empty() const noexcept;
+  std::vector<Entry>::const_iterator begin() const noexcept;
+  std::vector<Entry>::const_iterator end() const noexcept;
+
+  // Same keys in the same order with equal values (tensors compared with equal()).
+  bool operator==(const TensorDict& other) const;
+
+private:
+  static constexpr std::size_t npos = static_cast<std::size_t>(-1);
+  std::size_t position_of(std::string_view key) const noexcept;
+
+  struct KeyHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view key) const noexcept {
+      return std::hash<std::string_view>{}(key);
+    }
+  };
+
+  std::vector<Entry> entries_;
+  // Key -> position, kept only for large dicts so that building one from hostile metadata
+  // stays linear; small dicts (the common case) are searched in place.
+  std::unordered_map<std::string, std::size_t, KeyHash, std::equal_to<>> index_;
+};
+
+// One value of a dict. A List holds plain values only (no tensors, no dicts).
+struct Value {
+  using Variant = std::variant<None, bool, std::int64_t, double, std::string, Bytes, List,
+                               TensorDict, Tensor>;
+  Variant v;
+
+  Value() = default;
+  Value(None) {}
+  Value(bool b) : v(b) {}
+  Value(int i) : v(std::int64_t{i}) {}
+  Value(std::int64_t i) : v(i) {}
+  Value(double d) : v(d) {}
+  Value(const char* s) : v(std::string(s)) {}
+  Value(std::string s) : v(std::move(s)) {}
+  Value(Bytes b) : v(std::move(b)) {}
+  Value(List l) : v(std::move(l)) {}
+  Value(TensorDict d) : v(std::move(d)) {}
+  Value(Tensor t) : v(std::move(t)) {}
+
+  template <class T>
+  bool is() const noexcept { return std::holds_alternative<T>(v); }
+  template <class T>
+  const T& as() const { return std::get<T>(v); }
+  template <class T>
+  T& as() { return std::get<T>(v); }
+
+  // Floats compare by bit pattern, like tensor bytes, so a NaN survives a round trip equal.
+  bool operator==(const Value& other) const;
+};
+
+struct TensorDict::Entry {
+  std::string key;
+  Value value;
+};
+
+// What the receiver needs to know about a tensor before its bytes arrive.
+struct TensorMeta {
+  DeviceType device_type = DeviceType::cpu;
+  DType dtype = DType::f32;
+  Shape shape;
+  // Travels as this rank's slice of an all-gather group (send-allgather).
+  bool sliced = false;
+  bool operator==(const TensorMeta&) const = default;
+};
+
+// One key of the metadata, addressed by its path from the top-level dict.
+struct MetaEntry {
+  enum class Kind : std::uint8_t { value, tensor, empty_dict };
+  std::vector<std::string> path;
+  Kind kind = Kind::value;
+  Value value;        // kind == value: a plain value (no tensor, no dict inside)
+  TensorMeta tensor;  // kind == tensor
+  bool operator==(const MetaEntry&) const = default;
+};
+
+// The keys of a dict in order (nested dicts flattened depth first), tensors described.
+struct Metadata {
+  std::vector<MetaEntry> entries;
+  std::size_t tensor_count() const noexcept;
+  bool operator==(const Metadata&) const = default;
+};
+
+struct SplitDict {
+  Metadata metadata;
+  std::vector<Tensor> tensors;  // in the order of the tensor entries of `metadata`
+};
+
+// A key path as an error message shows it: 'outer.inner'.
+std::string format_key_path(const std::vector<std::string>& path);
+
+// Splits a dict. Throws Error(invalid_argument) naming the key path for what the codec cannot
+// carry (an undefined tensor, a tensor or dict inside a list).
+SplitDict split(const TensorDict& dict);
+
+// Joins metadata and tensors back into a dict equal to the one split. Throws
+// Error(invalid_argument) when the tensors do not match the metadata (count, shape, dtype)
+// or the metadata is inconsistent (duplicate key, a path through a non-dict).
+TensorDict join(const Metadata& metadata, std::vector<Tensor> tensors);
+
+}  // namespace rankmesh

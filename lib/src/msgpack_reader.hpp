@@ -1,0 +1,192 @@
+// A bounded pull reader over msgpack bytes, for input that may be hostile.
+// It reads one item header at a time and never allocates: a declared length or count is
+// checked against the bytes left before anyone can act on it. msgpack::unpack is not used
+// because it reserves `declared count * sizeof(object)` before reading a single element.
+#pragma once
+
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+#include <span>
+#include <string>
+
+#include "rankmesh/error.hpp"
+
+namespace rankmesh::detail {
+
+// One msgpack item as read: scalars carry their value, str/bin their body, arrays their count
+// (the elements follow). Every integer form arrives as int64; maps and ext are rejected.
+struct MsgpackItem {
+  enum class Type { nil, boolean, integer, real, str, bin, array };
+  Type type = Type::nil;
+  std::size_t offset = 0;  // of the item's first byte
+  bool boolean = false;
+  std::int64_t integer = 0;
+  double real = 0;
+  std::span<const std::uint8_t> body;
+  std::size_t count = 0;
+};
+
+inline const char* to_string(MsgpackItem::Type type) noexcept {
+  switch (type) {
+    case MsgpackItem::Type::nil: return "nil";
+    case MsgpackItem::Type::boolean: return "a bool";
+    case MsgpackItem::Type::integer: return "an integer";
+    case MsgpackItem::Type::real: return "a float";
+    case MsgpackItem::Type::str: return "a string";
+    case MsgpackItem::Type::bin: return "bytes";
+    case MsgpackItem::Type::array: return "an array";
+  }
+  return "an unknown item";
+}
+
+class MsgpackReader {
+public:
+  using Type = MsgpackItem::Type;
+
+  // `context` starts every error message ("metadata", "object").
+  MsgpackReader(std::span<const std::uint8_t> bytes, const char* context)
+      : bytes_(bytes), context_(context) {}
+
+  std::size_t offset() const noexcept { return pos_; }
+  std::size_t remaining() const noexcept { return bytes_.size() - pos_; }
+
+  [[noreturn]] void fail(Errc code, std::size_t offset, const std::string& message) const {
+    throw Error(
+        code, std::string(context_) + ": " + message + " at byte offset " + std::to_string(offset));
+  }
+
+  // Throws Error(malformed) for truncated input, unsupported types, a uint64 above INT64_MAX,
+  // and a str/bin/array whose declared size cannot fit in the bytes left (each array element
+  // takes at least one byte).
+  MsgpackItem next() {
+    MsgpackItem item;
+    item.offset = pos_;
+    const std::uint8_t tag = static_cast<std::uint8_t>(take(1));
+    auto integer = [&](std::int64_t value) {
+      item.type = Type::integer;
+      item.integer = value;
+      return item;
+    };
+    auto array = [&](std::uint64_t declared) {
+      item.type = Type::array;
+      item.count = checked_count(declared, item.offset);
+      return item;
+    };
+    auto with_body = [&](Type type, std::uint64_t length) {
+      item.type = type;
+      item.body = take_body(length, item.offset, to_string(type));
+      return item;
+    };
+    if (tag <= 0x7f) return integer(tag);
+    if (tag >= 0xe0) return integer(static_cast<std::int8_t>(tag));
+    if (tag >= 0x90 && tag <= 0x9f) return array(tag & 0x0fu);
+    if (tag >= 0xa0 && tag <= 0xbf) return with_body(Type::str, tag & 0x1fu);
+    switch (tag) {
+      case 0xc0: return item;
+      case 0xc2:
+      case 0xc3:
+        item.type = Type::boolean;
+        item.boolean = tag == 0xc3;
+        return item;
+      case 0xc4: return with_body(Type::bin, take(1));
+      case 0xc5: return with_body(Type::bin, take(2));
+      case 0xc6: return with_body(Type::bin, take(4));
+      case 0xca:
+        item.type = Type::real;
+        item.real = std::bit_cast<float>(static_cast<std::uint32_t>(take(4)));
+        return item;
+      case 0xcb:
+        item.type = Type::real;
+        item.real = std::bit_cast<double>(take(8));
+        return item;
+      case 0xcc: return integer(static_cast<std::int64_t>(take(1)));
+      case 0xcd: return integer(static_cast<std::int64_t>(take(2)));
+      case 0xce: return integer(static_cast<std::int64_t>(take(4)));
+      case 0xcf: {
+        const std::uint64_t value = take(8);
+        if (value > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+          fail(Errc::malformed, item.offset,
+               "unsigned integer " + std::to_string(value) + " exceeds INT64_MAX");
+        }
+        return integer(static_cast<std::int64_t>(value));
+      }
+      case 0xd0: return integer(static_cast<std::int8_t>(take(1)));
+      case 0xd1: return integer(static_cast<std::int16_t>(take(2)));
+      case 0xd2: return integer(static_cast<std::int32_t>(take(4)));
+      case 0xd3: return integer(static_cast<std::int64_t>(take(8)));
+      case 0xd9: return with_body(Type::str, take(1));
+      case 0xda: return with_body(Type::str, take(2));
+      case 0xdb: return with_body(Type::str, take(4));
+      case 0xdc: return array(take(2));
+      case 0xdd: return array(take(4));
+      default: break;
+    }
+    char hex[8];
+    std::snprintf(hex, sizeof hex, "0x%02x", tag);
+    fail(Errc::malformed, item.offset,
+         std::string("unsupported msgpack type ") + hex +
+             " (maps, ext and reserved types are not part of the format)");
+  }
+
+  std::int64_t read_int(const char* what) { return expect(Type::integer, what).integer; }
+  bool read_bool(const char* what) { return expect(Type::boolean, what).boolean; }
+  std::size_t read_array(const char* what) { return expect(Type::array, what).count; }
+  std::string read_str(const char* what) {
+    const auto text = expect(Type::str, what).body;
+    return std::string(reinterpret_cast<const char*>(text.data()), text.size());
+  }
+
+private:
+  // A big-endian unsigned integer of `width` bytes.
+  std::uint64_t take(std::size_t width) {
+    if (remaining() < width) {
+      fail(Errc::malformed, pos_,
+           "input ends early: " + std::to_string(width) + " more bytes needed, " +
+               std::to_string(remaining()) + " left");
+    }
+    std::uint64_t value = 0;
+    for (std::size_t i = 0; i < width; ++i) value = value << 8 | bytes_[pos_ + i];
+    pos_ += width;
+    return value;
+  }
+
+  std::span<const std::uint8_t> take_body(std::uint64_t length, std::size_t offset,
+                                          const char* type) {
+    if (length > remaining()) {
+      fail(Errc::malformed, offset,
+           std::string(type) + " of " + std::to_string(length) + " bytes runs past the end (" +
+               std::to_string(remaining()) + " bytes left)");
+    }
+    const auto result = bytes_.subspan(pos_, static_cast<std::size_t>(length));
+    pos_ += result.size();
+    return result;
+  }
+
+  std::size_t checked_count(std::uint64_t declared, std::size_t offset) {
+    if (declared > remaining()) {
+      fail(Errc::malformed, offset,
+           "array of " + std::to_string(declared) + " elements cannot fit in the " +
+               std::to_string(remaining()) + " bytes left");
+    }
+    return static_cast<std::size_t>(declared);
+  }
+
+  MsgpackItem expect(Type type, const char* what) {
+    MsgpackItem item = next();
+    if (item.type != type) {
+      fail(Errc::malformed, item.offset,
+           std::string("expected ") + to_string(type) + " for " + what + ", found " +
+               to_string(item.type));
+    }
+    return item;
+  }
+
+  std::span<const std::uint8_t> bytes_;
+  std::size_t pos_ = 0;
+  const char* context_;
+};
+
+}  // namespace rankmesh::detail

@@ -1,0 +1,88 @@
+"""`rankmesh layout` as a user meets it: output formats, exit codes and one-line errors.
+
+usage: cli_test.py PATH_TO_rankmesh DATA_DIR
+"""
+import json
+import os
+import subprocess
+import sys
+
+BINARY, DATA = sys.argv[1], sys.argv[2]
+failures = []
+
+
+def run(*args):
+    return subprocess.run([BINARY, *args], capture_output=True, text=True, timeout=30)
+
+
+def check(name, condition, detail=""):
+    if not condition:
+        failures.append(f"{name}: {detail}")
+
+
+def expect_usage_error(name, args, needle):
+    r = run(*args)
+    check(name, r.returncode == 2, f"exit {r.returncode}, want 2")
+    check(name, r.stdout == "", f"stdout not empty: {r.stdout!r}")
+    lines = r.stderr.splitlines()
+    check(name, len(lines) == 1, f"want one stderr line, got {r.stderr!r}")
+    check(name, needle in r.stderr, f"stderr {r.stderr!r} does not name {needle!r}")
+
+
+# --json prints exactly one JSON object with the schema's keys in order.
+r = run("layout", "--world-size", "8", "--tp", "2", "--pp", "4", "--json")
+check("json exit", r.returncode == 0, r.stderr)
+doc = json.loads(r.stdout)
+check("json keys", list(doc) == ["world_size", "tp", "dcp", "pcp", "pp", "dp", "ep"], list(doc))
+check("json tp", doc["tp"] == [[0, 1], [2, 3], [4, 5], [6, 7]], doc["tp"])
+check("json pp", doc["pp"] == [[0, 2, 4, 6], [1, 3, 5, 7]], doc["pp"])
+check("json one line", r.stdout.count("\n") == 1, r.stdout)
+
+# The supernode defaults (8 devices per node, 2 nodes per TP group) give the vendor's table.
+r = run("layout", "--world-size", "16", "--tp", "8", "--pp", "2", "--placement", "supernode", "--json")
+doc = json.loads(r.stdout)
+check("supernode tp", doc["tp"] == [[0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]], doc["tp"])
+check("supernode pp", doc["pp"] == [[0, 4], [1, 5], [2, 6], [3, 7], [8, 12], [9, 13], [10, 14], [11, 15]], doc["pp"])
+# DP singletons: the contiguous DP groups (over t, then p) mapped through the permutation.
+check("supernode dp", doc["dp"] == [[0], [4], [1], [5], [2], [6], [3], [7], [8], [12], [9], [13], [10], [14], [11], [15]], doc["dp"])
+check("supernode ep", doc["ep"] == doc["tp"], doc["ep"])
+
+# The table has one row per rank with its coordinates, then the groups.
+r = run("layout", "--world-size", "8", "--tp", "2", "--pp", "2", "--dp", "2")
+check("table exit", r.returncode == 0, r.stderr)
+rows = [l.split() for l in r.stdout.splitlines() if l.split() and l.split()[0].isdigit()]
+check("table rows", [int(row[0]) for row in rows] == list(range(8)), r.stdout)
+# rank 5 = (dp 1, pp 0, tp 1): tp group 2 index 1; pp groups run over (d, t): group 3 index 0;
+# dp groups run over (t, p): group 2 index 1.
+check("table rank 5", rows[5][1] == "2/1" and rows[5][4] == "3/0" and rows[5][5] == "2/1", rows[5])
+check("table groups", "pp:1 [1, 3]" in r.stdout and "dp:0 [0, 4]" in r.stdout, r.stdout)
+
+# --groups reads the explicit schema, implies explicit placement, and must agree with sizes.
+good = os.path.join(DATA, "groups_8.json")
+r = run("layout", "--groups", good, "--json")
+check("explicit exit", r.returncode == 0, r.stderr)
+check("explicit round trip", json.loads(r.stdout) == json.load(open(good)), r.stdout)
+r = run("layout", "--groups", good, "--tp", "2", "--world-size", "8", "--json")
+check("explicit agreeing sizes", r.returncode == 0, r.stderr)
+expect_usage_error("explicit disagreeing tp", ["layout", "--groups", good, "--tp", "4"], "--tp 4")
+expect_usage_error("explicit bad group", ["layout", "--groups", os.path.join(DATA, "groups_bad_pp.json")], "pp group")
+expect_usage_error("explicit missing file", ["layout", "--groups", "/nonexistent.json"], "/nonexistent.json")
+expect_usage_error("explicit without file", ["layout", "--world-size", "4", "--tp", "2", "--placement", "explicit"], "--groups")
+
+# Bad arguments: one line naming the problem, exit 2, nothing on stdout.
+expect_usage_error("indivisible world", ["layout", "--world-size", "12", "--tp", "8"], "12")
+expect_usage_error("dcp not dividing tp", ["layout", "--world-size", "8", "--tp", "4", "--dcp", "3"], "3")
+expect_usage_error("zero size", ["layout", "--world-size", "8", "--tp", "0"], "--tp")
+expect_usage_error("not a number", ["layout", "--world-size", "eight", "--tp", "2"], "eight")
+expect_usage_error("unknown flag", ["layout", "--world-size", "8", "--tp", "2", "--bogus"], "--bogus")
+expect_usage_error("missing value", ["layout", "--world-size", "8", "--tp"], "--tp")
+expect_usage_error("missing world", ["layout", "--tp", "2"], "--world-size")
+expect_usage_error("unknown placement", ["layout", "--world-size", "8", "--tp", "2", "--placement", "ring"], "ring")
+expect_usage_error("supernode misfit", ["layout", "--world-size", "8", "--tp", "8", "--placement", "supernode"], "8")
+expect_usage_error("geometry without supernode", ["layout", "--world-size", "8", "--tp", "2", "--tp-nodes", "2"], "--tp-nodes")
+expect_usage_error("unknown command", ["frobnicate"], "frobnicate")
+
+if failures:
+    print("\n".join(failures))
+    sys.exit(1)
+print("cli: all checks passed")

@@ -1,0 +1,316 @@
+// GroupCoordinator operations on in-process worlds of 1, 2, 3, 4 and 8 ranks. Each rank's
+// results are collected on its own thread and compared here with a one-rank reference.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <cstring>
+#include <mutex>
+#include <numeric>
+
+#include "rankmesh/error.hpp"
+#include "rankmesh/half.hpp"
+#include "world.hpp"
+
+using namespace rankmesh;
+using namespace rankmesh::test;
+
+namespace {
+
+// Rank r's input: element i is r * 1000 + i (exact in every dtype used here).
+Tensor input_of(int rank, Shape shape, DType dtype = DType::f32) {
+  Tensor t = Tensor::empty(shape, dtype);
+  for (std::int64_t i = 0; i < t.numel(); ++i) {
+    double v = rank * 1000.0 + static_cast<double>(i);
+    switch (dtype) {
+      case DType::f32: t.data_as<float>()[i] = static_cast<float>(v); break;
+      case DType::i32: t.data_as<std::int32_t>()[i] = static_cast<std::int32_t>(v); break;
+      case DType::i64: t.data_as<std::int64_t>()[i] = static_cast<std::int64_t>(v); break;
+      default: FAIL("input_of: unsupported dtype");
+    }
+  }
+  return t;
+}
+
+std::vector<float> floats(const Tensor& t) {
+  REQUIRE(t.dtype() == DType::f32);
+  return std::vector<float>(t.data_as<float>(), t.data_as<float>() + t.numel());
+}
+
+std::vector<float> iota_from(float start, std::int64_t count) {
+  std::vector<float> v(static_cast<std::size_t>(count));
+  for (std::int64_t i = 0; i < count; ++i) v[static_cast<std::size_t>(i)] = start + static_cast<float>(i);
+  return v;
+}
+
+const int kSizes[] = {1, 2, 3, 4, 8};
+
+}  // namespace
+
+TEST_CASE("properties of every group kind follow the layout, with next/prev wrapping") {
+  Runtime runtime(options_for(8, 2));
+  std::mutex mutex;
+  std::vector<std::string> seen;
+  auto errors = run_ranks(runtime, [&](ParallelState& s) {
+    s.initialize_model_parallel(2, 2);
+    const Layout& layout = s.layout();
+    for (GroupKind kind : kAllGroupKinds) {
+      GroupCoordinator& g = s.group(kind);
+      Coordinate at = layout.coordinate(kind, s.rank());
+      const Group& expected = layout.groups(kind)[static_cast<std::size_t>(at.group)];
+      if (g.ranks() != expected) throw std::runtime_error("ranks differ");
+      if (g.rank_in_group() != at.rank_in_group) throw std::runtime_error("rank_in_group");
+      if (g.world_size() != static_cast<int>(expected.size())) throw std::runtime_error("size");
+      if (g.first_rank() != expected.front() || g.last_rank() != expected.back())
+        throw std::runtime_error("first/last");
+      std::size_t i = static_cast<std::size_t>(at.rank_in_group), n = expected.size();
+      if (g.next_rank() != expected[(i + 1) % n] || g.prev_rank() != expected[(i + n - 1) % n])
+        throw std::runtime_error("next/prev");
+      if (g.is_first_rank() != (i == 0) || g.is_last_rank() != (i + 1 == n))
+        throw std::runtime_error("is_first/is_last");
+      if (g.unique_name() != std::string(to_string(kind)) + ":" + std::to_string(at.group))
+        throw std::runtime_error("unique_name " + g.unique_name());
+      if (g.rank() != s.rank() || g.local_rank() != s.rank()) throw std::runtime_error("rank");
+    }
+    std::lock_guard lock(mutex);
+    seen.push_back(s.pp().unique_name());
+  });
+  CHECK_MESSAGE(all_ok(errors), joined(errors));
+  CHECK(seen.size() == 8);
+}
+
+TEST_CASE("all_reduce sum, max and min equal the one-rank reference on 1, 2, 3, 4 and 8 ranks") {
+  for (int world : kSizes) {
+    CAPTURE(world);
+    std::vector<Tensor> sums(world), maxes(world), mins(world), ints(world);
+    auto errors = run_world(world, [&](ParallelState& s) {
+      GroupCoordinator& g = s.world();
+      Tensor in = input_of(s.rank(), {3, 5});  // 15 elements: chunks are uneven for 2, 4, 8
+      sums[s.rank()] = g.all_reduce(in);
+      maxes[s.rank()] = g.all_reduce(in, ReduceOp::max);
+      mins[s.rank()] = g.all_reduce(in, ReduceOp::min);
+      ints[s.rank()] = g.all_reduce(input_of(s.rank(), {7}, DType::i64));
+    });
+    REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+    std::vector<float> sum(15, 0.0f);
+    for (int r = 0; r < world; ++r)
+      for (int i = 0; i < 15; ++i) sum[i] += static_cast<float>(r * 1000 + i);
+    for (int r = 0; r < world; ++r) {
+      CHECK(sums[r].shape() == Shape{3, 5});
+      CHECK(floats(sums[r]) == sum);
+      CHECK(floats(maxes[r]) == iota_from(static_cast<float>((world - 1) * 1000), 15));
+      CHECK(floats(mins[r]) == iota_from(0.0f, 15));
+      for (int i = 0; i < 7; ++i)
+        CHECK(ints[r].data_as<std::int64_t>()[i] == 1000 * world * (world - 1) / 2 + world * i);
+    }
+  }
+}
+
+TEST_CASE("all_reduce adds f16 in f32, in ascending rank order") {
+  // 2048 + 1 + 1 in f16 step by step rounds to 2048 twice; accumulated in f32 it is 2050.
+  std::vector<Tensor> out(3);
+  auto errors = run_world(3, [&](ParallelState& s) {
+    Tensor t = Tensor::empty({1}, DType::f16);
+    t.data_as<std::uint16_t>()[0] = f32_to_f16(s.rank() == 0 ? 2048.0f : 1.0f);
+    out[s.rank()] = s.world().all_reduce(t);
+  });
+  REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+  for (auto& t : out) CHECK(f16_to_f32(t.data_as<std::uint16_t>()[0]) == 2050.0f);
+}
+
+TEST_CASE("reductions of bool and fp8 are refused before any communication") {
+  auto errors = run_world(2, [&](ParallelState& s) {
+    s.world().all_reduce(Tensor::empty({4}, DType::boolean));
+  });
+  for (auto& e : errors) CHECK(e.find("bool") != std::string::npos);
+  errors = run_world(2, [&](ParallelState& s) {
+    s.world().reduce_scatter(Tensor::empty({4}, DType::fp8_e4m3));
+  });
+  for (auto& e : errors) CHECK(e.find("float8") != std::string::npos);
+}
+
+TEST_CASE("all_gather and all_gatherv concatenate in group-rank order along any dim") {
+  for (int world : kSizes) {
+    CAPTURE(world);
+    std::vector<Tensor> dim0(world), dim1(world), uneven(world);
+    auto errors = run_world(world, [&](ParallelState& s) {
+      GroupCoordinator& g = s.world();
+      int r = s.rank();
+      dim0[r] = g.all_gather(input_of(r, {2, 3}), 0);
+      dim1[r] = g.all_gather(input_of(r, {2, 3}), 1);
+      uneven[r] = g.all_gatherv(input_of(r, {r + 1, 2}), 0);  // rank r brings r+1 rows
+    });
+    REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+    for (int r = 0; r < world; ++r) {
+      CHECK(dim0[r].shape() == Shape{2 * world, 3});
+      CHECK(dim1[r].shape() == Shape{2, 3 * world});
+      for (int src = 0; src < world; ++src)
+        for (int row = 0; row < 2; ++row)
+          for (int col = 0; col < 3; ++col) {
+            float want = static_cast<float>(src * 1000 + row * 3 + col);
+            CHECK(dim0[r].data_as<float>()[(src * 2 + row) * 3 + col] == want);
+            CHECK(dim1[r].data_as<float>()[row * 3 * world + src * 3 + col] == want);
+          }
+      CHECK(uneven[r].shape() == Shape{world * (world + 1) / 2, 2});
+      std::vector<float> want;
+      for (int src = 0; src < world; ++src)
+        for (float v : iota_from(static_cast<float>(src * 1000), (src + 1) * 2)) want.push_back(v);
+      CHECK(floats(uneven[r]) == want);
+    }
+  }
+}
+
+TEST_CASE("reduce_scatter and reduce_scatterv give each rank its reduced rows") {
+  for (int world : kSizes) {
+    CAPTURE(world);
+    std::vector<Tensor> even(world), uneven(world);
+    auto errors = run_world(world, [&](ParallelState& s) {
+      int r = s.rank();
+      even[r] = s.world().reduce_scatter(input_of(r, {2 * world, 2}), 0);
+      std::vector<std::int64_t> sizes(world);
+      for (int j = 0; j < world; ++j) sizes[j] = j % 3;  // some ranks get no rows
+      std::int64_t rows = std::accumulate(sizes.begin(), sizes.end(), std::int64_t{0});
+      uneven[r] = s.world().reduce_scatterv(input_of(r, {2, rows}), sizes, 1, ReduceOp::max);
+    });
+    REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+    for (int r = 0; r < world; ++r) {
+      CHECK(even[r].shape() == Shape{2, 2});
+      for (int i = 0; i < 4; ++i) {
+        float want = 0;
+        for (int src = 0; src < world; ++src) want += static_cast<float>(src * 1000 + r * 4 + i);
+        CHECK(even[r].data_as<float>()[i] == want);
+      }
+      CHECK(uneven[r].shape() == Shape{2, r % 3});
+    }
+  }
+}
+
+TEST_CASE("gather, broadcast, barrier and all_to_all") {
+  for (int world : kSizes) {
+    CAPTURE(world);
+    std::vector<Tensor> gathered(world), broadcasted(world), exchanged(world);
+    auto errors = run_world(world, [&](ParallelState& s) {
+      GroupCoordinator& g = s.world();
+      int r = s.rank();
+      int root = world - 1;
+      gathered[r] = g.gather(input_of(r, {1, 2}), root, 0);
+      broadcasted[r] = g.broadcast(input_of(r, {4}), root);
+      g.barrier();
+      // Rank r sends j+1 rows to rank j; each row holds (sender, receiver).
+      std::vector<std::int64_t> counts(world);
+      std::int64_t rows = 0;
+      for (int j = 0; j < world; ++j) rows += counts[j] = j + 1;
+      Tensor in = Tensor::empty({rows, 2}, DType::i32);
+      std::int64_t row = 0;
+      for (int j = 0; j < world; ++j)
+        for (int k = 0; k <= j; ++k, ++row) {
+          in.data_as<std::int32_t>()[row * 2] = r;
+          in.data_as<std::int32_t>()[row * 2 + 1] = j;
+        }
+      exchanged[r] = g.all_to_all(in, counts);
+    });
+    REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+    for (int r = 0; r < world; ++r) {
+      if (r == world - 1) {
+        CHECK(gathered[r].shape() == Shape{world, 2});
+        for (int src = 0; src < world; ++src)
+          CHECK(gathered[r].data_as<float>()[src * 2 + 1] == static_cast<float>(src * 1000 + 1));
+      } else {
+        CHECK_FALSE(gathered[r].defined());
+      }
+      CHECK(floats(broadcasted[r]) == iota_from(static_cast<float>((world - 1) * 1000), 4));
+      CHECK(exchanged[r].shape() == Shape{world * (r + 1), 2});
+      for (std::int64_t row = 0; row < exchanged[r].shape()[0]; ++row) {
+        CHECK(exchanged[r].data_as<std::int32_t>()[row * 2] == row / (r + 1));
+        CHECK(exchanged[r].data_as<std::int32_t>()[row * 2 + 1] == r);
+      }
+    }
+  }
+}
+
+TEST_CASE("objects: send/recv around a ring and broadcast_object") {
+  for (int world : kSizes) {
+    CAPTURE(world);
+    std::vector<Value> got(world), broadcasted(world);
+    auto errors = run_world(world, [&](ParallelState& s) {
+      GroupCoordinator& g = s.world();
+      int r = s.rank();
+      if (world > 1) {
+        List payload{Value(r), Value("from"), Value(Bytes{1, 2}), Value(None{}), Value(0.5)};
+        if (r % 2 == 0) {
+          g.send_object(payload, (r + 1) % world);
+          got[r] = g.recv_object((r + world - 1) % world);
+        } else {
+          got[r] = g.recv_object((r + world - 1) % world);
+          g.send_object(payload, (r + 1) % world);
+        }
+      }
+      broadcasted[r] = g.broadcast_object(r == 0 ? Value("scheduler output") : Value(None{}), 0);
+    });
+    REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+    for (int r = 0; r < world; ++r) {
+      if (world > 1) {
+        int from = (r + world - 1) % world;
+        CHECK(got[r] == Value(List{Value(from), Value("from"), Value(Bytes{1, 2}), Value(None{}), Value(0.5)}));
+      }
+      CHECK(broadcasted[r] == Value("scheduler output"));
+    }
+  }
+}
+
+TEST_CASE("tensor dicts: send/recv to next/prev, empty tensors keep their shape, broadcast") {
+  for (int world : {2, 3, 4, 8}) {
+    CAPTURE(world);
+    std::vector<TensorDict> received(world), broadcasted(world);
+    auto errors = run_world(world, [&](ParallelState& s) {
+      GroupCoordinator& g = s.world();
+      int r = s.rank();
+      TensorDict nested{{"positions", input_of(r, {2}, DType::i64)}};
+      TensorDict dict{{"hidden_states", input_of(r, {2, 3})},
+                      {"empty", Tensor::empty({0, 4}, DType::f16)},
+                      {"step", r},
+                      {"meta", nested}};
+      if (r % 2 == 0) {
+        g.send_tensor_dict(dict);
+        received[r] = g.recv_tensor_dict();
+      } else {
+        received[r] = g.recv_tensor_dict();
+        g.send_tensor_dict(dict);
+      }
+      broadcasted[r] = g.broadcast_tensor_dict(r == 1 ? dict : TensorDict{}, 1);
+    });
+    REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+    for (int r = 0; r < world; ++r) {
+      int from = (r + world - 1) % world;
+      const TensorDict& d = received[r];
+      CHECK(floats(d.at("hidden_states").as<Tensor>()) == iota_from(static_cast<float>(from * 1000), 6));
+      CHECK(d.at("empty").as<Tensor>().shape() == Shape{0, 4});
+      CHECK(d.at("empty").as<Tensor>().dtype() == DType::f16);
+      CHECK(d.at("step") == Value(from));
+      CHECK(d.at("meta").as<TensorDict>().at("positions").as<Tensor>().data_as<std::int64_t>()[1] == from * 1000 + 1);
+      CHECK(broadcasted[r].at("step") == Value(1));
+      CHECK(floats(broadcasted[r].at("hidden_states").as<Tensor>()) == iota_from(1000.0f, 6));
+    }
+  }
+}
+
+TEST_CASE("every group kind runs collectives among its own members") {
+  // world 16 = dp 2 x pp 2 x tp 2 x external dp 2, dcp 2.
+  std::vector<std::array<float, kGroupKindCount>> sums(16);
+  Runtime runtime(options_for(16, 2));
+  auto errors = run_ranks(runtime, [&](ParallelState& s) {
+    s.initialize_model_parallel(2, 2, 2);
+    for (GroupKind kind : kAllGroupKinds) {
+      Tensor one = Tensor::empty({1}, DType::f32);
+      one.data_as<float>()[0] = static_cast<float>(s.rank());
+      sums[s.rank()][static_cast<std::size_t>(kind)] = s.group(kind).all_reduce(one).data_as<float>()[0];
+    }
+  });
+  REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+  ParallelConfig config{16, 2, 2, 2, 2, 1};
+  Layout layout = contiguous_layout(config);
+  for (int r = 0; r < 16; ++r)
+    for (GroupKind kind : kAllGroupKinds) {
+      const Group& members = layout.group_of(kind, r);
+      CHECK(sums[r][static_cast<std::size_t>(kind)] == static_cast<float>(std::accumulate(members.begin(), members.end(), 0)));
+    }
+}

@@ -1,0 +1,272 @@
+// The promises of group_coordinator.hpp: send-allgather, matching and mismatches, timeouts,
+// zero-copy donation, receiving into caller buffers, errors at the sender, asynchronous forms.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+
+#include "rankmesh/error.hpp"
+#include "world.hpp"
+
+using namespace rankmesh;
+using namespace rankmesh::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+Tensor filled(Shape shape, float first) {
+  Tensor t = Tensor::empty(shape, DType::f32);
+  for (std::int64_t i = 0; i < t.numel(); ++i) t.data_as<float>()[i] = first + static_cast<float>(i);
+  return t;
+}
+
+bool holds(const Tensor& t, float first) {
+  for (std::int64_t i = 0; i < t.numel(); ++i)
+    if (t.data_as<float>()[i] != first + static_cast<float>(i)) return false;
+  return true;
+}
+
+// tp 2 x pp 2: stage 0 (ranks 0, 1) sends to stage 1 (ranks 2, 3) with the TP group as the
+// all-gather group; every tensor is replicated across the TP group, as the feature requires.
+struct Stages {
+  std::vector<TensorDict> received = std::vector<TensorDict>(4);
+  std::vector<std::string> errors;
+
+  void run(const AllGatherTensors& sender_map, const AllGatherTensors& receiver_map,
+           const TensorDict& dict, std::chrono::milliseconds timeout = default_timeout()) {
+    RuntimeOptions options = options_for(4);
+    options.timeout = timeout;
+    Runtime runtime(std::move(options));
+    errors = run_ranks(runtime, [&](ParallelState& s) {
+      s.initialize_model_parallel(2, 2);
+      if (s.pp().is_first_rank()) {
+        s.pp().send_tensor_dict(dict, std::nullopt, &s.tp(), sender_map);
+      } else {
+        received[s.rank()] = s.pp().recv_tensor_dict(std::nullopt, &s.tp(), receiver_map);
+      }
+    });
+  }
+};
+
+}  // namespace
+
+TEST_CASE("send-allgather: divisible tensors travel as slices and arrive whole") {
+  Stages stages;
+  TensorDict dict{{"hidden_states", filled({4, 6}, 0)},  // 24 elements: sliced in 2
+                  {"odd", filled({3}, 100)},              // 3 elements: sent whole
+                  {"step", 5}};
+  stages.run({}, {}, dict);
+  REQUIRE_MESSAGE(all_ok(stages.errors), joined(stages.errors));
+  for (int r : {2, 3}) {
+    CHECK(stages.received[r].at("hidden_states").as<Tensor>().shape() == Shape{4, 6});
+    CHECK(holds(stages.received[r].at("hidden_states").as<Tensor>(), 0));
+    CHECK(holds(stages.received[r].at("odd").as<Tensor>(), 100));
+    CHECK(stages.received[r].at("step") == Value(5));
+  }
+}
+
+TEST_CASE("send-allgather: the per-key map overrides the choice either way") {
+  Stages stages;
+  TensorDict dict{{"residual", filled({4}, 7)}, {"odd", filled({3}, 1)}};
+  AllGatherTensors map{{"residual", false}};  // divisible, but sent whole
+  stages.run(map, map, dict);
+  REQUIRE_MESSAGE(all_ok(stages.errors), joined(stages.errors));
+  for (int r : {2, 3}) CHECK(holds(stages.received[r].at("residual").as<Tensor>(), 7));
+
+  Stages forced;  // 3 elements cannot split into 2: the sender refuses, the receivers time out
+  forced.run({{"odd", true}}, {{"odd", true}}, dict, scaled_timeout(300ms));
+  CHECK(forced.errors[0].find("'odd' has 3 elements") != std::string::npos);
+  CHECK(forced.errors[2].find("did not come") != std::string::npos);
+}
+
+TEST_CASE("send-allgather: a receiver whose map disagrees gets an error, not corrupted data") {
+  Stages stages;
+  TensorDict dict{{"hidden_states", filled({4}, 0)}};
+  stages.run({}, {{"hidden_states", false}}, dict);
+  for (int r : {2, 3}) {
+    CAPTURE(stages.errors[r]);
+    CHECK(stages.errors[r].find("'hidden_states'") != std::string::npos);
+    CHECK(stages.errors[r].find("travels as a slice") != std::string::npos);
+  }
+}
+
+TEST_CASE("a collective issued differently on two ranks is a mismatch naming both sides") {
+  auto errors = run_world(2, [](ParallelState& s) {
+    if (s.rank() == 0) s.world().all_reduce(filled({4}, 0));
+    else s.world().broadcast(filled({4}, 0), 1);
+  });
+  CAPTURE(joined(errors));
+  bool named = false;
+  for (auto& e : errors)
+    named |= e.find("expected") != std::string::npos && e.find("all_reduce") != std::string::npos &&
+             e.find("broadcast") != std::string::npos && e.find("world:0") != std::string::npos;
+  CHECK(named);
+}
+
+TEST_CASE("a receive with no matching send times out naming the group, source and what") {
+  RuntimeOptions options = options_for(2);
+  auto errors = run_world([](ParallelState& s) {
+    if (s.rank() != 1) return;
+    s.world().set_timeout(100ms);
+    s.world().recv_tensor_dict(0);
+  }, options);
+  CHECK(errors[0].empty());
+  CAPTURE(errors[1]);
+  CHECK(errors[1].find("world:0") != std::string::npos);
+  CHECK(errors[1].find("send_tensor_dict #0 from group rank 0 (rank 0)") != std::string::npos);
+}
+
+TEST_CASE("a message arriving after its receive timed out is discarded") {
+  std::atomic<int> phase{0};
+  Value second;
+  auto errors = run_world(2, [&](ParallelState& s) {
+    GroupCoordinator& g = s.world();
+    if (s.rank() == 0) {
+      g.set_timeout(50ms);
+      CHECK_THROWS_AS(g.recv_object(1), Error);
+      phase = 1;
+      g.set_timeout(default_timeout());
+      second = g.recv_object(1);
+    } else {
+      while (phase.load() == 0) std::this_thread::yield();
+      g.send_object(Value("late"), 0);
+      g.send_object(Value("fresh"), 0);
+    }
+  });
+  REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+  CHECK(second == Value("fresh"));
+}
+
+TEST_CASE("a donated 64 MiB tensor changes hands without a copy or an allocation of its size") {
+  constexpr std::int64_t kFloats = 16 << 20;  // 64 MiB
+  std::atomic<std::size_t> largest{0};
+  RuntimeOptions options = options_for(2);
+  options.allocator = [&](const Shape& shape, DType dtype) {
+    std::size_t bytes = static_cast<std::size_t>(shape.numel()) * dtype_size(dtype);
+    std::size_t seen = largest.load();
+    while (bytes > seen && !largest.compare_exchange_weak(seen, bytes)) {}
+    return Tensor::empty(shape, dtype);
+  };
+  const void* sent = nullptr;
+  Tensor got, copied;
+  auto errors = run_world([&](ParallelState& s) {
+    if (s.rank() == 0) {
+      Tensor big = filled({kFloats}, 0);
+      sent = big.data();
+      s.world().send_tensor_dict(TensorDict{{"big", std::move(big)}}, 1);  // donated
+      s.world().send_tensor_dict(TensorDict{{"small", filled({4}, 3)}}, 1);  // kept: copied
+    } else {
+      got = s.world().recv_tensor_dict(0).at("big").as<Tensor>();
+      copied = s.world().recv_tensor_dict(0).at("small").as<Tensor>();
+    }
+  }, options);
+  REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+  CHECK(got.data() == sent);
+  CHECK(largest.load() < static_cast<std::size_t>(kFloats) * 4);
+  CHECK(holds(copied, 3));
+}
+
+TEST_CASE("a tensor not donated reaches the receiver as a copy") {
+  Tensor mine = filled({8}, 1);
+  Tensor theirs;
+  auto errors = run_world(2, [&](ParallelState& s) {
+    if (s.rank() == 0) {
+      TensorDict dict{{"x", mine}};
+      s.world().send_tensor_dict(dict, 1);
+    } else {
+      theirs = s.world().recv_tensor_dict(0).at("x").as<Tensor>();
+    }
+  });
+  REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+  CHECK_FALSE(theirs.shares_storage_with(mine));
+  CHECK(holds(theirs, 1));
+}
+
+TEST_CASE("recv_tensor_dict lands tensors in the caller's buffers, checked against the metadata") {
+  Tensor buffer = Tensor::empty({2, 2}, DType::f32);
+  TensorDict got;
+  std::string wrong;
+  auto errors = run_world(2, [&](ParallelState& s) {
+    if (s.rank() == 0) {
+      s.world().send_tensor_dict(TensorDict{{"x", filled({2, 2}, 9)}}, 1);
+      s.world().send_tensor_dict(TensorDict{{"x", filled({4}, 9)}}, 1);
+    } else {
+      got = s.world().recv_tensor_dict(0, nullptr, {}, {{"x", buffer}});
+      try {
+        s.world().recv_tensor_dict(0, nullptr, {}, {{"x", buffer}});
+      } catch (const Error& e) {
+        wrong = e.what();
+      }
+    }
+  });
+  REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+  CHECK(got.at("x").as<Tensor>().data() == buffer.data());
+  CHECK(holds(buffer, 9));
+  CHECK(wrong.find("the buffer given for 'x' is [2, 2] float32, but the metadata") != std::string::npos);
+}
+
+TEST_CASE("a dict the codec cannot carry fails at the sender, and the world goes on") {
+  auto errors = run_world(2, [&](ParallelState& s) {
+    if (s.rank() == 0) {
+      TensorDict bad{{"list", List{Value(filled({1}, 0))}}};
+      CHECK_THROWS_AS(s.world().send_tensor_dict(bad, 1), Error);
+      s.world().send_object(Value(1), 1);
+    } else {
+      CHECK(s.world().recv_object(0) == Value(1));
+    }
+  });
+  CHECK_MESSAGE(all_ok(errors), joined(errors));
+}
+
+TEST_CASE("group calls before initialize_model_parallel are errors; the world group exists") {
+  Runtime runtime(options_for(2));
+  auto errors = run_ranks(runtime, [&](ParallelState& s) {
+    CHECK(s.is_global_first_rank());  // nothing initialized yet
+    CHECK_FALSE(s.model_parallel_is_initialized());
+    CHECK_THROWS_WITH_AS(s.tp(), doctest::Contains("does not exist before"), Error);
+    s.world().barrier();
+  });
+  CHECK_MESSAGE(all_ok(errors), joined(errors));
+}
+
+TEST_CASE("asynchronous operations: several in flight, polled and waited, in issue order") {
+  std::vector<float> sums(4);
+  std::vector<TensorDict> dicts(4);
+  auto errors = run_world(4, [&](ParallelState& s) {
+    GroupCoordinator& g = s.world();
+    Handle<Tensor> reduced = g.async_all_reduce(filled({3}, static_cast<float>(s.rank())));
+    Handle<void> barrier = g.async_barrier();
+    Handle<void> sent = g.async_send_tensor_dict(TensorDict{{"r", s.rank()}});
+    Handle<TensorDict> got = g.async_recv_tensor_dict();
+    dicts[s.rank()] = got.wait(default_timeout());
+    CHECK(barrier.poll());  // issued before the receive, so finished by now
+    sent.wait(default_timeout());
+    barrier.wait(default_timeout());
+    sums[s.rank()] = reduced.wait(default_timeout()).data_as<float>()[2];
+  });
+  REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+  for (int r = 0; r < 4; ++r) {
+    CHECK(sums[r] == 0 + 1 + 2 + 3 + 4 * 2.0f);
+    CHECK(dicts[r].at("r") == Value((r + 3) % 4));
+  }
+}
+
+TEST_CASE("abort fails every pending operation at once") {
+  Runtime runtime(options_for(2));
+  std::atomic<bool> waiting{false};
+  std::string error;
+  std::thread receiver([&] {
+    try {
+      waiting = true;
+      runtime.rank(1).world().recv_object(0);
+    } catch (const Error& e) {
+      error = e.what();
+    }
+  });
+  while (!waiting) std::this_thread::yield();
+  std::this_thread::sleep_for(20ms);  // let it block; abort must end the wait either way
+  runtime.abort("operator stopped the world");
+  receiver.join();
+  CHECK(error.find("operator stopped the world") != std::string::npos);
+}

@@ -1,0 +1,36 @@
+// One direction of one peer pair: frames in FIFO order. Every transport (inproc, shm, tcp)
+// implements this; the coordinators above never know which one they talk through.
+#pragma once
+
+#include <string>
+
+#include "deadline.hpp"
+#include "frame.hpp"
+
+namespace rankmesh {
+
+class Channel {
+public:
+  virtual ~Channel() = default;
+
+  // Hands `frame` over. Its buffers are swapped with spent ones (so the caller's vectors keep
+  // their capacity and the steady state allocates nothing); its tensors are moved. Waits while
+  // the channel is full. Throws ChannelClosed once closed, ChannelTimeout at the deadline.
+  virtual void send(Frame& frame, Deadline deadline) = 0;
+
+  // Takes the next frame into `frame`, swapping buffers the same way. Returns false at the
+  // deadline; throws ChannelClosed once closed and drained.
+  virtual bool recv(Frame& frame, Deadline deadline) = 0;
+
+  // Fails every waiter and every later call with `reason` (a peer died, the world aborts).
+  virtual void close(const std::string& reason) = 0;
+};
+
+struct ChannelClosed : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+struct ChannelTimeout : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+}  // namespace rankmesh

@@ -1,0 +1,60 @@
+#include "inproc_channel.hpp"
+
+#include <utility>
+
+namespace rankmesh {
+
+void InprocChannel::send(Frame& frame, Deadline deadline) {
+  const std::uint64_t tail = tail_.load(std::memory_order_relaxed);
+  auto has_room = [&] {
+    return closed_.load(std::memory_order_acquire) ||
+           tail - head_.load(std::memory_order_seq_cst) < kSlots;
+  };
+  if (!not_full_.wait_until(has_room, deadline))
+    throw ChannelTimeout("inproc channel stayed full until the deadline");
+  if (closed_.load(std::memory_order_acquire)) throw_closed();
+
+  Frame& slot = slots_[tail % kSlots];
+  slot.header = frame.header;
+  slot.metadata.swap(frame.metadata);
+  slot.tensors.swap(frame.tensors);
+  frame.tensors.clear();  // drops references the consumer handed back in this slot
+  tail_.store(tail + 1, std::memory_order_seq_cst);
+  not_empty_.notify();
+}
+
+bool InprocChannel::recv(Frame& frame, Deadline deadline) {
+  const std::uint64_t head = head_.load(std::memory_order_relaxed);
+  auto has_frame = [&] {
+    return tail_.load(std::memory_order_seq_cst) != head || closed_.load(std::memory_order_acquire);
+  };
+  if (!not_empty_.wait_until(has_frame, deadline)) return false;
+  if (tail_.load(std::memory_order_acquire) == head) throw_closed();
+
+  Frame& slot = slots_[head % kSlots];
+  frame.header = slot.header;
+  frame.metadata.swap(slot.metadata);
+  frame.tensors.swap(slot.tensors);
+  slot.tensors.clear();
+  head_.store(head + 1, std::memory_order_seq_cst);
+  not_full_.notify();
+  return true;
+}
+
+void InprocChannel::close(const std::string& reason) {
+  {
+    std::lock_guard lock(reason_mutex_);
+    if (closed_.load(std::memory_order_relaxed)) return;
+    reason_ = reason;
+  }
+  closed_.store(true, std::memory_order_seq_cst);
+  not_empty_.notify();
+  not_full_.notify();
+}
+
+void InprocChannel::throw_closed() const {
+  std::lock_guard lock(reason_mutex_);
+  throw ChannelClosed(reason_);
+}
+
+}  // namespace rankmesh

@@ -1,0 +1,40 @@
+// The inproc transport: a bounded single-producer single-consumer ring of frames between two
+// ranks of one process. Tensors change hands as shared references, so a donated payload is never
+// copied (whether to copy one that is not donated is the sender's decision, made above).
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <string>
+
+#include "channel.hpp"
+#include "parker.hpp"
+
+namespace rankmesh {
+
+class InprocChannel final : public Channel {
+public:
+  static constexpr std::size_t kSlots = 64;
+
+  void send(Frame& frame, Deadline deadline) override;
+  bool recv(Frame& frame, Deadline deadline) override;
+  void close(const std::string& reason) override;
+
+private:
+  [[noreturn]] void throw_closed() const;
+
+  std::array<Frame, kSlots> slots_;
+  // head_: next slot the consumer reads; tail_: next slot the producer writes. Each is written
+  // by one side only; they sit on their own cache lines so the sides do not false-share.
+  alignas(64) std::atomic<std::uint64_t> head_{0};
+  alignas(64) std::atomic<std::uint64_t> tail_{0};
+  alignas(64) std::atomic<bool> closed_{false};
+  Parker not_empty_;
+  Parker not_full_;
+  mutable std::mutex reason_mutex_;  // close() is rare; the reason is read only after closed_
+  std::string reason_;
+};
+
+}  // namespace rankmesh
