@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job: set up, build, and print the groups of the example configuration.
+# The main job: set up, build, and run the pipeline example (tp 2 x pp 2, four ranks in one
+# process). Extra arguments go to rankmesh-pipeline (--tp, --pp, --microbatches, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build.sh release >/dev/null
-exec build/tools/rankmesh/rankmesh layout --world-size 16 --tp 8 --pp 2 --placement supernode "$@"
+exec build/examples/pipeline/rankmesh-pipeline "$@"

@@ -88,3 +88,25 @@ TEST_CASE("a device whose memory the host cannot read travels through its own co
   CHECK(back == values);
   CHECK(static_cast<unsigned char*>(received.data())[0] == testing::OpaqueBackend::kDecoy);
 }
+
+TEST_CASE("graph_capture: TP and PP share one side stream that waits on the current stream") {
+  auto errors = run_world(4, [](ParallelState& s) {
+    s.initialize_model_parallel(2, 2);
+    Stream& before = current_stream();
+    auto gate = Event::user();
+    before.wait(*gate);  // work on the current stream is held back
+    {
+      ParallelGraphCapture capture(s);
+      if (&current_stream() != &capture.stream()) throw std::runtime_error("capture not current");
+      if (&capture.stream() == &before) throw std::runtime_error("no side stream");
+      auto marker = capture.stream().record();
+      if (marker->query()) throw std::runtime_error("side stream did not wait on the current one");
+      gate->complete();
+      marker->synchronize(default_timeout());
+      GraphCapture single = s.tp().graph_capture();
+      if (&current_stream() != &single.stream()) throw std::runtime_error("group capture");
+    }
+    if (&current_stream() != &before) throw std::runtime_error("current stream not restored");
+  });
+  CHECK_MESSAGE(all_ok(errors), joined(errors));
+}

@@ -517,6 +517,11 @@ int GroupCoordinator::prev_rank_in_group() const noexcept {
   return (rank_in_group_ + world_size() - 1) % world_size();
 }
 
+GraphCapture GroupCoordinator::graph_capture(std::shared_ptr<Stream> stream) const {
+  if (stream) return GraphCapture(std::move(stream));
+  return GraphCapture();
+}
+
 void GroupCoordinator::send_object(const Value& object, int dst) {
   GroupOps ops(*this, "send_object");
   ops.check_other_peer(dst, "dst");

@@ -94,17 +94,18 @@ void ParallelConfig::validate() const {
                   std::string(name) + " must be at least 1, got " + std::to_string(value));
   // Multiplied step by step in 64 bits so that no int overflows: once the running product
   // passes the world size it cannot divide it, and its exact value no longer matters.
-  const std::string factors = "dp*pp*pcp*tp = " + std::to_string(dp) + "*" + std::to_string(pp) +
-                              "*" + std::to_string(pcp) + "*" + std::to_string(tp);
   const int factor[] = {dp, pp, pcp, tp};
   std::int64_t product = 1;
   for (int i = 0; i < 4; ++i) {
     product *= factor[i];
-    bool complete = i == 3;
-    if (product > world_size || (complete && world_size % product != 0))
-      throw Error(Errc::invalid_config,
-                  "world size " + std::to_string(world_size) + " is not divisible by " + factors +
-                      (complete ? " = " + std::to_string(product) : ", which is more than the world size"));
+    const bool complete = i == 3;
+    if (product <= world_size && (!complete || world_size % product == 0)) continue;
+    throw Error(Errc::invalid_config,
+                "world size " + std::to_string(world_size) + " is not divisible by dp*pp*pcp*tp = " +
+                    std::to_string(dp) + "*" + std::to_string(pp) + "*" + std::to_string(pcp) +
+                    "*" + std::to_string(tp) +
+                    (complete ? " = " + std::to_string(product)
+                              : ", which is more than the world size"));
   }
   if (tp % dcp != 0)
     throw Error(Errc::invalid_config, "dcp " + std::to_string(dcp) + " does not divide tp " +

@@ -209,6 +209,9 @@ Layout supernode_layout(const ParallelConfig& config, const SupernodeGeometry& g
   config.validate();
   validate_geometry(config, geometry);
   Layout logical = contiguous_layout(config);
+  std::vector<int> physical(static_cast<std::size_t>(config.world_size));
+  for (int rank = 0; rank < config.world_size; ++rank)
+    physical[static_cast<std::size_t>(rank)] = physical_rank(config, geometry, rank);
   std::array<GroupList, kGroupKindCount> groups;
   for (GroupKind kind : kAllGroupKinds) {
     GroupList mapped = logical.groups(kind);
@@ -216,7 +219,7 @@ Layout supernode_layout(const ParallelConfig& config, const SupernodeGeometry& g
     // process's global rank, which a placement does not rename.
     if (kind != GroupKind::world)
       for (Group& group : mapped)
-        for (int& rank : group) rank = physical_rank(config, geometry, rank);
+        for (int& rank : group) rank = physical[static_cast<std::size_t>(rank)];
     groups[index(kind)] = std::move(mapped);
   }
   Layout layout(config.world_size, std::move(groups));

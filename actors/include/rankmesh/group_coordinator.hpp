@@ -34,6 +34,7 @@
 #include <thread>
 #include <vector>
 
+#include "rankmesh/graph_capture.hpp"
 #include "rankmesh/handle.hpp"
 #include "rankmesh/layout.hpp"
 #include "rankmesh/reduce.hpp"
@@ -75,6 +76,11 @@ public:
   }
   const std::string& unique_name() const noexcept { return name_; }  // "tp:0"
   GroupKind kind() const noexcept { return kind_; }
+
+  // A graph-capture scope for this group: a side stream (`stream`, to share one with other
+  // groups, or a fresh host stream) that first waits on the current stream and is current inside
+  // the scope.
+  GraphCapture graph_capture(std::shared_ptr<Stream> stream = nullptr) const;
 
   std::chrono::nanoseconds timeout() const noexcept { return timeout_; }
   void set_timeout(std::chrono::nanoseconds timeout) noexcept { timeout_ = timeout; }

@@ -57,4 +57,17 @@ private:
   std::unique_ptr<Impl> impl_;
 };
 
+// The module-level graph capture: enters the TP and the PP group's captures with one shared side
+// stream, current for the scope.
+class ParallelGraphCapture {
+public:
+  explicit ParallelGraphCapture(ParallelState& state)
+      : tp_(state.tp().graph_capture()), pp_(state.pp().graph_capture(tp_.shared_stream())) {}
+  Stream& stream() const noexcept { return tp_.stream(); }
+
+private:
+  GraphCapture tp_;
+  GraphCapture pp_;
+};
+
 }  // namespace rankmesh
