@@ -254,7 +254,8 @@ TEST_CASE("every valid configuration up to 64 ranks has a well-formed layout") {
         CAPTURE(b);
         bool one_shared = true;
         for (int rank = 0; rank < world; ++rank)
-          one_shared = one_shared && shared(layout.group_of(a, rank), layout.group_of(b, rank)) == 1;
+          one_shared =
+              one_shared && shared(layout.group_of(a, rank), layout.group_of(b, rank)) == 1;
         REQUIRE(one_shared);
       }
   }
@@ -267,7 +268,8 @@ TEST_CASE("an impossible configuration is an error that names the numbers") {
     CHECK(error->code() == Errc::invalid_config);
     return std::string(error->what());
   };
-  CHECK(message(config_of(12, 8)) == "world size 12 is not divisible by dp*pp*pcp*tp = 1*1*1*8 = 8");
+  CHECK(message(config_of(12, 8)) ==
+        "world size 12 is not divisible by dp*pp*pcp*tp = 1*1*1*8 = 8");
   CHECK(message(config_of(16, 2, 3, 1, 1, 2)) ==
         "world size 16 is not divisible by dp*pp*pcp*tp = 1*3*2*2 = 12");
   CHECK(message(config_of(4, 8)) == "world size 4 is not divisible by dp*pp*pcp*tp = 1*1*1*8 = 8");

@@ -199,7 +199,8 @@ TEST_CASE("supernode generalises: every geometry that fits gives a placement wit
             nodes_used.insert(group[chunk] / devices);
             for (int i = 0; i < per_node; ++i)
               consecutive = consecutive && group[chunk + i] == group[chunk] + i;
-            consecutive = consecutive && group[chunk + per_node - 1] / devices == group[chunk] / devices;
+            consecutive =
+                consecutive && group[chunk + per_node - 1] / devices == group[chunk] / devices;
           }
           REQUIRE(consecutive);
           REQUIRE(static_cast<int>(nodes_used.size()) == nodes);
@@ -365,7 +366,8 @@ TEST_CASE("explicit: input that is not the schema is malformed, naming the key")
 TEST_CASE("explicit: group lists that break a rule are errors naming the offending group") {
   auto singles = [](int world) {
     std::string out = "[";
-    for (int rank = 0; rank < world; ++rank) out += (rank ? ", [" : "[") + std::to_string(rank) + "]";
+    for (int rank = 0; rank < world; ++rank)
+      out += (rank ? ", [" : "[") + std::to_string(rank) + "]";
     return out + "]";
   };
   struct Case {

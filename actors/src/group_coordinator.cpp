@@ -44,13 +44,16 @@ public:
       : g_(g), ctx_(*g.context_), op_(op), deadline_(deadline_after(g.timeout_)) {
     ctx_.drain(deadline_);
 #ifndef NDEBUG
+    const std::thread::id self = std::this_thread::get_id();
     std::thread::id none{};
-    if (!g_.user_.compare_exchange_strong(none, std::this_thread::get_id()))
+    if (g_.user_.compare_exchange_strong(none, self)) {
+      guarded_ = true;
+    } else if (none != self) {  // the same thread nested (send-allgather on this group) is fine
       throw Error(Errc::invalid_argument, g_.name_ + ": " + op_ +
                                               " called while another thread is inside this "
                                               "GroupCoordinator; use one coordinator from one "
                                               "thread at a time");
-    guarded_ = true;
+    }
 #endif
   }
   ~GroupOps() {
@@ -221,7 +224,7 @@ public:
 
   void send_dict(const TensorDict& dict, bool donate, std::optional<int> dst,
                  GroupCoordinator* ag, const AllGatherTensors& overrides) {
-    const int to = check_peer(dst.value_or(g_.next_rank_in_group()), "dst");
+    const int to = check_other_peer(dst.value_or(g_.next_rank_in_group()), "dst");
     SplitDict parts = split(dict);
     Frame& f = frame();
     f.tensors.clear();
@@ -587,7 +590,7 @@ TensorDict GroupCoordinator::recv_tensor_dict(std::optional<int> src,
                                               const AllGatherTensors& all_gather_tensors,
                                               const RecvInto& into) {
   GroupOps ops(*this, "recv_tensor_dict");
-  const int from = ops.check_peer(src.value_or(prev_rank_in_group()), "src");
+  const int from = ops.check_other_peer(src.value_or(prev_rank_in_group()), "src");
   Frame& f = ops.frame();
   ops.recv_p2p(from, OpCode::tensor_dict, f);
   return ops.assemble(from, f, all_gather_group, all_gather_tensors, into);
@@ -752,45 +755,6 @@ Tensor GroupCoordinator::all_to_all(const Tensor& input, std::span<const std::in
   return concat(parts, 0);
 }
 
-template <class T, class Work>
-Handle<T> GroupCoordinator::launch(Work work) {
-  auto op = std::make_shared<detail::Op<T>>();
-  context_->submit([op, work = std::move(work)]() mutable {
-    try {
-      if constexpr (std::is_void_v<T>) {
-        work();
-      } else {
-        op->value.emplace(work());
-      }
-      op->finish(nullptr);
-    } catch (...) {
-      op->finish(std::current_exception());
-    }
-  });
-  return Handle<T>(std::move(op));
-}
-
-Handle<void> GroupCoordinator::async_send_tensor_dict(TensorDict dict, std::optional<int> dst) {
-  // The dict is owned by the operation, so its tensors can be donated.
-  return launch<void>([this, dict = std::move(dict), dst]() mutable {
-    send_tensor_dict(std::move(dict), dst);
-  });
-}
-
-Handle<TensorDict> GroupCoordinator::async_recv_tensor_dict(std::optional<int> src) {
-  return launch<TensorDict>([this, src] { return recv_tensor_dict(src); });
-}
-
-Handle<Tensor> GroupCoordinator::async_all_reduce(Tensor input, ReduceOp op) {
-  return launch<Tensor>([this, input = std::move(input), op] { return all_reduce(input, op); });
-}
-
-Handle<Tensor> GroupCoordinator::async_all_gather(Tensor input, int dim) {
-  return launch<Tensor>([this, input = std::move(input), dim] { return all_gather(input, dim); });
-}
-
-Handle<void> GroupCoordinator::async_barrier() {
-  return launch<void>([this] { barrier(); });
-}
+void GroupCoordinator::submit(std::function<void()> work) { context_->submit(std::move(work)); }
 
 }  // namespace rankmesh

@@ -40,7 +40,8 @@ GroupList enumerate_groups(const Shape& shape, const AxisOrder& order, int group
   for (int extent : shape) world *= extent;
   Shape stride{};
   stride[kAxisCount - 1] = 1;
-  for (int axis = kAxisCount - 2; axis >= 0; --axis) stride[axis] = stride[axis + 1] * shape[axis + 1];
+  for (int axis = kAxisCount - 2; axis >= 0; --axis)
+    stride[axis] = stride[axis + 1] * shape[axis + 1];
 
   GroupList groups;
   groups.reserve(static_cast<std::size_t>(world / group_size));
@@ -100,12 +101,12 @@ void ParallelConfig::validate() const {
     product *= factor[i];
     const bool complete = i == 3;
     if (product <= world_size && (!complete || world_size % product == 0)) continue;
-    throw Error(Errc::invalid_config,
-                "world size " + std::to_string(world_size) + " is not divisible by dp*pp*pcp*tp = " +
-                    std::to_string(dp) + "*" + std::to_string(pp) + "*" + std::to_string(pcp) +
-                    "*" + std::to_string(tp) +
-                    (complete ? " = " + std::to_string(product)
-                              : ", which is more than the world size"));
+    throw Error(
+        Errc::invalid_config,
+        "world size " + std::to_string(world_size) +
+            " is not divisible by dp*pp*pcp*tp = " + std::to_string(dp) + "*" + std::to_string(pp) +
+            "*" + std::to_string(pcp) + "*" + std::to_string(tp) +
+            (complete ? " = " + std::to_string(product) : ", which is more than the world size"));
   }
   if (tp % dcp != 0)
     throw Error(Errc::invalid_config, "dcp " + std::to_string(dcp) + " does not divide tp " +
@@ -170,9 +171,9 @@ Coordinate Layout::coordinate(GroupKind kind, int rank) const {
 int Layout::rank_at(GroupKind kind, Coordinate coordinate) const {
   const GroupList& groups = groups_[index(kind)];
   if (coordinate.group < 0 || static_cast<std::size_t>(coordinate.group) >= groups.size())
-    throw Error(Errc::invalid_argument, std::string(to_string(kind)) + " group " +
-                                            std::to_string(coordinate.group) + " does not exist; there are " +
-                                            std::to_string(groups.size()));
+    throw Error(Errc::invalid_argument,
+                std::string(to_string(kind)) + " group " + std::to_string(coordinate.group) +
+                    " does not exist; there are " + std::to_string(groups.size()));
   const Group& group = groups[static_cast<std::size_t>(coordinate.group)];
   if (coordinate.rank_in_group < 0 ||
       static_cast<std::size_t>(coordinate.rank_in_group) >= group.size())

@@ -120,10 +120,11 @@ int read_world_size(const nlohmann::json& object) {
   const nlohmann::json& value = *found;
   if (!value.is_number_integer())
     throw malformed("\"world_size\" must be an integer, got " + shown(value));
-  bool in_range = value.is_number_unsigned()
-                      ? value.get<std::uint64_t>() >= 1 &&
-                            value.get<std::uint64_t>() <= std::uint64_t{kMaxExplicitWorld}
-                      : value.get<std::int64_t>() >= 1 && value.get<std::int64_t>() <= kMaxExplicitWorld;
+  bool in_range =
+      value.is_number_unsigned()
+          ? value.get<std::uint64_t>() >= 1 &&
+                value.get<std::uint64_t>() <= std::uint64_t{kMaxExplicitWorld}
+          : value.get<std::int64_t>() >= 1 && value.get<std::int64_t>() <= kMaxExplicitWorld;
   if (!in_range)
     throw malformed("\"world_size\" " + value.dump() + " is outside 1.." +
                     std::to_string(kMaxExplicitWorld));
@@ -154,7 +155,8 @@ Layout parse_explicit(std::string_view json_text) {
 
   const int world = read_world_size(document);
   std::array<GroupList, kGroupKindCount> groups;
-  for (GroupKind kind : kListedKinds) groups[index(kind)] = read_groups(document, to_string(kind), world);
+  for (GroupKind kind : kListedKinds)
+    groups[index(kind)] = read_groups(document, to_string(kind), world);
   Group everyone(static_cast<std::size_t>(world));
   std::iota(everyone.begin(), everyone.end(), 0);
   groups[index(GroupKind::world)] = GroupList{std::move(everyone)};

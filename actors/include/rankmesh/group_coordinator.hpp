@@ -26,12 +26,14 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "rankmesh/graph_capture.hpp"
@@ -122,17 +124,34 @@ public:
   // concatenated in rank order. The counts each rank receives come with the data.
   Tensor all_to_all(const Tensor& input, std::span<const std::int64_t> send_counts);
 
-  // --- asynchronous forms (see "Order" above)
-  Handle<void> async_send_tensor_dict(TensorDict dict, std::optional<int> dst = std::nullopt);
-  Handle<TensorDict> async_recv_tensor_dict(std::optional<int> src = std::nullopt);
-  Handle<Tensor> async_all_reduce(Tensor input, ReduceOp op = ReduceOp::sum);
-  Handle<Tensor> async_all_gather(Tensor input, int dim = 0);
-  Handle<void> async_barrier();
+  // --- asynchronous forms (see "Order" above): any operation, run on the rank's stream.
+  // `op(*this)` runs after everything issued before it; the handle gives its result or error.
+  // Arguments the operation uses must stay alive until it has run (capture them by value).
+  //   auto sum = tp.async([t](GroupCoordinator& g) { return g.all_reduce(t); });
+  template <class Op>
+  auto async(Op op) -> Handle<std::invoke_result_t<Op&, GroupCoordinator&>>;
+
+  Handle<void> async_send_tensor_dict(TensorDict dict, std::optional<int> dst = std::nullopt) {
+    return async([dict = std::move(dict), dst](GroupCoordinator& g) mutable {
+      g.send_tensor_dict(std::move(dict), dst);  // owned by the operation: donated
+    });
+  }
+  Handle<TensorDict> async_recv_tensor_dict(std::optional<int> src = std::nullopt) {
+    return async([src](GroupCoordinator& g) { return g.recv_tensor_dict(src); });
+  }
+  Handle<Tensor> async_all_reduce(Tensor input, ReduceOp op = ReduceOp::sum) {
+    return async([input = std::move(input), op](GroupCoordinator& g) { return g.all_reduce(input, op); });
+  }
+  Handle<Tensor> async_all_gather(Tensor input, int dim = 0) {
+    return async([input = std::move(input), dim](GroupCoordinator& g) { return g.all_gather(input, dim); });
+  }
+  Handle<void> async_barrier() {
+    return async([](GroupCoordinator& g) { g.barrier(); });
+  }
 
 private:
   friend class GroupOps;
-  template <class T, class Work>
-  Handle<T> launch(Work work);
+  void submit(std::function<void()> work);
   int next_rank_in_group() const noexcept;
   int prev_rank_in_group() const noexcept;
 
@@ -151,5 +170,24 @@ private:
   // Debug builds: the thread inside this coordinator, to detect use from two threads at once.
   std::atomic<std::thread::id> user_{};
 };
+
+template <class Op>
+auto GroupCoordinator::async(Op op) -> Handle<std::invoke_result_t<Op&, GroupCoordinator&>> {
+  using T = std::invoke_result_t<Op&, GroupCoordinator&>;
+  auto state = std::make_shared<detail::Op<T>>();
+  submit([this, state, op = std::move(op)]() mutable {
+    try {
+      if constexpr (std::is_void_v<T>) {
+        op(*this);
+      } else {
+        state->value.emplace(op(*this));
+      }
+      state->finish(nullptr);
+    } catch (...) {
+      state->finish(std::current_exception());
+    }
+  });
+  return Handle<T>(std::move(state));
+}
 
 }  // namespace rankmesh
