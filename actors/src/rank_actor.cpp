@@ -1,7 +1,9 @@
 #include "rank_actor.hpp"
 
 #include <map>
-#include <memory>
+
+#include "rank_context.hpp"
+#include "registry.hpp"
 
 namespace rankmesh {
 namespace {
@@ -21,24 +23,73 @@ std::string verdict(const std::map<int, Pending>& proposals) {
   return "";
 }
 
+struct State {
+  caf::actor leader;                 // rank 0's actor; null until known
+  std::map<int, Pending> proposals;  // the leader's collection
+  std::string failure;  // why this rank's world failed; empty while it stands
+  bool quiet = false;  // the world has left together: disconnects are expected
+};
+
 }  // namespace
 
-caf::behavior rank_actor(caf::event_based_actor* self, int rank, int world_size, caf::actor leader) {
-  // Only the leader collects; the map lives as long as the actor.
-  auto proposals = std::make_shared<std::map<int, Pending>>();
+caf::behavior rank_actor(caf::event_based_actor* self, RankActorConfig config) {
+  auto state = std::make_shared<State>();
+  state->leader = config.rank == 0 ? caf::actor_cast<caf::actor>(self) : config.leader;
+  auto fail = [=](const std::string& reason) {
+    if (!state->failure.empty() || state->quiet) return;
+    state->failure = reason;
+    config.context->fail(reason);
+  };
+  if (config.registry) {
+    // Losing the registry's process (rank 0) is losing the world.
+    self->monitor(config.registry);
+    self->set_down_handler([=](const caf::down_msg&) {
+      fail("rank 0 (the registry) is gone: its process died or closed the connection");
+    });
+    self->send(self, beat_atom::value);
+  }
   return {
+      [=](leader_atom, const caf::actor& leader) { state->leader = leader; },
       [=](propose_atom, const std::string& proposal) {
-        caf::actor target = leader ? leader : caf::actor_cast<caf::actor>(self);
-        return self->delegate(target, check_atom::value, rank, proposal);
+        return self->delegate(state->leader, check_atom::value, config.rank, proposal);
       },
       [=](check_atom, int from, const std::string& proposal) {
         // Answered later, once every rank has proposed: the promise takes over the request.
-        (*proposals)[from] = Pending{proposal, self->make_response_promise()};
-        if (static_cast<int>(proposals->size()) == world_size) {
-          std::string outcome = verdict(*proposals);
-          for (auto& entry : *proposals) entry.second.promise.deliver(outcome);
-          proposals->clear();
+        state->proposals[from] = Pending{proposal, self->make_response_promise()};
+        if (static_cast<int>(state->proposals.size()) == config.world_size) {
+          std::string outcome = verdict(state->proposals);
+          for (auto& entry : state->proposals) entry.second.promise.deliver(outcome);
+          state->proposals.clear();
         }
+      },
+      [=](fail_atom, const std::string& reason) { fail(reason); },
+      [=](leave_atom) {
+        // The registry's answer reaches this actor before any disconnect that follows it.
+        auto promise = self->make_response_promise();
+        if (!state->failure.empty()) {  // a failed world has nobody left to wait for
+          promise.deliver(state->failure);
+          return;
+        }
+        self->request(config.registry, config.leave_timeout, leave_atom::value, config.rank)
+            .then([=](const std::string& failure) mutable {
+                    state->quiet = true;
+                    promise.deliver(failure);
+                  },
+                  [=](const caf::error& error) mutable {
+                    promise.deliver("rank 0 did not answer: " + self->system().render(error));
+                  });
+      },
+      [=](beat_atom) {
+        if (!state->failure.empty() || state->quiet) return;
+        // A frozen registry (SIGSTOP) keeps its sockets open: only a missing answer shows it.
+        self->request(config.registry, config.failure_timeout, beat_atom::value, config.rank)
+            .then([=](bool) {
+                    if (!state->quiet) self->delayed_send(self, config.heartbeat, beat_atom::value);
+                  },
+                  [=](const caf::error&) {
+                    fail("rank 0 (the registry) did not answer a heartbeat within " +
+                         std::to_string(config.failure_timeout.count()) + " ms");
+                  });
       },
   };
 }

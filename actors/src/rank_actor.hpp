@@ -1,21 +1,42 @@
-// The rank actor (CAF): the control plane of its rank. It does what is rare — today, checking
-// that every rank initializes the same way; per-message traffic never passes through it.
-// Kept out of public headers: only runtime.cpp and parallel_state.cpp see CAF.
+// The rank actor (CAF): the control plane of its rank. It does what is rare — checking that
+// every rank initializes the same way and, across processes, watching the world: heartbeats to
+// the registry, failure notices from it — and fails its rank's channels when a peer is lost.
+// Per-message traffic never passes through it. Kept out of public headers.
 #pragma once
 
+#include <chrono>
+#include <memory>
 #include <string>
 
 #include <caf/all.hpp>
 
 namespace rankmesh {
 
+class RankContext;
+
 using propose_atom = caf::atom_constant<caf::atom("propose")>;  // engine -> its rank actor
 using check_atom = caf::atom_constant<caf::atom("check")>;      // rank actor -> leader
+using leader_atom = caf::atom_constant<caf::atom("leader")>;    // who the leader is
+using fail_atom = caf::atom_constant<caf::atom("fail")>;        // the world lost a rank
+using beat_atom = caf::atom_constant<caf::atom("beat")>;        // heartbeat to the registry
 
-// The actor of `rank`. The leader (rank 0) collects every rank's proposal for
-// initialize_model_parallel and answers all of them with one verdict: "" when all agree, else an
-// error naming the first rank that differs. `leader` is null for the leader itself.
-caf::behavior rank_actor(caf::event_based_actor* self, int rank, int world_size,
-                         caf::actor leader);
+struct RankActorConfig {
+  int rank = 0;
+  int world_size = 1;
+  std::shared_ptr<RankContext> context;
+  caf::actor leader;  // rank 0's actor when known at spawn (one process); else by leader_atom
+  // Across processes: the registry to send heartbeats to (null in one process), how often, and
+  // how long an unanswered heartbeat may take before the rank declares the registry lost.
+  caf::actor registry;
+  std::chrono::milliseconds heartbeat{0};
+  std::chrono::milliseconds failure_timeout{0};
+  std::chrono::milliseconds leave_timeout{0};  // how long leaving may wait for slower ranks
+};
+
+// The leader (rank 0's actor) collects every rank's proposal for initialize_model_parallel and
+// answers all of them with one verdict: "" when all agree, else an error naming the first rank
+// that differs. Other ranks learn the leader from a (leader_atom, actor) message; rank 0 leads
+// itself.
+caf::behavior rank_actor(caf::event_based_actor* self, RankActorConfig config);
 
 }  // namespace rankmesh

@@ -4,9 +4,17 @@
 #include <cstdlib>
 #include <thread>
 
-#include <caf/all.hpp>
+#include <algorithm>
+#include <optional>
 
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
+#include "auth.hpp"
+#include "data_plane.hpp"
+#include "environment.hpp"
 #include "inproc_channel.hpp"
+#include "registry.hpp"
 #include "parallel_state_impl.hpp"
 #include "parker.hpp"
 #include "rank_actor.hpp"
@@ -28,7 +36,8 @@ std::chrono::milliseconds default_timeout() { return scaled_timeout(std::chrono:
 
 namespace {
 
-caf::actor_system_config& configure(caf::actor_system_config& cfg, const RuntimeOptions& options) {
+caf::actor_system_config& configure(caf::actor_system_config& cfg, const RuntimeOptions& options,
+                                    bool distributed) {
   unsigned cores = std::thread::hardware_concurrency();
   std::size_t threads = options.scheduler_threads > 0 ? static_cast<std::size_t>(options.scheduler_threads)
                                                       : (cores ? cores : 1);
@@ -37,6 +46,7 @@ caf::actor_system_config& configure(caf::actor_system_config& cfg, const Runtime
   cfg.set("scheduler.max-threads", threads);
   cfg.set("scheduler.policy", caf::atom("sharing"));
   cfg.set("logger.console", caf::atom("none"));
+  if (distributed) cfg.load<caf::io::middleman>();
   return cfg;
 }
 
@@ -50,17 +60,29 @@ struct Runtime::Impl {
   RuntimeOptions options;
   caf::actor_system_config cfg;
   caf::actor_system system;
-  std::vector<std::shared_ptr<RankContext>> contexts;
-  std::vector<caf::actor> actors;
-  std::vector<std::unique_ptr<ParallelState>> states;
+  std::vector<int> local;  // ranks hosted here
+  std::vector<std::shared_ptr<RankContext>> contexts;  // by local index
+  std::vector<caf::actor> actors;                       // by local index
+  std::vector<std::unique_ptr<ParallelState>> states;   // by local index
+  std::vector<caf::actor> spawned;  // every actor this runtime started, stopped at the end
+  // Across processes only:
+  caf::actor registry;
+  std::unique_ptr<DataPlane> data_plane;
 
-  explicit Impl(RuntimeOptions opts) : options(std::move(opts)), system(configure(cfg, options)) {}
+  Impl(RuntimeOptions opts, bool distributed)
+      : options(std::move(opts)), system(configure(cfg, options, distributed)) {}
 
   ~Impl() {
-    // Wake every rank still waiting, so communication threads finish before they are joined.
+    if (data_plane && !states.empty()) {
+      // Leave together, so that a rank finishing first does not look like a lost one.
+      try {
+        leave_world(system, actors.front(), local.front(), deadline_after(options.timeout));
+      } catch (const Error& e) {
+        options.log(std::string("rankmesh: ") + e.what());
+      }
+    }
+    // Wake every rank still waiting, so that pending operations end before their coordinators.
     for (auto& context : contexts) context->fail("the runtime shut down");
-    // Pending asynchronous operations use the coordinators destroyed next: let them end (they
-    // fail fast now that the channels are closed).
     // Copies still queued on the ranks' streams finish too: their results may be in tensors
     // that outlive the runtime.
     const Deadline deadline = deadline_after(options.timeout);
@@ -72,11 +94,162 @@ struct Runtime::Impl {
         // Past the deadline, or a stream failed: its waiters get the error from their events.
       }
     }
-    for (auto& actor : actors) caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+    for (auto& actor : spawned) caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+  }
+
+  int index_of(int rank) const {
+    auto it = std::find(local.begin(), local.end(), rank);
+    return it == local.end() ? -1 : static_cast<int>(it - local.begin());
+  }
+
+  void add_state(int rank, int local_rank, std::shared_ptr<RankContext> context, caf::actor actor) {
+    const int world = options.world_size;
+    auto state = std::make_unique<ParallelState::Impl>(ParallelState::Impl{
+        system, actor, context, options.data_parallel_size, options.timeout, options.log,
+        std::nullopt, ParallelConfig{}, PlacementSpec{}, nullptr, {}});
+    Group everyone(static_cast<std::size_t>(world));
+    for (int i = 0; i < world; ++i) everyone[static_cast<std::size_t>(i)] = i;
+    state->world = std::make_unique<GroupCoordinator>(context, GroupKind::world, 0, everyone);
+    (void)local_rank;
+    local.push_back(rank);
+    contexts.push_back(std::move(context));
+    actors.push_back(std::move(actor));
+    states.push_back(std::make_unique<ParallelState>(std::move(state)));
+  }
+
+  // Every rank in this process, joined by inproc channels.
+  void start_embedded() {
+    const int world = options.world_size;
+    const int per_node = options.ranks_per_node > 0 ? options.ranks_per_node : world;
+    std::vector<std::vector<std::shared_ptr<Channel>>> channel(static_cast<std::size_t>(world));
+    for (int from = 0; from < world; ++from) {
+      channel[static_cast<std::size_t>(from)].resize(static_cast<std::size_t>(world));
+      for (int to = 0; to < world; ++to)
+        if (from != to)
+          channel[static_cast<std::size_t>(from)][static_cast<std::size_t>(to)] =
+              std::make_shared<InprocChannel>();
+    }
+    caf::actor leader;
+    for (int r = 0; r < world; ++r) {
+      auto context = std::make_shared<RankContext>(r, world, r % per_node, options.timeout,
+                                                   options.allocator, options.backends);
+      std::vector<std::shared_ptr<Channel>> out(static_cast<std::size_t>(world)),
+          in(static_cast<std::size_t>(world));
+      for (int peer = 0; peer < world; ++peer) {
+        out[static_cast<std::size_t>(peer)] = channel[static_cast<std::size_t>(r)][static_cast<std::size_t>(peer)];
+        in[static_cast<std::size_t>(peer)] = channel[static_cast<std::size_t>(peer)][static_cast<std::size_t>(r)];
+      }
+      context->connect(std::move(out), std::move(in));
+      RankActorConfig config;
+      config.rank = r;
+      config.world_size = world;
+      config.context = context;
+      config.leader = leader;
+      caf::actor actor = system.spawn(rank_actor, std::move(config));
+      spawned.push_back(actor);
+      if (r == 0) leader = actor;
+      add_state(r, r % per_node, std::move(context), std::move(actor));
+    }
+  }
+
+  // This process's one rank: rendezvous through rank 0's registry, then the data plane.
+  void start_distributed(const ProcessPlace& place) {
+    // A little past the registry's own join timeout, so that its verdict (naming the missing
+    // ranks) arrives before this rank gives up waiting for it.
+    const Deadline deadline = deadline_after(options.join_timeout + options.failure_timeout);
+    const std::string secret = load_secret().value_or("");
+    if (secret.empty())
+      throw Error(Errc::invalid_argument,
+                  "rank " + std::to_string(place.rank) + ": no secret: set RANKMESH_SECRET or "
+                  "RANKMESH_SECRET_FILE (rankmesh launch sets one on a single node)");
+    auto context = std::make_shared<RankContext>(place.rank, place.world_size, place.local_rank,
+                                                 options.timeout, options.allocator,
+                                                 options.backends);
+    DataPlane::Options plane;
+    plane.rank = place.rank;
+    plane.world_size = place.world_size;
+    plane.secret = secret;
+    plane.listen_address = options.listen_address.empty()
+                               ? local_address_toward(place.master_addr)
+                               : options.listen_address;
+    plane.transport = options.transport;
+    plane.allocator = options.allocator;
+    plane.log = options.log;
+    plane.failure_timeout = options.failure_timeout;
+    data_plane = std::make_unique<DataPlane>(plane);
+    options.log("rank " + std::to_string(place.rank) + ": data plane listening on " +
+                data_plane->address());
+
+    if (place.rank == 0) {
+      RegistryConfig config{place.world_size, secret, options.join_timeout,
+                            options.failure_timeout, options.log};
+      registry = system.spawn(registry_actor, config);
+      spawned.push_back(registry);
+      auto port = system.middleman().publish(registry, static_cast<std::uint16_t>(place.master_port),
+                                             place.master_addr.c_str(), true);
+      if (!port)
+        throw Error(Errc::invalid_argument, "rank 0 could not host the registry on " +
+                                                place.master_addr + ":" +
+                                                std::to_string(place.master_port) + ": " +
+                                                system.render(port.error()));
+    } else {
+      registry = connect_registry(place, deadline);
+    }
+    RankActorConfig config;
+    config.rank = place.rank;
+    config.world_size = place.world_size;
+    config.context = context;
+    config.registry = registry;
+    config.heartbeat = options.failure_timeout / 4;
+    config.failure_timeout = options.failure_timeout;
+    config.leave_timeout = options.timeout;
+    caf::actor actor = system.spawn(rank_actor, std::move(config));
+    spawned.push_back(actor);
+
+    Member me{place.rank, node_identity(), data_plane->address()};
+    Joined joined = join_world(system, registry, me, place.world_size, secret, actor, deadline);
+    caf::anon_send(actor, leader_atom::value, joined.leader);
+    data_plane->connect(joined.members, me.node_id,
+                        [&](const std::string& round, const std::string& value) {
+                          return exchange(system, registry, round, place.rank, value, deadline);
+                        },
+                        deadline);
+    context->connect(data_plane->outbound(), data_plane->inbound());
+    add_state(place.rank, place.local_rank, std::move(context), std::move(actor));
+  }
+
+  caf::actor connect_registry(const ProcessPlace& place, Deadline deadline) {
+    // Rank 0 may not be up yet: retry until the join deadline.
+    std::string last;
+    while (Clock::now() < deadline) {
+      auto handle = system.middleman().remote_actor(place.master_addr,
+                                                    static_cast<std::uint16_t>(place.master_port));
+      if (handle) return *handle;
+      last = system.render(handle.error());
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    throw Error(Errc::timeout, "rank " + std::to_string(place.rank) + " could not reach rank 0's registry at " +
+                                   place.master_addr + ":" + std::to_string(place.master_port) +
+                                   " within " + std::to_string(options.join_timeout.count()) +
+                                   " ms (" + last + ")");
   }
 };
 
 Runtime::Runtime(RuntimeOptions options) {
+  std::optional<ProcessPlace> place = process_place_from_environment();
+  if (place) {
+    if (options.world_size != 1 && options.world_size != place->world_size)
+      throw Error(Errc::invalid_config, "RuntimeOptions::world_size " +
+                                            std::to_string(options.world_size) + " disagrees with the " +
+                                            place->source + " world of " +
+                                            std::to_string(place->world_size));
+    options.world_size = place->world_size;
+    if (const char* transport = std::getenv("RANKMESH_TRANSPORT")) options.transport = transport;
+    if (const char* ms = std::getenv("RANKMESH_FAILURE_TIMEOUT_MS"))
+      options.failure_timeout = std::chrono::milliseconds(std::max(100L, std::atol(ms)));
+    if (const char* ms = std::getenv("RANKMESH_JOIN_TIMEOUT_MS"))
+      options.join_timeout = std::chrono::milliseconds(std::max(100L, std::atol(ms)));
+  }
   if (options.world_size < 1)
     throw Error(Errc::invalid_argument, "world size must be at least 1, got " +
                                             std::to_string(options.world_size));
@@ -85,45 +258,17 @@ Runtime::Runtime(RuntimeOptions options) {
                                           std::to_string(options.data_parallel_size) +
                                           " does not divide world size " +
                                           std::to_string(options.world_size));
+  if (options.transport != "auto" && options.transport != "shm" && options.transport != "tcp")
+    throw Error(Errc::invalid_argument, "transport '" + options.transport +
+                                            "' is none of auto, shm, tcp");
   if (!options.allocator) options.allocator = default_allocate;
   if (!options.log) options.log = default_log;
   set_spin_policy(SpinPolicy{options.spin, 0});
-  impl_ = std::make_unique<Impl>(std::move(options));
-  const RuntimeOptions& opts = impl_->options;
-  const int world = opts.world_size;
-  const int per_node = opts.ranks_per_node > 0 ? opts.ranks_per_node : world;
-
-  // The inproc data plane: one channel per ordered pair of ranks.
-  std::vector<std::vector<std::shared_ptr<Channel>>> channel(static_cast<std::size_t>(world));
-  for (int from = 0; from < world; ++from) {
-    channel[static_cast<std::size_t>(from)].resize(static_cast<std::size_t>(world));
-    for (int to = 0; to < world; ++to)
-      if (from != to) channel[static_cast<std::size_t>(from)][static_cast<std::size_t>(to)] = std::make_shared<InprocChannel>();
-  }
-  for (int r = 0; r < world; ++r) {
-    auto context = std::make_shared<RankContext>(r, world, r % per_node, opts.timeout,
-                                                 opts.allocator, opts.backends);
-    std::vector<std::shared_ptr<Channel>> out(static_cast<std::size_t>(world)), in(static_cast<std::size_t>(world));
-    for (int peer = 0; peer < world; ++peer) {
-      out[static_cast<std::size_t>(peer)] = channel[static_cast<std::size_t>(r)][static_cast<std::size_t>(peer)];
-      in[static_cast<std::size_t>(peer)] = channel[static_cast<std::size_t>(peer)][static_cast<std::size_t>(r)];
-    }
-    context->connect(std::move(out), std::move(in));
-    impl_->contexts.push_back(context);
-  }
-  for (int r = 0; r < world; ++r) {
-    caf::actor leader = r == 0 ? caf::actor{} : impl_->actors.front();
-    impl_->actors.push_back(impl_->system.spawn(rank_actor, r, world, leader));
-  }
-  for (int r = 0; r < world; ++r) {
-    auto state = std::make_unique<ParallelState::Impl>(ParallelState::Impl{
-        impl_->system, impl_->actors[static_cast<std::size_t>(r)],
-        impl_->contexts[static_cast<std::size_t>(r)], opts.data_parallel_size, opts.timeout,
-        opts.log, std::nullopt, ParallelConfig{}, PlacementSpec{}, nullptr, {}});
-    Group everyone(static_cast<std::size_t>(world));
-    for (int i = 0; i < world; ++i) everyone[static_cast<std::size_t>(i)] = i;
-    state->world = std::make_unique<GroupCoordinator>(state->context, GroupKind::world, 0, everyone);
-    impl_->states.push_back(std::make_unique<ParallelState>(std::move(state)));
+  impl_ = std::make_unique<Impl>(std::move(options), place.has_value());
+  if (place) {
+    impl_->start_distributed(*place);
+  } else {
+    impl_->start_embedded();
   }
 }
 
@@ -131,11 +276,16 @@ Runtime::~Runtime() = default;
 
 int Runtime::world_size() const noexcept { return impl_->options.world_size; }
 
+const std::vector<int>& Runtime::local_ranks() const noexcept { return impl_->local; }
+
 ParallelState& Runtime::rank(int rank) {
-  if (rank < 0 || rank >= world_size())
-    throw Error(Errc::invalid_argument, "rank " + std::to_string(rank) + " is outside a world of " +
-                                            std::to_string(world_size()));
-  return *impl_->states[static_cast<std::size_t>(rank)];
+  int index = impl_->index_of(rank);
+  if (index < 0)
+    throw Error(Errc::invalid_argument, "rank " + std::to_string(rank) +
+                                            (rank < 0 || rank >= world_size()
+                                                 ? " is outside a world of " + std::to_string(world_size())
+                                                 : " is not hosted by this process"));
+  return *impl_->states[static_cast<std::size_t>(index)];
 }
 
 void Runtime::abort(const std::string& reason) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Fuzzes the metadata codec for a bounded time from a fresh seed corpus; exits with the
-# fuzzer's status (non-zero on a finding, whose reproducer libFuzzer leaves in the current
-# directory). Usage: tests/fuzz/run_fuzz.sh BUILD_DIR SECONDS
+# Fuzzes the metadata codec, then the frame decoder, each for a bounded time from a fresh seed
+# corpus; exits non-zero when either finds something (libFuzzer leaves the reproducer in the
+# current directory). Usage: tests/fuzz/run_fuzz.sh BUILD_DIR SECONDS (per target)
 set -euo pipefail
 
 if [[ $# -ne 2 ]]; then
@@ -13,12 +13,26 @@ seconds=$2
 
 corpus=$(mktemp -d)
 trap 'rm -rf "$corpus"' EXIT
+mkdir "$corpus/codec" "$corpus/frame"
 
-"$build_dir/tests/fuzz/seed_corpus" "$corpus"
+"$build_dir/tests/fuzz/seed_corpus" "$corpus/codec"
+"$build_dir/tests/fuzz/frame_seed_corpus" "$corpus/frame"
 
 # The malloc limit is CodecLimits::max_bytes (16 MiB) plus a margin for the decoded copy and
 # the fuzzer itself: a decoder that reserves for a declared count it has not checked trips it.
 status=0
 "$build_dir/tests/fuzz/codec_fuzz" -max_total_time="$seconds" -timeout=1 \
-  -malloc_limit_mb=64 -rss_limit_mb=2048 "$corpus" || status=$?
+  -malloc_limit_mb=64 -rss_limit_mb=2048 "$corpus/codec" || status=$?
+if [[ $status -ne 0 ]]; then
+  echo "codec_fuzz found a problem (status $status)" >&2
+  exit "$status"
+fi
+
+# frame_fuzz decodes with limits of 4 KiB metadata and 1 MiB payload per frame; the same
+# malloc limit catches an allocation for a size the decoder has not checked.
+"$build_dir/tests/fuzz/frame_fuzz" -max_total_time="$seconds" -timeout=1 \
+  -malloc_limit_mb=64 -rss_limit_mb=2048 "$corpus/frame" || status=$?
+if [[ $status -ne 0 ]]; then
+  echo "frame_fuzz found a problem (status $status)" >&2
+fi
 exit "$status"

@@ -1,6 +1,7 @@
-// rankmesh: the command-line tool. Subcommands: layout.
+// rankmesh: the command-line tool. Subcommands: layout, launch.
 #include <cstdio>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "arguments.hpp"
@@ -12,7 +13,8 @@ namespace {
 constexpr const char* kUsage =
     "usage: rankmesh <command> [options]\n"
     "commands:\n"
-    "  layout   print the parallel groups of a configuration (rankmesh layout --help)\n";
+    "  layout   print the parallel groups of a configuration (rankmesh layout --help)\n"
+    "  launch   run a program once per rank with torchrun's variables (rankmesh launch --help)\n";
 
 }  // namespace
 
@@ -26,6 +28,7 @@ int main(int argc, char** argv) {
   args.erase(args.begin());
   try {
     if (command == "layout") return rankmesh::tool::layout_command(args);
+    if (command == "launch") return rankmesh::tool::launch_command(args);
     throw rankmesh::tool::UsageError("unknown command '" + command + "' (try rankmesh --help)");
   } catch (const rankmesh::tool::UsageError& e) {
     std::fprintf(stderr, "rankmesh %s: %s\n", command.c_str(), e.what());
@@ -34,5 +37,9 @@ int main(int argc, char** argv) {
     // Configurations come from the command line, so an impossible one is a usage error too.
     std::fprintf(stderr, "rankmesh %s: %s\n", command.c_str(), e.what());
     return 2;
+  } catch (const std::system_error& e) {
+    // The system refused something (a port, a fork): not the user's mistake, so not status 2.
+    std::fprintf(stderr, "rankmesh %s: %s\n", command.c_str(), e.what());
+    return 1;
   }
 }

@@ -1,5 +1,7 @@
-// Runtime: the embedded default — every rank of the world as an actor inside this process.
-// Each rank is then driven by its own engine thread through its ParallelState.
+// Runtime: a process's part of the world. Embedded (the default): every rank of the world as an
+// actor inside this process. Under a launcher (`rankmesh launch`, torchrun-style variables, or
+// mpirun/srun): this process hosts its one rank and joins the others through rank 0's
+// registry. Each local rank is driven by its own engine thread through its ParallelState.
 #pragma once
 
 #include <chrono>
@@ -21,12 +23,14 @@ std::chrono::milliseconds default_timeout();
 std::chrono::milliseconds scaled_timeout(std::chrono::milliseconds base);
 
 struct RuntimeOptions {
+  // Embedded: the number of ranks in this process. Under a launcher the environment sets the
+  // world; a world_size other than 1 must then agree with it.
   int world_size = 1;
   int data_parallel_size = 1;  // dp of initialize_model_parallel comes from here, as in vLLM
   int ranks_per_node = 0;      // local_rank = rank % ranks_per_node; 0: all ranks on one node
   std::chrono::milliseconds timeout = default_timeout();
-  // CAF worker threads; 0: one per core. Each rank adds one communication thread when it
-  // first runs an asynchronous operation.
+  // CAF worker threads; 0: one per core. Each rank adds one stream thread (payload copies,
+  // asynchronous operations) when it first needs one.
   int scheduler_threads = 0;
   // How long a waiting rank spins before it parks; at most one spinner per core.
   std::chrono::microseconds spin{50};
@@ -35,8 +39,20 @@ struct RuntimeOptions {
   // Non-host devices whose tensors ranks may send or receive (the host is always known). Each
   // must outlive the runtime.
   std::vector<DeviceBackend*> backends;
-  // Where ranks log (their assignment, once); default: stderr.
+  // Where ranks log (their assignment, once; failures); default: stderr.
   std::function<void(const std::string&)> log;
+
+  // --- across processes (ignored when embedded)
+  // The data plane's listening address; default: this host's address toward MASTER_ADDR
+  // (127.0.0.1 for a single node), never all interfaces unless asked for ("0.0.0.0").
+  std::string listen_address;
+  // "auto" (shm on one node, tcp across nodes), "shm" or "tcp"; RANKMESH_TRANSPORT overrides.
+  std::string transport = "auto";
+  // How long rank 0's registry waits for every rank to join. RANKMESH_JOIN_TIMEOUT_MS overrides.
+  std::chrono::milliseconds join_timeout = scaled_timeout(std::chrono::seconds(30));
+  // A rank silent this long (dead, frozen) fails every rank's operations that involve it.
+  // RANKMESH_FAILURE_TIMEOUT_MS overrides.
+  std::chrono::milliseconds failure_timeout{2000};
 };
 
 class Runtime {
@@ -47,7 +63,9 @@ public:
   Runtime& operator=(const Runtime&) = delete;
 
   int world_size() const noexcept;
-  // The state of global rank `rank`; throws Error(invalid_argument) out of range.
+  // The ranks this process hosts (all of them when embedded).
+  const std::vector<int>& local_ranks() const noexcept;
+  // The state of global rank `rank`; throws Error(invalid_argument) unless hosted here.
   ParallelState& rank(int rank);
   // Fails every pending and later operation of every rank with `reason`.
   void abort(const std::string& reason);

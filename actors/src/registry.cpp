@@ -1,0 +1,280 @@
+#include "registry.hpp"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#include <map>
+#include <memory>
+
+#include "rank_actor.hpp"
+#include "rankmesh/error.hpp"
+
+namespace rankmesh {
+namespace {
+
+using check_timer_atom = caf::atom_constant<caf::atom("chktimer")>;
+using join_timer_atom = caf::atom_constant<caf::atom("jointimer")>;
+
+std::string hex(const unsigned char* bytes, std::size_t size) {
+  static const char digits[] = "0123456789abcdef";
+  std::string out;
+  for (std::size_t i = 0; i < size; ++i) {
+    out += digits[bytes[i] >> 4];
+    out += digits[bytes[i] & 15];
+  }
+  return out;
+}
+
+std::string encode_member(const Member& m) {
+  return std::to_string(m.rank) + "\t" + m.node_id + "\t" + m.address;
+}
+
+Member decode_member(const std::string& line) {
+  Member m;
+  auto first = line.find('\t'), second = line.find('\t', first + 1);
+  m.rank = std::stoi(line.substr(0, first));
+  m.node_id = line.substr(first + 1, second - first - 1);
+  m.address = line.substr(second + 1);
+  return m;
+}
+
+struct Joining {
+  Member member;
+  caf::actor rank_actor;
+  caf::response_promise promise;
+};
+
+struct Round {
+  std::map<int, std::string> values;
+  std::vector<caf::response_promise> promises;
+};
+
+struct RegistryState {
+  std::string nonce;
+  std::map<int, Joining> members;
+  bool formed = false;
+  std::string failure;  // non-empty once the world failed
+  std::map<int, Clock::time_point> last_beat;
+  std::map<std::string, Round> rounds;
+  Round leaving;
+  bool closing = false;  // everyone left: disconnects are expected now
+};
+
+}  // namespace
+
+std::string join_proof(const std::string& secret, const std::string& nonce, int rank,
+                       int world_size) {
+  const std::string claim =
+      "rankmesh-join-v1|" + nonce + "|" + std::to_string(rank) + "|" + std::to_string(world_size);
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+       reinterpret_cast<const unsigned char*>(claim.data()), claim.size(), mac, &size);
+  return hex(mac, size);
+}
+
+caf::behavior registry_actor(caf::event_based_actor* self, RegistryConfig config) {
+  auto state = std::make_shared<RegistryState>();
+  unsigned char nonce[32];
+  RAND_bytes(nonce, sizeof nonce);
+  state->nonce = hex(nonce, sizeof nonce);
+
+  // Everyone — joined, joining, or waiting in an exchange — learns why the world failed.
+  auto fail_world = [=](const std::string& reason) {
+    if (!state->failure.empty()) return;
+    state->failure = reason;
+    if (config.log) config.log("rankmesh registry: " + reason);
+    for (auto& [rank, joining] : state->members) {
+      if (state->formed) {
+        self->send(joining.rank_actor, fail_atom::value, reason);
+      } else {
+        joining.promise.deliver(reason, std::vector<std::string>{}, caf::actor{});
+      }
+    }
+    for (auto& [name, round] : state->rounds)
+      for (auto& promise : round.promises) promise.deliver(reason, std::vector<std::string>{});
+    state->rounds.clear();
+    for (auto& promise : state->leaving.promises) promise.deliver(reason);
+    state->leaving = Round{};
+  };
+
+  self->set_down_handler([=](const caf::down_msg& down) {
+    if (state->closing) return;
+    for (auto& [rank, joining] : state->members)
+      if (joining.rank_actor.address() == down.source)
+        fail_world("rank " + std::to_string(rank) +
+                   " is gone: its process died or lost its connection to rank 0");
+  });
+  self->delayed_send(self, config.join_timeout, join_timer_atom::value);
+  self->delayed_send(self, config.failure_timeout / 4, check_timer_atom::value);
+
+  return {
+      [=](nonce_atom) { return state->nonce; },
+      [=](join_atom, int rank, int world_size, const std::string& node_id,
+          const std::string& address, const caf::actor& rank_actor, const std::string& proof) {
+        auto promise = self->make_response_promise();
+        if (!state->failure.empty()) {
+          promise.deliver(state->failure, std::vector<std::string>{}, caf::actor{});
+          return;
+        }
+        const std::string expected = join_proof(config.secret, state->nonce, rank, world_size);
+        if (proof.size() != expected.size() ||
+            CRYPTO_memcmp(proof.data(), expected.data(), expected.size()) != 0) {
+          promise.deliver("rank " + std::to_string(rank) + " presented a wrong secret",
+                          std::vector<std::string>{}, caf::actor{});
+          fail_world("rank " + std::to_string(rank) +
+                     " tried to join with a wrong secret (RANKMESH_SECRET differs)");
+          return;
+        }
+        if (world_size != config.world_size) {
+          promise.deliver(std::string("world size mismatch"), std::vector<std::string>{}, caf::actor{});
+          fail_world("rank " + std::to_string(rank) + " joined with world size " +
+                     std::to_string(world_size) + ", but the world has " +
+                     std::to_string(config.world_size) + " ranks");
+          return;
+        }
+        if (rank < 0 || rank >= config.world_size || state->members.count(rank)) {
+          promise.deliver(std::string("duplicate rank"), std::vector<std::string>{}, caf::actor{});
+          fail_world("rank " + std::to_string(rank) +
+                     (rank < 0 || rank >= config.world_size
+                          ? " is outside the world of " + std::to_string(config.world_size)
+                          : " joined twice (two processes claim it)"));
+          return;
+        }
+        self->monitor(rank_actor);
+        state->members[rank] = Joining{Member{rank, node_id, address}, rank_actor, promise};
+        state->last_beat[rank] = Clock::now();
+        if (static_cast<int>(state->members.size()) < config.world_size) return;
+        std::vector<std::string> directory;
+        for (auto& [r, joining] : state->members) directory.push_back(encode_member(joining.member));
+        caf::actor leader = state->members.at(0).rank_actor;
+        state->formed = true;
+        for (auto& [r, joining] : state->members)
+          joining.promise.deliver(std::string(), directory, leader);
+      },
+      [=](exchange_atom, const std::string& name, int rank, const std::string& value) {
+        auto promise = self->make_response_promise();
+        if (!state->failure.empty()) {
+          promise.deliver(state->failure, std::vector<std::string>{});
+          return;
+        }
+        Round& round = state->rounds[name];
+        round.values[rank] = value;
+        round.promises.push_back(promise);
+        if (static_cast<int>(round.values.size()) < config.world_size) return;
+        std::vector<std::string> values;
+        for (auto& [r, v] : round.values) values.push_back(v);
+        for (auto& p : round.promises) p.deliver(std::string(), values);
+        state->rounds.erase(name);
+      },
+      [=](leave_atom, int rank) {
+        auto promise = self->make_response_promise();
+        if (!state->failure.empty()) {
+          promise.deliver(state->failure);
+          return;
+        }
+        state->leaving.values[rank] = "";
+        state->leaving.promises.push_back(promise);
+        if (static_cast<int>(state->leaving.values.size()) < config.world_size) return;
+        state->closing = true;
+        for (auto& p : state->leaving.promises) p.deliver(std::string());
+      },
+      [=](beat_atom, int rank) {
+        state->last_beat[rank] = Clock::now();
+        return true;
+      },
+      [=](join_timer_atom) {
+        if (state->formed || !state->failure.empty()) return;
+        std::string missing;
+        for (int r = 0; r < config.world_size; ++r)
+          if (!state->members.count(r)) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+        fail_world("rank(s) " + missing + " did not join within " +
+                   std::to_string(config.join_timeout.count()) + " ms");
+      },
+      [=](check_timer_atom) {
+        if (!state->failure.empty() || state->closing) return;
+        if (state->formed) {
+          const auto now = Clock::now();
+          for (auto& [rank, seen] : state->last_beat) {
+            if (rank == 0 || now - seen <= config.failure_timeout) continue;
+            fail_world("rank " + std::to_string(rank) + " stopped responding: no heartbeat for " +
+                       std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(now - seen).count()) +
+                       " ms (frozen or overloaded)");
+            return;
+          }
+        }
+        self->delayed_send(self, config.failure_timeout / 4, check_timer_atom::value);
+      },
+  };
+}
+
+Joined join_world(caf::actor_system& system, const caf::actor& registry, const Member& me,
+                  int world_size, const std::string& secret, const caf::actor& rank_actor,
+                  Deadline deadline) {
+  auto left = [&] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::max(Clock::duration::zero(), deadline - Clock::now()));
+  };
+  caf::scoped_actor self{system};
+  std::string nonce, error;
+  self->request(registry, left(), nonce_atom::value)
+      .receive([&](const std::string& n) { nonce = n; },
+               [&](caf::error& e) { error = "rank 0's registry did not answer: " + system.render(e); });
+  if (!error.empty()) throw Error(Errc::peer_failed, "rank " + std::to_string(me.rank) + ": " + error);
+  Joined joined;
+  self->request(registry, left(), join_atom::value, me.rank, world_size, me.node_id, me.address,
+                rank_actor, join_proof(secret, nonce, me.rank, world_size))
+      .receive(
+          [&](const std::string& failure, const std::vector<std::string>& directory,
+              const caf::actor& leader) {
+            error = failure;
+            for (const auto& line : directory) joined.members.push_back(decode_member(line));
+            joined.leader = leader;
+          },
+          [&](caf::error& e) {
+            error = "the world did not form in time (" + system.render(e) + ")";
+          });
+  if (!error.empty())
+    throw Error(Errc::peer_failed, "rank " + std::to_string(me.rank) + " could not join: " + error);
+  return joined;
+}
+
+std::vector<std::string> exchange(caf::actor_system& system, const caf::actor& registry,
+                                  const std::string& round, int rank, const std::string& value,
+                                  Deadline deadline) {
+  caf::scoped_actor self{system};
+  std::string error;
+  std::vector<std::string> values;
+  self->request(registry,
+                std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::max(Clock::duration::zero(), deadline - Clock::now())),
+                exchange_atom::value, round, rank, value)
+      .receive(
+          [&](const std::string& failure, const std::vector<std::string>& all) {
+            error = failure;
+            values = all;
+          },
+          [&](caf::error& e) { error = "no answer in time (" + system.render(e) + ")"; });
+  if (!error.empty())
+    throw Error(Errc::peer_failed, "rank " + std::to_string(rank) + ": exchanging " + round +
+                                       " failed: " + error);
+  return values;
+}
+
+void leave_world(caf::actor_system& system, const caf::actor& rank_actor, int rank,
+                 Deadline deadline) {
+  caf::scoped_actor self{system};
+  std::string error;
+  self->request(rank_actor,
+                std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::max(Clock::duration::zero(), deadline - Clock::now())),
+                leave_atom::value)
+      .receive([&](const std::string& failure) { error = failure; },
+               [&](caf::error& e) { error = "no answer in time (" + system.render(e) + ")"; });
+  if (!error.empty())
+    throw Error(Errc::peer_failed, "rank " + std::to_string(rank) + ": leaving the world: " + error);
+}
+
+}  // namespace rankmesh

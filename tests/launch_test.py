@@ -1,0 +1,344 @@
+"""`rankmesh launch` as a user meets it: torchrun's variables, rank-prefixed output, a failing rank
+stopping the others, forwarded signals, the run's secret, one-line usage errors, and no process
+outliving the launcher, not even when it is killed with SIGKILL.
+
+usage: launch_test.py PATH_TO_rankmesh
+"""
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+BINARY = sys.argv[1]
+PYTHON = sys.executable
+failures = []
+launchers = []  # every launcher started with Popen, stopped at the end if still running
+spawned = []    # (pid, text in its command line) of every rank and descendant seen
+
+
+def check(name, condition, detail=""):
+    if not condition:
+        failures.append(f"{name}: {detail}")
+
+
+def environment(set_=None, unset=()):
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env.update(set_ or {})
+    return env
+
+
+def launch(*args, env=None, timeout=20):
+    return subprocess.run([BINARY, "launch", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def python(code, *args):
+    return ["--", PYTHON, "-c", code, *args]
+
+
+def alive(pid):
+    """Running, that is: neither gone nor a zombie that its new parent has not reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def all_gone(pids, within):
+    deadline = time.monotonic() + within
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not any(alive(p) for p in pids)
+
+
+def read_pids(path, count, within=10):
+    """Waits until `count` ranks have written their pids to `path`."""
+    deadline = time.monotonic() + within
+    while True:
+        if os.path.exists(path):
+            with open(path) as f:
+                pids = [int(line) for line in f.read().split()]
+            if len(pids) >= count:
+                spawned.extend((p, path) for p in pids)
+                return pids
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    raise RuntimeError(f"{count} ranks did not write their pids to {path} within {within} s")
+
+
+def last_line(text):
+    lines = text.splitlines()
+    return lines[-1] if lines else ""
+
+
+def expect_usage_error(name, args, needle, env=None):
+    r = launch(*args, env=env)
+    check(name, r.returncode == 2, f"exit {r.returncode}, want 2")
+    check(name, r.stdout == "", f"stdout not empty: {r.stdout!r}")
+    check(name, len(r.stderr.splitlines()) == 1, f"want one stderr line, got {r.stderr!r}")
+    check(name, needle in r.stderr, f"stderr {r.stderr!r} does not name {needle!r}")
+
+
+# A rank that writes its pid to argv[1], then sleeps; on SIGTERM or SIGINT it says so and exits 0,
+# so that output shows the signal was forwarded. With argv[2] == "fail-rank-1", rank 1 exits 3
+# instead, and with "kill-rank-2" rank 2 kills itself with SIGKILL, both once every rank has
+# started; with "ignore-term" it ignores SIGTERM.
+SLEEPER = r"""
+import os, signal, sys, time
+rank = int(os.environ["RANK"])
+mode = sys.argv[2] if len(sys.argv) > 2 else ""
+def stopped(sig, frame):
+    print("got", signal.Signals(sig).name, flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, signal.SIG_IGN if mode == "ignore-term" else stopped)
+signal.signal(signal.SIGINT, stopped)
+with open(sys.argv[1], "a") as f:
+    f.write(f"{os.getpid()}\n")
+def when_all_started():
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(sys.argv[1]) as f:
+            if len(f.read().split()) == int(os.environ["WORLD_SIZE"]):
+                return
+        time.sleep(0.02)
+if mode == "fail-rank-1" and rank == 1:
+    when_all_started()
+    sys.exit(3)
+if mode == "kill-rank-2" and rank == 2:
+    when_all_started()
+    os.kill(os.getpid(), signal.SIGKILL)
+time.sleep(60)
+"""
+
+tmp = tempfile.TemporaryDirectory(prefix="rankmesh-launch-test-")
+counter = 0
+
+
+def pid_file():
+    global counter
+    counter += 1
+    return os.path.join(tmp.name, f"pids-{counter}")
+
+
+def test_environment():
+    # torchrun's variables for 3 ranks on one node; every rank sees the same free port.
+    show = ("import os; print(*(os.environ[v] for v in ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', "
+            "'LOCAL_WORLD_SIZE', 'NODE_RANK', 'MASTER_ADDR', 'MASTER_PORT']))")
+    r = launch("--nproc-per-node", "3", *python(show))
+    check("env exit", r.returncode == 0, r.stderr)
+    rows = sorted(line.split() for line in r.stdout.splitlines())
+    check("env ranks", [row[:2] for row in rows] == [["[rank", f"{i}]"] for i in range(3)], r.stdout)
+    values = [row[2:] for row in rows]
+    port = values[0][-1] if values else ""
+    check("env port", port.isdigit() and 0 < int(port) < 65536, r.stdout)
+    want = [[str(i), "3", str(i), "3", "0", "127.0.0.1", port] for i in range(3)]
+    check("env values", values == want, f"{values} != {want}")
+
+    # Node 1 of 2 holds ranks 2 and 3; the given address and port pass through.
+    r = launch("--nnodes", "2", "--node-rank", "1", "--nproc-per-node", "2", "--master-addr",
+               "10.1.2.3", "--master-port", "29501", *python(show),
+               env=environment({"RANKMESH_SECRET": "s"}))
+    check("multi-node exit", r.returncode == 0, r.stderr)
+    values = sorted(line.split()[2:] for line in r.stdout.splitlines())
+    want = [[str(2 + i), "4", str(i), "2", "1", "10.1.2.3", "29501"] for i in range(2)]
+    check("multi-node values", values == want, f"{values} != {want}")
+
+
+def test_output_prefixes():
+    # stdout lines to stdout, stderr lines to stderr, each behind its rank; an unterminated last
+    # line still arrives whole.
+    code = ("import sys; sys.stdout.write('one\\ntwo\\n'); sys.stdout.flush(); "
+            "sys.stderr.write('warn\\n'); sys.stdout.write('tail')")
+    r = launch("--nproc-per-node", "2", *python(code))
+    check("prefix exit", r.returncode == 0, r.stderr)
+    for rank in range(2):
+        tag = f"[rank {rank}] "
+        out = [l for l in r.stdout.splitlines() if l.startswith(tag)]
+        err = [l for l in r.stderr.splitlines() if l.startswith(tag)]
+        check(f"prefix stdout {rank}", out == [tag + "one", tag + "two", tag + "tail"], r.stdout)
+        check(f"prefix stderr {rank}", err == [tag + "warn"], r.stderr)
+    check("prefix every line", len(r.stdout.splitlines()) == 6 and len(r.stderr.splitlines()) == 2,
+          (r.stdout, r.stderr))
+    check("prefix final newline", r.stdout.endswith("\n"), r.stdout)
+
+
+def test_failing_rank_stops_the_others():
+    pids = pid_file()
+    start = time.monotonic()
+    r = launch("--nproc-per-node", "3", *python(SLEEPER, pids, "fail-rank-1"))
+    check("failure exit", r.returncode not in (0, 2), f"exit {r.returncode}")
+    check("failure names rank", last_line(r.stderr) == "rankmesh launch: rank 1 exited with status 3",
+          r.stderr)
+    check("failure stops siblings by SIGTERM",
+          "[rank 0] got SIGTERM" in r.stdout and "[rank 2] got SIGTERM" in r.stdout, r.stdout)
+    check("failure is prompt", time.monotonic() - start < 10, time.monotonic() - start)
+    check("failure leaves nothing", all_gone(read_pids(pids, 3, within=0), 5))
+
+
+def test_killed_rank_is_named():
+    pids = pid_file()
+    r = launch("--nproc-per-node", "3", *python(SLEEPER, pids, "kill-rank-2"))
+    check("signal exit", r.returncode not in (0, 2), f"exit {r.returncode}")
+    check("signal names rank",
+          last_line(r.stderr) == "rankmesh launch: rank 2 was killed by signal 9 (SIGKILL)", r.stderr)
+    check("signal leaves nothing", all_gone(read_pids(pids, 3, within=0), 5))
+
+
+def test_sigkill_after_grace():
+    # Ranks that ignore SIGTERM get SIGKILL once the grace period (5 s, scaled to 1 s here) is over.
+    pids = pid_file()
+    start = time.monotonic()
+    r = launch("--timeout-s", "1", "--nproc-per-node", "2", *python(SLEEPER, pids, "ignore-term"),
+               env=environment({"RANKMESH_TIMEOUT_SCALE": "0.2"}))
+    elapsed = time.monotonic() - start
+    check("grace exit", r.returncode == 124, f"exit {r.returncode}: {r.stderr}")
+    check("grace names timeout", last_line(r.stderr) == "rankmesh launch: timed out after 1 s; stopped every rank",
+          r.stderr)
+    check("grace escalates", elapsed < 6, f"took {elapsed:.1f} s")
+    check("grace leaves nothing", all_gone(read_pids(pids, 2, within=0), 5))
+
+
+def test_forwarded_signal(sig):
+    name = signal.Signals(sig).name
+    pids = pid_file()
+    proc = subprocess.Popen([BINARY, "launch", "--nproc-per-node", "2", *python(SLEEPER, pids)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    launchers.append(proc)
+    ranks = read_pids(pids, 2)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=15)
+    check(f"{name} exit", proc.returncode == 128 + sig, f"exit {proc.returncode}")
+    check(f"{name} forwarded", f"[rank 0] got {name}" in out and f"[rank 1] got {name}" in out, out)
+    check(f"{name} reported", last_line(err) == f"rankmesh launch: received {name}; stopped every rank", err)
+    check(f"{name} leaves nothing", all_gone(ranks, 5))
+
+
+def test_sigkill_of_the_launcher():
+    # The ranks ignore SIGTERM: only their parent-death signal can end them.
+    pids = pid_file()
+    proc = subprocess.Popen([BINARY, "launch", "--nproc-per-node", "3", *python(SLEEPER, pids, "ignore-term")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    launchers.append(proc)
+    ranks = read_pids(pids, 3)
+    check("launcher SIGKILL ranks running", all(alive(p) for p in ranks), ranks)
+    proc.kill()
+    proc.wait(timeout=10)
+    check("launcher SIGKILL leaves no orphan", all_gone(ranks, 5),
+          [p for p in ranks if alive(p)])
+
+
+def test_descendants_are_swept():
+    # A rank that leaves a background process behind: it dies when the run ends.
+    r = launch(*["--", "/bin/sh", "-c", "sleep 60 & echo $!"], timeout=20)
+    check("sweep exit", r.returncode == 0, r.stderr)
+    pid = int(r.stdout.split()[-1]) if r.stdout.split() else 0
+    spawned.append((pid, "sleep"))
+    check("sweep kills leftovers", pid > 0 and all_gone([pid], 5), r.stdout)
+
+
+def test_timeout():
+    pids = pid_file()
+    start = time.monotonic()
+    r = launch("--timeout-s", "1", *python(SLEEPER, pids))
+    check("timeout exit", r.returncode == 124, f"exit {r.returncode}")
+    check("timeout named", last_line(r.stderr) == "rankmesh launch: timed out after 1 s; stopped every rank",
+          r.stderr)
+    check("timeout prompt", time.monotonic() - start < 6, time.monotonic() - start)
+    check("timeout leaves nothing", all_gone(read_pids(pids, 1, within=0), 5))
+
+
+def test_success_and_exec_failure():
+    r = launch("--nproc-per-node", "4", "--", "true")
+    check("success exit", (r.returncode, r.stdout, r.stderr) == (0, "", ""), r)
+    r = launch("--", "/nonexistent/program")
+    check("exec failure exit", r.returncode == 1, f"exit {r.returncode}")
+    check("exec failure reason", "[rank 0] rankmesh launch: cannot execute '/nonexistent/program'" in r.stderr,
+          r.stderr)
+    check("exec failure named", last_line(r.stderr) == "rankmesh launch: rank 0 exited with status 127",
+          r.stderr)
+
+
+def test_secret():
+    # Without a secret one node makes one: 64 hex digits, the same for every rank, new each run,
+    # and never printed by the launcher.
+    show = ("import os, hashlib; s = os.environ.get('RANKMESH_SECRET'); "
+            "print(None if s is None else (len(s), all(c in '0123456789abcdef' for c in s), "
+            "hashlib.sha256(s.encode()).hexdigest()))")
+    no_secret = environment(unset=("RANKMESH_SECRET", "RANKMESH_SECRET_FILE"))
+    digests = []
+    for _ in range(2):
+        r = launch("--nproc-per-node", "2", *python(show), env=no_secret)
+        check("secret exit", r.returncode == 0 and r.stderr == "", r.stderr)
+        seen = {line.split("] ", 1)[1] for line in r.stdout.splitlines()}
+        check("secret shared", len(seen) == 1, seen)
+        value = seen.pop() if seen else ""
+        check("secret form", value.startswith("(64, True, "), value)
+        digests.append(value)
+    check("secret fresh", len(set(digests)) == 2, digests)
+
+    given = environment({"RANKMESH_SECRET": "operator-secret"}, unset=("RANKMESH_SECRET_FILE",))
+    r = launch(*python("import os; print(os.environ['RANKMESH_SECRET'])"), env=given)
+    check("secret passed through", r.stdout == "[rank 0] operator-secret\n", r.stdout)
+
+    from_file = environment({"RANKMESH_SECRET_FILE": "/etc/rankmesh/secret"}, unset=("RANKMESH_SECRET",))
+    r = launch(*python("import os; print(os.environ.get('RANKMESH_SECRET'), os.environ['RANKMESH_SECRET_FILE'])"),
+               env=from_file)
+    check("secret file passed through", r.stdout == "[rank 0] None /etc/rankmesh/secret\n", r.stdout)
+
+    expect_usage_error("secret needed for nodes",
+                       ["--nnodes", "2", "--master-port", "29500", "--", "true"], "RANKMESH_SECRET",
+                       env=no_secret)
+
+
+def test_usage_errors():
+    expect_usage_error("no separator", ["true"], "--")
+    expect_usage_error("no program", ["--nproc-per-node", "2", "--"], "PROGRAM")
+    expect_usage_error("zero processes", ["--nproc-per-node", "0", "--", "true"], "--nproc-per-node")
+    expect_usage_error("not a number", ["--nproc-per-node", "two", "--", "true"], "two")
+    expect_usage_error("unknown flag", ["--bogus", "--", "true"], "--bogus")
+    expect_usage_error("missing value", ["--nnodes", "--", "true"], "--nnodes")
+    expect_usage_error("nodes need a port", ["--nnodes", "2", "--", "true"], "--master-port")
+    expect_usage_error("node rank out of range", ["--nnodes", "2", "--node-rank", "2", "--master-port", "1",
+                                                  "--", "true"], "--node-rank")
+    expect_usage_error("port out of range", ["--master-port", "70000", "--", "true"], "70000")
+
+
+try:
+    test_environment()
+    test_output_prefixes()
+    test_failing_rank_stops_the_others()
+    test_killed_rank_is_named()
+    test_sigkill_after_grace()
+    test_forwarded_signal(signal.SIGTERM)
+    test_forwarded_signal(signal.SIGINT)
+    test_sigkill_of_the_launcher()
+    test_descendants_are_swept()
+    test_timeout()
+    test_success_and_exec_failure()
+    test_secret()
+    test_usage_errors()
+finally:
+    for proc in launchers:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    for pid, marker in spawned:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                ours = marker.encode() in f.read()
+        except FileNotFoundError:
+            continue
+        if ours and alive(pid):
+            failures.append(f"pid {pid} outlived its launcher")
+            os.kill(pid, signal.SIGKILL)
+    tmp.cleanup()
+
+if failures:
+    print("\n".join(failures))
+    sys.exit(1)
+print("launch: all checks passed")

@@ -1,0 +1,877 @@
+// The shm channel between two processes of one node, and the buffer pool it receives into:
+// frames in order through ring wraps, payloads byte-exact with one copy and with two, the pool
+// recycling, deadlines, close, a peer killed mid-transfer, a peer writing nonsense, and nothing
+// left behind in /dev/shm.
+//
+// Two-process tests fork: the child touches only its channel and leaves with _exit() (its exit
+// code says what went wrong); the parent reaps it within a bound and kills it on failure.
+#include <doctest/doctest.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "buffer_pool.hpp"
+#include "rankmesh/error.hpp"
+#include "rankmesh/event.hpp"
+#include "shm_channel.hpp"
+
+using namespace rankmesh;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr std::size_t k64MiB = std::size_t{64} << 20;
+
+// ---- processes --------------------------------------------------------------------------------
+
+// Checks in a child: on failure, say where on stderr and leave with the line number.
+#define CHILD_REQUIRE(cond)                                                             \
+  do {                                                                                  \
+    if (!(cond)) {                                                                      \
+      std::fprintf(stderr, "child check failed at line %d: %s\n", __LINE__, #cond);   \
+      return __LINE__ % 200 + 50;                                                       \
+    }                                                                                   \
+  } while (0)
+
+class Child {
+public:
+  // Runs `body` (returning an exit code) in a forked child.
+  template <class Body>
+  explicit Child(Body body) {
+    pid_ = started_ = fork();
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) {
+      int code = 40;
+      try {
+        code = body();
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "child failed: %s\n", e.what());
+        code = 41;
+      } catch (...) {
+        code = 42;
+      }
+      _exit(code);
+    }
+  }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  ~Child() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+
+  // The child's pid (still known after wait()).
+  pid_t pid() const { return started_; }
+  void kill() const {
+    if (pid_ > 0) ::kill(pid_, SIGKILL);
+  }
+
+  // Waits at most `limit` for the child to end (killing it after that); returns its exit code,
+  // or -signal when a signal ended it.
+  int wait(std::chrono::milliseconds limit = 30s) {
+    const Deadline deadline = deadline_after(limit);
+    int status = 0;
+    while (true) {
+      pid_t done = waitpid(pid_, &status, WNOHANG);
+      if (done == pid_) break;
+      if (Clock::now() >= deadline) {
+        ::kill(pid_, SIGKILL);
+        waitpid(pid_, &status, 0);
+        pid_ = -1;
+        FAIL("child did not finish within " << limit.count() << " ms");
+        return -1000;
+      }
+      // Not synchronization: bounded polling for the child's end.
+      int fd = static_cast<int>(syscall(SYS_pidfd_open, pid_, 0));
+      if (fd >= 0) {
+        pollfd p{fd, POLLIN, 0};
+        poll(&p, 1, 100);
+        ::close(fd);
+      } else {
+        std::this_thread::sleep_for(1ms);
+      }
+    }
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+  }
+
+private:
+  pid_t pid_ = -1;  // until reaped
+  pid_t started_ = -1;
+};
+
+// One-way messages between parent and child (a name, "go").
+class Pipe {
+public:
+  Pipe() { REQUIRE(pipe2(fds_, O_CLOEXEC) == 0); }
+  ~Pipe() {
+    ::close(fds_[0]);
+    ::close(fds_[1]);
+  }
+  Pipe(const Pipe&) = delete;
+  Pipe& operator=(const Pipe&) = delete;
+
+  void put(const std::string& line) const {
+    std::string text = line + "\n";
+    [[maybe_unused]] ssize_t n = ::write(fds_[1], text.data(), text.size());
+  }
+  // The next line, or "" when none comes within `limit`.
+  std::string get(std::chrono::milliseconds limit = 10s) const {
+    std::string line;
+    const Deadline deadline = deadline_after(limit);
+    while (Clock::now() < deadline) {
+      pollfd p{fds_[0], POLLIN, 0};
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (poll(&p, 1, static_cast<int>(left.count()) + 1) <= 0) continue;
+      char c;
+      if (::read(fds_[0], &c, 1) != 1) return "";
+      if (c == '\n') return line;
+      line += c;
+    }
+    return "";
+  }
+
+private:
+  int fds_[2];
+};
+
+// Names in /dev/shm created by any of `pids`.
+std::vector<std::string> shm_leftovers(std::initializer_list<pid_t> pids) {
+  std::vector<std::string> found;
+  DIR* dir = opendir("/dev/shm");
+  if (dir == nullptr) return found;
+  while (dirent* entry = readdir(dir)) {
+    const std::string name = entry->d_name;
+    for (pid_t pid : pids)
+      if (name.rfind("rankmesh-" + std::to_string(pid) + "-", 0) == 0) found.push_back(name);
+  }
+  closedir(dir);
+  return found;
+}
+
+bool shm_exists(const std::string& name) { return access(("/dev/shm" + name).c_str(), F_OK) == 0; }
+
+// ---- frames -----------------------------------------------------------------------------------
+
+std::uint8_t pattern(std::uint64_t frame, std::size_t tensor, std::size_t byte) {
+  return static_cast<std::uint8_t>(frame * 131 + tensor * 29 + byte * 7 + (byte >> 9));
+}
+
+Tensor patterned(Shape shape, DType dtype, std::uint64_t frame, std::size_t index) {
+  Tensor t = Tensor::empty(shape, dtype);
+  auto* bytes = static_cast<std::uint8_t*>(t.data());
+  for (std::size_t i = 0; i < t.nbytes(); ++i) bytes[i] = pattern(frame, index, i);
+  return t;
+}
+
+bool matches(const Tensor& t, std::uint64_t frame, std::size_t index) {
+  const auto* bytes = static_cast<const std::uint8_t*>(t.data());
+  for (std::size_t i = 0; i < t.nbytes(); ++i)
+    if (bytes[i] != pattern(frame, index, i)) return false;
+  return true;
+}
+
+// Frame `i` of the wrap test: metadata of a varying length, 0-3 tensors of varying sizes,
+// some inline, some lent (above the 4 KiB threshold the test sets).
+Frame wrap_frame(std::uint64_t i) {
+  Frame f;
+  f.header = FrameHeader{static_cast<std::uint32_t>(i % 5), static_cast<std::uint32_t>(i % 3), i,
+                         static_cast<std::int32_t>(i % 7)};
+  f.metadata.assign(i % 301, static_cast<std::uint8_t>(i));
+  const std::size_t count = i % 4;
+  for (std::size_t t = 0; t < count; ++t) {
+    const std::int64_t elements = static_cast<std::int64_t>((i * 37 + t * 1000) % 3000);
+    f.tensors.push_back(patterned({elements}, DType::f32, i, t));
+  }
+  return f;
+}
+
+bool frame_ok(const Frame& f, std::uint64_t i) {
+  Frame want = wrap_frame(i);
+  if (f.header.group != want.header.group || f.header.op != want.header.op ||
+      f.header.seq != want.header.seq || f.header.src != want.header.src)
+    return false;
+  if (f.metadata != want.metadata || f.tensors.size() != want.tensors.size()) return false;
+  for (std::size_t t = 0; t < f.tensors.size(); ++t)
+    if (!equal(f.tensors[t], want.tensors[t])) return false;
+  return true;
+}
+
+ShmOptions named(std::string peer) {
+  ShmOptions options;
+  options.peer_name = std::move(peer);
+  return options;
+}
+
+}  // namespace
+
+// ---- the buffer pool ------------------------------------------------------------------------
+
+TEST_CASE("buffer pool: block sizes are powers of two below 2 MiB and 2 MiB multiples above") {
+  CHECK(BufferPool::block_size(1) == 64);
+  CHECK(BufferPool::block_size(100) == 128);
+  CHECK(BufferPool::block_size(std::size_t{1} << 20) == std::size_t{1} << 20);
+  CHECK(BufferPool::block_size((std::size_t{1} << 20) + 1) == BufferPool::kHugePage);
+  CHECK(BufferPool::block_size(BufferPool::kHugePage + 1) == 2 * BufferPool::kHugePage);
+  CHECK(BufferPool::block_size(k64MiB) == k64MiB);
+}
+
+TEST_CASE("buffer pool: a block comes back when its last tensor goes, and is handed out again") {
+  BufferPool pool;
+  void* first = nullptr;
+  {
+    Tensor a = pool.allocate({16, 1024, 1024}, DType::f32);  // 64 MiB
+    first = a.data();
+    CHECK(reinterpret_cast<std::uintptr_t>(first) % BufferPool::kHugePage == 0);
+    Tensor shared = a;  // a second reference keeps the block out of the pool
+    a = Tensor();
+    CHECK(pool.stats().in_use_bytes == k64MiB);
+  }
+  CHECK(pool.stats().cached_bytes == k64MiB);
+  Tensor b = pool.allocate({k64MiB}, DType::u8);
+  CHECK(b.data() == first);
+  CHECK(pool.stats().reused == 1);
+  CHECK(pool.stats().fresh == 1);
+
+  Tensor small = pool.allocate({10}, DType::f64);
+  CHECK(reinterpret_cast<std::uintptr_t>(small.data()) % 64 == 0);
+  void* small_block = small.data();
+  small = Tensor();
+  CHECK(pool.allocate({100}, DType::u8).data() == small_block);  // same 128-byte class
+
+  Tensor empty = pool.allocate({0, 3}, DType::f32);
+  CHECK(empty.numel() == 0);
+}
+
+TEST_CASE("buffer pool: tensors outlive the pool handle; the cache stays under its cap") {
+  Tensor survivor;
+  {
+    BufferPool pool(BufferPoolOptions{.max_cached_bytes = BufferPool::kHugePage});
+    survivor = pool.allocate({4 << 20}, DType::u8);
+    Tensor a = pool.allocate({4 << 20}, DType::u8);
+    Tensor b = pool.allocate({1 << 20}, DType::u8);
+    a = Tensor();  // 4 MiB: beyond the cap, given back
+    b = Tensor();  // 1 MiB: cached
+    CHECK(pool.stats().cached_bytes == std::size_t{1} << 20);
+    pool.trim();
+    CHECK(pool.stats().cached_bytes == 0);
+  }
+  std::memset(survivor.data(), 7, survivor.nbytes());  // still valid memory
+  survivor = Tensor();                                 // frees the pool with it
+}
+
+TEST_CASE("buffer pool: the allocator adaptor draws from the pool, from many threads") {
+  BufferPool pool;
+  Allocator allocate = pool.allocator();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 200; ++i) {
+        Tensor x = allocate({static_cast<std::int64_t>(1000 + i % 7)}, DType::f32);
+        static_cast<float*>(x.data())[0] = 1.0f;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(pool.stats().in_use_bytes == 0);
+  CHECK(pool.stats().reused > 0);
+}
+
+// ---- shm, one process ------------------------------------------------------------------------
+
+TEST_CASE("shm: two threads of one process, inline and lent payloads, many frames") {
+  ShmOptions options;
+  options.ring_bytes = 64 << 10;
+  options.inline_threshold = 4 << 10;
+  auto created = ShmChannel::create(options);
+  CHECK(shm_exists(created.name));
+  auto sender = ShmChannel::open(created.name, options);
+  CHECK_FALSE(shm_exists(created.name));  // unlinked once both sides are attached
+  ShmChannel& receiver = *created.channel;
+  REQUIRE(receiver.wait_peer(deadline_after(5s)));
+  REQUIRE(sender->wait_peer(deadline_after(5s)));
+  CHECK(sender->single_copy());
+  CHECK(receiver.peer_pid() == getpid());
+
+  constexpr std::uint64_t kFrames = 3000;
+  std::thread producer([&] {
+    for (std::uint64_t i = 0; i < kFrames; ++i) {
+      Frame f = wrap_frame(i);
+      sender->send(f, deadline_after(10s));
+    }
+    sender->flush(deadline_after(10s));
+  });
+  Frame got;
+  std::uint64_t bad = kFrames;
+  for (std::uint64_t i = 0; i < kFrames; ++i) {
+    REQUIRE(receiver.recv(got, deadline_after(10s)));
+    if (!frame_ok(got, i) && bad == kFrames) bad = i;
+  }
+  producer.join();
+  CHECK(bad == kFrames);
+  CHECK(shm_leftovers({getpid()}).empty());
+}
+
+TEST_CASE("shm: deadlines — recv returns false, send times out on a full ring") {
+  ShmOptions options;
+  options.ring_bytes = 64 << 10;
+  auto created = ShmChannel::create(options);
+  auto sender = ShmChannel::open(created.name, options);
+  Frame f;
+  auto start = Clock::now();
+  CHECK_FALSE(created.channel->recv(f, deadline_after(30ms)));
+  CHECK(Clock::now() - start >= 30ms);
+  CHECK(Clock::now() - start < 2s);
+
+  Frame big;
+  big.metadata.assign(20000, 1);
+  int sent = 0;
+  CHECK_THROWS_AS(
+      [&] {
+        while (true) {
+          Frame copy = big;
+          sender->send(copy, deadline_after(30ms));
+          ++sent;
+        }
+      }(),
+      ChannelTimeout);
+  CHECK(sent == 3);  // 3 x (48 + 20000) bytes fit in 64 KiB, a fourth does not
+  // What was sent still arrives; then the ring has room again.
+  for (int i = 0; i < sent; ++i) REQUIRE(created.channel->recv(f, deadline_after(1s)));
+  CHECK(f.metadata.size() == 20000);
+  Frame again = big;
+  sender->send(again, deadline_after(1s));
+}
+
+TEST_CASE("shm: a payload waits for its ready event; undefined and device tensors are refused") {
+  auto created = ShmChannel::create();
+  auto sender = ShmChannel::open(created.name);
+
+  auto gate = Event::user();
+  Tensor t = patterned({1000}, DType::f32, 0, 0);
+  t.set_ready_event(gate);
+  Frame f;
+  f.tensors.push_back(t);
+  CHECK_THROWS_AS(sender->send(f, deadline_after(20ms)), Error);
+  CHECK(f.tensors.size() == 1);  // nothing was sent
+
+  std::thread completer([&] {
+    std::this_thread::sleep_for(10ms);
+    gate->complete();
+  });
+  sender->send(f, deadline_after(5s));
+  completer.join();
+  Frame got;
+  REQUIRE(created.channel->recv(got, deadline_after(1s)));
+  CHECK(matches(got.tensors.at(0), 0, 0));
+
+  Frame undefined;
+  undefined.tensors.push_back(Tensor());
+  CHECK_THROWS_AS(sender->send(undefined, deadline_after(1s)), Error);
+  static float device_memory[4];
+  Frame device;
+  device.tensors.push_back(Tensor::wrap(device_memory, {4}, DType::f32,
+                                        Device{DeviceType::cuda, 0}, nullptr));
+  try {
+    sender->send(device, deadline_after(1s));
+    FAIL("a device tensor was accepted");
+  } catch (const Error& e) {
+    CHECK(e.code() == Errc::invalid_argument);
+    CHECK(std::string(e.what()).find("host tensors only") != std::string::npos);
+  }
+  // The channel is still usable.
+  Frame plain;
+  plain.metadata = {1, 2, 3};
+  sender->send(plain, deadline_after(1s));
+  REQUIRE(created.channel->recv(got, deadline_after(1s)));
+  CHECK(got.metadata == std::vector<std::uint8_t>{1, 2, 3});
+}
+
+TEST_CASE("shm: malformed control data closes the channel with a message saying what was wrong") {
+  struct Case {
+    const char* what;
+    const char* expect;
+  };
+  for (Case c : {Case{"link sequence gap", "link sequence 7 where 0 was expected"},
+                 Case{"bad magic", "no frame at byte 0"},
+                 Case{"tail beyond the ring", "beyond the ring"},
+                 Case{"metadata beyond the limit", "metadata bytes, beyond the limit"},
+                 Case{"head beyond tail", "beyond the"}}) {
+    CAPTURE(c.what);
+    std::vector<std::string> logged;
+    ShmOptions options;
+    options.ring_bytes = 64 << 10;
+    options.log = [&](const std::string& line) { logged.push_back(line); };
+    auto created = ShmChannel::create(options);
+    // Play a broken peer: map the segment ourselves before the sender unlinks its name.
+    int fd = shm_open(created.name.c_str(), O_RDWR, 0);
+    REQUIRE(fd >= 0);
+    const std::size_t total = ShmChannel::Layout::kControlBytes + (64 << 10);
+    auto* segment = static_cast<std::uint8_t*>(
+        mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+    ::close(fd);
+    REQUIRE(segment != MAP_FAILED);
+    auto sender = ShmChannel::open(created.name, options);
+
+    Frame f;
+    f.metadata.assign(100, 9);
+    sender->send(f, deadline_after(1s));
+    std::uint8_t* record = segment + ShmChannel::Layout::kControlBytes;
+    auto* tail = reinterpret_cast<std::uint64_t*>(segment + ShmChannel::Layout::kTailOffset);
+    auto* head = reinterpret_cast<std::uint64_t*>(segment + ShmChannel::Layout::kHeadOffset);
+    const std::string name = c.what;
+    if (name == "link sequence gap") {
+      const std::uint64_t seq = 7;
+      std::memcpy(record + 8, &seq, 8);
+    } else if (name == "bad magic") {
+      std::memset(record, 0xab, 4);
+    } else if (name == "tail beyond the ring") {
+      __atomic_store_n(tail, std::uint64_t{1} << 40, __ATOMIC_SEQ_CST);
+    } else if (name == "metadata beyond the limit") {
+      const std::uint32_t metadata = 1u << 30;
+      std::memcpy(record + 36, &metadata, 4);
+    } else {
+      __atomic_store_n(head, std::uint64_t{1} << 40, __ATOMIC_SEQ_CST);
+    }
+
+    Frame got;
+    if (name == "head beyond tail") {
+      try {
+        sender->send(f, deadline_after(1s));
+        FAIL("send went on after the receiver's counter ran ahead");
+      } catch (const ChannelClosed& e) {
+        CHECK(std::string(e.what()).find(c.expect) != std::string::npos);
+      }
+      // What was complete in the ring before still arrives; then the close.
+      CHECK(created.channel->recv(got, deadline_after(1s)));
+      CHECK_THROWS_WITH_AS(created.channel->recv(got, deadline_after(1s)),
+                           doctest::Contains(c.expect), ChannelClosed);
+    } else {
+      try {
+        created.channel->recv(got, deadline_after(1s));
+        FAIL("a malformed frame was accepted");
+      } catch (const ChannelClosed& e) {
+        CHECK(std::string(e.what()).find(c.expect) != std::string::npos);
+        CHECK(std::string(e.what()).find("peer (pid " + std::to_string(getpid()) + ")") !=
+              std::string::npos);
+      }
+      // Closed for both sides, with the same message; this process goes on.
+      CHECK_THROWS_WITH_AS(created.channel->recv(got, deadline_after(1s)),
+                           doctest::Contains(c.expect), ChannelClosed);
+      CHECK_THROWS_WITH_AS(sender->send(f, deadline_after(1s)), doctest::Contains(c.expect),
+                           ChannelClosed);
+    }
+    CHECK(logged.size() == 1);
+    munmap(segment, total);
+  }
+  CHECK(shm_leftovers({getpid()}).empty());
+}
+
+TEST_CASE("shm: open refuses what is not a channel, and a name already taken") {
+  const std::string stranger = "/rankmesh-" + std::to_string(getpid()) + "-not-a-channel";
+  int fd = shm_open(stranger.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  REQUIRE(fd >= 0);
+  REQUIRE(ftruncate(fd, ShmChannel::Layout::kControlBytes + (1 << 20)) == 0);
+  ::close(fd);
+  CHECK_THROWS_WITH_AS(ShmChannel::open(stranger), doctest::Contains("is not a rankmesh channel"),
+                       Error);
+  CHECK(shm_exists(stranger));  // someone else's segment is left alone
+  shm_unlink(stranger.c_str());
+
+  auto created = ShmChannel::create();
+  auto sender = ShmChannel::open(created.name);
+  CHECK_THROWS(ShmChannel::open(created.name));  // the name went with the first attach
+  CHECK_THROWS(ShmChannel::open("/rankmesh-no-such-segment"));
+}
+
+// ---- shm, two processes -----------------------------------------------------------------------
+
+TEST_CASE("shm: frames arrive in order through many wraps of the ring, between two processes") {
+  ShmOptions options = named("rank 1");
+  options.ring_bytes = 64 << 10;
+  options.inline_threshold = 4 << 10;
+  auto created = ShmChannel::create(options);
+  constexpr std::uint64_t kFrames = 5000;
+  Child child([&] {
+    auto sender = ShmChannel::open(created.name, named("rank 0"));
+    for (std::uint64_t i = 0; i < kFrames; ++i) {
+      Frame f = wrap_frame(i);
+      sender->send(f, deadline_after(20s));
+    }
+    CHILD_REQUIRE(sender->flush(deadline_after(20s)));
+    return 0;
+  });
+  Frame got;
+  std::uint64_t bad = kFrames;
+  for (std::uint64_t i = 0; i < kFrames; ++i) {
+    REQUIRE(created.channel->recv(got, deadline_after(20s)));
+    if (!frame_ok(got, i) && bad == kFrames) bad = i;
+  }
+  CHECK(bad == kFrames);
+  CHECK(created.channel->peer_pid() == child.pid());
+  CHECK(child.wait() == 0);
+  created.channel.reset();
+  CHECK(shm_leftovers({getpid(), child.pid()}).empty());
+}
+
+TEST_CASE("shm: metadata-only frames, empty tensors, small inline and 64 MiB payloads, byte-exact") {
+  for (bool single_copy : {true, false}) {
+    CAPTURE(single_copy);
+    auto created = ShmChannel::create(named("rank 1"));
+    Child child([&] {
+      ShmOptions options = named("rank 0");
+      options.single_copy = single_copy;
+      auto sender = ShmChannel::open(created.name, options);
+      CHILD_REQUIRE(sender->wait_peer(deadline_after(10s)));
+      CHILD_REQUIRE(sender->single_copy() == single_copy);
+      Frame f;
+      f.metadata = {1, 2, 3, 4, 5};  // metadata only
+      sender->send(f, deadline_after(10s));
+      Frame nothing;
+      sender->send(nothing, deadline_after(10s));
+      Frame empties;
+      empties.tensors.push_back(Tensor::empty({0}, DType::f32));
+      empties.tensors.push_back(Tensor::empty({3, 0, 2}, DType::bf16));
+      empties.tensors.push_back(patterned({}, DType::i64, 2, 2));  // a scalar: one element
+      sender->send(empties, deadline_after(10s));
+      Frame mixed;
+      mixed.metadata.assign(1000, 7);
+      mixed.tensors.push_back(patterned({25}, DType::f32, 3, 0));
+      mixed.tensors.push_back(patterned({16, 1024}, DType::f32, 3, 1));  // 64 KiB: still inline
+      mixed.tensors.push_back(patterned({16, 1024, 1024}, DType::f32, 3, 2));  // 64 MiB
+      mixed.tensors.push_back(patterned({3}, DType::u8, 3, 3));
+      sender->send(mixed, deadline_after(10s));
+      CHILD_REQUIRE(sender->flush(deadline_after(20s)));
+      return 0;
+    });
+    ShmChannel& receiver = *created.channel;
+    REQUIRE(receiver.wait_peer(deadline_after(10s)));
+    CHECK(receiver.single_copy());  // the receiver may read the sender; the sender decides
+
+    Frame got;
+    REQUIRE(receiver.recv(got, deadline_after(10s)));
+    CHECK(got.metadata == std::vector<std::uint8_t>{1, 2, 3, 4, 5});
+    CHECK(got.tensors.empty());
+    REQUIRE(receiver.recv(got, deadline_after(10s)));
+    CHECK(got.metadata.empty());
+    CHECK(got.tensors.empty());
+    REQUIRE(receiver.recv(got, deadline_after(10s)));
+    REQUIRE(got.tensors.size() == 3);
+    CHECK(got.tensors[0].shape() == Shape{0});
+    CHECK(got.tensors[1].shape() == Shape{3, 0, 2});
+    CHECK(got.tensors[1].dtype() == DType::bf16);
+    CHECK(got.tensors[2].shape() == Shape{});
+    CHECK(matches(got.tensors[2], 2, 2));
+    REQUIRE(receiver.recv(got, deadline_after(20s)));
+    CHECK(got.metadata == std::vector<std::uint8_t>(1000, 7));
+    REQUIRE(got.tensors.size() == 4);
+    CHECK(got.tensors[2].shape() == Shape{16, 1024, 1024});
+    for (std::size_t i = 0; i < 4; ++i) {
+      CAPTURE(i);
+      CHECK(matches(got.tensors[i], 3, i));
+    }
+    CHECK(child.wait() == 0);
+    created.channel.reset();
+    CHECK(shm_leftovers({getpid(), child.pid()}).empty());
+  }
+}
+
+TEST_CASE("shm: send returns while the receiver has not read a lent payload; flush waits for it") {
+  Pipe names;
+  Pipe go;
+  Child child([&] {
+    auto created = ShmChannel::create(named("rank 0"));
+    names.put(created.name);
+    CHILD_REQUIRE(created.channel->wait_peer(deadline_after(10s)));
+    CHILD_REQUIRE(go.get() == "go");
+    Frame got;
+    CHILD_REQUIRE(created.channel->recv(got, deadline_after(10s)));
+    CHILD_REQUIRE(got.tensors.size() == 1 && matches(got.tensors[0], 5, 0));
+    return 0;
+  });
+  const std::string name = names.get();
+  REQUIRE_FALSE(name.empty());
+  auto sender = ShmChannel::open(name, named("rank 1"));
+  REQUIRE(sender->wait_peer(deadline_after(10s)));
+  REQUIRE(sender->single_copy());
+  Frame f;
+  f.tensors.push_back(patterned({k64MiB}, DType::u8, 5, 0));
+  sender->send(f, deadline_after(10s));  // the receiver is not receiving yet
+  CHECK_FALSE(sender->flush(deadline_after(20ms)));
+  go.put("go");
+  CHECK(sender->flush(deadline_after(10s)));
+  CHECK(child.wait() == 0);
+  CHECK(shm_leftovers({getpid(), child.pid()}).empty());
+}
+
+TEST_CASE("shm: the pool reuses memory — a second receive of the same size gets a recycled block") {
+  BufferPool pool;
+  ShmOptions options = named("rank 1");
+  options.allocator = pool.allocator();
+  auto created = ShmChannel::create(options);
+  Child child([&] {
+    auto sender = ShmChannel::open(created.name, named("rank 0"));
+    CHILD_REQUIRE(sender->wait_peer(deadline_after(10s)));
+    for (std::uint64_t i = 0; i < 2; ++i) {
+      Frame f;
+      f.tensors.push_back(patterned({k64MiB / 4}, DType::f32, i, 0));
+      sender->send(f, deadline_after(10s));
+    }
+    CHILD_REQUIRE(sender->flush(deadline_after(10s)));
+    return 0;
+  });
+  Frame got;
+  REQUIRE(created.channel->recv(got, deadline_after(10s)));
+  CHECK(matches(got.tensors.at(0), 0, 0));
+  void* first = got.tensors[0].data();
+  got.tensors.clear();  // the block goes back to the pool
+  REQUIRE(created.channel->recv(got, deadline_after(10s)));
+  CHECK(got.tensors.at(0).data() == first);
+  CHECK(matches(got.tensors[0], 1, 0));
+  CHECK(pool.stats().reused >= 1);
+  CHECK(child.wait() == 0);
+}
+
+TEST_CASE("shm: where the receiver may not read the sender's memory, payloads go through the ring") {
+  if (getuid() != 0) {
+    MESSAGE("skipped: needs root to run the receiver as another user");
+    return;
+  }
+  Pipe names;
+  Child child([&] {
+    // As another user the child may not read its root parent (ptrace access is denied).
+    if (setgid(65534) != 0 || setuid(65534) != 0) return 3;
+    auto created = ShmChannel::create(named("rank 0"));
+    names.put(created.name);
+    CHILD_REQUIRE(created.channel->wait_peer(deadline_after(10s)));
+    CHILD_REQUIRE(!created.channel->single_copy());
+    Frame got;
+    CHILD_REQUIRE(created.channel->recv(got, deadline_after(20s)));
+    CHILD_REQUIRE(got.tensors.size() == 1 && matches(got.tensors[0], 9, 0));
+    return 0;
+  });
+  const std::string name = names.get();
+  if (name.empty()) {
+    const int code = child.wait();
+    if (code == 3) {
+      MESSAGE("skipped: setuid is not permitted here");
+      return;
+    }
+    FAIL("child gave no name, exit code " << code);
+  }
+  auto sender = ShmChannel::open(name, named("rank 1"));
+  REQUIRE(sender->wait_peer(deadline_after(10s)));
+  CHECK_FALSE(sender->single_copy());
+  Frame f;
+  f.tensors.push_back(patterned({k64MiB}, DType::u8, 9, 0));
+  sender->send(f, deadline_after(20s));
+  CHECK(sender->flush(deadline_after(20s)));
+  CHECK(child.wait() == 0);
+  CHECK(shm_leftovers({getpid(), child.pid()}).empty());
+}
+
+TEST_CASE("shm: close wakes the waiting peer with the reason, either way") {
+  SUBCASE("the sender closes while the receiver waits") {
+    auto created = ShmChannel::create(named("rank 1"));
+    Child child([&] {
+      auto sender = ShmChannel::open(created.name, named("rank 0"));
+      CHILD_REQUIRE(sender->wait_peer(deadline_after(10s)));
+      sender->close("stage 0 is shutting down");
+      return 0;
+    });
+    Frame got;
+    CHECK_THROWS_WITH_AS(created.channel->recv(got, deadline_after(10s)),
+                         "stage 0 is shutting down", ChannelClosed);
+    CHECK(child.wait() == 0);
+    CHECK_THROWS_WITH_AS(created.channel->recv(got, deadline_after(10s)),
+                         "stage 0 is shutting down", ChannelClosed);
+    CHECK(shm_leftovers({getpid(), child.pid()}).empty());
+  }
+  SUBCASE("the receiver closes while the sender waits on a full ring") {
+    Pipe names;
+    Pipe go;
+    Child child([&] {
+      ShmOptions options = named("rank 0");
+      options.ring_bytes = 64 << 10;
+      auto created = ShmChannel::create(options);
+      names.put(created.name);
+      CHILD_REQUIRE(created.channel->wait_peer(deadline_after(10s)));
+      CHILD_REQUIRE(go.get() == "go");
+      created.channel->close("stage 1 is shutting down");
+      return 0;
+    });
+    const std::string name = names.get();
+    REQUIRE_FALSE(name.empty());
+    auto sender = ShmChannel::open(name, named("rank 1"));
+    Frame f;
+    f.metadata.assign(30000, 1);
+    Frame copy = f;
+    sender->send(copy, deadline_after(1s));
+    copy = f;
+    sender->send(copy, deadline_after(1s));
+    copy = f;
+    CHECK_THROWS_AS(sender->send(copy, deadline_after(10ms)), ChannelTimeout);  // full now
+    go.put("go");
+    const auto start = Clock::now();
+    CHECK_THROWS_WITH_AS(sender->send(copy, deadline_after(10s)), "stage 1 is shutting down",
+                         ChannelClosed);
+    CHECK(Clock::now() - start < 5s);
+    CHECK(child.wait() == 0);
+    CHECK(shm_leftovers({getpid(), child.pid()}).empty());
+  }
+  CHECK(shm_leftovers({getpid()}).empty());
+}
+
+TEST_CASE("shm: a peer killed in the middle of a 64 MiB transfer fails the survivor within ~1 s") {
+  for (bool single_copy : {true, false}) {
+    CAPTURE(single_copy);
+    SUBCASE("the sender dies") {
+      auto created = ShmChannel::create(named("rank 0"));
+      Child child([&]() -> int {
+        ShmOptions options = named("rank 1");
+        options.single_copy = single_copy;
+        auto sender = ShmChannel::open(created.name, options);
+        CHILD_REQUIRE(sender->wait_peer(deadline_after(10s)));
+        Frame f;
+        const Tensor payload = patterned({k64MiB}, DType::u8, 0, 0);
+        while (true) {
+          f.tensors.assign(1, payload);
+          sender->send(f, deadline_after(30s));
+        }
+      });
+      ShmChannel& receiver = *created.channel;
+      REQUIRE(receiver.wait_peer(deadline_after(10s)));
+      Frame got;
+      REQUIRE(receiver.recv(got, deadline_after(10s)));
+      REQUIRE(receiver.recv(got, deadline_after(10s)));
+      Clock::time_point killed_at{};
+      // The one sleep that is not synchronization: let the kill land mid-transfer.
+      std::thread killer([&] {
+        std::this_thread::sleep_for(3ms);
+        killed_at = Clock::now();
+        child.kill();
+      });
+      std::string message;
+      Clock::time_point failed_at{};
+      try {
+        while (true) receiver.recv(got, deadline_after(10s));
+      } catch (const ChannelClosed& e) {
+        failed_at = Clock::now();
+        message = e.what();
+      }
+      killer.join();
+      CHECK(failed_at - killed_at < 1s);
+      CHECK(message == "rank 0 (pid " + std::to_string(child.pid()) + ") died");
+      CHECK_THROWS_AS(receiver.recv(got, deadline_after(1s)), ChannelClosed);
+      CHECK(child.wait() == -SIGKILL);
+    }
+    SUBCASE("the receiver dies") {
+      Pipe names;
+      Child child([&]() -> int {
+        auto created = ShmChannel::create(named("rank 1"));
+        names.put(created.name);
+        Frame got;
+        while (true) created.channel->recv(got, deadline_after(30s));
+      });
+      const std::string name = names.get();
+      REQUIRE_FALSE(name.empty());
+      ShmOptions options = named("rank 0");
+      options.single_copy = single_copy;
+      options.max_pending_bytes = 2 * k64MiB;
+      auto sender = ShmChannel::open(name, options);
+      REQUIRE(sender->wait_peer(deadline_after(10s)));
+      const Tensor payload = patterned({k64MiB}, DType::u8, 0, 0);
+      Frame f;
+      for (int i = 0; i < 3; ++i) {
+        f.tensors.assign(1, payload);
+        sender->send(f, deadline_after(10s));
+      }
+      Clock::time_point killed_at{};
+      std::thread killer([&] {
+        std::this_thread::sleep_for(3ms);
+        killed_at = Clock::now();
+        child.kill();
+      });
+      std::string message;
+      Clock::time_point failed_at{};
+      try {
+        while (true) {
+          f.tensors.assign(1, payload);
+          sender->send(f, deadline_after(10s));
+        }
+      } catch (const ChannelClosed& e) {
+        failed_at = Clock::now();
+        message = e.what();
+      }
+      killer.join();
+      CHECK(failed_at - killed_at < 1s);
+      CHECK(message == "rank 0 (pid " + std::to_string(child.pid()) + ") died");
+      CHECK_THROWS_AS(sender->send(f, deadline_after(1s)), ChannelClosed);
+      CHECK(child.wait() == -SIGKILL);
+      CHECK(shm_leftovers({getpid(), child.pid()}).empty());
+    }
+  }
+  CHECK(shm_leftovers({getpid()}).empty());
+}
+
+TEST_CASE("shm: no /dev/shm leftovers when either side crashes around set-up") {
+  SUBCASE("the creator dies before the sender attaches: open removes the name") {
+    Pipe names;
+    Child child([&]() -> int {
+      auto created = ShmChannel::create(named("rank 1"));
+      names.put(created.name);
+      while (true) pause();
+    });
+    const std::string name = names.get();
+    REQUIRE_FALSE(name.empty());
+    child.kill();
+    CHECK(child.wait() == -SIGKILL);
+    CHECK(shm_exists(name));  // a crashed creator leaves its name until someone opens it
+    auto sender = ShmChannel::open(name, named("rank 0"));
+    CHECK_FALSE(shm_exists(name));
+    Frame f;
+    CHECK_THROWS_WITH_AS(sender->send(f, deadline_after(1s)),
+                         doctest::Contains(("rank 0 (pid " + std::to_string(child.pid()) + ") died").c_str()),
+                         ChannelClosed);
+  }
+  SUBCASE("the sender dies before attaching: the creator removes the name when it closes") {
+    auto created = ShmChannel::create(named("rank 1"));
+    Child child([&] { return 0; });
+    CHECK(child.wait() == 0);
+    Frame f;
+    CHECK_FALSE(created.channel->recv(f, deadline_after(10ms)));
+    created.channel->close("rank 1 gave up waiting");
+    CHECK_FALSE(shm_exists(created.name));
+  }
+  SUBCASE("the sender dies after attaching: the name went with the attach") {
+    auto created = ShmChannel::create(named("rank 0"));
+    Child child([&] {
+      auto sender = ShmChannel::open(created.name);
+      ::kill(getpid(), SIGKILL);
+      return 0;
+    });
+    CHECK(child.wait() == -SIGKILL);
+    CHECK_FALSE(shm_exists(created.name));
+    Frame f;
+    CHECK_THROWS_WITH_AS(created.channel->recv(f, deadline_after(10s)),
+                         doctest::Contains(("rank 0 (pid " + std::to_string(child.pid()) + ") died").c_str()),
+                         ChannelClosed);
+  }
+  CHECK(shm_leftovers({getpid()}).empty());
+}

@@ -1,0 +1,541 @@
+// The tcp transport over loopback: frames both ways byte-exact, deadlines, authentication, and
+// hostile or broken peers that lose their own connection while the listener keeps serving.
+#include <doctest/doctest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "auth.hpp"
+#include "frame_codec.hpp"
+#include "socket_io.hpp"
+#include "tcp_channel.hpp"
+
+using namespace rankmesh;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string kSecret = "correct horse battery staple";
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+// Collects log lines from any thread; tests wait for the line they expect.
+class LogSink {
+public:
+  LogFn fn() {
+    return [this](const std::string& line) {
+      {
+        std::lock_guard lock(mutex_);
+        lines_.push_back(line);
+      }
+      changed_.notify_all();
+    };
+  }
+  bool wait_for(const std::string& part, std::chrono::milliseconds timeout = 5s) {
+    std::unique_lock lock(mutex_);
+    return changed_.wait_for(lock, timeout, [&] {
+      for (const std::string& line : lines_)
+        if (contains(line, part)) return true;
+      return false;
+    });
+  }
+  std::string all() {
+    std::lock_guard lock(mutex_);
+    std::string out;
+    for (const std::string& line : lines_) out += line + "\n";
+    return out;
+  }
+
+private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::vector<std::string> lines_;
+};
+
+// Rank 0 of a world of two, listening on an ephemeral loopback port.
+class Server {
+public:
+  explicit Server(std::chrono::nanoseconds handshake_timeout = 5s, FrameLimits limits = {}) {
+    TcpListenerOptions options;
+    options.secret = kSecret;
+    options.self = PeerIdentity{0, 2};
+    options.handshake_timeout = handshake_timeout;
+    options.link.limits = limits;
+    options.link.log = log.fn();
+    listener = std::make_unique<TcpListener>(options, [this](std::shared_ptr<TcpLink> link) {
+      {
+        std::lock_guard lock(mutex_);
+        links_.push_back(std::move(link));
+      }
+      arrived_.notify_all();
+    });
+  }
+
+  std::shared_ptr<TcpLink> next_link(std::chrono::milliseconds timeout = 5s) {
+    std::unique_lock lock(mutex_);
+    REQUIRE(arrived_.wait_for(lock, timeout, [&] { return !links_.empty(); }));
+    auto link = links_.front();
+    links_.pop_front();
+    return link;
+  }
+  bool no_link_arrived() {
+    std::lock_guard lock(mutex_);
+    return links_.empty();
+  }
+
+  LogSink log;
+
+private:
+  std::mutex mutex_;
+  std::condition_variable arrived_;
+  std::deque<std::shared_ptr<TcpLink>> links_;
+
+public:
+  std::unique_ptr<TcpListener> listener;
+};
+
+std::shared_ptr<TcpLink> connect_to(Server& server, LogSink* log = nullptr,
+                                    std::string secret = kSecret, PeerIdentity self = {1, 2}) {
+  TcpOptions options;
+  if (log) options.log = log->fn();
+  return tcp_connect("127.0.0.1", server.listener->port(), secret, self, deadline_after(5s),
+                     options);
+}
+
+// A plain socket to the server, for clients that misbehave.
+int raw_connect(std::uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  ::inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+  return fd;
+}
+
+std::string local_address(int fd) {
+  sockaddr_in address{};
+  socklen_t length = sizeof(address);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  return "127.0.0.1:" + std::to_string(ntohs(address.sin_port));
+}
+
+// True when the server closes the raw client's connection within the timeout.
+bool closed_by_server(int fd, std::chrono::milliseconds timeout = 5s) {
+  const Deadline deadline = deadline_after(timeout);
+  char sink[4096];
+  while (net::wait_until(fd, POLLIN, deadline)) {
+    const ssize_t n = ::recv(fd, sink, sizeof(sink), MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
+  }
+  return false;
+}
+
+void send_raw(int fd, const std::vector<std::uint8_t>& bytes) {
+  net::write_all(fd, bytes.data(), bytes.size(), deadline_after(5s), "test client");
+}
+
+std::vector<std::uint8_t> frame_bytes(const Frame& frame, std::uint64_t link_seq) {
+  FrameEncoder encoder;
+  std::vector<std::uint8_t> out;
+  for (const iovec& span : encoder.encode(frame, link_seq)) {
+    const auto* p = static_cast<const std::uint8_t*>(span.iov_base);
+    out.insert(out.end(), p, p + span.iov_len);
+  }
+  return out;
+}
+
+Tensor patterned(std::size_t bytes, std::uint64_t seed) {
+  Tensor t = Tensor::empty({static_cast<std::int64_t>(bytes / 8)}, DType::i64);
+  auto* words = t.data_as<std::uint64_t>();
+  std::uint64_t x = seed;
+  for (std::size_t i = 0; i < bytes / 8; ++i) {
+    x += 0x9e3779b97f4a7c15ull;  // splitmix64
+    std::uint64_t z = x;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    words[i] = z ^ (z >> 31);
+  }
+  return t;
+}
+
+Frame small_frame(std::uint64_t seq, std::uint8_t fill = 7) {
+  Frame f;
+  f.header = FrameHeader{3, 1, seq, 1};
+  f.metadata.assign(static_cast<std::size_t>(seq % 17), fill);
+  f.tensors.push_back(patterned(64, seq));
+  return f;
+}
+
+}  // namespace
+
+TEST_CASE("tcp: the listener binds loopback on an ephemeral port by default") {
+  Server server;
+  CHECK(server.listener->port() != 0);
+  CHECK(server.listener->address() == "127.0.0.1:" + std::to_string(server.listener->port()));
+}
+
+TEST_CASE("tcp: frames travel both ways in order, byte-exact, from threads of their own") {
+  Server server;
+  auto client = connect_to(server);
+  auto accepted = server.next_link();
+  CHECK(client->peer() == PeerIdentity{0, 2});
+  CHECK(accepted->peer() == PeerIdentity{1, 2});
+  CHECK(contains(accepted->peer_name(), "rank 1 (127.0.0.1:"));
+
+  constexpr int kFrames = 500;
+  auto pump = [](TcpLink& from, TcpLink& to) {
+    std::thread sender([&] {
+      for (int i = 0; i < kFrames; ++i) {
+        Frame f = small_frame(static_cast<std::uint64_t>(i));
+        from.outbound().send(f, deadline_after(10s));
+        CHECK(f.tensors.empty());
+      }
+    });
+    Frame got;
+    for (int i = 0; i < kFrames; ++i) {
+      REQUIRE(to.inbound().recv(got, deadline_after(10s)));
+      const Frame want = small_frame(static_cast<std::uint64_t>(i));
+      REQUIRE(got.header.seq == want.header.seq);
+      REQUIRE(got.metadata == want.metadata);
+      REQUIRE(got.tensors.size() == 1);
+      REQUIRE(equal(got.tensors[0], want.tensors[0]));
+    }
+    sender.join();
+  };
+  std::thread other_way([&] { pump(*accepted, *client); });
+  pump(*client, *accepted);
+  other_way.join();
+}
+
+TEST_CASE("tcp: 64 MiB tensors cross both ways at once, byte-exact") {
+  Server server;
+  auto client = connect_to(server);
+  auto accepted = server.next_link();
+  constexpr std::size_t kBytes = std::size_t{64} << 20;
+  const Tensor up = patterned(kBytes, 1);
+  const Tensor down = patterned(kBytes, 2);
+
+  auto send_big = [](TcpLink& link, const Tensor& t) {
+    Frame f;
+    f.header = FrameHeader{1, 2, 3, 4};
+    f.metadata = {1, 2, 3};
+    f.tensors = {t, Tensor::empty({0, 5}, DType::f16)};
+    link.outbound().send(f, deadline_after(60s));
+  };
+  std::thread up_sender([&] { send_big(*client, up); });
+  std::thread down_sender([&] { send_big(*accepted, down); });
+  Frame at_server, at_client;
+  REQUIRE(accepted->inbound().recv(at_server, deadline_after(60s)));
+  REQUIRE(client->inbound().recv(at_client, deadline_after(60s)));
+  up_sender.join();
+  down_sender.join();
+  REQUIRE(at_server.tensors.size() == 2);
+  REQUIRE(at_client.tensors.size() == 2);
+  CHECK(equal(at_server.tensors[0], up));
+  CHECK(equal(at_client.tensors[0], down));
+  CHECK(at_server.tensors[1].shape() == Shape{0, 5});
+  CHECK(at_server.metadata == std::vector<std::uint8_t>{1, 2, 3});
+}
+
+TEST_CASE("tcp: recv returns false at its deadline and keeps a partial frame for the next call") {
+  Server server;
+  const int fd = raw_connect(server.listener->port());
+  authenticate(fd, AuthRole::client, kSecret, PeerIdentity{1, 2}, deadline_after(5s));
+  auto accepted = server.next_link();
+  Frame got;
+  CHECK_FALSE(accepted->inbound().recv(got, deadline_after(20ms)));
+
+  const Frame sent = small_frame(5);
+  const auto bytes = frame_bytes(sent, 0);
+  const std::size_t half = bytes.size() / 2;
+  send_raw(fd, {bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(half)});
+  const auto before = Clock::now();
+  CHECK_FALSE(accepted->inbound().recv(got, deadline_after(50ms)));
+  CHECK(Clock::now() - before >= 50ms);
+  send_raw(fd, {bytes.begin() + static_cast<std::ptrdiff_t>(half), bytes.end()});
+  REQUIRE(accepted->inbound().recv(got, deadline_after(5s)));
+  CHECK(got.metadata == sent.metadata);
+  CHECK(equal(got.tensors[0], sent.tensors[0]));
+  ::close(fd);
+}
+
+TEST_CASE("tcp: a send the peer does not drain times out; mid-frame, that closes the link") {
+  Server server;
+  LogSink client_log;
+  auto client = connect_to(server, &client_log);
+  auto accepted = server.next_link();
+  Frame big;
+  big.tensors = {Tensor::empty({std::int64_t{64} << 20}, DType::u8)};  // beyond socket buffers
+  CHECK_THROWS_AS(client->outbound().send(big, deadline_after(100ms)), ChannelTimeout);
+  CHECK(client->closed());
+  CHECK(client_log.wait_for("sending timed out after"));
+  Frame small = small_frame(1);
+  try {
+    client->outbound().send(small, deadline_after(1s));
+    FAIL("send on a closed link");
+  } catch (const ChannelClosed& closed) {
+    CHECK(contains(closed.what(), "connection to rank 0 (127.0.0.1:"));
+    CHECK(contains(closed.what(), "sending timed out"));
+  }
+  // The receiver sees a frame cut short.
+  Frame got;
+  try {
+    while (accepted->inbound().recv(got, deadline_after(5s))) {
+    }
+    FAIL("recv returned false instead of noticing the closed connection");
+  } catch (const ChannelClosed& closed) {
+    CHECK(contains(closed.what(), "rank 1 (127.0.0.1:"));
+    CHECK(contains(closed.what(), "in the middle of a frame"));
+  }
+}
+
+TEST_CASE("tcp: bad frames from the sender's side are refused locally, the link stays up") {
+  Server server;
+  TcpOptions options;
+  options.limits.max_metadata_bytes = 8;
+  auto client = tcp_connect("127.0.0.1", server.listener->port(), kSecret, {1, 2},
+                            deadline_after(5s), options);
+  auto accepted = server.next_link();
+  Frame f;
+  f.metadata.assign(9, 0);
+  CHECK_THROWS_AS(client->outbound().send(f, deadline_after(1s)), Error);
+  float on_device[2] = {};
+  f.metadata.clear();
+  f.tensors = {Tensor::wrap(on_device, {2}, DType::f32, Device{DeviceType::cuda, 0}, nullptr)};
+  CHECK_THROWS_AS(client->outbound().send(f, deadline_after(1s)), Error);
+  Frame ok = small_frame(0);
+  client->outbound().send(ok, deadline_after(1s));
+  Frame got;
+  REQUIRE(accepted->inbound().recv(got, deadline_after(5s)));
+  CHECK(got.header.seq == 0);
+}
+
+TEST_CASE("tcp: a peer closing its socket makes recv throw ChannelClosed naming it") {
+  Server server;
+  auto client = connect_to(server);
+  auto accepted = server.next_link();
+  Frame f = small_frame(2);
+  client->outbound().send(f, deadline_after(1s));
+  client.reset();
+  Frame got;
+  REQUIRE(accepted->inbound().recv(got, deadline_after(5s)));  // what was sent still arrives
+  try {
+    accepted->inbound().recv(got, deadline_after(5s));
+    FAIL("recv after the peer closed");
+  } catch (const ChannelClosed& closed) {
+    CHECK(contains(closed.what(), "connection to rank 1 (127.0.0.1:"));
+    CHECK(contains(closed.what(), "the peer closed the connection"));
+  }
+  CHECK(server.log.wait_for("the peer closed the connection"));
+  CHECK_THROWS_AS(accepted->outbound().send(f, deadline_after(1s)), ChannelClosed);
+}
+
+TEST_CASE("tcp: close wakes a receiver blocked in recv, with the reason") {
+  Server server;
+  auto client = connect_to(server);
+  auto accepted = server.next_link();
+  std::thread closer([&] {
+    std::this_thread::sleep_for(20ms);
+    accepted->inbound().close("the world was aborted");
+  });
+  const auto before = Clock::now();
+  Frame got;
+  CHECK_THROWS_WITH_AS(accepted->inbound().recv(got, deadline_after(10s)), "the world was aborted",
+                       ChannelClosed);
+  CHECK(Clock::now() - before < 5s);
+  closer.join();
+}
+
+TEST_CASE("tcp: a wrong secret is refused and logged while a correct client still connects") {
+  Server server;
+  Errc code = Errc::malformed;
+  try {
+    connect_to(server, nullptr, "not the secret");
+    FAIL("connected with a wrong secret");
+  } catch (const Error& error) {
+    code = error.code();
+    CHECK(contains(error.what(), "refused our authentication (wrong secret?)"));
+  }
+  CHECK(code == Errc::mismatch);
+  CHECK(server.log.wait_for("failed authentication (wrong secret?)"));
+  CHECK(contains(server.log.all(), "peer 127.0.0.1:"));
+  CHECK(server.no_link_arrived());
+
+  CHECK_THROWS_AS(connect_to(server, nullptr, kSecret, PeerIdentity{1, 3}), Error);
+  CHECK(server.log.wait_for("claims world size 3, this rank has 2"));
+
+  auto client = connect_to(server);
+  auto accepted = server.next_link();
+  Frame f = small_frame(1);
+  client->outbound().send(f, deadline_after(1s));
+  Frame got;
+  CHECK(accepted->inbound().recv(got, deadline_after(5s)));
+}
+
+TEST_CASE("tcp: outsiders that send garbage or nothing are dropped and logged by address") {
+  Server server(300ms);
+  const int garbage = raw_connect(server.listener->port());
+  const int silent = raw_connect(server.listener->port());
+  const std::string garbage_at = local_address(garbage);
+  const std::string silent_at = local_address(silent);
+  const std::string request = "GET / HTTP/1.1\r\nHost: rank0\r\nUser-Agent: scanner/1.0\r\n\r\n";
+  send_raw(garbage, {request.begin(), request.end()});
+
+  CHECK(closed_by_server(garbage));
+  CHECK(server.log.wait_for("peer " + garbage_at + " is not a rankmesh rank"));
+  CHECK(closed_by_server(silent));
+  CHECK(server.log.wait_for("peer " + silent_at + " did not authenticate within 0.3 s"));
+  ::close(garbage);
+  ::close(silent);
+
+  auto client = connect_to(server);
+  server.next_link();
+}
+
+TEST_CASE("tcp: an authenticated peer's bad magic, oversized length or sequence gap closes its link") {
+  Server server(5s, FrameLimits{.max_metadata_bytes = 1 << 20});
+  auto raw_peer = [&] {
+    const int fd = raw_connect(server.listener->port());
+    authenticate(fd, AuthRole::client, kSecret, PeerIdentity{1, 2}, deadline_after(5s));
+    return std::make_pair(fd, server.next_link());
+  };
+  auto expect_closed = [&](int fd, TcpLink& link, const std::string& why) {
+    Frame got;
+    try {
+      while (link.inbound().recv(got, deadline_after(5s))) {
+      }
+      FAIL("the link stayed open");
+    } catch (const ChannelClosed& closed) {
+      CAPTURE(closed.what());
+      CHECK(contains(closed.what(), "connection to rank 1 (" + local_address(fd) + ") closed"));
+      CHECK(contains(closed.what(), why));
+    }
+    CHECK(server.log.wait_for(why));
+    CHECK(closed_by_server(fd));
+    ::close(fd);
+  };
+
+  SUBCASE("bad magic") {
+    auto [fd, link] = raw_peer();
+    auto bytes = frame_bytes(small_frame(1), 0);
+    bytes[0] = 'X';
+    send_raw(fd, bytes);
+    expect_closed(fd, *link, "bad magic");
+  }
+  SUBCASE("garbage after the handshake") {
+    auto [fd, link] = raw_peer();
+    send_raw(fd, std::vector<std::uint8_t>(100, 0xee));
+    expect_closed(fd, *link, "bad magic 0xeeeeeeee");
+  }
+  SUBCASE("an oversized metadata length") {
+    auto [fd, link] = raw_peer();
+    auto bytes = frame_bytes(small_frame(1), 0);
+    bytes[36] = 0;
+    bytes[37] = 0;
+    bytes[38] = 0;
+    bytes[39] = 0x40;  // 1 GiB
+    send_raw(fd, bytes);
+    expect_closed(fd, *link, "metadata of 1073741824 bytes exceeds the limit of 1048576");
+  }
+  SUBCASE("a sequence gap, after good frames") {
+    auto [fd, link] = raw_peer();
+    send_raw(fd, frame_bytes(small_frame(1), 0));
+    send_raw(fd, frame_bytes(small_frame(2), 1));
+    send_raw(fd, frame_bytes(small_frame(3), 3));
+    Frame got;
+    REQUIRE(link->inbound().recv(got, deadline_after(5s)));
+    REQUIRE(link->inbound().recv(got, deadline_after(5s)));
+    expect_closed(fd, *link, "frame 2 on this link: out of sequence");
+  }
+  // The listener keeps serving.
+  auto client = connect_to(server);
+  auto accepted = server.next_link();
+  Frame f = small_frame(4);
+  client->outbound().send(f, deadline_after(1s));
+  Frame got;
+  CHECK(accepted->inbound().recv(got, deadline_after(5s)));
+}
+
+TEST_CASE("tcp: stop is prompt even with a handshake in progress") {
+  auto server = std::make_unique<Server>(30s);
+  const int silent = raw_connect(server->listener->port());
+  std::this_thread::sleep_for(20ms);  // let the handshake start
+  const auto before = Clock::now();
+  server->listener->stop();
+  CHECK(Clock::now() - before < 2s);
+  CHECK(closed_by_server(silent));
+  ::close(silent);
+}
+
+TEST_CASE("tcp: connecting where nobody listens times out at the deadline") {
+  // A port held by a socket that does not listen: refused, and no one else can take it meanwhile.
+  const int holder = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  ::inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
+  REQUIRE(::bind(holder, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+  socklen_t length = sizeof(address);
+  ::getsockname(holder, reinterpret_cast<sockaddr*>(&address), &length);
+  const std::uint16_t port = ntohs(address.sin_port);
+  const auto before = Clock::now();
+  Errc code = Errc::malformed;
+  try {
+    tcp_connect("127.0.0.1", port, kSecret, {1, 2}, deadline_after(100ms));
+  } catch (const Error& error) {
+    code = error.code();
+    CHECK(contains(error.what(), "could not connect to 127.0.0.1:" + std::to_string(port)));
+  }
+  CHECK(code == Errc::timeout);
+  CHECK(Clock::now() - before < 2s);
+  ::close(holder);
+}
+
+TEST_CASE("tcp auth: the secret comes from RANKMESH_SECRET, else RANKMESH_SECRET_FILE") {
+  // Restores what the environment held before.
+  struct Saved {
+    const char* name;
+    std::optional<std::string> value;
+    explicit Saved(const char* n) : name(n) {
+      if (const char* v = std::getenv(n)) value = v;
+      ::unsetenv(n);
+    }
+    ~Saved() {
+      if (value) ::setenv(name, value->c_str(), 1);
+      else ::unsetenv(name);
+    }
+  } saved_secret("RANKMESH_SECRET"), saved_file("RANKMESH_SECRET_FILE");
+  CHECK_FALSE(load_secret().has_value());
+
+  const std::string path = "/tmp/rankmesh_secret_test_" + std::to_string(::getpid());
+  std::ofstream(path) << "from the file\n";
+  ::setenv("RANKMESH_SECRET_FILE", path.c_str(), 1);
+  CHECK(load_secret() == std::optional<std::string>("from the file"));
+  ::setenv("RANKMESH_SECRET", "from the environment", 1);
+  CHECK(load_secret() == std::optional<std::string>("from the environment"));
+  ::unsetenv("RANKMESH_SECRET");
+  std::ofstream(path) << "\n";
+  CHECK_THROWS_AS(load_secret(), Error);
+  std::remove(path.c_str());
+  CHECK_THROWS_AS(load_secret(), Error);
+}

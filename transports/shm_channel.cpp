@@ -1,0 +1,949 @@
+#include "shm_channel.hpp"
+
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cerrno>
+#include <climits>
+#include <cstddef>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <limits>
+#include <new>
+#include <system_error>
+#include <thread>
+
+#include "rankmesh/error.hpp"
+#include "rankmesh/event.hpp"
+
+namespace rankmesh {
+namespace {
+
+constexpr std::uint64_t kControlMagic = 0x3142434d48534d52;  // "RMSHMCB1"
+constexpr std::uint32_t kControlVersion = 1;
+constexpr std::uint32_t kRecordMagic = 0x46534d52;  // "RMSF"
+constexpr std::size_t kReasonBytes = 512;
+constexpr std::size_t kMinRing = std::size_t{64} << 10;
+constexpr std::size_t kMaxRing = std::size_t{1} << 30;
+constexpr std::size_t kPullChunk = std::size_t{8} << 20;
+
+// What the receiver found out about reading the sender's memory with process_vm_readv.
+enum : std::uint32_t { kCmaUnknown = 0, kCmaWorks = 1, kCmaDenied = 2 };
+// closed: open, being written by the closer, reason readable.
+enum : std::uint32_t { kOpen = 0, kClosing = 1, kClosed = 2 };
+
+template <class T>
+std::atomic_ref<T> at(T& value) noexcept {
+  return std::atomic_ref<T>(value);
+}
+
+long futex(std::uint32_t* word, int op, std::uint32_t value, const timespec* timeout) noexcept {
+  return syscall(SYS_futex, word, op, value, timeout, nullptr, 0);
+}
+
+int pidfd_open(int pid) noexcept {
+#ifdef SYS_pidfd_open
+  return static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+#else
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
+std::atomic<int> g_spinners{0};
+
+int max_spinners() noexcept {
+  // hardware_concurrency() reads /sys on every call: ask once.
+  static const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  return cores;
+}
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+std::uint64_t random_u64() {
+  std::uint64_t value = 0;
+  if (getrandom(&value, sizeof value, 0) != static_cast<ssize_t>(sizeof value))
+    throw std::system_error(errno, std::generic_category(), "getrandom");
+  return value;
+}
+
+std::string hex(std::uint64_t value) {
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(value));
+  return text;
+}
+
+template <class T>
+void put(std::uint8_t* out, std::size_t offset, T value) noexcept {
+  std::memcpy(out + offset, &value, sizeof value);
+}
+template <class T>
+T get(const std::uint8_t* in, std::size_t offset) noexcept {
+  T value;
+  std::memcpy(&value, in + offset, sizeof value);
+  return value;
+}
+
+}  // namespace
+
+// The first page of the segment. Plain integers, accessed through std::atomic_ref where both
+// sides touch them. Each counter sits on its own cache line with the words its writer owns.
+struct ShmChannel::Control {
+  std::uint64_t magic;
+  std::uint32_t version;
+  std::uint32_t control_bytes;
+  std::uint64_t ring_bytes;
+  std::int32_t receiver_pid;
+  std::int32_t sender_pid;      // set (last) when the sender has attached
+  std::uint32_t attach_claim;   // 0 -> 1 by the one sender that may attach
+  std::uint32_t cma_state;      // kCma*
+  std::uint64_t probe_address;  // a word in the sender the receiver tries to read
+  std::uint64_t probe_value;
+  std::uint32_t withdrawn;      // the sender no longer lends payloads: do not read them
+  std::uint32_t unused0;
+  alignas(64) std::uint64_t tail;  // written by the sender
+  std::uint32_t data_epoch;        // bumped by the sender: "bytes or news for the receiver"
+  std::uint32_t space_sleepers;    // senders parked on space_epoch
+  alignas(64) std::uint64_t head;  // written by the receiver
+  std::uint32_t space_epoch;       // bumped by the receiver: "space or news for the sender"
+  std::uint32_t data_sleepers;     // receivers parked on data_epoch
+  alignas(64) std::uint32_t closed;
+  std::uint32_t unused1;
+  char reason[kReasonBytes];
+};
+
+
+struct ShmChannel::Incoming {
+  bool active = false;
+  Frame frame;
+  std::vector<bool> by_reference;
+  std::uint64_t end = 0;   // ring position where the record ends
+  std::size_t tensor = 0;  // the payload in progress
+  std::size_t done = 0;    // its bytes taken so far (or of its reference)
+  std::uint8_t reference[Layout::kReferenceBytes] = {};
+  std::vector<std::pair<Shape, DType>> shapes;  // of the frame being started
+};
+
+// ---- set-up -------------------------------------------------------------------------------
+
+ShmChannel::Created ShmChannel::create(ShmOptions options) {
+  if (options.ring_bytes > kMaxRing)
+    throw Error(Errc::invalid_argument, "shm ring of " + std::to_string(options.ring_bytes) +
+                                            " bytes is beyond the limit of 1 GiB");
+  if (options.liveness_interval <= std::chrono::nanoseconds::zero())
+    throw Error(Errc::invalid_argument, "shm liveness_interval must be positive");
+  const std::size_t ring = std::bit_ceil(std::max(options.ring_bytes, kMinRing));
+  const std::size_t total = Layout::kControlBytes + ring;
+  const std::string name = "/rankmesh-" + std::to_string(getpid()) + "-" + hex(random_u64());
+
+  int fd = shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "shm_open " + name);
+  void* base = MAP_FAILED;
+  if (ftruncate(fd, static_cast<off_t>(total)) == 0)
+    base = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  const int error = errno;
+  ::close(fd);
+  if (base == MAP_FAILED) {
+    shm_unlink(name.c_str());
+    throw std::system_error(error, std::generic_category(), "mapping shm segment " + name);
+  }
+  auto* control = static_cast<Control*>(base);  // the fresh segment reads as zeros
+  control->version = kControlVersion;
+  control->control_bytes = Layout::kControlBytes;
+  control->ring_bytes = ring;
+  control->receiver_pid = getpid();
+  at(control->magic).store(kControlMagic, std::memory_order_release);
+
+  std::unique_ptr<ShmChannel> channel;
+  try {
+    channel = std::make_unique<ShmChannel>(Private{}, true, name, base, total, std::move(options));
+  } catch (...) {
+    munmap(base, total);
+    shm_unlink(name.c_str());
+    throw;
+  }
+  return Created{std::move(channel), name};
+}
+
+std::unique_ptr<ShmChannel> ShmChannel::open(const std::string& name, ShmOptions options) {
+  if (options.liveness_interval <= std::chrono::nanoseconds::zero())
+    throw Error(Errc::invalid_argument, "shm liveness_interval must be positive");
+  int fd = shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "shm_open " + name);
+  struct stat st {};
+  if (fstat(fd, &st) != 0) {
+    const int error = errno;
+    ::close(fd);
+    throw std::system_error(error, std::generic_category(), "fstat " + name);
+  }
+  const auto total = static_cast<std::size_t>(st.st_size);
+  if (total < Layout::kControlBytes + kMinRing || total > Layout::kControlBytes + kMaxRing) {
+    ::close(fd);
+    throw Error(Errc::invalid_argument, "shm segment " + name + " is not a rankmesh channel (" +
+                                            std::to_string(total) + " bytes)");
+  }
+  void* base = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  const int error = errno;
+  ::close(fd);
+  if (base == MAP_FAILED)
+    throw std::system_error(error, std::generic_category(), "mapping shm segment " + name);
+
+  auto* control = static_cast<Control*>(base);
+  const std::uint64_t ring = control->ring_bytes;
+  std::string problem;
+  if (at(control->magic).load(std::memory_order_acquire) != kControlMagic)
+    problem = "is not a rankmesh channel";
+  else if (control->version != kControlVersion)
+    problem = "has version " + std::to_string(control->version) + ", this build speaks " +
+              std::to_string(kControlVersion);
+  else if (control->control_bytes != Layout::kControlBytes || !std::has_single_bit(ring) ||
+           ring + Layout::kControlBytes != total)
+    problem = "has an inconsistent layout";
+  else if (std::uint32_t free = 0;
+           !at(control->attach_claim).compare_exchange_strong(free, 1))
+    problem = "already has a sender";
+  if (!problem.empty()) {
+    munmap(base, total);
+    throw Error(Errc::invalid_argument, "shm segment " + name + " " + problem);
+  }
+  // Both sides hold a mapping now: the name has done its job.
+  shm_unlink(name.c_str());
+
+  try {
+    auto channel =
+        std::make_unique<ShmChannel>(Private{}, false, name, base, total, std::move(options));
+    channel->unlinked_.store(true);
+    return channel;
+  } catch (...) {
+    munmap(base, total);
+    throw;
+  }
+}
+
+ShmChannel::ShmChannel(Private, bool receiver, std::string name, void* base, std::size_t mapped,
+                       ShmOptions options)
+    : receiver_(receiver), name_(std::move(name)), base_(static_cast<std::uint8_t*>(base)),
+      mapped_(mapped), options_(std::move(options)), control_(static_cast<Control*>(base)),
+      ring_(base_ + Layout::kControlBytes), ring_bytes_(mapped - Layout::kControlBytes) {
+  static_assert(sizeof(Control) <= Layout::kControlBytes);
+  static_assert(offsetof(Control, tail) == Layout::kTailOffset);
+  static_assert(offsetof(Control, head) == Layout::kHeadOffset);
+  static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free);
+  static_assert(std::atomic_ref<std::uint32_t>::is_always_lock_free);
+  if (!options_.allocator) options_.allocator = shared_buffer_pool().allocator();
+  if (!options_.log)
+    options_.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+  if (receiver_) {
+    incoming_ = std::make_unique<Incoming>();
+    return;
+  }
+  tail_ = published_tail_ = seen_head_ = at(control_->tail).load(std::memory_order_acquire);
+  probe_word_ = random_u64();
+  control_->probe_address = reinterpret_cast<std::uintptr_t>(&probe_word_);
+  control_->probe_value = probe_word_;
+  at(control_->sender_pid).store(getpid(), std::memory_order_release);
+  peer_pid_ = control_->receiver_pid;
+  pidfd_ = pidfd_open(peer_pid_);
+  notify(&control_->data_epoch, &control_->data_sleepers);  // a receiver may wait for us
+}
+
+ShmChannel::~ShmChannel() {
+  if (!closed())
+    close(receiver_ ? "the receiver (pid " + std::to_string(getpid()) + ") closed the channel"
+                    : "the sender (pid " + std::to_string(getpid()) + ") closed the channel");
+  if (!receiver_) withdraw_lent();
+  if (!unlinked_.exchange(true)) shm_unlink(name_.c_str());
+  munmap(base_, mapped_);
+  if (pidfd_ >= 0) ::close(pidfd_);
+}
+
+int ShmChannel::peer_pid() const noexcept {
+  return receiver_ ? at(control_->sender_pid).load(std::memory_order_acquire)
+                   : control_->receiver_pid;
+}
+
+bool ShmChannel::single_copy() const noexcept {
+  if (!receiver_ && !options_.single_copy) return false;
+  return at(control_->cma_state).load(std::memory_order_acquire) == kCmaWorks;
+}
+
+bool ShmChannel::wait_peer(Deadline deadline) {
+  if (receiver_) {
+    auto attached = [&] {
+      return at(control_->sender_pid).load(std::memory_order_acquire) != 0 || closed();
+    };
+    if (!wait(attached, &control_->data_epoch, &control_->data_sleepers, deadline)) return false;
+    if (at(control_->sender_pid).load(std::memory_order_acquire) == 0) throw_closed();
+    check_peer(true);
+    return true;
+  }
+  auto probed = [&] {
+    return at(control_->cma_state).load(std::memory_order_acquire) != kCmaUnknown || closed();
+  };
+  if (!wait(probed, &control_->space_epoch, &control_->space_sleepers, deadline)) return false;
+  if (at(control_->cma_state).load(std::memory_order_acquire) == kCmaUnknown) throw_closed();
+  check_peer(true);
+  return true;
+}
+
+// ---- waiting ------------------------------------------------------------------------------
+
+template <class Ready>
+bool ShmChannel::spin(Ready& ready, Deadline deadline) {
+  if (options_.spin_for <= std::chrono::nanoseconds::zero()) return false;
+  if (g_spinners.fetch_add(1, std::memory_order_acq_rel) >= max_spinners()) {
+    g_spinners.fetch_sub(1, std::memory_order_acq_rel);
+    return false;
+  }
+  Deadline stop = std::min(deadline, Clock::now() + options_.spin_for);
+  bool done = false;
+  for (unsigned i = 0; !done; ++i) {
+    done = ready();
+    if (!done && (i & 63) == 63 && Clock::now() >= stop) break;
+    cpu_relax();
+  }
+  g_spinners.fetch_sub(1, std::memory_order_acq_rel);
+  return done;
+}
+
+// Spins, then parks on the futex word `epoch` in slices of liveness_interval, checking the peer
+// between slices. `ready` must not throw (it only reads the segment).
+template <class Ready>
+bool ShmChannel::wait(Ready&& ready, std::uint32_t* epoch, std::uint32_t* sleepers,
+                      Deadline deadline) {
+  if (ready()) return true;
+  if (spin(ready, deadline)) return true;
+  while (true) {
+    check_peer(true);
+    const std::uint32_t seen = at(*epoch).load(std::memory_order_seq_cst);
+    at(*sleepers).fetch_add(1, std::memory_order_seq_cst);
+    if (ready()) {
+      at(*sleepers).fetch_sub(1, std::memory_order_seq_cst);
+      return true;
+    }
+    park(epoch, seen, std::min(deadline, Clock::now() + options_.liveness_interval));
+    at(*sleepers).fetch_sub(1, std::memory_order_seq_cst);
+    if (ready()) return true;
+    if (Clock::now() >= deadline) return false;
+  }
+}
+
+void ShmChannel::park(std::uint32_t* epoch, std::uint32_t seen, Deadline until) noexcept {
+  const auto left = until - Clock::now();
+  if (left <= Clock::duration::zero()) return;
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+  timespec timeout{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+  // Not FUTEX_PRIVATE: the word is shared with the other process. A notify between our read of
+  // the epoch and this call changes the word, so the kernel returns at once.
+  futex(epoch, FUTEX_WAIT, seen, &timeout);
+}
+
+void ShmChannel::notify(std::uint32_t* epoch, std::uint32_t* sleepers) noexcept {
+  at(*epoch).fetch_add(1, std::memory_order_seq_cst);
+  if (at(*sleepers).load(std::memory_order_seq_cst) != 0) futex(epoch, FUTEX_WAKE, INT_MAX, nullptr);
+}
+
+// ---- the peer -----------------------------------------------------------------------------
+
+std::string ShmChannel::who() const {
+  const int pid = peer_pid_ != 0 ? peer_pid_ : peer_pid();
+  if (pid == 0) return options_.peer_name + " (not attached yet)";
+  return options_.peer_name + " (pid " + std::to_string(pid) + ")";
+}
+
+void ShmChannel::check_peer(bool force) {
+  if (peer_pid_ == 0) {
+    if (!receiver_ || at(control_->sender_pid).load(std::memory_order_acquire) == 0) return;
+    on_attached();
+  }
+  const auto now = Clock::now();
+  if (!force && now < next_peer_check_) return;
+  next_peer_check_ = now + options_.liveness_interval;
+  if (!peer_alive()) peer_died();
+}
+
+bool ShmChannel::peer_alive() {
+  if (pidfd_ >= 0) {
+    pollfd fd{pidfd_, POLLIN, 0};
+    // A pidfd turns readable when its process has exited (zombies included).
+    return poll(&fd, 1, 0) == 0;
+  }
+  return !(kill(peer_pid_, 0) != 0 && errno == ESRCH);
+}
+
+void ShmChannel::on_attached() {
+  peer_pid_ = at(control_->sender_pid).load(std::memory_order_acquire);
+  pidfd_ = pidfd_open(peer_pid_);
+  if (!unlinked_.exchange(true)) shm_unlink(name_.c_str());
+  if (at(control_->cma_state).load(std::memory_order_acquire) == kCmaUnknown) probe_peer_memory();
+}
+
+void ShmChannel::probe_peer_memory() {
+  const std::uint64_t address = control_->probe_address;
+  const std::uint64_t expected = control_->probe_value;
+  std::uint64_t value = 0;
+  iovec local{&value, sizeof value};
+  iovec remote{reinterpret_cast<void*>(static_cast<std::uintptr_t>(address)), sizeof value};
+  const ssize_t got = process_vm_readv(peer_pid_, &local, 1, &remote, 1, 0);
+  const bool works = got == static_cast<ssize_t>(sizeof value) && value == expected;
+  at(control_->cma_state).store(works ? kCmaWorks : kCmaDenied, std::memory_order_release);
+  notify(&control_->space_epoch, &control_->space_sleepers);
+}
+
+void ShmChannel::peer_died() {
+  const std::string why = who() + " died";
+  close(why);
+  throw ChannelClosed(why);
+}
+
+// ---- closing ------------------------------------------------------------------------------
+
+bool ShmChannel::closed() const noexcept {
+  return at(control_->closed).load(std::memory_order_acquire) != kOpen;
+}
+
+std::string ShmChannel::closed_reason() const {
+  std::uint32_t state = at(control_->closed).load(std::memory_order_acquire);
+  for (int i = 0; state == kClosing && i < 10000; ++i) {  // the closer is writing the reason
+    std::this_thread::yield();
+    state = at(control_->closed).load(std::memory_order_acquire);
+  }
+  if (state != kClosed) return "shm channel " + name_ + " was closed";
+  return std::string(control_->reason, strnlen(control_->reason, kReasonBytes));
+}
+
+void ShmChannel::close(const std::string& reason) {
+  std::uint32_t expected = kOpen;
+  if (at(control_->closed).compare_exchange_strong(expected, kClosing)) {
+    const std::size_t n = std::min(reason.size(), kReasonBytes - 1);
+    std::memcpy(control_->reason, reason.data(), n);
+    control_->reason[n] = '\0';
+    at(control_->closed).store(kClosed, std::memory_order_release);
+  }
+  if (receiver_ && !unlinked_.exchange(true)) shm_unlink(name_.c_str());
+  notify(&control_->data_epoch, &control_->data_sleepers);
+  notify(&control_->space_epoch, &control_->space_sleepers);
+}
+
+void ShmChannel::throw_closed() {
+  if (!receiver_) withdraw_lent();
+  throw ChannelClosed(closed_reason());
+}
+
+void ShmChannel::fail(const std::string& why) {
+  const std::string message =
+      std::string("shm channel ") + (receiver_ ? "from " : "to ") + who() + ": " + why;
+  broken_ = true;
+  close(message);
+  options_.log(message);
+  throw ChannelClosed(message);
+}
+
+void ShmChannel::withdraw_lent() noexcept {
+  if (lent_.empty()) return;
+  // The receiver checks this flag after every read of our memory and discards what it read
+  // once it is set; so once it is visible, the memory may go.
+  at(control_->withdrawn).store(1, std::memory_order_seq_cst);
+  lent_.clear();
+  lent_bytes_ = 0;
+}
+
+// ---- the ring -----------------------------------------------------------------------------
+
+void ShmChannel::write_ring(std::uint64_t pos, const void* src, std::size_t n) noexcept {
+  const std::size_t offset = static_cast<std::size_t>(pos & (ring_bytes_ - 1));
+  const std::size_t first = std::min(n, ring_bytes_ - offset);
+  std::memcpy(ring_ + offset, src, first);
+  if (first < n) std::memcpy(ring_, static_cast<const std::uint8_t*>(src) + first, n - first);
+}
+
+void ShmChannel::read_ring(std::uint64_t pos, void* dst, std::size_t n) const noexcept {
+  const std::size_t offset = static_cast<std::size_t>(pos & (ring_bytes_ - 1));
+  const std::size_t first = std::min(n, ring_bytes_ - offset);
+  std::memcpy(dst, ring_ + offset, first);
+  if (first < n) std::memcpy(static_cast<std::uint8_t*>(dst) + first, ring_, n - first);
+}
+
+void ShmChannel::publish_tail() noexcept {
+  if (tail_ == published_tail_) return;
+  published_tail_ = tail_;
+  at(control_->tail).store(tail_, std::memory_order_seq_cst);
+  notify(&control_->data_epoch, &control_->data_sleepers);
+}
+
+void ShmChannel::publish_head() noexcept {
+  if (head_ == published_head_) return;
+  published_head_ = head_;
+  at(control_->head).store(head_, std::memory_order_seq_cst);
+  notify(&control_->space_epoch, &control_->space_sleepers);
+}
+
+std::uint64_t ShmChannel::raw_head() const noexcept {
+  return at(control_->head).load(std::memory_order_seq_cst);
+}
+
+std::uint64_t ShmChannel::raw_tail() const noexcept {
+  return at(control_->tail).load(std::memory_order_seq_cst);
+}
+
+void ShmChannel::refresh_head() {
+  const std::uint64_t head = raw_head();
+  if (head < seen_head_)
+    fail("the receiver's counter went back from " + std::to_string(seen_head_) + " to " +
+         std::to_string(head));
+  if (head > published_tail_)
+    fail("the receiver's counter " + std::to_string(head) + " is beyond the " +
+         std::to_string(published_tail_) + " bytes sent");
+  seen_head_ = head;
+}
+
+void ShmChannel::refresh_tail() {
+  const std::uint64_t tail = raw_tail();
+  if (tail < seen_tail_)
+    fail("the sender's counter went back from " + std::to_string(seen_tail_) + " to " +
+         std::to_string(tail));
+  if (tail - published_head_ > ring_bytes_)
+    fail("the sender's counter " + std::to_string(tail) + " is beyond the ring (" +
+         std::to_string(tail - published_head_) + " bytes unread in a ring of " +
+         std::to_string(ring_bytes_) + ")");
+  seen_tail_ = tail;
+}
+
+// ---- sending ------------------------------------------------------------------------------
+
+void ShmChannel::release_consumed() {
+  refresh_head();
+  while (!lent_.empty() && lent_.front().end <= seen_head_) {
+    lent_bytes_ -= lent_.front().bytes;
+    lent_.pop_front();
+  }
+}
+
+void ShmChannel::wait_space(std::size_t bytes, Deadline deadline, const char* what) {
+  auto room = [&] { return closed() || raw_head() + ring_bytes_ >= tail_ + bytes; };
+  if (!wait(room, &control_->space_epoch, &control_->space_sleepers, deadline)) {
+    throw ChannelTimeout("shm channel to " + who() + ": the ring stayed full until the deadline (" +
+                         what + ")");
+  }
+  if (closed()) throw_closed();
+  refresh_head();
+}
+
+void ShmChannel::stream_out(const std::uint8_t* src, std::size_t n, Deadline deadline) {
+  const std::size_t chunk = ring_bytes_ / 4;
+  while (n > 0) {
+    std::size_t space = ring_bytes_ - static_cast<std::size_t>(tail_ - seen_head_);
+    if (space < std::min(n, chunk)) {
+      refresh_head();
+      space = ring_bytes_ - static_cast<std::size_t>(tail_ - seen_head_);
+    }
+    if (space < std::min(n, chunk)) {
+      publish_tail();
+      const std::size_t want = std::min(n, chunk);
+      auto room = [&] { return closed() || raw_head() + ring_bytes_ >= tail_ + want; };
+      if (!wait(room, &control_->space_epoch, &control_->space_sleepers, deadline)) {
+        // Part of the frame is in the ring: the link cannot carry another one.
+        const std::string why = "shm channel to " + who() +
+                                ": the receiver stopped taking a frame halfway until the deadline";
+        close(why);
+        throw ChannelTimeout(why);
+      }
+      if (closed()) throw_closed();
+      refresh_head();
+      continue;
+    }
+    const std::size_t k = std::min(space, n);
+    write_ring(tail_, src, k);
+    tail_ += k;
+    src += k;
+    n -= k;
+    if (tail_ - published_tail_ >= chunk) publish_tail();
+  }
+}
+
+void ShmChannel::send(Frame& frame, Deadline deadline) {
+  if (receiver_)
+    throw Error(Errc::invalid_argument, "send on the receiving end of shm channel " + name_);
+  if (broken_ || closed()) throw_closed();
+  check_peer(false);
+
+  const std::size_t count = frame.tensors.size();
+  auto to = [&] { return "shm channel to " + who(); };
+  if (count > options_.max_tensors)
+    throw Error(Errc::limit_exceeded, to() + ": a frame of " + std::to_string(count) +
+                                          " tensors is beyond the limit of " +
+                                          std::to_string(options_.max_tensors));
+  if (frame.metadata.size() > options_.max_metadata_bytes ||
+      frame.metadata.size() > std::numeric_limits<std::uint32_t>::max())
+    throw Error(Errc::limit_exceeded, to() + ": metadata of " +
+                                          std::to_string(frame.metadata.size()) +
+                                          " bytes is beyond the limit of " +
+                                          std::to_string(options_.max_metadata_bytes));
+  const bool one_copy = options_.single_copy &&
+                        at(control_->cma_state).load(std::memory_order_acquire) == kCmaWorks;
+  by_reference_.assign(count, false);
+  std::uint64_t body = 0;
+  std::uint64_t payload = 0;
+  std::size_t lent = 0;
+  for (std::size_t i = 0; i < count; ++i) {
+    const Tensor& tensor = frame.tensors[i];
+    if (!tensor.defined())
+      throw Error(Errc::invalid_argument, to() + ": tensor " + std::to_string(i) + " is undefined");
+    if (tensor.device().type != DeviceType::cpu)
+      throw Error(Errc::invalid_argument, to() + ": tensor " + std::to_string(i) + " lives on " +
+                                              to_string(tensor.device()) +
+                                              "; the shm transport carries host tensors only");
+    const std::size_t nbytes = tensor.nbytes();
+    payload += nbytes;
+    if (one_copy && nbytes > options_.inline_threshold) {
+      by_reference_[i] = true;
+      body += Layout::kReferenceBytes;
+      lent += nbytes;
+    } else {
+      body += nbytes;
+    }
+  }
+  if (payload > options_.max_payload_bytes)
+    throw Error(Errc::limit_exceeded, to() + ": a frame of " + std::to_string(payload) +
+                                          " payload bytes is beyond the limit of " +
+                                          std::to_string(options_.max_payload_bytes));
+  const std::size_t prefix = Layout::kRecordHeaderBytes + count * Layout::kDescriptorBytes +
+                             frame.metadata.size();
+  if (prefix > ring_bytes_)
+    throw Error(Errc::limit_exceeded,
+                to() + ": the frame's header, descriptors and metadata (" + std::to_string(prefix) +
+                    " bytes) do not fit the ring of " + std::to_string(ring_bytes_) + " bytes");
+
+  // The bytes must be final before anyone reads them.
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::shared_ptr<Event>& event = frame.tensors[i].ready_event();
+    if (!event) continue;
+    if (!event->query()) {
+      const auto left = std::max(Clock::duration::zero(), deadline - Clock::now());
+      if (!event->wait_for(left))
+        throw Error(Errc::timeout, to() + ": tensor " + std::to_string(i) +
+                                       " was not ready before the deadline (its " +
+                                       event->describe() + " did not complete)");
+    }
+    if (std::exception_ptr error = event->error()) std::rethrow_exception(error);
+  }
+
+  release_consumed();
+  if (lent > 0 && !lent_.empty()) {
+    // Wait until enough of what we lent before has been read.
+    std::size_t drop = 0;
+    std::size_t bytes = lent_bytes_;
+    while (drop < lent_.size() && (lent_.size() - drop >= options_.max_pending_frames ||
+                                   bytes + lent > options_.max_pending_bytes)) {
+      bytes -= lent_[drop].bytes;
+      ++drop;
+    }
+    if (drop > 0) {
+      const std::uint64_t needed = lent_[drop - 1].end;
+      auto taken = [&] { return closed() || raw_head() >= needed; };
+      if (!wait(taken, &control_->space_epoch, &control_->space_sleepers, deadline))
+        throw ChannelTimeout(to() + ": the receiver did not take earlier payloads before the deadline");
+      if (closed()) throw_closed();
+      release_consumed();
+    }
+  }
+
+  scratch_.resize(prefix - frame.metadata.size());
+  std::uint8_t* out = scratch_.data();
+  put<std::uint32_t>(out, 0, kRecordMagic);
+  put<std::uint32_t>(out, 4, static_cast<std::uint32_t>(count));
+  put<std::uint64_t>(out, 8, link_seq_);
+  put<std::uint32_t>(out, 16, frame.header.group);
+  put<std::uint32_t>(out, 20, frame.header.op);
+  put<std::uint64_t>(out, 24, frame.header.seq);
+  put<std::int32_t>(out, 32, frame.header.src);
+  put<std::uint32_t>(out, 36, static_cast<std::uint32_t>(frame.metadata.size()));
+  put<std::uint64_t>(out, 40, body);
+  for (std::size_t i = 0; i < count; ++i) {
+    const Tensor& tensor = frame.tensors[i];
+    std::uint8_t* d = out + Layout::kRecordHeaderBytes + i * Layout::kDescriptorBytes;
+    std::memset(d, 0, Layout::kDescriptorBytes);
+    d[0] = static_cast<std::uint8_t>(tensor.dtype());
+    d[1] = static_cast<std::uint8_t>(tensor.device().type);
+    d[2] = static_cast<std::uint8_t>(tensor.shape().rank());
+    d[3] = by_reference_[i] ? 1 : 0;
+    for (int k = 0; k < tensor.shape().rank(); ++k)
+      put<std::int64_t>(d, 8 + 8 * static_cast<std::size_t>(k), tensor.shape()[k]);
+  }
+
+  const std::uint64_t record = prefix + body;
+  if (record <= ring_bytes_) {
+    wait_space(static_cast<std::size_t>(record), deadline, "waiting for room for a frame");
+  } else {
+    wait_space(prefix, deadline, "waiting for room for a frame's header");
+  }
+  // Everything below writes the frame; only a receiver that stops for good interrupts it.
+  write_ring(tail_, scratch_.data(), scratch_.size());
+  tail_ += scratch_.size();
+  if (!frame.metadata.empty()) {
+    write_ring(tail_, frame.metadata.data(), frame.metadata.size());
+    tail_ += frame.metadata.size();
+  }
+  if (record > ring_bytes_) publish_tail();  // the receiver may start while we stream the rest
+  for (std::size_t i = 0; i < count; ++i) {
+    const Tensor& tensor = frame.tensors[i];
+    if (by_reference_[i]) {
+      std::uint8_t reference[Layout::kReferenceBytes];
+      put<std::uint64_t>(reference, 0, reinterpret_cast<std::uintptr_t>(tensor.data()));
+      put<std::uint64_t>(reference, 8, tensor.nbytes());
+      stream_out(reference, sizeof reference, deadline);
+    } else if (tensor.nbytes() > 0) {
+      stream_out(static_cast<const std::uint8_t*>(tensor.data()), tensor.nbytes(), deadline);
+    }
+  }
+  publish_tail();
+  ++link_seq_;
+
+  if (lent > 0) {
+    Pending pending{tail_, lent, {}};
+    for (std::size_t i = 0; i < count; ++i)
+      if (by_reference_[i]) pending.tensors.push_back(std::move(frame.tensors[i]));
+    lent_.push_back(std::move(pending));
+    lent_bytes_ += lent;
+  }
+  frame.tensors.clear();
+  frame.metadata.clear();
+}
+
+bool ShmChannel::flush(Deadline deadline) {
+  if (receiver_)
+    throw Error(Errc::invalid_argument, "flush on the receiving end of shm channel " + name_);
+  if (closed()) throw_closed();
+  auto taken = [&] { return closed() || raw_head() >= tail_; };
+  if (!wait(taken, &control_->space_epoch, &control_->space_sleepers, deadline)) return false;
+  if (raw_head() < tail_) throw_closed();
+  release_consumed();
+  return true;
+}
+
+// ---- receiving ----------------------------------------------------------------------------
+
+// Copies the next `n - done` bytes of the record into `dst + done`, waiting for the sender as
+// needed; false at the deadline (progress is kept in `done`).
+bool ShmChannel::fill(std::uint8_t* dst, std::size_t n, std::size_t& done, Deadline deadline) {
+  const std::size_t chunk = ring_bytes_ / 4;
+  const std::uint64_t end = incoming_->end;
+  while (done < n) {
+    if (seen_tail_ == head_) refresh_tail();
+    if (seen_tail_ == head_) {
+      publish_head();  // head_ < end here: lent payloads of this record stay lent
+      auto more = [&] { return raw_tail() != head_ || closed(); };
+      if (!wait(more, &control_->data_epoch, &control_->data_sleepers, deadline)) return false;
+      refresh_tail();
+      if (seen_tail_ == head_) throw_closed();
+      continue;
+    }
+    const std::size_t k = static_cast<std::size_t>(std::min<std::uint64_t>(seen_tail_ - head_, n - done));
+    read_ring(head_, dst + done, k);
+    head_ += k;
+    done += k;
+    // Never publish the record's end before its lent payloads are read: that would let the
+    // sender free them.
+    if (head_ - published_head_ >= chunk && head_ < end) publish_head();
+  }
+  return true;
+}
+
+void ShmChannel::pull(void* dst, std::uint64_t address, std::size_t length) {
+  if (at(control_->cma_state).load(std::memory_order_acquire) != kCmaWorks)
+    fail("a payload came by reference although cross-process reads were never established");
+  auto* out = static_cast<std::uint8_t*>(dst);
+  std::size_t done = 0;
+  while (done < length) {
+    if (at(control_->withdrawn).load(std::memory_order_seq_cst) != 0) throw_closed();
+    const std::size_t k = std::min(kPullChunk, length - done);
+    iovec local{out + done, k};
+    iovec remote{reinterpret_cast<void*>(static_cast<std::uintptr_t>(address + done)), k};
+    const ssize_t got = process_vm_readv(peer_pid_, &local, 1, &remote, 1, 0);
+    if (got > 0) {
+      done += static_cast<std::size_t>(got);
+      continue;
+    }
+    const int error = got < 0 ? errno : EFAULT;
+    if (error == EINTR) continue;
+    if (error == ESRCH || !peer_alive()) peer_died();
+    // A sender being killed loses its memory a moment before its pidfd says so.
+    if (pidfd_ >= 0) {
+      pollfd exited{pidfd_, POLLIN, 0};
+      if (poll(&exited, 1, 100) > 0) peer_died();
+    }
+    if (at(control_->withdrawn).load(std::memory_order_seq_cst) != 0) throw_closed();
+    if (error == EFAULT)
+      fail("its payload at 0x" + hex(address) + " (" + std::to_string(length) +
+           " bytes) is not readable");
+    fail(std::string("reading its memory failed: ") + std::strerror(error));
+  }
+  // What we read is only good if the sender had not withdrawn it by the time we finished, and
+  // if the pid still names the sender (it cannot be reused while the sender lives).
+  if (at(control_->withdrawn).load(std::memory_order_seq_cst) != 0) throw_closed();
+  if (!peer_alive()) peer_died();
+}
+
+bool ShmChannel::start_frame(Deadline deadline) {
+  auto have = [&](std::uint64_t n) {
+    return [this, n] { return raw_tail() - head_ >= n || closed(); };
+  };
+  if (!wait(have(Layout::kRecordHeaderBytes), &control_->data_epoch, &control_->data_sleepers,
+            deadline))
+    return false;
+  refresh_tail();
+  if (seen_tail_ - head_ < Layout::kRecordHeaderBytes) throw_closed();
+
+  std::uint8_t header[Layout::kRecordHeaderBytes];
+  read_ring(head_, header, sizeof header);
+  const auto magic = get<std::uint32_t>(header, 0);
+  const auto count = get<std::uint32_t>(header, 4);
+  const auto seq = get<std::uint64_t>(header, 8);
+  const auto metadata_bytes = get<std::uint32_t>(header, 36);
+  const auto body = get<std::uint64_t>(header, 40);
+  if (magic != kRecordMagic)
+    fail("no frame at byte " + std::to_string(head_) + " of the ring (magic 0x" + hex(magic) + ")");
+  if (seq != expected_seq_)
+    fail("frame with link sequence " + std::to_string(seq) + " where " +
+         std::to_string(expected_seq_) + " was expected");
+  if (count > options_.max_tensors)
+    fail("frame " + std::to_string(seq) + " has " + std::to_string(count) +
+         " tensors, beyond the limit of " + std::to_string(options_.max_tensors));
+  if (metadata_bytes > options_.max_metadata_bytes)
+    fail("frame " + std::to_string(seq) + " has " + std::to_string(metadata_bytes) +
+         " metadata bytes, beyond the limit of " + std::to_string(options_.max_metadata_bytes));
+  const std::uint64_t prefix = Layout::kRecordHeaderBytes +
+                               std::uint64_t{count} * Layout::kDescriptorBytes + metadata_bytes;
+  if (prefix > ring_bytes_)
+    fail("frame " + std::to_string(seq) + " claims a header of " + std::to_string(prefix) +
+         " bytes, beyond the ring of " + std::to_string(ring_bytes_));
+
+  if (!wait(have(prefix), &control_->data_epoch, &control_->data_sleepers, deadline))
+    return false;
+  refresh_tail();
+  if (seen_tail_ - head_ < prefix) throw_closed();
+
+  Incoming& in = *incoming_;
+  std::vector<std::uint8_t>& descriptors = in.frame.metadata;  // as scratch, until the metadata
+  descriptors.resize(std::size_t{count} * Layout::kDescriptorBytes);
+  read_ring(head_ + Layout::kRecordHeaderBytes, descriptors.data(), descriptors.size());
+  in.frame.tensors.clear();
+  in.by_reference.assign(count, false);
+  std::uint64_t described = 0;
+  std::uint64_t payload = 0;
+  std::vector<std::pair<Shape, DType>>& shapes = in.shapes;
+  shapes.clear();
+  for (std::uint32_t i = 0; i < count; ++i) {
+    const std::uint8_t* d = descriptors.data() + std::size_t{i} * Layout::kDescriptorBytes;
+    auto which = [&] { return "frame " + std::to_string(seq) + " tensor " + std::to_string(i); };
+    const auto dtype = dtype_from_code(d[0]);
+    if (!dtype) fail(which() + " has unknown dtype code " + std::to_string(d[0]));
+    if (d[1] != static_cast<std::uint8_t>(DeviceType::cpu))
+      fail(which() + " is not a host tensor (device code " + std::to_string(d[1]) + ")");
+    if (d[2] > Shape::kMaxRank) fail(which() + " has rank " + std::to_string(d[2]));
+    if (d[3] > 1 || get<std::uint32_t>(d, 4) != 0) fail(which() + " has a malformed descriptor");
+    Shape shape;
+    std::uint64_t nbytes = 0;
+    try {
+      for (int k = 0; k < d[2]; ++k)
+        shape.push_back(get<std::int64_t>(d, 8 + 8 * static_cast<std::size_t>(k)));
+      nbytes = static_cast<std::uint64_t>(shape.numel());
+      if (__builtin_mul_overflow(nbytes, dtype_size(*dtype), &nbytes)) throw std::overflow_error("");
+    } catch (const std::exception&) {
+      fail(which() + " has an impossible shape");
+    }
+    payload += nbytes;
+    if (payload > options_.max_payload_bytes)
+      fail("frame " + std::to_string(seq) + " carries more than " +
+           std::to_string(options_.max_payload_bytes) + " payload bytes");
+    in.by_reference[i] = d[3] == 1;
+    described += d[3] == 1 ? Layout::kReferenceBytes : nbytes;
+    shapes.emplace_back(shape, *dtype);
+  }
+  if (described != body)
+    fail("frame " + std::to_string(seq) + " claims a body of " + std::to_string(body) +
+         " bytes where its descriptors describe " + std::to_string(described));
+
+  // Memory for every payload first: if the allocator throws, nothing has been consumed.
+  for (const auto& [shape, dtype] : shapes) {
+    Tensor tensor = options_.allocator(shape, dtype);
+    if (!tensor.defined() || tensor.device().type != DeviceType::cpu || !(tensor.shape() == shape) ||
+        tensor.dtype() != dtype) {
+      in.frame.tensors.clear();
+      throw Error(Errc::invalid_argument, "shm channel from " + who() +
+                                              ": the allocator did not return a host tensor of " +
+                                              to_string(shape) + " " + to_string(dtype));
+    }
+    in.frame.tensors.push_back(std::move(tensor));
+  }
+  in.frame.metadata.resize(metadata_bytes);
+  if (metadata_bytes > 0)
+    read_ring(head_ + Layout::kRecordHeaderBytes + std::uint64_t{count} * Layout::kDescriptorBytes,
+              in.frame.metadata.data(), metadata_bytes);
+  in.frame.header.group = get<std::uint32_t>(header, 16);
+  in.frame.header.op = get<std::uint32_t>(header, 20);
+  in.frame.header.seq = get<std::uint64_t>(header, 24);
+  in.frame.header.src = get<std::int32_t>(header, 32);
+  head_ += prefix;
+  in.end = head_ + body;
+  in.tensor = 0;
+  in.done = 0;
+  in.active = true;
+  return true;
+}
+
+bool ShmChannel::recv(Frame& frame, Deadline deadline) {
+  if (!receiver_)
+    throw Error(Errc::invalid_argument, "recv on the sending end of shm channel " + name_);
+  if (broken_) throw_closed();  // what is left in the ring cannot be trusted
+  // The peer's liveness is checked only when there is nothing to read: what a sender wrote
+  // before it went away is still delivered.
+  if (peer_pid_ == 0 && at(control_->sender_pid).load(std::memory_order_acquire) != 0)
+    on_attached();
+  Incoming& in = *incoming_;
+  if (!in.active && !start_frame(deadline)) return false;
+  while (in.tensor < in.frame.tensors.size()) {
+    Tensor& tensor = in.frame.tensors[in.tensor];
+    const std::size_t nbytes = tensor.nbytes();
+    if (in.by_reference[in.tensor]) {
+      if (!fill(in.reference, sizeof in.reference, in.done, deadline)) return false;
+      const auto address = get<std::uint64_t>(in.reference, 0);
+      const auto length = get<std::uint64_t>(in.reference, 8);
+      if (length != nbytes)
+        fail("frame " + std::to_string(expected_seq_) + " lends " + std::to_string(length) +
+             " bytes for tensor " + std::to_string(in.tensor) + " of " + std::to_string(nbytes));
+      pull(tensor.data(), address, nbytes);
+    } else if (!fill(static_cast<std::uint8_t*>(tensor.data()), nbytes, in.done, deadline)) {
+      return false;
+    }
+    in.done = 0;
+    ++in.tensor;
+  }
+  if (head_ != in.end) fail("frame " + std::to_string(expected_seq_) + " ends out of place");
+  publish_head();
+  ++expected_seq_;
+  in.active = false;
+  frame.header = in.frame.header;
+  frame.metadata.swap(in.frame.metadata);
+  frame.tensors.swap(in.frame.tensors);
+  in.frame.tensors.clear();
+  return true;
+}
+
+}  // namespace rankmesh

@@ -1,0 +1,211 @@
+// The shm transport: one direction between two processes of one node, through a POSIX
+// shared-memory segment that holds a control block and a byte ring.
+//
+// Set-up: the receiving side create()s the segment and publishes its name (through the
+// rendezvous); the sending side open()s it by name. The name is unlinked as soon as the sender
+// has attached (or when the receiver goes away first), so nothing stays behind in /dev/shm even
+// when one side crashes. Both sides may then call wait_peer() to finish the handshake.
+//
+// A frame travels as one record in the ring: a header, one descriptor per tensor, the metadata,
+// then each payload in tensor order — inline (copied through the ring) when it is small, else
+// as a reference (address, length) into the sender's memory that the receiver reads with
+// process_vm_readv straight into its receive tensor: one copy, and send() returns without
+// waiting for the receiver (the sender keeps those tensors alive until the receiver's counter
+// has passed the record). Where the kernel refuses cross-process reads (ptrace policy), large
+// payloads go inline too, pipelined through the ring in chunks.
+//
+// Every wait spins briefly, then parks on a futex in the segment, and watches the peer through
+// a pidfd: a peer that dies makes every call fail within ~50 ms with ChannelClosed naming it.
+// A peer that writes nonsense into the segment gets the channel closed with a message saying
+// what was wrong; this process goes on.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "buffer_pool.hpp"
+#include "channel.hpp"
+
+namespace rankmesh {
+
+struct ShmOptions {
+  // Bytes of the ring (creator only); rounded up to a power of two, at least 64 KiB.
+  std::size_t ring_bytes = std::size_t{4} << 20;
+  // Payloads above this size go by reference (one copy) rather than inline (sender only).
+  std::size_t inline_threshold = std::size_t{64} << 10;
+  // false: every payload goes through the ring, two copies (sender only; for tests, benchmarks).
+  bool single_copy = true;
+  // Payloads sent by reference that the receiver has not read yet, at most (sender only): beyond
+  // either bound send() waits. One frame is always allowed, however large.
+  std::size_t max_pending_frames = 64;
+  std::size_t max_pending_bytes = std::size_t{512} << 20;
+  // What the receiver accepts in one frame; beyond it the frame is malformed. The sender checks
+  // its frames against the same bounds (Error(limit_exceeded)).
+  std::size_t max_metadata_bytes = std::size_t{16} << 20;
+  std::size_t max_tensors = 4096;
+  std::uint64_t max_payload_bytes = std::uint64_t{16} << 30;
+  // Where received tensors land (receiver only); default: shared_buffer_pool().
+  Allocator allocator;
+  // Names the other side in errors: "rank 3".
+  std::string peer_name = "peer";
+  // How long a wait spins before it parks, and how often a parked wait checks the peer.
+  std::chrono::nanoseconds spin_for = std::chrono::microseconds(50);
+  std::chrono::nanoseconds liveness_interval = std::chrono::milliseconds(50);
+  // Gets one line per failure worth an operator's attention (malformed data from the peer).
+  // Default: a line on stderr.
+  std::function<void(const std::string&)> log;
+};
+
+class ShmChannel final : public Channel {
+  struct Private {};
+
+public:
+  // The segment layout, for readers of a dump and for tests that play a broken peer. All
+  // integers are native-endian (both ends run on one node).
+  struct Layout {
+    static constexpr std::size_t kControlBytes = 4096;  // then the ring
+    static constexpr std::size_t kTailOffset = 64;      // u64, bytes the sender has published
+    static constexpr std::size_t kHeadOffset = 128;     // u64, bytes the receiver has consumed
+    // Record header: magic u32 'RMSF' | tensors u32 | link seq u64 | group u32 | op u32 |
+    // op seq u64 | src i32 | metadata bytes u32 | body bytes u64 (inline payloads + 16 per
+    // reference). Descriptor: dtype u8 | device type u8 | rank u8 | by reference u8 | 0 u32 |
+    // 8 x dim i64. Reference: address u64 | length u64.
+    static constexpr std::size_t kRecordHeaderBytes = 48;
+    static constexpr std::size_t kDescriptorBytes = 72;
+    static constexpr std::size_t kReferenceBytes = 16;
+  };
+
+  struct Created;
+
+  // Creates a segment with this process as the receiver. Throws Error(invalid_argument) for
+  // impossible options, std::system_error when the segment cannot be made.
+  static Created create(ShmOptions options = {});
+  // Attaches to the segment `name` as its sender. Throws Error(invalid_argument) for a name
+  // that is not a rankmesh segment or already has a sender, std::system_error when it cannot be
+  // opened.
+  static std::unique_ptr<ShmChannel> open(const std::string& name, ShmOptions options = {});
+
+  ShmChannel(Private, bool receiver, std::string name, void* base, std::size_t mapped,
+             ShmOptions options);
+  // Tells the peer the channel is closed (unless it is already), drops payloads still lent to
+  // the receiver, unlinks the name if nobody has yet, unmaps.
+  ~ShmChannel() override;
+  ShmChannel(const ShmChannel&) = delete;
+  ShmChannel& operator=(const ShmChannel&) = delete;
+
+  // Sender only. Throws Error(invalid_argument) for an undefined or non-host tensor,
+  // Error(limit_exceeded) for a frame beyond the options' bounds, Error(timeout) when a tensor's
+  // ready event does not complete before the deadline; nothing is sent then.
+  void send(Frame& frame, Deadline deadline) override;
+  // Receiver only. Tensors come from the allocator. A deadline that passes in the middle of a
+  // frame keeps what has arrived; the next recv() goes on from there.
+  bool recv(Frame& frame, Deadline deadline) override;
+  // Thread-safe; may run while another thread waits in send() or recv(), which then throw.
+  void close(const std::string& reason) override;
+
+  // The handshake after set-up. Receiver: waits until the sender has attached, unlinks the
+  // name, and checks whether it may read the sender's memory. Sender: waits until the receiver
+  // has done that. False at the deadline. Optional — without it the first large payloads may go
+  // inline — but it lets both sides learn early that the peer is there.
+  bool wait_peer(Deadline deadline);
+  // Sender only: waits until the receiver has taken every frame sent so far (false at the
+  // deadline), so that this process may exit without withdrawing payloads it lent.
+  bool flush(Deadline deadline);
+
+  bool is_receiver() const noexcept { return receiver_; }
+  const std::string& name() const noexcept { return name_; }
+  // The other side's pid; 0 while no sender has attached.
+  int peer_pid() const noexcept;
+  // Whether large payloads travel with one copy (known once the receiver has checked).
+  bool single_copy() const noexcept;
+
+private:
+  struct Control;   // the segment's first page
+  struct Incoming;  // a frame partly received
+  struct Pending {  // payloads lent to the receiver
+    std::uint64_t end;  // they are read once the receiver's counter reaches this
+    std::size_t bytes;
+    std::vector<Tensor> tensors;
+  };
+
+  template <class Ready>
+  bool spin(Ready& ready, Deadline deadline);
+  template <class Ready>
+  bool wait(Ready&& ready, std::uint32_t* epoch, std::uint32_t* sleepers, Deadline deadline);
+  void park(std::uint32_t* epoch, std::uint32_t seen, Deadline until) noexcept;
+  void notify(std::uint32_t* epoch, std::uint32_t* sleepers) noexcept;
+
+  std::string who() const;
+  void check_peer(bool force);
+  bool peer_alive();
+  void on_attached();
+  void probe_peer_memory();
+  [[noreturn]] void peer_died();
+  bool closed() const noexcept;
+  std::string closed_reason() const;
+  [[noreturn]] void throw_closed();
+  [[noreturn]] void fail(const std::string& why);
+  void withdraw_lent() noexcept;
+
+  void write_ring(std::uint64_t pos, const void* src, std::size_t n) noexcept;
+  void read_ring(std::uint64_t pos, void* dst, std::size_t n) const noexcept;
+  void publish_tail() noexcept;
+  void publish_head() noexcept;
+  std::uint64_t raw_head() const noexcept;
+  std::uint64_t raw_tail() const noexcept;
+  void refresh_head();
+  void refresh_tail();
+
+  void release_consumed();
+  void wait_space(std::size_t bytes, Deadline deadline, const char* what);
+  void stream_out(const std::uint8_t* src, std::size_t n, Deadline deadline);
+  bool start_frame(Deadline deadline);
+  bool fill(std::uint8_t* dst, std::size_t n, std::size_t& done, Deadline deadline);
+  void pull(void* dst, std::uint64_t address, std::size_t length);
+
+  const bool receiver_;
+  const std::string name_;
+  std::uint8_t* const base_;
+  const std::size_t mapped_;
+  ShmOptions options_;
+  Control* const control_;
+  std::uint8_t* const ring_;
+  const std::size_t ring_bytes_;
+  std::atomic<bool> unlinked_{false};
+  bool broken_ = false;  // this side found the peer's data malformed
+  int peer_pid_ = 0;  // once known
+  int pidfd_ = -1;
+  Clock::time_point next_peer_check_{};
+
+  // Sender.
+  std::uint64_t tail_ = 0;            // bytes written
+  std::uint64_t published_tail_ = 0;  // of which the receiver may read
+  std::uint64_t seen_head_ = 0;
+  std::uint64_t link_seq_ = 0;
+  std::uint64_t probe_word_ = 0;  // the receiver reads it to learn whether it may read us
+  std::deque<Pending> lent_;
+  std::size_t lent_bytes_ = 0;
+  std::vector<std::uint8_t> scratch_;  // record header and descriptors
+  std::vector<bool> by_reference_;
+
+  // Receiver.
+  std::uint64_t head_ = 0;            // bytes consumed
+  std::uint64_t published_head_ = 0;  // of which the sender knows
+  std::uint64_t seen_tail_ = 0;
+  std::uint64_t expected_seq_ = 0;
+  std::unique_ptr<Incoming> incoming_;
+};
+
+struct ShmChannel::Created {
+  std::unique_ptr<ShmChannel> channel;
+  std::string name;  // for ShmChannel::open on the sending side: "/rankmesh-<pid>-<random>"
+};
+
+}  // namespace rankmesh

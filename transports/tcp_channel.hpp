@@ -1,0 +1,140 @@
+// The tcp transport: one persistent, authenticated connection per peer pair, carrying frames
+// both ways. A frame goes out as one scatter-gather write (header, metadata, payloads straight
+// from the tensors); the receiving thread reads the socket itself, payloads straight into fresh
+// tensors. Bad input from a peer closes that one link with a logged error naming the peer.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "auth.hpp"
+#include "channel.hpp"
+#include "frame_codec.hpp"
+
+namespace rankmesh {
+
+// Receives one line per event worth an operator's attention (a link that failed, a dropped
+// outsider). Called from the thread that noticed; must not block.
+using LogFn = std::function<void(const std::string&)>;
+
+struct TcpOptions {
+  FrameLimits limits;  // what this side accepts (and checks before it sends)
+  Allocator allocator;  // where received tensors land; default Tensor::empty
+  LogFn log;            // default: a line on stderr
+};
+
+// One connected, authenticated socket between this rank and `peer()`. send() and recv() may run
+// on different threads at once. To hand a channel out as a shared_ptr, alias the link:
+// std::shared_ptr<Channel>(link, &link->outbound()).
+class TcpLink {
+public:
+  // Takes ownership of `fd`, a connected socket whose peer authenticated as `peer`.
+  TcpLink(int fd, PeerIdentity peer, TcpOptions options = {});
+  // Closes the socket; no call may still be running on the link.
+  ~TcpLink();
+  TcpLink(const TcpLink&) = delete;
+  TcpLink& operator=(const TcpLink&) = delete;
+
+  // Frames to the peer (send only) and from it (recv only). Channel::close on either closes
+  // the whole link.
+  Channel& outbound() noexcept;
+  Channel& inbound() noexcept;
+
+  const PeerIdentity& peer() const noexcept { return peer_; }
+  // "rank 3 (10.0.0.2:41234)".
+  const std::string& peer_name() const noexcept { return peer_name_; }
+
+  // Shuts the socket down: calls in flight and every later call throw ChannelClosed(reason).
+  void close(const std::string& reason);
+  bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
+
+private:
+  class Outbound;
+  class Inbound;
+
+  void send(Frame& frame, Deadline deadline);
+  bool recv(Frame& frame, Deadline deadline);
+  // Closes the link because of `why` (a peer's bad frame, EOF, a socket error), logs it, throws
+  // ChannelClosed.
+  [[noreturn]] void fail(const std::string& why);
+  [[noreturn]] void throw_closed() const;
+
+  const int fd_;
+  const PeerIdentity peer_;
+  std::string peer_name_;
+  LogFn log_;
+  FrameLimits limits_;
+
+  std::atomic<bool> closed_{false};
+  mutable std::mutex close_mutex_;
+  std::string reason_;
+
+  std::mutex send_mutex_;
+  FrameEncoder encoder_;
+  std::vector<iovec> unsent_;
+  std::uint64_t next_seq_ = 0;
+
+  std::mutex recv_mutex_;
+  FrameDecoder decoder_;
+  std::unique_ptr<std::uint8_t[]> staging_;  // bytes read past the current part
+  std::size_t staged_begin_ = 0;
+  std::size_t staged_end_ = 0;
+
+  std::unique_ptr<Channel> outbound_;
+  std::unique_ptr<Channel> inbound_;
+};
+
+struct TcpListenerOptions {
+  std::string address = "127.0.0.1";  // where to listen; "0.0.0.0" only when asked for
+  std::uint16_t port = 0;             // 0: an ephemeral port (see TcpListener::port)
+  std::string secret;
+  PeerIdentity self;
+  std::chrono::nanoseconds handshake_timeout = std::chrono::seconds(10);
+  std::size_t max_handshakes = 64;  // connections authenticating at once; more are dropped
+  TcpOptions link;                  // for the accepted links; its log serves the listener too
+};
+
+// Accepts connections on its own thread and authenticates each on a short-lived thread of its
+// own, so a slow or hostile client delays no one. Authenticated links go to the callback;
+// outsiders (wrong secret, garbage, silence past the handshake timeout) are logged and dropped.
+// The callback runs on a handshake thread; an exception from it drops that link (logged).
+class TcpListener {
+public:
+  using OnLink = std::function<void(std::shared_ptr<TcpLink>)>;
+
+  // Binds and starts accepting. Throws Error(invalid_config) when it cannot listen there.
+  TcpListener(TcpListenerOptions options, OnLink on_link);
+  ~TcpListener();
+  TcpListener(const TcpListener&) = delete;
+  TcpListener& operator=(const TcpListener&) = delete;
+
+  std::uint16_t port() const noexcept;
+  // "127.0.0.1:41234".
+  std::string address() const;
+
+  // Stops accepting, abandons handshakes in progress and joins every thread, within a moment;
+  // no callback runs once it has returned. Links already handed out stay open.
+  void stop();
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Connects to a listener at host:port and authenticates as `self`. A failed connection attempt
+// is retried until the deadline (the peer may not listen yet). Throws Error: timeout at the
+// deadline, invalid_config for a host that does not resolve, and authenticate()'s errors.
+std::shared_ptr<TcpLink> tcp_connect(const std::string& host, std::uint16_t port,
+                                     std::string_view secret, PeerIdentity self,
+                                     Deadline deadline, TcpOptions options = {});
+
+}  // namespace rankmesh
