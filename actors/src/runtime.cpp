@@ -9,6 +9,7 @@
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
 
 #include "auth.hpp"
 #include "data_plane.hpp"
@@ -36,8 +37,30 @@ std::chrono::milliseconds default_timeout() { return scaled_timeout(std::chrono:
 
 namespace {
 
+// Certificates for the registry's connections across hosts (mutual TLS through caf_openssl).
+struct TlsFiles {
+  std::string certificate, key, authority;
+  bool given() const { return !certificate.empty() || !key.empty() || !authority.empty(); }
+};
+
+TlsFiles tls_from_environment() {
+  auto get = [](const char* name) {
+    const char* value = std::getenv(name);
+    return std::string(value ? value : "");
+  };
+  TlsFiles tls{get("RANKMESH_TLS_CERT"), get("RANKMESH_TLS_KEY"), get("RANKMESH_TLS_CA")};
+  if (tls.given() && (tls.certificate.empty() || tls.key.empty() || tls.authority.empty()))
+    throw Error(Errc::invalid_config, "mutual TLS needs all of RANKMESH_TLS_CERT, "
+                                      "RANKMESH_TLS_KEY and RANKMESH_TLS_CA");
+  return tls;
+}
+
+bool is_loopback(const std::string& host) {
+  return host.rfind("127.", 0) == 0 || host == "localhost" || host == "::1";
+}
+
 caf::actor_system_config& configure(caf::actor_system_config& cfg, const RuntimeOptions& options,
-                                    bool distributed) {
+                                    bool distributed, const TlsFiles& tls) {
   unsigned cores = std::thread::hardware_concurrency();
   std::size_t threads = options.scheduler_threads > 0 ? static_cast<std::size_t>(options.scheduler_threads)
                                                       : (cores ? cores : 1);
@@ -47,6 +70,12 @@ caf::actor_system_config& configure(caf::actor_system_config& cfg, const Runtime
   cfg.set("scheduler.policy", caf::atom("sharing"));
   cfg.set("logger.console", caf::atom("none"));
   if (distributed) cfg.load<caf::io::middleman>();
+  if (distributed && tls.given()) {
+    cfg.openssl_certificate = tls.certificate;
+    cfg.openssl_key = tls.key;
+    cfg.openssl_cafile = tls.authority;
+    cfg.load<caf::openssl::manager>();
+  }
   return cfg;
 }
 
@@ -58,6 +87,9 @@ void default_log(const std::string& line) { std::fprintf(stderr, "%s\n", line.c_
 
 struct Runtime::Impl {
   RuntimeOptions options;
+  // The registry's connections: plain on one host (it listens on loopback only), mutual TLS
+  // across hosts — CAF's own protocol has no hook to authenticate a peer before it may talk.
+  TlsFiles tls;
   caf::actor_system_config cfg;
   caf::actor_system system;
   std::vector<int> local;  // ranks hosted here
@@ -69,8 +101,9 @@ struct Runtime::Impl {
   caf::actor registry;
   std::unique_ptr<DataPlane> data_plane;
 
-  Impl(RuntimeOptions opts, bool distributed)
-      : options(std::move(opts)), system(configure(cfg, options, distributed)) {}
+  Impl(RuntimeOptions opts, bool distributed, TlsFiles tls_files)
+      : options(std::move(opts)), tls(std::move(tls_files)),
+        system(configure(cfg, options, distributed, tls)) {}
 
   ~Impl() {
     if (data_plane && !states.empty()) {
@@ -185,8 +218,10 @@ struct Runtime::Impl {
                             options.failure_timeout, options.log};
       registry = system.spawn(registry_actor, config);
       spawned.push_back(registry);
-      auto port = system.middleman().publish(registry, static_cast<std::uint16_t>(place.master_port),
-                                             place.master_addr.c_str(), true);
+      const auto port_number = static_cast<std::uint16_t>(place.master_port);
+      auto port = tls.given()
+                      ? caf::openssl::publish(registry, port_number, place.master_addr.c_str(), true)
+                      : system.middleman().publish(registry, port_number, place.master_addr.c_str(), true);
       if (!port)
         throw Error(Errc::invalid_argument, "rank 0 could not host the registry on " +
                                                 place.master_addr + ":" +
@@ -222,8 +257,9 @@ struct Runtime::Impl {
     // Rank 0 may not be up yet: retry until the join deadline.
     std::string last;
     while (Clock::now() < deadline) {
-      auto handle = system.middleman().remote_actor(place.master_addr,
-                                                    static_cast<std::uint16_t>(place.master_port));
+      const auto port = static_cast<std::uint16_t>(place.master_port);
+      auto handle = tls.given() ? caf::openssl::remote_actor(system, place.master_addr, port)
+                                : system.middleman().remote_actor(place.master_addr, port);
       if (handle) return *handle;
       last = system.render(handle.error());
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -261,10 +297,19 @@ Runtime::Runtime(RuntimeOptions options) {
   if (options.transport != "auto" && options.transport != "shm" && options.transport != "tcp")
     throw Error(Errc::invalid_argument, "transport '" + options.transport +
                                             "' is none of auto, shm, tcp");
+  TlsFiles tls;
+  if (place) {
+    tls = tls_from_environment();
+    if (!is_loopback(place->master_addr) && !tls.given())
+      throw Error(Errc::invalid_config,
+                  "MASTER_ADDR " + place->master_addr + " is not a loopback address: across hosts "
+                  "the registry accepts connections only over mutual TLS; set RANKMESH_TLS_CERT, "
+                  "RANKMESH_TLS_KEY and RANKMESH_TLS_CA");
+  }
   if (!options.allocator) options.allocator = default_allocate;
   if (!options.log) options.log = default_log;
   set_spin_policy(SpinPolicy{options.spin, 0});
-  impl_ = std::make_unique<Impl>(std::move(options), place.has_value());
+  impl_ = std::make_unique<Impl>(std::move(options), place.has_value(), std::move(tls));
   if (place) {
     impl_->start_distributed(*place);
   } else {
