@@ -337,3 +337,28 @@ TEST_CASE("debug builds detect two threads inside one coordinator") {
   waiter.join();
 }
 #endif
+
+TEST_CASE("after an abort the coordinator says why, and later operations fail at once") {
+  std::mutex mutex;
+  std::vector<std::string> logged;
+  RuntimeOptions options = options_for(2);
+  options.log = [&](const std::string& line) {
+    std::lock_guard lock(mutex);
+    logged.push_back(line);
+  };
+  Runtime runtime(std::move(options));
+  GroupCoordinator& g = runtime.rank(0).world();
+  CHECK(g.failure().empty());
+  auto errors = run_ranks(runtime, [](ParallelState& s) {
+    s.world().barrier();  // leaves a trace in the history
+  });
+  REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+  runtime.rank(0).abort("engine shut down");
+  CHECK(g.failure() == "engine shut down");
+  CHECK_THROWS_WITH_AS(g.recv_object(1), doctest::Contains("engine shut down"), Error);
+  // The failure was logged with the operations that led to it.
+  std::lock_guard lock(mutex);
+  REQUIRE_FALSE(logged.empty());
+  CHECK(logged.back().find("last operations of rank 0") != std::string::npos);
+  CHECK(logged.back().find("barrier #0 on world:0") != std::string::npos);
+}

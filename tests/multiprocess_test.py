@@ -45,7 +45,7 @@ def launch(nproc, program, *args, env_extra=None, timeout=120):
                           capture_output=True, text=True, timeout=timeout * SCALE, env=env)
 
 
-def spawn_world(world, ranks=None, secret_of=None, extra=None):
+def spawn_world(world, ranks=None, secret_of=None, extra=None, payload=1024):
     """Starts ranks directly (no launcher), torchrun-style; returns {rank: Popen}."""
     port = free_port()
     procs = {}
@@ -55,7 +55,7 @@ def spawn_world(world, ranks=None, secret_of=None, extra=None):
                    RANKMESH_SECRET=(secret_of(i) if secret_of else "s3cret"),
                    RANKMESH_FAILURE_TIMEOUT_MS="1000", RANKMESH_JOIN_TIMEOUT_MS="3000",
                    **(extra or {}))
-        p = subprocess.Popen([OPS, "--world", str(world), "--loop"], env=env, stdout=subprocess.PIPE,
+        p = subprocess.Popen([OPS, "--world", str(world), "--loop", "--payload", str(payload)], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
         started.append(p)
         procs[i] = p
@@ -121,6 +121,20 @@ try:
         check(f"SIGKILL of rank 2: rank {k} fails naming it", code not in (None, 0) and "rank 2" in err,
               f"exit {code}: {err[-800:]}")
     check("SIGKILL of rank 2: noticed within a few seconds", elapsed < 5 * SCALE, f"{elapsed:.1f} s")
+
+    # --- killed in the middle of 64 MiB transfers, over shm and over tcp
+    for transport in ("auto", "tcp"):
+        procs = spawn_world(3, payload=16 << 20, extra={"RANKMESH_TRANSPORT": transport})
+        check(f"64 MiB world of 3 formed ({transport})", all(wait_looping(p) for p in procs.values()))
+        time.sleep(0.3)
+        procs[2].send_signal(signal.SIGKILL)
+        t0 = time.time()
+        results = wait_all({k: procs[k] for k in (0, 1)}, 10)
+        elapsed = time.time() - t0
+        for k, (code, err) in results.items():
+            check(f"SIGKILL mid 64 MiB ({transport}): rank {k} fails naming rank 2",
+                  code not in (None, 0) and "rank 2" in err, f"exit {code}: {err[-800:]}")
+        check(f"SIGKILL mid 64 MiB ({transport}): within a few seconds", elapsed < 5 * SCALE, f"{elapsed:.1f} s")
 
     # --- a frozen rank (SIGSTOP: no socket notices) fails the world through missing heartbeats
     procs = spawn_world(3)

@@ -52,6 +52,7 @@ public:
   // Runs `body` (returning an exit code) in a forked child.
   template <class Body>
   explicit Child(Body body) {
+    std::fflush(nullptr);  // the child must not write out the parent's buffered output
     pid_ = started_ = fork();
     REQUIRE(pid_ >= 0);
     if (pid_ == 0) {

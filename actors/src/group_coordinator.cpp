@@ -91,6 +91,7 @@ public:
   void send_p2p(int dst, OpCode op, Frame& f) {
     auto& seq = g_.send_seq_[static_cast<std::size_t>(dst)];
     f.header = FrameHeader{g_.group_id_, static_cast<std::uint32_t>(op), seq, ctx_.rank()};
+    note(f, dst, true);
     ctx_.send(g_.ranks_[static_cast<std::size_t>(dst)], f, deadline_, where());
     ++seq;  // only once sent: a send that failed never reaches the receiver
   }
@@ -101,13 +102,14 @@ public:
     while (true) {
       if (!ctx_.recv(g_.ranks_[static_cast<std::size_t>(src)], g_.group_id_, false, f, deadline_)) {
         ++next;  // the message, if it ever comes, belongs to this timed-out receive
-        throw Error(Errc::timeout, where() + " waited " + ms(g_.timeout_) + " for " +
+        throw ctx_.reported(Error(Errc::timeout, where() + " waited " + ms(g_.timeout_) + " for " +
                                        op_name(static_cast<std::uint32_t>(op)) + " #" +
                                        std::to_string(expected) + " from " + who(src) +
-                                       ", which did not come");
+                                       ", which did not come"));
       }
       if (f.header.seq < expected) continue;  // late: its receive timed out, discard
       next = f.header.seq + 1;
+      note(f, src, false);
       if (f.header.seq != expected || f.header.op != static_cast<std::uint32_t>(op))
         throw mismatch(src, op, expected, f.header);
       return;
@@ -119,20 +121,29 @@ public:
 
   void send_coll(int dst, OpCode op, std::uint64_t seq, Frame& f) {
     f.header = FrameHeader{g_.group_id_, static_cast<std::uint32_t>(op), seq, ctx_.rank()};
+    note(f, dst, true);
     ctx_.send(g_.ranks_[static_cast<std::size_t>(dst)], f, deadline_, where());
   }
 
   void recv_coll(int src, OpCode op, std::uint64_t seq, Frame& f) {
     while (true) {
       if (!ctx_.recv(g_.ranks_[static_cast<std::size_t>(src)], g_.group_id_, true, f, deadline_))
-        throw Error(Errc::timeout, where() + " #" + std::to_string(seq) + " waited " +
-                                       ms(g_.timeout_) + " for " + who(src) +
-                                       ", which did not send its part");
+        throw ctx_.reported(Error(Errc::timeout, where() + " #" + std::to_string(seq) + " waited " +
+                                                     ms(g_.timeout_) + " for " + who(src) +
+                                                     ", which did not send its part"));
       if (f.header.seq < seq) continue;  // from a collective that timed out here: discard
+      note(f, src, false);
       if (f.header.seq != seq || f.header.op != static_cast<std::uint32_t>(op))
         throw mismatch(src, op, seq, f.header);
       return;
     }
+  }
+
+  void note(const Frame& f, int group_rank, bool sent) {
+    std::size_t bytes = 0;
+    for (const Tensor& t : f.tensors) bytes += t.nbytes();
+    ctx_.record(f.header.op, g_.name_, g_.ranks_[static_cast<std::size_t>(group_rank)], sent,
+                f.header.seq, bytes);
   }
 
   Error mismatch(int src, OpCode op, std::uint64_t seq, const FrameHeader& got) const {
@@ -512,6 +523,8 @@ GroupCoordinator::GroupCoordinator(std::shared_ptr<RankContext> rank, GroupKind 
 }
 
 GroupCoordinator::~GroupCoordinator() = default;
+
+std::string GroupCoordinator::failure() const { return context_->failure(); }
 
 int GroupCoordinator::rank() const noexcept { return context_->rank(); }
 int GroupCoordinator::local_rank() const noexcept { return context_->local_rank(); }

@@ -131,6 +131,8 @@ const Layout& ParallelState::layout() const {
   return *impl_->layout;
 }
 
+void ParallelState::abort(const std::string& reason) { impl_->context->fail(reason); }
+
 bool ParallelState::is_global_first_rank() const noexcept {
   return !impl_->layout || rank() == 0;
 }

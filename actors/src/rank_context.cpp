@@ -1,6 +1,7 @@
 #include "rank_context.hpp"
 
 #include <algorithm>
+#include <cstring>
 
 #include "rankmesh/error.hpp"
 
@@ -13,9 +14,10 @@ thread_local const RankContext* t_running_for = nullptr;
 
 RankContext::RankContext(int rank, int world_size, int local_rank,
                          std::chrono::nanoseconds timeout, Allocator allocator,
-                         std::vector<DeviceBackend*> backends)
+                         std::vector<DeviceBackend*> backends,
+                         std::function<void(const std::string&)> log)
     : rank_(rank), world_size_(world_size), local_rank_(local_rank), timeout_(timeout),
-      allocator_(std::move(allocator)), backends_(std::move(backends)),
+      allocator_(std::move(allocator)), backends_(std::move(backends)), log_(std::move(log)),
       stash_(static_cast<std::size_t>(world_size)) {}
 
 void RankContext::connect(std::vector<std::shared_ptr<Channel>> outbound,
@@ -28,11 +30,11 @@ void RankContext::send(int dst, Frame& frame, Deadline deadline, const std::stri
   try {
     outbound_[static_cast<std::size_t>(dst)]->send(frame, deadline);
   } catch (const ChannelTimeout&) {
-    throw Error(Errc::timeout, what + ": rank " + std::to_string(dst) +
-                                   " did not take the message before the deadline");
+    throw reported(Error(Errc::timeout, what + ": rank " + std::to_string(dst) +
+                                            " did not take the message before the deadline"));
   } catch (const ChannelClosed& closed) {
-    throw Error(Errc::peer_failed, what + ": channel to rank " + std::to_string(dst) +
-                                       " is closed: " + closed.what());
+    throw reported(Error(Errc::peer_failed, what + ": channel to rank " + std::to_string(dst) +
+                                                " is closed: " + closed.what()));
   }
 }
 
@@ -52,8 +54,9 @@ bool RankContext::recv(int src, std::uint32_t group, bool collective, Frame& out
     try {
       got = channel.recv(out, deadline);
     } catch (const ChannelClosed& closed) {
-      throw Error(Errc::peer_failed,
-                  "channel from rank " + std::to_string(src) + " is closed: " + closed.what());
+      throw reported(Error(Errc::peer_failed, "rank " + std::to_string(rank_) +
+                                                  ": channel from rank " + std::to_string(src) +
+                                                  " is closed: " + closed.what()));
     }
     if (!got) return false;
     bool frame_collective = is_collective_op(out.header.op);
@@ -113,7 +116,44 @@ void RankContext::synchronize_streams(Deadline deadline) {
         std::max(Clock::duration::zero(), deadline - Clock::now())));
 }
 
+std::string RankContext::failure() const {
+  std::lock_guard lock(failure_mutex_);
+  return failure_;
+}
+
+void RankContext::record(std::uint32_t op, const std::string& group, int peer, bool sent,
+                         std::uint64_t seq, std::size_t bytes) noexcept {
+  OpRecord& r = history_[recorded_++ % kHistory];
+  r.op = op;
+  std::size_t n = std::min(group.size(), sizeof r.group - 1);
+  std::memcpy(r.group, group.data(), n);
+  r.group[n] = '\0';
+  r.peer = peer;
+  r.sent = sent;
+  r.seq = seq;
+  r.bytes = bytes;
+}
+
+Error RankContext::reported(Error error) const {
+  std::string text = std::string(error.what()) + "\n  last operations of rank " +
+                     std::to_string(rank_) + " (oldest first):";
+  const std::uint64_t first = recorded_ > kHistory ? recorded_ - kHistory : 0;
+  for (std::uint64_t i = first; i < recorded_; ++i) {
+    const OpRecord& r = history_[i % kHistory];
+    text += "\n    " + std::string(op_name(r.op)) + " #" + std::to_string(r.seq) + " on " +
+            r.group + (r.sent ? ": sent " : ": received ") + std::to_string(r.bytes) +
+            " payload bytes " + (r.sent ? "to" : "from") + " rank " + std::to_string(r.peer);
+  }
+  if (first == recorded_) text += " none";
+  if (log_) log_(text);
+  return error;
+}
+
 void RankContext::fail(const std::string& reason) {
+  {
+    std::lock_guard lock(failure_mutex_);
+    if (failure_.empty()) failure_ = reason;
+  }
   for (auto& channel : outbound_)
     if (channel) channel->close(reason);
   for (auto& channel : inbound_)

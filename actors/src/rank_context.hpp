@@ -4,6 +4,7 @@
 // GroupCoordinators; CAF-free.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -18,6 +19,7 @@
 #include "channel.hpp"
 #include "op_code.hpp"
 #include "rankmesh/device_backend.hpp"
+#include "rankmesh/error.hpp"
 #include "rankmesh/tensor.hpp"
 
 namespace rankmesh {
@@ -28,8 +30,10 @@ using Allocator = std::function<Tensor(const Shape&, DType)>;
 class RankContext : public std::enable_shared_from_this<RankContext> {
 public:
   // `backends`: the non-host devices this rank may meet in tensors (the host is always known).
+  // `log` receives the record of recent operations when one times out or loses a peer.
   RankContext(int rank, int world_size, int local_rank, std::chrono::nanoseconds timeout,
-              Allocator allocator, std::vector<DeviceBackend*> backends);
+              Allocator allocator, std::vector<DeviceBackend*> backends,
+              std::function<void(const std::string&)> log);
 
   // Channels indexed by global rank (the entry for this rank itself is unused).
   void connect(std::vector<std::shared_ptr<Channel>> outbound,
@@ -68,6 +72,23 @@ public:
 
   // Closes every channel: pending and later operations of this rank fail with `reason`.
   void fail(const std::string& reason);
+  // Why the rank failed; empty while it has not.
+  std::string failure() const;
+
+  // One message of an operation, kept in a short history so that a hang or a lost peer can be
+  // diagnosed from the log.
+  struct OpRecord {
+    std::uint32_t op = 0;
+    char group[16] = {};
+    int peer = -1;  // global rank
+    bool sent = false;
+    std::uint64_t seq = 0;
+    std::size_t bytes = 0;
+  };
+  void record(std::uint32_t op, const std::string& group, int peer, bool sent, std::uint64_t seq,
+              std::size_t bytes) noexcept;
+  // Logs `error` with the recent operations of this rank, and returns it for throwing.
+  Error reported(Error error) const;
 
   // A frame whose buffers this rank reuses for its sends and receives (ops are serialised).
   Frame& scratch() noexcept { return scratch_; }
@@ -85,6 +106,12 @@ private:
   const std::chrono::nanoseconds timeout_;
   Allocator allocator_;
   std::vector<DeviceBackend*> backends_;
+  std::function<void(const std::string&)> log_;
+  static constexpr std::size_t kHistory = 16;
+  std::array<OpRecord, kHistory> history_{};  // written by the thread running this rank's ops
+  std::uint64_t recorded_ = 0;
+  mutable std::mutex failure_mutex_;
+  std::string failure_;
   std::vector<std::shared_ptr<Channel>> outbound_;
   std::vector<std::shared_ptr<Channel>> inbound_;
   std::vector<std::deque<Stashed>> stash_;  // by source global rank

@@ -165,7 +165,7 @@ struct Runtime::Impl {
     caf::actor leader;
     for (int r = 0; r < world; ++r) {
       auto context = std::make_shared<RankContext>(r, world, r % per_node, options.timeout,
-                                                   options.allocator, options.backends);
+                                                   options.allocator, options.backends, options.log);
       std::vector<std::shared_ptr<Channel>> out(static_cast<std::size_t>(world)),
           in(static_cast<std::size_t>(world));
       for (int peer = 0; peer < world; ++peer) {
@@ -197,7 +197,7 @@ struct Runtime::Impl {
                   "RANKMESH_SECRET_FILE (rankmesh launch sets one on a single node)");
     auto context = std::make_shared<RankContext>(place.rank, place.world_size, place.local_rank,
                                                  options.timeout, options.allocator,
-                                                 options.backends);
+                                                 options.backends, options.log);
     DataPlane::Options plane;
     plane.rank = place.rank;
     plane.world_size = place.world_size;

@@ -1,7 +1,7 @@
 // rankmesh-ops-check: runs every GroupCoordinator operation on deterministic inputs and prints
 // one digest line per rank and operation, so a test can compare a launched multi-process world
 // with the in-process runtime line by line. With --loop it keeps running all_reduce until
-// stopped (for the failure tests). --world N sets the world size (it must match a launcher's). Runs every rank in this process unless a launcher placed it.
+// stopped (for the failure tests; --payload sets its size). --world N sets the world size (it must match a launcher's). Runs every rank in this process unless a launcher placed it.
 #include <unistd.h>
 
 #include <cstdio>
@@ -112,13 +112,16 @@ void check_all(ParallelState& s) {
 int main(int argc, char** argv) {
   bool loop = false;
   int world = 4;
+  std::int64_t payload = 1024;  // floats per all_reduce in --loop
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--loop") == 0) {
       loop = true;
     } else if (std::strcmp(argv[i], "--world") == 0 && i + 1 < argc) {
       world = std::atoi(argv[++i]);
+    } else if (std::strcmp(argv[i], "--payload") == 0 && i + 1 < argc) {
+      payload = std::atoll(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: rankmesh-ops-check [--world N] [--loop]\n");
+      std::fprintf(stderr, "usage: rankmesh-ops-check [--world N] [--loop [--payload FLOATS]]\n");
       return 2;
     }
   }
@@ -140,7 +143,8 @@ int main(int argc, char** argv) {
           if (!loop) return check_all(s);
           std::printf("rank %d: looping (pid %d)\n", r, static_cast<int>(getpid()));
           std::fflush(stdout);
-          while (true) s.world().all_reduce(input(r, {1024}));
+          Tensor data = input(r, {payload});
+          while (true) s.world().all_reduce(data);
         } catch (const std::exception& e) {
           errors[static_cast<std::size_t>(r)] = e.what();
           runtime.abort(e.what());

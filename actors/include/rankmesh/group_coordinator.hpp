@@ -84,6 +84,10 @@ public:
   // the scope.
   GraphCapture graph_capture(std::shared_ptr<Stream> stream = nullptr) const;
 
+  // Why this rank has failed — a lost peer, an abort — or "" while it stands. Once failed, every
+  // pending and later operation of the rank fails with that reason.
+  std::string failure() const;
+
   std::chrono::nanoseconds timeout() const noexcept { return timeout_; }
   void set_timeout(std::chrono::nanoseconds timeout) noexcept { timeout_ = timeout; }
 

@@ -50,6 +50,9 @@ public:
   // The layout itself (every group of every kind); Error(not_initialized) before initialize.
   const Layout& layout() const;
 
+  // Fails every pending and later operation of this rank at once with `reason`.
+  void abort(const std::string& reason);
+
   bool is_global_first_rank() const noexcept;  // world rank 0, or nothing initialized yet
   bool is_local_first_rank() const noexcept;   // local rank 0 on its node
 
