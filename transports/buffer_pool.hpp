@@ -13,9 +13,6 @@
 
 namespace rankmesh {
 
-// Gives the memory a received tensor lands in (host memory of exactly that shape and dtype).
-using Allocator = std::function<Tensor(const Shape&, DType)>;
-
 struct BufferPoolOptions {
   // Blocks kept for reuse beyond this total are given back to the system instead.
   std::size_t max_cached_bytes = std::size_t{1} << 30;

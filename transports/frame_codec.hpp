@@ -28,9 +28,6 @@
 
 namespace rankmesh {
 
-// Gives the memory a received tensor lands in (host memory of exactly that shape and dtype).
-using Allocator = std::function<Tensor(const Shape&, DType)>;
-
 inline constexpr std::uint32_t kFrameMagic = 0x48534d52;  // the bytes 'R' 'M' 'S' 'H'
 inline constexpr std::uint16_t kFrameVersion = 1;
 inline constexpr std::size_t kFrameHeaderBytes = 52;

@@ -24,9 +24,6 @@
 
 namespace rankmesh {
 
-// Where fresh tensors for received data come from.
-using Allocator = std::function<Tensor(const Shape&, DType)>;
-
 class RankContext : public std::enable_shared_from_this<RankContext> {
 public:
   // `backends`: the non-host devices this rank may meet in tensors (the host is always known).

@@ -12,6 +12,7 @@
 #include <caf/openssl/all.hpp>
 
 #include "auth.hpp"
+#include "buffer_pool.hpp"
 #include "data_plane.hpp"
 #include "environment.hpp"
 #include "inproc_channel.hpp"
@@ -78,8 +79,6 @@ caf::actor_system_config& configure(caf::actor_system_config& cfg, const Runtime
   }
   return cfg;
 }
-
-Tensor default_allocate(const Shape& shape, DType dtype) { return Tensor::empty(shape, dtype); }
 
 void default_log(const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); }
 
@@ -306,7 +305,8 @@ Runtime::Runtime(RuntimeOptions options) {
                   "the registry accepts connections only over mutual TLS; set RANKMESH_TLS_CERT, "
                   "RANKMESH_TLS_KEY and RANKMESH_TLS_CA");
   }
-  if (!options.allocator) options.allocator = default_allocate;
+  // Received data lands in recycled (large: huge-page) blocks, not fresh pages per message.
+  if (!options.allocator) options.allocator = shared_buffer_pool().allocator();
   if (!options.log) options.log = default_log;
   set_spin_policy(SpinPolicy{options.spin, 0});
   impl_ = std::make_unique<Impl>(std::move(options), place.has_value(), std::move(tls));

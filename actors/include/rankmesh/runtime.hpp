@@ -34,8 +34,9 @@ struct RuntimeOptions {
   int scheduler_threads = 0;
   // How long a waiting rank spins before it parks; at most one spinner per core.
   std::chrono::microseconds spin{50};
-  // Fresh tensors for received data come from here; default: zeroed aligned host memory.
-  std::function<Tensor(const Shape&, DType)> allocator;
+  // Fresh tensors for received data come from here; default: a process-wide pool of recycled
+  // host blocks (huge pages for large ones).
+  Allocator allocator;
   // Non-host devices whose tensors ranks may send or receive (the host is always known). Each
   // must outlive the runtime.
   std::vector<DeviceBackend*> backends;

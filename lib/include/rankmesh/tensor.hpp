@@ -92,6 +92,10 @@ private:
   std::shared_ptr<Event> ready_;
 };
 
+// Where fresh tensors come from (received data, copies for peers): host memory of exactly that
+// shape and dtype.
+using Allocator = std::function<Tensor(const Shape&, DType)>;
+
 // Same shape, dtype, device and bytes (host memory only).
 bool equal(const Tensor& a, const Tensor& b);
 
