@@ -413,6 +413,7 @@ TEST_CASE("shm: malformed control data closes the channel with a message saying 
                  Case{"bad magic", "no frame at byte 0"},
                  Case{"tail beyond the ring", "beyond the ring"},
                  Case{"metadata beyond the limit", "metadata bytes, beyond the limit"},
+                 Case{"body unlike its descriptors", "claims a body of 12345 bytes"},
                  Case{"head beyond tail", "beyond the"}}) {
     CAPTURE(c.what);
     std::vector<std::string> logged;
@@ -444,6 +445,9 @@ TEST_CASE("shm: malformed control data closes the channel with a message saying 
       std::memset(record, 0xab, 4);
     } else if (name == "tail beyond the ring") {
       __atomic_store_n(tail, std::uint64_t{1} << 40, __ATOMIC_SEQ_CST);
+    } else if (name == "body unlike its descriptors") {
+      const std::uint64_t body = 12345;
+      std::memcpy(record + 40, &body, 8);
     } else if (name == "metadata beyond the limit") {
       const std::uint32_t metadata = 1u << 30;
       std::memcpy(record + 36, &metadata, 4);
@@ -482,6 +486,26 @@ TEST_CASE("shm: malformed control data closes the channel with a message saying 
     munmap(segment, total);
   }
   CHECK(shm_leftovers({getpid()}).empty());
+}
+
+TEST_CASE("shm: a sender that goes away withdraws what it lent; the receiver never reads it") {
+  ShmOptions options;
+  options.inline_threshold = 1024;
+  auto created = ShmChannel::create(options);
+  auto sender = ShmChannel::open(created.name, options);
+  REQUIRE(created.channel->wait_peer(deadline_after(5s)));
+  REQUIRE(sender->wait_peer(deadline_after(5s)));
+  Frame f;
+  f.metadata = {1};
+  sender->send(f, deadline_after(1s));
+  f.tensors.push_back(patterned({1 << 20}, DType::u8, 0, 0));  // lent, not copied
+  sender->send(f, deadline_after(1s));
+  sender.reset();  // closes, withdraws, frees the tensor
+  Frame got;
+  REQUIRE(created.channel->recv(got, deadline_after(1s)));  // the inline frame still arrives
+  CHECK(got.metadata == std::vector<std::uint8_t>{1});
+  CHECK_THROWS_WITH_AS(created.channel->recv(got, deadline_after(1s)),
+                       doctest::Contains("closed the channel"), ChannelClosed);
 }
 
 TEST_CASE("shm: open refuses what is not a channel, and a name already taken") {

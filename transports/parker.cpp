@@ -4,6 +4,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <ctime>
 #include <thread>
@@ -18,8 +19,9 @@ std::atomic<int> g_spinners{0};
 int max_spinners() noexcept {
   int configured = g_max_spinners.load(std::memory_order_relaxed);
   if (configured > 0) return configured;
-  unsigned cores = std::thread::hardware_concurrency();
-  return cores == 0 ? 1 : static_cast<int>(cores);
+  // hardware_concurrency() reads /sys on every call: ask once.
+  static const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  return cores;
 }
 
 }  // namespace

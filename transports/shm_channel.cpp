@@ -213,7 +213,7 @@ std::unique_ptr<ShmChannel> ShmChannel::open(const std::string& name, ShmOptions
     problem = "has version " + std::to_string(control->version) + ", this build speaks " +
               std::to_string(kControlVersion);
   else if (control->control_bytes != Layout::kControlBytes || !std::has_single_bit(ring) ||
-           ring + Layout::kControlBytes != total)
+           ring + Layout::kControlBytes != total || control->receiver_pid <= 0)
     problem = "has an inconsistent layout";
   else if (std::uint32_t free = 0;
            !at(control->attach_claim).compare_exchange_strong(free, 1))
@@ -467,6 +467,7 @@ void ShmChannel::withdraw_lent() noexcept {
 // ---- the ring -----------------------------------------------------------------------------
 
 void ShmChannel::write_ring(std::uint64_t pos, const void* src, std::size_t n) noexcept {
+  if (n == 0) return;
   const std::size_t offset = static_cast<std::size_t>(pos & (ring_bytes_ - 1));
   const std::size_t first = std::min(n, ring_bytes_ - offset);
   std::memcpy(ring_ + offset, src, first);
@@ -474,6 +475,7 @@ void ShmChannel::write_ring(std::uint64_t pos, const void* src, std::size_t n) n
 }
 
 void ShmChannel::read_ring(std::uint64_t pos, void* dst, std::size_t n) const noexcept {
+  if (n == 0) return;
   const std::size_t offset = static_cast<std::size_t>(pos & (ring_bytes_ - 1));
   const std::size_t first = std::min(n, ring_bytes_ - offset);
   std::memcpy(dst, ring_ + offset, first);
@@ -868,10 +870,10 @@ bool ShmChannel::start_frame(Deadline deadline) {
     } catch (const std::exception&) {
       fail(which() + " has an impossible shape");
     }
-    payload += nbytes;
-    if (payload > options_.max_payload_bytes)
+    if (nbytes > options_.max_payload_bytes - payload)
       fail("frame " + std::to_string(seq) + " carries more than " +
            std::to_string(options_.max_payload_bytes) + " payload bytes");
+    payload += nbytes;
     in.by_reference[i] = d[3] == 1;
     described += d[3] == 1 ? Layout::kReferenceBytes : nbytes;
     shapes.emplace_back(shape, *dtype);

@@ -1,4 +1,4 @@
-// rankmesh: the command-line tool. Subcommands: layout, launch.
+// rankmesh: the command-line tool. Subcommands: layout, launch, bench.
 #include <cstdio>
 #include <string>
 #include <system_error>
@@ -14,7 +14,8 @@ constexpr const char* kUsage =
     "usage: rankmesh <command> [options]\n"
     "commands:\n"
     "  layout   print the parallel groups of a configuration (rankmesh layout --help)\n"
-    "  launch   run a program once per rank with torchrun's variables (rankmesh launch --help)\n";
+    "  launch   run a program once per rank with torchrun's variables (rankmesh launch --help)\n"
+    "  bench    measure the transports and collectives, JSON out (rankmesh bench --help)\n";
 
 }  // namespace
 
@@ -29,6 +30,7 @@ int main(int argc, char** argv) {
   try {
     if (command == "layout") return rankmesh::tool::layout_command(args);
     if (command == "launch") return rankmesh::tool::launch_command(args);
+    if (command == "bench") return rankmesh::tool::bench_command(args);
     throw rankmesh::tool::UsageError("unknown command '" + command + "' (try rankmesh --help)");
   } catch (const rankmesh::tool::UsageError& e) {
     std::fprintf(stderr, "rankmesh %s: %s\n", command.c_str(), e.what());

@@ -1,0 +1,318 @@
+// `rankmesh bench`: measures the patterns of bench.hpp on every transport and prints one JSON
+// object per measurement. inproc worlds run inside this process; shm and tcp worlds are this
+// same binary started by `rankmesh launch` as `rankmesh bench --worker FILE`, with
+// RANKMESH_TRANSPORT forced, rank 0 writing its measurements to FILE.
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "arguments.hpp"
+#include "bench.hpp"
+#include "commands.hpp"
+#include "rankmesh/error.hpp"
+#include "rankmesh/runtime.hpp"
+
+extern char** environ;
+
+namespace rankmesh::tool {
+namespace {
+
+constexpr const char* kHelp =
+    "usage: rankmesh bench [--quick] [--json FILE] [--only NAMES] [--transport LIST]\n"
+    "                      [--timeout-s S]\n"
+    "Measures rankmesh on inproc (ranks in this process), shm and tcp (ranks in processes started\n"
+    "by rankmesh launch, RANKMESH_TRANSPORT forced) and prints one JSON object per measurement:\n"
+    "name, library, transport, ranks, size (bytes), median, min, max, unit, iterations.\n"
+    "  --quick        tiny sizes and few iterations (proves every benchmark runs)\n"
+    "  --json FILE    write the JSON lines to FILE and a readable line per measurement to stdout\n"
+    "  --only NAMES   comma-separated patterns or the issue's letters:\n"
+    "                 dict_roundtrip (a), dict_one_way (b), send_allgather (c), all_gather and\n"
+    "                 all_reduce (d), broadcast_object (e), p2p_latency (f), p2p_donated\n"
+    "  --transport L  comma-separated subset of inproc,shm,tcp (default: all three)\n"
+    "  --timeout-s S  bound on each world's run (default 600, 120 with --quick)\n";
+
+const std::map<std::string, std::vector<std::string>> kLetters = {
+    {"a", {"dict_roundtrip"}}, {"b", {"dict_one_way"}},     {"c", {"send_allgather"}},
+    {"d", {"all_gather", "all_reduce"}}, {"e", {"broadcast_object"}}, {"f", {"p2p_latency"}},
+};
+const std::set<std::string> kPatterns = {"dict_roundtrip", "dict_one_way", "send_allgather",
+                                         "all_gather",     "all_reduce",   "broadcast_object",
+                                         "p2p_latency",    "p2p_donated"};
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> items;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');)
+    if (!item.empty()) items.push_back(item);
+  return items;
+}
+
+std::string join_list(const std::set<std::string>& items) {
+  std::string text;
+  for (const auto& item : items) text += (text.empty() ? "" : ",") + item;
+  return text;
+}
+
+std::set<std::string> parse_only(const std::optional<std::string>& text) {
+  std::set<std::string> only;
+  if (!text) return only;
+  for (const std::string& item : split_list(*text)) {
+    if (auto it = kLetters.find(item); it != kLetters.end()) {
+      only.insert(it->second.begin(), it->second.end());
+    } else if (kPatterns.count(item)) {
+      only.insert(item);
+    } else {
+      throw UsageError("--only: unknown benchmark '" + item + "' (see rankmesh bench --help)");
+    }
+  }
+  if (only.empty()) throw UsageError("--only needs at least one benchmark");
+  return only;
+}
+
+std::string self_path() {
+  char path[4096];
+  const ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+  if (n <= 0) throw std::system_error(errno, std::generic_category(), "readlink /proc/self/exe");
+  return std::string(path, static_cast<std::size_t>(n));
+}
+
+bool placed_by_launcher() {
+  for (const char* name : {"RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID"})
+    if (const char* value = std::getenv(name); value && *value) return true;
+  return false;
+}
+
+void log_line(const std::string& line) {
+  static std::mutex mutex;
+  std::lock_guard lock(mutex);
+  std::fprintf(stderr, "%s\n", line.c_str());
+}
+
+// A world of `ranks` inside this process; the measurements of rank 0. `timeout` aborts it.
+std::vector<bench::Measurement> run_inproc(int ranks, const bench::Settings& settings,
+                                           std::chrono::seconds timeout, std::string& error) {
+  RuntimeOptions options;
+  options.world_size = ranks;
+  options.log = log_line;
+  Runtime runtime(options);
+  std::vector<bench::Measurement> results;
+  std::vector<std::string> errors(static_cast<std::size_t>(ranks));
+  std::mutex mutex;
+  std::condition_variable finished;
+  bool done = false;
+  std::thread watchdog([&] {
+    std::unique_lock lock(mutex);
+    if (!finished.wait_for(lock, timeout, [&] { return done; }))
+      runtime.abort("the benchmark ran longer than " + std::to_string(timeout.count()) + " s");
+  });
+  std::vector<std::thread> threads;
+  for (int r : runtime.local_ranks())
+    threads.emplace_back([&, r] {
+      try {
+        auto got = bench::run_patterns(runtime.rank(r), settings);
+        if (r == 0) results = std::move(got);
+      } catch (const std::exception& e) {
+        errors[static_cast<std::size_t>(r)] = e.what();
+        runtime.abort(std::string("rank ") + std::to_string(r) + " failed: " + e.what());
+      }
+    });
+  for (auto& t : threads) t.join();
+  {
+    std::lock_guard lock(mutex);
+    done = true;
+  }
+  finished.notify_all();
+  watchdog.join();
+  for (int r = 0; r < ranks && error.empty(); ++r)
+    if (!errors[static_cast<std::size_t>(r)].empty())
+      error = "rank " + std::to_string(r) + ": " + errors[static_cast<std::size_t>(r)];
+  return results;
+}
+
+// A world of `ranks` processes under `rankmesh launch`; the JSON lines rank 0 wrote.
+std::vector<std::string> run_launched(int ranks, const bench::Settings& settings,
+                                      std::chrono::seconds timeout, std::string& error) {
+  char out_path[] = "/tmp/rankmesh-bench-XXXXXX";
+  const int fd = mkstemp(out_path);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "mkstemp");
+  close(fd);
+  const std::string self = self_path();
+  std::vector<std::string> args = {self, "launch", "--nproc-per-node", std::to_string(ranks),
+                                   "--timeout-s", std::to_string(timeout.count()), "--",
+                                   self, "bench", "--worker", out_path};
+  if (settings.quick) args.push_back("--quick");
+  if (!settings.only.empty()) {
+    args.push_back("--only");
+    args.push_back(join_list(settings.only));
+  }
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e)
+    if (std::strncmp(*e, "RANKMESH_TRANSPORT=", 19) != 0) env.emplace_back(*e);
+  env.push_back("RANKMESH_TRANSPORT=" + settings.transport);
+  std::vector<char*> argv, envp;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) throw std::system_error(errno, std::generic_category(), "fork");
+  if (pid == 0) {
+    dup2(2, 1);  // the ranks' own output goes to stderr; stdout carries measurements only
+    execve(argv[0], argv.data(), envp.data());
+    _exit(127);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  std::vector<std::string> lines;
+  std::ifstream in(out_path);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) lines.push_back(line);
+  unlink(out_path);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    error = "rankmesh launch exited with status " +
+            std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+  return lines;
+}
+
+// One process's rank of a launched world (`rankmesh bench --worker FILE`).
+int worker(const std::string& out_path, const bench::Settings& given) {
+  bench::Settings settings = given;
+  const char* transport = std::getenv("RANKMESH_TRANSPORT");
+  settings.transport = transport && *transport ? transport : "auto";
+  RuntimeOptions options;
+  options.log = log_line;
+  Runtime runtime(options);
+  const int rank = runtime.local_ranks().front();
+  try {
+    auto results = bench::run_patterns(runtime.rank(rank), settings);
+    if (rank == 0) {
+      std::ofstream out(out_path);
+      for (const auto& m : results) out << bench::to_json(m) << '\n';
+      if (!out.flush()) throw std::runtime_error("cannot write " + out_path);
+    }
+  } catch (const std::exception& e) {
+    log_line("rank " + std::to_string(rank) + ": " + e.what());
+    runtime.abort(e.what());
+    return 1;
+  }
+  return 0;
+}
+
+std::string readable(const bench::Measurement& m) {
+  char line[256];
+  std::snprintf(line, sizeof line, "%-22s %-6s %d ranks %10lld B  median %10.4g %-4s (min %.4g, max %.4g) x%lld",
+                m.name.c_str(), m.transport.c_str(), m.ranks, static_cast<long long>(m.size),
+                m.median, m.unit.c_str(), m.min, m.max, static_cast<long long>(m.iterations));
+  return line;
+}
+
+// Reads back a line of bench::to_json (our own format, one flat object).
+bench::Measurement from_json(const std::string& line) {
+  auto field = [&](const std::string& key) {
+    const std::string tag = "\"" + key + "\": ";
+    const auto at = line.find(tag);
+    if (at == std::string::npos) return std::string();
+    auto begin = at + tag.size();
+    auto end = line.find_first_of(",}", begin);
+    std::string value = line.substr(begin, end - begin);
+    if (value.size() >= 2 && value.front() == '"') value = value.substr(1, value.size() - 2);
+    return value;
+  };
+  bench::Measurement m;
+  m.name = field("name");
+  m.transport = field("transport");
+  m.ranks = std::atoi(field("ranks").c_str());
+  m.size = std::atoll(field("size").c_str());
+  m.median = std::atof(field("median").c_str());
+  m.min = std::atof(field("min").c_str());
+  m.max = std::atof(field("max").c_str());
+  m.unit = field("unit");
+  m.iterations = std::atoll(field("iterations").c_str());
+  return m;
+}
+
+}  // namespace
+
+int bench_command(const std::vector<std::string>& argv) {
+  if (!argv.empty() && (argv[0] == "--help" || argv[0] == "-h")) {
+    std::fputs(kHelp, stdout);
+    return 0;
+  }
+  Arguments args(argv, {"--json", "--only", "--transport", "--timeout-s", "--worker"}, {"--quick"});
+  bench::Settings settings;
+  settings.quick = args.has("--quick");
+  settings.only = parse_only(args.text("--only"));
+  if (auto out = args.text("--worker")) return worker(*out, settings);
+
+  if (placed_by_launcher())
+    throw UsageError("runs without a launcher: it starts its own worlds (unset RANK, "
+                     "OMPI_COMM_WORLD_RANK, SLURM_PROCID)");
+  std::vector<std::string> transports = {"inproc", "shm", "tcp"};
+  if (auto list = args.text("--transport")) {
+    transports = split_list(*list);
+    for (const auto& t : transports)
+      if (t != "inproc" && t != "shm" && t != "tcp")
+        throw UsageError("--transport: '" + t + "' is none of inproc, shm, tcp");
+    if (transports.empty()) throw UsageError("--transport needs at least one transport");
+  }
+  const int seconds = args.positive("--timeout-s").value_or(settings.quick ? 120 : 600);
+  const auto timeout = std::chrono::duration_cast<std::chrono::seconds>(
+      scaled_timeout(std::chrono::seconds(seconds)));
+
+  std::FILE* json = stdout;
+  std::FILE* file = nullptr;
+  if (auto path = args.text("--json")) {
+    file = std::fopen(path->c_str(), "w");
+    if (!file) throw std::system_error(errno, std::generic_category(), "cannot write " + *path);
+    json = file;
+  }
+  int failures = 0;
+  for (const std::string& transport : transports) {
+    for (int ranks : {2, 4}) {
+      settings.transport = transport;
+      if (bench::patterns_for(ranks, settings).empty()) continue;
+      std::fprintf(stderr, "rankmesh bench: %s, %d ranks%s\n", transport.c_str(), ranks,
+                   settings.quick ? " (quick)" : "");
+      std::string error;
+      std::vector<std::string> lines;
+      if (transport == "inproc") {
+        for (const auto& m : run_inproc(ranks, settings, timeout, error))
+          lines.push_back(bench::to_json(m));
+      } else {
+        lines = run_launched(ranks, settings, timeout, error);
+      }
+      for (const auto& line : lines) {
+        std::fprintf(json, "%s\n", line.c_str());
+        if (file) std::printf("%s\n", readable(from_json(line)).c_str());
+      }
+      std::fflush(json);
+      std::fflush(stdout);
+      if (!error.empty()) {
+        std::fprintf(stderr, "rankmesh bench: %s, %d ranks failed: %s\n", transport.c_str(), ranks,
+                     error.c_str());
+        ++failures;
+      }
+    }
+  }
+  if (file) std::fclose(file);
+  return failures ? 1 : 0;
+}
+
+}  // namespace rankmesh::tool

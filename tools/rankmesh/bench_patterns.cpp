@@ -1,0 +1,365 @@
+// The patterns `rankmesh bench` measures, each run by every rank of the world and checked.
+//
+// How a time is taken (bench/mpi_bench.cpp does the same):
+// - point-to-point patterns (a round trip, a dict one way until its acknowledgement returns)
+//   are timed on the sending rank, whose clock spans the whole exchange;
+// - collective patterns start each iteration with a world barrier (not timed) and take, per
+//   iteration, the slowest rank's time.
+// Each measurement runs a few untimed iterations first, then as many as fit its time budget at
+// the slowest rank's warm-up pace, within fixed bounds, so every benchmark ends by itself.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <utility>
+
+#include "bench.hpp"
+#include "rankmesh/error.hpp"
+#include "rankmesh/parallel_state.hpp"
+
+namespace rankmesh::tool::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr std::int64_t KiB = 1024;
+constexpr std::int64_t MiB = 1024 * KiB;
+
+double since_ns(Clock::time_point start) {
+  return std::chrono::duration<double, std::nano>(Clock::now() - start).count();
+}
+
+// `warmup` untimed iterations, then as many as fit `budget_s` at the warm-up's pace (the slowest
+// rank's), but at least `min_iters` and at most `max_iters`.
+struct Plan {
+  int warmup;
+  int min_iters;
+  int max_iters;
+  double budget_s;
+};
+
+Plan sized(const Settings& s, Plan full) {
+  if (!s.quick) return full;
+  return Plan{std::min(full.warmup, 2), std::min(full.min_iters, 3), std::min(full.max_iters, 20),
+              0.02};
+}
+
+enum class Unit { us, ms, gbps };
+
+void expect(bool ok, const std::string& pattern, const std::string& what) {
+  if (!ok) throw Error(Errc::mismatch, "bench " + pattern + ": " + what);
+}
+
+Tensor f64_tensor(const std::vector<double>& values) {
+  Tensor t = Tensor::empty(Shape{static_cast<std::int64_t>(values.size())}, DType::f64);
+  if (!values.empty()) std::memcpy(t.data(), values.data(), values.size() * sizeof(double));
+  return t;
+}
+
+// Runs `body(i)`, which returns the nanoseconds it timed, the same number of times on every
+// rank. `sync`: a world barrier before each iteration. Returns this rank's timed samples.
+template <class Body>
+std::vector<double> timed(GroupCoordinator& world, const Plan& plan, bool sync, Body&& body) {
+  int i = 0;
+  const auto start = Clock::now();
+  for (; i < plan.warmup; ++i) {
+    if (sync) world.barrier();
+    body(i);
+  }
+  const double pace = plan.warmup > 0 ? since_ns(start) / plan.warmup : 0.0;
+  const double slowest = world.all_reduce(f64_tensor({pace}), ReduceOp::max).data_as<double>()[0];
+  int n = plan.max_iters;
+  if (slowest > 0) n = static_cast<int>(std::min<double>(plan.max_iters, plan.budget_s * 1e9 / slowest));
+  n = std::clamp(n, plan.min_iters, plan.max_iters);
+  std::vector<double> samples(static_cast<std::size_t>(n));
+  for (int k = 0; k < n; ++k, ++i) {
+    if (sync) world.barrier();
+    samples[static_cast<std::size_t>(k)] = body(i);
+  }
+  return samples;
+}
+
+// Per iteration, the slowest rank's time.
+std::vector<double> slowest_of(GroupCoordinator& world, const std::vector<double>& mine) {
+  Tensor all = world.all_reduce(f64_tensor(mine), ReduceOp::max);
+  const double* p = all.data_as<double>();
+  return std::vector<double>(p, p + mine.size());
+}
+
+Measurement summarize(const Settings& s, const std::string& name, int ranks, std::int64_t size,
+                      std::vector<double> ns, Unit unit) {
+  std::sort(ns.begin(), ns.end());
+  const std::size_t n = ns.size();
+  const double median = n % 2 ? ns[n / 2] : (ns[n / 2 - 1] + ns[n / 2]) / 2;
+  Measurement m{name, s.transport, ranks, size, 0, 0, 0, "", static_cast<std::int64_t>(n)};
+  if (unit == Unit::gbps) {  // bytes per nanosecond are GB/s (1e9 bytes)
+    const auto bytes = static_cast<double>(size);
+    m.median = bytes / median;
+    m.min = bytes / ns.back();
+    m.max = bytes / ns.front();
+    m.unit = "GB/s";
+  } else {
+    const double per = unit == Unit::us ? 1e3 : 1e6;
+    m.median = median / per;
+    m.min = ns.front() / per;
+    m.max = ns.back() / per;
+    m.unit = unit == Unit::us ? "us" : "ms";
+  }
+  return m;
+}
+
+// A float32 tensor of `bytes` bytes (a multiple of 4) with values from `seed`.
+Tensor filled(std::int64_t bytes, float seed) {
+  Tensor t = Tensor::empty(Shape{bytes / 4}, DType::f32);
+  float* p = t.data_as<float>();
+  for (std::int64_t i = 0; i < bytes / 4; ++i) p[i] = seed + static_cast<float>(i % 1021);
+  return t;
+}
+
+// The iteration number in the first and the last four bytes: a receiver that sees it got this
+// iteration's bytes, not an earlier buffer's.
+void stamp(const Tensor& t, std::int32_t i) {
+  auto* bytes = static_cast<unsigned char*>(t.data());
+  std::memcpy(bytes, &i, 4);
+  std::memcpy(bytes + t.nbytes() - 4, &i, 4);
+}
+
+bool has_stamp(const Tensor& t, std::int32_t i) {
+  const auto* bytes = static_cast<const unsigned char*>(t.data());
+  std::int32_t first = 0, last = 0;
+  std::memcpy(&first, bytes, 4);
+  std::memcpy(&last, bytes + t.nbytes() - 4, 4);
+  return first == i && last == i;
+}
+
+const Tensor& tensor_at(const TensorDict& d, const char* key) { return d.at(key).as<Tensor>(); }
+
+// (a) metadata + 4 tensors of 64 float32 + 2 scalars to rank 1 and back. Rank 1 returns what it
+// got (donated: it is done with it).
+Measurement dict_roundtrip(ParallelState& s, const Settings& settings) {
+  GroupCoordinator& w = s.world();
+  const char* name = "dict_roundtrip";
+  TensorDict dict{{"input_ids", filled(256, 1)}, {"positions", filled(256, 2)},
+                  {"hidden_states", filled(256, 3)}, {"residual", filled(256, 4)},
+                  {"step", 0}, {"temperature", 0.7}};
+  const Plan plan = sized(settings, {1000, 10000, 50000, 1.0});
+  std::vector<double> ns = timed(w, plan, false, [&](int i) {
+    if (w.rank_in_group() == 0) {
+      dict.set("step", i);
+      const auto start = Clock::now();
+      w.send_tensor_dict(dict, 1);
+      TensorDict back = w.recv_tensor_dict(1);
+      const double took = since_ns(start);
+      expect(back == dict, name, "the dict that came back differs from the one sent");
+      return took;
+    }
+    const auto start = Clock::now();
+    TensorDict got = w.recv_tensor_dict(0);
+    w.send_tensor_dict(std::move(got), 0);
+    return since_ns(start);
+  });
+  return summarize(settings, name, 2, 4 * 256, std::move(ns), Unit::us);
+}
+
+// (b), (f) and the donation check: a dict of one tensor from rank 0 to rank 1, which checks it
+// and acknowledges with a small object; timed on rank 0 until the acknowledgement is back.
+Measurement one_way(ParallelState& s, const Settings& settings, const std::string& name,
+                    std::int64_t bytes, bool donate, Unit unit) {
+  GroupCoordinator& w = s.world();
+  const bool large = bytes >= MiB;
+  const Plan plan = sized(settings, large ? Plan{3, 10, 200, 1.0} : Plan{200, 1000, 20000, 0.3});
+  TensorDict dict{{"hidden_states", filled(bytes, 5)}};
+  TensorDict last;
+  std::vector<double> ns = timed(w, plan, false, [&](int i) {
+    if (w.rank_in_group() == 0) {
+      stamp(tensor_at(dict, "hidden_states"), i);
+      const auto start = Clock::now();
+      if (donate) {
+        TensorDict given = dict;  // shares the tensor: the receiver may keep its memory
+        w.send_tensor_dict(std::move(given), 1);
+      } else {
+        w.send_tensor_dict(dict, 1);
+      }
+      const Value ack = w.recv_object(1);
+      const double took = since_ns(start);
+      expect(ack == Value(i), name, "acknowledgement " + std::to_string(i) + " did not come back");
+      return took;
+    }
+    const auto start = Clock::now();
+    TensorDict got = w.recv_tensor_dict(0);
+    expect(has_stamp(tensor_at(got, "hidden_states"), i), name,
+           "iteration " + std::to_string(i) + " received stale bytes");
+    w.send_object(Value(i), 0);
+    const double took = since_ns(start);
+    last = std::move(got);
+    return took;
+  });
+  if (w.rank_in_group() == 1) {
+    TensorDict expected{{"hidden_states", filled(bytes, 5)}};
+    stamp(tensor_at(expected, "hidden_states"), plan.warmup + static_cast<int>(ns.size()) - 1);
+    expect(last == expected, name, "the last " + std::to_string(bytes) + " bytes received differ");
+  }
+  return summarize(settings, name, 2, bytes, std::move(ns), unit);
+}
+
+// (d) all_gather and all_reduce of `bytes` float32 per rank over the world.
+Measurement collective(ParallelState& s, const Settings& settings, const std::string& name) {
+  GroupCoordinator& w = s.world();
+  const int n = w.world_size();
+  const int r = w.rank_in_group();
+  const std::int64_t bytes = settings.quick ? 64 * KiB : 16 * MiB;
+  const std::int64_t count = bytes / 4;
+  Tensor input = Tensor::empty(Shape{count}, DType::f32);
+  for (std::int64_t k = 0; k < count; ++k)
+    input.data_as<float>()[k] = static_cast<float>(r + 1) * static_cast<float>(1 + (k & 7));
+  const bool gather = name == "all_gather";
+  // What element k of the result must be (sum: 1 + .. + n ranks' values; gather: rank k/count's).
+  auto expected = [&](std::int64_t k) {
+    if (gather) return static_cast<float>(k / count + 1) * static_cast<float>(1 + ((k % count) & 7));
+    return static_cast<float>(n * (n + 1) / 2) * static_cast<float>(1 + (k & 7));
+  };
+  const std::int64_t out_count = gather ? count * n : count;
+  Tensor out;
+  const Plan plan = sized(settings, {3, 10, 200, 1.5});
+  std::vector<double> ns = timed(w, plan, true, [&](int) {
+    const auto start = Clock::now();
+    out = gather ? w.all_gather(input, 0) : w.all_reduce(input);
+    const double took = since_ns(start);
+    const float* p = out.data_as<float>();
+    expect(out.numel() == out_count && p[0] == expected(0) && p[out_count - 1] == expected(out_count - 1),
+           name, "wrong result");
+    return took;
+  });
+  for (std::int64_t k = 0; k < out_count; ++k)
+    expect(out.data_as<float>()[k] == expected(k), name, "wrong element " + std::to_string(k));
+  return summarize(settings, name, n, bytes, slowest_of(w, ns), Unit::ms);
+}
+
+// (c) tp 2 x pp 2: both first-stage ranks hold the same tensor and send it to their next-stage
+// peer, as slices that the receivers all-gather over TP, or whole; each receiver acknowledges.
+std::vector<Measurement> send_allgather(ParallelState& s, const Settings& settings) {
+  s.initialize_model_parallel(2, 2);
+  GroupCoordinator& pp = s.pp();
+  GroupCoordinator& tp = s.tp();
+  const std::int64_t bytes = settings.quick ? 64 * KiB : 64 * MiB;
+  const bool sender = pp.rank_in_group() == 0;
+  TensorDict dict{{"hidden_states", filled(bytes, 9)}};
+  const std::pair<const char*, AllGatherTensors> variants[] = {
+      {"send_allgather_auto", {}},  // the runtime's choice: the per-key map left empty
+      {"send_allgather_sliced", {{"hidden_states", true}}},
+      {"send_allgather_whole", {{"hidden_states", false}}},
+  };
+  std::vector<Measurement> out;
+  for (const auto& [name, keys] : variants) {
+    const Plan plan = sized(settings, {2, 5, 100, 1.5});
+    TensorDict last;
+    std::vector<double> ns = timed(s.world(), plan, true, [&](int i) {
+      if (sender) {
+        stamp(tensor_at(dict, "hidden_states"), i);
+        const auto start = Clock::now();
+        pp.send_tensor_dict(dict, 1, &tp, keys);
+        const Value ack = pp.recv_object(1);
+        const double took = since_ns(start);
+        expect(ack == Value(i), name, "acknowledgement " + std::to_string(i) + " did not come back");
+        return took;
+      }
+      const auto start = Clock::now();
+      TensorDict got = pp.recv_tensor_dict(0, &tp, keys);
+      expect(has_stamp(tensor_at(got, "hidden_states"), i), name,
+             "iteration " + std::to_string(i) + " received stale bytes");
+      pp.send_object(Value(i), 0);
+      const double took = since_ns(start);
+      last = std::move(got);
+      return took;
+    });
+    if (!sender) {
+      TensorDict expected{{"hidden_states", filled(bytes, 9)}};
+      stamp(tensor_at(expected, "hidden_states"), plan.warmup + static_cast<int>(ns.size()) - 1);
+      expect(last == expected, name, "the tensor gathered last differs from the one sent");
+    }
+    out.push_back(summarize(settings, name, 4, bytes, slowest_of(s.world(), ns), Unit::ms));
+  }
+  s.destroy_model_parallel();
+  return out;
+}
+
+// (e) a 1 KiB object from rank 0 to every rank.
+Measurement broadcast_object(ParallelState& s, const Settings& settings) {
+  GroupCoordinator& w = s.world();
+  const char* name = "broadcast_object";
+  Bytes payload(1024);
+  for (std::size_t k = 0; k < payload.size(); ++k) payload[k] = static_cast<std::uint8_t>(k * 7);
+  const Plan plan = sized(settings, {100, 1000, 10000, 1.0});
+  std::vector<double> ns = timed(w, plan, true, [&](int i) {
+    Value object;
+    if (w.rank_in_group() == 0) {
+      std::memcpy(payload.data(), &i, 4);
+      object = Value(payload);
+    }
+    const auto start = Clock::now();
+    Value got = w.broadcast_object(object, 0);
+    const double took = since_ns(start);
+    std::memcpy(payload.data(), &i, 4);
+    expect(got.is<Bytes>() && got.as<Bytes>() == payload, name, "wrong object");
+    return took;
+  });
+  return summarize(settings, name, w.world_size(), 1024, slowest_of(w, ns), Unit::us);
+}
+
+}  // namespace
+
+std::string to_json(const Measurement& m) {
+  char numbers[256];
+  std::snprintf(numbers, sizeof numbers,
+                "\"size\": %lld, \"median\": %.6g, \"min\": %.6g, \"max\": %.6g, ",
+                static_cast<long long>(m.size), m.median, m.min, m.max);
+  return "{\"name\": \"" + m.name + "\", \"library\": \"rankmesh\", \"transport\": \"" +
+         m.transport + "\", \"ranks\": " + std::to_string(m.ranks) + ", " + numbers +
+         "\"unit\": \"" + m.unit + "\", \"iterations\": " + std::to_string(m.iterations) + "}";
+}
+
+std::vector<std::string> patterns_for(int ranks, const Settings& settings) {
+  std::vector<std::string> all;
+  if (ranks == 2) {
+    all = {"dict_roundtrip", "dict_one_way", "all_gather", "all_reduce", "p2p_latency"};
+    if (settings.transport == "inproc") all.push_back("p2p_donated");
+  } else if (ranks == 4) {
+    all = {"send_allgather", "all_gather", "all_reduce", "broadcast_object"};
+  }
+  std::vector<std::string> chosen;
+  for (const auto& p : all)
+    if (settings.selected(p)) chosen.push_back(p);
+  return chosen;
+}
+
+std::vector<Measurement> run_patterns(ParallelState& s, const Settings& settings) {
+  std::vector<Measurement> out;
+  auto add = [&](Measurement m) { out.push_back(std::move(m)); };
+  const std::int64_t big = settings.quick ? 64 * KiB : 64 * MiB;
+  for (const std::string& p : patterns_for(s.world_size(), settings)) {
+    if (p == "dict_roundtrip") add(dict_roundtrip(s, settings));
+    if (p == "dict_one_way") {
+      add(one_way(s, settings, "dict_one_way", big, false, Unit::gbps));
+      add(one_way(s, settings, "dict_one_way_donated", big, true, Unit::gbps));
+    }
+    if (p == "all_gather" || p == "all_reduce") add(collective(s, settings, p));
+    if (p == "p2p_latency" || p == "p2p_donated") {
+      std::vector<std::int64_t> sizes;
+      if (settings.quick) {
+        sizes = {8, 4 * KiB, 64 * KiB};
+      } else if (p == "p2p_donated") {
+        sizes = {64, 64 * MiB};
+      } else {
+        for (std::int64_t b = 8; b < 64 * MiB; b *= 8) sizes.push_back(b);
+        sizes.push_back(64 * MiB);
+      }
+      for (std::int64_t b : sizes) add(one_way(s, settings, p, b, p == "p2p_donated", Unit::us));
+    }
+    if (p == "send_allgather")
+      for (Measurement& m : send_allgather(s, settings)) add(std::move(m));
+    if (p == "broadcast_object") add(broadcast_object(s, settings));
+  }
+  if (s.rank() != 0) out.clear();
+  return out;
+}
+
+}  // namespace rankmesh::tool::bench
