@@ -117,8 +117,9 @@ bool same(const Dict& a, const Dict& b) {
 
 template <class T>
 void put(std::vector<unsigned char>& out, const T& v) {
-  const auto* p = reinterpret_cast<const unsigned char*>(&v);
-  out.insert(out.end(), p, p + sizeof v);
+  const std::size_t at = out.size();
+  out.resize(at + sizeof v);
+  std::memcpy(out.data() + at, &v, sizeof v);
 }
 
 template <class T>
@@ -135,7 +136,9 @@ std::vector<unsigned char> encode(const Dict& d) {
   for (const Entry& e : d) {
     put(out, static_cast<std::uint8_t>(e.kind));
     put(out, static_cast<std::uint16_t>(e.key.size()));
-    out.insert(out.end(), e.key.begin(), e.key.end());
+    const std::size_t at = out.size();
+    out.resize(at + e.key.size());
+    std::memcpy(out.data() + at, e.key.data(), e.key.size());
     if (e.kind == Kind::tensor) {
       put(out, e.dtype);
       put(out, static_cast<std::uint8_t>(e.shape.size()));

@@ -8,6 +8,7 @@ packages=(
   clang libclang-rt-14-dev   # the libFuzzer configuration
   python3-numpy              # the vLLM layout oracle (run with /usr/bin/python3)
   iproute2 openssl           # the two-namespace test: veth pairs, per-run TLS certificates
+  openmpi-bin libopenmpi-dev # the MPI side of the benchmarks (scripts/bench.sh)
 )
 
 missing=()

@@ -92,7 +92,7 @@ public:
     auto& seq = g_.send_seq_[static_cast<std::size_t>(dst)];
     f.header = FrameHeader{g_.group_id_, static_cast<std::uint32_t>(op), seq, ctx_.rank()};
     note(f, dst, true);
-    ctx_.send(g_.ranks_[static_cast<std::size_t>(dst)], f, deadline_, where());
+    ctx_.send(g_.ranks_[static_cast<std::size_t>(dst)], f, deadline_, describe_);
     ++seq;  // only once sent: a send that failed never reaches the receiver
   }
 
@@ -100,7 +100,7 @@ public:
     auto& next = g_.recv_seq_[static_cast<std::size_t>(src)];
     const std::uint64_t expected = next;
     while (true) {
-      if (!ctx_.recv(g_.ranks_[static_cast<std::size_t>(src)], g_.group_id_, false, f, deadline_)) {
+      if (!ctx_.recv(g_.ranks_[static_cast<std::size_t>(src)], g_.group_id_, false, f, deadline_, describe_)) {
         ++next;  // the message, if it ever comes, belongs to this timed-out receive
         throw ctx_.reported(Error(Errc::timeout, where() + " waited " + ms(g_.timeout_) + " for " +
                                        op_name(static_cast<std::uint32_t>(op)) + " #" +
@@ -122,12 +122,12 @@ public:
   void send_coll(int dst, OpCode op, std::uint64_t seq, Frame& f) {
     f.header = FrameHeader{g_.group_id_, static_cast<std::uint32_t>(op), seq, ctx_.rank()};
     note(f, dst, true);
-    ctx_.send(g_.ranks_[static_cast<std::size_t>(dst)], f, deadline_, where());
+    ctx_.send(g_.ranks_[static_cast<std::size_t>(dst)], f, deadline_, describe_);
   }
 
   void recv_coll(int src, OpCode op, std::uint64_t seq, Frame& f) {
     while (true) {
-      if (!ctx_.recv(g_.ranks_[static_cast<std::size_t>(src)], g_.group_id_, true, f, deadline_))
+      if (!ctx_.recv(g_.ranks_[static_cast<std::size_t>(src)], g_.group_id_, true, f, deadline_, describe_))
         throw ctx_.reported(Error(Errc::timeout, where() + " #" + std::to_string(seq) + " waited " +
                                                      ms(g_.timeout_) + " for " + who(src) +
                                                      ", which did not send its part"));
@@ -505,6 +505,7 @@ private:
   RankContext& ctx_;
   const char* op_;
   Deadline deadline_;
+  RankContext::Describe describe_ = [this] { return where(); };  // small: no allocation
   bool guarded_ = false;
 };
 

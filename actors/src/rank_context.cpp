@@ -26,20 +26,20 @@ void RankContext::connect(std::vector<std::shared_ptr<Channel>> outbound,
   inbound_ = std::move(inbound);
 }
 
-void RankContext::send(int dst, Frame& frame, Deadline deadline, const std::string& what) {
+void RankContext::send(int dst, Frame& frame, Deadline deadline, const Describe& what) {
   try {
     outbound_[static_cast<std::size_t>(dst)]->send(frame, deadline);
   } catch (const ChannelTimeout&) {
-    throw reported(Error(Errc::timeout, what + ": rank " + std::to_string(dst) +
+    throw reported(Error(Errc::timeout, what() + ": rank " + std::to_string(dst) +
                                             " did not take the message before the deadline"));
   } catch (const ChannelClosed& closed) {
-    throw reported(Error(Errc::peer_failed, what + ": channel to rank " + std::to_string(dst) +
+    throw reported(Error(Errc::peer_failed, what() + ": channel to rank " + std::to_string(dst) +
                                                 " is closed: " + closed.what()));
   }
 }
 
 bool RankContext::recv(int src, std::uint32_t group, bool collective, Frame& out,
-                       Deadline deadline) {
+                       Deadline deadline, const Describe& what) {
   auto& stash = stash_[static_cast<std::size_t>(src)];
   for (auto it = stash.begin(); it != stash.end(); ++it) {
     if (it->group == group && it->collective == collective) {
@@ -54,9 +54,9 @@ bool RankContext::recv(int src, std::uint32_t group, bool collective, Frame& out
     try {
       got = channel.recv(out, deadline);
     } catch (const ChannelClosed& closed) {
-      throw reported(Error(Errc::peer_failed, "rank " + std::to_string(rank_) +
-                                                  ": channel from rank " + std::to_string(src) +
-                                                  " is closed: " + closed.what()));
+      throw reported(Error(Errc::peer_failed, what() + ": channel from rank " +
+                                                  std::to_string(src) + " is closed: " +
+                                                  closed.what()));
     }
     if (!got) return false;
     bool frame_collective = is_collective_op(out.header.op);

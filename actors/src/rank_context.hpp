@@ -44,12 +44,15 @@ public:
 
   // Hands a frame to global rank `dst`. Throws Error(timeout) or Error(peer_failed), with
   // `what` saying which operation was sending.
-  void send(int dst, Frame& frame, Deadline deadline, const std::string& what);
+  // `what` is asked only on failure (no string is built per message).
+  using Describe = std::function<std::string()>;
+  void send(int dst, Frame& frame, Deadline deadline, const Describe& what);
 
   // The next frame from global rank `src` for `group` and message class (point-to-point or
   // collective); frames for other groups or classes wait for their own receive. Returns false
   // at the deadline; throws Error(peer_failed) once the channel is closed.
-  bool recv(int src, std::uint32_t group, bool collective, Frame& out, Deadline deadline);
+  bool recv(int src, std::uint32_t group, bool collective, Frame& out, Deadline deadline,
+            const Describe& what);
 
   // The backend of a device; Error(invalid_argument) for a device nobody registered.
   DeviceBackend& backend_for(const Device& device);

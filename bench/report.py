@@ -1,0 +1,339 @@
+"""Compares rankmesh bench with the MPI program: a markdown table of rankmesh/MPI ratios against
+the targets of issue 5, a latency table, and an SVG chart of latency against size.
+
+usage: /usr/bin/python3 bench/report.py RANKMESH_JSON MPI_JSON [--svg FILE] [--markdown FILE]
+                                        [--require rankmesh|mpi ...]
+
+Either file may be missing or empty (rows then show a dash). --require exits 1 unless every
+measurement that library writes is there with a positive median (the CI smoke test).
+Python 3 standard library only.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+
+TRANSPORTS = ["inproc", "shm", "tcp"]
+
+
+def load(path):
+    """{(library, name, transport, ranks, size): measurement} from a JSON-lines file."""
+    found = {}
+    if not path or not os.path.exists(path):
+        return found
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                m = json.loads(line)
+            except json.JSONDecodeError as e:
+                sys.exit(f"report.py: {path}:{n}: not JSON ({e})")
+            found[(m.get("library", "rankmesh"), m["name"], m["transport"], m.get("ranks", 2), m["size"])] = m
+    return found
+
+
+def size_text(b):
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if b >= scale and b % scale == 0:
+            return f"{b // scale} {unit}"
+    return f"{b} B"
+
+
+def value_text(m):
+    if m is None:
+        return "—"
+    v = m["median"]
+    digits = 3 if v < 10 else (1 if v < 1000 else 0)
+    return f"{v:.{digits}f} {m['unit'].replace('us', 'µs')}"
+
+
+class Report:
+    def __init__(self, data):
+        self.data = data
+        self.rows = []  # (measurement, transport, ranks, size, rankmesh, mpi, ratio, target, verdict)
+        self.verdicts = []  # (label, holds, ratio text)
+
+    def get(self, library, name, transport, ranks, size):
+        return self.data.get((library, name, transport, ranks, size))
+
+    def row(self, label, transport, ranks, size, rm, mpi, target=None, higher_is_better=False,
+            mpi_transport=None):
+        ratio = rm["median"] / mpi["median"] if rm and mpi and mpi["median"] > 0 else None
+        verdict = ""
+        if target is not None and ratio is not None:
+            holds = ratio >= target if higher_is_better else ratio <= target
+            verdict = "holds" if holds else "not yet"
+            where = f"{transport}, {ranks} ranks" if label.startswith("(d)") else transport
+            self.verdicts.append((f"{label} {where}", holds, f"{ratio:.2f}×"))
+        target_text = "" if target is None else ("≥ " if higher_is_better else "≤ ") + f"{target}×"
+        mpi_label = value_text(mpi) + (f" ({mpi_transport})" if mpi and mpi_transport else "")
+        self.rows.append((label, transport, str(ranks), size_text(size), value_text(rm), mpi_label,
+                          "—" if ratio is None else f"{ratio:.2f}", target_text, verdict))
+
+    def absolute(self, label, transport, ranks, size, rm, limit, unit, mpi=None, mpi_transport=None):
+        verdict = ""
+        if rm is not None:
+            holds = rm["median"] <= limit
+            verdict = "holds" if holds else "not yet"
+            self.verdicts.append((f"{label} {transport}", holds, value_text(rm)))
+        ratio = rm["median"] / mpi["median"] if rm and mpi and mpi["median"] > 0 else None
+        mpi_label = value_text(mpi) + (f" ({mpi_transport})" if mpi and mpi_transport else "")
+        self.rows.append((label, transport, str(ranks), size_text(size), value_text(rm), mpi_label,
+                          "—" if ratio is None else f"{ratio:.2f}", f"≤ {limit} {unit}", verdict))
+
+    def self_ratio(self, label, transport, ranks, size_text_, rm_a, rm_b, limit, what):
+        """A target on rankmesh alone: rm_a / rm_b <= limit."""
+        verdict, ratio_text = "", "—"
+        if rm_a and rm_b and rm_b["median"] > 0:
+            ratio = rm_a["median"] / rm_b["median"]
+            ratio_text = f"{ratio:.2f}"
+            holds = ratio <= limit
+            verdict = "holds" if holds else "not yet"
+            self.verdicts.append((f"{label} {transport}", holds, f"{ratio:.2f}×"))
+        self.rows.append((label, transport, str(ranks), size_text_, value_text(rm_a), "—",
+                          ratio_text, f"≤ {limit}× {what}", verdict))
+
+    def build(self):
+        g = self.get
+        mib64, mib16 = 64 << 20, 16 << 20
+        # Sizes as measured (the quick mode shrinks them): take whatever size each entry has.
+        def any_size(name, transport, ranks, library="rankmesh"):
+            for (lib, n, t, r, s), m in self.data.items():
+                if lib == library and n == name and t == transport and r == ranks:
+                    return s
+            return None
+
+        # (a)
+        for t in TRANSPORTS:
+            rm = g("rankmesh", "dict_roundtrip", t, 2, 1024)
+            if t == "inproc":
+                self.absolute("(a) dict round trip", t, 2, 1024, rm, 5, "µs",
+                              g("mpi", "dict_roundtrip", "shm", 2, 1024), "shm")
+            else:
+                self.row("(a) dict round trip", t, 2, 1024, rm, g("mpi", "dict_roundtrip", t, 2, 1024),
+                         1.5 if t == "shm" else 1.2)
+        # (b)
+        for t in TRANSPORTS:
+            size = any_size("dict_one_way", t, 2) or any_size("dict_one_way", t, 2, "mpi") or mib64
+            mpi_t = "shm" if t == "inproc" else t
+            mpi = g("mpi", "dict_one_way", mpi_t, 2, size)
+            target = {"shm": 1.5, "tcp": 1.0}.get(t)
+            self.row("(b) dict one way", t, 2, size, g("rankmesh", "dict_one_way", t, 2, size), mpi,
+                     target, higher_is_better=True, mpi_transport=mpi_t if t == "inproc" else None)
+            self.row("(b) … donated", t, 2, size, g("rankmesh", "dict_one_way_donated", t, 2, size), mpi,
+                     None, higher_is_better=True, mpi_transport=mpi_t if t == "inproc" else None)
+        for t in ("shm", "tcp"):
+            size = any_size("dict_one_way_reuse", t, 2, "mpi") or mib64
+            self.row("(b) MPI reusing its buffer", t, 2, size, None, g("mpi", "dict_one_way_reuse", t, 2, size))
+        # (c)
+        for t in TRANSPORTS:
+            size = any_size("send_allgather_sliced", t, 4) or mib64
+            mpi_t = "shm" if t == "inproc" else t
+            sliced = g("rankmesh", "send_allgather_sliced", t, 4, size)
+            whole = g("rankmesh", "send_allgather_whole", t, 4, size)
+            auto = g("rankmesh", "send_allgather_auto", t, 4, size)
+            lab = mpi_t if t == "inproc" else None
+            self.row("(c) send-allgather, sliced", t, 4, size, sliced,
+                     g("mpi", "send_allgather_sliced", mpi_t, 4, size), mpi_transport=lab)
+            self.row("(c) send whole", t, 4, size, whole,
+                     g("mpi", "send_allgather_whole", mpi_t, 4, size), mpi_transport=lab)
+            best = min((m for m in (sliced, whole) if m), key=lambda m: m["median"], default=None)
+            self.self_ratio("(c) chosen path", t, 4, size_text(size), auto, best, 1.05,
+                            "the better of the two")
+        # (d)
+        for name in ("all_gather", "all_reduce"):
+            for ranks in (2, 4):
+                for t in TRANSPORTS:
+                    size = any_size(name, t, ranks) or mib16
+                    mpi_t = "shm" if t == "inproc" else t
+                    self.row(f"(d) {name}", t, ranks, size, g("rankmesh", name, t, ranks, size),
+                             g("mpi", name, mpi_t, ranks, size), None if t == "inproc" else 1.2,
+                             mpi_transport=mpi_t if t == "inproc" else None)
+        # (e)
+        for t in TRANSPORTS:
+            mpi_t = "shm" if t == "inproc" else t
+            self.row("(e) broadcast_object", t, 4, 1024, g("rankmesh", "broadcast_object", t, 4, 1024),
+                     g("mpi", "broadcast_object", mpi_t, 4, 1024),
+                     mpi_transport=mpi_t if t == "inproc" else None)
+        # inproc donation
+        small = g("rankmesh", "p2p_donated", "inproc", 2, 64)
+        big_size = max((s for (lib, n, t, r, s) in self.data if n == "p2p_donated"), default=mib64)
+        big = g("rankmesh", "p2p_donated", "inproc", 2, big_size)
+        self.self_ratio("donated dict", "inproc", 2, f"{size_text(big_size)} vs 64 B", big, small, 1.1,
+                        "the 64 B one")
+
+    def table(self):
+        head = ("measurement", "transport", "ranks", "size", "rankmesh", "MPI", "rankmesh/MPI",
+                "target", "")
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in self.rows:
+            lines.append("| " + " | ".join(r) + " |")
+        return "\n".join(lines)
+
+    def latency_table(self):
+        series = latency_series(self.data)
+        sizes = sorted({s for points in series.values() for s in points})
+        if not sizes:
+            return ""
+        names = [n for n in SERIES if n in series]
+        lines = ["| size | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+        for s in sizes:
+            cells = []
+            for n in names:
+                v = series[n].get(s)
+                cells.append("—" if v is None else (f"{v:.2f}" if v < 100 else f"{v:.0f}"))
+            lines.append(f"| {size_text(s)} | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def summary(self):
+        held = [v for v in self.verdicts if v[1]]
+        missed = [v for v in self.verdicts if not v[1]]
+        out = [f"targets holding: {len(held)} of {len(self.verdicts)}"]
+        if held:
+            out.append("  hold:    " + "; ".join(f"{l} ({r})" for l, _, r in held))
+        if missed:
+            out.append("  not yet: " + "; ".join(f"{l} ({r})" for l, _, r in missed))
+        return "\n".join(out)
+
+
+SERIES = ["rankmesh inproc", "rankmesh shm", "rankmesh tcp", "MPI shm", "MPI tcp"]
+COLORS = {"rankmesh inproc": "#2ca02c", "rankmesh shm": "#1f77b4", "rankmesh tcp": "#d62728",
+          "MPI shm": "#1f77b4", "MPI tcp": "#d62728"}
+
+
+def latency_series(data):
+    """{series name: {size: median µs}} for p2p_latency."""
+    series = {}
+    for (lib, name, t, ranks, size), m in data.items():
+        if name != "p2p_latency":
+            continue
+        label = ("rankmesh " if lib == "rankmesh" else "MPI ") + t
+        series.setdefault(label, {})[size] = m["median"]
+    return series
+
+
+def svg_chart(data):
+    series = latency_series(data)
+    width, height = 760, 470
+    left, right, top, bottom = 70, 180, 40, 60
+    pw, ph = width - left - right, height - top - bottom
+    sizes = sorted({s for pts in series.values() for s in pts}) or [8, 64 << 20]
+    values = [v for pts in series.values() for v in pts.values() if v > 0] or [1, 10]
+    x_lo, x_hi = math.log2(min(sizes)), math.log2(max(sizes))
+    if x_hi == x_lo:
+        x_hi += 1
+    y_lo = math.floor(math.log10(min(values)))
+    y_hi = math.ceil(math.log10(max(values)))
+    if y_hi == y_lo:
+        y_hi += 1
+
+    def x(size):
+        return left + (math.log2(size) - x_lo) / (x_hi - x_lo) * pw
+
+    def y(v):
+        return top + ph - (math.log10(v) - y_lo) / (y_hi - y_lo) * ph
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="{left + pw / 2}" y="22" text-anchor="middle" font-size="15">'
+           'Point-to-point latency: a tensor dict of one tensor, until its acknowledgement returns</text>']
+    for d in range(y_lo, y_hi + 1):
+        yy = y(10 ** d)
+        out.append(f'<line x1="{left}" y1="{yy:.1f}" x2="{left + pw}" y2="{yy:.1f}" stroke="#ddd"/>')
+        label = f"{10 ** d:g}" if d >= 0 else f"{10 ** d:.{-d}f}"
+        out.append(f'<text x="{left - 8}" y="{yy + 4:.1f}" text-anchor="end">{label}</text>')
+    for s in sizes:
+        xx = x(s)
+        out.append(f'<line x1="{xx:.1f}" y1="{top}" x2="{xx:.1f}" y2="{top + ph}" stroke="#eee"/>')
+        out.append(f'<text x="{xx:.1f}" y="{top + ph + 18}" text-anchor="middle">{size_text(s)}</text>')
+    out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>')
+    out.append(f'<text x="{left + pw / 2}" y="{height - 18}" text-anchor="middle">message size</text>')
+    out.append(f'<text x="18" y="{top + ph / 2}" text-anchor="middle" '
+               f'transform="rotate(-90 18 {top + ph / 2})">median latency (µs, log scale)</text>')
+    legend_y = top + 10
+    for name in SERIES:
+        pts = series.get(name)
+        if not pts:
+            continue
+        color = COLORS[name]
+        dash = ' stroke-dasharray="6 4"' if name.startswith("MPI") else ""
+        coords = " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in sorted(pts.items()) if v > 0)
+        out.append(f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
+        for s, v in sorted(pts.items()):
+            if v > 0:
+                if name.startswith("MPI"):
+                    out.append(f'<rect x="{x(s) - 3.5:.1f}" y="{y(v) - 3.5:.1f}" width="7" height="7" '
+                               f'fill="white" stroke="{color}" stroke-width="1.5"/>')
+                else:
+                    out.append(f'<circle cx="{x(s):.1f}" cy="{y(v):.1f}" r="3.5" fill="{color}"/>')
+        lx = left + pw + 20
+        out.append(f'<line x1="{lx}" y1="{legend_y}" x2="{lx + 30}" y2="{legend_y}" stroke="{color}" '
+                   f'stroke-width="2"{dash}/>')
+        out.append(f'<text x="{lx + 38}" y="{legend_y + 4}">{name}</text>')
+        legend_y += 22
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+# What each library writes: (name, transports, ranks).
+EXPECTED = {
+    "rankmesh": [(n, TRANSPORTS, 2) for n in ("dict_roundtrip", "dict_one_way", "dict_one_way_donated",
+                                              "all_gather", "all_reduce", "p2p_latency")]
+    + [("p2p_donated", ["inproc"], 2)]
+    + [(n, TRANSPORTS, 4) for n in ("send_allgather_auto", "send_allgather_sliced",
+                                    "send_allgather_whole", "all_gather", "all_reduce",
+                                    "broadcast_object")],
+    "mpi": [(n, ["shm", "tcp"], 2) for n in ("dict_roundtrip", "dict_one_way", "dict_one_way_reuse",
+                                             "all_gather", "all_reduce", "p2p_latency")]
+    + [(n, ["shm", "tcp"], 4) for n in ("send_allgather_sliced", "send_allgather_whole",
+                                        "all_gather", "all_reduce", "broadcast_object")],
+}
+
+
+def missing(data, library):
+    """What `library` should have written and did not (or wrote without a positive median)."""
+    gaps = []
+    for name, transports, ranks in EXPECTED[library]:
+        for t in transports:
+            found = [m for (lib, n, tt, r, _), m in data.items() if (lib, n, tt, r) == (library, name, t, ranks)]
+            if not found:
+                gaps.append(f"{library} {name} {t} {ranks} ranks")
+            gaps += [f"{library} {name} {t} {ranks} ranks: median {m['median']}"
+                     for m in found if not (m["median"] > 0 and math.isfinite(m["median"]))]
+    return gaps
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rankmesh_json")
+    parser.add_argument("mpi_json")
+    parser.add_argument("--svg")
+    parser.add_argument("--markdown")
+    parser.add_argument("--require", action="append", choices=sorted(EXPECTED), default=[])
+    args = parser.parse_args()
+    data = load(args.rankmesh_json)
+    data.update(load(args.mpi_json))
+    report = Report(data)
+    report.build()
+    text = ("Ratios are rankmesh's median over MPI's: for times lower is better, for GB/s higher.\n\n"
+            + report.table() + "\n\nLatency (µs, median) against size, p2p:\n\n"
+            + report.latency_table() + "\n")
+    print(text)
+    print(report.summary())
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(text + "\n" + report.summary() + "\n")
+    if args.svg:
+        with open(args.svg, "w") as f:
+            f.write(svg_chart(data))
+    gaps = [g for library in args.require for g in missing(data, library)]
+    if gaps:
+        sys.exit("report.py: missing measurements:\n  " + "\n  ".join(gaps))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# rankmesh against OpenMPI, side by side: scripts/bench.sh [--quick]
+#
+# Installs what is missing (OpenMPI included, scripts/setup.sh), builds a release, runs
+# `rankmesh bench` (inproc, shm, tcp) and bench/mpi_bench.cpp under mpirun (shared memory, and
+# tcp over loopback with --mca btl self,tcp) on 2 and 4 ranks, writes the JSON lines to
+# bench/results/{rankmesh,mpi}.json, then bench/report.py prints the table of rankmesh/MPI ratios
+# against the targets of issue 5 (also bench/results/table.md) and draws
+# bench/results/latency.svg. --quick: tiny sizes and few iterations (seconds, not minutes).
+# RANKMESH_BUILD_DIR: build there instead of build/ (configured RelWithDebInfo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=()
+case "${1:-}" in
+  "") ;;
+  --quick) quick=(--quick) ;;
+  *) echo "usage: scripts/bench.sh [--quick]" >&2; exit 2 ;;
+esac
+
+scripts/setup.sh
+build=${RANKMESH_BUILD_DIR:-build}
+if [ "$build" = build ]; then
+  scripts/build.sh release
+else
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build "$build" -j "${RANKMESH_JOBS:-2}"
+fi
+mkdir -p "$build/bench"
+mpi_bench=$build/bench/rankmesh-mpi-bench
+if [ ! -x "$mpi_bench" ] || [ bench/mpi_bench.cpp -nt "$mpi_bench" ]; then
+  echo "== building $mpi_bench with mpicxx"
+  mpicxx -O2 -g -std=c++20 -Wall -Wextra bench/mpi_bench.cpp -o "$mpi_bench"
+fi
+
+results=bench/results
+mkdir -p "$results"
+rm -f "$results/rankmesh.json" "$results/mpi.json"
+
+echo "== rankmesh bench ${quick[*]}"
+"$build/tools/rankmesh/rankmesh" bench "${quick[@]}" --json "$results/rankmesh.json"
+
+echo "== OpenMPI ($(mpirun --version 2>/dev/null | head -1))"
+mpirun_flags=(--allow-run-as-root --oversubscribe --mca pml ob1)
+for np in 2 4; do
+  echo "-- shared memory, $np ranks"
+  timeout 600 mpirun "${mpirun_flags[@]}" --mca btl self,vader -np "$np" \
+    "$mpi_bench" "${quick[@]}" --transport shm --json "$results/mpi.json"
+  echo "-- tcp (loopback), $np ranks"
+  timeout 600 mpirun "${mpirun_flags[@]}" --mca btl self,tcp --mca btl_tcp_if_include lo -np "$np" \
+    "$mpi_bench" "${quick[@]}" --transport tcp --json "$results/mpi.json"
+done
+
+echo "== report"
+/usr/bin/python3 bench/report.py "$results/rankmesh.json" "$results/mpi.json" \
+  --svg "$results/latency.svg" --markdown "$results/table.md"
+echo "wrote $results/rankmesh.json $results/mpi.json $results/table.md $results/latency.svg"
