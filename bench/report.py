@@ -17,8 +17,9 @@ import sys
 TRANSPORTS = ["inproc", "shm", "tcp"]
 
 
-def load(path):
-    """{(library, name, transport, ranks, size): measurement} from a JSON-lines file."""
+def load(path, errors=None):
+    """{(library, name, transport, ranks, size): measurement} from a JSON-lines file; a benchmark
+    that failed ({..., "error": ...}) goes to errors[(library, name, transport, ranks)]."""
     found = {}
     if not path or not os.path.exists(path):
         return found
@@ -31,8 +32,21 @@ def load(path):
                 m = json.loads(line)
             except json.JSONDecodeError as e:
                 sys.exit(f"report.py: {path}:{n}: not JSON ({e})")
+            if "error" in m:
+                if errors is not None:
+                    errors[(m.get("library", "rankmesh"), m["name"], m["transport"], m.get("ranks", 2))] = m["error"]
+                continue
             found[(m.get("library", "rankmesh"), m["name"], m["transport"], m.get("ranks", 2), m["size"])] = m
     return found
+
+
+def pattern_of(name):
+    """The benchmark (a world of its own in rankmesh bench) a measurement belongs to."""
+    if name.startswith("send_allgather"):
+        return "send_allgather"
+    if name.startswith("dict_one_way"):
+        return "dict_one_way"
+    return name
 
 
 def size_text(b):
@@ -51,16 +65,23 @@ def value_text(m):
 
 
 class Report:
-    def __init__(self, data):
+    def __init__(self, data, errors=None):
         self.data = data
+        self.errors = errors or {}
         self.rows = []  # (measurement, transport, ranks, size, rankmesh, mpi, ratio, target, verdict)
         self.verdicts = []  # (label, holds, ratio text)
 
     def get(self, library, name, transport, ranks, size):
         return self.data.get((library, name, transport, ranks, size))
 
+    def failed(self, name, transport, ranks):
+        return name is not None and ("rankmesh", pattern_of(name), transport, ranks) in self.errors
+
+    def cell(self, m, name, transport, ranks):
+        return "failed" if m is None and self.failed(name, transport, ranks) else value_text(m)
+
     def row(self, label, transport, ranks, size, rm, mpi, target=None, higher_is_better=False,
-            mpi_transport=None):
+            mpi_transport=None, name=None):
         ratio = rm["median"] / mpi["median"] if rm and mpi and mpi["median"] > 0 else None
         verdict = ""
         if target is not None and ratio is not None:
@@ -70,30 +91,41 @@ class Report:
             self.verdicts.append((f"{label} {where}", holds, f"{ratio:.2f}×"))
         target_text = "" if target is None else ("≥ " if higher_is_better else "≤ ") + f"{target}×"
         mpi_label = value_text(mpi) + (f" ({mpi_transport})" if mpi and mpi_transport else "")
-        self.rows.append((label, transport, str(ranks), size_text(size), value_text(rm), mpi_label,
+        if rm is None and self.failed(name, transport, ranks):
+            verdict = "failed"
+            if target is not None:
+                self.verdicts.append((f"{label} {transport}", False, "failed"))
+        self.rows.append((label, transport, str(ranks), size_text(size), self.cell(rm, name, transport, ranks), mpi_label,
                           "—" if ratio is None else f"{ratio:.2f}", target_text, verdict))
 
-    def absolute(self, label, transport, ranks, size, rm, limit, unit, mpi=None, mpi_transport=None):
+    def absolute(self, label, transport, ranks, size, rm, limit, unit, mpi=None, mpi_transport=None,
+                 name=None):
         verdict = ""
+        if rm is None and self.failed(name, transport, ranks):
+            verdict = "failed"
+            self.verdicts.append((f"{label} {transport}", False, "failed"))
         if rm is not None:
             holds = rm["median"] <= limit
             verdict = "holds" if holds else "not yet"
             self.verdicts.append((f"{label} {transport}", holds, value_text(rm)))
         ratio = rm["median"] / mpi["median"] if rm and mpi and mpi["median"] > 0 else None
         mpi_label = value_text(mpi) + (f" ({mpi_transport})" if mpi and mpi_transport else "")
-        self.rows.append((label, transport, str(ranks), size_text(size), value_text(rm), mpi_label,
-                          "—" if ratio is None else f"{ratio:.2f}", f"≤ {limit} {unit}", verdict))
+        self.rows.append((label, transport, str(ranks), size_text(size), self.cell(rm, name, transport, ranks),
+                          mpi_label, "—" if ratio is None else f"{ratio:.2f}", f"≤ {limit} {unit}", verdict))
 
-    def self_ratio(self, label, transport, ranks, size_text_, rm_a, rm_b, limit, what):
+    def self_ratio(self, label, transport, ranks, size_text_, rm_a, rm_b, limit, what, name=None):
         """A target on rankmesh alone: rm_a / rm_b <= limit."""
         verdict, ratio_text = "", "—"
+        if rm_a is None and self.failed(name, transport, ranks):
+            verdict = "failed"
+            self.verdicts.append((f"{label} {transport}", False, "failed"))
         if rm_a and rm_b and rm_b["median"] > 0:
             ratio = rm_a["median"] / rm_b["median"]
             ratio_text = f"{ratio:.2f}"
             holds = ratio <= limit
             verdict = "holds" if holds else "not yet"
             self.verdicts.append((f"{label} {transport}", holds, f"{ratio:.2f}×"))
-        self.rows.append((label, transport, str(ranks), size_text_, value_text(rm_a), "—",
+        self.rows.append((label, transport, str(ranks), size_text_, self.cell(rm_a, name, transport, ranks), "—",
                           ratio_text, f"≤ {limit}× {what}", verdict))
 
     def build(self):
@@ -111,10 +143,10 @@ class Report:
             rm = g("rankmesh", "dict_roundtrip", t, 2, 1024)
             if t == "inproc":
                 self.absolute("(a) dict round trip", t, 2, 1024, rm, 5, "µs",
-                              g("mpi", "dict_roundtrip", "shm", 2, 1024), "shm")
+                              g("mpi", "dict_roundtrip", "shm", 2, 1024), "shm", name="dict_roundtrip")
             else:
                 self.row("(a) dict round trip", t, 2, 1024, rm, g("mpi", "dict_roundtrip", t, 2, 1024),
-                         1.5 if t == "shm" else 1.2)
+                         1.5 if t == "shm" else 1.2, name="dict_roundtrip")
         # (b)
         for t in TRANSPORTS:
             size = any_size("dict_one_way", t, 2) or any_size("dict_one_way", t, 2, "mpi") or mib64
@@ -122,9 +154,11 @@ class Report:
             mpi = g("mpi", "dict_one_way", mpi_t, 2, size)
             target = {"shm": 1.5, "tcp": 1.0}.get(t)
             self.row("(b) dict one way", t, 2, size, g("rankmesh", "dict_one_way", t, 2, size), mpi,
-                     target, higher_is_better=True, mpi_transport=mpi_t if t == "inproc" else None)
+                     target, higher_is_better=True, mpi_transport=mpi_t if t == "inproc" else None,
+                     name="dict_one_way")
             self.row("(b) … donated", t, 2, size, g("rankmesh", "dict_one_way_donated", t, 2, size), mpi,
-                     None, higher_is_better=True, mpi_transport=mpi_t if t == "inproc" else None)
+                     None, higher_is_better=True, mpi_transport=mpi_t if t == "inproc" else None,
+                     name="dict_one_way")
         for t in ("shm", "tcp"):
             size = any_size("dict_one_way_reuse", t, 2, "mpi") or mib64
             self.row("(b) MPI reusing its buffer", t, 2, size, None, g("mpi", "dict_one_way_reuse", t, 2, size))
@@ -137,12 +171,14 @@ class Report:
             auto = g("rankmesh", "send_allgather_auto", t, 4, size)
             lab = mpi_t if t == "inproc" else None
             self.row("(c) send-allgather, sliced", t, 4, size, sliced,
-                     g("mpi", "send_allgather_sliced", mpi_t, 4, size), mpi_transport=lab)
+                     g("mpi", "send_allgather_sliced", mpi_t, 4, size), mpi_transport=lab,
+                     name="send_allgather")
             self.row("(c) send whole", t, 4, size, whole,
-                     g("mpi", "send_allgather_whole", mpi_t, 4, size), mpi_transport=lab)
+                     g("mpi", "send_allgather_whole", mpi_t, 4, size), mpi_transport=lab,
+                     name="send_allgather")
             best = min((m for m in (sliced, whole) if m), key=lambda m: m["median"], default=None)
             self.self_ratio("(c) chosen path", t, 4, size_text(size), auto, best, 1.05,
-                            "the better of the two")
+                            "the better of the two", name="send_allgather")
         # (d)
         for name in ("all_gather", "all_reduce"):
             for ranks in (2, 4):
@@ -151,23 +187,23 @@ class Report:
                     mpi_t = "shm" if t == "inproc" else t
                     self.row(f"(d) {name}", t, ranks, size, g("rankmesh", name, t, ranks, size),
                              g("mpi", name, mpi_t, ranks, size), None if t == "inproc" else 1.2,
-                             mpi_transport=mpi_t if t == "inproc" else None)
+                             mpi_transport=mpi_t if t == "inproc" else None, name=name)
         # (e)
         for t in TRANSPORTS:
             mpi_t = "shm" if t == "inproc" else t
             self.row("(e) broadcast_object", t, 4, 1024, g("rankmesh", "broadcast_object", t, 4, 1024),
                      g("mpi", "broadcast_object", mpi_t, 4, 1024),
-                     mpi_transport=mpi_t if t == "inproc" else None)
+                     mpi_transport=mpi_t if t == "inproc" else None, name="broadcast_object")
         # inproc donation
         small = g("rankmesh", "p2p_donated", "inproc", 2, 64)
         big_size = max((s for (lib, n, t, r, s) in self.data if n == "p2p_donated"), default=mib64)
         big = g("rankmesh", "p2p_donated", "inproc", 2, big_size)
         self.self_ratio("donated dict", "inproc", 2, f"{size_text(big_size)} vs 64 B", big, small, 1.1,
-                        "the 64 B one")
+                        "the 64 B one", name="p2p_donated")
 
     def table(self):
         head = ("measurement", "transport", "ranks", "size", "rankmesh", "MPI", "rankmesh/MPI",
-                "target", "")
+                "target", "verdict")
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in self.rows:
             lines.append("| " + " | ".join(r) + " |")
@@ -196,6 +232,8 @@ class Report:
             out.append("  hold:    " + "; ".join(f"{l} ({r})" for l, _, r in held))
         if missed:
             out.append("  not yet: " + "; ".join(f"{l} ({r})" for l, _, r in missed))
+        for (lib, name, t, ranks), error in sorted(self.errors.items()):
+            out.append(f"  FAILED:  {lib} {name} on {t}, {ranks} ranks: {error}")
         return "\n".join(out)
 
 
@@ -246,12 +284,16 @@ def svg_chart(data):
         out.append(f'<line x1="{left}" y1="{yy:.1f}" x2="{left + pw}" y2="{yy:.1f}" stroke="#ddd"/>')
         label = f"{10 ** d:g}" if d >= 0 else f"{10 ** d:.{-d}f}"
         out.append(f'<text x="{left - 8}" y="{yy + 4:.1f}" text-anchor="end">{label}</text>')
+    last_label = -1e9
     for s in sizes:
         xx = x(s)
         out.append(f'<line x1="{xx:.1f}" y1="{top}" x2="{xx:.1f}" y2="{top + ph}" stroke="#eee"/>')
-        out.append(f'<text x="{xx:.1f}" y="{top + ph + 18}" text-anchor="middle">{size_text(s)}</text>')
+        crowded = xx - last_label < 48  # a label too close to the previous one goes a line lower
+        out.append(f'<text x="{xx:.1f}" y="{top + ph + (32 if crowded else 18)}" '
+                   f'text-anchor="middle">{size_text(s)}</text>')
+        last_label = -1e9 if crowded else xx
     out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>')
-    out.append(f'<text x="{left + pw / 2}" y="{height - 18}" text-anchor="middle">message size</text>')
+    out.append(f'<text x="{left + pw / 2}" y="{height - 10}" text-anchor="middle">message size</text>')
     out.append(f'<text x="18" y="{top + ph / 2}" text-anchor="middle" '
                f'transform="rotate(-90 18 {top + ph / 2})">median latency (µs, log scale)</text>')
     legend_y = top + 10
@@ -315,9 +357,10 @@ def main():
     parser.add_argument("--markdown")
     parser.add_argument("--require", action="append", choices=sorted(EXPECTED), default=[])
     args = parser.parse_args()
-    data = load(args.rankmesh_json)
-    data.update(load(args.mpi_json))
-    report = Report(data)
+    errors = {}
+    data = load(args.rankmesh_json, errors)
+    data.update(load(args.mpi_json, errors))
+    report = Report(data, errors)
     report.build()
     text = ("Ratios are rankmesh's median over MPI's: for times lower is better, for GB/s higher.\n\n"
             + report.table() + "\n\nLatency (µs, median) against size, p2p:\n\n"

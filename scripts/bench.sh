@@ -37,21 +37,27 @@ results=bench/results
 mkdir -p "$results"
 rm -f "$results/rankmesh.json" "$results/mpi.json"
 
+# A benchmark that fails is recorded as such and the others go on; the status says so at the end.
+status=0
+echo "== load before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 echo "== rankmesh bench ${quick[*]}"
-"$build/tools/rankmesh/rankmesh" bench "${quick[@]}" --json "$results/rankmesh.json"
+"$build/tools/rankmesh/rankmesh" bench "${quick[@]}" --json "$results/rankmesh.json" || status=1
 
 echo "== OpenMPI ($(mpirun --version 2>/dev/null | head -1))"
 mpirun_flags=(--allow-run-as-root --oversubscribe --mca pml ob1)
 for np in 2 4; do
   echo "-- shared memory, $np ranks"
   timeout 600 mpirun "${mpirun_flags[@]}" --mca btl self,vader -np "$np" \
-    "$mpi_bench" "${quick[@]}" --transport shm --json "$results/mpi.json"
+    "$mpi_bench" "${quick[@]}" --transport shm --json "$results/mpi.json" || status=1
   echo "-- tcp (loopback), $np ranks"
   timeout 600 mpirun "${mpirun_flags[@]}" --mca btl self,tcp --mca btl_tcp_if_include lo -np "$np" \
-    "$mpi_bench" "${quick[@]}" --transport tcp --json "$results/mpi.json"
+    "$mpi_bench" "${quick[@]}" --transport tcp --json "$results/mpi.json" || status=1
 done
+echo "== load after: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 
 echo "== report"
 /usr/bin/python3 bench/report.py "$results/rankmesh.json" "$results/mpi.json" \
   --svg "$results/latency.svg" --markdown "$results/table.md"
 echo "wrote $results/rankmesh.json $results/mpi.json $results/table.md $results/latency.svg"
+[ "$status" -eq 0 ] || echo "scripts/bench.sh: some benchmarks failed (see above and the table)" >&2
+exit "$status"

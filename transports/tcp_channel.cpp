@@ -87,6 +87,12 @@ TcpLink::TcpLink(int fd, PeerIdentity peer, TcpOptions options)
 
 TcpLink::~TcpLink() {
   close("the link to " + peer_name_ + " was destroyed");
+  {
+    std::lock_guard lock(writer_mutex_);
+    stop_writer_ = true;
+  }
+  writer_cv_.notify_all();
+  if (writer_.joinable()) writer_.join();
   ::close(fd_);
 }
 
@@ -102,6 +108,11 @@ void TcpLink::close(const std::string& reason) {
 }
 
 void TcpLink::fail(const std::string& why) {
+  close_with_error(why);
+  throw_closed();
+}
+
+void TcpLink::close_with_error(const std::string& why) {
   bool first = false;
   {
     std::lock_guard lock(close_mutex_);
@@ -113,7 +124,6 @@ void TcpLink::fail(const std::string& why) {
     }
   }
   if (first) log_(reason_);
-  throw_closed();
 }
 
 void TcpLink::throw_closed() const {
@@ -131,45 +141,79 @@ void TcpLink::send(Frame& frame, Deadline deadline) {
     if (error.code() != Errc::timeout) throw;
     throw ChannelTimeout("sending to " + peer_name_ + ": " + error.what());
   }
+  {
+    std::unique_lock writer(writer_mutex_);
+    if (!writer_cv_.wait_until(writer, deadline, [&] { return !writing_ || closed(); }))
+      throw ChannelTimeout(peer_name_ + " has not taken the previous frame before the deadline");
+  }
+  if (closed()) throw_closed();
   const std::span<const iovec> spans = encoder_.encode(frame, next_seq_);
   unsent_.assign(spans.begin(), spans.end());
-  const std::size_t total = encoder_.size();
-  std::size_t sent = 0;
   std::size_t first = 0;  // unsent_[first] is the next span with bytes left
   while (first < unsent_.size()) {
-    msghdr message{};
-    message.msg_iov = unsent_.data() + first;
-    message.msg_iovlen = std::min<std::size_t>(unsent_.size() - first, IOV_MAX);
-    const ssize_t n = ::sendmsg(fd_, &message, MSG_NOSIGNAL);
-    if (n > 0) {
-      sent += static_cast<std::size_t>(n);
-      auto left = static_cast<std::size_t>(n);
-      while (left > 0 && left >= unsent_[first].iov_len) left -= unsent_[first++].iov_len;
-      if (left > 0) {
-        unsent_[first].iov_base = static_cast<std::uint8_t*>(unsent_[first].iov_base) + left;
-        unsent_[first].iov_len -= left;
-      }
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
+    const ssize_t n = write_some(first);
+    if (n > 0 || (n < 0 && errno == EINTR)) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       if (closed()) throw_closed();
-      if (net::wait_until(fd_, POLLOUT, deadline)) continue;
-      if (sent == 0)
-        throw ChannelTimeout(peer_name_ + " took no bytes of a frame before the deadline");
-      std::string why = "sending timed out after " + std::to_string(sent) + " of " +
-                        std::to_string(total) + " bytes of a frame; the stream cannot resume";
-      try {
-        fail(why);
-      } catch (const ChannelClosed&) {
-      }
-      throw ChannelTimeout("sending to " + peer_name_ + ": " + why);
+      // The peer's buffers are full: the writer thread finishes this frame.
+      std::lock_guard writer(writer_mutex_);
+      writing_first_ = first;
+      writing_tensors_ = std::move(frame.tensors);
+      writing_ = true;
+      if (!writer_.joinable()) writer_ = std::thread([this] { writer_loop(); });
+      writer_cv_.notify_all();
+      break;
     }
     if (closed()) throw_closed();
     fail(std::string("sending failed: ") + std::strerror(errno));
   }
   ++next_seq_;
   frame.tensors.clear();
+}
+
+ssize_t TcpLink::write_some(std::size_t& first) {
+  msghdr message{};
+  message.msg_iov = unsent_.data() + first;
+  message.msg_iovlen = std::min<std::size_t>(unsent_.size() - first, IOV_MAX);
+  const ssize_t n = ::sendmsg(fd_, &message, MSG_NOSIGNAL);
+  auto left = static_cast<std::size_t>(std::max<ssize_t>(n, 0));
+  while (left > 0 && left >= unsent_[first].iov_len) left -= unsent_[first++].iov_len;
+  if (left > 0) {
+    unsent_[first].iov_base = static_cast<std::uint8_t*>(unsent_[first].iov_base) + left;
+    unsent_[first].iov_len -= left;
+  }
+  return n;
+}
+
+std::string TcpLink::write_rest(std::size_t first) {
+  while (first < unsent_.size()) {
+    if (closed()) return "";
+    const ssize_t n = write_some(first);
+    if (n > 0 || (n < 0 && errno == EINTR)) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      // Short slices, so that a close is noticed promptly.
+      net::wait_until(fd_, POLLOUT, deadline_after(std::chrono::milliseconds(100)));
+      continue;
+    }
+    return std::string("sending failed: ") + std::strerror(errno);
+  }
+  return "";
+}
+
+void TcpLink::writer_loop() {
+  std::unique_lock lock(writer_mutex_);
+  while (true) {
+    writer_cv_.wait(lock, [&] { return writing_ || stop_writer_; });
+    if (stop_writer_) return;
+    const std::size_t first = writing_first_;
+    lock.unlock();
+    const std::string error = write_rest(first);
+    if (!error.empty()) close_with_error(error);
+    lock.lock();
+    writing_tensors_.clear();
+    writing_ = false;
+    writer_cv_.notify_all();
+  }
 }
 
 bool TcpLink::recv(Frame& frame, Deadline deadline) {

@@ -8,12 +8,14 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "auth.hpp"
@@ -66,6 +68,14 @@ private:
   // Closes the link because of `why` (a peer's bad frame, EOF, a socket error), logs it, throws
   // ChannelClosed.
   [[noreturn]] void fail(const std::string& why);
+  // Closes the link with a logged reason (the first one wins); does not throw.
+  void close_with_error(const std::string& why);
+  // Writes the rest of unsent_ from unsent_[first]; returns why it could not ("" when done or
+  // when the link was closed meanwhile).
+  std::string write_rest(std::size_t first);
+  // One sendmsg of unsent_ from unsent_[first], advancing `first` past what it wrote.
+  ssize_t write_some(std::size_t& first);
+  void writer_loop();
   [[noreturn]] void throw_closed() const;
 
   const int fd_;
@@ -81,6 +91,16 @@ private:
   std::mutex send_mutex_;
   FrameEncoder encoder_;
   std::vector<iovec> unsent_;
+  // A frame the peer did not take at once is finished by the writer thread, so that send never
+  // waits for the peer to read (two ranks sending to each other before receiving, as every
+  // collective does, would otherwise wait on each other). The next send waits for it.
+  std::mutex writer_mutex_;
+  std::condition_variable writer_cv_;
+  bool writing_ = false;
+  bool stop_writer_ = false;
+  std::size_t writing_first_ = 0;
+  std::vector<Tensor> writing_tensors_;  // kept alive until their bytes are written
+  std::thread writer_;
   std::uint64_t next_seq_ = 0;
 
   std::mutex recv_mutex_;

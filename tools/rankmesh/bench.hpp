@@ -2,7 +2,10 @@
 // The same patterns, measured the same way, are in bench/mpi_bench.cpp for OpenMPI.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -36,6 +39,7 @@ struct Settings {
   bool quick = false;           // tiny sizes, few iterations: proves each pattern runs
   std::set<std::string> only;   // pattern names; empty: all
   std::string transport;        // the label the measurements carry
+  std::optional<std::chrono::microseconds> spin;  // RuntimeOptions::spin; default: the runtime's
   bool selected(const std::string& pattern) const { return only.empty() || only.count(pattern); }
 };
 
@@ -43,8 +47,9 @@ struct Settings {
 std::vector<std::string> patterns_for(int ranks, const Settings& settings);
 
 // Runs the selected patterns of this rank's world (2 or 4 ranks) from its engine thread. Every
-// rank must call it; rank 0 returns the measurements, the others an empty list. A wrong result
-// throws rankmesh::Error(mismatch) naming the pattern.
-std::vector<Measurement> run_patterns(ParallelState& state, const Settings& settings);
+// rank must call it; on rank 0 `report` gets each measurement as soon as it is taken (so a later
+// failure loses none). A wrong result throws rankmesh::Error(mismatch) naming the pattern.
+void run_patterns(ParallelState& state, const Settings& settings,
+                  const std::function<void(const Measurement&)>& report);
 
 }  // namespace rankmesh::tool::bench

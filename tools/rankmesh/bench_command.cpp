@@ -33,17 +33,21 @@ namespace {
 
 constexpr const char* kHelp =
     "usage: rankmesh bench [--quick] [--json FILE] [--only NAMES] [--transport LIST]\n"
-    "                      [--timeout-s S]\n"
+    "                      [--timeout-s S] [--spin-us U]\n"
     "Measures rankmesh on inproc (ranks in this process), shm and tcp (ranks in processes started\n"
     "by rankmesh launch, RANKMESH_TRANSPORT forced) and prints one JSON object per measurement:\n"
-    "name, library, transport, ranks, size (bytes), median, min, max, unit, iterations.\n"
+    "name, library, transport, ranks, size (bytes), median, min, max, unit, iterations; a\n"
+    "benchmark that fails gives {name, library, transport, ranks, error} instead, the others go\n"
+    "on, and the exit status is 1. Each benchmark runs in a world of its own.\n"
     "  --quick        tiny sizes and few iterations (proves every benchmark runs)\n"
     "  --json FILE    write the JSON lines to FILE and a readable line per measurement to stdout\n"
     "  --only NAMES   comma-separated patterns or the issue's letters:\n"
     "                 dict_roundtrip (a), dict_one_way (b), send_allgather (c), all_gather and\n"
     "                 all_reduce (d), broadcast_object (e), p2p_latency (f), p2p_donated\n"
     "  --transport L  comma-separated subset of inproc,shm,tcp (default: all three)\n"
-    "  --timeout-s S  bound on each world's run (default 600, 120 with --quick)\n";
+    "  --timeout-s S  bound on each benchmark's world (default 300, 120 with --quick)\n"
+    "  --spin-us U    RuntimeOptions::spin, how long a waiting rank spins before it parks\n"
+    "                 (default: the runtime's, 50)\n";
 
 const std::map<std::string, std::vector<std::string>> kLetters = {
     {"a", {"dict_roundtrip"}}, {"b", {"dict_one_way"}},     {"c", {"send_allgather"}},
@@ -52,6 +56,37 @@ const std::map<std::string, std::vector<std::string>> kLetters = {
 const std::set<std::string> kPatterns = {"dict_roundtrip", "dict_one_way", "send_allgather",
                                          "all_gather",     "all_reduce",   "broadcast_object",
                                          "p2p_latency",    "p2p_donated"};
+
+// A line of the worker's output file that reports a failure rather than a measurement.
+constexpr const char* kErrorPrefix = "error: ";
+
+// Blocking calls give up after this (a hang ends a benchmark, not the run).
+std::chrono::milliseconds bench_timeout() { return scaled_timeout(std::chrono::seconds(15)); }
+
+std::string json_string(const std::string& text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof escaped, "\\u%04x", c);
+      out += escaped;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+// The JSON line of a benchmark that failed: no numbers, the reason instead.
+std::string failure_json(const std::string& pattern, const std::string& transport, int ranks,
+                         const std::string& error) {
+  return "{\"name\": \"" + pattern + "\", \"library\": \"rankmesh\", \"transport\": \"" +
+         transport + "\", \"ranks\": " + std::to_string(ranks) + ", \"error\": " +
+         json_string(error) + "}";
+}
 
 std::vector<std::string> split_list(const std::string& text) {
   std::vector<std::string> items;
@@ -106,7 +141,9 @@ void log_line(const std::string& line) {
 std::vector<bench::Measurement> run_inproc(int ranks, const bench::Settings& settings,
                                            std::chrono::seconds timeout, std::string& error) {
   RuntimeOptions options;
+  if (settings.spin) options.spin = *settings.spin;
   options.world_size = ranks;
+  options.timeout = bench_timeout();
   options.log = log_line;
   Runtime runtime(options);
   std::vector<bench::Measurement> results;
@@ -123,8 +160,8 @@ std::vector<bench::Measurement> run_inproc(int ranks, const bench::Settings& set
   for (int r : runtime.local_ranks())
     threads.emplace_back([&, r] {
       try {
-        auto got = bench::run_patterns(runtime.rank(r), settings);
-        if (r == 0) results = std::move(got);
+        bench::run_patterns(runtime.rank(r), settings,
+                            [&](const bench::Measurement& m) { results.push_back(m); });
       } catch (const std::exception& e) {
         errors[static_cast<std::size_t>(r)] = e.what();
         runtime.abort(std::string("rank ") + std::to_string(r) + " failed: " + e.what());
@@ -159,6 +196,10 @@ std::vector<std::string> run_launched(int ranks, const bench::Settings& settings
     args.push_back("--only");
     args.push_back(join_list(settings.only));
   }
+  if (settings.spin) {
+    args.push_back("--spin-us");
+    args.push_back(std::to_string(settings.spin->count()));
+  }
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e)
     if (std::strncmp(*e, "RANKMESH_TRANSPORT=", 19) != 0) env.emplace_back(*e);
@@ -182,10 +223,15 @@ std::vector<std::string> run_launched(int ranks, const bench::Settings& settings
   }
   std::vector<std::string> lines;
   std::ifstream in(out_path);
-  for (std::string line; std::getline(in, line);)
-    if (!line.empty()) lines.push_back(line);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(kErrorPrefix, 0) == 0) {  // every rank's, the cause usually first
+      error += (error.empty() ? "" : " | ") + line.substr(std::strlen(kErrorPrefix));
+    } else if (!line.empty()) {
+      lines.push_back(line);
+    }
+  }
   unlink(out_path);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+  if ((!WIFEXITED(status) || WEXITSTATUS(status) != 0) && error.empty())
     error = "rankmesh launch exited with status " +
             std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
   return lines;
@@ -197,18 +243,21 @@ int worker(const std::string& out_path, const bench::Settings& given) {
   const char* transport = std::getenv("RANKMESH_TRANSPORT");
   settings.transport = transport && *transport ? transport : "auto";
   RuntimeOptions options;
+  if (settings.spin) options.spin = *settings.spin;
+  options.timeout = bench_timeout();
   options.log = log_line;
   Runtime runtime(options);
   const int rank = runtime.local_ranks().front();
   try {
-    auto results = bench::run_patterns(runtime.rank(rank), settings);
-    if (rank == 0) {
-      std::ofstream out(out_path);
-      for (const auto& m : results) out << bench::to_json(m) << '\n';
-      if (!out.flush()) throw std::runtime_error("cannot write " + out_path);
-    }
+    bench::run_patterns(runtime.rank(rank), settings, [&](const bench::Measurement& m) {
+      std::ofstream out(out_path, std::ios::app);  // other ranks may append their errors
+      if (!(out << bench::to_json(m) << '\n').flush())
+        throw std::runtime_error("cannot write " + out_path);
+    });
   } catch (const std::exception& e) {
-    log_line("rank " + std::to_string(rank) + ": " + e.what());
+    const std::string why = "rank " + std::to_string(rank) + ": " + e.what();
+    log_line(why);
+    std::ofstream(out_path, std::ios::app) << kErrorPrefix << why << '\n';  // the driver reports it
     runtime.abort(e.what());
     return 1;
   }
@@ -217,6 +266,10 @@ int worker(const std::string& out_path, const bench::Settings& given) {
 
 std::string readable(const bench::Measurement& m) {
   char line[256];
+  if (m.unit.empty()) {  // a failure
+    std::snprintf(line, sizeof line, "%-22s %-6s %d ranks  FAILED", m.name.c_str(), m.transport.c_str(), m.ranks);
+    return line;
+  }
   std::snprintf(line, sizeof line, "%-22s %-6s %d ranks %10lld B  median %10.4g %-4s (min %.4g, max %.4g) x%lld",
                 m.name.c_str(), m.transport.c_str(), m.ranks, static_cast<long long>(m.size),
                 m.median, m.unit.c_str(), m.min, m.max, static_cast<long long>(m.iterations));
@@ -255,9 +308,16 @@ int bench_command(const std::vector<std::string>& argv) {
     std::fputs(kHelp, stdout);
     return 0;
   }
-  Arguments args(argv, {"--json", "--only", "--transport", "--timeout-s", "--worker"}, {"--quick"});
+  Arguments args(argv, {"--json", "--only", "--transport", "--timeout-s", "--worker", "--spin-us"},
+                 {"--quick"});
   bench::Settings settings;
   settings.quick = args.has("--quick");
+  if (auto spin = args.text("--spin-us")) {
+    const int us = std::atoi(spin->c_str());
+    if (us < 0 || std::to_string(us) != *spin)
+      throw UsageError("--spin-us must be a whole number of microseconds, got '" + *spin + "'");
+    settings.spin = std::chrono::microseconds(us);
+  }
   settings.only = parse_only(args.text("--only"));
   if (auto out = args.text("--worker")) return worker(*out, settings);
 
@@ -272,7 +332,7 @@ int bench_command(const std::vector<std::string>& argv) {
         throw UsageError("--transport: '" + t + "' is none of inproc, shm, tcp");
     if (transports.empty()) throw UsageError("--transport needs at least one transport");
   }
-  const int seconds = args.positive("--timeout-s").value_or(settings.quick ? 120 : 600);
+  const int seconds = args.positive("--timeout-s").value_or(settings.quick ? 120 : 300);
   const auto timeout = std::chrono::duration_cast<std::chrono::seconds>(
       scaled_timeout(std::chrono::seconds(seconds)));
 
@@ -283,31 +343,41 @@ int bench_command(const std::vector<std::string>& argv) {
     if (!file) throw std::system_error(errno, std::generic_category(), "cannot write " + *path);
     json = file;
   }
+  // One world per benchmark, so that one that fails (its error goes into the output after the
+  // numbers it took) costs no other its measurements.
   int failures = 0;
   for (const std::string& transport : transports) {
     for (int ranks : {2, 4}) {
       settings.transport = transport;
-      if (bench::patterns_for(ranks, settings).empty()) continue;
-      std::fprintf(stderr, "rankmesh bench: %s, %d ranks%s\n", transport.c_str(), ranks,
-                   settings.quick ? " (quick)" : "");
-      std::string error;
-      std::vector<std::string> lines;
-      if (transport == "inproc") {
-        for (const auto& m : run_inproc(ranks, settings, timeout, error))
-          lines.push_back(bench::to_json(m));
-      } else {
-        lines = run_launched(ranks, settings, timeout, error);
-      }
-      for (const auto& line : lines) {
-        std::fprintf(json, "%s\n", line.c_str());
-        if (file) std::printf("%s\n", readable(from_json(line)).c_str());
-      }
-      std::fflush(json);
-      std::fflush(stdout);
-      if (!error.empty()) {
-        std::fprintf(stderr, "rankmesh bench: %s, %d ranks failed: %s\n", transport.c_str(), ranks,
-                     error.c_str());
-        ++failures;
+      for (const std::string& pattern : bench::patterns_for(ranks, settings)) {
+        bench::Settings one = settings;
+        one.only = {pattern};
+        std::fprintf(stderr, "rankmesh bench: %s, %s, %d ranks%s\n", pattern.c_str(),
+                     transport.c_str(), ranks, settings.quick ? " (quick)" : "");
+        std::string error;
+        std::vector<std::string> lines;
+        try {
+          if (transport == "inproc") {
+            for (const auto& m : run_inproc(ranks, one, timeout, error))
+              lines.push_back(bench::to_json(m));
+          } else {
+            lines = run_launched(ranks, one, timeout, error);
+          }
+        } catch (const Error& e) {  // the world did not start
+          error = e.what();
+        }
+        if (!error.empty()) {
+          std::fprintf(stderr, "rankmesh bench: %s on %s with %d ranks failed: %s\n",
+                       pattern.c_str(), transport.c_str(), ranks, error.c_str());
+          lines.push_back(failure_json(pattern, transport, ranks, error));  // after what it took
+          ++failures;
+        }
+        for (const auto& line : lines) {
+          std::fprintf(json, "%s\n", line.c_str());
+          if (file) std::printf("%s\n", readable(from_json(line)).c_str());
+        }
+        std::fflush(json);
+        std::fflush(stdout);
       }
     }
   }

@@ -11,6 +11,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <string>
+#include <string_view>
 #include <utility>
 
 #include "bench.hpp"
@@ -45,8 +47,13 @@ Plan sized(const Settings& s, Plan full) {
 
 enum class Unit { us, ms, gbps };
 
-void expect(bool ok, const std::string& pattern, const std::string& what) {
-  if (!ok) throw Error(Errc::mismatch, "bench " + pattern + ": " + what);
+[[noreturn]] void fail(std::string_view pattern, const std::string& what) {
+  throw Error(Errc::mismatch, "bench " + std::string(pattern) + ": " + what);
+}
+
+// Builds no message unless the check fails: checks run inside the measured loops.
+void expect(bool ok, std::string_view pattern, const char* what) {
+  if (!ok) fail(pattern, what);
 }
 
 Tensor f64_tensor(const std::vector<double>& values) {
@@ -68,7 +75,8 @@ std::vector<double> timed(GroupCoordinator& world, const Plan& plan, bool sync, 
   const double pace = plan.warmup > 0 ? since_ns(start) / plan.warmup : 0.0;
   const double slowest = world.all_reduce(f64_tensor({pace}), ReduceOp::max).data_as<double>()[0];
   int n = plan.max_iters;
-  if (slowest > 0) n = static_cast<int>(std::min<double>(plan.max_iters, plan.budget_s * 1e9 / slowest));
+  if (slowest > 0)
+    n = static_cast<int>(std::min<double>(plan.max_iters, plan.budget_s * 1e9 / slowest));
   n = std::clamp(n, plan.min_iters, plan.max_iters);
   std::vector<double> samples(static_cast<std::size_t>(n));
   for (int k = 0; k < n; ++k, ++i) {
@@ -181,13 +189,14 @@ Measurement one_way(ParallelState& s, const Settings& settings, const std::strin
       }
       const Value ack = w.recv_object(1);
       const double took = since_ns(start);
-      expect(ack == Value(i), name, "acknowledgement " + std::to_string(i) + " did not come back");
+      if (ack != Value(i))
+        fail(name, "acknowledgement " + std::to_string(i) + " did not come back");
       return took;
     }
     const auto start = Clock::now();
     TensorDict got = w.recv_tensor_dict(0);
-    expect(has_stamp(tensor_at(got, "hidden_states"), i), name,
-           "iteration " + std::to_string(i) + " received stale bytes");
+    if (!has_stamp(tensor_at(got, "hidden_states"), i))
+      fail(name, "iteration " + std::to_string(i) + " received stale bytes");
     w.send_object(Value(i), 0);
     const double took = since_ns(start);
     last = std::move(got);
@@ -196,7 +205,8 @@ Measurement one_way(ParallelState& s, const Settings& settings, const std::strin
   if (w.rank_in_group() == 1) {
     TensorDict expected{{"hidden_states", filled(bytes, 5)}};
     stamp(tensor_at(expected, "hidden_states"), plan.warmup + static_cast<int>(ns.size()) - 1);
-    expect(last == expected, name, "the last " + std::to_string(bytes) + " bytes received differ");
+    if (!(last == expected))
+      fail(name, "the last " + std::to_string(bytes) + " bytes received differ");
   }
   return summarize(settings, name, 2, bytes, std::move(ns), unit);
 }
@@ -214,41 +224,45 @@ Measurement collective(ParallelState& s, const Settings& settings, const std::st
   const bool gather = name == "all_gather";
   // What element k of the result must be (sum: 1 + .. + n ranks' values; gather: rank k/count's).
   auto expected = [&](std::int64_t k) {
-    if (gather) return static_cast<float>(k / count + 1) * static_cast<float>(1 + ((k % count) & 7));
+    if (gather)
+      return static_cast<float>(k / count + 1) * static_cast<float>(1 + ((k % count) & 7));
     return static_cast<float>(n * (n + 1) / 2) * static_cast<float>(1 + (k & 7));
   };
   const std::int64_t out_count = gather ? count * n : count;
   Tensor out;
   const Plan plan = sized(settings, {3, 10, 200, 1.5});
   std::vector<double> ns = timed(w, plan, true, [&](int) {
+    out = Tensor();  // the previous result goes before the clock starts (MPI reuses its buffer)
     const auto start = Clock::now();
     out = gather ? w.all_gather(input, 0) : w.all_reduce(input);
     const double took = since_ns(start);
     const float* p = out.data_as<float>();
-    expect(out.numel() == out_count && p[0] == expected(0) && p[out_count - 1] == expected(out_count - 1),
+    expect(out.numel() == out_count && p[0] == expected(0) &&
+               p[out_count - 1] == expected(out_count - 1),
            name, "wrong result");
     return took;
   });
   for (std::int64_t k = 0; k < out_count; ++k)
-    expect(out.data_as<float>()[k] == expected(k), name, "wrong element " + std::to_string(k));
+    if (out.data_as<float>()[k] != expected(k)) fail(name, "wrong element " + std::to_string(k));
   return summarize(settings, name, n, bytes, slowest_of(w, ns), Unit::ms);
 }
 
 // (c) tp 2 x pp 2: both first-stage ranks hold the same tensor and send it to their next-stage
 // peer, as slices that the receivers all-gather over TP, or whole; each receiver acknowledges.
-std::vector<Measurement> send_allgather(ParallelState& s, const Settings& settings) {
+template <class Report>
+void send_allgather(ParallelState& s, const Settings& settings, Report&& report) {
   s.initialize_model_parallel(2, 2);
   GroupCoordinator& pp = s.pp();
   GroupCoordinator& tp = s.tp();
   const std::int64_t bytes = settings.quick ? 64 * KiB : 64 * MiB;
   const bool sender = pp.rank_in_group() == 0;
   TensorDict dict{{"hidden_states", filled(bytes, 9)}};
+  // Whole first: it involves no collective, so it is measured even where slicing fails.
   const std::pair<const char*, AllGatherTensors> variants[] = {
-      {"send_allgather_auto", {}},  // the runtime's choice: the per-key map left empty
-      {"send_allgather_sliced", {{"hidden_states", true}}},
       {"send_allgather_whole", {{"hidden_states", false}}},
+      {"send_allgather_sliced", {{"hidden_states", true}}},
+      {"send_allgather_auto", {}},  // the runtime's choice: the per-key map left empty
   };
-  std::vector<Measurement> out;
   for (const auto& [name, keys] : variants) {
     const Plan plan = sized(settings, {2, 5, 100, 1.5});
     TensorDict last;
@@ -259,13 +273,14 @@ std::vector<Measurement> send_allgather(ParallelState& s, const Settings& settin
         pp.send_tensor_dict(dict, 1, &tp, keys);
         const Value ack = pp.recv_object(1);
         const double took = since_ns(start);
-        expect(ack == Value(i), name, "acknowledgement " + std::to_string(i) + " did not come back");
+        if (ack != Value(i))
+          fail(name, "acknowledgement " + std::to_string(i) + " did not come back");
         return took;
       }
       const auto start = Clock::now();
       TensorDict got = pp.recv_tensor_dict(0, &tp, keys);
-      expect(has_stamp(tensor_at(got, "hidden_states"), i), name,
-             "iteration " + std::to_string(i) + " received stale bytes");
+      if (!has_stamp(tensor_at(got, "hidden_states"), i))
+        fail(name, "iteration " + std::to_string(i) + " received stale bytes");
       pp.send_object(Value(i), 0);
       const double took = since_ns(start);
       last = std::move(got);
@@ -276,10 +291,9 @@ std::vector<Measurement> send_allgather(ParallelState& s, const Settings& settin
       stamp(tensor_at(expected, "hidden_states"), plan.warmup + static_cast<int>(ns.size()) - 1);
       expect(last == expected, name, "the tensor gathered last differs from the one sent");
     }
-    out.push_back(summarize(settings, name, 4, bytes, slowest_of(s.world(), ns), Unit::ms));
+    report(summarize(settings, name, 4, bytes, slowest_of(s.world(), ns), Unit::ms));
   }
   s.destroy_model_parallel();
-  return out;
 }
 
 // (e) a 1 KiB object from rank 0 to every rank.
@@ -331,9 +345,11 @@ std::vector<std::string> patterns_for(int ranks, const Settings& settings) {
   return chosen;
 }
 
-std::vector<Measurement> run_patterns(ParallelState& s, const Settings& settings) {
-  std::vector<Measurement> out;
-  auto add = [&](Measurement m) { out.push_back(std::move(m)); };
+void run_patterns(ParallelState& s, const Settings& settings,
+                  const std::function<void(const Measurement&)>& report) {
+  auto add = [&](const Measurement& m) {
+    if (s.rank() == 0) report(m);
+  };
   const std::int64_t big = settings.quick ? 64 * KiB : 64 * MiB;
   for (const std::string& p : patterns_for(s.world_size(), settings)) {
     if (p == "dict_roundtrip") add(dict_roundtrip(s, settings));
@@ -354,12 +370,9 @@ std::vector<Measurement> run_patterns(ParallelState& s, const Settings& settings
       }
       for (std::int64_t b : sizes) add(one_way(s, settings, p, b, p == "p2p_donated", Unit::us));
     }
-    if (p == "send_allgather")
-      for (Measurement& m : send_allgather(s, settings)) add(std::move(m));
+    if (p == "send_allgather") send_allgather(s, settings, add);
     if (p == "broadcast_object") add(broadcast_object(s, settings));
   }
-  if (s.rank() != 0) out.clear();
-  return out;
 }
 
 }  // namespace rankmesh::tool::bench
