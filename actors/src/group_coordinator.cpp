@@ -448,7 +448,7 @@ public:
     std::vector<Tensor> all = exchange(input, op);
     for (int j = 0; j < n(); ++j)
       if (j != me()) check_compatible(j, all[static_cast<std::size_t>(j)], input, dim, same_rows);
-    return concat(all, dim);
+    return concat(all, dim, ctx_.allocator());
   }
 
   Tensor reduce_scatterv(const Tensor& input, std::span<const std::int64_t> sizes, int dim,
@@ -472,7 +472,8 @@ public:
                                               std::to_string(input.shape()[dim]));
     const std::uint64_t seq = begin_collective();
     auto mine_of = [&](int j) {
-      return narrow(input, dim, offsets[static_cast<std::size_t>(j)], sizes[static_cast<std::size_t>(j)]);
+      return narrow(input, dim, offsets[static_cast<std::size_t>(j)], sizes[static_cast<std::size_t>(j)],
+                    ctx_.allocator());
     };
     Frame& f = frame();
     for (int j = 0; j < n(); ++j) {
@@ -688,7 +689,7 @@ Tensor GroupCoordinator::gather(const Tensor& input, int dst, int dim) {
     all[static_cast<std::size_t>(j)] = ops.only_tensor(j, f);
     ops.check_compatible(j, all[static_cast<std::size_t>(j)], input, dim, true);
   }
-  return concat(all, dim);
+  return concat(all, dim, ops.ctx().allocator());
 }
 
 Tensor GroupCoordinator::broadcast(const Tensor& input, int src) {
@@ -750,7 +751,8 @@ Tensor GroupCoordinator::all_to_all(const Tensor& input, std::span<const std::in
   const std::uint64_t seq = ops.begin_collective();
   Frame& f = ops.frame();
   auto rows_for = [&](int j) {
-    return narrow(input, 0, offsets[static_cast<std::size_t>(j)], send_counts[static_cast<std::size_t>(j)]);
+    return narrow(input, 0, offsets[static_cast<std::size_t>(j)], send_counts[static_cast<std::size_t>(j)],
+                  ops.ctx().allocator());
   };
   for (int j = 0; j < world_size(); ++j) {
     if (j == rank_in_group_) continue;
@@ -766,7 +768,7 @@ Tensor GroupCoordinator::all_to_all(const Tensor& input, std::span<const std::in
     parts[static_cast<std::size_t>(j)] = ops.only_tensor(j, f);
     ops.check_compatible(j, parts[static_cast<std::size_t>(j)], input, 0, false);
   }
-  return concat(parts, 0);
+  return concat(parts, 0, ops.ctx().allocator());
 }
 
 void GroupCoordinator::submit(std::function<void()> work) { context_->submit(std::move(work)); }

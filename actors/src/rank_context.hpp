@@ -41,6 +41,7 @@ public:
   int local_rank() const noexcept { return local_rank_; }
   std::chrono::nanoseconds default_timeout() const noexcept { return timeout_; }
   Tensor allocate(const Shape& shape, DType dtype) const { return allocator_(shape, dtype); }
+  const Allocator& allocator() const noexcept { return allocator_; }
 
   // Hands a frame to global rank `dst`. Throws Error(timeout) or Error(peer_failed), with
   // `what` saying which operation was sending.

@@ -25,6 +25,10 @@ Around around(const Tensor& t, int dim) {
   return a;
 }
 
+Tensor fresh(const Shape& shape, DType dtype, const Allocator& allocate) {
+  return allocate ? allocate(shape, dtype) : Tensor::empty(shape, dtype);
+}
+
 void check_host(const Tensor& t, const char* what) {
   if (!t.defined()) throw Error(Errc::invalid_argument, std::string(what) + ": undefined tensor");
   if (t.device().type != DeviceType::cpu)
@@ -48,7 +52,8 @@ Tensor clone(const Tensor& tensor) {
   return out;
 }
 
-Tensor narrow(const Tensor& tensor, int dim, std::int64_t start, std::int64_t length) {
+Tensor narrow(const Tensor& tensor, int dim, std::int64_t start, std::int64_t length,
+              const Allocator& allocate) {
   check_host(tensor, "narrow");
   check_dim(tensor, dim, "narrow");
   Around a = around(tensor, dim);
@@ -58,7 +63,7 @@ Tensor narrow(const Tensor& tensor, int dim, std::int64_t start, std::int64_t le
                                             std::to_string(dim) + " of " + to_string(tensor.shape()));
   Shape shape = tensor.shape();
   shape.set(dim, length);
-  Tensor out = Tensor::empty(shape, tensor.dtype());
+  Tensor out = fresh(shape, tensor.dtype(), allocate);
   const std::size_t block = static_cast<std::size_t>(length) * a.row_bytes;
   if (block == 0) return out;
   const auto* src = static_cast<const std::byte*>(tensor.data());
@@ -70,7 +75,7 @@ Tensor narrow(const Tensor& tensor, int dim, std::int64_t start, std::int64_t le
   return out;
 }
 
-Tensor concat(std::span<const Tensor> parts, int dim) {
+Tensor concat(std::span<const Tensor> parts, int dim, const Allocator& allocate) {
   if (parts.empty()) throw Error(Errc::invalid_argument, "concat: no tensors");
   const Tensor& first = parts.front();
   check_host(first, "concat");
@@ -89,7 +94,7 @@ Tensor concat(std::span<const Tensor> parts, int dim) {
     rows += part.shape()[dim];
   }
   shape.set(dim, rows);
-  Tensor out = Tensor::empty(shape, first.dtype());
+  Tensor out = fresh(shape, first.dtype(), allocate);
   Around whole = around(out, dim);
   auto* dst = static_cast<std::byte*>(out.data());
   std::int64_t row = 0;
