@@ -2,6 +2,7 @@
 
 #include <linux/futex.h>
 #include <sys/syscall.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -31,18 +32,23 @@ void set_spin_policy(const SpinPolicy& policy) {
   g_max_spinners.store(policy.max_spinners, std::memory_order_relaxed);
 }
 
-std::chrono::nanoseconds Parker::spin_budget() noexcept {
+std::chrono::nanoseconds spin_budget() noexcept {
   return std::chrono::nanoseconds(g_spin_ns.load(std::memory_order_relaxed));
 }
 
-bool Parker::acquire_spinner() noexcept {
-  if (spin_budget().count() <= 0) return false;
+namespace detail {
+
+bool acquire_spinner() noexcept {
   if (g_spinners.fetch_add(1, std::memory_order_acq_rel) < max_spinners()) return true;
   g_spinners.fetch_sub(1, std::memory_order_acq_rel);
   return false;
 }
 
-void Parker::release_spinner() noexcept { g_spinners.fetch_sub(1, std::memory_order_acq_rel); }
+void release_spinner() noexcept { g_spinners.fetch_sub(1, std::memory_order_acq_rel); }
+
+void yield_core() noexcept { sched_yield(); }
+
+}  // namespace detail
 
 void Parker::notify() noexcept {
   epoch_.fetch_add(1, std::memory_order_seq_cst);

@@ -1,7 +1,8 @@
 // Waiting that spins briefly, then parks on a futex. Waking a parked thread on the other core
 // costs ~20 us on the machines rankmesh targets, so a waiter spins first — but only while fewer
 // spinners than cores are active, since a spinner that steals the core its peer needs is worse
-// than parking.
+// than parking. Every transport's waits (inproc, shm, tcp) spin through spin_until() below, so
+// one process-wide policy and one spinner count govern them all.
 #pragma once
 
 #include <atomic>
@@ -19,6 +20,39 @@ struct SpinPolicy {
 
 // Process-wide; set before ranks start waiting.
 void set_spin_policy(const SpinPolicy& policy);
+// How long a wait spins under the policy.
+std::chrono::nanoseconds spin_budget() noexcept;
+
+namespace detail {
+bool acquire_spinner() noexcept;  // false when every spinner slot is taken
+void release_spinner() noexcept;
+void yield_core() noexcept;
+}  // namespace detail
+
+// Polls `ready` for up to `budget` (never past the deadline) if a spinner slot is free; true
+// once it holds. Every few microseconds the spinner offers its core to the scheduler: where the
+// peer it waits for was woken onto this core, the peer runs at once instead of waiting for the
+// spin to end.
+template <class Ready>
+bool spin_until(Ready& ready, Deadline deadline, std::chrono::nanoseconds budget) {
+  if (budget <= std::chrono::nanoseconds::zero() || !detail::acquire_spinner()) return false;
+  Deadline stop = Clock::now() + budget;
+  if (deadline < stop) stop = deadline;
+  bool done = false;
+  for (unsigned i = 1; !done; ++i) {
+    done = ready();
+    if (done) break;
+    if ((i & 63) == 0) {
+      if (Clock::now() >= stop) break;
+      if ((i & 1023) == 0) detail::yield_core();
+    }
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+  detail::release_spinner();
+  return done;
+}
 
 class Parker {
 public:
@@ -29,7 +63,7 @@ public:
   template <class Ready>
   bool wait_until(Ready&& ready, Deadline deadline) {
     if (ready()) return true;
-    if (spin(ready, deadline)) return true;
+    if (spin_until(ready, deadline, spin_budget())) return true;
     while (true) {
       std::uint32_t seen = epoch_.load(std::memory_order_seq_cst);
       sleepers_.fetch_add(1, std::memory_order_seq_cst);
@@ -45,33 +79,11 @@ public:
   }
 
 private:
-  template <class Ready>
-  bool spin(Ready& ready, Deadline deadline);
-  bool acquire_spinner() noexcept;
-  void release_spinner() noexcept;
   // futex wait while epoch_ == seen; false once the deadline has passed.
   bool park(std::uint32_t seen, Deadline deadline) noexcept;
-  static std::chrono::nanoseconds spin_budget() noexcept;
 
   std::atomic<std::uint32_t> epoch_{0};
   std::atomic<std::uint32_t> sleepers_{0};
 };
-
-template <class Ready>
-bool Parker::spin(Ready& ready, Deadline deadline) {
-  if (!acquire_spinner()) return false;
-  Deadline stop = Clock::now() + spin_budget();
-  if (deadline < stop) stop = deadline;
-  bool done = false;
-  for (unsigned i = 0; !done; ++i) {
-    done = ready();
-    if (!done && (i & 63) == 63 && Clock::now() >= stop) break;
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-  }
-  release_spinner();
-  return done;
-}
 
 }  // namespace rankmesh

@@ -1,13 +1,6 @@
 #include "shm_channel.hpp"
 
-#include <fcntl.h>
-#include <linux/futex.h>
-#include <poll.h>
-#include <signal.h>
 #include <sys/mman.h>
-#include <sys/random.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -15,11 +8,9 @@
 #include <atomic>
 #include <bit>
 #include <cerrno>
-#include <climits>
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
 #include <limits>
 #include <new>
 #include <system_error>
@@ -27,6 +18,7 @@
 
 #include "rankmesh/error.hpp"
 #include "rankmesh/event.hpp"
+#include "parker.hpp"
 
 namespace rankmesh {
 namespace {
@@ -34,54 +26,14 @@ namespace {
 constexpr std::uint64_t kControlMagic = 0x3142434d48534d52;  // "RMSHMCB1"
 constexpr std::uint32_t kControlVersion = 1;
 constexpr std::uint32_t kRecordMagic = 0x46534d52;  // "RMSF"
-constexpr std::size_t kReasonBytes = 512;
 constexpr std::size_t kMinRing = std::size_t{64} << 10;
 constexpr std::size_t kMaxRing = std::size_t{1} << 30;
 constexpr std::size_t kPullChunk = std::size_t{8} << 20;
 
 // What the receiver found out about reading the sender's memory with process_vm_readv.
 enum : std::uint32_t { kCmaUnknown = 0, kCmaWorks = 1, kCmaDenied = 2 };
-// closed: open, being written by the closer, reason readable.
-enum : std::uint32_t { kOpen = 0, kClosing = 1, kClosed = 2 };
 
-template <class T>
-std::atomic_ref<T> at(T& value) noexcept {
-  return std::atomic_ref<T>(value);
-}
-
-long futex(std::uint32_t* word, int op, std::uint32_t value, const timespec* timeout) noexcept {
-  return syscall(SYS_futex, word, op, value, timeout, nullptr, 0);
-}
-
-int pidfd_open(int pid) noexcept {
-#ifdef SYS_pidfd_open
-  return static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-#else
-  errno = ENOSYS;
-  return -1;
-#endif
-}
-
-std::atomic<int> g_spinners{0};
-
-int max_spinners() noexcept {
-  // hardware_concurrency() reads /sys on every call: ask once.
-  static const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  return cores;
-}
-
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
-
-std::uint64_t random_u64() {
-  std::uint64_t value = 0;
-  if (getrandom(&value, sizeof value, 0) != static_cast<ssize_t>(sizeof value))
-    throw std::system_error(errno, std::generic_category(), "getrandom");
-  return value;
-}
+using shm::at;
 
 std::string hex(std::uint64_t value) {
   char text[17];
@@ -123,9 +75,7 @@ struct ShmChannel::Control {
   alignas(64) std::uint64_t head;  // written by the receiver
   std::uint32_t space_epoch;       // bumped by the receiver: "space or news for the sender"
   std::uint32_t data_sleepers;     // receivers parked on data_epoch
-  alignas(64) std::uint32_t closed;
-  std::uint32_t unused1;
-  char reason[kReasonBytes];
+  alignas(64) shm::Closure closure;
 };
 
 
@@ -150,19 +100,9 @@ ShmChannel::Created ShmChannel::create(ShmOptions options) {
     throw Error(Errc::invalid_argument, "shm liveness_interval must be positive");
   const std::size_t ring = std::bit_ceil(std::max(options.ring_bytes, kMinRing));
   const std::size_t total = Layout::kControlBytes + ring;
-  const std::string name = "/rankmesh-" + std::to_string(getpid()) + "-" + hex(random_u64());
-
-  int fd = shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
-  if (fd < 0) throw std::system_error(errno, std::generic_category(), "shm_open " + name);
-  void* base = MAP_FAILED;
-  if (ftruncate(fd, static_cast<off_t>(total)) == 0)
-    base = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
-  const int error = errno;
-  ::close(fd);
-  if (base == MAP_FAILED) {
-    shm_unlink(name.c_str());
-    throw std::system_error(error, std::generic_category(), "mapping shm segment " + name);
-  }
+  std::string name;
+  const shm::Mapping mapping = shm::create_segment(total, name);
+  void* base = mapping.base;
   auto* control = static_cast<Control*>(base);  // the fresh segment reads as zeros
   control->version = kControlVersion;
   control->control_bytes = Layout::kControlBytes;
@@ -174,7 +114,7 @@ ShmChannel::Created ShmChannel::create(ShmOptions options) {
   try {
     channel = std::make_unique<ShmChannel>(Private{}, true, name, base, total, std::move(options));
   } catch (...) {
-    munmap(base, total);
+    shm::unmap(mapping);
     shm_unlink(name.c_str());
     throw;
   }
@@ -184,26 +124,11 @@ ShmChannel::Created ShmChannel::create(ShmOptions options) {
 std::unique_ptr<ShmChannel> ShmChannel::open(const std::string& name, ShmOptions options) {
   if (options.liveness_interval <= std::chrono::nanoseconds::zero())
     throw Error(Errc::invalid_argument, "shm liveness_interval must be positive");
-  int fd = shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0);
-  if (fd < 0) throw std::system_error(errno, std::generic_category(), "shm_open " + name);
-  struct stat st {};
-  if (fstat(fd, &st) != 0) {
-    const int error = errno;
-    ::close(fd);
-    throw std::system_error(error, std::generic_category(), "fstat " + name);
-  }
-  const auto total = static_cast<std::size_t>(st.st_size);
-  if (total < Layout::kControlBytes + kMinRing || total > Layout::kControlBytes + kMaxRing) {
-    ::close(fd);
-    throw Error(Errc::invalid_argument, "shm segment " + name + " is not a rankmesh channel (" +
-                                            std::to_string(total) + " bytes)");
-  }
-  void* base = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
-  const int error = errno;
-  ::close(fd);
-  if (base == MAP_FAILED)
-    throw std::system_error(error, std::generic_category(), "mapping shm segment " + name);
-
+  const shm::Mapping mapping = shm::open_segment(name, Layout::kControlBytes + kMinRing,
+                                                 Layout::kControlBytes + kMaxRing,
+                                                 "rankmesh channel");
+  void* base = mapping.base;
+  const std::size_t total = mapping.bytes;
   auto* control = static_cast<Control*>(base);
   const std::uint64_t ring = control->ring_bytes;
   std::string problem;
@@ -219,7 +144,7 @@ std::unique_ptr<ShmChannel> ShmChannel::open(const std::string& name, ShmOptions
            !at(control->attach_claim).compare_exchange_strong(free, 1))
     problem = "already has a sender";
   if (!problem.empty()) {
-    munmap(base, total);
+    shm::unmap(mapping);
     throw Error(Errc::invalid_argument, "shm segment " + name + " " + problem);
   }
   // Both sides hold a mapping now: the name has done its job.
@@ -231,7 +156,7 @@ std::unique_ptr<ShmChannel> ShmChannel::open(const std::string& name, ShmOptions
     channel->unlinked_.store(true);
     return channel;
   } catch (...) {
-    munmap(base, total);
+    shm::unmap(mapping);
     throw;
   }
 }
@@ -254,13 +179,13 @@ ShmChannel::ShmChannel(Private, bool receiver, std::string name, void* base, std
     return;
   }
   tail_ = published_tail_ = seen_head_ = at(control_->tail).load(std::memory_order_acquire);
-  probe_word_ = random_u64();
+  probe_word_ = shm::random_u64();
   control_->probe_address = reinterpret_cast<std::uintptr_t>(&probe_word_);
   control_->probe_value = probe_word_;
   at(control_->sender_pid).store(getpid(), std::memory_order_release);
   peer_pid_ = control_->receiver_pid;
-  pidfd_ = pidfd_open(peer_pid_);
-  notify(&control_->data_epoch, &control_->data_sleepers);  // a receiver may wait for us
+  peer_ = shm::ProcessWatch(peer_pid_);
+  shm::notify(control_->data_epoch, control_->data_sleepers);  // a receiver may wait for us
 }
 
 ShmChannel::~ShmChannel() {
@@ -270,7 +195,6 @@ ShmChannel::~ShmChannel() {
   if (!receiver_) withdraw_lent();
   if (!unlinked_.exchange(true)) shm_unlink(name_.c_str());
   munmap(base_, mapped_);
-  if (pidfd_ >= 0) ::close(pidfd_);
 }
 
 int ShmChannel::peer_pid() const noexcept {
@@ -304,31 +228,13 @@ bool ShmChannel::wait_peer(Deadline deadline) {
 
 // ---- waiting ------------------------------------------------------------------------------
 
-template <class Ready>
-bool ShmChannel::spin(Ready& ready, Deadline deadline) {
-  if (options_.spin_for <= std::chrono::nanoseconds::zero()) return false;
-  if (g_spinners.fetch_add(1, std::memory_order_acq_rel) >= max_spinners()) {
-    g_spinners.fetch_sub(1, std::memory_order_acq_rel);
-    return false;
-  }
-  Deadline stop = std::min(deadline, Clock::now() + options_.spin_for);
-  bool done = false;
-  for (unsigned i = 0; !done; ++i) {
-    done = ready();
-    if (!done && (i & 63) == 63 && Clock::now() >= stop) break;
-    cpu_relax();
-  }
-  g_spinners.fetch_sub(1, std::memory_order_acq_rel);
-  return done;
-}
-
 // Spins, then parks on the futex word `epoch` in slices of liveness_interval, checking the peer
 // between slices. `ready` must not throw (it only reads the segment).
 template <class Ready>
 bool ShmChannel::wait(Ready&& ready, std::uint32_t* epoch, std::uint32_t* sleepers,
                       Deadline deadline) {
   if (ready()) return true;
-  if (spin(ready, deadline)) return true;
+  if (spin_until(ready, deadline, options_.spin_for.value_or(spin_budget()))) return true;
   while (true) {
     check_peer(true);
     const std::uint32_t seen = at(*epoch).load(std::memory_order_seq_cst);
@@ -337,26 +243,11 @@ bool ShmChannel::wait(Ready&& ready, std::uint32_t* epoch, std::uint32_t* sleepe
       at(*sleepers).fetch_sub(1, std::memory_order_seq_cst);
       return true;
     }
-    park(epoch, seen, std::min(deadline, Clock::now() + options_.liveness_interval));
+    shm::futex_wait(epoch, seen, std::min(deadline, Clock::now() + options_.liveness_interval));
     at(*sleepers).fetch_sub(1, std::memory_order_seq_cst);
     if (ready()) return true;
     if (Clock::now() >= deadline) return false;
   }
-}
-
-void ShmChannel::park(std::uint32_t* epoch, std::uint32_t seen, Deadline until) noexcept {
-  const auto left = until - Clock::now();
-  if (left <= Clock::duration::zero()) return;
-  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
-  timespec timeout{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
-  // Not FUTEX_PRIVATE: the word is shared with the other process. A notify between our read of
-  // the epoch and this call changes the word, so the kernel returns at once.
-  futex(epoch, FUTEX_WAIT, seen, &timeout);
-}
-
-void ShmChannel::notify(std::uint32_t* epoch, std::uint32_t* sleepers) noexcept {
-  at(*epoch).fetch_add(1, std::memory_order_seq_cst);
-  if (at(*sleepers).load(std::memory_order_seq_cst) != 0) futex(epoch, FUTEX_WAKE, INT_MAX, nullptr);
 }
 
 // ---- the peer -----------------------------------------------------------------------------
@@ -378,18 +269,11 @@ void ShmChannel::check_peer(bool force) {
   if (!peer_alive()) peer_died();
 }
 
-bool ShmChannel::peer_alive() {
-  if (pidfd_ >= 0) {
-    pollfd fd{pidfd_, POLLIN, 0};
-    // A pidfd turns readable when its process has exited (zombies included).
-    return poll(&fd, 1, 0) == 0;
-  }
-  return !(kill(peer_pid_, 0) != 0 && errno == ESRCH);
-}
+bool ShmChannel::peer_alive() const noexcept { return peer_.alive(); }
 
 void ShmChannel::on_attached() {
   peer_pid_ = at(control_->sender_pid).load(std::memory_order_acquire);
-  pidfd_ = pidfd_open(peer_pid_);
+  peer_ = shm::ProcessWatch(peer_pid_);
   if (!unlinked_.exchange(true)) shm_unlink(name_.c_str());
   if (at(control_->cma_state).load(std::memory_order_acquire) == kCmaUnknown) probe_peer_memory();
 }
@@ -403,7 +287,7 @@ void ShmChannel::probe_peer_memory() {
   const ssize_t got = process_vm_readv(peer_pid_, &local, 1, &remote, 1, 0);
   const bool works = got == static_cast<ssize_t>(sizeof value) && value == expected;
   at(control_->cma_state).store(works ? kCmaWorks : kCmaDenied, std::memory_order_release);
-  notify(&control_->space_epoch, &control_->space_sleepers);
+  shm::notify(control_->space_epoch, control_->space_sleepers);
 }
 
 void ShmChannel::peer_died() {
@@ -414,31 +298,17 @@ void ShmChannel::peer_died() {
 
 // ---- closing ------------------------------------------------------------------------------
 
-bool ShmChannel::closed() const noexcept {
-  return at(control_->closed).load(std::memory_order_acquire) != kOpen;
-}
+bool ShmChannel::closed() const noexcept { return shm::is_closed(control_->closure); }
 
 std::string ShmChannel::closed_reason() const {
-  std::uint32_t state = at(control_->closed).load(std::memory_order_acquire);
-  for (int i = 0; state == kClosing && i < 10000; ++i) {  // the closer is writing the reason
-    std::this_thread::yield();
-    state = at(control_->closed).load(std::memory_order_acquire);
-  }
-  if (state != kClosed) return "shm channel " + name_ + " was closed";
-  return std::string(control_->reason, strnlen(control_->reason, kReasonBytes));
+  return shm::reason_of(control_->closure, "shm channel " + name_ + " was closed");
 }
 
 void ShmChannel::close(const std::string& reason) {
-  std::uint32_t expected = kOpen;
-  if (at(control_->closed).compare_exchange_strong(expected, kClosing)) {
-    const std::size_t n = std::min(reason.size(), kReasonBytes - 1);
-    std::memcpy(control_->reason, reason.data(), n);
-    control_->reason[n] = '\0';
-    at(control_->closed).store(kClosed, std::memory_order_release);
-  }
+  shm::close(control_->closure, reason);
   if (receiver_ && !unlinked_.exchange(true)) shm_unlink(name_.c_str());
-  notify(&control_->data_epoch, &control_->data_sleepers);
-  notify(&control_->space_epoch, &control_->space_sleepers);
+  shm::notify(control_->data_epoch, control_->data_sleepers);
+  shm::notify(control_->space_epoch, control_->space_sleepers);
 }
 
 void ShmChannel::throw_closed() {
@@ -486,14 +356,14 @@ void ShmChannel::publish_tail() noexcept {
   if (tail_ == published_tail_) return;
   published_tail_ = tail_;
   at(control_->tail).store(tail_, std::memory_order_seq_cst);
-  notify(&control_->data_epoch, &control_->data_sleepers);
+  shm::notify(control_->data_epoch, control_->data_sleepers);
 }
 
 void ShmChannel::publish_head() noexcept {
   if (head_ == published_head_) return;
   published_head_ = head_;
   at(control_->head).store(head_, std::memory_order_seq_cst);
-  notify(&control_->space_epoch, &control_->space_sleepers);
+  shm::notify(control_->space_epoch, control_->space_sleepers);
 }
 
 std::uint64_t ShmChannel::raw_head() const noexcept {
@@ -786,10 +656,7 @@ void ShmChannel::pull(void* dst, std::uint64_t address, std::size_t length) {
     if (error == EINTR) continue;
     if (error == ESRCH || !peer_alive()) peer_died();
     // A sender being killed loses its memory a moment before its pidfd says so.
-    if (pidfd_ >= 0) {
-      pollfd exited{pidfd_, POLLIN, 0};
-      if (poll(&exited, 1, 100) > 0) peer_died();
-    }
+    if (peer_.exits_within(std::chrono::milliseconds(100))) peer_died();
     if (at(control_->withdrawn).load(std::memory_order_seq_cst) != 0) throw_closed();
     if (error == EFAULT)
       fail("its payload at 0x" + hex(address) + " (" + std::to_string(length) +

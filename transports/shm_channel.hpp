@@ -27,11 +27,13 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "buffer_pool.hpp"
 #include "channel.hpp"
+#include "shm_segment.hpp"
 
 namespace rankmesh {
 
@@ -55,8 +57,9 @@ struct ShmOptions {
   Allocator allocator;
   // Names the other side in errors: "rank 3".
   std::string peer_name = "peer";
-  // How long a wait spins before it parks, and how often a parked wait checks the peer.
-  std::chrono::nanoseconds spin_for = std::chrono::microseconds(50);
+  // How long a wait spins before it parks (unset: the process's SpinPolicy, parker.hpp), and
+  // how often a parked wait checks the peer.
+  std::optional<std::chrono::nanoseconds> spin_for;
   std::chrono::nanoseconds liveness_interval = std::chrono::milliseconds(50);
   // Gets one line per failure worth an operator's attention (malformed data from the peer).
   // Default: a line on stderr.
@@ -136,15 +139,11 @@ private:
   };
 
   template <class Ready>
-  bool spin(Ready& ready, Deadline deadline);
-  template <class Ready>
   bool wait(Ready&& ready, std::uint32_t* epoch, std::uint32_t* sleepers, Deadline deadline);
-  void park(std::uint32_t* epoch, std::uint32_t seen, Deadline until) noexcept;
-  void notify(std::uint32_t* epoch, std::uint32_t* sleepers) noexcept;
 
   std::string who() const;
   void check_peer(bool force);
-  bool peer_alive();
+  bool peer_alive() const noexcept;
   void on_attached();
   void probe_peer_memory();
   [[noreturn]] void peer_died();
@@ -181,7 +180,7 @@ private:
   std::atomic<bool> unlinked_{false};
   bool broken_ = false;  // this side found the peer's data malformed
   int peer_pid_ = 0;  // once known
-  int pidfd_ = -1;
+  shm::ProcessWatch peer_;
   Clock::time_point next_peer_check_{};
 
   // Sender.

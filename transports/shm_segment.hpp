@@ -1,0 +1,87 @@
+// What the shared-memory transports (ShmChannel, ShmBroadcastRing) have in common: named POSIX
+// segments that the creator publishes and the last one to attach unlinks, futex waits on words
+// inside them, and watching the process at the other end through a pidfd.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "deadline.hpp"
+
+namespace rankmesh::shm {
+
+// Both processes touch the segment's plain integers through this.
+template <class T>
+std::atomic_ref<T> at(T& value) noexcept {
+  return std::atomic_ref<T>(value);
+}
+
+struct Mapping {
+  std::uint8_t* base = nullptr;
+  std::size_t bytes = 0;
+};
+
+// A new segment of `bytes` (zero-filled, mapped, pages populated) under a fresh name
+// "/rankmesh-<pid>-<random>". Throws std::system_error.
+Mapping create_segment(std::size_t bytes, std::string& name);
+// Maps the existing segment `name`. Its size must lie in [min_bytes, max_bytes], else
+// Error(invalid_argument) saying it is not a `kind`. Throws std::system_error when it cannot be
+// opened.
+Mapping open_segment(const std::string& name, std::size_t min_bytes, std::size_t max_bytes,
+                     const char* kind);
+void unmap(Mapping mapping) noexcept;
+
+// Sleeps while *word == seen (another process may change it), until `until` or a wake-up.
+void futex_wait(std::uint32_t* word, std::uint32_t seen, Deadline until) noexcept;
+// Wakes every process sleeping on *word.
+void futex_wake(std::uint32_t* word) noexcept;
+
+// A word pair that lets one side sleep until the other has news: the waiter counts itself in
+// `sleepers` around its futex wait on `epoch`; the notifier bumps `epoch` and makes the system
+// call only when somebody sleeps.
+inline void notify(std::uint32_t& epoch, std::uint32_t& sleepers) noexcept {
+  at(epoch).fetch_add(1, std::memory_order_seq_cst);
+  if (at(sleepers).load(std::memory_order_seq_cst) != 0) futex_wake(&epoch);
+}
+
+// "Closed, and why", in a segment both sides read. Whoever closes first writes the reason.
+struct Closure {
+  std::uint32_t state;  // 0 open, 1 the closer is writing the reason, 2 closed
+  std::uint32_t unused;
+  char reason[512];
+};
+// Closes with `reason` unless it is closed already (then the first reason stays).
+void close(Closure& closure, const std::string& reason) noexcept;
+bool is_closed(const Closure& closure) noexcept;
+// The reason, or `fallback` when the closer never finished writing it.
+std::string reason_of(const Closure& closure, const std::string& fallback);
+
+// Another process of this node, watched through a pidfd where the kernel offers them (a pidfd
+// cannot be fooled by pid reuse), else through kill(pid, 0).
+class ProcessWatch {
+public:
+  ProcessWatch() = default;
+  explicit ProcessWatch(int pid);
+  ~ProcessWatch();
+  ProcessWatch(ProcessWatch&& other) noexcept;
+  ProcessWatch& operator=(ProcessWatch&& other) noexcept;
+
+  int pid() const noexcept { return pid_; }
+  bool watching() const noexcept { return pid_ > 0; }
+  // True while the process has not exited (a zombie counts as exited).
+  bool alive() const noexcept;
+  // Waits up to `limit` for the process to exit; true if it has.
+  bool exits_within(std::chrono::milliseconds limit) const noexcept;
+
+private:
+  int pid_ = 0;
+  int pidfd_ = -1;
+};
+
+// 64 random bits from the kernel (segment names, probe words). Throws std::system_error.
+std::uint64_t random_u64();
+
+}  // namespace rankmesh::shm
