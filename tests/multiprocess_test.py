@@ -45,7 +45,7 @@ def launch(nproc, program, *args, env_extra=None, timeout=120):
                           capture_output=True, text=True, timeout=timeout * SCALE, env=env)
 
 
-def spawn_world(world, ranks=None, secret_of=None, extra=None, payload=1024):
+def spawn_world(world, ranks=None, secret_of=None, extra=None, payload=1024, op="all_reduce"):
     """Starts ranks directly (no launcher), torchrun-style; returns {rank: Popen}."""
     port = free_port()
     procs = {}
@@ -55,7 +55,8 @@ def spawn_world(world, ranks=None, secret_of=None, extra=None, payload=1024):
                    RANKMESH_SECRET=(secret_of(i) if secret_of else "s3cret"),
                    RANKMESH_FAILURE_TIMEOUT_MS="1000", RANKMESH_JOIN_TIMEOUT_MS="3000",
                    **(extra or {}))
-        p = subprocess.Popen([OPS, "--world", str(world), "--loop", "--payload", str(payload)], env=env, stdout=subprocess.PIPE,
+        p = subprocess.Popen([OPS, "--world", str(world), "--loop", "--op", op, "--payload", str(payload)],
+                             env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
         started.append(p)
         procs[i] = p
@@ -135,6 +136,27 @@ try:
             check(f"SIGKILL mid 64 MiB ({transport}): rank {k} fails naming rank 2",
                   code not in (None, 0) and "rank 2" in err, f"exit {code}: {err[-800:]}")
         check(f"SIGKILL mid 64 MiB ({transport}): within a few seconds", elapsed < 5 * SCALE, f"{elapsed:.1f} s")
+
+    # --- broadcast_object through the shared-memory ring (rank 0 writes, 1 and 2 read), with
+    #     objects beyond a ring slot: the writer or a reader killed, the writer frozen
+    for victim, sig, size in ((0, signal.SIGKILL, 100), (2, signal.SIGKILL, 1 << 20), (0, signal.SIGSTOP, 1 << 20)):
+        what = f"{signal.Signals(sig).name} of rank {victim} in broadcast_object ({size} B)"
+        procs = spawn_world(3, op="broadcast_object", payload=size)
+        check(f"world of 3 formed ({what})", all(wait_looping(p) for p in procs.values()))
+        time.sleep(0.2)
+        procs[victim].send_signal(sig)
+        t0 = time.time()
+        survivors = [k for k in procs if k != victim]
+        results = wait_all({k: procs[k] for k in survivors}, 10)
+        elapsed = time.time() - t0
+        for k, (code, err) in results.items():
+            check(f"{what}: rank {k} fails naming it", code not in (None, 0) and f"rank {victim}" in err,
+                  f"exit {code}: {err[-800:]}")
+        check(f"{what}: noticed within a few seconds", elapsed < 5 * SCALE, f"{elapsed:.1f} s")
+        if sig == signal.SIGSTOP:
+            procs[victim].send_signal(signal.SIGKILL)
+            procs[victim].send_signal(signal.SIGCONT)
+        wait_all({victim: procs[victim]}, 10)
 
     # --- a frozen rank (SIGSTOP: no socket notices) fails the world through missing heartbeats
     procs = spawn_world(3)

@@ -18,7 +18,8 @@ std::pair<std::string, std::uint16_t> split_address(const std::string& address) 
 DataPlane::DataPlane(Options options)
     : options_(std::move(options)),
       outbound_(static_cast<std::size_t>(options_.world_size)),
-      inbound_(static_cast<std::size_t>(options_.world_size)) {
+      inbound_(static_cast<std::size_t>(options_.world_size)),
+      shared_memory_(static_cast<std::size_t>(options_.world_size), false) {
   TcpListenerOptions listen;
   listen.address = options_.listen_address;
   listen.secret = options_.secret;
@@ -102,6 +103,7 @@ void DataPlane::connect_shm(const std::vector<Member>& members, const std::strin
     senders.push_back(out.get());
     outbound_[static_cast<std::size_t>(peer)] = std::move(out);
     inbound_[static_cast<std::size_t>(peer)] = std::move(in);
+    shared_memory_[static_cast<std::size_t>(peer)] = true;
   }
   // Receivers first: theirs only needs the senders attached (every rank opened its outbound
   // segments above), and a sender's handshake waits for its receiver's.

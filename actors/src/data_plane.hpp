@@ -50,6 +50,8 @@ public:
   // Channels by global rank (null for this rank itself).
   const std::vector<std::shared_ptr<Channel>>& outbound() const { return outbound_; }
   const std::vector<std::shared_ptr<Channel>>& inbound() const { return inbound_; }
+  // By global rank: reached through shared memory (same node).
+  const std::vector<bool>& shared_memory() const { return shared_memory_; }
 
 private:
   bool use_shm(const Member& peer, const std::string& node_id) const;
@@ -65,6 +67,7 @@ private:
   std::map<int, std::shared_ptr<TcpLink>> accepted_;  // by peer rank
   std::vector<std::shared_ptr<Channel>> outbound_;
   std::vector<std::shared_ptr<Channel>> inbound_;
+  std::vector<bool> shared_memory_;
 };
 
 }  // namespace rankmesh

@@ -63,6 +63,7 @@ public:
   GroupOps& operator=(const GroupOps&) = delete;
 
   GroupCoordinator& g() { return g_; }
+  Deadline deadline() const { return deadline_; }
   RankContext& ctx() { return ctx_; }
   int me() const { return g_.rank_in_group_; }
   int n() const { return g_.world_size(); }
@@ -125,7 +126,9 @@ public:
     ctx_.send(g_.ranks_[static_cast<std::size_t>(dst)], f, deadline_, describe_);
   }
 
-  void recv_coll(int src, OpCode op, std::uint64_t seq, Frame& f) {
+  // `alternative`: a second operation this receive accepts (broadcast_object's ring set-up).
+  void recv_coll(int src, OpCode op, std::uint64_t seq, Frame& f,
+                 std::optional<OpCode> alternative = std::nullopt) {
     while (true) {
       if (!ctx_.recv(g_.ranks_[static_cast<std::size_t>(src)], g_.group_id_, true, f, deadline_, describe_))
         throw ctx_.reported(Error(Errc::timeout, where() + " #" + std::to_string(seq) + " waited " +
@@ -133,8 +136,9 @@ public:
                                                      ", which did not send its part"));
       if (f.header.seq < seq) continue;  // from a collective that timed out here: discard
       note(f, src, false);
-      if (f.header.seq != seq || f.header.op != static_cast<std::uint32_t>(op))
-        throw mismatch(src, op, seq, f.header);
+      const bool expected_op = f.header.op == static_cast<std::uint32_t>(op) ||
+                               (alternative && f.header.op == static_cast<std::uint32_t>(*alternative));
+      if (f.header.seq != seq || !expected_op) throw mismatch(src, op, seq, f.header);
       return;
     }
   }
@@ -561,24 +565,131 @@ Value GroupCoordinator::recv_object(int src) {
   return std::move(object).value();
 }
 
+// broadcast_object towards members on the source's node goes through a shared-memory ring that
+// the source writes once and every such member reads (shm_broadcast.hpp); members elsewhere get
+// the object over their channel. The source makes its ring on its first broadcast and sends its
+// name to each same-node member over the channel, in place of that broadcast's object; that
+// object and every later one follow through the ring. Where no ring can be made the source logs
+// why and keeps to the channels; a member takes whichever arrives.
+struct GroupCoordinator::BroadcastRings {
+  // As the source: the ring, its readers by group rank, or why there is none.
+  std::shared_ptr<ShmBroadcastRing> out;
+  std::vector<bool> reads_ring;  // by group rank
+  bool out_decided = false;
+  // As a member: the rings of the sources that announced one, by group rank.
+  std::map<int, std::shared_ptr<ShmBroadcastRing>> in;
+  std::vector<std::uint8_t> encoded;
+};
+
+namespace {
+
+template <class Body>
+auto through_ring(RankContext& ctx, const std::string& what, Body body) {
+  try {
+    return body();
+  } catch (const ChannelTimeout& e) {
+    throw ctx.reported(Error(Errc::timeout, what + ": " + e.what()));
+  } catch (const ChannelClosed& e) {
+    throw ctx.reported(Error(Errc::peer_failed, what + ": " + e.what()));
+  }
+}
+
+}  // namespace
+
 Value GroupCoordinator::broadcast_object(const Value& object, int src) {
   GroupOps ops(*this, "broadcast_object");
   ops.check_peer(src, "src");
   if (world_size() == 1) return object;
+  if (!rings_) rings_ = std::make_unique<BroadcastRings>();
+  BroadcastRings& rings = *rings_;
   const std::uint64_t seq = ops.begin_collective();
   Frame& f = ops.frame();
+  RankContext& ctx = *context_;
   if (rank_in_group_ == src) {
-    std::vector<std::uint8_t> encoded;
-    encode(object, encoded);
+    encode(object, rings.encoded);
+    if (!rings.out_decided) {
+      rings.out_decided = true;
+      rings.reads_ring.assign(static_cast<std::size_t>(world_size()), false);
+      std::vector<int> readers;
+      for (int j = 0; j < world_size(); ++j)
+        if (j != src && ctx.shares_memory_with(ranks_[static_cast<std::size_t>(j)]))
+          readers.push_back(j);
+      std::string name;
+      if (!readers.empty()) {
+        std::vector<int> global;
+        for (int j : readers) global.push_back(ranks_[static_cast<std::size_t>(j)]);
+        try {
+          rings.out = ctx.create_broadcast_ring(global, name);
+        } catch (const std::exception& e) {
+          ctx.log(ops.where() + ": no shared-memory ring for broadcast_object (" + e.what() +
+                  "); objects go over the channels");
+        }
+      }
+      if (rings.out) {
+        for (std::size_t index = 0; index < readers.size(); ++index) {
+          const int j = readers[index];
+          rings.reads_ring[static_cast<std::size_t>(j)] = true;
+          encode(Value(List{Value(name), Value(static_cast<std::int64_t>(index))}), f.metadata);
+          f.tensors.clear();
+          ops.send_coll(j, OpCode::broadcast_ring, seq, f);
+        }
+      }
+    }
+    if (rings.out)
+      through_ring(ctx, ops.where() + " #" + std::to_string(seq), [&] {
+        rings.out->write(seq, rings.encoded.data(), rings.encoded.size(), ops.deadline());
+      });
     for (int j = 0; j < world_size(); ++j) {
-      if (j == src) continue;
-      f.metadata.assign(encoded.begin(), encoded.end());
+      if (j == src || (rings.out && rings.reads_ring[static_cast<std::size_t>(j)])) continue;
+      f.metadata.assign(rings.encoded.begin(), rings.encoded.end());
       f.tensors.clear();
       ops.send_coll(j, OpCode::broadcast_object, seq, f);
     }
     return object;
   }
-  ops.recv_coll(src, OpCode::broadcast_object, seq, f);
+
+  auto ring = rings.in.find(src);
+  if (ring == rings.in.end()) {
+    ops.recv_coll(src, OpCode::broadcast_object, seq, f, OpCode::broadcast_ring);
+    if (f.header.op == static_cast<std::uint32_t>(OpCode::broadcast_ring)) {
+      Result<Value> announced = decode_object(f.metadata);
+      const List* fields = announced && announced.value().is<List>() ? &announced.value().as<List>() : nullptr;
+      if (fields == nullptr || fields->size() != 2 || !(*fields)[0].is<std::string>() ||
+          !(*fields)[1].is<std::int64_t>())
+        throw Error(Errc::malformed, ops.where() + ": " + ops.who(src) +
+                                         " announced a broadcast ring in a malformed message");
+      const int writer = ranks_[static_cast<std::size_t>(src)];
+      try {
+        ring = rings.in.emplace(src, ctx.open_broadcast_ring(
+                                         (*fields)[0].as<std::string>(),
+                                         static_cast<int>((*fields)[1].as<std::int64_t>()), writer))
+                   .first;
+      } catch (const std::exception& e) {
+        throw ctx.reported(Error(Errc::peer_failed, ops.where() + ": cannot attach to the broadcast ring of " +
+                                                       ops.who(src) + ": " + e.what()));
+      }
+    }
+  }
+  if (ring != rings.in.end()) {
+    std::vector<std::uint8_t>& bytes = f.metadata;
+    while (true) {
+      std::uint64_t tag = 0;
+      const bool got = through_ring(ctx, ops.where() + " #" + std::to_string(seq), [&] {
+        return ring->second->read(tag, bytes, ops.deadline());
+      });
+      if (!got)
+        throw ctx.reported(Error(Errc::timeout, ops.where() + " #" + std::to_string(seq) +
+                                                    " waited " + ms(timeout_) + " for " + ops.who(src) +
+                                                    ", which did not broadcast its object"));
+      if (tag < seq) continue;  // from a broadcast that timed out here: discard
+      if (tag > seq)
+        throw Error(Errc::mismatch, ops.where() + ": expected broadcast_object #" + std::to_string(seq) +
+                                        " from " + ops.who(src) + ", which broadcast #" +
+                                        std::to_string(tag) +
+                                        " (collectives issued in a different order on each side)");
+      break;
+    }
+  }
   Result<Value> decoded = decode_object(f.metadata);
   if (!decoded)
     throw Error(Errc::malformed, ops.where() + ": object from " + ops.who(src) +

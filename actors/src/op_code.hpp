@@ -22,6 +22,9 @@ enum class OpCode : std::uint32_t {
   broadcast,
   barrier,
   all_to_all,
+  // broadcast_object's first message to a same-node member: the shared-memory ring that this
+  // and later objects from the same source travel through.
+  broadcast_ring,
 };
 inline constexpr std::uint32_t kFirstCollective = 16;
 
@@ -42,6 +45,7 @@ inline const char* op_name(std::uint32_t op) noexcept {
     case OpCode::broadcast: return "broadcast";
     case OpCode::barrier: return "barrier";
     case OpCode::all_to_all: return "all_to_all";
+    case OpCode::broadcast_ring: return "broadcast_object (ring set-up)";
   }
   return "unknown operation";
 }

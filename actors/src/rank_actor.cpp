@@ -1,6 +1,7 @@
 #include "rank_actor.hpp"
 
 #include <map>
+#include <optional>
 
 #include "rank_context.hpp"
 #include "registry.hpp"
@@ -28,6 +29,8 @@ struct State {
   std::map<int, Pending> proposals;  // the leader's collection
   std::string failure;  // why this rank's world failed; empty while it stands
   bool quiet = false;  // the world has left together: disconnects are expected
+  // This rank's request to leave, while the registry has not answered it.
+  std::optional<caf::response_promise> leaving;
 };
 
 }  // namespace
@@ -39,6 +42,11 @@ caf::behavior rank_actor(caf::event_based_actor* self, RankActorConfig config) {
     if (!state->failure.empty() || state->quiet) return;
     state->failure = reason;
     config.context->fail(reason);
+    // A frozen registry never answers a leave: the failure does.
+    if (state->leaving) {
+      state->leaving->deliver(reason);
+      state->leaving.reset();
+    }
   };
   if (config.registry) {
     // Losing the registry's process (rank 0) is losing the world.
@@ -70,13 +78,19 @@ caf::behavior rank_actor(caf::event_based_actor* self, RankActorConfig config) {
           promise.deliver(state->failure);
           return;
         }
+        state->leaving = promise;
+        auto answer = [=](const std::string& outcome) {
+          if (!state->leaving) return;  // a failure answered first
+          state->leaving->deliver(outcome);
+          state->leaving.reset();
+        };
         self->request(config.registry, config.leave_timeout, leave_atom::value, config.rank)
-            .then([=](const std::string& failure) mutable {
+            .then([=](const std::string& failure) {
                     state->quiet = true;
-                    promise.deliver(failure);
+                    answer(failure);
                   },
-                  [=](const caf::error& error) mutable {
-                    promise.deliver("rank 0 did not answer: " + self->system().render(error));
+                  [=](const caf::error& error) {
+                    answer("rank 0 did not answer: " + self->system().render(error));
                   });
       },
       [=](beat_atom) {

@@ -21,9 +21,54 @@ RankContext::RankContext(int rank, int world_size, int local_rank,
       stash_(static_cast<std::size_t>(world_size)) {}
 
 void RankContext::connect(std::vector<std::shared_ptr<Channel>> outbound,
-                          std::vector<std::shared_ptr<Channel>> inbound) {
+                          std::vector<std::shared_ptr<Channel>> inbound,
+                          std::vector<bool> shared_memory) {
   outbound_ = std::move(outbound);
   inbound_ = std::move(inbound);
+  shared_memory_ = std::move(shared_memory);
+}
+
+namespace {
+
+ShmBroadcastOptions ring_options(int writer, const std::function<void(const std::string&)>& log) {
+  ShmBroadcastOptions options;
+  // 8 slots of 256 KiB: a scheduler's step output fits one slot; larger objects stream
+  // through. Objects are bounded like metadata on the channels, so that no object goes
+  // through one transport that another would refuse.
+  options.slots = 8;
+  options.slot_bytes = std::size_t{256} << 10;
+  options.max_object_bytes = std::size_t{16} << 20;
+  options.writer_name = "rank " + std::to_string(writer);
+  if (log) options.log = log;
+  return options;
+}
+
+}  // namespace
+
+std::shared_ptr<ShmBroadcastRing> RankContext::create_broadcast_ring(
+    const std::vector<int>& readers, std::string& name) {
+  ShmBroadcastOptions options = ring_options(rank_, log_);
+  for (int reader : readers) options.reader_names.push_back("rank " + std::to_string(reader));
+  ShmBroadcastRing::Created created =
+      ShmBroadcastRing::create(static_cast<int>(readers.size()), std::move(options));
+  name = created.name;
+  std::shared_ptr<ShmBroadcastRing> ring = std::move(created.ring);
+  std::lock_guard lock(failure_mutex_);
+  if (!failure_.empty()) ring->close(failure_);
+  std::erase_if(rings_, [](const auto& tracked) { return tracked.expired(); });
+  rings_.push_back(ring);
+  return ring;
+}
+
+std::shared_ptr<ShmBroadcastRing> RankContext::open_broadcast_ring(const std::string& name,
+                                                                   int index, int writer) {
+  std::shared_ptr<ShmBroadcastRing> ring =
+      ShmBroadcastRing::open(name, index, ring_options(writer, log_));
+  std::lock_guard lock(failure_mutex_);
+  if (!failure_.empty()) ring->close(failure_);
+  std::erase_if(rings_, [](const auto& tracked) { return tracked.expired(); });
+  rings_.push_back(ring);
+  return ring;
 }
 
 void RankContext::send(int dst, Frame& frame, Deadline deadline, const Describe& what) {
@@ -153,6 +198,8 @@ void RankContext::fail(const std::string& reason) {
   {
     std::lock_guard lock(failure_mutex_);
     if (failure_.empty()) failure_ = reason;
+    for (auto& tracked : rings_)
+      if (auto ring = tracked.lock()) ring->close(reason);
   }
   for (auto& channel : outbound_)
     if (channel) channel->close(reason);

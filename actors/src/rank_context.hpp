@@ -18,6 +18,7 @@
 
 #include "channel.hpp"
 #include "op_code.hpp"
+#include "shm_broadcast.hpp"
 #include "rankmesh/device_backend.hpp"
 #include "rankmesh/error.hpp"
 #include "rankmesh/tensor.hpp"
@@ -33,8 +34,23 @@ public:
               std::function<void(const std::string&)> log);
 
   // Channels indexed by global rank (the entry for this rank itself is unused).
+  // `shared_memory[r]`: rank r is on this node and reached through shared memory (empty: none).
   void connect(std::vector<std::shared_ptr<Channel>> outbound,
-               std::vector<std::shared_ptr<Channel>> inbound);
+               std::vector<std::shared_ptr<Channel>> inbound,
+               std::vector<bool> shared_memory = {});
+  bool shares_memory_with(int rank) const noexcept {
+    return static_cast<std::size_t>(rank) < shared_memory_.size() &&
+           shared_memory_[static_cast<std::size_t>(rank)];
+  }
+
+  // Broadcast rings (shm_broadcast.hpp) towards same-node peers: one this rank writes to the
+  // global ranks `readers` (its name for them goes into `name`), or one it reads as reader
+  // `index` from global rank `writer`. fail() closes them like the channels. Throws what
+  // ShmBroadcastRing's create() and open() throw.
+  std::shared_ptr<ShmBroadcastRing> create_broadcast_ring(const std::vector<int>& readers,
+                                                          std::string& name);
+  std::shared_ptr<ShmBroadcastRing> open_broadcast_ring(const std::string& name, int index,
+                                                        int writer);
 
   int rank() const noexcept { return rank_; }
   int world_size() const noexcept { return world_size_; }
@@ -88,6 +104,10 @@ public:
   };
   void record(std::uint32_t op, const std::string& group, int peer, bool sent, std::uint64_t seq,
               std::size_t bytes) noexcept;
+  // A line for the operator (the runtime's log).
+  void log(const std::string& line) const {
+    if (log_) log_(line);
+  }
   // Logs `error` with the recent operations of this rank, and returns it for throwing.
   Error reported(Error error) const;
 
@@ -115,6 +135,8 @@ private:
   std::string failure_;
   std::vector<std::shared_ptr<Channel>> outbound_;
   std::vector<std::shared_ptr<Channel>> inbound_;
+  std::vector<bool> shared_memory_;
+  std::vector<std::weak_ptr<ShmBroadcastRing>> rings_;  // guarded by failure_mutex_
   std::vector<std::deque<Stashed>> stash_;  // by source global rank
   Frame scratch_;
 

@@ -1,7 +1,8 @@
 // rankmesh-ops-check: runs every GroupCoordinator operation on deterministic inputs and prints
 // one digest line per rank and operation, so a test can compare a launched multi-process world
-// with the in-process runtime line by line. With --loop it keeps running all_reduce until
-// stopped (for the failure tests; --payload sets its size). --world N sets the world size (it must match a launcher's). Runs every rank in this process unless a launcher placed it.
+// with the in-process runtime line by line. With --loop it keeps running all_reduce (or, with
+// --op broadcast_object, rank 0's broadcast_object) until stopped, for the failure tests;
+// --payload sets its size. --world N sets the world size (it must match a launcher's). Runs every rank in this process unless a launcher placed it.
 #include <unistd.h>
 
 #include <cstdio>
@@ -68,6 +69,25 @@ void check_all(ParallelState& s) {
   say(r, "all_to_all", digest(g.all_to_all(input(r, {rows, 2}), counts)));
   Value object = g.broadcast_object(r == 0 ? Value(List{Value("plan"), Value(7)}) : Value(None{}), 0);
   say(r, "broadcast_object", object.is<List>() ? "list of " + std::to_string(object.as<List>().size()) : "wrong");
+  {  // from every source in turn; more objects than a broadcast ring has slots, one beyond a slot
+    std::uint64_t h = 1469598103934665603ull;
+    for (int round = 0; round < 12; ++round) {
+      const int src = round % n;
+      const std::size_t size = round == 5 ? std::size_t{600} << 10 : static_cast<std::size_t>(round) * 37;
+      Value sent = r == src ? Value(List{Value(round), Value(std::string(size, static_cast<char>('a' + round)))})
+                            : Value(None{});
+      Value got = g.broadcast_object(sent, src);
+      if (!got.is<List>() || got.as<List>().size() != 2) {
+        h = 0;
+        break;
+      }
+      for (char c : got.as<List>()[1].as<std::string>()) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+      h = (h ^ static_cast<std::uint64_t>(got.as<List>()[0].as<std::int64_t>())) * 1099511628211ull;
+    }
+    char text[32];
+    std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h));
+    say(r, "broadcast_object from every rank", text);
+  }
   if (n > 1) {
     TensorDict dict{{"hidden_states", input(r, {4, 8})}, {"empty", Tensor::empty({0, 3}, DType::f16)},
                     {"step", r}};
@@ -112,7 +132,8 @@ void check_all(ParallelState& s) {
 int main(int argc, char** argv) {
   bool loop = false;
   int world = 4;
-  std::int64_t payload = 1024;  // floats per all_reduce in --loop
+  std::string loop_op = "all_reduce";
+  std::int64_t payload = 1024;  // floats per all_reduce, or bytes per object, in --loop
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--loop") == 0) {
       loop = true;
@@ -120,8 +141,13 @@ int main(int argc, char** argv) {
       world = std::atoi(argv[++i]);
     } else if (std::strcmp(argv[i], "--payload") == 0 && i + 1 < argc) {
       payload = std::atoll(argv[++i]);
+    } else if (std::strcmp(argv[i], "--op") == 0 && i + 1 < argc &&
+               (std::strcmp(argv[i + 1], "all_reduce") == 0 ||
+                std::strcmp(argv[i + 1], "broadcast_object") == 0)) {
+      loop_op = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: rankmesh-ops-check [--world N] [--loop [--payload FLOATS]]\n");
+      std::fprintf(stderr, "usage: rankmesh-ops-check [--world N] [--loop [--op all_reduce|broadcast_object] "
+                           "[--payload N]]\n");
       return 2;
     }
   }
@@ -143,6 +169,10 @@ int main(int argc, char** argv) {
           if (!loop) return check_all(s);
           std::printf("rank %d: looping (pid %d)\n", r, static_cast<int>(getpid()));
           std::fflush(stdout);
+          if (loop_op == "broadcast_object") {  // a scheduler's step output, from rank 0
+            const Value step = List{Value("step"), Value(std::string(static_cast<std::size_t>(payload), 'x'))};
+            while (true) s.world().broadcast_object(r == 0 ? step : Value(None{}), 0);
+          }
           Tensor data = input(r, {payload});
           while (true) s.world().all_reduce(data);
         } catch (const std::exception& e) {

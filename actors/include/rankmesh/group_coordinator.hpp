@@ -171,6 +171,9 @@ private:
   std::vector<std::uint64_t> send_seq_;
   std::vector<std::uint64_t> recv_seq_;
   std::uint64_t collective_seq_ = 0;
+  // broadcast_object's shared-memory rings to and from same-node members, made on first use.
+  struct BroadcastRings;
+  std::unique_ptr<BroadcastRings> rings_;
   // Debug builds: the thread inside this coordinator, to detect use from two threads at once.
   std::atomic<std::thread::id> user_{};
 };
