@@ -162,10 +162,11 @@ class Report:
         for t in ("shm", "tcp"):
             size = any_size("dict_one_way_reuse", t, 2, "mpi") or mib64
             self.row("(b) MPI reusing its buffer", t, 2, size, None, g("mpi", "dict_one_way_reuse", t, 2, size))
-        # (c)
-        for t in TRANSPORTS:
+        # (c), also across two network namespaces (bench/netns_bench.py) where it could run
+        netns = [t for t in ("netns",) if any_size("send_allgather_sliced", t, 4)]
+        for t in TRANSPORTS + netns:
             size = any_size("send_allgather_sliced", t, 4) or mib64
-            mpi_t = "shm" if t == "inproc" else t
+            mpi_t = {"inproc": "shm", "netns": None}.get(t, t)
             sliced = g("rankmesh", "send_allgather_sliced", t, 4, size)
             whole = g("rankmesh", "send_allgather_whole", t, 4, size)
             auto = g("rankmesh", "send_allgather_auto", t, 4, size)

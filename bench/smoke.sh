@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmarks' CI smoke test: each benchmark runs once on tiny sizes and ends by itself; no
 # time is asserted, only that every measurement comes out (and its results were checked).
-#   bench/smoke.sh rankmesh RANKMESH_TOOL OUT_DIR   rankmesh bench --quick, then report.py on it
+#   bench/smoke.sh rankmesh RANKMESH_TOOL OUT_DIR   rankmesh bench --quick (and (c) across two
+#                                                   namespaces), then report.py on it
 #   bench/smoke.sh mpi OUT_DIR                      builds bench/mpi_bench.cpp with mpicxx and runs
 #                                                   it on 2 and 4 ranks, shm and tcp; exits 77
 #                                                   (ctest: skipped) when mpicxx or mpirun is missing
@@ -15,6 +16,7 @@ case "${1:-}" in
     tool=$2 out=$3
     mkdir -p "$out"
     "$tool" bench --quick --json "$out/rankmesh.json"
+    "$python" "$here/netns_bench.py" "$tool" "$out/rankmesh.json" --quick  # skips unless root
     "$python" "$here/report.py" "$out/rankmesh.json" /nonexistent --svg "$out/latency.svg" \
       --require rankmesh >/dev/null
     echo "rankmesh bench --quick: $(wc -l < "$out/rankmesh.json") measurements, report drawn"

@@ -2,7 +2,8 @@
 # rankmesh against OpenMPI, side by side: scripts/bench.sh [--quick]
 #
 # Installs what is missing (OpenMPI included, scripts/setup.sh), builds a release, runs
-# `rankmesh bench` (inproc, shm, tcp) and bench/mpi_bench.cpp under mpirun (shared memory, and
+# `rankmesh bench` (inproc, shm, tcp; (c) also across two network namespaces, bench/netns_bench.py,
+# where this runs as root) and bench/mpi_bench.cpp under mpirun (shared memory, and
 # tcp over loopback with --mca btl self,tcp) on 2 and 4 ranks, writes the JSON lines to
 # bench/results/{rankmesh,mpi}.json, then bench/report.py prints the table of rankmesh/MPI ratios
 # against the targets of issue 5 (also bench/results/table.md) and draws
@@ -42,6 +43,9 @@ status=0
 echo "== load before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 echo "== rankmesh bench ${quick[*]}"
 "$build/tools/rankmesh/rankmesh" bench "${quick[@]}" --json "$results/rankmesh.json" || status=1
+
+echo "== (c) across two network namespaces"
+/usr/bin/python3 bench/netns_bench.py "$build/tools/rankmesh/rankmesh" "$results/rankmesh.json" "${quick[@]}" || status=1
 
 echo "== OpenMPI ($(mpirun --version 2>/dev/null | head -1))"
 mpirun_flags=(--allow-run-as-root --oversubscribe --mca pml ob1)

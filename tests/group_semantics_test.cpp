@@ -51,29 +51,43 @@ struct Stages {
 
 }  // namespace
 
-TEST_CASE("send-allgather: divisible tensors travel as slices and arrive whole") {
-  Stages stages;
-  TensorDict dict{{"hidden_states", filled({4, 6}, 0)},  // 24 elements: sliced in 2
-                  {"odd", filled({3}, 100)},              // 3 elements: sent whole
+TEST_CASE("send-allgather: forced slices and whole tensors arrive whole, as do runtime choices") {
+  TensorDict dict{{"hidden_states", filled({4, 6}, 0)},  // 24 elements: may be sliced in 2
+                  {"odd", filled({3}, 100)},              // 3 elements: never sliced
                   {"step", 5}};
-  stages.run({}, {}, dict);
-  REQUIRE_MESSAGE(all_ok(stages.errors), joined(stages.errors));
-  for (int r : {2, 3}) {
-    CHECK(stages.received[r].at("hidden_states").as<Tensor>().shape() == Shape{4, 6});
-    CHECK(holds(stages.received[r].at("hidden_states").as<Tensor>(), 0));
-    CHECK(holds(stages.received[r].at("odd").as<Tensor>(), 100));
-    CHECK(stages.received[r].at("step") == Value(5));
+  // Sender's map x receiver's map: the receiver follows what the metadata says the sender did.
+  const AllGatherTensors maps[][2] = {
+      {{}, {}},
+      {{{"hidden_states", true}}, {{"hidden_states", true}}},
+      {{{"hidden_states", true}}, {}},
+      {{{"hidden_states", false}}, {}},
+      {{{"hidden_states", false}}, {{"hidden_states", false}}},
+  };
+  for (const auto& [sender, receiver] : maps) {
+    Stages stages;
+    stages.run(sender, receiver, dict);
+    REQUIRE_MESSAGE(all_ok(stages.errors), joined(stages.errors));
+    for (int r : {2, 3}) {
+      CHECK(stages.received[r].at("hidden_states").as<Tensor>().shape() == Shape{4, 6});
+      CHECK(holds(stages.received[r].at("hidden_states").as<Tensor>(), 0));
+      CHECK(holds(stages.received[r].at("odd").as<Tensor>(), 100));
+      CHECK(stages.received[r].at("step") == Value(5));
+    }
   }
 }
 
-TEST_CASE("send-allgather: the per-key map overrides the choice either way") {
+TEST_CASE("send-allgather: ranks of one node send whole where the map leaves the choice") {
+  // In one process every rank shares the node: slicing would move as many bytes with one step
+  // more. A receiver that forbids slicing shows what the sender chose.
   Stages stages;
-  TensorDict dict{{"residual", filled({4}, 7)}, {"odd", filled({3}, 1)}};
-  AllGatherTensors map{{"residual", false}};  // divisible, but sent whole
-  stages.run(map, map, dict);
+  TensorDict dict{{"hidden_states", filled({1 << 19}, 0)}};  // 2 MiB, divisible
+  stages.run({}, {{"hidden_states", false}}, dict);
   REQUIRE_MESSAGE(all_ok(stages.errors), joined(stages.errors));
-  for (int r : {2, 3}) CHECK(holds(stages.received[r].at("residual").as<Tensor>(), 7));
+  for (int r : {2, 3}) CHECK(holds(stages.received[r].at("hidden_states").as<Tensor>(), 0));
+}
 
+TEST_CASE("send-allgather: a sender that cannot slice what it must refuses to send") {
+  TensorDict dict{{"residual", filled({4}, 7)}, {"odd", filled({3}, 1)}};
   Stages forced;  // 3 elements cannot split into 2: the sender refuses, the receivers time out
   forced.run({{"odd", true}}, {{"odd", true}}, dict, scaled_timeout(300ms));
   CHECK(forced.errors[0].find("'odd' has 3 elements") != std::string::npos);
@@ -81,13 +95,24 @@ TEST_CASE("send-allgather: the per-key map overrides the choice either way") {
 }
 
 TEST_CASE("send-allgather: a receiver whose map disagrees gets an error, not corrupted data") {
-  Stages stages;
   TensorDict dict{{"hidden_states", filled({4}, 0)}};
-  stages.run({}, {{"hidden_states", false}}, dict);
-  for (int r : {2, 3}) {
-    CAPTURE(stages.errors[r]);
-    CHECK(stages.errors[r].find("'hidden_states'") != std::string::npos);
-    CHECK(stages.errors[r].find("travels as a slice") != std::string::npos);
+  struct Case {
+    AllGatherTensors sender, receiver;
+    const char* says;
+  };
+  for (const Case& c : {Case{{{"hidden_states", true}}, {{"hidden_states", false}},
+                             "travels as a slice, but this receiver's all-gather group and "
+                             "all_gather_tensors say it must travel whole"},
+                        Case{{{"hidden_states", false}}, {{"hidden_states", true}},
+                             "travels whole, but this receiver's all-gather group and "
+                             "all_gather_tensors say it must travel as a slice"}}) {
+    Stages stages;
+    stages.run(c.sender, c.receiver, dict);
+    for (int r : {2, 3}) {
+      CAPTURE(stages.errors[r]);
+      CHECK(stages.errors[r].find("'hidden_states'") != std::string::npos);
+      CHECK(stages.errors[r].find(c.says) != std::string::npos);
+    }
   }
 }
 

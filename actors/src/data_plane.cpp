@@ -19,6 +19,7 @@ DataPlane::DataPlane(Options options)
     : options_(std::move(options)),
       outbound_(static_cast<std::size_t>(options_.world_size)),
       inbound_(static_cast<std::size_t>(options_.world_size)),
+      same_node_(static_cast<std::size_t>(options_.world_size), false),
       shared_memory_(static_cast<std::size_t>(options_.world_size), false) {
   TcpListenerOptions listen;
   listen.address = options_.listen_address;
@@ -63,6 +64,8 @@ bool DataPlane::use_shm(const Member& peer, const std::string& node_id) const {
 
 void DataPlane::connect(const std::vector<Member>& members, const std::string& node_id,
                         const Exchange& exchange, Deadline deadline) {
+  for (const Member& peer : members)
+    same_node_.at(static_cast<std::size_t>(peer.rank)) = peer.node_id == node_id;
   connect_shm(members, node_id, exchange, deadline);
   connect_tcp(members, node_id, deadline);
 }

@@ -50,7 +50,8 @@ public:
   // Channels by global rank (null for this rank itself).
   const std::vector<std::shared_ptr<Channel>>& outbound() const { return outbound_; }
   const std::vector<std::shared_ptr<Channel>>& inbound() const { return inbound_; }
-  // By global rank: reached through shared memory (same node).
+  // By global rank: on this node; reached through shared memory.
+  const std::vector<bool>& same_node() const { return same_node_; }
   const std::vector<bool>& shared_memory() const { return shared_memory_; }
 
 private:
@@ -67,6 +68,7 @@ private:
   std::map<int, std::shared_ptr<TcpLink>> accepted_;  // by peer rank
   std::vector<std::shared_ptr<Channel>> outbound_;
   std::vector<std::shared_ptr<Channel>> inbound_;
+  std::vector<bool> same_node_;
   std::vector<bool> shared_memory_;
 };
 

@@ -229,12 +229,33 @@ public:
     return t;
   }
 
-  // Whether a tensor of `numel` elements travels as a slice of `group` under `overrides`.
-  static bool slices(const GroupCoordinator* group, const AllGatherTensors& overrides,
-                     const std::string& key, std::int64_t numel) {
-    if (group == nullptr || group->world_size() == 1 || numel == 0) return false;
+  // send-allgather. The per-key map decides where slicing is allowed (true: always sliced,
+  // false: never); a key it does not list may travel as a slice when its element count divides
+  // by the all-gather group's size, and the sender chooses (slice_pays()). The receiver follows
+  // what the metadata says, after checking that its own settings allow it.
+  static std::optional<bool> forced(const AllGatherTensors& overrides, const std::string& key) {
     if (auto it = overrides.find(key); it != overrides.end()) return it->second;
-    return numel % group->world_size() == 0;
+    return std::nullopt;
+  }
+  static bool may_slice(const GroupCoordinator* group, const AllGatherTensors& overrides,
+                        const std::string& key, std::int64_t numel) {
+    if (group == nullptr || group->world_size() == 1 || numel == 0) return false;
+    const std::optional<bool> rule = forced(overrides, key);
+    return rule ? *rule : numel % group->world_size() == 0;
+  }
+
+  // Slicing sends 1/n of the bytes to the peer and then all-gathers them among the receivers:
+  // it pays where the link to the peer is the slow one — the peer on another node while the
+  // all-gather group shares this rank's node — and for payloads large enough that the extra
+  // collective's latency does not dominate. On one node every link is as fast as the others and
+  // sending whole moves no more bytes with one step less (measured: scripts/bench.sh, (c)).
+  bool slice_pays(const GroupCoordinator& ag, int dst, std::size_t nbytes) const {
+    constexpr std::size_t kMinSlicedBytes = std::size_t{1} << 20;
+    if (nbytes < kMinSlicedBytes) return false;
+    if (ctx_.same_node(g_.ranks_[static_cast<std::size_t>(dst)])) return false;
+    for (int member : ag.ranks_)
+      if (!ctx_.same_node(member)) return false;
+    return true;
   }
 
   void send_dict(const TensorDict& dict, bool donate, std::optional<int> dst,
@@ -250,7 +271,9 @@ public:
       const std::int64_t numel = t.numel();
       if (numel == 0) continue;  // empty tensors are never sent; their shape is in the metadata
       const std::string key = key_of(entry.path);
-      entry.tensor.sliced = slices(ag, overrides, key, numel);
+      const std::optional<bool> rule = forced(overrides, key);
+      entry.tensor.sliced = may_slice(ag, overrides, key, numel) &&
+                            (rule.value_or(false) || slice_pays(*ag, to, t.nbytes()));
       if (entry.tensor.sliced) {
         if (numel % ag->world_size() != 0)
           throw Error(Errc::invalid_argument,
@@ -295,13 +318,15 @@ public:
                                            "its metadata lists (missing '" + key + "')");
         t = std::move(payloads[next_payload++]);
         settle(t);
-        const bool expect_slice = slices(ag, overrides, key, numel);
-        if (meta.sliced != expect_slice)
+        const bool allowed = meta.sliced ? may_slice(ag, overrides, key, numel)
+                                         : !forced(overrides, key).value_or(false) ||
+                                               !may_slice(ag, overrides, key, numel);
+        if (!allowed)
           throw Error(Errc::mismatch,
                       where() + ": '" + key + "' from " + who(src) + " travels " +
                           (meta.sliced ? "as a slice" : "whole") + ", but this receiver's " +
-                          "all-gather group and all_gather_tensors say it travels " +
-                          (expect_slice ? "as a slice" : "whole") +
+                          "all-gather group and all_gather_tensors say it must travel " +
+                          (meta.sliced ? "whole" : "as a slice") +
                           "; sender and receiver must pass the same all-gather settings");
         if (meta.sliced) {
           if (t.dtype() != meta.dtype || t.numel() * ag->world_size() != numel)

@@ -21,11 +21,10 @@ RankContext::RankContext(int rank, int world_size, int local_rank,
       stash_(static_cast<std::size_t>(world_size)) {}
 
 void RankContext::connect(std::vector<std::shared_ptr<Channel>> outbound,
-                          std::vector<std::shared_ptr<Channel>> inbound,
-                          std::vector<bool> shared_memory) {
+                          std::vector<std::shared_ptr<Channel>> inbound, Locality locality) {
   outbound_ = std::move(outbound);
   inbound_ = std::move(inbound);
-  shared_memory_ = std::move(shared_memory);
+  locality_ = std::move(locality);
 }
 
 namespace {

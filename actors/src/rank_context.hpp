@@ -33,14 +33,21 @@ public:
               Allocator allocator, std::vector<DeviceBackend*> backends,
               std::function<void(const std::string&)> log);
 
+  // Where the other ranks are, by global rank. Empty: every rank runs in this process.
+  struct Locality {
+    std::vector<bool> same_node;      // on this rank's node
+    std::vector<bool> shared_memory;  // reached through shared memory (shm channels)
+  };
   // Channels indexed by global rank (the entry for this rank itself is unused).
-  // `shared_memory[r]`: rank r is on this node and reached through shared memory (empty: none).
   void connect(std::vector<std::shared_ptr<Channel>> outbound,
-               std::vector<std::shared_ptr<Channel>> inbound,
-               std::vector<bool> shared_memory = {});
+               std::vector<std::shared_ptr<Channel>> inbound, Locality locality = {});
+  bool same_node(int rank) const noexcept {
+    const auto i = static_cast<std::size_t>(rank);
+    return locality_.same_node.empty() || (i < locality_.same_node.size() && locality_.same_node[i]);
+  }
   bool shares_memory_with(int rank) const noexcept {
-    return static_cast<std::size_t>(rank) < shared_memory_.size() &&
-           shared_memory_[static_cast<std::size_t>(rank)];
+    return static_cast<std::size_t>(rank) < locality_.shared_memory.size() &&
+           locality_.shared_memory[static_cast<std::size_t>(rank)];
   }
 
   // Broadcast rings (shm_broadcast.hpp) towards same-node peers: one this rank writes to the
@@ -135,7 +142,7 @@ private:
   std::string failure_;
   std::vector<std::shared_ptr<Channel>> outbound_;
   std::vector<std::shared_ptr<Channel>> inbound_;
-  std::vector<bool> shared_memory_;
+  Locality locality_;
   std::vector<std::weak_ptr<ShmBroadcastRing>> rings_;  // guarded by failure_mutex_
   std::vector<std::deque<Stashed>> stash_;  // by source global rank
   Frame scratch_;

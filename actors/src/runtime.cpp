@@ -248,7 +248,8 @@ struct Runtime::Impl {
                           return exchange(system, registry, round, place.rank, value, deadline);
                         },
                         deadline);
-    context->connect(data_plane->outbound(), data_plane->inbound(), data_plane->shared_memory());
+    context->connect(data_plane->outbound(), data_plane->inbound(),
+                     {data_plane->same_node(), data_plane->shared_memory()});
     add_state(place.rank, place.local_rank, std::move(context), std::move(actor));
   }
 

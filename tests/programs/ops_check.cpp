@@ -117,11 +117,13 @@ void check_all(ParallelState& s) {
   }
   if (n % 2 == 0) {  // send-allgather: pp 2 x tp n/2
     s.initialize_model_parallel(n / 2, 2);
-    TensorDict dict{{"hidden_states", input(0, {n / 2, 6})}, {"step", 3}};
+    // "large" is big enough that the runtime slices it where the stages sit on two nodes.
+    TensorDict dict{{"hidden_states", input(0, {n / 2, 6})}, {"large", input(0, {n / 2, 1 << 18})}, {"step", 3}};
     if (s.pp().is_first_rank()) {
       s.pp().send_tensor_dict(dict, std::nullopt, &s.tp());
     } else {
-      say(r, "send-allgather", digest(s.pp().recv_tensor_dict(std::nullopt, &s.tp()).at("hidden_states").as<Tensor>()));
+      TensorDict got = s.pp().recv_tensor_dict(std::nullopt, &s.tp());
+      say(r, "send-allgather", digest(got.at("hidden_states").as<Tensor>()) + " " + digest(got.at("large").as<Tensor>()));
     }
     s.destroy_model_parallel();
   }

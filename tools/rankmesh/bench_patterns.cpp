@@ -257,41 +257,63 @@ void send_allgather(ParallelState& s, const Settings& settings, Report&& report)
   const std::int64_t bytes = settings.quick ? 64 * KiB : 64 * MiB;
   const bool sender = pp.rank_in_group() == 0;
   TensorDict dict{{"hidden_states", filled(bytes, 9)}};
-  // Whole first: it involves no collective, so it is measured even where slicing fails.
-  const std::pair<const char*, AllGatherTensors> variants[] = {
+  constexpr int kVariants = 3;
+  const std::pair<const char*, AllGatherTensors> variants[kVariants] = {
       {"send_allgather_whole", {{"hidden_states", false}}},
       {"send_allgather_sliced", {{"hidden_states", true}}},
       {"send_allgather_auto", {}},  // the runtime's choice: the per-key map left empty
   };
-  for (const auto& [name, keys] : variants) {
-    const Plan plan = sized(settings, {2, 5, 100, 1.5});
-    TensorDict last;
-    std::vector<double> ns = timed(s.world(), plan, true, [&](int i) {
-      if (sender) {
-        stamp(tensor_at(dict, "hidden_states"), i);
-        const auto start = Clock::now();
-        pp.send_tensor_dict(dict, 1, &tp, keys);
-        const Value ack = pp.recv_object(1);
-        const double took = since_ns(start);
-        if (ack != Value(i))
-          fail(name, "acknowledgement " + std::to_string(i) + " did not come back");
-        return took;
-      }
+  // One transfer of variant `v`, stamped `id`; the sender's time until the acknowledgement, the
+  // receiver's until it sent it.
+  TensorDict last[kVariants];
+  int last_id[kVariants] = {};
+  auto transfer = [&](int v, int id) {
+    const auto& [name, keys] = variants[v];
+    if (sender) {
+      stamp(tensor_at(dict, "hidden_states"), id);
       const auto start = Clock::now();
-      TensorDict got = pp.recv_tensor_dict(0, &tp, keys);
-      if (!has_stamp(tensor_at(got, "hidden_states"), i))
-        fail(name, "iteration " + std::to_string(i) + " received stale bytes");
-      pp.send_object(Value(i), 0);
+      pp.send_tensor_dict(dict, 1, &tp, keys);
+      const Value ack = pp.recv_object(1);
       const double took = since_ns(start);
-      last = std::move(got);
+      if (ack != Value(id)) fail(name, "acknowledgement " + std::to_string(id) + " did not come back");
       return took;
-    });
+    }
+    const auto start = Clock::now();
+    TensorDict got = pp.recv_tensor_dict(0, &tp, keys);
+    if (!has_stamp(tensor_at(got, "hidden_states"), id))
+      fail(name, "transfer " + std::to_string(id) + " received stale bytes");
+    pp.send_object(Value(id), 0);
+    const double took = since_ns(start);
+    last[v] = std::move(got);
+    last_id[v] = id;
+    return took;
+  };
+  // The variants take turns within each iteration, in each of the six orders in turn, so that
+  // drift in the machine's state (page cache, socket buffers, the other processes) and what one
+  // variant leaves behind for the next spread evenly over all three.
+  static constexpr int kOrders[6][kVariants] = {{0, 1, 2}, {0, 2, 1}, {1, 0, 2},
+                                                {1, 2, 0}, {2, 0, 1}, {2, 1, 0}};
+  const Plan plan = sized(settings, {2, 6, 96, 4.5});
+  std::vector<double> samples[kVariants];
+  timed(s.world(), plan, false, [&](int i) {
+    double total = 0;
+    for (int k = 0; k < kVariants; ++k) {
+      const int v = kOrders[i % 6][k];
+      s.world().barrier();
+      const double took = transfer(v, i * kVariants + v);
+      if (i >= plan.warmup) samples[v].push_back(took);
+      total += took;
+    }
+    return total;
+  });
+  for (int v = 0; v < kVariants; ++v) {
+    const char* name = variants[v].first;
     if (!sender) {
       TensorDict expected{{"hidden_states", filled(bytes, 9)}};
-      stamp(tensor_at(expected, "hidden_states"), plan.warmup + static_cast<int>(ns.size()) - 1);
-      expect(last == expected, name, "the tensor gathered last differs from the one sent");
+      stamp(tensor_at(expected, "hidden_states"), last_id[v]);
+      expect(last[v] == expected, name, "the tensor gathered last differs from the one sent");
     }
-    report(summarize(settings, name, 4, bytes, slowest_of(s.world(), ns), Unit::ms));
+    report(summarize(settings, name, 4, bytes, slowest_of(s.world(), samples[v]), Unit::ms));
   }
   s.destroy_model_parallel();
 }

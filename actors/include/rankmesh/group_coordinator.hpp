@@ -46,9 +46,11 @@ namespace rankmesh {
 
 class RankContext;
 
-// Which tensors of a dict travel as slices under send-allgather, by key: true forces slicing,
-// false forces sending whole. Keys not listed: sliced when the element count divides by the
-// all-gather group's size.
+// Which tensors of a dict may travel as slices under send-allgather, by key: true forces
+// slicing, false forces sending whole. A key not listed may be sliced when its element count
+// divides by the all-gather group's size; the sender slices it only where that is faster —
+// the peer on another node while the all-gather group shares the sender's node, and at least
+// 1 MiB — and the receiver follows the sender (its own map must allow what arrives).
 using AllGatherTensors = std::map<std::string, bool, std::less<>>;
 
 // Where a received tensor dict's tensors go: the caller's preallocated tensors by key (checked
