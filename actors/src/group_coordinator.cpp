@@ -360,7 +360,7 @@ public:
                                        std::to_string(next_payload));
     payloads.clear();
     f.tensors.swap(payloads);
-    return join(metadata, std::move(tensors));
+    return join(std::move(metadata), std::move(tensors));
   }
 
   // Copies a received tensor into the caller's buffer, through the buffer's device.

@@ -203,23 +203,27 @@ std::string format_key_path(const std::vector<std::string>& path) {
 
 SplitDict split(const TensorDict& dict) {
   SplitDict out;
+  out.metadata.entries.reserve(dict.size());
+  out.tensors.reserve(dict.size());
   std::vector<std::string> path;
   split_into(dict, path, out);
   return out;
 }
 
-TensorDict join(const Metadata& metadata, std::vector<Tensor> tensors) {
+TensorDict join(Metadata metadata, std::vector<Tensor> tensors) {
   const std::size_t expected = metadata.tensor_count();
   if (tensors.size() != expected) {
     fail("join: the metadata describes " + std::to_string(expected) + " tensors but " +
          std::to_string(tensors.size()) + " were given");
   }
   TensorDict root;
+  root.reserve(metadata.entries.size());
   std::size_t next_tensor = 0;
-  for (const MetaEntry& entry : metadata.entries) {
+  // Keys and values move out of the metadata, which is ours.
+  for (MetaEntry& entry : metadata.entries) {
     if (entry.path.empty()) fail("join: a metadata entry has an empty key path");
     TensorDict& parent = parent_of(root, entry.path);
-    const std::string& key = entry.path.back();
+    std::string& key = entry.path.back();
     if (parent.contains(key)) fail("join: duplicate key " + format_key_path(entry.path));
     switch (entry.kind) {
       case MetaEntry::Kind::value:
@@ -227,7 +231,7 @@ TensorDict join(const Metadata& metadata, std::vector<Tensor> tensors) {
           fail("join: key " + format_key_path(entry.path) +
                " holds a tensor or dict as a plain value");
         }
-        parent.set(key, entry.value);
+        parent.set(std::move(key), std::move(entry.value));
         break;
       case MetaEntry::Kind::tensor: {
         Tensor& tensor = tensors[next_tensor++];
@@ -240,10 +244,10 @@ TensorDict join(const Metadata& metadata, std::vector<Tensor> tensors) {
                describe(tensor.shape(), tensor.dtype()) + " but the metadata says " +
                describe(meta.shape, meta.dtype));
         }
-        parent.set(key, std::move(tensor));
+        parent.set(std::move(key), std::move(tensor));
         break;
       }
-      case MetaEntry::Kind::empty_dict: parent.set(key, TensorDict{}); break;
+      case MetaEntry::Kind::empty_dict: parent.set(std::move(key), TensorDict{}); break;
     }
   }
   return root;

@@ -48,6 +48,8 @@ public:
 
   std::size_t size() const noexcept;
   bool empty() const noexcept;
+  // Room for `keys` keys without reallocating.
+  void reserve(std::size_t keys) { entries_.reserve(keys); }
   std::vector<Entry>::const_iterator begin() const noexcept;
   std::vector<Entry>::const_iterator end() const noexcept;
 
@@ -148,6 +150,6 @@ SplitDict split(const TensorDict& dict);
 // Joins metadata and tensors back into a dict equal to the one split. Throws
 // Error(invalid_argument) when the tensors do not match the metadata (count, shape, dtype)
 // or the metadata is inconsistent (duplicate key, a path through a non-dict).
-TensorDict join(const Metadata& metadata, std::vector<Tensor> tensors);
+TensorDict join(Metadata metadata, std::vector<Tensor> tensors);
 
 }  // namespace rankmesh
