@@ -2,6 +2,7 @@
 // implements this; the coordinators above never know which one they talk through.
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 #include "deadline.hpp"
@@ -24,6 +25,15 @@ public:
 
   // Fails every waiter and every later call with `reason` (a peer died, the world aborts).
   virtual void close(const std::string& reason) = 0;
+
+  // Whether the bytes of a host payload of `nbytes` may still be read after send() returns
+  // (inproc hands the tensor itself over, shm lends large payloads, tcp may finish a frame on
+  // its writer thread). Where not, send() has copied them by the time it returns, and a sender
+  // that must keep the caller's tensor untouched needs no copy of its own.
+  virtual bool keeps_payload(std::size_t nbytes) const noexcept {
+    (void)nbytes;
+    return true;
+  }
 };
 
 struct ChannelClosed : std::runtime_error {

@@ -112,6 +112,10 @@ public:
   bool recv(Frame& frame, Deadline deadline) override;
   // Thread-safe; may run while another thread waits in send() or recv(), which then throw.
   void close(const std::string& reason) override;
+  // Payloads up to inline_threshold are always copied into the ring by send().
+  bool keeps_payload(std::size_t nbytes) const noexcept override {
+    return nbytes > options_.inline_threshold;
+  }
 
   // The handshake after set-up. Receiver: waits until the sender has attached, unlinks the
   // name, and checks whether it may read the sender's memory. Sender: waits until the receiver

@@ -188,6 +188,14 @@ public:
     return out;
   }
 
+  // A ready host tensor that the channel to `dst` copies before send() returns needs no copy
+  // to keep the caller's tensor safe from the transfer (small payloads over shm).
+  bool copied_on_send(const Tensor& t, int dst) const {
+    const auto& ready = t.ready_event();
+    return t.device().type == DeviceType::cpu && (!ready || ready->query()) &&
+           !ctx_.keeps_payload(g_.ranks_[static_cast<std::size_t>(dst)], t.nbytes());
+  }
+
   // Collectives compute on the host: their inputs must be host tensors whose bytes are ready.
   void host_ready(const Tensor& t) {
     if (!t.defined()) throw Error(Errc::invalid_argument, where() + ": undefined tensor");
@@ -283,7 +291,7 @@ public:
         const std::int64_t per = numel / ag->world_size();
         f.tensors.push_back(flat_slice(t, per * ag->rank_in_group(), per));
       } else {
-        f.tensors.push_back(donate ? std::move(t) : copy_of(t));
+        f.tensors.push_back(donate || copied_on_send(t, to) ? std::move(t) : copy_of(t));
       }
     }
     encode(parts.metadata, f.metadata);

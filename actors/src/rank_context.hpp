@@ -77,6 +77,11 @@ public:
   // at the deadline; throws Error(peer_failed) once the channel is closed.
   bool recv(int src, std::uint32_t group, bool collective, Frame& out, Deadline deadline,
             const Describe& what);
+  // Whether the channel to `dst` may read a payload of `nbytes` after send() returns
+  // (Channel::keeps_payload).
+  bool keeps_payload(int dst, std::size_t nbytes) const noexcept {
+    return outbound_[static_cast<std::size_t>(dst)]->keeps_payload(nbytes);
+  }
 
   // The backend of a device; Error(invalid_argument) for a device nobody registered.
   DeviceBackend& backend_for(const Device& device);

@@ -131,10 +131,32 @@ public:
              " (maps, ext and reserved types are not part of the format)");
   }
 
-  std::int64_t read_int(const char* what) { return expect(Type::integer, what).integer; }
+  // The typed reads take the one-byte forms (small integers, short arrays and strings: nearly
+  // everything in a metadata blob) without going through next().
+  std::int64_t read_int(const char* what) {
+    if (pos_ < bytes_.size() && bytes_[pos_] <= 0x7f) return bytes_[pos_++];
+    return expect(Type::integer, what).integer;
+  }
   bool read_bool(const char* what) { return expect(Type::boolean, what).boolean; }
-  std::size_t read_array(const char* what) { return expect(Type::array, what).count; }
+  std::size_t read_array(const char* what) {
+    if (pos_ < bytes_.size() && (bytes_[pos_] & 0xf0u) == 0x90) {
+      const std::size_t count = bytes_[pos_] & 0x0fu;
+      if (count < remaining()) {  // each element takes at least one of the bytes after the tag
+        ++pos_;
+        return count;
+      }
+    }
+    return expect(Type::array, what).count;
+  }
   std::string read_str(const char* what) {
+    if (pos_ < bytes_.size() && (bytes_[pos_] & 0xe0u) == 0xa0) {
+      const std::size_t length = bytes_[pos_] & 0x1fu;
+      if (length < remaining()) {
+        const char* text = reinterpret_cast<const char*>(bytes_.data() + pos_ + 1);
+        pos_ += 1 + length;
+        return std::string(text, length);
+      }
+    }
     const auto text = expect(Type::str, what).body;
     return std::string(reinterpret_cast<const char*>(text.data()), text.size());
   }

@@ -84,7 +84,8 @@ struct Tensor::Storage {
 };
 
 Tensor::Tensor(std::shared_ptr<Storage> storage, Shape shape, DType dtype, Device device)
-    : storage_(std::move(storage)), shape_(shape), dtype_(dtype), device_(device) {}
+    : storage_(std::move(storage)), shape_(shape), numel_(shape_.numel()), dtype_(dtype),
+      device_(device) {}
 
 Tensor Tensor::empty(Shape shape, DType dtype) {
   const auto numel = static_cast<std::uint64_t>(shape.numel());

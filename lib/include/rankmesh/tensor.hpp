@@ -67,8 +67,8 @@ public:
   const Shape& shape() const noexcept { return shape_; }
   DType dtype() const noexcept { return dtype_; }
   Device device() const noexcept { return device_; }
-  std::int64_t numel() const { return shape_.numel(); }
-  std::size_t nbytes() const { return static_cast<std::size_t>(numel()) * dtype_size(dtype_); }
+  std::int64_t numel() const noexcept { return numel_; }
+  std::size_t nbytes() const noexcept { return static_cast<std::size_t>(numel_) * dtype_size(dtype_); }
   // True when both share the same underlying memory.
   bool shares_storage_with(const Tensor& other) const noexcept;
   // The same memory seen with another shape of as many elements (and the same ready event).
@@ -87,6 +87,7 @@ private:
 
   std::shared_ptr<Storage> storage_;
   Shape shape_;
+  std::int64_t numel_ = 0;  // of shape_, counted once: asked for on every hop of a message
   DType dtype_ = DType::f32;
   Device device_;
   std::shared_ptr<Event> ready_;
