@@ -1,11 +1,10 @@
 #include "rankmesh/runtime.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <thread>
-
-#include <algorithm>
 #include <optional>
+#include <thread>
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
@@ -37,6 +36,16 @@ std::chrono::milliseconds scaled_timeout(std::chrono::milliseconds base) {
 std::chrono::milliseconds default_timeout() { return scaled_timeout(std::chrono::seconds(30)); }
 
 namespace {
+
+// At most one spinner per core on the whole node: the cores are shared out among this node's
+// processes (a world started by a launcher has LOCAL_WORLD_SIZE of them), and where there are
+// more processes than cores nobody spins — a spinner would take the core its peer needs.
+SpinPolicy spin_policy(std::chrono::microseconds spin, int processes_on_node) {
+  const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const int share = cores / std::max(1, processes_on_node);
+  if (share == 0) return SpinPolicy{std::chrono::nanoseconds::zero(), 1};
+  return SpinPolicy{spin, share};
+}
 
 // Certificates for the registry's connections across hosts (mutual TLS through caf_openssl).
 struct TlsFiles {
@@ -309,7 +318,7 @@ Runtime::Runtime(RuntimeOptions options) {
   // Received data lands in recycled (large: huge-page) blocks, not fresh pages per message.
   if (!options.allocator) options.allocator = shared_buffer_pool().allocator();
   if (!options.log) options.log = default_log;
-  set_spin_policy(SpinPolicy{options.spin, 0});
+  set_spin_policy(spin_policy(options.spin, place ? place->local_world_size : 1));
   impl_ = std::make_unique<Impl>(std::move(options), place.has_value(), std::move(tls));
   if (place) {
     impl_->start_distributed(*place);
