@@ -76,6 +76,24 @@ TEST_CASE("a tensor dict keeps keys in insertion order; setting a key replaces i
   CHECK(TensorDict{}.empty());
 }
 
+TEST_CASE("try_emplace adds a new key at the end and leaves an existing one alone") {
+  for (int size : {2, 40}) {  // small dicts are searched in place, large ones through an index
+    TensorDict dict;
+    for (int i = 0; i < size; ++i) dict.set("k" + std::to_string(i), i);
+    std::string key = "k1";
+    Value value("other");
+    CHECK_FALSE(dict.try_emplace(std::move(key), std::move(value)));
+    CHECK(key == "k1");  // not moved from
+    CHECK(value == Value("other"));
+    CHECK(dict.at("k1") == Value(1));
+    CHECK(dict.try_emplace("new", Value(-1)));
+    CHECK(dict.size() == static_cast<std::size_t>(size) + 1);
+    CHECK(keys_of(dict).back() == "new");
+    CHECK(dict.at("new") == Value(-1));
+    CHECK_FALSE(dict.try_emplace("new", Value(0)));
+  }
+}
+
 TEST_CASE("at names the missing key") {
   const TensorDict dict{{"a", 1}};
   const auto error = error_of([&] { dict.at("missing"); });

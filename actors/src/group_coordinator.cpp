@@ -278,10 +278,10 @@ public:
       Tensor& t = parts.tensors[index++];
       const std::int64_t numel = t.numel();
       if (numel == 0) continue;  // empty tensors are never sent; their shape is in the metadata
-      const std::string key = key_of(entry.path);
-      const std::optional<bool> rule = forced(overrides, key);
+      // The key is spelled out only where a per-key rule may apply (not per message otherwise).
+      const std::string key = ag != nullptr ? key_of(entry.path) : std::string();
       entry.tensor.sliced = may_slice(ag, overrides, key, numel) &&
-                            (rule.value_or(false) || slice_pays(*ag, to, t.nbytes()));
+                            (forced(overrides, key).value_or(false) || slice_pays(*ag, to, t.nbytes()));
       if (entry.tensor.sliced) {
         if (numel % ag->world_size() != 0)
           throw Error(Errc::invalid_argument,
@@ -317,13 +317,14 @@ public:
     for (const MetaEntry& entry : metadata.entries) {
       if (entry.kind != MetaEntry::Kind::tensor) continue;
       const TensorMeta& meta = entry.tensor;
-      const std::string key = key_of(entry.path);
+      const std::string key =
+          ag != nullptr || !overrides.empty() || !into.empty() ? key_of(entry.path) : std::string();
       const std::int64_t numel = meta.shape.numel();
       Tensor t;
       if (numel != 0) {
         if (next_payload >= payloads.size())
           throw Error(Errc::malformed, where() + ": " + who(src) + " sent fewer payloads than " +
-                                           "its metadata lists (missing '" + key + "')");
+                                           "its metadata lists (missing '" + key_of(entry.path) + "')");
         t = std::move(payloads[next_payload++]);
         settle(t);
         const bool allowed = meta.sliced ? may_slice(ag, overrides, key, numel)
@@ -331,7 +332,7 @@ public:
                                                !may_slice(ag, overrides, key, numel);
         if (!allowed)
           throw Error(Errc::mismatch,
-                      where() + ": '" + key + "' from " + who(src) + " travels " +
+                      where() + ": '" + key_of(entry.path) + "' from " + who(src) + " travels " +
                           (meta.sliced ? "as a slice" : "whole") + ", but this receiver's " +
                           "all-gather group and all_gather_tensors say it must travel " +
                           (meta.sliced ? "whole" : "as a slice") +
@@ -345,7 +346,7 @@ public:
           throw payload_mismatch(src, t, to_string(meta.shape) + " " + to_string(meta.dtype));
         }
       }
-      if (auto it = into.find(key); it != into.end()) {
+      if (auto it = into.empty() ? into.end() : into.find(key); it != into.end()) {
         const Tensor& dest = it->second;
         if (!dest.defined() || dest.dtype() != meta.dtype || !(dest.shape() == meta.shape))
           throw Error(Errc::invalid_argument,

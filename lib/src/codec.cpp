@@ -40,6 +40,7 @@ struct VectorSink {
   std::vector<std::uint8_t>& out;
   std::size_t written = 0;
   void write(const char* data, std::size_t size) {
+    if (size == 0) return;  // an empty str or bin body may come with a null pointer
     if (out.size() - written < size) {
       std::size_t want = written + std::max<std::size_t>(size, 256);
       if (want > out.capacity() && written + size <= out.capacity()) want = out.capacity();

@@ -100,6 +100,16 @@ void TensorDict::set(std::string key, Value value) {
     *existing = std::move(value);
     return;
   }
+  append(std::move(key), std::move(value));
+}
+
+bool TensorDict::try_emplace(std::string&& key, Value&& value) {
+  if (position_of(key) != npos) return false;
+  append(std::move(key), std::move(value));
+  return true;
+}
+
+void TensorDict::append(std::string key, Value value) {
   entries_.push_back(Entry{std::move(key), std::move(value)});
   if (entries_.size() == kIndexThreshold + 1) {
     for (std::size_t i = 0; i < entries_.size(); ++i) index_.emplace(entries_[i].key, i);
@@ -224,14 +234,17 @@ TensorDict join(Metadata metadata, std::vector<Tensor> tensors) {
     if (entry.path.empty()) fail("join: a metadata entry has an empty key path");
     TensorDict& parent = parent_of(root, entry.path);
     std::string& key = entry.path.back();
-    if (parent.contains(key)) fail("join: duplicate key " + format_key_path(entry.path));
+    auto add = [&](Value&& value) {
+      if (!parent.try_emplace(std::move(key), std::move(value)))
+        fail("join: duplicate key " + format_key_path(entry.path));
+    };
     switch (entry.kind) {
       case MetaEntry::Kind::value:
         if (!is_plain(entry.value)) {
           fail("join: key " + format_key_path(entry.path) +
                " holds a tensor or dict as a plain value");
         }
-        parent.set(std::move(key), std::move(entry.value));
+        add(std::move(entry.value));
         break;
       case MetaEntry::Kind::tensor: {
         Tensor& tensor = tensors[next_tensor++];
@@ -244,10 +257,10 @@ TensorDict join(Metadata metadata, std::vector<Tensor> tensors) {
                describe(tensor.shape(), tensor.dtype()) + " but the metadata says " +
                describe(meta.shape, meta.dtype));
         }
-        parent.set(std::move(key), std::move(tensor));
+        add(std::move(tensor));
         break;
       }
-      case MetaEntry::Kind::empty_dict: parent.set(std::move(key), TensorDict{}); break;
+      case MetaEntry::Kind::empty_dict: add(TensorDict{}); break;
     }
   }
   return root;

@@ -39,6 +39,9 @@ public:
   TensorDict(std::initializer_list<Entry> entries);
 
   void set(std::string key, Value value);
+  // Adds the key unless it is present already; false (and nothing changes, nothing is moved
+  // from) when it is.
+  bool try_emplace(std::string&& key, Value&& value);
   const Value* find(std::string_view key) const;
   Value* find(std::string_view key);
   // Throws Error(invalid_argument) naming the key when it is absent.
@@ -59,6 +62,7 @@ public:
 private:
   static constexpr std::size_t npos = static_cast<std::size_t>(-1);
   std::size_t position_of(std::string_view key) const noexcept;
+  void append(std::string key, Value value);  // a key known to be new
 
   struct KeyHash {
     using is_transparent = void;
