@@ -229,25 +229,13 @@ bool ShmChannel::wait_peer(Deadline deadline) {
 // ---- waiting ------------------------------------------------------------------------------
 
 // Spins, then parks on the futex word `epoch` in slices of liveness_interval, checking the peer
-// between slices. `ready` must not throw (it only reads the segment).
+// between slices.
 template <class Ready>
 bool ShmChannel::wait(Ready&& ready, std::uint32_t* epoch, std::uint32_t* sleepers,
                       Deadline deadline) {
-  if (ready()) return true;
-  if (spin_until(ready, deadline, options_.spin_for.value_or(spin_budget()))) return true;
-  while (true) {
-    check_peer(true);
-    const std::uint32_t seen = at(*epoch).load(std::memory_order_seq_cst);
-    at(*sleepers).fetch_add(1, std::memory_order_seq_cst);
-    if (ready()) {
-      at(*sleepers).fetch_sub(1, std::memory_order_seq_cst);
-      return true;
-    }
-    shm::futex_wait(epoch, seen, std::min(deadline, Clock::now() + options_.liveness_interval));
-    at(*sleepers).fetch_sub(1, std::memory_order_seq_cst);
-    if (ready()) return true;
-    if (Clock::now() >= deadline) return false;
-  }
+  return shm::wait_for(ready, *epoch, *sleepers, deadline,
+                       options_.spin_for.value_or(spin_budget()), options_.liveness_interval,
+                       [this] { check_peer(true); });
 }
 
 // ---- the peer -----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 // inside them, and watching the process at the other end through a pidfd.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -10,6 +11,7 @@
 #include <string>
 
 #include "deadline.hpp"
+#include "parker.hpp"
 
 namespace rankmesh::shm {
 
@@ -58,6 +60,29 @@ void close(Closure& closure, const std::string& reason) noexcept;
 bool is_closed(const Closure& closure) noexcept;
 // The reason, or `fallback` when the closer never finished writing it.
 std::string reason_of(const Closure& closure, const std::string& fallback);
+
+// Waits until `ready()` (true) or the deadline (false): spins for up to `spin` first (parker.hpp),
+// then parks on `epoch` in slices of `slice`, calling `check()` before each — it throws when the
+// other side is gone. `ready` must not throw (it only reads the segment).
+template <class Ready, class Check>
+bool wait_for(Ready&& ready, std::uint32_t& epoch, std::uint32_t& sleepers, Deadline deadline,
+              std::chrono::nanoseconds spin, std::chrono::nanoseconds slice, Check&& check) {
+  if (ready()) return true;
+  if (spin_until(ready, deadline, spin)) return true;
+  while (true) {
+    check();
+    const std::uint32_t seen = at(epoch).load(std::memory_order_seq_cst);
+    at(sleepers).fetch_add(1, std::memory_order_seq_cst);
+    if (ready()) {
+      at(sleepers).fetch_sub(1, std::memory_order_seq_cst);
+      return true;
+    }
+    futex_wait(&epoch, seen, std::min(deadline, Clock::now() + slice));
+    at(sleepers).fetch_sub(1, std::memory_order_seq_cst);
+    if (ready()) return true;
+    if (Clock::now() >= deadline) return false;
+  }
+}
 
 // Another process of this node, watched through a pidfd where the kernel offers them (a pidfd
 // cannot be fooled by pid reuse), else through kill(pid, 0).
