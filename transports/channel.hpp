@@ -34,6 +34,17 @@ public:
     (void)nbytes;
     return true;
   }
+
+  // Whether release() can end the channel's hold on what was sent (inproc cannot: the receiver
+  // gets the sender's tensor itself).
+  virtual bool releases_payloads() const noexcept { return false; }
+  // Waits until nothing sent so far is read from the sender's tensors any more (shm: the
+  // receiver has taken it; tcp: the kernel has it). False at the deadline; throws ChannelClosed
+  // once closed. Only where releases_payloads().
+  virtual bool release(Deadline deadline) {
+    (void)deadline;
+    return true;
+  }
 };
 
 struct ChannelClosed : std::runtime_error {

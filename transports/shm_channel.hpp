@@ -116,6 +116,8 @@ public:
   bool keeps_payload(std::size_t nbytes) const noexcept override {
     return nbytes > options_.inline_threshold;
   }
+  bool releases_payloads() const noexcept override { return !receiver_; }
+  bool release(Deadline deadline) override { return flush(deadline); }
 
   // The handshake after set-up. Receiver: waits until the sender has attached, unlinks the
   // name, and checks whether it may read the sender's memory. Sender: waits until the receiver

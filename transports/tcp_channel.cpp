@@ -54,6 +54,8 @@ public:
     throw Error(Errc::invalid_argument, "recv on the outbound tcp channel to " + link_.peer_name());
   }
   void close(const std::string& reason) override { link_.close(reason); }
+  bool releases_payloads() const noexcept override { return true; }
+  bool release(Deadline deadline) override { return link_.finish_writing(deadline); }
 
 private:
   TcpLink& link_;
@@ -132,6 +134,16 @@ void TcpLink::throw_closed() const {
   throw ChannelClosed(reason_);
 }
 
+bool TcpLink::finish_writing(Deadline deadline) {
+  {
+    std::unique_lock writer(writer_mutex_);
+    if (!writer_cv_.wait_until(writer, deadline, [&] { return !writing_ || closed(); }))
+      return false;
+  }
+  if (closed()) throw_closed();
+  return true;
+}
+
 void TcpLink::send(Frame& frame, Deadline deadline) {
   std::lock_guard lock(send_mutex_);
   if (closed()) throw_closed();
@@ -142,12 +154,8 @@ void TcpLink::send(Frame& frame, Deadline deadline) {
     if (error.code() != Errc::timeout) throw;
     throw ChannelTimeout("sending to " + peer_name_ + ": " + error.what());
   }
-  {
-    std::unique_lock writer(writer_mutex_);
-    if (!writer_cv_.wait_until(writer, deadline, [&] { return !writing_ || closed(); }))
-      throw ChannelTimeout(peer_name_ + " has not taken the previous frame before the deadline");
-  }
-  if (closed()) throw_closed();
+  if (!finish_writing(deadline))
+    throw ChannelTimeout(peer_name_ + " has not taken the previous frame before the deadline");
   const std::span<const iovec> spans = encoder_.encode(frame, next_seq_);
   unsent_.assign(spans.begin(), spans.end());
   std::size_t first = 0;  // unsent_[first] is the next span with bytes left

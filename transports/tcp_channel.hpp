@@ -65,6 +65,9 @@ private:
 
   void send(Frame& frame, Deadline deadline);
   bool recv(Frame& frame, Deadline deadline);
+  // Waits until the writer thread has finished the frame it holds (false at the deadline);
+  // throws ChannelClosed once closed.
+  bool finish_writing(Deadline deadline);
   // Closes the link because of `why` (a peer's bad frame, EOF, a socket error), logs it, throws
   // ChannelClosed.
   [[noreturn]] void fail(const std::string& why);

@@ -451,8 +451,14 @@ public:
   std::vector<Tensor> exchange(const Tensor& mine, OpCode op) {
     const std::uint64_t seq = begin_collective();
     Frame& f = frame();
-    // One copy serves every peer: they only read it, and the caller may reuse `mine` at once.
-    Tensor shared = n() > 1 ? copy_of(mine) : mine;
+    // The caller may reuse `mine` once this returns. Where every peer's channel can release
+    // what it holds (shm, tcp), peers read `mine` itself and the channels are released before
+    // returning; otherwise (inproc peers keep what they get) one copy serves every peer.
+    const auto& ready = mine.ready_event();
+    bool direct = mine.device().type == DeviceType::cpu && (!ready || ready->query());
+    for (int j = 0; j < n() && direct; ++j)
+      direct = j == me() || ctx_.releases_payloads(g_.ranks_[static_cast<std::size_t>(j)]);
+    Tensor shared = n() > 1 && !direct ? copy_of(mine) : mine;
     for (int j = 0; j < n(); ++j) {
       if (j == me()) continue;
       f.metadata.clear();
@@ -466,6 +472,9 @@ public:
       recv_coll(j, op, seq, f);
       all[static_cast<std::size_t>(j)] = only_tensor(j, f);
     }
+    if (direct)
+      for (int j = 0; j < n(); ++j)
+        if (j != me()) ctx_.release(g_.ranks_[static_cast<std::size_t>(j)], deadline_, describe_);
     return all;
   }
 

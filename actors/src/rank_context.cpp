@@ -82,6 +82,19 @@ void RankContext::send(int dst, Frame& frame, Deadline deadline, const Describe&
   }
 }
 
+void RankContext::release(int dst, Deadline deadline, const Describe& what) {
+  bool released;
+  try {
+    released = outbound_[static_cast<std::size_t>(dst)]->release(deadline);
+  } catch (const ChannelClosed& closed) {
+    throw reported(Error(Errc::peer_failed, what() + ": channel to rank " + std::to_string(dst) +
+                                                " is closed: " + closed.what()));
+  }
+  if (!released)
+    throw reported(Error(Errc::timeout, what() + ": rank " + std::to_string(dst) +
+                                            " did not take what was sent before the deadline"));
+}
+
 bool RankContext::recv(int src, std::uint32_t group, bool collective, Frame& out,
                        Deadline deadline, const Describe& what) {
   auto& stash = stash_[static_cast<std::size_t>(src)];

@@ -82,6 +82,13 @@ public:
   bool keeps_payload(int dst, std::size_t nbytes) const noexcept {
     return outbound_[static_cast<std::size_t>(dst)]->keeps_payload(nbytes);
   }
+  // Whether release() can end the hold of the channel to `dst` on what was sent through it
+  // (Channel::releases_payloads), and the wait for it. Throws Error(timeout) or
+  // Error(peer_failed) like send().
+  bool releases_payloads(int dst) const noexcept {
+    return outbound_[static_cast<std::size_t>(dst)]->releases_payloads();
+  }
+  void release(int dst, Deadline deadline, const Describe& what);
 
   // The backend of a device; Error(invalid_argument) for a device nobody registered.
   DeviceBackend& backend_for(const Device& device);
