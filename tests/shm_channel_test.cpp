@@ -201,6 +201,36 @@ TEST_CASE("shm: two threads of one process, inline and lent payloads, many frame
   CHECK(shm_leftovers({getpid()}).empty());
 }
 
+TEST_CASE("shm: a frame matching the landing is read into the given tensors, inline or lent") {
+  ShmOptions options;
+  options.inline_threshold = 4 << 10;
+  auto created = ShmChannel::create(options);
+  auto sender = ShmChannel::open(created.name, options);
+  ShmChannel& receiver = *created.channel;
+  REQUIRE(receiver.wait_peer(deadline_after(5s)));
+  REQUIRE(sender->wait_peer(deadline_after(5s)));
+  for (std::int64_t elements : {256, 1 << 16}) {  // 1 KiB inline, 256 KiB lent
+    Tensor target = Tensor::empty({elements}, DType::f32);
+    Landing landing{7, 3, 1, {target}};
+    receiver.land(&landing);
+    for (auto [seq, n] : {std::pair<std::uint64_t, std::int64_t>{0, elements}, {1, elements / 2}, {1, elements}}) {
+      Frame f;
+      f.header = FrameHeader{7, 3, seq, 1};
+      f.tensors.push_back(patterned({n}, DType::f32, seq, 0));
+      sender->send(f, deadline_after(5s));
+    }
+    Frame got;
+    REQUIRE(receiver.recv(got, deadline_after(5s)));  // seq 0: not the landing's
+    CHECK(got.tensors[0].data() != target.data());
+    REQUIRE(receiver.recv(got, deadline_after(5s)));  // seq 1, other shape
+    CHECK(got.tensors[0].data() != target.data());
+    REQUIRE(receiver.recv(got, deadline_after(5s)));
+    CHECK(got.tensors[0].data() == target.data());
+    CHECK(matches(target, 1, 0));
+    receiver.land(nullptr);
+  }
+}
+
 TEST_CASE("shm: deadlines — recv returns false, send times out on a full ring") {
   ShmOptions options;
   options.ring_bytes = 64 << 10;

@@ -228,6 +228,36 @@ TEST_CASE("tcp: frames travel both ways in order, byte-exact, from threads of th
   other_way.join();
 }
 
+TEST_CASE("tcp: a frame matching the landing is read into the given tensors; others are not") {
+  Server server;
+  auto client = connect_to(server);
+  auto accepted = server.next_link();
+  auto frame_of = [](std::uint64_t seq, std::int64_t elements) {
+    Frame f;
+    f.header = FrameHeader{7, 3, seq, 1};
+    Tensor t = Tensor::empty({elements}, DType::f32);
+    for (std::int64_t i = 0; i < elements; ++i) t.data_as<float>()[i] = static_cast<float>(seq * 1000 + i);
+    f.tensors.push_back(t);
+    return f;
+  };
+  Tensor target = Tensor::empty({256}, DType::f32);
+  Landing landing{7, 3, 1, {target}};
+  accepted->inbound().land(&landing);
+  for (auto [seq, elements] : {std::pair{0, 256}, {1, 128}, {1, 256}}) {  // wrong seq, shape; match
+    Frame f = frame_of(static_cast<std::uint64_t>(seq), elements);
+    client->outbound().send(f, deadline_after(5s));
+  }
+  Frame got;
+  REQUIRE(accepted->inbound().recv(got, deadline_after(5s)));  // seq 0: not the landing's
+  CHECK(got.tensors[0].data() != target.data());
+  REQUIRE(accepted->inbound().recv(got, deadline_after(5s)));  // seq 1, other shape
+  CHECK(got.tensors[0].data() != target.data());
+  REQUIRE(accepted->inbound().recv(got, deadline_after(5s)));
+  CHECK(got.tensors[0].data() == target.data());
+  CHECK(equal(target, frame_of(1, 256).tensors[0]));
+  accepted->inbound().land(nullptr);
+}
+
 TEST_CASE("tcp: 64 MiB tensors cross both ways at once, byte-exact") {
   Server server;
   auto client = connect_to(server);

@@ -26,6 +26,12 @@ public:
   // Fails every waiter and every later call with `reason` (a peer died, the world aborts).
   virtual void close(const std::string& reason) = 0;
 
+  // Where the payloads of a frame matching `landing` go, for the recv() calls until the next
+  // land() (null: nowhere special). The caller keeps `landing` alive meanwhile. Channels that
+  // read payloads into memory themselves (shm, tcp) honour it; inproc hands over the sender's
+  // tensors and ignores it.
+  virtual void land(const Landing* landing) noexcept { (void)landing; }
+
   // Whether the bytes of a host payload of `nbytes` may still be read after send() returns
   // (inproc hands the tensor itself over, shm lends large payloads, tcp may finish a frame on
   // its writer thread). Where not, send() has copied them by the time it returns, and a sender

@@ -346,7 +346,9 @@ void FrameDecoder::start_payloads(std::size_t first) {
     const Descriptor& desc = descriptors_[i];
     Tensor tensor;
     try {
-      tensor = allocate_(desc.shape, desc.dtype);
+      tensor = landing_ != nullptr && landing_->fits(header_, i, desc.shape, desc.dtype)
+                   ? landing_->tensors[i]
+                   : allocate_(desc.shape, desc.dtype);
     } catch (const std::exception& error) {
       fail(Errc::limit_exceeded, "cannot allocate tensor " + std::to_string(i) + " of shape " +
                                      to_string(desc.shape) + " and dtype " + to_string(desc.dtype) +

@@ -91,6 +91,8 @@ public:
   bool mid_frame() const noexcept;
   // The link sequence number the next (or current) frame must carry.
   std::uint64_t expected_sequence() const noexcept { return expected_seq_; }
+  // Payloads of a frame matching `landing` are read into its tensors (Channel::land).
+  void land(const Landing* landing) noexcept { landing_ = landing; }
 
 private:
   enum class Phase { header, descriptor, dims, metadata, payload, ready, failed };
@@ -113,6 +115,7 @@ private:
 
   Allocator allocate_;
   FrameLimits limits_;
+  const Landing* landing_ = nullptr;
   Phase phase_ = Phase::header;
   std::array<std::uint8_t, 8 * Shape::kMaxRank> scratch_{};  // header, descriptor or dims
   std::size_t want_ = kFrameHeaderBytes;  // bytes of the current part

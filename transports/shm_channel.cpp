@@ -737,9 +737,17 @@ bool ShmChannel::start_frame(Deadline deadline) {
     fail("frame " + std::to_string(seq) + " claims a body of " + std::to_string(body) +
          " bytes where its descriptors describe " + std::to_string(described));
 
+  FrameHeader frame_header;
+  frame_header.group = get<std::uint32_t>(header, 16);
+  frame_header.op = get<std::uint32_t>(header, 20);
+  frame_header.seq = get<std::uint64_t>(header, 24);
+  frame_header.src = get<std::int32_t>(header, 32);
   // Memory for every payload first: if the allocator throws, nothing has been consumed.
-  for (const auto& [shape, dtype] : shapes) {
-    Tensor tensor = options_.allocator(shape, dtype);
+  for (std::size_t i = 0; i < shapes.size(); ++i) {
+    const auto& [shape, dtype] = shapes[i];
+    Tensor tensor = landing_ != nullptr && landing_->fits(frame_header, i, shape, dtype)
+                        ? landing_->tensors[i]
+                        : options_.allocator(shape, dtype);
     if (!tensor.defined() || tensor.device().type != DeviceType::cpu || !(tensor.shape() == shape) ||
         tensor.dtype() != dtype) {
       in.frame.tensors.clear();
@@ -753,10 +761,7 @@ bool ShmChannel::start_frame(Deadline deadline) {
   if (metadata_bytes > 0)
     read_ring(head_ + Layout::kRecordHeaderBytes + std::uint64_t{count} * Layout::kDescriptorBytes,
               in.frame.metadata.data(), metadata_bytes);
-  in.frame.header.group = get<std::uint32_t>(header, 16);
-  in.frame.header.op = get<std::uint32_t>(header, 20);
-  in.frame.header.seq = get<std::uint64_t>(header, 24);
-  in.frame.header.src = get<std::int32_t>(header, 32);
+  in.frame.header = frame_header;
   head_ += prefix;
   in.end = head_ + body;
   in.tensor = 0;

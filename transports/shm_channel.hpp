@@ -117,6 +117,7 @@ public:
     return nbytes > options_.inline_threshold;
   }
   bool releases_payloads() const noexcept override { return !receiver_; }
+  void land(const Landing* landing) noexcept override { landing_ = landing; }
   bool release(Deadline deadline) override { return flush(deadline); }
 
   // The handshake after set-up. Receiver: waits until the sender has attached, unlinks the
@@ -206,6 +207,7 @@ private:
   std::uint64_t seen_tail_ = 0;
   std::uint64_t expected_seq_ = 0;
   std::unique_ptr<Incoming> incoming_;
+  const Landing* landing_ = nullptr;
 };
 
 struct ShmChannel::Created {

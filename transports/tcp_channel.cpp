@@ -69,6 +69,10 @@ public:
   }
   bool recv(Frame& frame, Deadline deadline) override { return link_.recv(frame, deadline); }
   void close(const std::string& reason) override { link_.close(reason); }
+  void land(const Landing* landing) noexcept override {
+    std::lock_guard lock(link_.recv_mutex_);
+    link_.decoder_.land(landing);
+  }
 
 private:
   TcpLink& link_;

@@ -127,10 +127,13 @@ public:
   }
 
   // `alternative`: a second operation this receive accepts (broadcast_object's ring set-up).
+  // `landing`: where this frame's payloads should go (see Landing).
   void recv_coll(int src, OpCode op, std::uint64_t seq, Frame& f,
-                 std::optional<OpCode> alternative = std::nullopt) {
+                 std::optional<OpCode> alternative = std::nullopt,
+                 const Landing* landing = nullptr) {
     while (true) {
-      if (!ctx_.recv(g_.ranks_[static_cast<std::size_t>(src)], g_.group_id_, true, f, deadline_, describe_))
+      if (!ctx_.recv(g_.ranks_[static_cast<std::size_t>(src)], g_.group_id_, true, f, deadline_,
+                     describe_, landing))
         throw ctx_.reported(Error(Errc::timeout, where() + " #" + std::to_string(seq) + " waited " +
                                                      ms(g_.timeout_) + " for " + who(src) +
                                                      ", which did not send its part"));
@@ -447,8 +450,11 @@ public:
     return out;
   }
 
-  // Sends `mine` to every peer and returns every member's tensor in group-rank order.
-  std::vector<Tensor> exchange(const Tensor& mine, OpCode op) {
+  // Sends `mine` to every peer and returns every member's tensor in group-rank order. With
+  // `slots` (one per member), each peer's tensor is read straight into its slot where the
+  // transport allows and it fits; the caller checks which ones landed.
+  std::vector<Tensor> exchange(const Tensor& mine, OpCode op,
+                               const std::vector<Tensor>* slots = nullptr) {
     const std::uint64_t seq = begin_collective();
     Frame& f = frame();
     // The caller may reuse `mine` once this returns. Where every peer's channel can release
@@ -467,9 +473,11 @@ public:
     }
     std::vector<Tensor> all(static_cast<std::size_t>(n()));
     all[static_cast<std::size_t>(me())] = mine;
+    Landing landing{g_.group_id_, static_cast<std::uint32_t>(op), seq, {}};
     for (int j = 0; j < n(); ++j) {
       if (j == me()) continue;
-      recv_coll(j, op, seq, f);
+      if (slots != nullptr) landing.tensors.assign(1, (*slots)[static_cast<std::size_t>(j)]);
+      recv_coll(j, op, seq, f, std::nullopt, slots != nullptr ? &landing : nullptr);
       all[static_cast<std::size_t>(j)] = only_tensor(j, f);
     }
     if (direct)
@@ -492,10 +500,37 @@ public:
   Tensor all_gather(const Tensor& input, int dim, bool same_rows, OpCode op) {
     host_ready(input);
     check_dim(input, dim, op_);
+    if (dim == 0 && same_rows && n() > 1) return all_gather_rows(input, op);
     std::vector<Tensor> all = exchange(input, op);
     for (int j = 0; j < n(); ++j)
       if (j != me()) check_compatible(j, all[static_cast<std::size_t>(j)], input, dim, same_rows);
     return concat(all, dim, ctx_.allocator());
+  }
+
+  // Along dim 0 every member's part is one contiguous block of the result: the parts are read
+  // straight into their blocks (shm, tcp), so the result costs no gathering copy.
+  Tensor all_gather_rows(const Tensor& input, OpCode op) {
+    Shape shape;
+    shape.push_back(input.shape()[0] * n());
+    for (int i = 1; i < input.shape().rank(); ++i) shape.push_back(input.shape()[i]);
+    Tensor out = ctx_.allocate(shape, input.dtype());
+    const std::size_t block = input.nbytes();
+    std::vector<Tensor> slots(static_cast<std::size_t>(n()));
+    for (int j = 0; j < n(); ++j) {
+      std::byte* at = bytes_of(out) + static_cast<std::size_t>(j) * block;
+      slots[static_cast<std::size_t>(j)] =
+          Tensor::wrap(block != 0 ? at : nullptr, input.shape(), input.dtype(), Device{},
+                       [keep = out](void*) {});
+    }
+    std::vector<Tensor> all = exchange(input, op, &slots);
+    for (int j = 0; j < n(); ++j) {
+      const Tensor& part = all[static_cast<std::size_t>(j)];
+      const Tensor& slot = slots[static_cast<std::size_t>(j)];
+      if (j != me()) check_compatible(j, part, input, 0, true);
+      if (block != 0 && part.data() != slot.data())  // did not land in place (inproc, stashed)
+        std::memcpy(slot.data(), part.data(), block);
+    }
+    return out;
   }
 
   Tensor reduce_scatterv(const Tensor& input, std::span<const std::int64_t> sizes, int dim,

@@ -96,7 +96,7 @@ void RankContext::release(int dst, Deadline deadline, const Describe& what) {
 }
 
 bool RankContext::recv(int src, std::uint32_t group, bool collective, Frame& out,
-                       Deadline deadline, const Describe& what) {
+                       Deadline deadline, const Describe& what, const Landing* landing) {
   auto& stash = stash_[static_cast<std::size_t>(src)];
   for (auto it = stash.begin(); it != stash.end(); ++it) {
     if (it->group == group && it->collective == collective) {
@@ -106,6 +106,11 @@ bool RankContext::recv(int src, std::uint32_t group, bool collective, Frame& out
     }
   }
   Channel& channel = *inbound_[static_cast<std::size_t>(src)];
+  struct Landed {  // the landing holds for this receive only
+    Channel& channel;
+    ~Landed() { channel.land(nullptr); }
+  } landed{channel};
+  channel.land(landing);
   while (true) {
     bool got;
     try {

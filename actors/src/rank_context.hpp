@@ -75,8 +75,9 @@ public:
   // The next frame from global rank `src` for `group` and message class (point-to-point or
   // collective); frames for other groups or classes wait for their own receive. Returns false
   // at the deadline; throws Error(peer_failed) once the channel is closed.
+  // `landing`: where the payloads of one expected frame should go (Channel::land).
   bool recv(int src, std::uint32_t group, bool collective, Frame& out, Deadline deadline,
-            const Describe& what);
+            const Describe& what, const Landing* landing = nullptr);
   // Whether the channel to `dst` may read a payload of `nbytes` after send() returns
   // (Channel::keeps_payload).
   bool keeps_payload(int dst, std::size_t nbytes) const noexcept {

@@ -54,6 +54,8 @@ void check_all(ParallelState& s) {
   say(r, "all_reduce sum", digest(g.all_reduce(input(r, {5, 3}))));
   say(r, "all_reduce max", digest(g.all_reduce(input(r, {7}), ReduceOp::max)));
   say(r, "all_gather dim 1", digest(g.all_gather(input(r, {2, 3}), 1)));
+  say(r, "all_gather dim 0", digest(g.all_gather(input(r, {3, 5}), 0)));
+  say(r, "all_gather dim 0, large", digest(g.all_gather(input(r, {64, 1024}), 0)));
   say(r, "all_gatherv", digest(g.all_gatherv(input(r, {r + 1, 2}), 0)));
   say(r, "reduce_scatter", digest(g.reduce_scatter(input(r, {2 * n, 3}), 0)));
   std::vector<std::int64_t> sizes(static_cast<std::size_t>(n));
