@@ -158,6 +158,8 @@ bool TensorDict::erase(std::string_view key) {
 
 std::size_t TensorDict::size() const noexcept { return entries_.size(); }
 
+void TensorDict::reserve(std::size_t keys) { entries_.reserve(keys); }
+
 bool TensorDict::empty() const noexcept { return entries_.empty(); }
 
 std::vector<TensorDict::Entry>::const_iterator TensorDict::begin() const noexcept {

@@ -52,7 +52,7 @@ public:
   std::size_t size() const noexcept;
   bool empty() const noexcept;
   // Room for `keys` keys without reallocating.
-  void reserve(std::size_t keys) { entries_.reserve(keys); }
+  void reserve(std::size_t keys);
   std::vector<Entry>::const_iterator begin() const noexcept;
   std::vector<Entry>::const_iterator end() const noexcept;
 
