@@ -1,10 +1,14 @@
-// rankmesh-ops-check: runs every GroupCoordinator operation on deterministic inputs and prints
-// one digest line per rank and operation, so a test can compare a launched multi-process world
-// with the in-process runtime line by line. With --loop it keeps running all_reduce (or, with
-// --op broadcast_object, rank 0's broadcast_object) until stopped, for the failure tests;
-// --payload sets its size. --world N sets the world size (it must match a launcher's). Runs every rank in this process unless a launcher placed it.
+// rankmesh-ops-check: runs every GroupCoordinator operation — in the world and in the tp, pp, dp
+// and ep groups, blocking and asynchronous — on deterministic inputs, checks each result against
+// the value computed here from the members' inputs (a difference is named on stderr and the exit
+// status is 1), and prints one digest line per rank and operation, so a test can also compare a
+// launched multi-process world with the in-process runtime line by line. With --loop it keeps
+// running all_reduce (or, with --op broadcast_object, rank 0's broadcast_object) until stopped,
+// for the failure tests; --payload sets its size. --world N sets the world size (it must match a
+// launcher's). Runs every rank in this process unless a launcher placed it.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <mutex>
@@ -36,10 +40,14 @@ std::string digest(const Tensor& t) {
   return to_string(t.shape()) + " " + text;
 }
 
+// Element i of rank `rank`'s input: the one formula both the inputs and the expected values use.
+float input_value(int rank, std::int64_t i, float scale = 1.0f) {
+  return scale * static_cast<float>(rank * 1000 + i) + 0.25f;
+}
+
 Tensor input(int rank, Shape shape, float scale = 1.0f) {
   Tensor t = Tensor::empty(shape, DType::f32);
-  for (std::int64_t i = 0; i < t.numel(); ++i)
-    t.data_as<float>()[i] = scale * static_cast<float>(rank * 1000 + i) + 0.25f;
+  for (std::int64_t i = 0; i < t.numel(); ++i) t.data_as<float>()[i] = input_value(rank, i, scale);
   return t;
 }
 
@@ -48,49 +56,195 @@ void say(int rank, const std::string& what, const std::string& result) {
   std::printf("rank %d: %s = %s\n", rank, what.c_str(), result.c_str());
 }
 
-void check_all(ParallelState& s) {
+// What an operation must return, computed here from the members' inputs with plain loops (no
+// runtime code), so that a world is checked against the definition of each operation and not
+// only against the in-process runtime, which could share a defect.
+struct Expected {
+  Shape shape;
+  std::vector<float> values;
+  bool undefined = false;  // gather's result on a non-root member
+};
+
+Expected undefined_result() { return {{}, {}, true}; }
+
+// Rows [first, first + count) along dim 0 of `rank`'s input of shape `shape`.
+std::vector<float> input_rows(int rank, const Shape& shape, std::int64_t first, std::int64_t count) {
+  const std::int64_t row = shape.numel() / std::max<std::int64_t>(shape[0], 1);
+  std::vector<float> out;
+  for (std::int64_t i = first * row; i < (first + count) * row; ++i) out.push_back(input_value(rank, i));
+  return out;
+}
+
+// Elementwise combination of the members' inputs in ascending member order, as documented.
+Expected reduced(const Group& members, const Shape& shape, ReduceOp op) {
+  Expected e{shape, input_rows(members[0], shape, 0, shape[0]), false};
+  for (std::size_t m = 1; m < members.size(); ++m)
+    for (std::int64_t i = 0; i < shape.numel(); ++i) {
+      const float x = input_value(members[m], i);
+      float& acc = e.values[static_cast<std::size_t>(i)];
+      acc = op == ReduceOp::sum ? acc + x : op == ReduceOp::max ? std::max(acc, x) : std::min(acc, x);
+    }
+  return e;
+}
+
+// The members' 2-D inputs of shape `part` concatenated along `dim` (0 or 1).
+Expected concatenated(const Group& members, const Shape& part, int dim) {
+  const auto count = static_cast<std::int64_t>(members.size());
+  Expected e{dim == 0 ? Shape{part[0] * count, part[1]} : Shape{part[0], part[1] * count}, {}, false};
+  if (dim == 0) {
+    for (int m : members) {
+      auto rows = input_rows(m, part, 0, part[0]);
+      e.values.insert(e.values.end(), rows.begin(), rows.end());
+    }
+  } else {
+    for (std::int64_t row = 0; row < part[0]; ++row)
+      for (int m : members)
+        for (std::int64_t col = 0; col < part[1]; ++col) e.values.push_back(input_value(m, row * part[1] + col));
+  }
+  return e;
+}
+
+// Rows [first, first + count) of an expected 2-D result.
+Expected row_slice(const Expected& whole, std::int64_t first, std::int64_t count) {
+  const std::int64_t row = whole.shape[1];
+  return {Shape{count, row},
+          std::vector<float>(whole.values.begin() + first * row, whole.values.begin() + (first + count) * row), false};
+}
+
+Expected whole_input(int rank, const Shape& shape) { return {shape, input_rows(rank, shape, 0, shape[0]), false}; }
+
+// Checks the result against the expectation (reported on stderr, failing the program) and
+// prints its digest for the comparison with other runs.
+class Checker {
+public:
+  explicit Checker(int rank) : rank_(rank) {}
+  bool ok() const { return failures_ == 0; }
+
+  void tensor(const std::string& what, const Tensor& got, const Expected& want, const std::string& extra = "") {
+    say(rank_, what, digest(got) + extra);
+    if (want.undefined || !got.defined()) {
+      if (want.undefined != !got.defined())
+        fail(what, got.defined() ? "a tensor where none was expected" : "no tensor");
+      return;
+    }
+    if (got.dtype() != DType::f32 || !(got.shape() == want.shape))
+      return fail(what, "shape " + to_string(got.shape()) + ", expected " + to_string(want.shape));
+    const float* values = got.data_as<float>();
+    for (std::size_t i = 0; i < want.values.size(); ++i)
+      if (std::memcmp(&values[i], &want.values[i], sizeof(float)) != 0)
+        return fail(what, "element " + std::to_string(i) + " is " + std::to_string(values[i]) + ", expected " +
+                              std::to_string(want.values[i]));
+  }
+
+  void value(const std::string& what, const Value& got, const Value& want) {
+    say(rank_, what, render(got));
+    if (!(got == want)) fail(what, render(got) + ", expected " + render(want));
+  }
+
+  void truth(const std::string& what, bool holds, const std::string& detail) {
+    if (!holds) fail(what, detail);
+  }
+
+  // A readable, complete rendering of an object: two objects print alike only when equal.
+  static std::string render(const Value& v) {
+    if (v.is<None>()) return "None";
+    if (v.is<std::int64_t>()) return std::to_string(v.as<std::int64_t>());
+    if (v.is<std::string>()) {
+      const std::string& s = v.as<std::string>();
+      if (s.size() <= 16) return "'" + s + "'";
+      std::uint64_t h = 1469598103934665603ull;
+      for (char c : s) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+      char text[64];
+      std::snprintf(text, sizeof text, "<%zu chars, fnv %016llx>", s.size(), static_cast<unsigned long long>(h));
+      return text;
+    }
+    if (v.is<List>()) {
+      std::string out = "[";
+      for (const Value& item : v.as<List>()) out += (out.size() > 1 ? ", " : "") + render(item);
+      return out + "]";
+    }
+    return "<unexpected type>";
+  }
+
+private:
+  void fail(const std::string& what, const std::string& detail) {
+    ++failures_;
+    std::lock_guard lock(g_print);
+    std::fprintf(stderr, "rank %d: %s: %s\n", rank_, what.c_str(), detail.c_str());
+  }
+
+  int rank_;
+  int failures_ = 0;
+};
+
+// Worlds of 8 get real data-parallel groups of 2 (tp 2 x pp 2 x dp 2); smaller ones keep dp 1,
+// the rest of the world forming vLLM's outer axis.
+int data_parallel_size(int world) { return world % 8 == 0 ? 2 : 1; }
+
+Group first_members(int count) {
+  Group members;
+  for (int i = 0; i < count; ++i) members.push_back(i);
+  return members;
+}
+
+void check_world(ParallelState& s, Checker& check) {
   const int r = s.rank(), n = s.world_size();
   GroupCoordinator& g = s.world();
-  say(r, "all_reduce sum", digest(g.all_reduce(input(r, {5, 3}))));
-  say(r, "all_reduce max", digest(g.all_reduce(input(r, {7}), ReduceOp::max)));
-  say(r, "all_gather dim 1", digest(g.all_gather(input(r, {2, 3}), 1)));
-  say(r, "all_gather dim 0", digest(g.all_gather(input(r, {3, 5}), 0)));
-  say(r, "all_gather dim 0, large", digest(g.all_gather(input(r, {64, 1024}), 0)));
-  say(r, "all_gatherv", digest(g.all_gatherv(input(r, {r + 1, 2}), 0)));
-  say(r, "reduce_scatter", digest(g.reduce_scatter(input(r, {2 * n, 3}), 0)));
-  std::vector<std::int64_t> sizes(static_cast<std::size_t>(n));
-  std::int64_t rows = 0;
-  for (int j = 0; j < n; ++j) rows += sizes[static_cast<std::size_t>(j)] = j % 3;
-  say(r, "reduce_scatterv", digest(g.reduce_scatterv(input(r, {rows, 2}), sizes, 0)));
-  say(r, "gather", digest(g.gather(input(r, {1, 4}), n - 1, 0)));
-  say(r, "broadcast", digest(g.broadcast(input(r, {9}), n - 1)));
-  g.barrier();
-  std::vector<std::int64_t> counts(static_cast<std::size_t>(n));
-  rows = 0;
-  for (int j = 0; j < n; ++j) rows += counts[static_cast<std::size_t>(j)] = j + 1;
-  say(r, "all_to_all", digest(g.all_to_all(input(r, {rows, 2}), counts)));
-  Value object = g.broadcast_object(r == 0 ? Value(List{Value("plan"), Value(7)}) : Value(None{}), 0);
-  say(r, "broadcast_object", object.is<List>() ? "list of " + std::to_string(object.as<List>().size()) : "wrong");
-  {  // from every source in turn; more objects than a broadcast ring has slots, one beyond a slot
-    std::uint64_t h = 1469598103934665603ull;
-    for (int round = 0; round < 12; ++round) {
-      const int src = round % n;
-      const std::size_t size = round == 5 ? std::size_t{600} << 10 : static_cast<std::size_t>(round) * 37;
-      Value sent = r == src ? Value(List{Value(round), Value(std::string(size, static_cast<char>('a' + round)))})
-                            : Value(None{});
-      Value got = g.broadcast_object(sent, src);
-      if (!got.is<List>() || got.as<List>().size() != 2) {
-        h = 0;
-        break;
-      }
-      for (char c : got.as<List>()[1].as<std::string>()) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
-      h = (h ^ static_cast<std::uint64_t>(got.as<List>()[0].as<std::int64_t>())) * 1099511628211ull;
+  const Group all = first_members(n);
+  check.tensor("all_reduce sum", g.all_reduce(input(r, {5, 3})), reduced(all, {5, 3}, ReduceOp::sum));
+  check.tensor("all_reduce max", g.all_reduce(input(r, {7}), ReduceOp::max), reduced(all, {7}, ReduceOp::max));
+  check.tensor("all_gather dim 1", g.all_gather(input(r, {2, 3}), 1), concatenated(all, {2, 3}, 1));
+  check.tensor("all_gather dim 0", g.all_gather(input(r, {3, 5}), 0), concatenated(all, {3, 5}, 0));
+  check.tensor("all_gather dim 0, large", g.all_gather(input(r, {64, 1024}), 0), concatenated(all, {64, 1024}, 0));
+  {
+    Expected want{Shape{n * (n + 1) / 2, 2}, {}, false};
+    for (int j = 0; j < n; ++j) {
+      auto rows = input_rows(j, {j + 1, 2}, 0, j + 1);
+      want.values.insert(want.values.end(), rows.begin(), rows.end());
     }
-    char text[32];
-    std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h));
-    say(r, "broadcast_object from every rank", text);
+    check.tensor("all_gatherv", g.all_gatherv(input(r, {r + 1, 2}), 0), want);
+  }
+  check.tensor("reduce_scatter", g.reduce_scatter(input(r, {2 * n, 3}), 0),
+               row_slice(reduced(all, {2 * n, 3}, ReduceOp::sum), 2 * r, 2));
+  {
+    std::vector<std::int64_t> sizes(static_cast<std::size_t>(n));
+    std::int64_t rows = 0, first = 0;
+    for (int j = 0; j < n; ++j) {
+      sizes[static_cast<std::size_t>(j)] = j % 3;
+      if (j < r) first += j % 3;
+      rows += j % 3;
+    }
+    check.tensor("reduce_scatterv", g.reduce_scatterv(input(r, {rows, 2}), sizes, 0),
+                 row_slice(reduced(all, {rows, 2}, ReduceOp::sum), first, r % 3));
+  }
+  check.tensor("gather", g.gather(input(r, {1, 4}), n - 1, 0),
+               r == n - 1 ? concatenated(all, {1, 4}, 0) : undefined_result());
+  check.tensor("broadcast", g.broadcast(input(r, {9}), n - 1), whole_input(n - 1, {9}));
+  g.barrier();
+  {
+    // Rank j sends rank k rows [offset(k), offset(k) + k + 1) of its input, offset(k) = 1 + ... + k.
+    std::vector<std::int64_t> counts(static_cast<std::size_t>(n));
+    std::int64_t rows = 0;
+    for (int j = 0; j < n; ++j) rows += counts[static_cast<std::size_t>(j)] = j + 1;
+    Expected want{Shape{n * (r + 1), 2}, {}, false};
+    for (int j = 0; j < n; ++j) {
+      auto part = input_rows(j, {rows, 2}, r * (r + 1) / 2, r + 1);
+      want.values.insert(want.values.end(), part.begin(), part.end());
+    }
+    check.tensor("all_to_all", g.all_to_all(input(r, {rows, 2}), counts), want);
+  }
+  const Value plan = List{Value("plan"), Value(7)};
+  check.value("broadcast_object", g.broadcast_object(r == 0 ? plan : Value(None{}), 0), plan);
+  // From every source in turn; more objects than a broadcast ring has slots, one beyond a slot.
+  for (int round = 0; round < 12; ++round) {
+    const int src = round % n;
+    const std::size_t size = round == 5 ? std::size_t{600} << 10 : static_cast<std::size_t>(round) * 37;
+    const Value object = List{Value(round), Value(std::string(size, static_cast<char>('a' + round)))};
+    check.value("broadcast_object #" + std::to_string(round) + " from rank " + std::to_string(src),
+                g.broadcast_object(r == src ? object : Value(None{}), src), object);
   }
   if (n > 1) {
+    const int prev = (r + n - 1) % n;
     TensorDict dict{{"hidden_states", input(r, {4, 8})}, {"empty", Tensor::empty({0, 3}, DType::f16)},
                     {"step", r}};
     TensorDict got;
@@ -101,34 +255,119 @@ void check_all(ParallelState& s) {
       got = g.recv_tensor_dict();
       g.send_tensor_dict(dict);
     }
-    say(r, "recv_tensor_dict", digest(got.at("hidden_states").as<Tensor>()) + " step " +
-                                   std::to_string(got.at("step").as<std::int64_t>()) + " empty " +
-                                   to_string(got.at("empty").as<Tensor>().shape()));
+    const Tensor& empty = got.at("empty").as<Tensor>();
+    check.tensor("recv_tensor_dict", got.at("hidden_states").as<Tensor>(), whole_input(prev, {4, 8}),
+                 " step " + std::to_string(got.at("step").as<std::int64_t>()) + " empty " + to_string(empty.shape()));
+    check.truth("recv_tensor_dict", got.at("step").as<std::int64_t>() == prev && empty.shape() == Shape{0, 3} &&
+                                        empty.dtype() == DType::f16,
+                "step or empty tensor differ from rank " + std::to_string(prev) + "'s");
     TensorDict b = g.broadcast_tensor_dict(r == 0 ? dict : TensorDict{}, 0);
-    say(r, "broadcast_tensor_dict", digest(b.at("hidden_states").as<Tensor>()));
+    check.tensor("broadcast_tensor_dict", b.at("hidden_states").as<Tensor>(), whole_input(0, {4, 8}));
     Value sent = Value(List{Value(r), Value("from")});
     Value back;
     if (r % 2 == 0) {
       g.send_object(sent, (r + 1) % n);
-      back = g.recv_object((r + n - 1) % n);
+      back = g.recv_object(prev);
     } else {
-      back = g.recv_object((r + n - 1) % n);
+      back = g.recv_object(prev);
       g.send_object(sent, (r + 1) % n);
     }
-    say(r, "recv_object", std::to_string(back.as<List>()[0].as<std::int64_t>()));
+    check.value("recv_object", back, List{Value(prev), Value("from")});
   }
-  if (n % 2 == 0) {  // send-allgather: pp 2 x tp n/2
-    s.initialize_model_parallel(n / 2, 2);
-    // "large" is big enough that the runtime slices it where the stages sit on two nodes.
-    TensorDict dict{{"hidden_states", input(0, {n / 2, 6})}, {"large", input(0, {n / 2, 1 << 18})}, {"step", 3}};
-    if (s.pp().is_first_rank()) {
-      s.pp().send_tensor_dict(dict, std::nullopt, &s.tp());
+}
+
+// The members of `rank`'s group of each kind under the contiguous placement (vLLM's
+// arange(world).reshape(-1, dp, pp, tp)), written out here rather than taken from layout.cpp.
+Group expected_members(GroupKind kind, int rank, int tp, int pp, int dp) {
+  const int t = rank % tp, p = rank / tp % pp, d = rank / (tp * pp) % dp, outer = rank / (tp * pp * dp);
+  auto at = [&](int dd, int pp_index, int tt) { return ((outer * dp + dd) * pp + pp_index) * tp + tt; };
+  Group members;
+  switch (kind) {
+    case GroupKind::tp:
+      for (int i = 0; i < tp; ++i) members.push_back(at(d, p, i));
+      break;
+    case GroupKind::pp:
+      for (int i = 0; i < pp; ++i) members.push_back(at(d, i, t));
+      break;
+    case GroupKind::dp:
+      for (int i = 0; i < dp; ++i) members.push_back(at(i, p, t));
+      break;
+    default:  // ep: every rank of this pipeline stage, data-parallel index outer
+      for (int i = 0; i < dp; ++i)
+        for (int j = 0; j < tp; ++j) members.push_back(at(i, p, j));
+  }
+  return members;
+}
+
+// Collectives inside the tp, pp, dp and ep groups, blocking and asynchronous (several handles in
+// flight at once), each against values computed from the members' inputs.
+void check_sub_groups(ParallelState& s, Checker& check) {
+  const int r = s.rank(), n = s.world_size();
+  const int dp = data_parallel_size(n), tp = n % 2 == 0 ? 2 : 1, pp = n / (tp * dp) % 2 == 0 ? 2 : 1;
+  s.initialize_model_parallel(tp, pp);
+  const auto wait_time = 2 * s.world().timeout();
+  for (GroupKind kind : {GroupKind::tp, GroupKind::pp, GroupKind::dp, GroupKind::ep}) {
+    GroupCoordinator& g = s.group(kind);
+    const std::string name = to_string(kind);
+    const Group members = expected_members(kind, r, tp, pp, dp);
+    check.truth(name + " members", g.ranks() == members, "the layout's group differs from the contiguous one");
+    const int size = static_cast<int>(members.size()), last = members.back();
+    check.tensor(name + " all_reduce", g.all_reduce(input(r, {3, 2})), reduced(members, {3, 2}, ReduceOp::sum));
+    check.tensor(name + " all_gather", g.all_gather(input(r, {1, 3}), 0), concatenated(members, {1, 3}, 0));
+    check.tensor(name + " broadcast", g.broadcast(input(r, {4}), size - 1), whole_input(last, {4}));
+    check.tensor(name + " reduce_scatter", g.reduce_scatter(input(r, {size, 2}), 0),
+                 row_slice(reduced(members, {size, 2}, ReduceOp::sum), g.rank_in_group(), 1));
+
+    Handle<Tensor> sum = g.async_all_reduce(input(r, {2, 2}), ReduceOp::max);
+    Handle<Tensor> gathered = g.async_all_gather(input(r, {2, 1}), 1);
+    Handle<void> barrier = g.async_barrier();
+    Handle<Tensor> scattered = g.async([t = input(r, {size, 3})](GroupCoordinator& group) {
+      return group.reduce_scatter(t, 0);
+    });
+    check.tensor(name + " async_all_reduce max", sum.wait(wait_time), reduced(members, {2, 2}, ReduceOp::max));
+    check.tensor(name + " async_all_gather dim 1", gathered.wait(wait_time), concatenated(members, {2, 1}, 1));
+    barrier.wait(wait_time);
+    check.tensor(name + " async reduce_scatter", scattered.wait(wait_time),
+                 row_slice(reduced(members, {size, 3}, ReduceOp::sum), g.rank_in_group(), 1));
+  }
+  if (pp > 1) {  // the asynchronous tensor-dict pair along the pipeline
+    GroupCoordinator& stages = s.pp();
+    if (stages.is_first_rank()) {
+      stages.async_send_tensor_dict(TensorDict{{"hidden_states", input(r, {2, 4})}}).wait(wait_time);
     } else {
-      TensorDict got = s.pp().recv_tensor_dict(std::nullopt, &s.tp());
-      say(r, "send-allgather", digest(got.at("hidden_states").as<Tensor>()) + " " + digest(got.at("large").as<Tensor>()));
+      TensorDict got = stages.async_recv_tensor_dict().wait(wait_time);
+      check.tensor("pp async_recv_tensor_dict", got.at("hidden_states").as<Tensor>(),
+                   whole_input(stages.prev_rank(), {2, 4}));
     }
-    s.destroy_model_parallel();
   }
+  s.destroy_model_parallel();
+}
+
+// send-allgather: pp 2 x tp n/(2 dp).
+void check_send_allgather(ParallelState& s, Checker& check) {
+  const int n = s.world_size(), tp = n / (2 * data_parallel_size(n));
+  s.initialize_model_parallel(tp, 2);
+  // "large" is big enough that the runtime slices it where the stages sit on two nodes.
+  TensorDict dict{{"hidden_states", input(0, {tp, 6})}, {"large", input(0, {tp, 1 << 18})}, {"step", 3}};
+  if (s.pp().is_first_rank()) {
+    s.pp().send_tensor_dict(dict, std::nullopt, &s.tp());
+  } else {
+    TensorDict got = s.pp().recv_tensor_dict(std::nullopt, &s.tp());
+    const Tensor& large = got.at("large").as<Tensor>();
+    check.tensor("send-allgather", got.at("hidden_states").as<Tensor>(), whole_input(0, {tp, 6}),
+                 " " + digest(large));
+    check.tensor("send-allgather large", large, whole_input(0, {tp, 1 << 18}));
+  }
+  s.destroy_model_parallel();
+}
+
+// Every check of one rank; false when any result differed from its expected value.
+bool check_all(ParallelState& s) {
+  Checker check(s.rank());
+  check_world(s, check);
+  check_sub_groups(s, check);
+  if (s.world_size() % 2 == 0) check_send_allgather(s, check);
+  return check.ok();
 }
 
 }  // namespace
@@ -157,6 +396,7 @@ int main(int argc, char** argv) {
   }
   RuntimeOptions options;
   options.world_size = world;
+  options.data_parallel_size = data_parallel_size(world);
   options.log = [](const std::string& line) {
     std::lock_guard lock(g_print);
     std::fprintf(stderr, "%s\n", line.c_str());
@@ -170,7 +410,10 @@ int main(int argc, char** argv) {
       threads.emplace_back([&, r] {
         try {
           ParallelState& s = runtime.rank(r);
-          if (!loop) return check_all(s);
+          if (!loop) {
+            if (!check_all(s)) errors[static_cast<std::size_t>(r)] = "results differ from the expected values";
+            return;
+          }
           std::printf("rank %d: looping (pid %d)\n", r, static_cast<int>(getpid()));
           std::fflush(stdout);
           if (loop_op == "broadcast_object") {  // a scheduler's step output, from rank 0
