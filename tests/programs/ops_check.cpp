@@ -416,12 +416,22 @@ int main(int argc, char** argv) {
           }
           std::printf("rank %d: looping (pid %d)\n", r, static_cast<int>(getpid()));
           std::fflush(stdout);
-          if (loop_op == "broadcast_object") {  // a scheduler's step output, from rank 0
-            const Value step = List{Value("step"), Value(std::string(static_cast<std::size_t>(payload), 'x'))};
-            while (true) s.world().broadcast_object(r == 0 ? step : Value(None{}), 0);
-          }
-          Tensor data = input(r, {payload});
-          while (true) s.world().all_reduce(data);
+          const bool objects = loop_op == "broadcast_object";  // a scheduler's step output, from rank 0
+          const Value step =
+              objects ? List{Value("step"), Value(std::string(static_cast<std::size_t>(payload), 'x'))} : Value();
+          const Tensor data = objects ? Tensor() : input(r, {payload});
+          auto one_round = [&] {
+            if (objects)
+              s.world().broadcast_object(r == 0 ? step : Value(None{}), 0);
+            else
+              s.world().all_reduce(data);
+          };
+          // Once every rank has said this, each is inside its second round: a test that kills
+          // a rank then kills it in the middle of an operation, without guessing with a sleep.
+          one_round();
+          std::printf("rank %d: first round done\n", r);
+          std::fflush(stdout);
+          while (true) one_round();
         } catch (const std::exception& e) {
           errors[static_cast<std::size_t>(r)] = e.what();
           runtime.abort(e.what());
