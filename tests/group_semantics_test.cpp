@@ -1,10 +1,13 @@
 // The promises of group_coordinator.hpp: send-allgather, matching and mismatches, timeouts,
-// zero-copy donation, receiving into caller buffers, errors at the sender, asynchronous forms.
+// zero-copy donation, receiving into caller buffers, errors at the sender, asynchronous forms,
+// reduce_scatterv's values.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <vector>
 
 #include "rankmesh/error.hpp"
 #include "world.hpp"
@@ -392,4 +395,64 @@ TEST_CASE("after an abort the coordinator says why, and later operations fail at
   REQUIRE_FALSE(logged.empty());
   CHECK(logged.back().find("last operations of rank 0") != std::string::npos);
   CHECK(logged.back().find("barrier #0 on world:0") != std::string::npos);
+}
+
+namespace {
+
+// Element `index` of rank `src`'s input: small integers (exact in f32 sums) whose largest and
+// smallest come from different ranks at different elements, so that a wrong source, row or
+// operation shows.
+float scattered_input(int src, std::int64_t index) {
+  return static_cast<float>((src * 31 + index * 17) % 23 - 11);
+}
+
+float combined(ReduceOp op, int world, std::int64_t index) {
+  float acc = scattered_input(0, index);
+  for (int src = 1; src < world; ++src) {
+    const float x = scattered_input(src, index);
+    acc = op == ReduceOp::sum ? acc + x : op == ReduceOp::max ? std::max(acc, x) : std::min(acc, x);
+  }
+  return acc;
+}
+
+}  // namespace
+
+TEST_CASE("reduce_scatterv gives each rank its own rows, reduced, along dim 0 and dim 1") {
+  for (int world : {1, 2, 3, 4}) {
+    for (ReduceOp op : {ReduceOp::sum, ReduceOp::max, ReduceOp::min}) {
+      CAPTURE(world);
+      CAPTURE(to_string(op));
+      // Uneven sizes, some ranks getting none: 1, 0, 2, 1.
+      std::vector<std::int64_t> sizes(static_cast<std::size_t>(world)), offsets(sizes.size());
+      std::int64_t rows = 0;
+      for (int j = 0; j < world; ++j) {
+        offsets[static_cast<std::size_t>(j)] = rows;
+        rows += sizes[static_cast<std::size_t>(j)] = (2 * j + 1) % 3;
+      }
+      std::vector<Tensor> along0(static_cast<std::size_t>(world)), along1(along0.size());
+      auto errors = run_world(world, [&](ParallelState& s) {
+        const int r = s.rank();
+        Tensor input0 = Tensor::empty({rows, 3}, DType::f32), input1 = Tensor::empty({2, rows}, DType::f32);
+        for (std::int64_t i = 0; i < 3 * rows; ++i) input0.data_as<float>()[i] = scattered_input(r, i);
+        for (std::int64_t i = 0; i < 2 * rows; ++i) input1.data_as<float>()[i] = scattered_input(r, i);
+        along0[static_cast<std::size_t>(r)] = s.world().reduce_scatterv(input0, sizes, 0, op);
+        along1[static_cast<std::size_t>(r)] = s.world().reduce_scatterv(input1, sizes, 1, op);
+      });
+      REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+      for (int r = 0; r < world; ++r) {
+        CAPTURE(r);
+        const std::int64_t mine = sizes[static_cast<std::size_t>(r)], first = offsets[static_cast<std::size_t>(r)];
+        const Tensor& got0 = along0[static_cast<std::size_t>(r)];
+        const Tensor& got1 = along1[static_cast<std::size_t>(r)];
+        REQUIRE(got0.shape() == Shape{mine, 3});
+        REQUIRE(got1.shape() == Shape{2, mine});
+        for (std::int64_t row = 0; row < mine; ++row)
+          for (std::int64_t col = 0; col < 3; ++col)
+            CHECK(got0.data_as<float>()[row * 3 + col] == combined(op, world, (first + row) * 3 + col));
+        for (std::int64_t row = 0; row < 2; ++row)
+          for (std::int64_t col = 0; col < mine; ++col)
+            CHECK(got1.data_as<float>()[row * mine + col] == combined(op, world, row * rows + first + col));
+      }
+    }
+  }
 }
