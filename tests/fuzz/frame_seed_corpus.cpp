@@ -1,7 +1,9 @@
-// Writes a seed corpus for frame_fuzz: valid frame streams (one or several frames on a link),
-// one per file, into the directory given as the only argument.
+// Writes seeds for frame_fuzz: valid frame streams (one or several frames on a link), one per
+// file, into DIRECTORY; with --landing, seeds for landing_fuzz: each stream after a description
+// of a landing that its first frame fits (landing_fuzz.cpp reads it).
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <fstream>
 #include <iostream>
@@ -29,11 +31,30 @@ Frame frame(std::vector<std::uint8_t> metadata, std::vector<Tensor> tensors) {
   return f;
 }
 
+// landing_fuzz's description of a landing for `first`: its group, operation and sequence number
+// (one byte each), then dtype, rank and dimensions of up to 4 of its tensors (small ones only;
+// a larger one is described as a scalar, which it does not fit).
+std::vector<std::uint8_t> landing_for(const Frame& first) {
+  const std::size_t count = std::min<std::size_t>(first.tensors.size(), 4);
+  std::vector<std::uint8_t> out{static_cast<std::uint8_t>(count), static_cast<std::uint8_t>(first.header.group),
+                                static_cast<std::uint8_t>(first.header.op), static_cast<std::uint8_t>(first.header.seq)};
+  for (std::size_t i = 0; i < count; ++i) {
+    const Shape& shape = first.tensors[i].shape();
+    const bool small = shape.rank() <= 3 && std::all_of(shape.begin(), shape.end(), [](std::int64_t d) { return d <= 8; });
+    out.push_back(static_cast<std::uint8_t>(first.tensors[i].dtype()));
+    out.push_back(static_cast<std::uint8_t>(small ? shape.rank() : 0));
+    if (small)
+      for (std::int64_t dim : shape) out.push_back(static_cast<std::uint8_t>(dim));
+  }
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::cerr << "usage: frame_seed_corpus DIRECTORY\n";
+  const bool landing = argc == 3 && std::string(argv[2]) == "--landing";
+  if (argc != 2 && !landing) {
+    std::cerr << "usage: frame_seed_corpus DIRECTORY [--landing]\n";
     return 2;
   }
   std::vector<Tensor> every_dtype;
@@ -52,6 +73,10 @@ int main(int argc, char** argv) {
   int written = 0;
   for (const std::vector<Frame>& stream : streams) {
     std::ofstream out(directory + "/seed_" + std::to_string(written++), std::ios::binary);
+    if (landing) {
+      const std::vector<std::uint8_t> description = landing_for(stream.front());
+      out.write(reinterpret_cast<const char*>(description.data()), static_cast<std::streamsize>(description.size()));
+    }
     FrameEncoder encoder;
     for (std::size_t seq = 0; seq < stream.size(); ++seq)
       for (const iovec& span : encoder.encode(stream[seq], seq))
