@@ -25,29 +25,38 @@ namespace {
 
 std::mutex g_print;
 
-// FNV-1a over the bytes and the shape: equal digests mean equal tensors.
+// FNV-1a: mix() bytes in, text() the 16 hex digits.
+class Fnv {
+public:
+  void mix(const void* data, std::size_t n) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (std::size_t i = 0; i < n; ++i) h_ = (h_ ^ p[i]) * 1099511628211ull;
+  }
+  std::string text() const {
+    char out[32];
+    std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(h_));
+    return out;
+  }
+
+private:
+  std::uint64_t h_ = 1469598103934665603ull;
+};
+
+// Over the shape and the bytes: equal digests mean equal tensors.
 std::string digest(const Tensor& t) {
   if (!t.defined()) return "undefined";
-  std::uint64_t h = 1469598103934665603ull;
-  auto mix = [&](const void* data, std::size_t n) {
-    const auto* p = static_cast<const unsigned char*>(data);
-    for (std::size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
-  };
-  for (std::int64_t d : t.shape()) mix(&d, sizeof d);
-  mix(t.data(), t.nbytes());
-  char text[32];
-  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h));
-  return to_string(t.shape()) + " " + text;
+  Fnv fnv;
+  for (std::int64_t d : t.shape()) fnv.mix(&d, sizeof d);
+  fnv.mix(t.data(), t.nbytes());
+  return to_string(t.shape()) + " " + fnv.text();
 }
 
 // Element i of rank `rank`'s input: the one formula both the inputs and the expected values use.
-float input_value(int rank, std::int64_t i, float scale = 1.0f) {
-  return scale * static_cast<float>(rank * 1000 + i) + 0.25f;
-}
+float input_value(int rank, std::int64_t i) { return static_cast<float>(rank * 1000 + i) + 0.25f; }
 
-Tensor input(int rank, Shape shape, float scale = 1.0f) {
+Tensor input(int rank, Shape shape) {
   Tensor t = Tensor::empty(shape, DType::f32);
-  for (std::int64_t i = 0; i < t.numel(); ++i) t.data_as<float>()[i] = input_value(rank, i, scale);
+  for (std::int64_t i = 0; i < t.numel(); ++i) t.data_as<float>()[i] = input_value(rank, i);
   return t;
 }
 
@@ -99,7 +108,8 @@ Expected concatenated(const Group& members, const Shape& part, int dim) {
   } else {
     for (std::int64_t row = 0; row < part[0]; ++row)
       for (int m : members)
-        for (std::int64_t col = 0; col < part[1]; ++col) e.values.push_back(input_value(m, row * part[1] + col));
+        for (std::int64_t col = 0; col < part[1]; ++col)
+          e.values.push_back(input_value(m, row * part[1] + col));
   }
   return e;
 }
@@ -107,11 +117,13 @@ Expected concatenated(const Group& members, const Shape& part, int dim) {
 // Rows [first, first + count) of an expected 2-D result.
 Expected row_slice(const Expected& whole, std::int64_t first, std::int64_t count) {
   const std::int64_t row = whole.shape[1];
-  return {Shape{count, row},
-          std::vector<float>(whole.values.begin() + first * row, whole.values.begin() + (first + count) * row), false};
+  const auto begin = whole.values.begin() + first * row;
+  return {Shape{count, row}, std::vector<float>(begin, begin + count * row), false};
 }
 
-Expected whole_input(int rank, const Shape& shape) { return {shape, input_rows(rank, shape, 0, shape[0]), false}; }
+Expected whole_input(int rank, const Shape& shape) {
+  return {shape, input_rows(rank, shape, 0, shape[0]), false};
+}
 
 // Checks the result against the expectation (reported on stderr, failing the program) and
 // prints its digest for the comparison with other runs.
@@ -145,18 +157,17 @@ public:
     if (!holds) fail(what, detail);
   }
 
-  // A readable, complete rendering of an object: two objects print alike only when equal.
+  // The whole object (long strings by length and digest), so that objects that differ print
+  // differently: None, integers, strings and lists, the kinds ops_check broadcasts.
   static std::string render(const Value& v) {
     if (v.is<None>()) return "None";
     if (v.is<std::int64_t>()) return std::to_string(v.as<std::int64_t>());
     if (v.is<std::string>()) {
       const std::string& s = v.as<std::string>();
       if (s.size() <= 16) return "'" + s + "'";
-      std::uint64_t h = 1469598103934665603ull;
-      for (char c : s) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
-      char text[64];
-      std::snprintf(text, sizeof text, "<%zu chars, fnv %016llx>", s.size(), static_cast<unsigned long long>(h));
-      return text;
+      Fnv fnv;
+      fnv.mix(s.data(), s.size());
+      return "<" + std::to_string(s.size()) + " chars, fnv " + fnv.text() + ">";
     }
     if (v.is<List>()) {
       std::string out = "[";
@@ -256,10 +267,10 @@ void check_world(ParallelState& s, Checker& check) {
       g.send_tensor_dict(dict);
     }
     const Tensor& empty = got.at("empty").as<Tensor>();
+    const std::int64_t step = got.at("step").as<std::int64_t>();
     check.tensor("recv_tensor_dict", got.at("hidden_states").as<Tensor>(), whole_input(prev, {4, 8}),
-                 " step " + std::to_string(got.at("step").as<std::int64_t>()) + " empty " + to_string(empty.shape()));
-    check.truth("recv_tensor_dict", got.at("step").as<std::int64_t>() == prev && empty.shape() == Shape{0, 3} &&
-                                        empty.dtype() == DType::f16,
+                 " step " + std::to_string(step) + " empty " + to_string(empty.shape()));
+    check.truth("recv_tensor_dict", step == prev && empty.shape() == Shape{0, 3} && empty.dtype() == DType::f16,
                 "step or empty tensor differ from rank " + std::to_string(prev) + "'s");
     TensorDict b = g.broadcast_tensor_dict(r == 0 ? dict : TensorDict{}, 0);
     check.tensor("broadcast_tensor_dict", b.at("hidden_states").as<Tensor>(), whole_input(0, {4, 8}));
@@ -305,6 +316,7 @@ void check_sub_groups(ParallelState& s, Checker& check) {
   const int r = s.rank(), n = s.world_size();
   const int dp = data_parallel_size(n), tp = n % 2 == 0 ? 2 : 1, pp = n / (tp * dp) % 2 == 0 ? 2 : 1;
   s.initialize_model_parallel(tp, pp);
+  // Longer than an operation's own timeout, so that a stuck operation reports itself first.
   const auto wait_time = 2 * s.world().timeout();
   for (GroupKind kind : {GroupKind::tp, GroupKind::pp, GroupKind::dp, GroupKind::ep}) {
     GroupCoordinator& g = s.group(kind);
