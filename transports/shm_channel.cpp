@@ -101,7 +101,8 @@ ShmChannel::Created ShmChannel::create(ShmOptions options) {
   const std::size_t ring = std::bit_ceil(std::max(options.ring_bytes, kMinRing));
   const std::size_t total = Layout::kControlBytes + ring;
   std::string name;
-  const shm::Mapping mapping = shm::create_segment(total, name);
+  int handoff = -1;
+  const shm::Mapping mapping = shm::create_segment(total, name, handoff);
   void* base = mapping.base;
   auto* control = static_cast<Control*>(base);  // the fresh segment reads as zeros
   control->version = kControlVersion;
@@ -115,9 +116,10 @@ ShmChannel::Created ShmChannel::create(ShmOptions options) {
     channel = std::make_unique<ShmChannel>(Private{}, true, name, base, total, std::move(options));
   } catch (...) {
     shm::unmap(mapping);
-    shm_unlink(name.c_str());
+    shm::end_handoff(handoff);
     throw;
   }
+  channel->handoff_ = handoff;
   return Created{std::move(channel), name};
 }
 
@@ -126,7 +128,7 @@ std::unique_ptr<ShmChannel> ShmChannel::open(const std::string& name, ShmOptions
     throw Error(Errc::invalid_argument, "shm liveness_interval must be positive");
   const shm::Mapping mapping = shm::open_segment(name, Layout::kControlBytes + kMinRing,
                                                  Layout::kControlBytes + kMaxRing,
-                                                 "rankmesh channel");
+                                                 "rankmesh channel", options.peer_pid);
   void* base = mapping.base;
   const std::size_t total = mapping.bytes;
   auto* control = static_cast<Control*>(base);
@@ -140,6 +142,9 @@ std::unique_ptr<ShmChannel> ShmChannel::open(const std::string& name, ShmOptions
   else if (control->control_bytes != Layout::kControlBytes || !std::has_single_bit(ring) ||
            ring + Layout::kControlBytes != total || control->receiver_pid <= 0)
     problem = "has an inconsistent layout";
+  else if (control->receiver_pid != shm::creator_of(name))
+    problem = "names receiver pid " + std::to_string(control->receiver_pid) + " but is offered by pid " +
+              std::to_string(shm::creator_of(name));
   else if (std::uint32_t free = 0;
            !at(control->attach_claim).compare_exchange_strong(free, 1))
     problem = "already has a sender";
@@ -147,14 +152,9 @@ std::unique_ptr<ShmChannel> ShmChannel::open(const std::string& name, ShmOptions
     shm::unmap(mapping);
     throw Error(Errc::invalid_argument, "shm segment " + name + " " + problem);
   }
-  // Both sides hold a mapping now: the name has done its job.
-  shm_unlink(name.c_str());
-
+  // The receiver stops offering the segment once it sees us attached (on_attached).
   try {
-    auto channel =
-        std::make_unique<ShmChannel>(Private{}, false, name, base, total, std::move(options));
-    channel->unlinked_.store(true);
-    return channel;
+    return std::make_unique<ShmChannel>(Private{}, false, name, base, total, std::move(options));
   } catch (...) {
     shm::unmap(mapping);
     throw;
@@ -193,7 +193,7 @@ ShmChannel::~ShmChannel() {
     close(receiver_ ? "the receiver (pid " + std::to_string(getpid()) + ") closed the channel"
                     : "the sender (pid " + std::to_string(getpid()) + ") closed the channel");
   if (!receiver_) withdraw_lent();
-  if (!unlinked_.exchange(true)) shm_unlink(name_.c_str());
+  stop_offering();
   munmap(base_, mapped_);
 }
 
@@ -262,7 +262,10 @@ bool ShmChannel::peer_alive() const noexcept { return peer_.alive(); }
 void ShmChannel::on_attached() {
   peer_pid_ = at(control_->sender_pid).load(std::memory_order_acquire);
   peer_ = shm::ProcessWatch(peer_pid_);
-  if (!unlinked_.exchange(true)) shm_unlink(name_.c_str());
+  stop_offering();
+  if (options_.peer_pid != 0 && peer_pid_ != options_.peer_pid)
+    fail("attached from pid " + std::to_string(peer_pid_) + ", but the peer announced pid " +
+         std::to_string(options_.peer_pid));
   if (at(control_->cma_state).load(std::memory_order_acquire) == kCmaUnknown) probe_peer_memory();
 }
 
@@ -294,9 +297,14 @@ std::string ShmChannel::closed_reason() const {
 
 void ShmChannel::close(const std::string& reason) {
   shm::close(control_->closure, reason);
-  if (receiver_ && !unlinked_.exchange(true)) shm_unlink(name_.c_str());
+  stop_offering();
   shm::notify(control_->data_epoch, control_->data_sleepers);
   shm::notify(control_->space_epoch, control_->space_sleepers);
+}
+
+void ShmChannel::stop_offering() noexcept {
+  const int handoff = handoff_.exchange(-1);
+  shm::end_handoff(handoff);
 }
 
 void ShmChannel::throw_closed() {
