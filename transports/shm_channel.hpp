@@ -33,6 +33,7 @@
 
 #include "buffer_pool.hpp"
 #include "channel.hpp"
+#include "shm_record.hpp"
 #include "shm_segment.hpp"
 
 namespace rankmesh {
@@ -79,13 +80,10 @@ public:
     static constexpr std::size_t kControlBytes = 4096;  // then the ring
     static constexpr std::size_t kTailOffset = 64;      // u64, bytes the sender has published
     static constexpr std::size_t kHeadOffset = 128;     // u64, bytes the receiver has consumed
-    // Record header: magic u32 'RMSF' | tensors u32 | link seq u64 | group u32 | op u32 |
-    // op seq u64 | src i32 | metadata bytes u32 | body bytes u64 (inline payloads + 16 per
-    // reference). Descriptor: dtype u8 | device type u8 | rank u8 | by reference u8 | 0 u32 |
-    // 8 x dim i64. Reference: address u64 | length u64.
-    static constexpr std::size_t kRecordHeaderBytes = 48;
-    static constexpr std::size_t kDescriptorBytes = 72;
-    static constexpr std::size_t kReferenceBytes = 16;
+    // The records in the ring: shm_record.hpp.
+    static constexpr std::size_t kRecordHeaderBytes = shm_record::kHeaderBytes;
+    static constexpr std::size_t kDescriptorBytes = shm_record::kDescriptorBytes;
+    static constexpr std::size_t kReferenceBytes = shm_record::kReferenceBytes;
   };
 
   struct Created;

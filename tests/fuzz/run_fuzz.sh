@@ -35,4 +35,7 @@ fi
 if [[ $status -ne 0 ]]; then
   echo "frame_fuzz found a problem (status $status)" >&2
 fi
+
+# The shm record parser, from the seeds kept in tests/fuzz/corpus/shm_record (read only).
+mkdir "$corpus/shm_record" && "$build_dir/tests/fuzz/shm_record_fuzz" -max_total_time="$seconds" -timeout=1 -malloc_limit_mb=64 -rss_limit_mb=2048 "$corpus/shm_record" "$(dirname "$0")/corpus/shm_record" || { status=$?; echo "shm_record_fuzz found a problem (status $status)" >&2; }
 exit "$status"
