@@ -41,7 +41,6 @@ using rankmesh::testing::shm_leftovers;
 using rankmesh::testing::configured;
 using rankmesh::testing::handoff_of;
 using rankmesh::testing::offered;
-using rankmesh::testing::skip_unless_ci;
 
 namespace {
 
