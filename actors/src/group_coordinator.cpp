@@ -686,7 +686,8 @@ struct GroupCoordinator::BroadcastRings {
 bool GroupOps::keep_ring_announcement(int src, Frame& f) {
   if (f.header.op != static_cast<std::uint32_t>(OpCode::broadcast_ring)) return false;
   if (!g_.rings_) g_.rings_ = std::make_unique<GroupCoordinator::BroadcastRings>(g_);
-  g_.rings_->announced[src] = std::move(f.metadata);
+  // A source announces its ring once; with its ring attached there is nothing to keep.
+  if (g_.rings_->in.count(src) == 0) g_.rings_->announced[src] = std::move(f.metadata);
   f.metadata.clear();
   return true;
 }
