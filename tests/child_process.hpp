@@ -156,5 +156,4 @@ inline std::vector<std::string> shm_leftovers(std::initializer_list<pid_t> pids)
   return found;
 }
 
-
 }  // namespace rankmesh::testing
