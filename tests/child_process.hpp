@@ -156,6 +156,4 @@ inline std::vector<std::string> shm_leftovers(std::initializer_list<pid_t> pids)
   return found;
 }
 
-inline bool shm_exists(const std::string& name) { return access(("/dev/shm" + name).c_str(), F_OK) == 0; }
-
 }  // namespace rankmesh::testing

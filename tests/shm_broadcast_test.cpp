@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <thread>
 #include <vector>
@@ -19,12 +20,14 @@
 #include "child_process.hpp"
 #include "rankmesh/error.hpp"
 #include "shm_broadcast.hpp"
+#include "shm_test_support.hpp"
 
 using namespace rankmesh;
 using namespace std::chrono_literals;
 using rankmesh::testing::Child;
 using rankmesh::testing::Pipe;
-using rankmesh::testing::shm_exists;
+using rankmesh::testing::configured;
+using rankmesh::testing::offered;
 using rankmesh::testing::shm_leftovers;
 
 namespace {
@@ -56,7 +59,8 @@ TEST_CASE("broadcast ring: three readers get every object in order, byte-exact, 
   auto created = ShmBroadcastRing::create(3, small_ring());
   std::vector<std::unique_ptr<ShmBroadcastRing>> readers;
   for (int r = 0; r < 3; ++r) readers.push_back(ShmBroadcastRing::open(created.name, r, small_ring()));
-  CHECK_FALSE(shm_exists(created.name));  // the last reader to attach unlinked it
+  CHECK(created.ring->wait_attached(deadline_after(configured(5s))));
+  CHECK_FALSE(offered(created.name));  // no longer offered once every reader has attached
   constexpr std::uint64_t kObjects = 300;
   std::atomic<int> bad{0};
   std::vector<std::thread> threads;
@@ -165,17 +169,25 @@ TEST_CASE("broadcast ring: what the writer wrote before closing is read; then th
 }
 
 TEST_CASE("broadcast ring: a waiting reader wakes when another thread closes the ring") {
-  auto created = ShmBroadcastRing::create(1, small_ring());
-  auto reader = ShmBroadcastRing::open(created.name, 0, small_ring());
+  ShmBroadcastOptions options = small_ring();
+  options.spin_for = 0ns;  // the reader parks at once
+  auto created = ShmBroadcastRing::create(1, options);
+  auto reader = ShmBroadcastRing::open(created.name, 0, options);
+  std::atomic<pid_t> reader_thread{0};
   std::thread closer([&] {
-    std::this_thread::sleep_for(50ms);
+    // Close once the reader is parked (its thread sleeps), so that the close has to wake it.
+    const Deadline deadline = deadline_after(configured(10s));
+    while (reader_thread.load() == 0 && Clock::now() < deadline) std::this_thread::yield();
+    while (!rankmesh::testing::thread_sleeps(reader_thread.load()) && Clock::now() < deadline)
+      std::this_thread::yield();
     reader->close("the world aborted");
   });
   std::vector<std::uint8_t> got;
   std::uint64_t tag = 0;
-  const auto start = Clock::now();
-  CHECK_THROWS_WITH_AS(reader->read(tag, got, deadline_after(10s)), "the world aborted", ChannelClosed);
-  CHECK(Clock::now() - start < 5s);
+  reader_thread = static_cast<pid_t>(gettid());
+  // Not woken, the read would return false at its deadline.
+  CHECK_THROWS_WITH_AS(reader->read(tag, got, deadline_after(configured(10s))), "the world aborted",
+                       ChannelClosed);
   closer.join();
 }
 
@@ -186,7 +198,14 @@ TEST_CASE("broadcast ring: open refuses other segments, a missing index and a ta
   auto first = ShmBroadcastRing::open(created.name, 0, small_ring());
   CHECK_THROWS_WITH_AS(ShmBroadcastRing::open(created.name, 0, small_ring()),
                        doctest::Contains("already has its reader 0"), Error);
-  CHECK_THROWS_AS(ShmBroadcastRing::open("/rankmesh-no-such-ring", 0, small_ring()), std::system_error);
+  CHECK_THROWS_WITH_AS(ShmBroadcastRing::open("/rankmesh-no-such-ring", 0, small_ring()),
+                       doctest::Contains("does not name a shared-memory segment"), Error);
+  ShmBroadcastOptions impostor = small_ring();
+  impostor.writer_pid = getpid() + 1;  // the writer announced another pid than the ring's
+  CHECK_THROWS_WITH_AS(ShmBroadcastRing::open(created.name, 1, impostor),
+                       doctest::Contains(("is offered by pid " + std::to_string(getpid()) +
+                                          ", not by pid " + std::to_string(getpid() + 1)).c_str()),
+                       Error);
   CHECK_THROWS_AS(ShmBroadcastRing::create(0, small_ring()), Error);
   CHECK_THROWS_AS(ShmBroadcastRing::create(ShmBroadcastRing::kMaxReaders + 1, small_ring()), Error);
   ShmBroadcastOptions tiny = small_ring();
@@ -203,13 +222,10 @@ TEST_CASE("broadcast ring: open refuses other segments, a missing index and a ta
 TEST_CASE("broadcast ring: nonsense in a slot closes the ring with what was wrong") {
   auto created = ShmBroadcastRing::create(2, small_ring());
   auto reader = ShmBroadcastRing::open(created.name, 0, small_ring());
-  // A second mapping plays the broken writer (the name lives until reader 1 attaches).
-  const int fd = shm_open(created.name.c_str(), O_RDWR, 0);
-  REQUIRE(fd >= 0);
-  const std::size_t bytes = 4096 + 4 * (64 + 1024);
-  auto* base = static_cast<std::uint8_t*>(mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
-  ::close(fd);
-  REQUIRE(base != MAP_FAILED);
+  // A second mapping plays the broken writer (offered until reader 1 attaches).
+  const shm::Mapping mapping =
+      shm::open_segment(created.name, 0, std::numeric_limits<std::size_t>::max(), "segment");
+  std::uint8_t* base = mapping.base;
   std::uint64_t* slot0 = reinterpret_cast<std::uint64_t*>(base + 4096);
   slot0[1] = 5;        // tag
   slot0[2] = 100;      // total
@@ -222,7 +238,7 @@ TEST_CASE("broadcast ring: nonsense in a slot closes the ring with what was wron
                        doctest::Contains("chunk 0 carries bytes 0+2000 of an object of 100"),
                        ChannelClosed);
   CHECK_THROWS_AS(created.ring->write(1, nullptr, 0, deadline_after(1s)), ChannelClosed);
-  munmap(base, bytes);
+  shm::unmap(mapping);
 }
 
 TEST_CASE("broadcast ring: a reader that dies fails the writer's wait, naming it") {
@@ -241,11 +257,10 @@ TEST_CASE("broadcast ring: a reader that dies fails the writer's wait, naming it
   for (int i = 0; i < 4; ++i)
     created.ring->write(static_cast<std::uint64_t>(i), chunk.data(), chunk.size(), deadline_after(1s));
   child.kill();
-  const auto start = Clock::now();
-  CHECK_THROWS_WITH_AS(created.ring->write(4, chunk.data(), chunk.size(), deadline_after(10s)),
+  // Had the death gone unnoticed, the write would time out (ChannelTimeout) at its deadline.
+  CHECK_THROWS_WITH_AS(created.ring->write(4, chunk.data(), chunk.size(), deadline_after(configured(10s))),
                        doctest::Contains(("rank 3 (pid " + std::to_string(child.pid()) + ") died").c_str()),
                        ChannelClosed);
-  CHECK(Clock::now() - start < 2s);
   child.wait();
   CHECK(shm_leftovers({getpid(), child.pid()}).empty());
 }
@@ -277,4 +292,44 @@ TEST_CASE("broadcast ring: a writer that dies fails the readers' wait after what
                        doctest::Contains(("rank 0 (pid " + std::to_string(child.pid()) + ") died").c_str()),
                        ChannelClosed);
   CHECK(shm_leftovers({getpid(), child.pid()}).empty());
+}
+
+TEST_CASE("broadcast ring: a writer killed before every reader attached leaves nothing behind") {
+  for (int attached_readers : {0, 1}) {
+    CAPTURE(attached_readers);
+    Pipe name;
+    Child child([&]() -> int {
+      auto created = ShmBroadcastRing::create(2, small_ring());
+      name.put(created.name);
+      while (true) pause();
+    });
+    const std::string ring_name = name.get();
+    REQUIRE_FALSE(ring_name.empty());
+    std::unique_ptr<ShmBroadcastRing> reader;
+    if (attached_readers == 1) reader = ShmBroadcastRing::open(ring_name, 0, small_ring());
+    child.kill();
+    CHECK(child.wait() == -SIGKILL);
+    CHECK(shm_leftovers({child.pid()}).empty());
+    CHECK_THROWS_AS(ShmBroadcastRing::open(ring_name, 1, small_ring()), std::system_error);
+  }
+}
+
+TEST_CASE("broadcast ring: a writer going away waits for a late reader to attach, which reads") {
+  ShmBroadcastOptions options = small_ring();
+  auto created = ShmBroadcastRing::create(2, options);
+  auto early = ShmBroadcastRing::open(created.name, 0, options);
+  const auto bytes = object_bytes(4, 3000);
+  created.ring->write(4, bytes.data(), bytes.size(), deadline_after(configured(5s)));
+  CHECK_FALSE(created.ring->wait_attached(deadline_after(20ms)));  // reader 1 has not attached
+  CHECK(offered(created.name));
+  std::unique_ptr<ShmBroadcastRing> late;
+  std::thread late_reader([&] { late = ShmBroadcastRing::open(created.name, 1, options); });
+  CHECK(created.ring->wait_attached(deadline_after(configured(10s))));
+  late_reader.join();
+  created.ring.reset();  // the writer goes away
+  std::vector<std::uint8_t> got;
+  std::uint64_t tag = 0;
+  REQUIRE(late->read(tag, got, deadline_after(configured(5s))));
+  CHECK(tag == 4);
+  CHECK(got == bytes);
 }

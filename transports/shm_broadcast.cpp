@@ -92,7 +92,8 @@ ShmBroadcastRing::Created ShmBroadcastRing::create(int readers, ShmBroadcastOpti
                                             " readers got " +
                                             std::to_string(options.reader_names.size()) + " names");
   std::string name;
-  const shm::Mapping mapping = shm::create_segment(total, name);
+  int handoff = -1;
+  const shm::Mapping mapping = shm::create_segment(total, name, handoff);
   auto* control = reinterpret_cast<Control*>(mapping.base);  // the fresh segment reads as zeros
   control->version = kVersion;
   control->readers = static_cast<std::uint32_t>(readers);
@@ -102,10 +103,11 @@ ShmBroadcastRing::Created ShmBroadcastRing::create(int readers, ShmBroadcastOpti
   at(control->magic).store(kMagic, std::memory_order_release);
   try {
     auto ring = std::make_unique<ShmBroadcastRing>(Private{}, -1, name, mapping, std::move(options));
+    ring->handoff_ = handoff;
     return Created{std::move(ring), name};
   } catch (...) {
     shm::unmap(mapping);
-    shm_unlink(name.c_str());
+    shm::end_handoff(handoff);
     throw;
   }
 }
@@ -113,7 +115,8 @@ ShmBroadcastRing::Created ShmBroadcastRing::create(int readers, ShmBroadcastOpti
 std::unique_ptr<ShmBroadcastRing> ShmBroadcastRing::open(const std::string& name, int reader,
                                                          ShmBroadcastOptions options) {
   const shm::Mapping mapping =
-      shm::open_segment(name, kControlBytes + 2 * stride_of(64), kMaxSegment, "broadcast ring");
+      shm::open_segment(name, kControlBytes + 2 * stride_of(64), kMaxSegment, "broadcast ring",
+                        options.writer_pid);
   auto* control = reinterpret_cast<Control*>(mapping.base);
   std::string problem;
   const std::uint64_t slots = control->slots;
@@ -128,6 +131,9 @@ std::unique_ptr<ShmBroadcastRing> ShmBroadcastRing::open(const std::string& name
            kControlBytes + slots * stride_of(slot_bytes) != mapping.bytes ||
            control->writer_pid <= 0)
     problem = "has an inconsistent layout";
+  else if (control->writer_pid != shm::creator_of(name))
+    problem = "names writer pid " + std::to_string(control->writer_pid) + " but is offered by pid " +
+              std::to_string(shm::creator_of(name));
   else if (reader < 0 || static_cast<std::uint32_t>(reader) >= control->readers)
     problem = "has no reader " + std::to_string(reader) + " (it has " +
               std::to_string(control->readers) + ")";
@@ -146,12 +152,9 @@ std::unique_ptr<ShmBroadcastRing> ShmBroadcastRing::open(const std::string& name
     throw;
   }
   at(control->reader[reader].pid).store(getpid(), std::memory_order_release);
-  if (at(control->attached).fetch_add(1) + 1 == control->readers) {
-    // Every reader holds a mapping now: the name has done its job.
-    shm_unlink(name.c_str());
-    ring->unlinked_ = true;
-  }
-  shm::notify(control->ack_epoch, control->ack_sleepers);  // the writer may wait for us
+  at(control->attached).fetch_add(1);
+  // The writer may wait for us; once every reader has attached it stops offering the segment.
+  shm::notify(control->ack_epoch, control->ack_sleepers);
   return ring;
 }
 
@@ -177,8 +180,29 @@ ShmBroadcastRing::~ShmBroadcastRing() {
   if (!closed())
     close((is_writer() ? "the writer" : "reader " + std::to_string(reader_)) + " (pid " +
           std::to_string(getpid()) + ") closed broadcast ring " + name_);
-  if (!unlinked_ && is_writer()) shm_unlink(name_.c_str());
+  shm::end_handoff(handoff_);
   shm::unmap(mapping_);
+}
+
+bool ShmBroadcastRing::all_attached() const noexcept {
+  return at(control_->attached).load(std::memory_order_acquire) == control_->readers;
+}
+
+void ShmBroadcastRing::stop_offering_once_attached() noexcept {
+  if (handoff_ >= 0 && all_attached()) {
+    shm::end_handoff(handoff_);
+    handoff_ = -1;
+  }
+}
+
+bool ShmBroadcastRing::wait_attached(Deadline deadline) {
+  if (!is_writer())
+    throw Error(Errc::invalid_argument, "wait_attached on reader " + std::to_string(reader_) +
+                                            " of broadcast ring " + name_);
+  auto attached = [&] { return all_attached() || closed(); };
+  const bool done = wait(attached, control_->ack_epoch, control_->ack_sleepers, deadline);
+  stop_offering_once_attached();
+  return done && all_attached();
 }
 
 int ShmBroadcastRing::readers() const noexcept { return static_cast<int>(control_->readers); }
@@ -274,6 +298,7 @@ void ShmBroadcastRing::write(std::uint64_t tag, const std::uint8_t* data, std::s
     throw Error(Errc::limit_exceeded, "broadcast ring " + name_ + ": an object of " +
                                           std::to_string(size) + " bytes is beyond the limit of " +
                                           std::to_string(options_.max_object_bytes));
+  stop_offering_once_attached();
   std::size_t offset = 0;
   do {
     const std::uint64_t chunk = next_;

@@ -8,7 +8,9 @@
 //
 // Set-up: the writer create()s the ring for a number of readers and hands its name to each of
 // them (rankmesh sends it over the per-pair channel); each reader open()s it with its index.
-// The last reader to attach unlinks the name, so nothing stays behind in /dev/shm.
+// The ring is a memfd that the writer offers until every reader has attached
+// (shm_segment.hpp), so nothing is ever left in /dev/shm. A writer about to go away while a
+// reader may still attach calls wait_attached() first.
 //
 // Waits spin briefly, then park on a futex in the segment, checking the other side's liveness
 // through a pidfd: a reader that dies fails the writer's wait for its acknowledgement, a writer
@@ -41,6 +43,9 @@ struct ShmBroadcastOptions {
   // Names the other side(s) in errors: a reader names its writer ("rank 0"); the writer names
   // reader i by reader_names[i] when given ("rank 3"), else "reader i".
   std::string writer_name = "the writer";
+  // The writer's pid as its peers know it (reader only; 0: not checked): a reader opens only a
+  // ring that this process offers.
+  int writer_pid = 0;
   std::vector<std::string> reader_names;
   // How long a wait spins before it parks (unset: the process's SpinPolicy, parker.hpp), and
   // how often a parked wait checks the other side.
@@ -69,7 +74,8 @@ public:
 
   ShmBroadcastRing(Private, int reader, std::string name, shm::Mapping mapping,
                    ShmBroadcastOptions options);
-  // Closes the ring (unless it is closed already), unlinks the name if nobody has yet, unmaps.
+  // Closes the ring (unless it is closed already), stops offering it, unmaps. What was written
+  // stays readable for readers attached by then.
   ~ShmBroadcastRing();
   ShmBroadcastRing(const ShmBroadcastRing&) = delete;
   ShmBroadcastRing& operator=(const ShmBroadcastRing&) = delete;
@@ -85,6 +91,10 @@ public:
   bool read(std::uint64_t& tag, std::vector<std::uint8_t>& out, Deadline deadline);
   // Writer only: waits until every reader has taken everything written; false at the deadline.
   bool flush(Deadline deadline);
+  // Writer only: waits until every reader has attached (true), or the ring is closed or the
+  // deadline passes (false). A writer that is done calls it before it goes away, so that a
+  // reader that learned of the ring late can still attach and read what was written.
+  bool wait_attached(Deadline deadline);
   // Thread-safe; may run while another thread waits in write() or read(), which then throw.
   void close(const std::string& reason);
 
@@ -105,6 +115,8 @@ private:
   std::string closed_reason() const;
   [[noreturn]] void fail(const std::string& why);
   std::uint64_t slowest_ack(int* slowest) const noexcept;
+  bool all_attached() const noexcept;
+  void stop_offering_once_attached() noexcept;
 
   const int reader_;  // -1: the writer
   const std::string name_;
@@ -113,7 +125,7 @@ private:
   Control* const control_;
   const std::size_t slots_;
   const std::size_t slot_bytes_;
-  bool unlinked_ = false;
+  int handoff_ = -1;  // writer: the memfd it offers until every reader has attached
 
   // Writer: the next chunk to write; the readers, watched once they have attached.
   std::uint64_t next_ = 0;

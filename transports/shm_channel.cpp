@@ -25,7 +25,6 @@ namespace {
 
 constexpr std::uint64_t kControlMagic = 0x3142434d48534d52;  // "RMSHMCB1"
 constexpr std::uint32_t kControlVersion = 1;
-constexpr std::uint32_t kRecordMagic = 0x46534d52;  // "RMSF"
 constexpr std::size_t kMinRing = std::size_t{64} << 10;
 constexpr std::size_t kMaxRing = std::size_t{1} << 30;
 constexpr std::size_t kPullChunk = std::size_t{8} << 20;
@@ -82,12 +81,11 @@ struct ShmChannel::Control {
 struct ShmChannel::Incoming {
   bool active = false;
   Frame frame;
-  std::vector<bool> by_reference;
+  std::vector<shm_record::Described> described;  // its tensors, from the descriptors
   std::uint64_t end = 0;   // ring position where the record ends
   std::size_t tensor = 0;  // the payload in progress
   std::size_t done = 0;    // its bytes taken so far (or of its reference)
   std::uint8_t reference[Layout::kReferenceBytes] = {};
-  std::vector<std::pair<Shape, DType>> shapes;  // of the frame being started
 };
 
 // ---- set-up -------------------------------------------------------------------------------
@@ -101,7 +99,8 @@ ShmChannel::Created ShmChannel::create(ShmOptions options) {
   const std::size_t ring = std::bit_ceil(std::max(options.ring_bytes, kMinRing));
   const std::size_t total = Layout::kControlBytes + ring;
   std::string name;
-  const shm::Mapping mapping = shm::create_segment(total, name);
+  int handoff = -1;
+  const shm::Mapping mapping = shm::create_segment(total, name, handoff);
   void* base = mapping.base;
   auto* control = static_cast<Control*>(base);  // the fresh segment reads as zeros
   control->version = kControlVersion;
@@ -115,9 +114,10 @@ ShmChannel::Created ShmChannel::create(ShmOptions options) {
     channel = std::make_unique<ShmChannel>(Private{}, true, name, base, total, std::move(options));
   } catch (...) {
     shm::unmap(mapping);
-    shm_unlink(name.c_str());
+    shm::end_handoff(handoff);
     throw;
   }
+  channel->handoff_ = handoff;
   return Created{std::move(channel), name};
 }
 
@@ -126,7 +126,7 @@ std::unique_ptr<ShmChannel> ShmChannel::open(const std::string& name, ShmOptions
     throw Error(Errc::invalid_argument, "shm liveness_interval must be positive");
   const shm::Mapping mapping = shm::open_segment(name, Layout::kControlBytes + kMinRing,
                                                  Layout::kControlBytes + kMaxRing,
-                                                 "rankmesh channel");
+                                                 "rankmesh channel", options.peer_pid);
   void* base = mapping.base;
   const std::size_t total = mapping.bytes;
   auto* control = static_cast<Control*>(base);
@@ -140,6 +140,9 @@ std::unique_ptr<ShmChannel> ShmChannel::open(const std::string& name, ShmOptions
   else if (control->control_bytes != Layout::kControlBytes || !std::has_single_bit(ring) ||
            ring + Layout::kControlBytes != total || control->receiver_pid <= 0)
     problem = "has an inconsistent layout";
+  else if (control->receiver_pid != shm::creator_of(name))
+    problem = "names receiver pid " + std::to_string(control->receiver_pid) + " but is offered by pid " +
+              std::to_string(shm::creator_of(name));
   else if (std::uint32_t free = 0;
            !at(control->attach_claim).compare_exchange_strong(free, 1))
     problem = "already has a sender";
@@ -147,14 +150,9 @@ std::unique_ptr<ShmChannel> ShmChannel::open(const std::string& name, ShmOptions
     shm::unmap(mapping);
     throw Error(Errc::invalid_argument, "shm segment " + name + " " + problem);
   }
-  // Both sides hold a mapping now: the name has done its job.
-  shm_unlink(name.c_str());
-
+  // The receiver stops offering the segment once it sees us attached (on_attached).
   try {
-    auto channel =
-        std::make_unique<ShmChannel>(Private{}, false, name, base, total, std::move(options));
-    channel->unlinked_.store(true);
-    return channel;
+    return std::make_unique<ShmChannel>(Private{}, false, name, base, total, std::move(options));
   } catch (...) {
     shm::unmap(mapping);
     throw;
@@ -193,7 +191,7 @@ ShmChannel::~ShmChannel() {
     close(receiver_ ? "the receiver (pid " + std::to_string(getpid()) + ") closed the channel"
                     : "the sender (pid " + std::to_string(getpid()) + ") closed the channel");
   if (!receiver_) withdraw_lent();
-  if (!unlinked_.exchange(true)) shm_unlink(name_.c_str());
+  stop_offering();
   munmap(base_, mapped_);
 }
 
@@ -262,7 +260,10 @@ bool ShmChannel::peer_alive() const noexcept { return peer_.alive(); }
 void ShmChannel::on_attached() {
   peer_pid_ = at(control_->sender_pid).load(std::memory_order_acquire);
   peer_ = shm::ProcessWatch(peer_pid_);
-  if (!unlinked_.exchange(true)) shm_unlink(name_.c_str());
+  stop_offering();
+  if (options_.peer_pid != 0 && peer_pid_ != options_.peer_pid)
+    fail("attached from pid " + std::to_string(peer_pid_) + ", but the peer announced pid " +
+         std::to_string(options_.peer_pid));
   if (at(control_->cma_state).load(std::memory_order_acquire) == kCmaUnknown) probe_peer_memory();
 }
 
@@ -294,9 +295,14 @@ std::string ShmChannel::closed_reason() const {
 
 void ShmChannel::close(const std::string& reason) {
   shm::close(control_->closure, reason);
-  if (receiver_ && !unlinked_.exchange(true)) shm_unlink(name_.c_str());
+  stop_offering();
   shm::notify(control_->data_epoch, control_->data_sleepers);
   shm::notify(control_->space_epoch, control_->space_sleepers);
+}
+
+void ShmChannel::stop_offering() noexcept {
+  const int handoff = handoff_.exchange(-1);
+  shm::end_handoff(handoff);
 }
 
 void ShmChannel::throw_closed() {
@@ -526,26 +532,16 @@ void ShmChannel::send(Frame& frame, Deadline deadline) {
 
   scratch_.resize(prefix - frame.metadata.size());
   std::uint8_t* out = scratch_.data();
-  put<std::uint32_t>(out, 0, kRecordMagic);
-  put<std::uint32_t>(out, 4, static_cast<std::uint32_t>(count));
-  put<std::uint64_t>(out, 8, link_seq_);
-  put<std::uint32_t>(out, 16, frame.header.group);
-  put<std::uint32_t>(out, 20, frame.header.op);
-  put<std::uint64_t>(out, 24, frame.header.seq);
-  put<std::int32_t>(out, 32, frame.header.src);
-  put<std::uint32_t>(out, 36, static_cast<std::uint32_t>(frame.metadata.size()));
-  put<std::uint64_t>(out, 40, body);
-  for (std::size_t i = 0; i < count; ++i) {
-    const Tensor& tensor = frame.tensors[i];
-    std::uint8_t* d = out + Layout::kRecordHeaderBytes + i * Layout::kDescriptorBytes;
-    std::memset(d, 0, Layout::kDescriptorBytes);
-    d[0] = static_cast<std::uint8_t>(tensor.dtype());
-    d[1] = static_cast<std::uint8_t>(tensor.device().type);
-    d[2] = static_cast<std::uint8_t>(tensor.shape().rank());
-    d[3] = by_reference_[i] ? 1 : 0;
-    for (int k = 0; k < tensor.shape().rank(); ++k)
-      put<std::int64_t>(d, 8 + 8 * static_cast<std::size_t>(k), tensor.shape()[k]);
-  }
+  shm_record::Header header;
+  header.tensors = static_cast<std::uint32_t>(count);
+  header.link_seq = link_seq_;
+  header.frame = frame.header;
+  header.metadata_bytes = static_cast<std::uint32_t>(frame.metadata.size());
+  header.body_bytes = body;
+  shm_record::write_header(out, header);
+  for (std::size_t i = 0; i < count; ++i)
+    shm_record::write_descriptor(out + Layout::kRecordHeaderBytes + i * Layout::kDescriptorBytes,
+                                 frame.tensors[i], by_reference_[i]);
 
   const std::uint64_t record = prefix + body;
   if (record <= ring_bytes_) {
@@ -667,29 +663,14 @@ bool ShmChannel::start_frame(Deadline deadline) {
   refresh_tail();
   if (seen_tail_ - head_ < Layout::kRecordHeaderBytes) throw_closed();
 
-  std::uint8_t header[Layout::kRecordHeaderBytes];
-  read_ring(head_, header, sizeof header);
-  const auto magic = get<std::uint32_t>(header, 0);
-  const auto count = get<std::uint32_t>(header, 4);
-  const auto seq = get<std::uint64_t>(header, 8);
-  const auto metadata_bytes = get<std::uint32_t>(header, 36);
-  const auto body = get<std::uint64_t>(header, 40);
-  if (magic != kRecordMagic)
-    fail("no frame at byte " + std::to_string(head_) + " of the ring (magic 0x" + hex(magic) + ")");
-  if (seq != expected_seq_)
-    fail("frame with link sequence " + std::to_string(seq) + " where " +
-         std::to_string(expected_seq_) + " was expected");
-  if (count > options_.max_tensors)
-    fail("frame " + std::to_string(seq) + " has " + std::to_string(count) +
-         " tensors, beyond the limit of " + std::to_string(options_.max_tensors));
-  if (metadata_bytes > options_.max_metadata_bytes)
-    fail("frame " + std::to_string(seq) + " has " + std::to_string(metadata_bytes) +
-         " metadata bytes, beyond the limit of " + std::to_string(options_.max_metadata_bytes));
-  const std::uint64_t prefix = Layout::kRecordHeaderBytes +
-                               std::uint64_t{count} * Layout::kDescriptorBytes + metadata_bytes;
-  if (prefix > ring_bytes_)
-    fail("frame " + std::to_string(seq) + " claims a header of " + std::to_string(prefix) +
-         " bytes, beyond the ring of " + std::to_string(ring_bytes_));
+  std::uint8_t bytes[Layout::kRecordHeaderBytes];
+  read_ring(head_, bytes, sizeof bytes);
+  const shm_record::Limits limits{options_.max_tensors, options_.max_metadata_bytes,
+                                  options_.max_payload_bytes, ring_bytes_};
+  shm_record::Header header;
+  if (std::string wrong = shm_record::parse_header(bytes, expected_seq_, limits, header); !wrong.empty())
+    fail(wrong + " at byte " + std::to_string(head_) + " of the ring");
+  const std::uint64_t prefix = header.prefix_bytes();
 
   if (!wait(have(prefix), &control_->data_epoch, &control_->data_sleepers, deadline))
     return false;
@@ -698,53 +679,19 @@ bool ShmChannel::start_frame(Deadline deadline) {
 
   Incoming& in = *incoming_;
   std::vector<std::uint8_t>& descriptors = in.frame.metadata;  // as scratch, until the metadata
-  descriptors.resize(std::size_t{count} * Layout::kDescriptorBytes);
+  descriptors.resize(std::size_t{header.tensors} * Layout::kDescriptorBytes);
   read_ring(head_ + Layout::kRecordHeaderBytes, descriptors.data(), descriptors.size());
   in.frame.tensors.clear();
-  in.by_reference.assign(count, false);
-  std::uint64_t described = 0;
-  std::uint64_t payload = 0;
-  std::vector<std::pair<Shape, DType>>& shapes = in.shapes;
-  shapes.clear();
-  for (std::uint32_t i = 0; i < count; ++i) {
-    const std::uint8_t* d = descriptors.data() + std::size_t{i} * Layout::kDescriptorBytes;
-    auto which = [&] { return "frame " + std::to_string(seq) + " tensor " + std::to_string(i); };
-    const auto dtype = dtype_from_code(d[0]);
-    if (!dtype) fail(which() + " has unknown dtype code " + std::to_string(d[0]));
-    if (d[1] != static_cast<std::uint8_t>(DeviceType::cpu))
-      fail(which() + " is not a host tensor (device code " + std::to_string(d[1]) + ")");
-    if (d[2] > Shape::kMaxRank) fail(which() + " has rank " + std::to_string(d[2]));
-    if (d[3] > 1 || get<std::uint32_t>(d, 4) != 0) fail(which() + " has a malformed descriptor");
-    Shape shape;
-    std::uint64_t nbytes = 0;
-    try {
-      for (int k = 0; k < d[2]; ++k)
-        shape.push_back(get<std::int64_t>(d, 8 + 8 * static_cast<std::size_t>(k)));
-      nbytes = static_cast<std::uint64_t>(shape.numel());
-      if (__builtin_mul_overflow(nbytes, dtype_size(*dtype), &nbytes)) throw std::overflow_error("");
-    } catch (const std::exception&) {
-      fail(which() + " has an impossible shape");
-    }
-    if (nbytes > options_.max_payload_bytes - payload)
-      fail("frame " + std::to_string(seq) + " carries more than " +
-           std::to_string(options_.max_payload_bytes) + " payload bytes");
-    payload += nbytes;
-    in.by_reference[i] = d[3] == 1;
-    described += d[3] == 1 ? Layout::kReferenceBytes : nbytes;
-    shapes.emplace_back(shape, *dtype);
-  }
-  if (described != body)
-    fail("frame " + std::to_string(seq) + " claims a body of " + std::to_string(body) +
-         " bytes where its descriptors describe " + std::to_string(described));
+  std::vector<shm_record::Described>& described = in.described;
+  if (std::string wrong = shm_record::parse_descriptors(descriptors.data(), header, limits, described);
+      !wrong.empty())
+    fail(wrong);
 
-  FrameHeader frame_header;
-  frame_header.group = get<std::uint32_t>(header, 16);
-  frame_header.op = get<std::uint32_t>(header, 20);
-  frame_header.seq = get<std::uint64_t>(header, 24);
-  frame_header.src = get<std::int32_t>(header, 32);
+  const FrameHeader& frame_header = header.frame;
   // Memory for every payload first: if the allocator throws, nothing has been consumed.
-  for (std::size_t i = 0; i < shapes.size(); ++i) {
-    const auto& [shape, dtype] = shapes[i];
+  for (std::size_t i = 0; i < described.size(); ++i) {
+    const Shape& shape = described[i].shape;
+    const DType dtype = described[i].dtype;
     Tensor tensor = landing_ != nullptr && landing_->fits(frame_header, i, shape, dtype)
                         ? landing_->tensors[i]
                         : options_.allocator(shape, dtype);
@@ -757,13 +704,13 @@ bool ShmChannel::start_frame(Deadline deadline) {
     }
     in.frame.tensors.push_back(std::move(tensor));
   }
-  in.frame.metadata.resize(metadata_bytes);
-  if (metadata_bytes > 0)
-    read_ring(head_ + Layout::kRecordHeaderBytes + std::uint64_t{count} * Layout::kDescriptorBytes,
-              in.frame.metadata.data(), metadata_bytes);
+  in.frame.metadata.resize(header.metadata_bytes);
+  if (header.metadata_bytes > 0)
+    read_ring(head_ + Layout::kRecordHeaderBytes + std::uint64_t{header.tensors} * Layout::kDescriptorBytes,
+              in.frame.metadata.data(), header.metadata_bytes);
   in.frame.header = frame_header;
   head_ += prefix;
-  in.end = head_ + body;
+  in.end = head_ + header.body_bytes;
   in.tensor = 0;
   in.done = 0;
   in.active = true;
@@ -783,7 +730,7 @@ bool ShmChannel::recv(Frame& frame, Deadline deadline) {
   while (in.tensor < in.frame.tensors.size()) {
     Tensor& tensor = in.frame.tensors[in.tensor];
     const std::size_t nbytes = tensor.nbytes();
-    if (in.by_reference[in.tensor]) {
+    if (in.described[in.tensor].by_reference) {
       if (!fill(in.reference, sizeof in.reference, in.done, deadline)) return false;
       const auto address = get<std::uint64_t>(in.reference, 0);
       const auto length = get<std::uint64_t>(in.reference, 8);

@@ -2,9 +2,9 @@
 // shared-memory segment that holds a control block and a byte ring.
 //
 // Set-up: the receiving side create()s the segment and publishes its name (through the
-// rendezvous); the sending side open()s it by name. The name is unlinked as soon as the sender
-// has attached (or when the receiver goes away first), so nothing stays behind in /dev/shm even
-// when one side crashes. Both sides may then call wait_peer() to finish the handshake.
+// rendezvous); the sending side open()s it by name. The segment is a memfd that the receiver
+// offers until the sender has attached (shm_segment.hpp), so nothing is ever left in /dev/shm,
+// whichever side is killed when. Both sides may then call wait_peer() to finish the handshake.
 //
 // A frame travels as one record in the ring: a header, one descriptor per tensor, the metadata,
 // then each payload in tensor order — inline (copied through the ring) when it is small, else
@@ -33,6 +33,7 @@
 
 #include "buffer_pool.hpp"
 #include "channel.hpp"
+#include "shm_record.hpp"
 #include "shm_segment.hpp"
 
 namespace rankmesh {
@@ -57,6 +58,9 @@ struct ShmOptions {
   Allocator allocator;
   // Names the other side in errors: "rank 3".
   std::string peer_name = "peer";
+  // The pid the peer announced (0: not checked). The sender opens only a segment that process
+  // offers; the receiver fails the channel when another process attaches.
+  int peer_pid = 0;
   // How long a wait spins before it parks (unset: the process's SpinPolicy, parker.hpp), and
   // how often a parked wait checks the peer.
   std::optional<std::chrono::nanoseconds> spin_for;
@@ -76,13 +80,10 @@ public:
     static constexpr std::size_t kControlBytes = 4096;  // then the ring
     static constexpr std::size_t kTailOffset = 64;      // u64, bytes the sender has published
     static constexpr std::size_t kHeadOffset = 128;     // u64, bytes the receiver has consumed
-    // Record header: magic u32 'RMSF' | tensors u32 | link seq u64 | group u32 | op u32 |
-    // op seq u64 | src i32 | metadata bytes u32 | body bytes u64 (inline payloads + 16 per
-    // reference). Descriptor: dtype u8 | device type u8 | rank u8 | by reference u8 | 0 u32 |
-    // 8 x dim i64. Reference: address u64 | length u64.
-    static constexpr std::size_t kRecordHeaderBytes = 48;
-    static constexpr std::size_t kDescriptorBytes = 72;
-    static constexpr std::size_t kReferenceBytes = 16;
+    // The records in the ring: shm_record.hpp.
+    static constexpr std::size_t kRecordHeaderBytes = shm_record::kHeaderBytes;
+    static constexpr std::size_t kDescriptorBytes = shm_record::kDescriptorBytes;
+    static constexpr std::size_t kReferenceBytes = shm_record::kReferenceBytes;
   };
 
   struct Created;
@@ -91,14 +92,15 @@ public:
   // impossible options, std::system_error when the segment cannot be made.
   static Created create(ShmOptions options = {});
   // Attaches to the segment `name` as its sender. Throws Error(invalid_argument) for a name
-  // that is not a rankmesh segment or already has a sender, std::system_error when it cannot be
-  // opened.
+  // that is not a rankmesh segment, already has a sender, or fails the checks of
+  // shm::open_segment (owner, mode, offered by options.peer_pid); std::system_error when it
+  // cannot be opened (its receiver has exited or stopped offering it).
   static std::unique_ptr<ShmChannel> open(const std::string& name, ShmOptions options = {});
 
   ShmChannel(Private, bool receiver, std::string name, void* base, std::size_t mapped,
              ShmOptions options);
   // Tells the peer the channel is closed (unless it is already), drops payloads still lent to
-  // the receiver, unlinks the name if nobody has yet, unmaps.
+  // the receiver, stops offering the segment, unmaps.
   ~ShmChannel() override;
   ShmChannel(const ShmChannel&) = delete;
   ShmChannel& operator=(const ShmChannel&) = delete;
@@ -120,14 +122,18 @@ public:
   void land(const Landing* landing) noexcept override { landing_ = landing; }
   bool release(Deadline deadline) override { return flush(deadline); }
 
-  // The handshake after set-up. Receiver: waits until the sender has attached, unlinks the
-  // name, and checks whether it may read the sender's memory. Sender: waits until the receiver
+  // The handshake after set-up. Receiver: waits until the sender has attached, stops offering
+  // the segment, and checks whether it may read the sender's memory. Sender: waits until the receiver
   // has done that. False at the deadline. Optional — without it the first large payloads may go
   // inline — but it lets both sides learn early that the peer is there.
   bool wait_peer(Deadline deadline);
   // Sender only: waits until the receiver has taken every frame sent so far (false at the
   // deadline), so that this process may exit without withdrawing payloads it lent.
   bool flush(Deadline deadline);
+
+  // Receiver: from now on only process `pid` may be the sender (ShmOptions::peer_pid, for a
+  // receiver that learns the pid after create()). Call it before wait_peer() and recv().
+  void expect_sender(int pid) noexcept { options_.peer_pid = pid; }
 
   bool is_receiver() const noexcept { return receiver_; }
   const std::string& name() const noexcept { return name_; }
@@ -152,6 +158,7 @@ private:
   void check_peer(bool force);
   bool peer_alive() const noexcept;
   void on_attached();
+  void stop_offering() noexcept;
   void probe_peer_memory();
   [[noreturn]] void peer_died();
   bool closed() const noexcept;
@@ -184,7 +191,7 @@ private:
   Control* const control_;
   std::uint8_t* const ring_;
   const std::size_t ring_bytes_;
-  std::atomic<bool> unlinked_{false};
+  std::atomic<int> handoff_{-1};  // receiver: the memfd it offers until the sender attached
   bool broken_ = false;  // this side found the peer's data malformed
   int peer_pid_ = 0;  // once known
   shm::ProcessWatch peer_;
@@ -212,7 +219,7 @@ private:
 
 struct ShmChannel::Created {
   std::unique_ptr<ShmChannel> channel;
-  std::string name;  // for ShmChannel::open on the sending side: "/rankmesh-<pid>-<random>"
+  std::string name;  // for ShmChannel::open on the sending side: "/proc/<pid>/fd/<fd>#<inode>"
 };
 
 }  // namespace rankmesh

@@ -15,8 +15,9 @@
 #include <climits>
 #include <cstdio>
 #include <cstring>
-#include <thread>
 #include <ctime>
+#include <optional>
+#include <thread>
 #include <system_error>
 #include <utility>
 
@@ -31,45 +32,111 @@ std::uint64_t random_u64() {
   return value;
 }
 
-Mapping create_segment(std::size_t bytes, std::string& name) {
-  char suffix[17];
-  std::snprintf(suffix, sizeof suffix, "%016llx", static_cast<unsigned long long>(random_u64()));
-  name = "/rankmesh-" + std::to_string(getpid()) + "-" + suffix;
-  const int fd = shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
-  if (fd < 0) throw std::system_error(errno, std::generic_category(), "shm_open " + name);
+namespace {
+
+[[noreturn]] void throw_errno(int error, const std::string& what) {
+  throw std::system_error(error, std::generic_category(), what);
+}
+
+}  // namespace
+
+Mapping create_segment(std::size_t bytes, std::string& name, int& handoff) {
+  const int fd = memfd_create("rankmesh", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) throw_errno(errno, "memfd_create");
   void* base = MAP_FAILED;
-  if (ftruncate(fd, static_cast<off_t>(bytes)) == 0)
+  struct stat st {};
+  // 0600 although nobody can reach a memfd by name: the opener insists on it, as on the owner.
+  // The size is sealed so that a peer cannot shrink the segment under our mapping (SIGBUS).
+  if (fchmod(fd, 0600) == 0 && ftruncate(fd, static_cast<off_t>(bytes)) == 0 &&
+      fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0 && fstat(fd, &st) == 0)
     base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
-  const int error = errno;
-  ::close(fd);
   if (base == MAP_FAILED) {
-    shm_unlink(name.c_str());
-    throw std::system_error(error, std::generic_category(), "mapping shm segment " + name);
+    const int error = errno;
+    ::close(fd);
+    throw_errno(error, "making a shared-memory segment of " + std::to_string(bytes) + " bytes");
   }
+  name = "/proc/" + std::to_string(getpid()) + "/fd/" + std::to_string(fd) + "#" +
+         std::to_string(st.st_ino);
+  handoff = fd;
   return Mapping{static_cast<std::uint8_t*>(base), bytes};
 }
 
+void end_handoff(int handoff) noexcept {
+  if (handoff >= 0) ::close(handoff);
+}
+
+namespace {
+
+struct SegmentName {
+  int pid = 0;
+  int fd = -1;
+  unsigned long long inode = 0;
+  std::string path;  // /proc/<pid>/fd/<fd>
+};
+
+std::optional<SegmentName> parse_name(const std::string& name) {
+  SegmentName parsed;
+  int consumed = 0;
+  if (std::sscanf(name.c_str(), "/proc/%d/fd/%d#%llu%n", &parsed.pid, &parsed.fd, &parsed.inode,
+                  &consumed) != 3 ||
+      static_cast<std::size_t>(consumed) != name.size() || parsed.pid <= 0 || parsed.fd < 0)
+    return std::nullopt;
+  parsed.path = name.substr(0, name.find('#'));
+  return parsed;
+}
+
+}  // namespace
+
+int creator_of(const std::string& name) noexcept {
+  try {
+    const std::optional<SegmentName> parsed = parse_name(name);
+    return parsed ? parsed->pid : 0;
+  } catch (...) {
+    return 0;
+  }
+}
+
 Mapping open_segment(const std::string& name, std::size_t min_bytes, std::size_t max_bytes,
-                     const char* kind) {
-  const int fd = shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0);
-  if (fd < 0) throw std::system_error(errno, std::generic_category(), "shm_open " + name);
+                     const char* kind, int expected_creator) {
+  const std::optional<SegmentName> parsed = parse_name(name);
+  if (!parsed)
+    throw Error(Errc::invalid_argument, "'" + name + "' does not name a shared-memory segment");
+  if (expected_creator != 0 && parsed->pid != expected_creator)
+    throw Error(Errc::invalid_argument, "shm segment " + name + " is offered by pid " +
+                                            std::to_string(parsed->pid) + ", not by pid " +
+                                            std::to_string(expected_creator) + " (the peer)");
+  const int fd = ::open(parsed->path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0)
+    throw_errno(errno, "opening shm segment " + name + " (its creator, pid " +
+                           std::to_string(parsed->pid) + ", has exited or no longer offers it)");
   struct stat st {};
   if (fstat(fd, &st) != 0) {
     const int error = errno;
     ::close(fd);
-    throw std::system_error(error, std::generic_category(), "fstat " + name);
+    throw_errno(error, "fstat " + name);
+  }
+  std::string problem;
+  if (st.st_ino != parsed->inode || !S_ISREG(st.st_mode))
+    problem = "is another file now (inode " + std::to_string(st.st_ino) + ")";
+  else if (st.st_uid != geteuid())
+    problem = "belongs to uid " + std::to_string(st.st_uid) + ", not to this user (uid " +
+              std::to_string(geteuid()) + ")";
+  else if ((st.st_mode & 07777) != 0600) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    problem = std::string("has mode ") + mode + ", not 0600";
   }
   const auto bytes = static_cast<std::size_t>(st.st_size);
-  if (bytes < min_bytes || bytes > max_bytes) {
+  if (problem.empty() && (bytes < min_bytes || bytes > max_bytes))
+    problem = std::string("is not a ") + kind + " (" + std::to_string(bytes) + " bytes)";
+  if (!problem.empty()) {
     ::close(fd);
-    throw Error(Errc::invalid_argument, "shm segment " + name + " is not a " + kind + " (" +
-                                            std::to_string(bytes) + " bytes)");
+    throw Error(Errc::invalid_argument, "shm segment " + name + " " + problem);
   }
   void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
   const int error = errno;
   ::close(fd);
-  if (base == MAP_FAILED)
-    throw std::system_error(error, std::generic_category(), "mapping shm segment " + name);
+  if (base == MAP_FAILED) throw_errno(error, "mapping shm segment " + name);
   return Mapping{static_cast<std::uint8_t*>(base), bytes};
 }
 

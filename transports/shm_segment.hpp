@@ -1,6 +1,16 @@
-// What the shared-memory transports (ShmChannel, ShmBroadcastRing) have in common: named POSIX
-// segments that the creator publishes and the last one to attach unlinks, futex waits on words
+// What the shared-memory transports (ShmChannel, ShmBroadcastRing) have in common: anonymous
+// segments that the creator offers to its peers until they have attached, futex waits on words
 // inside them, and watching the process at the other end through a pidfd.
+//
+// A segment is a memfd, never a name in /dev/shm: the kernel frees it once the last mapping and
+// descriptor are gone, so a process killed at any moment (SIGKILL included, before or after its
+// peer attached) leaves nothing behind, and nobody has to sweep. The creator keeps the memfd open
+// while peers may still attach; its "name" is "/proc/<pid>/fd/<fd>#<inode>", which a peer opens.
+// Opening another process's descriptor through /proc needs the same rights over that process
+// as reading its /proc entries (same user, or CAP_SYS_PTRACE; ptrace_may_access READ, which
+// Yama's ptrace_scope does not restrict, unlike pidfd_getfd and process_vm_readv) — the
+// protection a 0600 name in /dev/shm had. The opener checks the inode (a descriptor number
+// reused for another file is refused), the owner (this user) and the mode (0600).
 #pragma once
 
 #include <algorithm>
@@ -26,14 +36,21 @@ struct Mapping {
   std::size_t bytes = 0;
 };
 
-// A new segment of `bytes` (zero-filled, mapped, pages populated) under a fresh name
-// "/rankmesh-<pid>-<random>". Throws std::system_error.
-Mapping create_segment(std::size_t bytes, std::string& name);
-// Maps the existing segment `name`. Its size must lie in [min_bytes, max_bytes], else
-// Error(invalid_argument) saying it is not a `kind`. Throws std::system_error when it cannot be
-// opened.
+// A new segment of `bytes` (zero-filled, mapped, pages populated, mode 0600, its size sealed).
+// `name` gets the name peers open it by; `handoff` the descriptor that must stay open until
+// they have (end_handoff). Throws std::system_error.
+Mapping create_segment(std::size_t bytes, std::string& name, int& handoff);
+// Closes the creator's descriptor: nobody can attach any more (those attached keep the segment).
+void end_handoff(int handoff) noexcept;
+// The pid in a segment name, 0 when `name` is not one.
+int creator_of(const std::string& name) noexcept;
+// Maps the existing segment `name`. It must be this user's, mode 0600, and (unless
+// `expected_creator` is 0) offered by that pid, else Error(invalid_argument) saying what is wrong;
+// its size must lie in [min_bytes, max_bytes], else Error(invalid_argument) saying it is not a
+// `kind`. Throws std::system_error when it cannot be opened (its creator exited or stopped
+// offering it).
 Mapping open_segment(const std::string& name, std::size_t min_bytes, std::size_t max_bytes,
-                     const char* kind);
+                     const char* kind, int expected_creator = 0);
 void unmap(Mapping mapping) noexcept;
 
 // Sleeps while *word == seen (another process may change it), until `until` or a wake-up.
@@ -106,7 +123,7 @@ private:
   int pidfd_ = -1;
 };
 
-// 64 random bits from the kernel (segment names, probe words). Throws std::system_error.
+// 64 random bits from the kernel (probe words). Throws std::system_error.
 std::uint64_t random_u64();
 
 }  // namespace rankmesh::shm

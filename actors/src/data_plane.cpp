@@ -99,8 +99,13 @@ void DataPlane::connect_shm(const std::vector<Member>& members, const std::strin
                                             " published no shared-memory segment for it "
                                             "(RANKMESH_TRANSPORT differs between ranks?)");
     const auto begin = at + mine.size();
+    const std::string segment = theirs.substr(begin, theirs.find(';', begin) - begin);
+    // The peer announced its pid with its segments: only that process may be at the other end
+    // of either direction.
     shm.peer_name = "rank " + std::to_string(peer);
-    std::shared_ptr<ShmChannel> out = ShmChannel::open(theirs.substr(begin, theirs.find(';', begin) - begin), shm);
+    shm.peer_pid = shm::creator_of(segment);
+    std::shared_ptr<ShmChannel> out = ShmChannel::open(segment, shm);
+    channel->expect_sender(shm.peer_pid);
     std::shared_ptr<ShmChannel> in = std::move(channel);
     receivers.push_back(in.get());
     senders.push_back(out.get());

@@ -82,9 +82,15 @@ std::string node_identity() {
   if (const char* id = get("RANKMESH_NODE_ID")) return id;
   std::string boot;
   std::ifstream("/proc/sys/kernel/random/boot_id") >> boot;
-  struct stat ns {};
-  if (stat("/proc/self/ns/net", &ns) != 0) ns.st_ino = 0;
-  return boot + "/netns:" + std::to_string(ns.st_ino);
+  // Shared memory needs more than the network: the peer's /proc/<pid>/fd (shm_segment.hpp)
+  // must be reachable, so the pid namespace counts, and the IPC namespace with it.
+  std::string id = boot;
+  for (const char* ns : {"net", "pid", "ipc"}) {
+    struct stat st {};
+    if (stat(("/proc/self/ns/" + std::string(ns)).c_str(), &st) != 0) st.st_ino = 0;
+    id += "/" + std::string(ns) + "ns:" + std::to_string(st.st_ino);
+  }
+  return id;
 }
 
 std::string local_address_toward(const std::string& host) {

@@ -22,8 +22,8 @@ struct ProcessPlace {
 // wrong, or missing MASTER_ADDR/MASTER_PORT.
 std::optional<ProcessPlace> process_place_from_environment();
 
-// RANKMESH_NODE_ID if set, else the boot id plus the network-namespace inode, so that ranks in
-// two network namespaces of one machine count as two nodes (and talk over tcp).
+// RANKMESH_NODE_ID if set, else the boot id plus the network-, pid- and IPC-namespace inodes,
+// so that ranks in two such namespaces of one machine count as two nodes (and talk over tcp).
 std::string node_identity();
 
 // The address of this host's interface that reaches `host` (127.0.0.1 for a loopback or local

@@ -137,7 +137,11 @@ public:
         throw ctx_.reported(Error(Errc::timeout, where() + " #" + std::to_string(seq) + " waited " +
                                                      ms(g_.timeout_) + " for " + who(src) +
                                                      ", which did not send its part"));
-      if (f.header.seq < seq) continue;  // from a collective that timed out here: discard
+      if (f.header.seq < seq) {  // from a collective that timed out here: discard, but
+        // a ring announcement is kept (broadcast_object attaches late) and ends its wait.
+        if (keep_ring_announcement(src, f) && alternative == OpCode::broadcast_ring) return;
+        continue;
+      }
       note(f, src, false);
       const bool expected_op = f.header.op == static_cast<std::uint32_t>(op) ||
                                (alternative && f.header.op == static_cast<std::uint32_t>(*alternative));
@@ -145,6 +149,9 @@ public:
       return;
     }
   }
+
+  // broadcast_object's: true when `f` announces `src`'s broadcast ring, which it then keeps.
+  bool keep_ring_announcement(int src, Frame& f);
 
   void note(const Frame& f, int group_rank, bool sent) {
     std::size_t bytes = 0;
@@ -649,15 +656,41 @@ Value GroupCoordinator::recv_object(int src) {
 // name to each same-node member over the channel, in place of that broadcast's object; that
 // object and every later one follow through the ring. Where no ring can be made the source logs
 // why and keeps to the channels; a member takes whichever arrives.
+//
+// An announcement is never lost: one that arrives after the member's broadcast timed out is kept
+// by whichever collective receive meets it (GroupOps::keep_ring_announcement), and the member's
+// next broadcast_object from that source attaches then, skipping the objects it missed. And a
+// source that goes away (destroy_model_parallel) first waits, up to the group's timeout, until
+// every reader has attached, so that a reader that comes late can still read what was written.
 struct GroupCoordinator::BroadcastRings {
+  explicit BroadcastRings(const GroupCoordinator& group) : group(group) {}
+  ~BroadcastRings() {
+    if (!out || out->wait_attached(deadline_after(group.timeout_))) return;
+    group.context_->log(group.name_ + " rank " + std::to_string(group.rank()) +
+                        ": not every reader attached to its broadcast ring within " +
+                        ms(group.timeout_) + "; it goes away without them");
+  }
+
+  const GroupCoordinator& group;
   // As the source: the ring, its readers by group rank, or why there is none.
   std::shared_ptr<ShmBroadcastRing> out;
   std::vector<bool> reads_ring;  // by group rank
   bool out_decided = false;
-  // As a member: the rings of the sources that announced one, by group rank.
+  // As a member: the rings of the sources that announced one, and announcements not yet
+  // attached to (name and reader index, encoded), by group rank.
   std::map<int, std::shared_ptr<ShmBroadcastRing>> in;
+  std::map<int, std::vector<std::uint8_t>> announced;
   std::vector<std::uint8_t> encoded;
 };
+
+bool GroupOps::keep_ring_announcement(int src, Frame& f) {
+  if (f.header.op != static_cast<std::uint32_t>(OpCode::broadcast_ring)) return false;
+  if (!g_.rings_) g_.rings_ = std::make_unique<GroupCoordinator::BroadcastRings>(g_);
+  // A source announces its ring once; with its ring attached there is nothing to keep.
+  if (g_.rings_->in.count(src) == 0) g_.rings_->announced[src] = std::move(f.metadata);
+  f.metadata.clear();
+  return true;
+}
 
 namespace {
 
@@ -678,7 +711,7 @@ Value GroupCoordinator::broadcast_object(const Value& object, int src) {
   GroupOps ops(*this, "broadcast_object");
   ops.check_peer(src, "src");
   if (world_size() == 1) return object;
-  if (!rings_) rings_ = std::make_unique<BroadcastRings>();
+  if (!rings_) rings_ = std::make_unique<BroadcastRings>(*this);
   BroadcastRings& rings = *rings_;
   const std::uint64_t seq = ops.begin_collective();
   Frame& f = ops.frame();
@@ -727,25 +760,31 @@ Value GroupCoordinator::broadcast_object(const Value& object, int src) {
   }
 
   auto ring = rings.in.find(src);
-  if (ring == rings.in.end()) {
+  if (ring == rings.in.end() && rings.announced.count(src) == 0) {
+    // The object itself, or the announcement of the source's ring (this one's, or a late one
+    // of a broadcast that timed out here: then recv_coll returns it, kept in `announced`).
     ops.recv_coll(src, OpCode::broadcast_object, seq, f, OpCode::broadcast_ring);
-    if (f.header.op == static_cast<std::uint32_t>(OpCode::broadcast_ring)) {
-      Result<Value> announced = decode_object(f.metadata);
-      const List* fields = announced && announced.value().is<List>() ? &announced.value().as<List>() : nullptr;
-      if (fields == nullptr || fields->size() != 2 || !(*fields)[0].is<std::string>() ||
-          !(*fields)[1].is<std::int64_t>())
-        throw Error(Errc::malformed, ops.where() + ": " + ops.who(src) +
-                                         " announced a broadcast ring in a malformed message");
-      const int writer = ranks_[static_cast<std::size_t>(src)];
-      try {
-        ring = rings.in.emplace(src, ctx.open_broadcast_ring(
-                                         (*fields)[0].as<std::string>(),
-                                         static_cast<int>((*fields)[1].as<std::int64_t>()), writer))
-                   .first;
-      } catch (const std::exception& e) {
-        throw ctx.reported(Error(Errc::peer_failed, ops.where() + ": cannot attach to the broadcast ring of " +
-                                                       ops.who(src) + ": " + e.what()));
-      }
+    if (f.header.op == static_cast<std::uint32_t>(OpCode::broadcast_ring) &&
+        rings.announced.count(src) == 0)
+      ops.keep_ring_announcement(src, f);
+  }
+  if (auto announcement = rings.announced.find(src); announcement != rings.announced.end()) {
+    Result<Value> announced = decode_object(announcement->second);
+    rings.announced.erase(announcement);
+    const List* fields = announced && announced.value().is<List>() ? &announced.value().as<List>() : nullptr;
+    if (fields == nullptr || fields->size() != 2 || !(*fields)[0].is<std::string>() ||
+        !(*fields)[1].is<std::int64_t>())
+      throw Error(Errc::malformed, ops.where() + ": " + ops.who(src) +
+                                       " announced a broadcast ring in a malformed message");
+    const int writer = ranks_[static_cast<std::size_t>(src)];
+    try {
+      ring = rings.in.emplace(src, ctx.open_broadcast_ring(
+                                       (*fields)[0].as<std::string>(),
+                                       static_cast<int>((*fields)[1].as<std::int64_t>()), writer))
+                 .first;
+    } catch (const std::exception& e) {
+      throw ctx.reported(Error(Errc::peer_failed, ops.where() + ": cannot attach to the broadcast ring of " +
+                                                     ops.who(src) + ": " + e.what()));
     }
   }
   if (ring != rings.in.end()) {

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "rankmesh/error.hpp"
+#include "shm_channel.hpp"
 
 namespace rankmesh {
 
@@ -61,8 +62,14 @@ std::shared_ptr<ShmBroadcastRing> RankContext::create_broadcast_ring(
 
 std::shared_ptr<ShmBroadcastRing> RankContext::open_broadcast_ring(const std::string& name,
                                                                    int index, int writer) {
-  std::shared_ptr<ShmBroadcastRing> ring =
-      ShmBroadcastRing::open(name, index, ring_options(writer, log_));
+  ShmBroadcastOptions options = ring_options(writer, log_);
+  // The writer is the process at the other end of our shm channel from it, whose pid that
+  // channel checked against the one announced at join.
+  const auto from = static_cast<std::size_t>(writer);
+  if (from < inbound_.size())
+    if (const auto* channel = dynamic_cast<const ShmChannel*>(inbound_[from].get()))
+      options.writer_pid = channel->peer_pid();
+  std::shared_ptr<ShmBroadcastRing> ring = ShmBroadcastRing::open(name, index, std::move(options));
   std::lock_guard lock(failure_mutex_);
   if (!failure_.empty()) ring->close(failure_);
   std::erase_if(rings_, [](const auto& tracked) { return tracked.expired(); });

@@ -54,5 +54,6 @@ fuzz codec_fuzz seed_corpus
 fuzz frame_fuzz frame_seed_corpus
 fuzz landing_fuzz frame_seed_corpus --landing
 fuzz handshake_fuzz
+fuzz shm_record_fuzz
 
 exit "$status"
