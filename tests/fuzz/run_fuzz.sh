@@ -34,5 +34,13 @@ fi
   -malloc_limit_mb=64 -rss_limit_mb=2048 "$corpus/frame" || status=$?
 if [[ $status -ne 0 ]]; then
   echo "frame_fuzz found a problem (status $status)" >&2
+  exit "$status"
+fi
+
+# control_fuzz: the registry's control messages (metadata up to the fuzzer's length limit).
+"$build_dir/tests/fuzz/control_fuzz" -max_total_time="$seconds" -timeout=1 \
+  -malloc_limit_mb=64 -rss_limit_mb=2048 || status=$?
+if [[ $status -ne 0 ]]; then
+  echo "control_fuzz found a problem (status $status)" >&2
 fi
 exit "$status"
