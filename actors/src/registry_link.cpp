@@ -29,7 +29,7 @@ TcpOptions control_link_options(const LogLine& log, const LeftFlag& left) {
   options.limits = FrameLimits{.max_metadata_bytes = std::size_t{1} << 20, .max_tensors = 0,
                                .max_payload_bytes = 0};
   options.log = [log, left](const std::string& line) {
-    if (!left->load(std::memory_order_acquire) && log) log(line);
+    if (!left->load(std::memory_order_acquire) && log) log("rankmesh registry link: " + line);
   };
   return options;
 }
@@ -268,6 +268,16 @@ RegistryServer::RegistryServer(caf::actor_system& system, caf::actor registry,
   Impl& impl = *impl_;
   impl.listener = std::make_unique<TcpListener>(listen, [&impl](std::shared_ptr<TcpLink> link) {
     std::lock_guard lock(impl.mutex);
+    // Links that have closed since (their readers are finishing) make room: a member that
+    // reconnects again and again holds no more than its open links.
+    for (auto it = impl.links.begin(); it != impl.links.end();) {
+      if (!it->link->closed()) {
+        ++it;
+        continue;
+      }
+      it->reader.join();
+      it = impl.links.erase(it);
+    }
     Linked& linked = impl.links.emplace_back();
     linked.link = link;
     linked.actor = impl.system.spawn(member_link, link, impl.registry, impl.options, impl.left);
