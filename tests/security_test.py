@@ -8,7 +8,7 @@ messages only rank 0 may send. Every outsider's connection is closed and its ref
 the world makes progress afterwards, rank 0's memory stays bounded, and when told to stop both
 ranks finish and the launcher exits 0.
 
-usage: security_test.py RANKMESH STEADY_WORLD
+usage: security_test.py RANKMESH STEADY_WORLD CAF_OUTSIDER
 Every process this test starts is tracked and killed by pid at the end.
 """
 import hashlib
@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 
-RANKMESH, STEADY = sys.argv[1:3]
+RANKMESH, STEADY, CAF_OUTSIDER = sys.argv[1:4]
 SCALE = float(os.environ.get("RANKMESH_TIMEOUT_SCALE", "1"))
 SECRET = b"security-test-secret"
 WORLD = 2
@@ -186,7 +186,14 @@ try:
     check("world steps before the outsiders", m is not None)
     rss_before = rss_kib(rank0_pid)
 
-    # (a) One connection per message, each from a process without the secret: straight at the
+    # (a) A CAF peer, as the registry once was one: its join, beats, leaves, exchange and exit
+    # message never reach an actor.
+    r = subprocess.run([CAF_OUTSIDER, "127.0.0.1", str(registry_port)], capture_output=True,
+                       text=True, timeout=30 * SCALE)
+    check("a CAF peer without the secret is refused", r.returncode == 0 and r.stdout.startswith("refused"),
+          f"exit {r.returncode}: {r.stdout} {r.stderr}")
+
+    # One connection per message, each from a process without the secret: straight at the
     # registry, and after a handshake with a wrong proof. None gets past the handshake.
     bogus = {
         "join": frame(JOIN, 1, [b"2", b"node", b"127.0.0.1:1"]),
