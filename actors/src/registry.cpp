@@ -56,16 +56,17 @@ caf::behavior registry_actor(caf::event_based_actor* self, RegistryConfig config
   auto log = [=](const std::string& line) {
     if (config.log) config.log("rankmesh registry: " + line);
   };
-  // A message for a rank that has not joined is dropped, never a reason to fail the world;
-  // each kind is reported once per rank, so a flood costs no more than one line.
-  auto from_member = [=](const char* kind, int rank) {
-    if (state->members.count(rank)) return true;
+  // A message for a rank that is not a member changes nothing and fails nothing; it is answered,
+  // so that nobody waits on it, and reported once per kind and rank, so that a flood costs no
+  // more than one line.
+  auto stranger = [=](const char* kind, int rank) {
+    if (state->members.count(rank)) return false;
     if (state->reported.insert(std::string(kind) + "/" + std::to_string(rank)).second)
       log(std::string("dropped a '") + kind + "' from rank " + std::to_string(rank) +
           ", which is not a member of this world (reported once)");
-    return false;
+    return true;
   };
-
+  auto not_member = [](int rank) { return "rank " + std::to_string(rank) + " is not a member of this world"; };
   // Everyone — joined, joining, or waiting in an exchange — learns why the world failed.
   auto fail_world = [=](const std::string& reason) {
     if (!state->failure.empty()) return;
@@ -144,8 +145,11 @@ caf::behavior registry_actor(caf::event_based_actor* self, RegistryConfig config
           joining.promise.deliver(std::string(), directory, leader);
       },
       [=](exchange_atom, const std::string& name, int rank, const std::string& value) {
-        if (!from_member("exchange", rank)) return;
         auto promise = self->make_response_promise();
+        if (stranger("exchange", rank)) {
+          promise.deliver(not_member(rank), std::vector<std::string>{});
+          return;
+        }
         if (!state->failure.empty()) {
           promise.deliver(state->failure, std::vector<std::string>{});
           return;
@@ -160,8 +164,11 @@ caf::behavior registry_actor(caf::event_based_actor* self, RegistryConfig config
         state->rounds.erase(name);
       },
       [=](leave_atom, int rank) {
-        if (!from_member("leave", rank)) return;
         auto promise = self->make_response_promise();
+        if (stranger("leave", rank)) {
+          promise.deliver(not_member(rank));
+          return;
+        }
         if (!state->failure.empty()) {
           promise.deliver(state->failure);
           return;
@@ -173,9 +180,14 @@ caf::behavior registry_actor(caf::event_based_actor* self, RegistryConfig config
         for (auto& p : state->leaving.promises) p.deliver(std::string());
       },
       [=](beat_atom, int rank) {
-        if (!from_member("beat", rank)) return;
-        state->last_beat[rank] = Clock::now();
-        self->make_response_promise().deliver(true);
+        // A rank actor starts beating before its join arrives: not news until the world formed.
+        const bool may_still_join = !state->formed && rank >= 0 && rank < config.world_size;
+        if (state->members.count(rank)) {
+          state->last_beat[rank] = Clock::now();
+        } else if (!may_still_join) {
+          stranger("beat", rank);
+        }
+        return true;
       },
       [=](join_timer_atom) {
         if (state->formed || !state->failure.empty()) return;
