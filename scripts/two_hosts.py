@@ -1,6 +1,5 @@
 """Two "hosts" on one machine, for tests and benchmarks: two network namespaces joined by a veth
-pair, a certificate made for the run (the registry across hosts needs mutual TLS), and
-`rankmesh launch` started in each namespace as one node of a two-node world.
+pair, and `rankmesh launch` started in each namespace as one node of a two-node world.
 
     with TwoHosts(tag) as hosts:          # raises Unavailable where namespaces are not permitted
         outs = hosts.run(RANKMESH, program, args, timeout=150)
@@ -10,7 +9,6 @@ waited for.
 """
 import os
 import subprocess
-import tempfile
 
 
 class Unavailable(Exception):
@@ -26,8 +24,6 @@ class TwoHosts:
         self.names = [f"{tag}a", f"{tag}b"]
         self.addresses = {self.names[0]: f"{subnet}.1", self.names[1]: f"{subnet}.2"}
         self.links = (f"{tag}x", f"{tag}y")
-        self._tmp = None
-        self.cert = self.key = None
 
     def __enter__(self):
         if os.geteuid() != 0:
@@ -45,18 +41,10 @@ class TwoHosts:
         except (subprocess.CalledProcessError, FileNotFoundError) as e:
             self._remove_namespaces()
             raise Unavailable(f"network namespaces are not permitted here ({e})")
-        self._tmp = tempfile.TemporaryDirectory()
-        self.cert = os.path.join(self._tmp.name, "cert.pem")
-        self.key = os.path.join(self._tmp.name, "key.pem")
-        _sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", self.key,
-            "-out", self.cert, "-days", "1", "-subj", "/CN=rankmesh-two-hosts",
-            "-addext", "subjectAltName=" + ",".join(f"IP:{ip}" for ip in self.addresses.values()))
         return self
 
     def __exit__(self, *exc):
         self._remove_namespaces()
-        if self._tmp:
-            self._tmp.cleanup()
         return False
 
     def _remove_namespaces(self):
@@ -70,8 +58,7 @@ class TwoHosts:
     def run(self, rankmesh, program, args, nproc_per_node=2, port=29400, timeout=150, env_extra=None):
         """`rankmesh launch` as node 0 in the first namespace and node 1 in the second; returns
         [(returncode, stdout, stderr)] per node."""
-        env = dict(os.environ, RANKMESH_SECRET="two-hosts-secret", RANKMESH_TLS_CERT=self.cert,
-                   RANKMESH_TLS_KEY=self.key, RANKMESH_TLS_CA=self.cert, **(env_extra or {}))
+        env = dict(os.environ, RANKMESH_SECRET="two-hosts-secret", **(env_extra or {}))
         procs = []
         for node, ns in enumerate(self.names):
             cmd = ["ip", "netns", "exec", ns, rankmesh, "launch", "--nnodes", "2", "--node-rank", str(node),

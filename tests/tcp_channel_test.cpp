@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -556,6 +557,7 @@ TEST_CASE("tcp auth: the secret comes from RANKMESH_SECRET, else RANKMESH_SECRET
 
   const std::string path = "/tmp/rankmesh_secret_test_" + std::to_string(::getpid());
   std::ofstream(path) << "from the file\n";
+  ::chmod(path.c_str(), 0600);  // a secret file others may read is refused
   ::setenv("RANKMESH_SECRET_FILE", path.c_str(), 1);
   CHECK(load_secret() == std::optional<std::string>("from the file"));
   ::setenv("RANKMESH_SECRET", "from the environment", 1);

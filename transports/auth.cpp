@@ -5,8 +5,11 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include <sys/stat.h>
+
 #include <array>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -133,6 +136,14 @@ std::optional<std::string> load_secret() {
     return std::string(secret);
   const char* file = std::getenv("RANKMESH_SECRET_FILE");
   if (file == nullptr || *file == 0) return std::nullopt;
+  // Like ssh with a private key: a secret others can read is no secret.
+  struct stat info {};
+  if (::stat(file, &info) == 0 && (info.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(info.st_mode & 07777));
+    throw Error(Errc::invalid_config, std::string("RANKMESH_SECRET_FILE=") + file + " has mode " +
+                                          mode + ": group or others may read it; chmod 600 it");
+  }
   std::ifstream in(file, std::ios::binary);
   if (!in)
     throw Error(Errc::invalid_config, std::string("RANKMESH_SECRET_FILE=") + file +

@@ -24,7 +24,7 @@ enum class AuthRole : std::uint8_t { client = 1, server = 2 };
 
 // The shared secret: RANKMESH_SECRET, else the contents of the file named by
 // RANKMESH_SECRET_FILE (trailing newline trimmed), else none. Throws Error(invalid_config) when
-// the file cannot be read or holds nothing.
+// the file cannot be read, holds nothing, or is open to group or others (naming its mode).
 std::optional<std::string> load_secret();
 
 // Runs the handshake on the connected socket `fd` (made non-blocking) and returns the peer's

@@ -1,13 +1,10 @@
 #include "registry.hpp"
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/rand.h>
-
 #include <map>
 #include <memory>
+#include <set>
 
+#include "control_message.hpp"
 #include "rank_actor.hpp"
 #include "rankmesh/error.hpp"
 
@@ -16,16 +13,6 @@ namespace {
 
 using check_timer_atom = caf::atom_constant<caf::atom("chktimer")>;
 using join_timer_atom = caf::atom_constant<caf::atom("jointimer")>;
-
-std::string hex(const unsigned char* bytes, std::size_t size) {
-  static const char digits[] = "0123456789abcdef";
-  std::string out;
-  for (std::size_t i = 0; i < size; ++i) {
-    out += digits[bytes[i] >> 4];
-    out += digits[bytes[i] & 15];
-  }
-  return out;
-}
 
 std::string encode_member(const Member& m) {
   return std::to_string(m.rank) + "\t" + m.node_id + "\t" + m.address;
@@ -52,7 +39,6 @@ struct Round {
 };
 
 struct RegistryState {
-  std::string nonce;
   std::map<int, Joining> members;
   bool formed = false;
   std::string failure;  // non-empty once the world failed
@@ -60,27 +46,27 @@ struct RegistryState {
   std::map<std::string, Round> rounds;
   Round leaving;
   bool closing = false;  // everyone left: disconnects are expected now
+  std::set<std::string> reported;  // ignored messages already logged, by kind and rank
 };
 
 }  // namespace
 
-std::string join_proof(const std::string& secret, const std::string& nonce, int rank,
-                       int world_size) {
-  const std::string claim =
-      "rankmesh-join-v1|" + nonce + "|" + std::to_string(rank) + "|" + std::to_string(world_size);
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int size = 0;
-  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
-       reinterpret_cast<const unsigned char*>(claim.data()), claim.size(), mac, &size);
-  return hex(mac, size);
-}
-
 caf::behavior registry_actor(caf::event_based_actor* self, RegistryConfig config) {
   auto state = std::make_shared<RegistryState>();
-  unsigned char nonce[32];
-  RAND_bytes(nonce, sizeof nonce);
-  state->nonce = hex(nonce, sizeof nonce);
-
+  auto log = [=](const std::string& line) {
+    if (config.log) config.log("rankmesh registry: " + line);
+  };
+  // A message for a rank that is not a member changes nothing and fails nothing; it is answered,
+  // so that nobody waits on it, and reported once per kind and rank, so that a flood costs no
+  // more than one line.
+  auto stranger = [=](const char* kind, int rank) {
+    if (state->members.count(rank)) return false;
+    if (state->reported.insert(std::string(kind) + "/" + std::to_string(rank)).second)
+      log(std::string("dropped a '") + kind + "' from rank " + std::to_string(rank) +
+          ", which is not a member of this world (reported once)");
+    return true;
+  };
+  auto not_member = [](int rank) { return "rank " + std::to_string(rank) + " is not a member of this world"; };
   // Everyone — joined, joining, or waiting in an exchange — learns why the world failed.
   auto fail_world = [=](const std::string& reason) {
     if (!state->failure.empty()) return;
@@ -111,37 +97,41 @@ caf::behavior registry_actor(caf::event_based_actor* self, RegistryConfig config
   self->delayed_send(self, config.failure_timeout / 4, check_timer_atom::value);
 
   return {
-      [=](nonce_atom) { return state->nonce; },
-      [=](join_atom, int rank, int world_size, const std::string& node_id,
-          const std::string& address, const caf::actor& rank_actor, const std::string& proof) {
+      [=](join_atom, int rank, int world_size, int version, const std::string& node_id,
+          const std::string& address, const caf::actor& rank_actor) {
         auto promise = self->make_response_promise();
-        if (!state->failure.empty()) {
-          promise.deliver(state->failure, std::vector<std::string>{}, caf::actor{});
-          return;
+        auto refuse = [&](const std::string& why) {
+          promise.deliver(why, std::vector<std::string>{}, caf::actor{});
+        };
+        if (!state->failure.empty()) return refuse(state->failure);
+        // Neither a late nor an impossible claim fails a world that stands.
+        if (rank < 0 || rank >= config.world_size) {
+          log("dropped a join from rank " + std::to_string(rank) + ", outside the world of " +
+              std::to_string(config.world_size));
+          return refuse("rank " + std::to_string(rank) + " is outside the world of " +
+                        std::to_string(config.world_size));
         }
-        const std::string expected = join_proof(config.secret, state->nonce, rank, world_size);
-        if (proof.size() != expected.size() ||
-            CRYPTO_memcmp(proof.data(), expected.data(), expected.size()) != 0) {
-          promise.deliver("rank " + std::to_string(rank) + " presented a wrong secret",
-                          std::vector<std::string>{}, caf::actor{});
-          fail_world("rank " + std::to_string(rank) +
-                     " tried to join with a wrong secret (RANKMESH_SECRET differs)");
-          return;
+        if (state->formed) {
+          log("dropped a join from rank " + std::to_string(rank) + ": the world has already formed");
+          return refuse("the world has already formed");
+        }
+        if (version != kControlProtocolVersion) {
+          const std::string why = "rank " + std::to_string(rank) + " speaks control protocol version " +
+                                  std::to_string(version) + ", rank 0 speaks version " +
+                                  std::to_string(kControlProtocolVersion) +
+                                  " (mixed rankmesh builds)";
+          refuse(why);
+          return fail_world(why);
         }
         if (world_size != config.world_size) {
-          promise.deliver(std::string("world size mismatch"), std::vector<std::string>{}, caf::actor{});
-          fail_world("rank " + std::to_string(rank) + " joined with world size " +
-                     std::to_string(world_size) + ", but the world has " +
-                     std::to_string(config.world_size) + " ranks");
-          return;
+          refuse("world size mismatch");
+          return fail_world("rank " + std::to_string(rank) + " joined with world size " +
+                            std::to_string(world_size) + ", but the world has " +
+                            std::to_string(config.world_size) + " ranks");
         }
-        if (rank < 0 || rank >= config.world_size || state->members.count(rank)) {
-          promise.deliver(std::string("duplicate rank"), std::vector<std::string>{}, caf::actor{});
-          fail_world("rank " + std::to_string(rank) +
-                     (rank < 0 || rank >= config.world_size
-                          ? " is outside the world of " + std::to_string(config.world_size)
-                          : " joined twice (two processes claim it)"));
-          return;
+        if (state->members.count(rank)) {
+          refuse("duplicate rank");
+          return fail_world("rank " + std::to_string(rank) + " joined twice (two processes claim it)");
         }
         self->monitor(rank_actor);
         state->members[rank] = Joining{Member{rank, node_id, address}, rank_actor, promise};
@@ -156,6 +146,10 @@ caf::behavior registry_actor(caf::event_based_actor* self, RegistryConfig config
       },
       [=](exchange_atom, const std::string& name, int rank, const std::string& value) {
         auto promise = self->make_response_promise();
+        if (stranger("exchange", rank)) {
+          promise.deliver(not_member(rank), std::vector<std::string>{});
+          return;
+        }
         if (!state->failure.empty()) {
           promise.deliver(state->failure, std::vector<std::string>{});
           return;
@@ -171,6 +165,10 @@ caf::behavior registry_actor(caf::event_based_actor* self, RegistryConfig config
       },
       [=](leave_atom, int rank) {
         auto promise = self->make_response_promise();
+        if (stranger("leave", rank)) {
+          promise.deliver(not_member(rank));
+          return;
+        }
         if (!state->failure.empty()) {
           promise.deliver(state->failure);
           return;
@@ -182,7 +180,13 @@ caf::behavior registry_actor(caf::event_based_actor* self, RegistryConfig config
         for (auto& p : state->leaving.promises) p.deliver(std::string());
       },
       [=](beat_atom, int rank) {
-        state->last_beat[rank] = Clock::now();
+        // A rank actor starts beating before its join arrives: not news until the world formed.
+        const bool may_still_join = !state->formed && rank >= 0 && rank < config.world_size;
+        if (state->members.count(rank)) {
+          state->last_beat[rank] = Clock::now();
+        } else if (!may_still_join) {
+          stranger("beat", rank);
+        }
         return true;
       },
       [=](join_timer_atom) {
@@ -211,21 +215,15 @@ caf::behavior registry_actor(caf::event_based_actor* self, RegistryConfig config
 }
 
 Joined join_world(caf::actor_system& system, const caf::actor& registry, const Member& me,
-                  int world_size, const std::string& secret, const caf::actor& rank_actor,
-                  Deadline deadline) {
-  auto left = [&] {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-        std::max(Clock::duration::zero(), deadline - Clock::now()));
-  };
+                  int world_size, const caf::actor& rank_actor, Deadline deadline) {
   caf::scoped_actor self{system};
-  std::string nonce, error;
-  self->request(registry, left(), nonce_atom::value)
-      .receive([&](const std::string& n) { nonce = n; },
-               [&](caf::error& e) { error = "rank 0's registry did not answer: " + system.render(e); });
-  if (!error.empty()) throw Error(Errc::peer_failed, "rank " + std::to_string(me.rank) + ": " + error);
+  std::string error;
   Joined joined;
-  self->request(registry, left(), join_atom::value, me.rank, world_size, me.node_id, me.address,
-                rank_actor, join_proof(secret, nonce, me.rank, world_size))
+  self->request(registry,
+                std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::max(Clock::duration::zero(), deadline - Clock::now())),
+                join_atom::value, me.rank, world_size, kControlProtocolVersion, me.node_id,
+                me.address, rank_actor)
       .receive(
           [&](const std::string& failure, const std::vector<std::string>& directory,
               const caf::actor& leader) {

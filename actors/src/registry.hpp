@@ -1,7 +1,9 @@
 // The rendezvous registry (CAF), hosted by rank 0's process: every rank joins with its rank,
-// node identity and data-plane address, proving it holds the world's secret; once all have
-// joined, every rank learns the directory. Afterwards the registry watches the world through
-// CAF monitors and heartbeats and tells every rank when one is lost.
+// node identity and data-plane address; once all have joined, every rank learns the directory.
+// Afterwards the registry watches the world through CAF monitors and heartbeats and tells every
+// rank when one is lost. Other processes reach it only through authenticated links
+// (registry_link.hpp), which name the rank of every message they pass on; the registry itself
+// trusts the rank it is told and ignores messages from ranks that are not members.
 #pragma once
 
 #include <chrono>
@@ -15,14 +17,12 @@
 
 namespace rankmesh {
 
-using nonce_atom = caf::atom_constant<caf::atom("nonce")>;
 using join_atom = caf::atom_constant<caf::atom("join")>;
 using exchange_atom = caf::atom_constant<caf::atom("exchange")>;
 using leave_atom = caf::atom_constant<caf::atom("leave")>;
 
 struct RegistryConfig {
   int world_size = 1;
-  std::string secret;
   std::chrono::milliseconds join_timeout{30000};
   std::chrono::milliseconds failure_timeout{2000};
   std::function<void(const std::string&)> log;
@@ -43,10 +43,10 @@ struct Joined {
 };
 
 // Joins the world through `registry` (blocking, bounded by `deadline`). Throws Error naming why
-// the world could not form (wrong secret, duplicate rank, world size mismatch, missing ranks).
+// the world could not form (duplicate rank, world size or protocol version mismatch, missing
+// ranks).
 Joined join_world(caf::actor_system& system, const caf::actor& registry, const Member& me,
-                  int world_size, const std::string& secret, const caf::actor& rank_actor,
-                  Deadline deadline);
+                  int world_size, const caf::actor& rank_actor, Deadline deadline);
 
 // Every rank contributes `value` to round `round`; returns all values in rank order (blocking,
 // bounded). Used after the join to publish what depends on the directory (shm segment names).
@@ -59,9 +59,5 @@ std::vector<std::string> exchange(caf::actor_system& system, const caf::actor& r
 // exiting one after the other fail nobody.
 void leave_world(caf::actor_system& system, const caf::actor& rank_actor, int rank,
                  Deadline deadline);
-
-// The proof of the secret for a join: HMAC-SHA256 over the registry's nonce and the claim.
-std::string join_proof(const std::string& secret, const std::string& nonce, int rank,
-                       int world_size);
 
 }  // namespace rankmesh

@@ -7,8 +7,6 @@
 #include <thread>
 
 #include <caf/all.hpp>
-#include <caf/io/all.hpp>
-#include <caf/openssl/all.hpp>
 
 #include "auth.hpp"
 #include "buffer_pool.hpp"
@@ -16,6 +14,7 @@
 #include "environment.hpp"
 #include "inproc_channel.hpp"
 #include "registry.hpp"
+#include "registry_link.hpp"
 #include "parallel_state_impl.hpp"
 #include "parker.hpp"
 #include "rank_actor.hpp"
@@ -47,30 +46,7 @@ SpinPolicy spin_policy(std::chrono::microseconds spin, int processes_on_node) {
   return SpinPolicy{spin, share};
 }
 
-// Certificates for the registry's connections across hosts (mutual TLS through caf_openssl).
-struct TlsFiles {
-  std::string certificate, key, authority;
-  bool given() const { return !certificate.empty() || !key.empty() || !authority.empty(); }
-};
-
-TlsFiles tls_from_environment() {
-  auto get = [](const char* name) {
-    const char* value = std::getenv(name);
-    return std::string(value ? value : "");
-  };
-  TlsFiles tls{get("RANKMESH_TLS_CERT"), get("RANKMESH_TLS_KEY"), get("RANKMESH_TLS_CA")};
-  if (tls.given() && (tls.certificate.empty() || tls.key.empty() || tls.authority.empty()))
-    throw Error(Errc::invalid_config, "mutual TLS needs all of RANKMESH_TLS_CERT, "
-                                      "RANKMESH_TLS_KEY and RANKMESH_TLS_CA");
-  return tls;
-}
-
-bool is_loopback(const std::string& host) {
-  return host.rfind("127.", 0) == 0 || host == "localhost" || host == "::1";
-}
-
-caf::actor_system_config& configure(caf::actor_system_config& cfg, const RuntimeOptions& options,
-                                    bool distributed, const TlsFiles& tls) {
+caf::actor_system_config& configure(caf::actor_system_config& cfg, const RuntimeOptions& options) {
   unsigned cores = std::thread::hardware_concurrency();
   std::size_t threads = options.scheduler_threads > 0 ? static_cast<std::size_t>(options.scheduler_threads)
                                                       : (cores ? cores : 1);
@@ -79,13 +55,6 @@ caf::actor_system_config& configure(caf::actor_system_config& cfg, const Runtime
   cfg.set("scheduler.max-threads", threads);
   cfg.set("scheduler.policy", caf::atom("sharing"));
   cfg.set("logger.console", caf::atom("none"));
-  if (distributed) cfg.load<caf::io::middleman>();
-  if (distributed && tls.given()) {
-    cfg.openssl_certificate = tls.certificate;
-    cfg.openssl_key = tls.key;
-    cfg.openssl_cafile = tls.authority;
-    cfg.load<caf::openssl::manager>();
-  }
   return cfg;
 }
 
@@ -95,9 +64,6 @@ void default_log(const std::string& line) { std::fprintf(stderr, "%s\n", line.c_
 
 struct Runtime::Impl {
   RuntimeOptions options;
-  // The registry's connections: plain on one host (it listens on loopback only), mutual TLS
-  // across hosts — CAF's own protocol has no hook to authenticate a peer before it may talk.
-  TlsFiles tls;
   caf::actor_system_config cfg;
   caf::actor_system system;
   std::vector<int> local;  // ranks hosted here
@@ -105,13 +71,15 @@ struct Runtime::Impl {
   std::vector<caf::actor> actors;                       // by local index
   std::vector<std::unique_ptr<ParallelState>> states;   // by local index
   std::vector<caf::actor> spawned;  // every actor this runtime started, stopped at the end
-  // Across processes only:
+  // Across processes only: the registry (rank 0's actor, or elsewhere the stand-in that
+  // reaches it over the authenticated link) — CAF's middleman is never loaded, since its
+  // protocol lets any connected peer message or kill any actor before it could be checked.
   caf::actor registry;
+  std::unique_ptr<RegistryServer> registry_server;  // rank 0
+  std::unique_ptr<RegistryClient> registry_client;  // every other rank
   std::unique_ptr<DataPlane> data_plane;
 
-  Impl(RuntimeOptions opts, bool distributed, TlsFiles tls_files)
-      : options(std::move(opts)), tls(std::move(tls_files)),
-        system(configure(cfg, options, distributed, tls)) {}
+  explicit Impl(RuntimeOptions opts) : options(std::move(opts)), system(configure(cfg, options)) {}
 
   ~Impl() {
     if (data_plane && !states.empty()) {
@@ -203,6 +171,8 @@ struct Runtime::Impl {
       throw Error(Errc::invalid_argument,
                   "rank " + std::to_string(place.rank) + ": no secret: set RANKMESH_SECRET or "
                   "RANKMESH_SECRET_FILE (rankmesh launch sets one on a single node)");
+    // Nothing this rank starts inherits the secret.
+    unsetenv("RANKMESH_SECRET");
     auto context = std::make_shared<RankContext>(place.rank, place.world_size, place.local_rank,
                                                  options.timeout, options.allocator,
                                                  options.backends, options.log);
@@ -221,22 +191,24 @@ struct Runtime::Impl {
     options.log("rank " + std::to_string(place.rank) + ": data plane listening on " +
                 data_plane->address());
 
+    RegistryLinkOptions link;
+    link.rank = place.rank;
+    link.world_size = place.world_size;
+    link.secret = secret;
+    link.handshake_timeout = options.failure_timeout;
+    link.write_timeout = options.failure_timeout;
+    link.log = options.log;
+    const auto port = static_cast<std::uint16_t>(place.master_port);
     if (place.rank == 0) {
-      RegistryConfig config{place.world_size, secret, options.join_timeout,
-                            options.failure_timeout, options.log};
+      RegistryConfig config{place.world_size, options.join_timeout, options.failure_timeout,
+                            options.log};
       registry = system.spawn(registry_actor, config);
       spawned.push_back(registry);
-      const auto port_number = static_cast<std::uint16_t>(place.master_port);
-      auto port = tls.given()
-                      ? caf::openssl::publish(registry, port_number, place.master_addr.c_str(), true)
-                      : system.middleman().publish(registry, port_number, place.master_addr.c_str(), true);
-      if (!port)
-        throw Error(Errc::invalid_argument, "rank 0 could not host the registry on " +
-                                                place.master_addr + ":" +
-                                                std::to_string(place.master_port) + ": " +
-                                                system.render(port.error()));
+      registry_server = std::make_unique<RegistryServer>(system, registry, place.master_addr, port, link);
     } else {
-      registry = connect_registry(place, deadline);
+      // Rank 0 may not be up yet: the client retries until the join deadline.
+      registry_client = std::make_unique<RegistryClient>(system, place.master_addr, port, link, deadline);
+      registry = registry_client->registry();
     }
     RankActorConfig config;
     config.rank = place.rank;
@@ -250,7 +222,7 @@ struct Runtime::Impl {
     spawned.push_back(actor);
 
     Member me{place.rank, node_identity(), data_plane->address()};
-    Joined joined = join_world(system, registry, me, place.world_size, secret, actor, deadline);
+    Joined joined = join_world(system, registry, me, place.world_size, actor, deadline);
     caf::anon_send(actor, leader_atom::value, joined.leader);
     data_plane->connect(joined.members, me.node_id,
                         [&](const std::string& round, const std::string& value) {
@@ -260,23 +232,6 @@ struct Runtime::Impl {
     context->connect(data_plane->outbound(), data_plane->inbound(),
                      {data_plane->same_node(), data_plane->shared_memory()});
     add_state(place.rank, place.local_rank, std::move(context), std::move(actor));
-  }
-
-  caf::actor connect_registry(const ProcessPlace& place, Deadline deadline) {
-    // Rank 0 may not be up yet: retry until the join deadline.
-    std::string last;
-    while (Clock::now() < deadline) {
-      const auto port = static_cast<std::uint16_t>(place.master_port);
-      auto handle = tls.given() ? caf::openssl::remote_actor(system, place.master_addr, port)
-                                : system.middleman().remote_actor(place.master_addr, port);
-      if (handle) return *handle;
-      last = system.render(handle.error());
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    throw Error(Errc::timeout, "rank " + std::to_string(place.rank) + " could not reach rank 0's registry at " +
-                                   place.master_addr + ":" + std::to_string(place.master_port) +
-                                   " within " + std::to_string(options.join_timeout.count()) +
-                                   " ms (" + last + ")");
   }
 };
 
@@ -306,20 +261,11 @@ Runtime::Runtime(RuntimeOptions options) {
   if (options.transport != "auto" && options.transport != "shm" && options.transport != "tcp")
     throw Error(Errc::invalid_argument, "transport '" + options.transport +
                                             "' is none of auto, shm, tcp");
-  TlsFiles tls;
-  if (place) {
-    tls = tls_from_environment();
-    if (!is_loopback(place->master_addr) && !tls.given())
-      throw Error(Errc::invalid_config,
-                  "MASTER_ADDR " + place->master_addr + " is not a loopback address: across hosts "
-                  "the registry accepts connections only over mutual TLS; set RANKMESH_TLS_CERT, "
-                  "RANKMESH_TLS_KEY and RANKMESH_TLS_CA");
-  }
   // Received data lands in recycled (large: huge-page) blocks, not fresh pages per message.
   if (!options.allocator) options.allocator = shared_buffer_pool().allocator();
   if (!options.log) options.log = default_log;
   set_spin_policy(spin_policy(options.spin, place ? place->local_world_size : 1));
-  impl_ = std::make_unique<Impl>(std::move(options), place.has_value(), std::move(tls));
+  impl_ = std::make_unique<Impl>(std::move(options));
   if (place) {
     impl_->start_distributed(*place);
   } else {

@@ -55,5 +55,6 @@ fuzz frame_fuzz frame_seed_corpus
 fuzz landing_fuzz frame_seed_corpus --landing
 fuzz handshake_fuzz
 fuzz shm_record_fuzz
+fuzz control_fuzz
 
 exit "$status"

@@ -1,0 +1,57 @@
+// The registry's control protocol between rank 0 and every other rank, carried as frames over
+// an authenticated tcp link (the HMAC handshake of auth.hpp runs first, so every message on a
+// link comes from the rank that link authenticated; no message names its sender). A message is
+// a kind (the frame's op), a request id (the frame's seq; a reply carries its request's id) and
+// a few text fields (the metadata). CAF-free, so the fuzzer can build it alone.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "frame.hpp"
+
+namespace rankmesh {
+
+// Sent in every join; a registry of another version refuses the join naming both.
+inline constexpr std::int32_t kControlProtocolVersion = 2;
+
+// The frame group of every control frame (no data-plane group uses it).
+inline constexpr std::uint32_t kControlGroup = 0xC0A7F00D;
+
+enum class ControlKind : std::uint32_t {
+  join = 1,       // rank -> registry: protocol version, node id, data-plane address
+  joined = 2,     // registry -> rank: failure ("" when formed), then the directory lines
+  exchange = 3,   // rank -> registry: round name, value
+  exchanged = 4,  // registry -> rank: failure, then every rank's value in rank order
+  leave = 5,      // rank -> registry: nothing
+  left = 6,       // registry -> rank: failure
+  beat = 7,       // rank -> registry: nothing
+  beat_ack = 8,   // registry -> rank: nothing
+  propose = 9,    // rank -> registry: its initialize_model_parallel proposal, for the leader
+  verdict = 10,   // registry -> rank: the leader's verdict ("" when all agree)
+  fail = 11,      // registry -> rank: why the world failed
+};
+
+const char* to_string(ControlKind kind) noexcept;
+
+struct ControlMessage {
+  ControlKind kind = ControlKind::beat;
+  std::uint64_t request = 0;
+  std::vector<std::string> fields;
+  bool operator==(const ControlMessage&) const = default;
+};
+
+// At most this many fields in one message (a directory or an exchange has one per rank).
+inline constexpr std::size_t kMaxControlFields = 1 << 16;
+
+// Writes `message` into `frame` (header and metadata; no tensors). Throws Error(invalid_argument)
+// for a field count outside what its kind allows.
+void encode_control(const ControlMessage& message, Frame& frame);
+
+// Reads a control message from a received frame. Throws Error(malformed) naming what is wrong:
+// tensors, a foreign group, an unknown kind, a field count its kind does not allow, lengths that
+// overrun the metadata or leave bytes over.
+ControlMessage decode_control(const Frame& frame);
+
+}  // namespace rankmesh

@@ -1,0 +1,229 @@
+// The registry and what guards it: only members' messages count, a late or impossible join
+// fails no world, mixed builds are named; the secret file must be private, and a rank's
+// children do not inherit the secret.
+#include <doctest/doctest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <caf/all.hpp>
+#include <cstdlib>
+#include <fstream>
+#include <mutex>
+#include <thread>
+
+#include "auth.hpp"
+#include "control_message.hpp"
+#include "rank_actor.hpp"
+#include "rankmesh/error.hpp"
+#include "rankmesh/runtime.hpp"
+#include "registry.hpp"
+
+using namespace rankmesh;
+
+namespace {
+
+// Sets (or unsets, with nullptr) an environment variable for one scope.
+class ScopedEnv {
+public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    if (value) ::setenv(name, value, 1); else ::unsetenv(name);
+  }
+  ~ScopedEnv() {
+    if (old_) ::setenv(name_, old_->c_str(), 1); else ::unsetenv(name_);
+  }
+
+private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+// A rank actor's stand-in: takes failure notices and nothing else. (Spawned with an argument:
+// CAF 0.17 binds a null reference when spawning a function without any, which UBSan reports.)
+caf::behavior stand_in(caf::event_based_actor*, int) {
+  return {[](fail_atom, const std::string&) {}};
+}
+
+// A registry of `world` ranks and one stand-in rank actor per rank.
+struct RegistryWorld {
+  caf::actor_system_config cfg;
+  caf::actor_system system{cfg};
+  caf::actor registry;
+  std::vector<caf::actor> ranks;
+  std::vector<std::string> logged;
+  std::mutex mutex;
+
+  explicit RegistryWorld(int world) {
+    RegistryConfig config;
+    config.world_size = world;
+    config.join_timeout = std::chrono::seconds(30);
+    config.failure_timeout = std::chrono::seconds(30);
+    config.log = [this](const std::string& line) {
+      std::lock_guard lock(mutex);
+      logged.push_back(line);
+    };
+    registry = system.spawn(registry_actor, config);
+    for (int r = 0; r < world; ++r)
+      ranks.push_back(system.spawn(stand_in, r));
+  }
+  ~RegistryWorld() {
+    caf::anon_send_exit(registry, caf::exit_reason::user_shutdown);
+    for (auto& r : ranks) caf::anon_send_exit(r, caf::exit_reason::user_shutdown);
+  }
+
+  // Every rank joins at once; returns each one's error ("" when it joined).
+  std::vector<std::string> form() {
+    std::vector<std::string> errors(ranks.size());
+    std::vector<std::thread> threads;
+    for (int r = 0; r < static_cast<int>(ranks.size()); ++r)
+      threads.emplace_back([&, r] {
+        try {
+          join_world(system, registry, Member{r, "node", "127.0.0.1:1"},
+                     static_cast<int>(ranks.size()), ranks[static_cast<std::size_t>(r)],
+                     deadline_after(std::chrono::seconds(10)));
+        } catch (const Error& e) {
+          errors[static_cast<std::size_t>(r)] = e.what();
+        }
+      });
+    for (auto& t : threads) t.join();
+    return errors;
+  }
+
+  // A join as a link would pass it on: (failure, directory, leader).
+  std::string join(int rank, int version) {
+    caf::scoped_actor self{system};
+    std::string failure = "no answer";
+    self->request(registry, std::chrono::seconds(10), join_atom::value, rank,
+                  static_cast<int>(ranks.size()), version, std::string("node"), std::string("x:1"),
+                  caf::actor_cast<caf::actor>(self))
+        .receive([&](const std::string& f, const std::vector<std::string>&, const caf::actor&) { failure = f; },
+                 [&](caf::error& e) { failure = system.render(e); });
+    return failure;
+  }
+
+  bool logged_line(const std::string& part) {
+    std::lock_guard lock(mutex);
+    for (const auto& line : logged)
+      if (line.find(part) != std::string::npos) return true;
+    return false;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("registry: messages for ranks that are not members are dropped, the world stands") {
+  RegistryWorld world(2);
+  REQUIRE(world.form() == std::vector<std::string>{"", ""});
+  for (int i = 0; i < 1000; ++i) {
+    caf::anon_send(world.registry, beat_atom::value, 5);
+    caf::anon_send(world.registry, leave_atom::value, 7);
+    caf::anon_send(world.registry, exchange_atom::value, std::string("round"), 9, std::string("v"));
+  }
+  // Processed in order: the members' exchange after them sees a world that stands.
+  std::vector<std::string> values[2];
+  std::thread other([&] {
+    values[1] = exchange(world.system, world.registry, "round", 1, "b", deadline_after(std::chrono::seconds(10)));
+  });
+  values[0] = exchange(world.system, world.registry, "round", 0, "a", deadline_after(std::chrono::seconds(10)));
+  other.join();
+  CHECK(values[0] == std::vector<std::string>{"a", "b"});
+  CHECK(world.logged_line("dropped a 'beat' from rank 5, which is not a member"));
+  CHECK(world.logged_line("dropped a 'leave' from rank 7"));
+  CHECK(world.logged_line("dropped a 'exchange' from rank 9"));
+  std::lock_guard lock(world.mutex);
+  CHECK(world.logged.size() == 3);  // each reported once
+}
+
+TEST_CASE("registry: a beat that comes before its rank's join is answered and not reported") {
+  // A rank actor starts beating at once, and its join may arrive after its first beat.
+  RegistryWorld world(2);
+  caf::scoped_actor self{world.system};
+  bool answered = false;
+  self->request(world.registry, std::chrono::seconds(10), beat_atom::value, 1)
+      .receive([&](bool) { answered = true; }, [&](caf::error&) {});
+  CHECK(answered);
+  REQUIRE(world.form() == std::vector<std::string>{"", ""});
+  std::lock_guard lock(world.mutex);
+  CHECK(world.logged.empty());
+}
+
+TEST_CASE("registry: a join after the world formed, or outside it, is refused and fails nothing") {
+  RegistryWorld world(2);
+  REQUIRE(world.form() == std::vector<std::string>{"", ""});
+  CHECK(world.join(1, kControlProtocolVersion) == "the world has already formed");
+  CHECK(world.join(7, kControlProtocolVersion) == "rank 7 is outside the world of 2");
+  CHECK(world.join(-1, kControlProtocolVersion) == "rank -1 is outside the world of 2");
+  std::vector<std::string> values[2];
+  std::thread other([&] {
+    values[1] = exchange(world.system, world.registry, "after", 1, "b", deadline_after(std::chrono::seconds(10)));
+  });
+  values[0] = exchange(world.system, world.registry, "after", 0, "a", deadline_after(std::chrono::seconds(10)));
+  other.join();
+  CHECK(values[0] == std::vector<std::string>{"a", "b"});
+  CHECK(world.logged_line("dropped a join from rank 1: the world has already formed"));
+}
+
+TEST_CASE("registry: a join from another build names both protocol versions") {
+  RegistryWorld world(2);
+  const std::string failure = world.join(1, kControlProtocolVersion + 7);
+  CHECK(failure.find("version " + std::to_string(kControlProtocolVersion + 7)) != std::string::npos);
+  CHECK(failure.find("rank 0 speaks version " + std::to_string(kControlProtocolVersion)) != std::string::npos);
+}
+
+TEST_CASE("control messages: round trip, and malformed ones are named") {
+  Frame frame;
+  const ControlMessage sent{ControlKind::exchanged, 42, {"", "a", std::string("\0b", 2)}};
+  encode_control(sent, frame);
+  CHECK(decode_control(frame) == sent);
+  frame.metadata.push_back(0);
+  CHECK_THROWS_WITH_AS(decode_control(frame), doctest::Contains("left over"), Error);
+  frame.metadata = {0xe8, 0x03, 0, 0};  // 1000 fields in 4 bytes
+  CHECK_THROWS_WITH_AS(decode_control(frame), doctest::Contains("fields in 4 bytes"), Error);
+  frame.header.op = 99;
+  CHECK_THROWS_WITH_AS(decode_control(frame), doctest::Contains("unknown kind 99"), Error);
+  encode_control(ControlMessage{ControlKind::beat, 1, {}}, frame);
+  frame.header.group = 3;
+  CHECK_THROWS_WITH_AS(decode_control(frame), doctest::Contains("not the control group"), Error);
+  CHECK_THROWS_AS(encode_control(ControlMessage{ControlKind::join, 1, {"2"}}, frame), Error);
+}
+
+TEST_CASE("secret file: refused when group or others may read it, naming the file and its mode") {
+  char path[] = "/tmp/rankmesh-secret-XXXXXX";
+  const int fd = ::mkstemp(path);
+  REQUIRE(fd >= 0);
+  REQUIRE(::write(fd, "s3cret\n", 7) == 7);
+  ::close(fd);
+  ScopedEnv no_secret("RANKMESH_SECRET", nullptr);
+  ScopedEnv file("RANKMESH_SECRET_FILE", path);
+  ::chmod(path, 0600);
+  CHECK(load_secret() == std::optional<std::string>("s3cret"));
+  for (mode_t mode : {0640, 0604, 0660}) {
+    ::chmod(path, mode);
+    char text[8];
+    std::snprintf(text, sizeof text, "%04o", static_cast<unsigned>(mode));
+    CHECK_THROWS_WITH_AS(load_secret(), doctest::Contains((std::string(path) + " has mode " + text).c_str()), Error);
+  }
+  ::unlink(path);
+}
+
+TEST_CASE("a rank removes RANKMESH_SECRET from the environment its children inherit") {
+  // A world of one across processes: rank 0 hosts the registry on a free port.
+  const int probe = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t size = sizeof address;
+  REQUIRE(::bind(probe, reinterpret_cast<sockaddr*>(&address), size) == 0);
+  REQUIRE(::getsockname(probe, reinterpret_cast<sockaddr*>(&address), &size) == 0);
+  const std::string port = std::to_string(ntohs(address.sin_port));
+  ::close(probe);
+  ScopedEnv rank("RANK", "0"), world("WORLD_SIZE", "1"), addr("MASTER_ADDR", "127.0.0.1"),
+      master_port("MASTER_PORT", port.c_str()), secret("RANKMESH_SECRET", "inherited-by-nobody");
+  {
+    Runtime runtime{RuntimeOptions{}};
+    CHECK(std::getenv("RANKMESH_SECRET") == nullptr);
+    CHECK(runtime.world_size() == 1);
+  }
+}
