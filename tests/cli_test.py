@@ -43,8 +43,8 @@ r = run("layout", "--world-size", "16", "--tp", "8", "--pp", "2", "--placement",
 doc = json.loads(r.stdout)
 check("supernode tp", doc["tp"] == [[0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]], doc["tp"])
 check("supernode pp", doc["pp"] == [[0, 4], [1, 5], [2, 6], [3, 7], [8, 12], [9, 13], [10, 14], [11, 15]], doc["pp"])
-# DP singletons: the contiguous DP groups (over t, then p) mapped through the permutation.
-check("supernode dp", doc["dp"] == [[0], [4], [1], [5], [2], [6], [3], [7], [8], [12], [9], [13], [10], [14], [11], [15]], doc["dp"])
+# Groups are listed by first member, as the table lists them: DP singletons 0 .. 15.
+check("supernode dp", doc["dp"] == [[r] for r in range(16)], doc["dp"])
 check("supernode ep", doc["ep"] == doc["tp"], doc["ep"])
 
 # The table has one row per rank with its coordinates, then the groups.
