@@ -33,6 +33,8 @@ constexpr const char* kHelp =
     "variables: RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_ADDR and\n"
     "MASTER_PORT. Every output line is prefixed with '[rank R] '. When a rank fails, or S seconds\n"
     "pass, the other ranks are stopped and the launcher exits non-zero naming the cause.\n"
+    "SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to the ranks. Nothing a rank starts\n"
+    "outlives the rank, nor the launcher, even when the launcher is killed with SIGKILL.\n"
     "One node picks a free MASTER_PORT and, unless RANKMESH_SECRET or RANKMESH_SECRET_FILE is\n"
     "set, a random RANKMESH_SECRET for its ranks. Several nodes need --master-port and a secret.\n";
 
