@@ -62,7 +62,7 @@ def alive(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before or while we read
         return False
 
 
@@ -107,10 +107,14 @@ def marked(marker):
 
 
 def wait_until(condition, within):
+    """Whether `condition()` held at some point within `within` scaled seconds."""
     deadline = time.monotonic() + scaled(within)
-    while not condition() and time.monotonic() < deadline:
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.01)
-    return condition()
 
 
 def last_line(text):
@@ -171,11 +175,13 @@ if sys.argv[3:] == ["rank-0-only"] and os.environ["RANK"] != "0":
     time.sleep(60)
 sleeper = [sys.executable, "-c", "import time; time.sleep(60)", marker]
 subprocess.Popen(sleeper)
-if os.fork() == 0:
+daemon_parent = os.fork()
+if daemon_parent == 0:
     os.setsid()
     if os.fork() == 0:
         os.execv(sys.executable, sleeper)
     os._exit(0)
+os.waitpid(daemon_parent, 0)  # once it has exited, the daemon exists
 with open(pids, "a") as f:
     f.write(f"{os.getpid()}\n")
 time.sleep(60)

@@ -1,6 +1,7 @@
 #include "supervisor.hpp"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -14,9 +15,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
-#include <fstream>
-#include <iterator>
-#include <string>
 #include <vector>
 
 namespace rankmesh::tool {
@@ -54,14 +52,23 @@ std::vector<pid_t> children_of(pid_t parent) {
     char* end = nullptr;
     long pid = std::strtol(entry->d_name, &end, 10);
     if (*end != '\0' || pid <= 0) continue;
-    std::ifstream file(std::string("/proc/") + entry->d_name + "/stat");
-    std::string stat((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-    // "PID (COMM) STATE PPID ...": COMM may hold anything, so read past its last ')'.
-    auto paren = stat.rfind(')');
-    if (paren == std::string::npos) continue;
+    // Plain read(): a process that exits while we read fails it with ESRCH, which std::ifstream
+    // would turn into an exception.
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    char stat[512];
+    ssize_t n = ::read(fd, stat, sizeof stat - 1);
+    ::close(fd);
+    if (n <= 0) continue;
+    stat[n] = '\0';
+    // "PID (COMM) STATE PPID ...": COMM may hold anything, ')' included, so read past the last
+    // one (COMM is at most 16 bytes, so the fields we need are within the first 512).
+    const char* paren = std::strrchr(stat, ')');
     char state = 0;
     long ppid = 0;
-    if (std::sscanf(stat.c_str() + paren + 1, " %c %ld", &state, &ppid) == 2 && ppid == parent)
+    if (paren != nullptr && std::sscanf(paren + 1, " %c %ld", &state, &ppid) == 2 && ppid == parent)
       children.push_back(static_cast<pid_t>(pid));
   }
   ::closedir(proc);
@@ -217,7 +224,8 @@ void supervise(const SupervisedRank& rank) {
   try {
     Supervisor(rank).run();
   } catch (const std::exception& error) {
-    // Only an allocation can throw here; the rank, if started, dies with us (its death signal).
+    // Only an allocation can throw here (a vector of pids); the rank, if started, dies with us
+    // (its death signal).
     fail(error.what());
   }
 }
