@@ -43,8 +43,8 @@ r = run("layout", "--world-size", "16", "--tp", "8", "--pp", "2", "--placement",
 doc = json.loads(r.stdout)
 check("supernode tp", doc["tp"] == [[0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]], doc["tp"])
 check("supernode pp", doc["pp"] == [[0, 4], [1, 5], [2, 6], [3, 7], [8, 12], [9, 13], [10, 14], [11, 15]], doc["pp"])
-# DP singletons: the contiguous DP groups (over t, then p) mapped through the permutation.
-check("supernode dp", doc["dp"] == [[0], [4], [1], [5], [2], [6], [3], [7], [8], [12], [9], [13], [10], [14], [11], [15]], doc["dp"])
+# Groups are listed by first member, as the table lists them: DP singletons 0 .. 15.
+check("supernode dp", doc["dp"] == [[r] for r in range(16)], doc["dp"])
 check("supernode ep", doc["ep"] == doc["tp"], doc["ep"])
 
 # The table has one row per rank with its coordinates, then the groups.
@@ -58,12 +58,32 @@ check("table rank 5", rows[5][1] == "2/1" and rows[5][4] == "3/0" and rows[5][5]
 check("table groups", "pp:1 [1, 3]" in r.stdout and "dp:0 [0, 4]" in r.stdout, r.stdout)
 
 # --groups reads the explicit schema, implies explicit placement, and must agree with sizes.
-good = os.path.join(DATA, "groups_8.json")
+# The file is not the contiguous layout and lists groups and members in its own order, so the
+# output can only match it if the file was read and kept as written.
+good = os.path.join(DATA, "groups_8_own_order.json")
+with open(good) as f:
+    want = json.load(f)
 r = run("layout", "--groups", good, "--json")
 check("explicit exit", r.returncode == 0, r.stderr)
-check("explicit round trip", json.loads(r.stdout) == json.load(open(good)), r.stdout)
+check("explicit round trip", r.stdout.count("\n") == 1 and json.loads(r.stdout) == want, r.stdout)
 r = run("layout", "--groups", good, "--tp", "2", "--world-size", "8", "--json")
 check("explicit agreeing sizes", r.returncode == 0, r.stderr)
+check("explicit agreeing sizes output", r.stdout.strip() and json.loads(r.stdout) == want, r.stdout)
+r = run("layout", "--groups", good)
+check("explicit table exit", r.returncode == 0, r.stderr)
+lines = r.stdout.splitlines()
+check("explicit table header",
+      lines[:1] == ["world 8: tp 2, pp 4, dp 1, dcp 1, pcp 1, external dp 1, ep 2; placement explicit"],
+      lines[:1])
+rows = {int(l.split()[0]): l.split()[1:] for l in lines if l.split() and l.split()[0].isdigit()}
+# Columns tp, dcp, pcp, pp, dp, ep; each cell group/rank-in-group in the file's order.
+check("explicit table rank 4", rows.get(4) == ["0/1", "1/0", "3/0", "1/0", "4/0", "1/1"], rows.get(4))
+check("explicit table rank 5", rows.get(5) == ["1/1", "3/0", "2/0", "1/1", "5/0", "0/0"], rows.get(5))
+for kind in ("tp", "dcp", "pcp", "pp", "dp", "ep"):
+    listed = [l.strip() for l in lines if l.split() and l.split()[0][:len(kind) + 2] in
+              [f"{kind}:{digit}" for digit in "0123456789"]]
+    check(f"explicit table {kind} groups",
+          listed == [f"{kind}:{i} {group}" for i, group in enumerate(want[kind])], listed)
 expect_usage_error("explicit disagreeing tp", ["layout", "--groups", good, "--tp", "4"], "--tp 4")
 expect_usage_error("explicit bad group", ["layout", "--groups", os.path.join(DATA, "groups_bad_pp.json")], "pp group")
 expect_usage_error("explicit missing file", ["layout", "--groups", "/nonexistent.json"], "/nonexistent.json")

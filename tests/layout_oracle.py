@@ -7,7 +7,7 @@ For every valid configuration with world size <= 64 (dp*pp*pcp*tp divides the wo
 divides tp) it computes the groups the way vLLM's initialize_model_parallel does and compares
 every kind's group list exactly, order included. Properties cannot tell a layout with TP and PP
 swapped from the right one; this can. It also checks the supernode placement: the vendor table
-verbatim, and the pinned rule over every configuration the default geometry fits.
+verbatim (all four lists, group order included), and the pinned rule over every configuration the default geometry fits.
 Exits non-zero on any mismatch.
 """
 
@@ -24,10 +24,13 @@ KINDS = ("tp", "dcp", "pcp", "pp", "dp", "ep")
 DEVICES_PER_NODE = 8  # the CLI's defaults for --devices-per-node and --tp-nodes
 TP_NODES = 2
 
+# The vendor plugin's hard-coded table: its four lists, group order included.
 SUPERNODE_TABLE = {
     "world_size": 16,
     "tp": [[0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]],
     "pp": [[0, 4], [1, 5], [2, 6], [3, 7], [8, 12], [9, 13], [10, 14], [11, 15]],
+    "dp": [[r] for r in range(16)],
+    "ep": [[0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]],
 }
 
 
@@ -68,7 +71,8 @@ def supernode_fits(c):
 
 def supernode_groups(c):
     """The pinned rule: member t of logical TP group g goes to node (g // m) * k + t // s,
-    device (g % m) * s + t % s; every kind is vLLM's list mapped rank by rank."""
+    device (g % m) * s + t % s; every kind is vLLM's list mapped rank by rank, members in that
+    order, the groups listed in ascending order of their first member."""
     k, devices = TP_NODES, DEVICES_PER_NODE
     s = c["tp"] // k
     m = devices // s
@@ -80,7 +84,8 @@ def supernode_groups(c):
     logical = vllm_groups(c)
     mapped = {"world_size": c["world"]}
     for kind in KINDS:
-        mapped[kind] = [[physical(r) for r in group] for group in logical[kind]]
+        mapped[kind] = sorted(([physical(r) for r in group] for group in logical[kind]),
+                              key=lambda group: group[0])
     return mapped
 
 
@@ -125,23 +130,12 @@ def main():
         if supernode_fits(c):
             jobs.append((c, "supernode", supernode_groups(c)))
     table = dict(world=16, tp=8, pp=2, dp=1, dcp=1, pcp=1)
-    singletons = [[r] for group in SUPERNODE_TABLE["tp"] for r in group]
-    # DP singletons may come in any order (sets equal) and EP equals TP: checked apart below.
     jobs.append((table, "supernode", SUPERNODE_TABLE))
 
     # Two workers: each job is a process start, and the machine may be running a build beside.
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(lambda job: compare(binary, *job), jobs))
     mismatches = [line for problems in results for line in problems]
-
-    got, error = run_layout(binary, table, "supernode")
-    if error:
-        mismatches.append(f"supernode table: {error}")
-    else:
-        if sorted(got["dp"]) != sorted(singletons):
-            mismatches.append(f"supernode table: dp is {got['dp']}, expected 16 singletons")
-        if got["ep"] != SUPERNODE_TABLE["tp"]:
-            mismatches.append(f"supernode table: ep is {got['ep']}, expected the tp groups")
 
     contiguous = sum(1 for job in jobs if job[1] == "contiguous")
     elapsed = time.monotonic() - started

@@ -54,26 +54,25 @@ TEST_CASE("placement kinds print and parse back") {
 
 TEST_CASE("supernode: the vendor table for 16 ranks, tp 8, pp 2 comes out exactly") {
   Layout layout = supernode_layout(config_of(16, 8, 2), SupernodeGeometry{});
+  const GroupList every_rank_alone =
+      singletons({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15});
+  // The vendor plugin's four hard-coded lists, group order included.
   CHECK(layout.groups(GroupKind::tp) ==
         GroupList{{0, 1, 2, 3, 8, 9, 10, 11}, {4, 5, 6, 7, 12, 13, 14, 15}});
   CHECK(layout.groups(GroupKind::pp) == GroupList{{0, 4}, {1, 5}, {2, 6}, {3, 7},
                                                   {8, 12}, {9, 13}, {10, 14}, {11, 15}});
-  // Singletons, in the contiguous DP order (tp outer, pp inner) mapped through the permutation.
-  CHECK(layout.groups(GroupKind::dp) ==
-        singletons({0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15}));
+  CHECK(layout.groups(GroupKind::dp) == every_rank_alone);
   CHECK(layout.groups(GroupKind::ep) == layout.groups(GroupKind::tp));
-  CHECK(layout.groups(GroupKind::dcp) ==
-        singletons({0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15}));
-  CHECK(layout.groups(GroupKind::pcp) == layout.groups(GroupKind::dcp));
-  CHECK(layout.groups(GroupKind::world) ==
-        GroupList{{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}});
+  CHECK(layout.groups(GroupKind::dcp) == every_rank_alone);
+  CHECK(layout.groups(GroupKind::pcp) == every_rank_alone);
+  CHECK(layout.groups(GroupKind::world) == GroupList{iota(16)});
   CHECK(to_json(layout) ==
         "{\"world_size\": 16, \"tp\": [[0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]], "
-        "\"dcp\": [[0], [1], [2], [3], [8], [9], [10], [11], [4], [5], [6], [7], [12], [13], [14], "
-        "[15]], \"pcp\": [[0], [1], [2], [3], [8], [9], [10], [11], [4], [5], [6], [7], [12], "
+        "\"dcp\": [[0], [1], [2], [3], [4], [5], [6], [7], [8], [9], [10], [11], [12], [13], [14], "
+        "[15]], \"pcp\": [[0], [1], [2], [3], [4], [5], [6], [7], [8], [9], [10], [11], [12], "
         "[13], [14], [15]], \"pp\": [[0, 4], [1, 5], [2, 6], [3, 7], [8, 12], [9, 13], [10, 14], "
-        "[11, 15]], \"dp\": [[0], [4], [1], [5], [2], [6], [3], [7], [8], [12], [9], [13], [10], "
-        "[14], [11], [15]], \"ep\": [[0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]]}");
+        "[11, 15]], \"dp\": [[0], [1], [2], [3], [4], [5], [6], [7], [8], [9], [10], [11], [12], "
+        "[13], [14], [15]], \"ep\": [[0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]]}");
 
   const ParallelConfig config = config_of(16, 8, 2);
   CHECK(supernode_physical_rank(config, {}, 3) == 3);
@@ -82,14 +81,36 @@ TEST_CASE("supernode: the vendor table for 16 ranks, tp 8, pp 2 comes out exactl
   CHECK(supernode_physical_rank(config, {}, 15) == 15);
 }
 
+TEST_CASE("supernode: groups listed by first member, members in logical order (16 ranks, tp 4, pp 2, dp 2)") {
+  // Worked by hand: logical rank d*8 + p*4 + t is TP group g = 2d + p, member t, which goes to
+  // node t/2, device 2g + t%2. Mapped in vLLM's order, the PP and DP lists would start
+  // [0, 2], [1, 3], [8, 10] and [0, 4], [2, 6], [1, 5]; listed by first member they read:
+  Layout layout = supernode_layout(config_of(16, 4, 2, 2), SupernodeGeometry{});
+  CHECK(layout.groups(GroupKind::tp) ==
+        GroupList{{0, 1, 8, 9}, {2, 3, 10, 11}, {4, 5, 12, 13}, {6, 7, 14, 15}});
+  CHECK(layout.groups(GroupKind::pp) == GroupList{{0, 2}, {1, 3}, {4, 6}, {5, 7},
+                                                  {8, 10}, {9, 11}, {12, 14}, {13, 15}});
+  CHECK(layout.groups(GroupKind::dp) == GroupList{{0, 4}, {1, 5}, {2, 6}, {3, 7},
+                                                  {8, 12}, {9, 13}, {10, 14}, {11, 15}});
+  // EP members keep vLLM's order (dp outer, tp inner), which is not ascending.
+  CHECK(layout.groups(GroupKind::ep) ==
+        GroupList{{0, 1, 8, 9, 4, 5, 12, 13}, {2, 3, 10, 11, 6, 7, 14, 15}});
+  CHECK(layout.groups(GroupKind::world) == GroupList{iota(16)});
+  // Rank-in-group follows the members' order, wherever the group is listed.
+  CHECK(layout.coordinate(GroupKind::ep, 4).group == 0);
+  CHECK(layout.coordinate(GroupKind::ep, 4).rank_in_group == 4);
+  CHECK(layout.coordinate(GroupKind::pp, 6).group == 2);
+  CHECK(layout.coordinate(GroupKind::pp, 6).rank_in_group == 1);
+}
+
 TEST_CASE("supernode with DCP keeps each DCP group inside its TP group") {
   // Left contiguous, as the vendor plugin leaves it, DCP group 0 would be [0, ..., 7] and span
   // both TP groups; mapped through the permutation it is TP group 0 itself.
   Layout whole = supernode_layout(config_of(16, 8, 2, 1, 8), SupernodeGeometry{});
   CHECK(whole.groups(GroupKind::dcp) == whole.groups(GroupKind::tp));
   Layout pairs = supernode_layout(config_of(16, 8, 2, 1, 2), SupernodeGeometry{});
-  CHECK(pairs.groups(GroupKind::dcp) == GroupList{{0, 1}, {2, 3}, {8, 9}, {10, 11},
-                                                  {4, 5}, {6, 7}, {12, 13}, {14, 15}});
+  CHECK(pairs.groups(GroupKind::dcp) == GroupList{{0, 1}, {2, 3}, {4, 5}, {6, 7},
+                                                  {8, 9}, {10, 11}, {12, 13}, {14, 15}});
 }
 
 TEST_CASE("supernode generalises: every geometry that fits gives a placement with its promise") {
@@ -132,14 +153,18 @@ TEST_CASE("supernode generalises: every geometry that fits gives a placement wit
         std::ranges::sort(sorted);
         REQUIRE(sorted == iota(config.world_size));
 
-        // Every kind but the world is the contiguous layout mapped rank by rank, order kept.
+        // Every kind but the world is the contiguous layout mapped rank by rank, members in
+        // their logical order, the groups listed in ascending order of their first member.
         for (GroupKind kind : kAllGroupKinds) {
           if (kind == GroupKind::world) continue;
           GroupList mapped = logical.groups(kind);
           for (Group& group : mapped)
             for (int& rank : group) rank = physical[static_cast<std::size_t>(rank)];
-          REQUIRE(layout.groups(kind) == mapped);
+          const GroupList& listed = layout.groups(kind);
+          REQUIRE(std::ranges::is_permutation(listed, mapped));
+          REQUIRE(std::ranges::is_sorted(listed, {}, [](const Group& group) { return group.front(); }));
         }
+        REQUIRE(layout.groups(GroupKind::world) == GroupList{iota(config.world_size)});
 
         // Each TP group: tp_nodes distinct nodes, tp/tp_nodes consecutive devices on each.
         for (const Group& group : layout.groups(GroupKind::tp)) {
@@ -164,8 +189,13 @@ TEST_CASE("supernode generalises: every geometry that fits gives a placement wit
                                            layout.coordinate(GroupKind::tp, group[0]).group;
         REQUIRE(dcp_inside);
 
-        // One node per TP group, its devices in order: nothing moves.
-        if (nodes == 1) REQUIRE(layout == logical);
+        // One node per TP group, its devices in order: no rank moves, so every group is the
+        // contiguous layout's (only the order of the list may differ).
+        if (nodes == 1) {
+          REQUIRE(physical == iota(config.world_size));
+          for (GroupKind kind : kAllGroupKinds)
+            REQUIRE(std::ranges::is_permutation(layout.groups(kind), logical.groups(kind)));
+        }
       }
     }
   }

@@ -1,5 +1,6 @@
 #include "rankmesh/placement.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <numeric>
 #include <string>
@@ -219,9 +220,15 @@ Layout supernode_layout(const ParallelConfig& config, const SupernodeGeometry& g
     GroupList mapped = logical.groups(kind);
     // The world group stays in global-rank order, as vLLM's is: its rank_in_group is the
     // process's global rank, which a placement does not rename.
-    if (kind != GroupKind::world)
+    if (kind != GroupKind::world) {
       for (Group& group : mapped)
         for (int& rank : group) rank = physical[static_cast<std::size_t>(rank)];
+      // Members keep their logical order (it defines rank-in-group and next/prev); the groups
+      // are listed in ascending order of their first member, as the vendor table lists them
+      // (its DP singletons run 0, 1, ..., 15). A kind partitions the world, so first members
+      // are distinct and the order is total.
+      std::ranges::sort(mapped, {}, [](const Group& group) { return group.front(); });
+    }
     groups[index(kind)] = std::move(mapped);
   }
   Layout layout(config.world_size, std::move(groups));

@@ -33,11 +33,15 @@ constexpr const char* kHelp =
     "variables: RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_ADDR and\n"
     "MASTER_PORT. Every output line is prefixed with '[rank R] '. When a rank fails, or S seconds\n"
     "pass, the other ranks are stopped and the launcher exits non-zero naming the cause.\n"
+    "SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to the ranks. Nothing a rank starts\n"
+    "outlives the rank, nor the launcher, even when the launcher is killed with SIGKILL.\n"
     "One node picks a free MASTER_PORT and, unless RANKMESH_SECRET or RANKMESH_SECRET_FILE is\n"
     "set, a random RANKMESH_SECRET for its ranks. Several nodes need --master-port and a secret.\n";
 
 // How long stopped ranks get to exit before SIGKILL.
 constexpr std::chrono::seconds kGrace{5};
+// How long the last line waits for a stalled reader of stderr.
+constexpr std::chrono::seconds kReportPatience{1};
 
 // Exit statuses besides 0 and the usage error's 2; an interrupted run exits with 128 + signal,
 // as a shell reports a process killed by it.
@@ -158,6 +162,11 @@ std::string describe(const ChildExit& exit) {
   return text;
 }
 
+// Writes "rankmesh launch: <line>" to stderr, waiting at most kReportPatience for its reader.
+void report(const std::string& line) {
+  write_within(STDERR_FILENO, "rankmesh launch: " + line + "\n", kReportPatience);
+}
+
 }  // namespace
 
 int launch_command(const std::vector<std::string>& argv) {
@@ -198,16 +207,14 @@ int launch_command(const std::vector<std::string>& argv) {
       return 0;
     case GroupEnding::Cause::child_failed: {
       int rank = launch.node_rank * launch.nproc_per_node + static_cast<int>(ending.child);
-      std::fprintf(stderr, "rankmesh launch: rank %d %s\n", rank, describe(ending.exit).c_str());
+      report("rank " + std::to_string(rank) + " " + describe(ending.exit));
       return kRankFailed;
     }
     case GroupEnding::Cause::interrupted:
-      std::fprintf(stderr, "rankmesh launch: received SIG%s; stopped every rank\n",
-                   ::sigabbrev_np(ending.signal));
+      report(std::string("received SIG") + ::sigabbrev_np(ending.signal) + "; stopped every rank");
       return 128 + ending.signal;
     case GroupEnding::Cause::timed_out:
-      std::fprintf(stderr, "rankmesh launch: timed out after %lld s; stopped every rank\n",
-                   static_cast<long long>(launch.timeout->count()));
+      report("timed out after " + std::to_string(launch.timeout->count()) + " s; stopped every rank");
       return kTimedOut;
   }
   return kRankFailed;

@@ -1,12 +1,14 @@
 // A process group: programs started and stopped together, their output relayed line by line.
-// The children share one new process group and die with the launcher, even when it is killed
-// with SIGKILL (PR_SET_PDEATHSIG); nothing left in the group outlives run_process_group().
+// Each program runs under a supervisor of its own (supervisor.hpp) that ends the program's whole
+// tree when the program exits, when the run stops it, and when the launcher dies, even by
+// SIGKILL: nothing a program started outlives run_process_group(), nor a killed launcher.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace rankmesh::tool {
@@ -28,14 +30,21 @@ struct GroupEnding {
   Cause cause = Cause::all_succeeded;
   std::size_t child = 0;  // child_failed: index of the first child that failed
   ChildExit exit;         // child_failed: how it ended
-  int signal = 0;         // interrupted: the SIGINT or SIGTERM the caller received
+  int signal = 0;         // interrupted: the SIGINT, SIGTERM, SIGHUP or SIGQUIT received
 };
 
-// Runs the children until all have exited. SIGINT and SIGTERM sent to the caller are forwarded
-// to them; when one fails, or `timeout` passes, the others get SIGTERM. Children still running
-// `grace` after a SIGTERM get SIGKILL. Throws std::system_error when a child cannot be started.
+// Runs the children until all have exited. SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to the
+// caller are forwarded to them; when one fails, or `timeout` passes, the others get SIGTERM.
+// Children still running `grace` after a signal are killed, their trees with them. Output is
+// relayed without ever blocking on the caller's stdout or stderr, so `timeout` holds even when
+// their reader stalls; after a signal or the timeout, output the reader has not taken within a
+// second of the children's end is dropped. Throws std::system_error when a child cannot be started.
 GroupEnding run_process_group(const std::vector<ChildSpec>& children,
                               std::optional<std::chrono::milliseconds> timeout,
                               std::chrono::milliseconds grace);
+
+// Writes `text` to `fd` unless its reader takes none of it for `patience`: the launcher's last
+// word must not hang it behind a stalled reader either.
+void write_within(int fd, std::string_view text, std::chrono::milliseconds patience);
 
 }  // namespace rankmesh::tool

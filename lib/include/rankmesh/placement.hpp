@@ -27,7 +27,9 @@ struct SupernodeGeometry {
 int supernode_physical_rank(const ParallelConfig& config, const SupernodeGeometry& geometry,
                             int logical_rank);
 
-// The contiguous layout with every rank mapped through the supernode permutation.
+// The contiguous layout with every rank mapped through the supernode permutation; each kind's
+// groups (but the world's) then listed in ascending order of their first member, members
+// keeping their logical order.
 Layout supernode_layout(const ParallelConfig& config, const SupernodeGeometry& geometry);
 
 // Group lists from JSON text in `rankmesh layout --json`'s schema, validated (Layout::check()).
