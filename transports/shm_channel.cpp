@@ -293,6 +293,9 @@ std::string ShmChannel::closed_reason() const {
 }
 
 void ShmChannel::close(const std::string& reason) {
+  // The sender's caller may reuse what it lent once the channel is closed: the receiver
+  // discards what it reads of it from now on (the flag alone; lent_ belongs to send()).
+  if (!receiver_) at(control_->withdrawn).store(1, std::memory_order_seq_cst);
   shm::close(control_->closure, reason);
   if (receiver_ && !unlinked_.exchange(true)) shm_unlink(name_.c_str());
   shm::notify(control_->data_epoch, control_->data_sleepers);

@@ -14,10 +14,6 @@
 namespace rankmesh {
 namespace {
 
-std::uint32_t make_group_id(GroupKind kind, int index) {
-  return (static_cast<std::uint32_t>(kind) << 24) | static_cast<std::uint32_t>(index);
-}
-
 std::string key_of(const std::vector<std::string>& path) {
   std::string key;
   for (const auto& part : path) {
@@ -88,31 +84,63 @@ public:
     return group_rank;
   }
 
-  // --- point-to-point: FIFO per (group, src, dst), numbered per peer.
-  void send_p2p(int dst, OpCode op, Frame& f) {
-    auto& seq = g_.send_seq_[static_cast<std::size_t>(dst)];
+  // --- point-to-point: FIFO per (group, src, dst), numbered per peer. A number stands for one
+  // send or receive call, whatever becomes of it, as a collective's number does: the k-th send
+  // to a peer pairs with that peer's k-th receive. A receive that times out uses up its number
+  // (its message, if it ever comes, is discarded); so does a send that fails, and the receive
+  // paired with it either timed out as well or finds the gap and says so. Neither side's
+  // failure shifts which message a later receive gets. Only a send refused for its arguments
+  // before anything left (invalid_argument, limit_exceeded) gives its number back: the caller
+  // learns at once that it was never made, and the receiver never waited for it.
+  template <class Send>
+  void numbered_send(int dst, Send&& send) {
+    auto& next = g_.send_seq_[static_cast<std::size_t>(dst)];
+    const std::uint64_t seq = next++;
+    try {
+      send(seq);
+    } catch (const Error& e) {
+      if (e.code() == Errc::invalid_argument || e.code() == Errc::limit_exceeded) --next;
+      throw;
+    }
+  }
+
+  void send_p2p(int dst, OpCode op, std::uint64_t seq, Frame& f) {
     f.header = FrameHeader{g_.group_id_, static_cast<std::uint32_t>(op), seq, ctx_.rank()};
     note(f, dst, true);
     ctx_.send(g_.ranks_[static_cast<std::size_t>(dst)], f, deadline_, describe_);
-    ++seq;  // only once sent: a send that failed never reaches the receiver
   }
 
   void recv_p2p(int src, OpCode op, Frame& f) {
     auto& next = g_.recv_seq_[static_cast<std::size_t>(src)];
-    const std::uint64_t expected = next;
+    const std::uint64_t expected = next++;
+    const int from = g_.ranks_[static_cast<std::size_t>(src)];
     while (true) {
-      if (!ctx_.recv(g_.ranks_[static_cast<std::size_t>(src)], g_.group_id_, false, f, deadline_, describe_)) {
-        ++next;  // the message, if it ever comes, belongs to this timed-out receive
+      if (!ctx_.recv(from, g_.group_id_, false, f, deadline_, describe_))
         throw ctx_.reported(Error(Errc::timeout, where() + " waited " + ms(g_.timeout_) + " for " +
                                        op_name(static_cast<std::uint32_t>(op)) + " #" +
                                        std::to_string(expected) + " from " + who(src) +
                                        ", which did not come"));
-      }
       if (f.header.seq < expected) continue;  // late: its receive timed out, discard
-      next = f.header.seq + 1;
       note(f, src, false);
-      if (f.header.seq != expected || f.header.op != static_cast<std::uint32_t>(op))
-        throw mismatch(src, op, expected, f.header);
+      if (f.header.seq > expected) {
+        // The sender's calls #expected .. #seq-1 failed before their message left: this receive
+        // has none. The message that came is kept for the next receive.
+        const std::uint64_t got = f.header.seq;
+        next = got;
+        ctx_.put_back(from, std::move(f));
+        f = Frame{};
+        throw ctx_.reported(Error(
+            Errc::mismatch, where() + " expected " + op_name(static_cast<std::uint32_t>(op)) +
+                                " #" + std::to_string(expected) + " from " + who(src) +
+                                ", whose send" +
+                                (got - expected > 1 ? "s #" + std::to_string(expected) + "..#" +
+                                                          std::to_string(got - 1)
+                                                    : " #" + std::to_string(expected)) +
+                                " failed there, so nothing came for this receive; its next "
+                                "message, #" + std::to_string(got) +
+                                ", is left for the next receive"));
+      }
+      if (f.header.op != static_cast<std::uint32_t>(op)) throw mismatch(src, op, expected, f.header);
       return;
     }
   }
@@ -272,6 +300,11 @@ public:
   void send_dict(const TensorDict& dict, bool donate, std::optional<int> dst,
                  GroupCoordinator* ag, const AllGatherTensors& overrides) {
     const int to = check_other_peer(dst.value_or(g_.next_rank_in_group()), "dst");
+    numbered_send(to, [&](std::uint64_t seq) { send_dict_to(to, seq, dict, donate, ag, overrides); });
+  }
+
+  void send_dict_to(int to, std::uint64_t seq, const TensorDict& dict, bool donate,
+                    GroupCoordinator* ag, const AllGatherTensors& overrides) {
     SplitDict parts = split(dict);
     Frame& f = frame();
     f.tensors.clear();
@@ -298,7 +331,7 @@ public:
       }
     }
     encode(parts.metadata, f.metadata);
-    send_p2p(to, OpCode::tensor_dict, f);
+    send_p2p(to, OpCode::tensor_dict, seq, f);
   }
 
   // Rebuilds a dict from a received frame: checks each payload against the metadata, undoes
@@ -450,6 +483,49 @@ public:
     return out;
   }
 
+  // The caller's tensor, lent to the channels of the peers it was sent to (exchange's direct
+  // path). However the operation ends, no peer may read it afterwards, when the caller may
+  // already be changing it: each channel has either let go of it or is closed, so that its
+  // peer's receive fails instead of returning bytes that mix old and new.
+  class LentInput {
+  public:
+    LentInput(GroupOps& ops, bool direct) : ops_(ops), direct_(direct) {}
+    LentInput(const LentInput&) = delete;
+    LentInput& operator=(const LentInput&) = delete;
+    void lend_to(int j) {
+      if (direct_) lent_.push_back(j);
+    }
+    // Waits until the peers' channels have let go of it; throws like RankContext::release.
+    void take_back() {
+      while (!lent_.empty()) {
+        ops_.ctx_.release(ops_.global(lent_.back()), ops_.deadline_, ops_.describe_);
+        lent_.pop_back();
+      }
+    }
+    ~LentInput() {
+      for (int j : lent_) {
+        const int peer = ops_.global(j);
+        if (ops_.ctx_.released(peer)) continue;
+        try {
+          ops_.ctx_.close_channel_to(
+              peer, ops_.where() + " failed while rank " + std::to_string(peer) +
+                        " could still read its input, which the caller may change from now on; "
+                        "the channel is closed so that rank " + std::to_string(peer) +
+                        " fails instead");
+        } catch (...) {
+          // A channel that cannot even close is already closed: nobody reads through it.
+        }
+      }
+    }
+
+  private:
+    GroupOps& ops_;
+    const bool direct_;
+    std::vector<int> lent_;  // group ranks whose channels may still read the input
+  };
+
+  int global(int group_rank) const { return g_.ranks_[static_cast<std::size_t>(group_rank)]; }
+
   // Sends `mine` to every peer and returns every member's tensor in group-rank order. With
   // `slots` (one per member), each peer's tensor is read straight into its slot where the
   // transport allows and it fits; the caller checks which ones landed.
@@ -463,12 +539,14 @@ public:
     const auto& ready = mine.ready_event();
     bool direct = mine.device().type == DeviceType::cpu && (!ready || ready->query());
     for (int j = 0; j < n() && direct; ++j)
-      direct = j == me() || ctx_.releases_payloads(g_.ranks_[static_cast<std::size_t>(j)]);
+      direct = j == me() || ctx_.releases_payloads(global(j));
     Tensor shared = n() > 1 && !direct ? copy_of(mine) : mine;
+    LentInput lent(*this, direct);
     for (int j = 0; j < n(); ++j) {
       if (j == me()) continue;
       f.metadata.clear();
       f.tensors.assign(1, shared);
+      lent.lend_to(j);
       send_coll(j, op, seq, f);
     }
     std::vector<Tensor> all(static_cast<std::size_t>(n()));
@@ -480,9 +558,7 @@ public:
       recv_coll(j, op, seq, f, std::nullopt, slots != nullptr ? &landing : nullptr);
       all[static_cast<std::size_t>(j)] = only_tensor(j, f);
     }
-    if (direct)
-      for (int j = 0; j < n(); ++j)
-        if (j != me()) ctx_.release(g_.ranks_[static_cast<std::size_t>(j)], deadline_, describe_);
+    lent.take_back();
     return all;
   }
 
@@ -595,7 +671,9 @@ private:
 GroupCoordinator::GroupCoordinator(std::shared_ptr<RankContext> rank, GroupKind kind,
                                    int group_index, Group ranks)
     : context_(std::move(rank)), kind_(kind), group_index_(group_index),
-      group_id_(make_group_id(kind, group_index)), ranks_(std::move(ranks)),
+      group_id_(RankContext::group_id(kind, group_index,
+                                      kind == GroupKind::world ? 0 : context_->layout_epoch())),
+      ranks_(std::move(ranks)),
       name_(std::string(to_string(kind)) + ":" + std::to_string(group_index)),
       timeout_(context_->default_timeout()), send_seq_(ranks_.size(), 0),
       recv_seq_(ranks_.size(), 0) {
@@ -625,10 +703,12 @@ GraphCapture GroupCoordinator::graph_capture(std::shared_ptr<Stream> stream) con
 void GroupCoordinator::send_object(const Value& object, int dst) {
   GroupOps ops(*this, "send_object");
   ops.check_other_peer(dst, "dst");
-  Frame& f = ops.frame();
-  encode(object, f.metadata);
-  f.tensors.clear();
-  ops.send_p2p(dst, OpCode::object, f);
+  ops.numbered_send(dst, [&](std::uint64_t seq) {
+    Frame& f = ops.frame();
+    encode(object, f.metadata);
+    f.tensors.clear();
+    ops.send_p2p(dst, OpCode::object, seq, f);
+  });
 }
 
 Value GroupCoordinator::recv_object(int src) {

@@ -12,7 +12,9 @@
 //   in the same order on every member. Every message carries the group's sequence number and its
 //   operation, so a mismatch (different operation, different order) is an Error(mismatch) naming
 //   both sides. A message that arrives after its receive timed out is discarded, never delivered
-//   to a later receive.
+//   to a later receive. A send that fails keeps its place in the order too: the receive paired
+//   with it times out or fails with an Error(mismatch) naming both sides, and the next receive
+//   gets the next message.
 // - Timeouts. Every blocking call gives up after timeout() with an Error(timeout) naming the
 //   group, the peer and what it waited for; the coordinator stays usable.
 // - Objects are plain codec values (None, bool, int, float, string, bytes, lists of these).
