@@ -25,6 +25,41 @@ namespace rankmesh::test {
 
 enum class Transport { inproc, shm, tcp };
 
+// What one rank sent to another: each frame's operation and payload bytes, in order.
+struct Sent {
+  std::uint32_t op;
+  std::size_t payload_bytes;
+};
+
+// A channel that notes what goes through it and passes everything on.
+class NotingChannel final : public Channel {
+public:
+  explicit NotingChannel(std::shared_ptr<Channel> inner) : inner_(std::move(inner)) {}
+  void send(Frame& frame, Deadline deadline) override {
+    std::size_t bytes = 0;
+    for (const Tensor& t : frame.tensors) bytes += t.nbytes();
+    const std::uint32_t op = frame.header.op;
+    inner_->send(frame, deadline);
+    std::lock_guard lock(mutex_);
+    sent_.push_back(Sent{op, bytes});
+  }
+  bool recv(Frame& frame, Deadline deadline) override { return inner_->recv(frame, deadline); }
+  void close(const std::string& reason) override { inner_->close(reason); }
+  void land(const Landing* landing) noexcept override { inner_->land(landing); }
+  bool keeps_payload(std::size_t nbytes) const noexcept override { return inner_->keeps_payload(nbytes); }
+  bool releases_payloads() const noexcept override { return inner_->releases_payloads(); }
+  bool release(Deadline deadline) override { return inner_->release(deadline); }
+  std::vector<Sent> sent() const {
+    std::lock_guard lock(mutex_);
+    return sent_;
+  }
+
+private:
+  std::shared_ptr<Channel> inner_;
+  mutable std::mutex mutex_;
+  std::vector<Sent> sent_;
+};
+
 inline const char* to_string(Transport transport) {
   switch (transport) {
     case Transport::inproc: return "inproc";
@@ -51,6 +86,12 @@ public:
         connect_pair(transport, a, b, out[at(a)][at(b)], in[at(b)][at(a)], out[at(b)][at(a)],
                      in[at(a)][at(b)]);
       }
+    noted_.assign(at(n), std::vector<std::shared_ptr<NotingChannel>>(at(n)));
+    for (int from = 0; from < n; ++from)
+      for (int to = 0; to < n; ++to)
+        if (from != to)
+          out[at(from)][at(to)] = noted_[at(from)][at(to)] =
+              std::make_shared<NotingChannel>(out[at(from)][at(to)]);
     for (int r = 0; r < n; ++r) {
       auto context = std::make_shared<RankContext>(
           r, n, r, timeout, [](const Shape& shape, DType dtype) { return Tensor::empty(shape, dtype); },
@@ -90,6 +131,11 @@ public:
       });
     for (auto& thread : threads) thread.join();
     return errors;
+  }
+
+  // The frames rank `from` has sent to rank `to` so far.
+  std::vector<Sent> sent(int from, int to) const {
+    return noted_[static_cast<std::size_t>(from)][static_cast<std::size_t>(to)]->sent();
   }
 
   // Every line the ranks logged, joined.
@@ -168,6 +214,7 @@ private:
   }
 
   std::vector<int> node_of_;
+  std::vector<std::vector<std::shared_ptr<NotingChannel>>> noted_;  // [from][to]
   std::vector<std::shared_ptr<RankContext>> contexts_;
   mutable std::mutex log_mutex_;
   std::string log_;

@@ -288,13 +288,34 @@ public:
   // all-gather group shares this rank's node — and for payloads large enough that the extra
   // collective's latency does not dominate. On one node every link is as fast as the others and
   // sending whole moves no more bytes with one step less (measured: scripts/bench.sh, (c)).
-  bool slice_pays(const GroupCoordinator& ag, int dst, std::size_t nbytes) const {
-    constexpr std::size_t kMinSlicedBytes = std::size_t{1} << 20;
-    if (nbytes < kMinSlicedBytes) return false;
-    if (ctx_.same_node(g_.ranks_[static_cast<std::size_t>(dst)])) return false;
-    for (int member : ag.ranks_)
+  // The receivers all-gather together, so every sender of the group must choose alike; but on
+  // mixed topologies one member's peer shares its node while another's does not. So the choice
+  // rests only on what the members share: the tensor's size, whether the all-gather group lies
+  // on one node, and whether any member's link leaves it (agreed once, see below).
+  static constexpr std::size_t kMinSlicedBytes = std::size_t{1} << 20;
+  bool slice_pays(bool links_leave_node, std::size_t nbytes) const {
+    return links_leave_node && nbytes >= kMinSlicedBytes;
+  }
+  bool on_one_node(const GroupCoordinator& group) const {
+    for (int member : group.ranks_)
       if (!ctx_.same_node(member)) return false;
     return true;
+  }
+  // Whether, for the members of `ag` sending to group rank `to` of their p2p groups, any link
+  // leaves the node: asked once per (all-gather group, destination) with a one-element
+  // all_reduce on `ag` — every member sends at the same step, so all of them ask together —
+  // and remembered. False without asking where `ag` does not lie on one node (slicing never
+  // pays there), which every member sees alike.
+  bool links_leave_node(GroupCoordinator* ag, int to) {
+    if (ag == nullptr || ag->world_size() == 1 || !on_one_node(*ag)) return false;
+    const auto key = std::make_pair(ag->group_id_, to);
+    if (auto known = g_.links_leave_node_.find(key); known != g_.links_leave_node_.end())
+      return known->second;
+    Tensor leaves = ctx_.allocate(Shape{1}, DType::i32);
+    *leaves.data_as<std::int32_t>() = ctx_.same_node(global(to)) ? 0 : 1;
+    const bool any = *ag->all_reduce(leaves, ReduceOp::max).data_as<std::int32_t>() != 0;
+    g_.links_leave_node_.emplace(key, any);
+    return any;
   }
 
   void send_dict(const TensorDict& dict, bool donate, std::optional<int> dst,
@@ -306,6 +327,7 @@ public:
   void send_dict_to(int to, std::uint64_t seq, const TensorDict& dict, bool donate,
                     GroupCoordinator* ag, const AllGatherTensors& overrides) {
     SplitDict parts = split(dict);
+    const bool leaves_node = links_leave_node(ag, to);  // before the frame: it may talk on `ag`
     Frame& f = frame();
     f.tensors.clear();
     std::size_t index = 0;
@@ -317,7 +339,7 @@ public:
       // The key is spelled out only where a per-key rule may apply (not per message otherwise).
       const std::string key = ag != nullptr ? key_of(entry.path) : std::string();
       entry.tensor.sliced = may_slice(ag, overrides, key, numel) &&
-                            (forced(overrides, key).value_or(false) || slice_pays(*ag, to, t.nbytes()));
+                            (forced(overrides, key).value_or(false) || slice_pays(leaves_node, t.nbytes()));
       if (entry.tensor.sliced) {
         if (numel % ag->world_size() != 0)
           throw Error(Errc::invalid_argument,
