@@ -121,7 +121,6 @@ public:
                                        std::to_string(expected) + " from " + who(src) +
                                        ", which did not come"));
       if (f.header.seq < expected) continue;  // late: its receive timed out, discard
-      note(f, src, false);
       if (f.header.seq > expected) {
         // The sender's calls #expected .. #seq-1 failed before their message left: this receive
         // has none. The message that came is kept for the next receive.
@@ -140,6 +139,7 @@ public:
                                 "message, #" + std::to_string(got) +
                                 ", is left for the next receive"));
       }
+      note(f, src, false);
       if (f.header.op != static_cast<std::uint32_t>(op)) throw mismatch(src, op, expected, f.header);
       return;
     }
@@ -514,20 +514,20 @@ public:
     LentInput(GroupOps& ops, bool direct) : ops_(ops), direct_(direct) {}
     LentInput(const LentInput&) = delete;
     LentInput& operator=(const LentInput&) = delete;
+    // Peers are lent the input in ascending group-rank order.
     void lend_to(int j) {
-      if (direct_) lent_.push_back(j);
+      if (direct_) lent_end_ = j + 1;
     }
     // Waits until the peers' channels have let go of it; throws like RankContext::release.
     void take_back() {
-      while (!lent_.empty()) {
-        ops_.ctx_.release(ops_.global(lent_.back()), ops_.deadline_, ops_.describe_);
-        lent_.pop_back();
-      }
+      for (; released_end_ < lent_end_; ++released_end_)
+        if (released_end_ != ops_.me())
+          ops_.ctx_.release(ops_.global(released_end_), ops_.deadline_, ops_.describe_);
     }
     ~LentInput() {
-      for (int j : lent_) {
+      for (int j = released_end_; j < lent_end_; ++j) {
         const int peer = ops_.global(j);
-        if (ops_.ctx_.released(peer)) continue;
+        if (j == ops_.me() || ops_.ctx_.released(peer)) continue;
         try {
           ops_.ctx_.close_channel_to(
               peer, ops_.where() + " failed while rank " + std::to_string(peer) +
@@ -543,7 +543,8 @@ public:
   private:
     GroupOps& ops_;
     const bool direct_;
-    std::vector<int> lent_;  // group ranks whose channels may still read the input
+    int lent_end_ = 0;      // group ranks below this one were lent the input (this rank aside)
+    int released_end_ = 0;  // ... and those below this one have let go of it
   };
 
   int global(int group_rank) const { return g_.ranks_[static_cast<std::size_t>(group_rank)]; }
