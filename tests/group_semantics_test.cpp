@@ -456,3 +456,26 @@ TEST_CASE("reduce_scatterv gives each rank its own rows, reduced, along dim 0 an
     }
   }
 }
+
+TEST_CASE("a rebuilt group never receives a frame meant for the group it replaced") {
+  // Groups rebuilt by initialize_model_parallel keep their kind and index; their counters start
+  // at 0 again. A frame sent on the old tp group and stashed unread (it overtook a world
+  // message) must not be taken by the new tp group's receive #0.
+  auto errors = run_world(2, [&](ParallelState& s) {
+    s.initialize_model_parallel(2);
+    if (s.rank() == 0) {
+      s.tp().send_object(Value("for the old tp group"), 1);
+      s.world().send_object(Value("marker"), 1);
+    } else {
+      CHECK(s.world().recv_object(0) == Value("marker"));  // stashes the tp frame on its way
+    }
+    s.destroy_model_parallel();
+    s.initialize_model_parallel(2);
+    if (s.rank() == 0) {
+      s.tp().send_object(Value("for the new tp group"), 1);
+    } else {
+      CHECK(s.tp().recv_object(0) == Value("for the new tp group"));
+    }
+  });
+  CHECK_MESSAGE(all_ok(errors), joined(errors));
+}

@@ -294,6 +294,9 @@ std::string ShmChannel::closed_reason() const {
 }
 
 void ShmChannel::close(const std::string& reason) {
+  // The sender's caller may reuse what it lent once the channel is closed: the receiver
+  // discards what it reads of it from now on (the flag alone; lent_ belongs to send()).
+  if (!receiver_) at(control_->withdrawn).store(1, std::memory_order_seq_cst);
   shm::close(control_->closure, reason);
   stop_offering();
   shm::notify(control_->data_epoch, control_->data_sleepers);

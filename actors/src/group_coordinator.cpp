@@ -14,10 +14,6 @@
 namespace rankmesh {
 namespace {
 
-std::uint32_t make_group_id(GroupKind kind, int index) {
-  return (static_cast<std::uint32_t>(kind) << 24) | static_cast<std::uint32_t>(index);
-}
-
 std::string key_of(const std::vector<std::string>& path) {
   std::string key;
   for (const auto& part : path) {
@@ -88,31 +84,63 @@ public:
     return group_rank;
   }
 
-  // --- point-to-point: FIFO per (group, src, dst), numbered per peer.
-  void send_p2p(int dst, OpCode op, Frame& f) {
-    auto& seq = g_.send_seq_[static_cast<std::size_t>(dst)];
+  // --- point-to-point: FIFO per (group, src, dst), numbered per peer. A number stands for one
+  // send or receive call, whatever becomes of it, as a collective's number does: the k-th send
+  // to a peer pairs with that peer's k-th receive. A receive that times out uses up its number
+  // (its message, if it ever comes, is discarded); so does a send that fails, and the receive
+  // paired with it either timed out as well or finds the gap and says so. Neither side's
+  // failure shifts which message a later receive gets. Only a send refused for its arguments
+  // before anything left (invalid_argument, limit_exceeded) gives its number back: the caller
+  // learns at once that it was never made, and the receiver never waited for it.
+  template <class Send>
+  void numbered_send(int dst, Send&& send) {
+    auto& next = g_.send_seq_[static_cast<std::size_t>(dst)];
+    const std::uint64_t seq = next++;
+    try {
+      send(seq);
+    } catch (const Error& e) {
+      if (e.code() == Errc::invalid_argument || e.code() == Errc::limit_exceeded) --next;
+      throw;
+    }
+  }
+
+  void send_p2p(int dst, OpCode op, std::uint64_t seq, Frame& f) {
     f.header = FrameHeader{g_.group_id_, static_cast<std::uint32_t>(op), seq, ctx_.rank()};
     note(f, dst, true);
     ctx_.send(g_.ranks_[static_cast<std::size_t>(dst)], f, deadline_, describe_);
-    ++seq;  // only once sent: a send that failed never reaches the receiver
   }
 
   void recv_p2p(int src, OpCode op, Frame& f) {
     auto& next = g_.recv_seq_[static_cast<std::size_t>(src)];
-    const std::uint64_t expected = next;
+    const std::uint64_t expected = next++;
+    const int from = g_.ranks_[static_cast<std::size_t>(src)];
     while (true) {
-      if (!ctx_.recv(g_.ranks_[static_cast<std::size_t>(src)], g_.group_id_, false, f, deadline_, describe_)) {
-        ++next;  // the message, if it ever comes, belongs to this timed-out receive
+      if (!ctx_.recv(from, g_.group_id_, false, f, deadline_, describe_))
         throw ctx_.reported(Error(Errc::timeout, where() + " waited " + ms(g_.timeout_) + " for " +
                                        op_name(static_cast<std::uint32_t>(op)) + " #" +
                                        std::to_string(expected) + " from " + who(src) +
                                        ", which did not come"));
-      }
       if (f.header.seq < expected) continue;  // late: its receive timed out, discard
-      next = f.header.seq + 1;
+      if (f.header.seq > expected) {
+        // The sender's calls #expected .. #seq-1 failed before their message left: this receive
+        // has none. The message that came is kept for the next receive.
+        const std::uint64_t got = f.header.seq;
+        next = got;
+        ctx_.put_back(from, std::move(f));
+        f = Frame{};
+        throw ctx_.reported(Error(
+            Errc::mismatch, where() + " expected " + op_name(static_cast<std::uint32_t>(op)) +
+                                " #" + std::to_string(expected) + " from " + who(src) +
+                                ", whose send" +
+                                (got - expected > 1 ? "s #" + std::to_string(expected) + "..#" +
+                                                          std::to_string(got - 1)
+                                                    : " #" + std::to_string(expected)) +
+                                " failed there, so nothing came for this receive; its next "
+                                "message, #" + std::to_string(got) +
+                                ", is left for the next receive"));
+      }
       note(f, src, false);
-      if (f.header.seq != expected || f.header.op != static_cast<std::uint32_t>(op))
-        throw mismatch(src, op, expected, f.header);
+      if (f.header.op != static_cast<std::uint32_t>(op)) throw mismatch(src, op, expected, f.header);
       return;
     }
   }
@@ -267,19 +295,46 @@ public:
   // all-gather group shares this rank's node — and for payloads large enough that the extra
   // collective's latency does not dominate. On one node every link is as fast as the others and
   // sending whole moves no more bytes with one step less (measured: scripts/bench.sh, (c)).
-  bool slice_pays(const GroupCoordinator& ag, int dst, std::size_t nbytes) const {
-    constexpr std::size_t kMinSlicedBytes = std::size_t{1} << 20;
-    if (nbytes < kMinSlicedBytes) return false;
-    if (ctx_.same_node(g_.ranks_[static_cast<std::size_t>(dst)])) return false;
-    for (int member : ag.ranks_)
+  // The receivers all-gather together, so every sender of the group must choose alike; but on
+  // mixed topologies one member's peer shares its node while another's does not. So the choice
+  // rests only on what the members share: the tensor's size, whether the all-gather group lies
+  // on one node, and whether any member's link leaves it (agreed once, see below).
+  static constexpr std::size_t kMinSlicedBytes = std::size_t{1} << 20;
+  bool slice_pays(bool links_leave_node, std::size_t nbytes) const {
+    return links_leave_node && nbytes >= kMinSlicedBytes;
+  }
+  bool on_one_node(const GroupCoordinator& group) const {
+    for (int member : group.ranks_)
       if (!ctx_.same_node(member)) return false;
     return true;
+  }
+  // Whether, for the members of `ag` sending to group rank `to` of their p2p groups, any link
+  // leaves the node: asked once per (all-gather group, destination) with a one-element
+  // all_reduce on `ag` — every member sends at the same step, so all of them ask together —
+  // and remembered. False without asking where `ag` does not lie on one node (slicing never
+  // pays there), which every member sees alike.
+  bool links_leave_node(GroupCoordinator* ag, int to) {
+    if (ag == nullptr || ag->world_size() == 1 || !on_one_node(*ag)) return false;
+    const auto key = std::make_pair(ag->group_id_, to);
+    if (auto known = g_.links_leave_node_.find(key); known != g_.links_leave_node_.end())
+      return known->second;
+    Tensor leaves = ctx_.allocate(Shape{1}, DType::i32);
+    *leaves.data_as<std::int32_t>() = ctx_.same_node(global(to)) ? 0 : 1;
+    const bool any = *ag->all_reduce(leaves, ReduceOp::max).data_as<std::int32_t>() != 0;
+    g_.links_leave_node_.emplace(key, any);
+    return any;
   }
 
   void send_dict(const TensorDict& dict, bool donate, std::optional<int> dst,
                  GroupCoordinator* ag, const AllGatherTensors& overrides) {
     const int to = check_other_peer(dst.value_or(g_.next_rank_in_group()), "dst");
+    numbered_send(to, [&](std::uint64_t seq) { send_dict_to(to, seq, dict, donate, ag, overrides); });
+  }
+
+  void send_dict_to(int to, std::uint64_t seq, const TensorDict& dict, bool donate,
+                    GroupCoordinator* ag, const AllGatherTensors& overrides) {
     SplitDict parts = split(dict);
+    const bool leaves_node = links_leave_node(ag, to);  // before the frame: it may talk on `ag`
     Frame& f = frame();
     f.tensors.clear();
     std::size_t index = 0;
@@ -291,7 +346,7 @@ public:
       // The key is spelled out only where a per-key rule may apply (not per message otherwise).
       const std::string key = ag != nullptr ? key_of(entry.path) : std::string();
       entry.tensor.sliced = may_slice(ag, overrides, key, numel) &&
-                            (forced(overrides, key).value_or(false) || slice_pays(*ag, to, t.nbytes()));
+                            (forced(overrides, key).value_or(false) || slice_pays(leaves_node, t.nbytes()));
       if (entry.tensor.sliced) {
         if (numel % ag->world_size() != 0)
           throw Error(Errc::invalid_argument,
@@ -305,7 +360,7 @@ public:
       }
     }
     encode(parts.metadata, f.metadata);
-    send_p2p(to, OpCode::tensor_dict, f);
+    send_p2p(to, OpCode::tensor_dict, seq, f);
   }
 
   // Rebuilds a dict from a received frame: checks each payload against the metadata, undoes
@@ -457,6 +512,50 @@ public:
     return out;
   }
 
+  // The caller's tensor, lent to the channels of the peers it was sent to (exchange's direct
+  // path). However the operation ends, no peer may read it afterwards, when the caller may
+  // already be changing it: each channel has either let go of it or is closed, so that its
+  // peer's receive fails instead of returning bytes that mix old and new.
+  class LentInput {
+  public:
+    LentInput(GroupOps& ops, bool direct) : ops_(ops), direct_(direct) {}
+    LentInput(const LentInput&) = delete;
+    LentInput& operator=(const LentInput&) = delete;
+    // Peers are lent the input in ascending group-rank order.
+    void lend_to(int j) {
+      if (direct_) lent_end_ = j + 1;
+    }
+    // Waits until the peers' channels have let go of it; throws like RankContext::release.
+    void take_back() {
+      for (; released_end_ < lent_end_; ++released_end_)
+        if (released_end_ != ops_.me())
+          ops_.ctx_.release(ops_.global(released_end_), ops_.deadline_, ops_.describe_);
+    }
+    ~LentInput() {
+      for (int j = released_end_; j < lent_end_; ++j) {
+        const int peer = ops_.global(j);
+        if (j == ops_.me() || ops_.ctx_.released(peer)) continue;
+        try {
+          ops_.ctx_.close_channel_to(
+              peer, ops_.where() + " failed while rank " + std::to_string(peer) +
+                        " could still read its input, which the caller may change from now on; "
+                        "the channel is closed so that rank " + std::to_string(peer) +
+                        " fails instead");
+        } catch (...) {
+          // A channel that cannot even close is already closed: nobody reads through it.
+        }
+      }
+    }
+
+  private:
+    GroupOps& ops_;
+    const bool direct_;
+    int lent_end_ = 0;      // group ranks below this one were lent the input (this rank aside)
+    int released_end_ = 0;  // ... and those below this one have let go of it
+  };
+
+  int global(int group_rank) const { return g_.ranks_[static_cast<std::size_t>(group_rank)]; }
+
   // Sends `mine` to every peer and returns every member's tensor in group-rank order. With
   // `slots` (one per member), each peer's tensor is read straight into its slot where the
   // transport allows and it fits; the caller checks which ones landed.
@@ -470,12 +569,14 @@ public:
     const auto& ready = mine.ready_event();
     bool direct = mine.device().type == DeviceType::cpu && (!ready || ready->query());
     for (int j = 0; j < n() && direct; ++j)
-      direct = j == me() || ctx_.releases_payloads(g_.ranks_[static_cast<std::size_t>(j)]);
+      direct = j == me() || ctx_.releases_payloads(global(j));
     Tensor shared = n() > 1 && !direct ? copy_of(mine) : mine;
+    LentInput lent(*this, direct);
     for (int j = 0; j < n(); ++j) {
       if (j == me()) continue;
       f.metadata.clear();
       f.tensors.assign(1, shared);
+      lent.lend_to(j);
       send_coll(j, op, seq, f);
     }
     std::vector<Tensor> all(static_cast<std::size_t>(n()));
@@ -487,9 +588,7 @@ public:
       recv_coll(j, op, seq, f, std::nullopt, slots != nullptr ? &landing : nullptr);
       all[static_cast<std::size_t>(j)] = only_tensor(j, f);
     }
-    if (direct)
-      for (int j = 0; j < n(); ++j)
-        if (j != me()) ctx_.release(g_.ranks_[static_cast<std::size_t>(j)], deadline_, describe_);
+    lent.take_back();
     return all;
   }
 
@@ -602,7 +701,9 @@ private:
 GroupCoordinator::GroupCoordinator(std::shared_ptr<RankContext> rank, GroupKind kind,
                                    int group_index, Group ranks)
     : context_(std::move(rank)), kind_(kind), group_index_(group_index),
-      group_id_(make_group_id(kind, group_index)), ranks_(std::move(ranks)),
+      group_id_(RankContext::group_id(kind, group_index,
+                                      kind == GroupKind::world ? 0 : context_->layout_epoch())),
+      ranks_(std::move(ranks)),
       name_(std::string(to_string(kind)) + ":" + std::to_string(group_index)),
       timeout_(context_->default_timeout()), send_seq_(ranks_.size(), 0),
       recv_seq_(ranks_.size(), 0) {
@@ -632,10 +733,12 @@ GraphCapture GroupCoordinator::graph_capture(std::shared_ptr<Stream> stream) con
 void GroupCoordinator::send_object(const Value& object, int dst) {
   GroupOps ops(*this, "send_object");
   ops.check_other_peer(dst, "dst");
-  Frame& f = ops.frame();
-  encode(object, f.metadata);
-  f.tensors.clear();
-  ops.send_p2p(dst, OpCode::object, f);
+  ops.numbered_send(dst, [&](std::uint64_t seq) {
+    Frame& f = ops.frame();
+    encode(object, f.metadata);
+    f.tensors.clear();
+    ops.send_p2p(dst, OpCode::object, seq, f);
+  });
 }
 
 Value GroupCoordinator::recv_object(int src) {

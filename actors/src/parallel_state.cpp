@@ -70,6 +70,7 @@ void ParallelState::initialize_model_parallel(int tp, int pp, int dcp, int pcp,
                 who + ": " + verdict);
 
   Layout layout = lay_out(config, placement);
+  impl_->context->begin_layout_epoch();  // the groups below are new, whatever ids they reuse
   for (GroupKind kind : kAllGroupKinds) {
     auto& slot = impl_->groups[static_cast<std::size_t>(kind)];
     if (kind == GroupKind::world) continue;

@@ -23,9 +23,52 @@ RankContext::RankContext(int rank, int world_size, int local_rank,
 
 void RankContext::connect(std::vector<std::shared_ptr<Channel>> outbound,
                           std::vector<std::shared_ptr<Channel>> inbound, Locality locality) {
+  std::lock_guard lock(failure_mutex_);
   outbound_ = std::move(outbound);
   inbound_ = std::move(inbound);
   locality_ = std::move(locality);
+  if (failure_.empty()) return;
+  for (auto& channel : outbound_)
+    if (channel) channel->close(failure_);
+  for (auto& channel : inbound_)
+    if (channel) channel->close(failure_);
+}
+
+namespace {
+// A group id: kind in the top 4 bits, then 12 bits of layout epoch, then the group's index.
+constexpr int kEpochShift = 16;
+constexpr std::uint32_t kEpochMask = 0xFFF;
+constexpr std::uint32_t kMaxGroupIndex = (std::uint32_t{1} << kEpochShift) - 1;
+
+std::uint32_t epoch_of(std::uint32_t group) { return (group >> kEpochShift) & kEpochMask; }
+}  // namespace
+
+std::uint32_t RankContext::group_id(GroupKind kind, int index, std::uint32_t epoch) {
+  if (index < 0 || static_cast<std::uint32_t>(index) > kMaxGroupIndex)
+    throw Error(Errc::invalid_config, "group index " + std::to_string(index) + " of kind " +
+                                          to_string(kind) + " is beyond the " +
+                                          std::to_string(kMaxGroupIndex + 1) +
+                                          " groups of a kind that frames can name");
+  return (static_cast<std::uint32_t>(kind) << 28) | ((epoch & kEpochMask) << kEpochShift) |
+         static_cast<std::uint32_t>(index);
+}
+
+std::uint32_t RankContext::begin_layout_epoch() noexcept {
+  // Epoch 0 is the world group's; layouts count 1, 2, ... and wrap past 0.
+  std::uint32_t next = (layout_epoch() + 1) & kEpochMask;
+  if (next == 0) next = 1;
+  layout_epoch_.store(next, std::memory_order_release);
+  return next;
+}
+
+bool RankContext::stale(std::uint32_t group) const noexcept {
+  // initialize_model_parallel agrees across ranks before any rank builds its groups, so a peer
+  // is at most one epoch ahead: its frames for the next epoch wait; older ones have no receiver.
+  const std::uint32_t epoch = epoch_of(group);
+  const std::uint32_t current = layout_epoch();
+  std::uint32_t ahead = (current + 1) & kEpochMask;
+  if (ahead == 0) ahead = 1;
+  return epoch != 0 && epoch != current && epoch != ahead;
 }
 
 namespace {
@@ -89,6 +132,18 @@ void RankContext::send(int dst, Frame& frame, Deadline deadline, const Describe&
   }
 }
 
+bool RankContext::released(int dst) noexcept {
+  try {
+    return outbound_[static_cast<std::size_t>(dst)]->release(Clock::now());
+  } catch (...) {
+    return false;  // closed: nothing more is read from it, but neither is it released
+  }
+}
+
+void RankContext::close_channel_to(int dst, const std::string& reason) {
+  outbound_[static_cast<std::size_t>(dst)]->close(reason);
+}
+
 void RankContext::release(int dst, Deadline deadline, const Describe& what) {
   bool released;
   try {
@@ -104,12 +159,21 @@ void RankContext::release(int dst, Deadline deadline, const Describe& what) {
 
 bool RankContext::recv(int src, std::uint32_t group, bool collective, Frame& out,
                        Deadline deadline, const Describe& what, const Landing* landing) {
-  auto& stash = stash_[static_cast<std::size_t>(src)];
-  for (auto it = stash.begin(); it != stash.end(); ++it) {
-    if (it->group == group && it->collective == collective) {
-      out = std::move(it->frame);
-      stash.erase(it);
-      return true;
+  Stash& stash = stash_[static_cast<std::size_t>(src)];
+  if (!stash.frames.empty()) {
+    for (auto it = stash.frames.begin(); it != stash.frames.end();) {
+      if (it->group == group && it->collective == collective) {
+        out = std::move(it->frame);
+        stash.bytes -= it->bytes;
+        stash.frames.erase(it);
+        return true;
+      }
+      if (stale(it->group)) {  // its group was rebuilt since: nobody will ask for it
+        stash.bytes -= it->bytes;
+        it = stash.frames.erase(it);
+      } else {
+        ++it;
+      }
     }
   }
   Channel& channel = *inbound_[static_cast<std::size_t>(src)];
@@ -131,10 +195,37 @@ bool RankContext::recv(int src, std::uint32_t group, bool collective, Frame& out
     bool frame_collective = is_collective_op(out.header.op);
     if (out.header.group == group && frame_collective == collective) return true;
     // Another group's message (or the other class) overtook ours: keep it for its receive.
-    stash.push_back(Stashed{out.header.group, frame_collective, std::move(out)});
+    if (!stale(out.header.group)) {
+      if (stash.frames.size() >= kMaxStashedFrames || stash.bytes >= kMaxStashedBytes) {
+        const std::string why =
+            "rank " + std::to_string(src) + " sent more than " +
+            std::to_string(stash.frames.size()) + " frames (" + std::to_string(stash.bytes) +
+            " payload bytes) that no operation of rank " + std::to_string(rank_) +
+            " has asked for yet; the groups' operations are issued in a different order on "
+            "each side";
+        inbound_[static_cast<std::size_t>(src)]->close(why);
+        throw reported(Error(Errc::limit_exceeded, what() + ": " + why));
+      }
+      keep(src, std::move(out), false);
+    }
     out = Frame{};
   }
 }
+
+void RankContext::keep(int src, Frame&& frame, bool front) {
+  Stash& stash = stash_[static_cast<std::size_t>(src)];
+  std::size_t bytes = 0;
+  for (const Tensor& t : frame.tensors) bytes += t.nbytes();
+  Stashed entry{frame.header.group, is_collective_op(frame.header.op), std::move(frame), bytes};
+  if (front) {
+    stash.frames.push_front(std::move(entry));
+  } else {
+    stash.frames.push_back(std::move(entry));
+  }
+  stash.bytes += bytes;
+}
+
+void RankContext::put_back(int src, Frame&& frame) { keep(src, std::move(frame), true); }
 
 DeviceBackend& RankContext::backend_for(const Device& device) {
   if (device.type == DeviceType::cpu) return host_backend();
@@ -219,12 +310,10 @@ Error RankContext::reported(Error error) const {
 }
 
 void RankContext::fail(const std::string& reason) {
-  {
-    std::lock_guard lock(failure_mutex_);
-    if (failure_.empty()) failure_ = reason;
-    for (auto& tracked : rings_)
-      if (auto ring = tracked.lock()) ring->close(reason);
-  }
+  std::lock_guard lock(failure_mutex_);
+  if (failure_.empty()) failure_ = reason;
+  for (auto& tracked : rings_)
+    if (auto ring = tracked.lock()) ring->close(reason);
   for (auto& channel : outbound_)
     if (channel) channel->close(reason);
   for (auto& channel : inbound_)

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -21,6 +22,7 @@
 #include "shm_broadcast.hpp"
 #include "rankmesh/device_backend.hpp"
 #include "rankmesh/error.hpp"
+#include "rankmesh/layout.hpp"
 #include "rankmesh/tensor.hpp"
 
 namespace rankmesh {
@@ -38,7 +40,9 @@ public:
     std::vector<bool> same_node;      // on this rank's node
     std::vector<bool> shared_memory;  // reached through shared memory (shm channels)
   };
-  // Channels indexed by global rank (the entry for this rank itself is unused).
+  // Channels indexed by global rank (the entry for this rank itself is unused). Safe against a
+  // fail() from another thread (the rank actor may learn of a failure while the data plane
+  // connects): channels connected after a failure are closed at once with its reason.
   void connect(std::vector<std::shared_ptr<Channel>> outbound,
                std::vector<std::shared_ptr<Channel>> inbound, Locality locality = {});
   bool same_node(int rank) const noexcept {
@@ -59,6 +63,15 @@ public:
   std::shared_ptr<ShmBroadcastRing> open_broadcast_ring(const std::string& name, int index,
                                                         int writer);
 
+  // Group ids: the kind, the group's index among its kind, and the layout epoch it belongs to,
+  // so that a group rebuilt by a later initialize_model_parallel never takes a frame meant for
+  // its predecessor. The world group lives in epoch 0 for the runtime's life.
+  static std::uint32_t group_id(GroupKind kind, int index, std::uint32_t epoch);
+  // Starts the next layout epoch (initialize_model_parallel, on every rank alike): frames of
+  // the epoch before, stashed or late, are dropped from now on. Returns the new epoch.
+  std::uint32_t begin_layout_epoch() noexcept;
+  std::uint32_t layout_epoch() const noexcept { return layout_epoch_.load(std::memory_order_acquire); }
+
   int rank() const noexcept { return rank_; }
   int world_size() const noexcept { return world_size_; }
   int local_rank() const noexcept { return local_rank_; }
@@ -76,8 +89,16 @@ public:
   // collective); frames for other groups or classes wait for their own receive. Returns false
   // at the deadline; throws Error(peer_failed) once the channel is closed.
   // `landing`: where the payloads of one expected frame should go (Channel::land).
+  // Frames that overtook their receive wait in a stash per source, bounded (kMaxStashedFrames,
+  // kMaxStashedBytes): a peer beyond the bound closes the channel from it with an
+  // Error(limit_exceeded) naming it.
   bool recv(int src, std::uint32_t group, bool collective, Frame& out, Deadline deadline,
             const Describe& what, const Landing* landing = nullptr);
+  // Returns a frame that recv() gave out to the front of the stash: the next recv() for its
+  // group and class gets it again.
+  void put_back(int src, Frame&& frame);
+  static constexpr std::size_t kMaxStashedFrames = 1024;
+  static constexpr std::size_t kMaxStashedBytes = std::size_t{1} << 30;
   // Whether the channel to `dst` may read a payload of `nbytes` after send() returns
   // (Channel::keeps_payload).
   bool keeps_payload(int dst, std::size_t nbytes) const noexcept {
@@ -90,6 +111,10 @@ public:
     return outbound_[static_cast<std::size_t>(dst)]->releases_payloads();
   }
   void release(int dst, Deadline deadline, const Describe& what);
+  // Whether the channel to `dst` holds nothing sent through it any more, without waiting.
+  bool released(int dst) noexcept;
+  // Closes the channel to `dst` alone (its peer's receives fail with `reason`).
+  void close_channel_to(int dst, const std::string& reason);
 
   // The backend of a device; Error(invalid_argument) for a device nobody registered.
   DeviceBackend& backend_for(const Device& device);
@@ -139,7 +164,15 @@ private:
     std::uint32_t group;
     bool collective;
     Frame frame;
+    std::size_t bytes;  // payload bytes
   };
+  struct Stash {
+    std::deque<Stashed> frames;
+    std::size_t bytes = 0;
+  };
+  // Whether a frame of `group` belongs to a layout epoch that is over (dropped, not stashed).
+  bool stale(std::uint32_t group) const noexcept;
+  void keep(int src, Frame&& frame, bool front);  // into the stash, at its back or front
 
   const int rank_;
   const int world_size_;
@@ -153,11 +186,14 @@ private:
   std::uint64_t recorded_ = 0;
   mutable std::mutex failure_mutex_;
   std::string failure_;
+  // Set once by connect() (under failure_mutex_, which fail() holds while closing them), read
+  // without a lock by the operations, which start only once the rank is connected.
   std::vector<std::shared_ptr<Channel>> outbound_;
   std::vector<std::shared_ptr<Channel>> inbound_;
   Locality locality_;
   std::vector<std::weak_ptr<ShmBroadcastRing>> rings_;  // guarded by failure_mutex_
-  std::vector<std::deque<Stashed>> stash_;  // by source global rank
+  std::vector<Stash> stash_;  // by source global rank; used by the thread running the ops
+  std::atomic<std::uint32_t> layout_epoch_{0};
   Frame scratch_;
 
   std::mutex async_mutex_;

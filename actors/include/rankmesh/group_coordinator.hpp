@@ -12,7 +12,9 @@
 //   in the same order on every member. Every message carries the group's sequence number and its
 //   operation, so a mismatch (different operation, different order) is an Error(mismatch) naming
 //   both sides. A message that arrives after its receive timed out is discarded, never delivered
-//   to a later receive.
+//   to a later receive. A send that fails keeps its place in the order too: the receive paired
+//   with it times out or fails with an Error(mismatch) naming both sides, and the next receive
+//   gets the next message.
 // - Timeouts. Every blocking call gives up after timeout() with an Error(timeout) naming the
 //   group, the peer and what it waited for; the coordinator stays usable.
 // - Objects are plain codec values (None, bool, int, float, string, bytes, lists of these).
@@ -34,6 +36,7 @@
 #include <string>
 #include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "rankmesh/graph_capture.hpp"
@@ -48,9 +51,10 @@ class RankContext;
 
 // Which tensors of a dict may travel as slices under send-allgather, by key: true forces
 // slicing, false forces sending whole. A key not listed may be sliced when its element count
-// divides by the all-gather group's size; the sender slices it only where that is faster —
-// the peer on another node while the all-gather group shares the sender's node, and at least
-// 1 MiB — and the receiver follows the sender (its own map must allow what arrives).
+// divides by the all-gather group's size; the senders slice it only where that is faster — at
+// least 1 MiB, the all-gather group on one node and a peer of one of its members on another —
+// and all of them alike (they agree once per all-gather group and destination, on the first
+// send with them). The receiver follows the sender (its own map must allow what arrives).
 using AllGatherTensors = std::map<std::string, bool, std::less<>>;
 
 // Where a received tensor dict's tensors go: the caller's preallocated tensors by key (checked
@@ -173,6 +177,9 @@ private:
   std::vector<std::uint64_t> send_seq_;
   std::vector<std::uint64_t> recv_seq_;
   std::uint64_t collective_seq_ = 0;
+  // send-allgather: whether any link from the members of an all-gather group to their peers
+  // leaves the node, by (all-gather group id, destination group rank), agreed on first use.
+  std::map<std::pair<std::uint32_t, int>, bool> links_leave_node_;
   // broadcast_object's shared-memory rings to and from same-node members, made on first use.
   struct BroadcastRings;
   std::unique_ptr<BroadcastRings> rings_;
