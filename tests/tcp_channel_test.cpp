@@ -15,15 +15,18 @@
 #include <cstring>
 #include <deque>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
 #include "auth.hpp"
 #include "frame_codec.hpp"
+#include "rankmesh/runtime.hpp"
 #include "socket_io.hpp"
 #include "tcp_channel.hpp"
 
@@ -335,6 +338,100 @@ TEST_CASE("tcp: a send never waits for the peer to read; the next one waits for 
   client->outbound().send(small, deadline_after(5s));
   REQUIRE(accepted->inbound().recv(got, deadline_after(5s)));
   CHECK(got.metadata == small_frame(1).metadata);
+}
+
+TEST_CASE("tcp: a frame the writer thread finishes owns its metadata; the caller reuses its frame") {
+  // One frame object, rewritten for every send as a rank's scratch frame is, with metadata big
+  // enough that the peer's buffers fill and the writer thread finishes frames after send()
+  // has returned. The reader starts only once that has happened and the caller has already
+  // rewritten the frame.
+  Server server;
+  auto client = connect_to(server);
+  auto accepted = server.next_link();
+  constexpr int kFrames = 300;
+  constexpr std::size_t kMetadataBytes = std::size_t{256} << 10;
+  auto fill_metadata = [](std::vector<std::uint8_t>& metadata, int frame) {
+    metadata.resize(kMetadataBytes);
+    for (std::size_t i = 0; i < kMetadataBytes; ++i)
+      metadata[i] = static_cast<std::uint8_t>(frame * 131 + i * 7 + (i >> 12));
+  };
+
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool reader_may_start = false;
+  int handed_over = 0;  // sends that returned with the writer thread still holding the frame
+  std::thread sender([&] {
+    Frame frame;
+    for (int i = 0; i < kFrames; ++i) {
+      frame.header = FrameHeader{3, 1, static_cast<std::uint64_t>(i), 1};
+      fill_metadata(frame.metadata, i);
+      frame.tensors = {patterned(64, static_cast<std::uint64_t>(i))};
+      {
+        std::lock_guard lock(mutex);
+        reader_may_start = handed_over > 0;
+      }
+      changed.notify_all();
+      client->outbound().send(frame, deadline_after(scaled_timeout(30s)));
+      if (!client->outbound().release(Clock::now())) {
+        std::lock_guard lock(mutex);
+        ++handed_over;
+      }
+    }
+    std::lock_guard lock(mutex);
+    reader_may_start = true;
+    changed.notify_all();
+  });
+  {
+    std::unique_lock lock(mutex);
+    changed.wait(lock, [&] { return reader_may_start; });
+  }
+  Frame got;
+  std::vector<std::uint8_t> want;
+  int corrupted = 0;
+  for (int i = 0; i < kFrames; ++i) {
+    REQUIRE(accepted->inbound().recv(got, deadline_after(scaled_timeout(30s))));
+    REQUIRE(got.header.seq == static_cast<std::uint64_t>(i));
+    fill_metadata(want, i);
+    if (got.metadata != want) ++corrupted;
+    REQUIRE(got.tensors.size() == 1);
+    CHECK(equal(got.tensors[0], patterned(64, static_cast<std::uint64_t>(i))));
+  }
+  sender.join();
+  CHECK(corrupted == 0);
+  std::lock_guard lock(mutex);
+  CHECK(handed_over > 0);
+  MESSAGE(handed_over << " of " << kFrames << " frames were finished by the writer thread");
+}
+
+TEST_CASE("tcp: a writer thread that cannot be started closes the link with the reason") {
+  Server server;
+  LogSink client_log;
+  TcpOptions options;
+  options.log = client_log.fn();
+  options.start_thread = [](std::function<void()>) -> std::thread {
+    throw std::system_error(EAGAIN, std::generic_category(), "no thread for the test");
+  };
+  auto client = tcp_connect("127.0.0.1", server.listener->port(), kSecret, {1, 2},
+                            deadline_after(scaled_timeout(5s)), options);
+  auto accepted = server.next_link();
+  Frame big;
+  big.tensors = {Tensor::empty({std::int64_t{64} << 20}, DType::u8)};  // beyond socket buffers
+  const char* reason = "cannot start the thread that finishes frames";
+  CHECK_THROWS_WITH_AS(client->outbound().send(big, deadline_after(scaled_timeout(5s))),
+                       doctest::Contains(reason), ChannelClosed);
+  CHECK(client->closed());
+  CHECK(client_log.wait_for(reason));
+  // Not stuck "writing": every later call fails at once with the same reason.
+  Frame small = small_frame(1);
+  CHECK_THROWS_WITH_AS(client->outbound().send(small, deadline_after(scaled_timeout(60s))),
+                       doctest::Contains(reason), ChannelClosed);
+  CHECK_THROWS_WITH_AS(client->outbound().release(deadline_after(scaled_timeout(60s))),
+                       doctest::Contains(reason), ChannelClosed);
+  // The peer sees the connection end in the middle of the frame.
+  Frame got;
+  CHECK_THROWS_WITH_AS(accepted->inbound().recv(got, deadline_after(scaled_timeout(60s))),
+                       doctest::Contains("in the middle of a frame"), ChannelClosed);
+  client->outbound().close("done");
 }
 
 TEST_CASE("tcp: bad frames from the sender's side are refused locally, the link stays up") {

@@ -84,6 +84,10 @@ TcpLink::TcpLink(int fd, PeerIdentity peer, TcpOptions options)
       peer_name_("rank " + std::to_string(peer.rank) + " (" + net::peer_address(fd) + ")"),
       log_(or_stderr(std::move(options.log))),
       limits_(options.limits),
+      start_thread_(options.start_thread ? std::move(options.start_thread)
+                                         : [](std::function<void()> body) {
+                                             return std::thread(std::move(body));
+                                           }),
       decoder_(std::move(options.allocator), options.limits),
       staging_(new std::uint8_t[kStagingBytes]),
       outbound_(std::make_unique<Outbound>(*this)),
@@ -168,13 +172,7 @@ void TcpLink::send(Frame& frame, Deadline deadline) {
     if (n > 0 || (n < 0 && errno == EINTR)) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       if (closed()) throw_closed();
-      // The peer's buffers are full: the writer thread finishes this frame.
-      std::lock_guard writer(writer_mutex_);
-      writing_first_ = first;
-      writing_tensors_ = std::move(frame.tensors);
-      writing_ = true;
-      if (!writer_.joinable()) writer_ = std::thread([this] { writer_loop(); });
-      writer_cv_.notify_all();
+      hand_to_writer(frame, first);  // the peer's buffers are full
       break;
     }
     if (closed()) throw_closed();
@@ -182,6 +180,28 @@ void TcpLink::send(Frame& frame, Deadline deadline) {
   }
   ++next_seq_;
   frame.tensors.clear();
+}
+
+void TcpLink::hand_to_writer(Frame& frame, std::size_t first) {
+  if (!writer_.joinable()) {
+    try {
+      writer_ = start_thread_([this] { writer_loop(); });
+    } catch (const std::exception& error) {
+      // Part of the frame is on the wire and nobody would write the rest: the stream is over.
+      fail(std::string("cannot start the thread that finishes frames the peer does not take "
+                       "at once: ") +
+           error.what());
+    }
+  }
+  std::lock_guard writer(writer_mutex_);
+  writing_first_ = first;
+  // The caller may reuse its frame as soon as send returns. A vector swap keeps each buffer
+  // where it is, so unsent_ now points into writing_metadata_; the frame gets the spent one.
+  writing_tensors_ = std::move(frame.tensors);
+  writing_metadata_.swap(frame.metadata);
+  frame.metadata.clear();
+  writing_ = true;
+  writer_cv_.notify_all();
 }
 
 ssize_t TcpLink::write_some(std::size_t& first) {

@@ -28,10 +28,15 @@ namespace rankmesh {
 // outsider). Called from the thread that noticed; must not block.
 using LogFn = std::function<void(const std::string&)>;
 
+// Starts a thread running `body`; throws std::system_error when it cannot (as std::thread does).
+using ThreadStarter = std::function<std::thread(std::function<void()> body)>;
+
 struct TcpOptions {
   FrameLimits limits;  // what this side accepts (and checks before it sends)
   Allocator allocator;  // where received tensors land; default Tensor::empty
   LogFn log;            // default: a line on stderr
+  // Starts the link's writer thread; default std::thread (tests make it fail).
+  ThreadStarter start_thread;
 };
 
 // One connected, authenticated socket between this rank and `peer()`. send() and recv() may run
@@ -64,6 +69,9 @@ private:
   class Inbound;
 
   void send(Frame& frame, Deadline deadline);
+  // Hands the rest of the frame being sent, from unsent_[first], to the writer thread, with
+  // everything it reads. Closes the link (ChannelClosed) when the thread cannot be started.
+  void hand_to_writer(Frame& frame, std::size_t first);
   bool recv(Frame& frame, Deadline deadline);
   // Waits until the writer thread has finished the frame it holds (false at the deadline);
   // throws ChannelClosed once closed.
@@ -86,6 +94,7 @@ private:
   std::string peer_name_;
   LogFn log_;
   FrameLimits limits_;
+  ThreadStarter start_thread_;
 
   std::atomic<bool> closed_{false};
   mutable std::mutex close_mutex_;
@@ -96,13 +105,16 @@ private:
   std::vector<iovec> unsent_;
   // A frame the peer did not take at once is finished by the writer thread, so that send never
   // waits for the peer to read (two ranks sending to each other before receiving, as every
-  // collective does, would otherwise wait on each other). The next send waits for it.
+  // collective does, would otherwise wait on each other). The next send waits for it before it
+  // encodes, so the encoder's buffers and unsent_ are the writer's until then. What unsent_
+  // points into is the link's too: the frame's tensors and its metadata buffer, below.
   std::mutex writer_mutex_;
   std::condition_variable writer_cv_;
   bool writing_ = false;
   bool stop_writer_ = false;
   std::size_t writing_first_ = 0;
-  std::vector<Tensor> writing_tensors_;  // kept alive until their bytes are written
+  std::vector<Tensor> writing_tensors_;
+  std::vector<std::uint8_t> writing_metadata_;
   std::thread writer_;
   std::uint64_t next_seq_ = 0;
 
