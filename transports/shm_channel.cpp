@@ -445,16 +445,16 @@ void ShmChannel::send(Frame& frame, Deadline deadline) {
 
   const std::size_t count = frame.tensors.size();
   auto to = [&] { return "shm channel to " + who(); };
-  if (count > options_.max_tensors)
+  if (count > options_.limits.max_tensors)
     throw Error(Errc::limit_exceeded, to() + ": a frame of " + std::to_string(count) +
                                           " tensors is beyond the limit of " +
-                                          std::to_string(options_.max_tensors));
-  if (frame.metadata.size() > options_.max_metadata_bytes ||
+                                          std::to_string(options_.limits.max_tensors));
+  if (frame.metadata.size() > options_.limits.max_metadata_bytes ||
       frame.metadata.size() > std::numeric_limits<std::uint32_t>::max())
     throw Error(Errc::limit_exceeded, to() + ": metadata of " +
                                           std::to_string(frame.metadata.size()) +
                                           " bytes is beyond the limit of " +
-                                          std::to_string(options_.max_metadata_bytes));
+                                          std::to_string(options_.limits.max_metadata_bytes));
   const bool one_copy = options_.single_copy &&
                         at(control_->cma_state).load(std::memory_order_acquire) == kCmaWorks;
   by_reference_.assign(count, false);
@@ -479,10 +479,10 @@ void ShmChannel::send(Frame& frame, Deadline deadline) {
       body += nbytes;
     }
   }
-  if (payload > options_.max_payload_bytes)
+  if (payload > options_.limits.max_payload_bytes)
     throw Error(Errc::limit_exceeded, to() + ": a frame of " + std::to_string(payload) +
                                           " payload bytes is beyond the limit of " +
-                                          std::to_string(options_.max_payload_bytes));
+                                          std::to_string(options_.limits.max_payload_bytes));
   const std::size_t prefix = Layout::kRecordHeaderBytes + count * Layout::kDescriptorBytes +
                              frame.metadata.size();
   if (prefix > ring_bytes_)
@@ -679,12 +679,12 @@ bool ShmChannel::start_frame(Deadline deadline) {
   if (seq != expected_seq_)
     fail("frame with link sequence " + std::to_string(seq) + " where " +
          std::to_string(expected_seq_) + " was expected");
-  if (count > options_.max_tensors)
+  if (count > options_.limits.max_tensors)
     fail("frame " + std::to_string(seq) + " has " + std::to_string(count) +
-         " tensors, beyond the limit of " + std::to_string(options_.max_tensors));
-  if (metadata_bytes > options_.max_metadata_bytes)
+         " tensors, beyond the limit of " + std::to_string(options_.limits.max_tensors));
+  if (metadata_bytes > options_.limits.max_metadata_bytes)
     fail("frame " + std::to_string(seq) + " has " + std::to_string(metadata_bytes) +
-         " metadata bytes, beyond the limit of " + std::to_string(options_.max_metadata_bytes));
+         " metadata bytes, beyond the limit of " + std::to_string(options_.limits.max_metadata_bytes));
   const std::uint64_t prefix = Layout::kRecordHeaderBytes +
                                std::uint64_t{count} * Layout::kDescriptorBytes + metadata_bytes;
   if (prefix > ring_bytes_)
@@ -725,9 +725,9 @@ bool ShmChannel::start_frame(Deadline deadline) {
     } catch (const std::exception&) {
       fail(which() + " has an impossible shape");
     }
-    if (nbytes > options_.max_payload_bytes - payload)
-      fail("frame " + std::to_string(seq) + " carries more than " +
-           std::to_string(options_.max_payload_bytes) + " payload bytes");
+    if (nbytes > options_.limits.max_payload_bytes - payload)
+      fail("frame " + std::to_string(seq) + " carries more payload than the limit of " +
+           std::to_string(options_.limits.max_payload_bytes) + " bytes");
     payload += nbytes;
     in.by_reference[i] = d[3] == 1;
     described += d[3] == 1 ? Layout::kReferenceBytes : nbytes;
