@@ -726,8 +726,8 @@ bool ShmChannel::start_frame(Deadline deadline) {
       fail(which() + " has an impossible shape");
     }
     if (nbytes > options_.limits.max_payload_bytes - payload)
-      fail("frame " + std::to_string(seq) + " carries more payload than the limit of " +
-           std::to_string(options_.limits.max_payload_bytes) + " bytes");
+      fail("frame " + std::to_string(seq) + " carries more than " +
+           std::to_string(options_.limits.max_payload_bytes) + " payload bytes");
     payload += nbytes;
     in.by_reference[i] = d[3] == 1;
     described += d[3] == 1 ? Layout::kReferenceBytes : nbytes;
