@@ -158,7 +158,7 @@ std::optional<std::string> load_secret() {
 }
 
 PeerIdentity authenticate(int fd, AuthRole role, std::string_view secret, PeerIdentity self,
-                          Deadline deadline) {
+                          Deadline deadline, const std::function<bool()>& admit) {
   if (secret.empty())
     throw Error(Errc::invalid_argument, "authenticate: the shared secret is empty");
   net::set_nonblocking(fd);
@@ -217,6 +217,8 @@ PeerIdentity authenticate(int fd, AuthRole role, std::string_view secret, PeerId
     refuse(wrong_proof, wrong_secret);
   if (std::string problem = identity_problem(self, theirs.identity); !problem.empty())
     refuse(wrong_identity, "peer " + peer + " " + problem);
+  if (admit && !admit())
+    throw Error(Errc::peer_failed, "peer " + peer + " proved the secret but was not admitted");
   std::array<std::uint8_t, 1 + kProofBytes> answer{};
   answer[0] = accepted;
   const Proof proof = prove(secret, AuthRole::server, theirs, mine);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -32,7 +33,10 @@ std::optional<std::string> load_secret();
 // 127.0.0.1:5555 failed authentication (wrong secret?)") or a different world size, malformed for
 // bytes that are not a rankmesh handshake, timeout at the deadline, peer_failed when the
 // connection breaks; invalid_argument for an empty secret.
+// Server only: `admit`, when given, is asked once the client has proven the secret and before
+// this side accepts it; false ends the handshake unanswered with Error(peer_failed), which the
+// client sees as a dropped connection.
 PeerIdentity authenticate(int fd, AuthRole role, std::string_view secret, PeerIdentity self,
-                          Deadline deadline);
+                          Deadline deadline, const std::function<bool()>& admit = {});
 
 }  // namespace rankmesh

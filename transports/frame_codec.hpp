@@ -33,13 +33,6 @@ inline constexpr std::uint16_t kFrameVersion = 1;
 inline constexpr std::size_t kFrameHeaderBytes = 52;
 inline constexpr std::size_t kMaxDescriptorBytes = 3 + 8 * Shape::kMaxRank;
 
-// What a receiver accepts in one frame; beyond it the frame is an Error(limit_exceeded).
-struct FrameLimits {
-  std::size_t max_metadata_bytes = std::size_t{16} << 20;
-  std::size_t max_tensors = 4096;
-  std::uint64_t max_payload_bytes = std::uint64_t{4} << 30;
-};
-
 // Throws Error(limit_exceeded) when `frame` is beyond `limits` (a sender's early, local check).
 void check_frame_limits(const Frame& frame, const FrameLimits& limits);
 

@@ -454,16 +454,16 @@ void ShmChannel::send(Frame& frame, Deadline deadline) {
 
   const std::size_t count = frame.tensors.size();
   auto to = [&] { return "shm channel to " + who(); };
-  if (count > options_.max_tensors)
+  if (count > options_.limits.max_tensors)
     throw Error(Errc::limit_exceeded, to() + ": a frame of " + std::to_string(count) +
                                           " tensors is beyond the limit of " +
-                                          std::to_string(options_.max_tensors));
-  if (frame.metadata.size() > options_.max_metadata_bytes ||
+                                          std::to_string(options_.limits.max_tensors));
+  if (frame.metadata.size() > options_.limits.max_metadata_bytes ||
       frame.metadata.size() > std::numeric_limits<std::uint32_t>::max())
     throw Error(Errc::limit_exceeded, to() + ": metadata of " +
                                           std::to_string(frame.metadata.size()) +
                                           " bytes is beyond the limit of " +
-                                          std::to_string(options_.max_metadata_bytes));
+                                          std::to_string(options_.limits.max_metadata_bytes));
   const bool one_copy = options_.single_copy &&
                         at(control_->cma_state).load(std::memory_order_acquire) == kCmaWorks;
   by_reference_.assign(count, false);
@@ -488,10 +488,10 @@ void ShmChannel::send(Frame& frame, Deadline deadline) {
       body += nbytes;
     }
   }
-  if (payload > options_.max_payload_bytes)
+  if (payload > options_.limits.max_payload_bytes)
     throw Error(Errc::limit_exceeded, to() + ": a frame of " + std::to_string(payload) +
                                           " payload bytes is beyond the limit of " +
-                                          std::to_string(options_.max_payload_bytes));
+                                          std::to_string(options_.limits.max_payload_bytes));
   const std::size_t prefix = Layout::kRecordHeaderBytes + count * Layout::kDescriptorBytes +
                              frame.metadata.size();
   if (prefix > ring_bytes_)
@@ -668,8 +668,8 @@ bool ShmChannel::start_frame(Deadline deadline) {
 
   std::uint8_t bytes[Layout::kRecordHeaderBytes];
   read_ring(head_, bytes, sizeof bytes);
-  const shm_record::Limits limits{options_.max_tensors, options_.max_metadata_bytes,
-                                  options_.max_payload_bytes, ring_bytes_};
+  const shm_record::Limits limits{options_.limits.max_tensors, options_.limits.max_metadata_bytes,
+                                  options_.limits.max_payload_bytes, ring_bytes_};
   shm_record::Header header;
   if (std::string wrong = shm_record::parse_header(bytes, expected_seq_, limits, header); !wrong.empty())
     fail(wrong + " at byte " + std::to_string(head_) + " of the ring");

@@ -51,9 +51,7 @@ struct ShmOptions {
   std::size_t max_pending_bytes = std::size_t{512} << 20;
   // What the receiver accepts in one frame; beyond it the frame is malformed. The sender checks
   // its frames against the same bounds (Error(limit_exceeded)).
-  std::size_t max_metadata_bytes = std::size_t{16} << 20;
-  std::size_t max_tensors = 4096;
-  std::uint64_t max_payload_bytes = std::uint64_t{16} << 30;
+  FrameLimits limits;
   // Where received tensors land (receiver only); default: shared_buffer_pool().
   Allocator allocator;
   // Names the other side in errors: "rank 3".

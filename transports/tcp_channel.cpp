@@ -19,6 +19,7 @@
 #include <cstring>
 #include <iostream>
 #include <list>
+#include <system_error>
 #include <thread>
 #include <utility>
 
@@ -84,6 +85,10 @@ TcpLink::TcpLink(int fd, PeerIdentity peer, TcpOptions options)
       peer_name_("rank " + std::to_string(peer.rank) + " (" + net::peer_address(fd) + ")"),
       log_(or_stderr(std::move(options.log))),
       limits_(options.limits),
+      start_thread_(options.start_thread ? std::move(options.start_thread)
+                                         : [](std::function<void()> body) {
+                                             return std::thread(std::move(body));
+                                           }),
       decoder_(std::move(options.allocator), options.limits),
       staging_(new std::uint8_t[kStagingBytes]),
       outbound_(std::make_unique<Outbound>(*this)),
@@ -168,13 +173,7 @@ void TcpLink::send(Frame& frame, Deadline deadline) {
     if (n > 0 || (n < 0 && errno == EINTR)) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       if (closed()) throw_closed();
-      // The peer's buffers are full: the writer thread finishes this frame.
-      std::lock_guard writer(writer_mutex_);
-      writing_first_ = first;
-      writing_tensors_ = std::move(frame.tensors);
-      writing_ = true;
-      if (!writer_.joinable()) writer_ = std::thread([this] { writer_loop(); });
-      writer_cv_.notify_all();
+      hand_to_writer(frame, first);  // the peer's buffers are full
       break;
     }
     if (closed()) throw_closed();
@@ -182,6 +181,28 @@ void TcpLink::send(Frame& frame, Deadline deadline) {
   }
   ++next_seq_;
   frame.tensors.clear();
+}
+
+void TcpLink::hand_to_writer(Frame& frame, std::size_t first) {
+  if (!writer_.joinable()) {
+    try {
+      writer_ = start_thread_([this] { writer_loop(); });
+    } catch (const std::exception& error) {
+      // Part of the frame is on the wire and nobody would write the rest: the stream is over.
+      fail(std::string("cannot start the thread that finishes frames the peer does not take "
+                       "at once: ") +
+           error.what());
+    }
+  }
+  std::lock_guard writer(writer_mutex_);
+  writing_first_ = first;
+  // The caller may reuse its frame as soon as send returns. A vector swap keeps each buffer
+  // where it is, so unsent_ now points into writing_metadata_; the frame gets the spent one.
+  writing_tensors_ = std::move(frame.tensors);
+  writing_metadata_.swap(frame.metadata);
+  frame.metadata.clear();
+  writing_ = true;
+  writer_cv_.notify_all();
 }
 
 ssize_t TcpLink::write_some(std::size_t& first) {
@@ -279,7 +300,10 @@ bool TcpLink::recv(Frame& frame, Deadline deadline) {
 
 struct TcpListener::Impl {
   struct Handshake {
-    int fd;  // -1 once closed or handed to a link; guarded by Impl::mutex
+    // Guarded by Impl::mutex:
+    int fd;                 // -1 once closed or handed to a link
+    bool evicted = false;   // shut down to make room for a newer connection
+    bool admitted = false;  // proved the secret: no longer evicted
     std::string peer;
     std::thread thread;
     std::atomic<bool> done{false};
@@ -301,6 +325,10 @@ struct TcpListener::Impl {
   void accept_loop();
   void authenticate(Handshake& handshake);
   void reap();
+  // Holds `mutex`. Handshakes that occupy a slot of the pool.
+  std::size_t in_progress() const;
+  // Holds `mutex`. With the pool full, drops the oldest handshake that has not proven the secret.
+  void make_room();
 };
 
 TcpListener::TcpListener(TcpListenerOptions options, OnLink on_link)
@@ -351,6 +379,11 @@ TcpListener::~TcpListener() { stop(); }
 
 std::uint16_t TcpListener::port() const noexcept { return impl_->port; }
 std::string TcpListener::address() const { return impl_->address; }
+
+std::size_t TcpListener::handshakes_in_progress() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->in_progress();
+}
 
 void TcpListener::stop() {
   Impl& impl = *impl_;
@@ -407,17 +440,37 @@ void TcpListener::Impl::accept_loop() {
       ::close(fd);
       return;
     }
-    const std::string peer = net::peer_address(fd);
-    if (handshakes.size() >= options.max_handshakes) {
-      log("tcp listener " + address + ": dropped a connection from " + peer + ": " +
-          std::to_string(handshakes.size()) + " handshakes are already in progress");
-      ::close(fd);
-      continue;
-    }
+    make_room();
     Handshake& handshake = handshakes.emplace_back();
     handshake.fd = fd;
-    handshake.peer = peer;
-    handshake.thread = std::thread([this, &handshake] { authenticate(handshake); });
+    handshake.peer = net::peer_address(fd);
+    try {
+      handshake.thread = std::thread([this, &handshake] { authenticate(handshake); });
+    } catch (const std::system_error& error) {
+      log("tcp listener " + address + ": dropped a connection from " + handshake.peer +
+          ": cannot start a thread for its handshake: " + error.what());
+      ::close(fd);
+      handshakes.pop_back();
+    }
+  }
+}
+
+std::size_t TcpListener::Impl::in_progress() const {
+  return static_cast<std::size_t>(std::count_if(
+      handshakes.begin(), handshakes.end(), [](const Handshake& handshake) {
+        return !handshake.evicted && !handshake.done.load(std::memory_order_acquire);
+      }));
+}
+
+void TcpListener::Impl::make_room() {
+  if (in_progress() < std::max<std::size_t>(options.max_handshakes, 1)) return;
+  for (Handshake& handshake : handshakes) {  // oldest first
+    if (handshake.evicted || handshake.admitted || handshake.fd < 0 ||
+        handshake.done.load(std::memory_order_acquire))
+      continue;
+    handshake.evicted = true;
+    ::shutdown(handshake.fd, SHUT_RDWR);  // its thread's next read or write fails
+    return;
   }
 }
 
@@ -428,10 +481,18 @@ void TcpListener::Impl::authenticate(Handshake& handshake) {
     fd = handshake.fd;
   }
   std::shared_ptr<TcpLink> link;
+  // Once the peer has proven the secret, it keeps its slot: dropping it after this side has
+  // accepted would leave the peer holding a dead link.
+  auto admit = [&] {
+    std::lock_guard lock(mutex);
+    if (stopping || handshake.evicted) return false;
+    handshake.admitted = true;
+    return true;
+  };
   try {
     const PeerIdentity peer = rankmesh::authenticate(
         fd, AuthRole::server, options.secret, options.self,
-        deadline_after(options.handshake_timeout));
+        deadline_after(options.handshake_timeout), admit);
     std::lock_guard lock(mutex);
     if (!stopping) {
       link = std::make_shared<TcpLink>(fd, peer, options.link);
@@ -440,11 +501,17 @@ void TcpListener::Impl::authenticate(Handshake& handshake) {
   } catch (const std::exception& error) {
     std::string why = error.what();
     bool quiet;
+    bool evicted;
     {
       std::lock_guard lock(mutex);
       quiet = stopping;  // stop() cut the handshake short: nothing to report
+      evicted = handshake.evicted;
     }
-    if (const auto* e = dynamic_cast<const Error*>(&error); e && e->code() == Errc::timeout)
+    if (evicted)
+      why = "peer " + handshake.peer + " had not authenticated when the pool of " +
+            std::to_string(options.max_handshakes) +
+            " handshakes was full; dropped to make room for a newer connection";
+    else if (const auto* e = dynamic_cast<const Error*>(&error); e && e->code() == Errc::timeout)
       why = "peer " + handshake.peer + " did not authenticate within " +
             seconds(options.handshake_timeout);
     if (!quiet) log("tcp listener " + address + ": dropped a connection: " + why);
@@ -512,6 +579,12 @@ std::shared_ptr<TcpLink> tcp_connect(const std::string& host, std::uint16_t port
         net::set_nodelay(fd);
         const PeerIdentity peer = authenticate(fd, AuthRole::client, secret, self, deadline);
         return std::make_shared<TcpLink>(fd, peer, std::move(options));
+      } catch (const Error& error) {
+        ::close(fd);
+        // The listener drops handshakes it has no room or time for; a refusal (wrong secret,
+        // another world) or the deadline ends the attempts.
+        if (error.code() != Errc::peer_failed) throw;
+        last_error = error.what();
       } catch (...) {
         ::close(fd);
         throw;

@@ -28,10 +28,15 @@ namespace rankmesh {
 // outsider). Called from the thread that noticed; must not block.
 using LogFn = std::function<void(const std::string&)>;
 
+// Starts a thread running `body`; throws std::system_error when it cannot (as std::thread does).
+using ThreadStarter = std::function<std::thread(std::function<void()> body)>;
+
 struct TcpOptions {
   FrameLimits limits;  // what this side accepts (and checks before it sends)
   Allocator allocator;  // where received tensors land; default Tensor::empty
   LogFn log;            // default: a line on stderr
+  // Starts the link's writer thread; default std::thread (tests make it fail).
+  ThreadStarter start_thread;
 };
 
 // One connected, authenticated socket between this rank and `peer()`. send() and recv() may run
@@ -64,6 +69,9 @@ private:
   class Inbound;
 
   void send(Frame& frame, Deadline deadline);
+  // Hands the rest of the frame being sent, from unsent_[first], to the writer thread, with
+  // everything it reads. Closes the link (ChannelClosed) when the thread cannot be started.
+  void hand_to_writer(Frame& frame, std::size_t first);
   bool recv(Frame& frame, Deadline deadline);
   // Waits until the writer thread has finished the frame it holds (false at the deadline);
   // throws ChannelClosed once closed.
@@ -86,6 +94,7 @@ private:
   std::string peer_name_;
   LogFn log_;
   FrameLimits limits_;
+  ThreadStarter start_thread_;
 
   std::atomic<bool> closed_{false};
   mutable std::mutex close_mutex_;
@@ -96,13 +105,16 @@ private:
   std::vector<iovec> unsent_;
   // A frame the peer did not take at once is finished by the writer thread, so that send never
   // waits for the peer to read (two ranks sending to each other before receiving, as every
-  // collective does, would otherwise wait on each other). The next send waits for it.
+  // collective does, would otherwise wait on each other). The next send waits for it before it
+  // encodes, so the encoder's buffers and unsent_ are the writer's until then. What unsent_
+  // points into is the link's too: the frame's tensors and its metadata buffer, below.
   std::mutex writer_mutex_;
   std::condition_variable writer_cv_;
   bool writing_ = false;
   bool stop_writer_ = false;
   std::size_t writing_first_ = 0;
-  std::vector<Tensor> writing_tensors_;  // kept alive until their bytes are written
+  std::vector<Tensor> writing_tensors_;
+  std::vector<std::uint8_t> writing_metadata_;
   std::thread writer_;
   std::uint64_t next_seq_ = 0;
 
@@ -121,15 +133,21 @@ struct TcpListenerOptions {
   std::uint16_t port = 0;             // 0: an ephemeral port (see TcpListener::port)
   std::string secret;
   PeerIdentity self;
-  std::chrono::nanoseconds handshake_timeout = std::chrono::seconds(10);
-  std::size_t max_handshakes = 64;  // connections authenticating at once; more are dropped
-  TcpOptions link;                  // for the accepted links; its log serves the listener too
+  // How long an unauthenticated connection may take to prove the secret.
+  std::chrono::nanoseconds handshake_timeout = std::chrono::seconds(2);
+  // Connections authenticating at once. When a new one arrives with the pool full, the oldest
+  // that has not yet proven the secret is dropped to make room: no connection is refused, so
+  // outsiders holding every slot cannot keep a peer out (a peer dropped this way connects
+  // again, see tcp_connect).
+  std::size_t max_handshakes = 32;
+  TcpOptions link;  // for the accepted links; its log serves the listener too
 };
 
 // Accepts connections on its own thread and authenticates each on a short-lived thread of its
 // own, so a slow or hostile client delays no one. Authenticated links go to the callback;
-// outsiders (wrong secret, garbage, silence past the handshake timeout) are logged and dropped.
-// The callback runs on a handshake thread; an exception from it drops that link (logged).
+// outsiders (wrong secret, garbage, silence past the handshake timeout, crowded out of the
+// pool) are logged and dropped. The callback runs on a handshake thread; an exception from it
+// drops that link (logged).
 class TcpListener {
 public:
   using OnLink = std::function<void(std::shared_ptr<TcpLink>)>;
@@ -143,6 +161,8 @@ public:
   std::uint16_t port() const noexcept;
   // "127.0.0.1:41234".
   std::string address() const;
+  // Connections accepted whose handshake is still running and holds a slot of the pool.
+  std::size_t handshakes_in_progress() const;
 
   // Stops accepting, abandons handshakes in progress and joins every thread, within a moment;
   // no callback runs once it has returned. Links already handed out stay open.
@@ -154,8 +174,10 @@ private:
 };
 
 // Connects to a listener at host:port and authenticates as `self`. A failed connection attempt
-// is retried until the deadline (the peer may not listen yet). Throws Error: timeout at the
-// deadline, invalid_config for a host that does not resolve, and authenticate()'s errors.
+// is retried until the deadline (the peer may not listen yet), and so is a handshake the
+// listener dropped before it finished (it makes room for newer connections). Throws Error:
+// timeout at the deadline, invalid_config for a host that does not resolve, and authenticate()'s
+// refusals (mismatch, malformed).
 std::shared_ptr<TcpLink> tcp_connect(const std::string& host, std::uint16_t port,
                                      std::string_view secret, PeerIdentity self,
                                      Deadline deadline, TcpOptions options = {});
