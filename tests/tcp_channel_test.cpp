@@ -13,6 +13,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -358,6 +359,32 @@ TEST_CASE("tcp: a send never waits for the peer to read; the next one waits for 
   client->outbound().send(small, within(5s));
   REQUIRE(accepted->inbound().recv(got, within(5s)));
   CHECK(got.metadata == small_frame(1).metadata);
+}
+
+TEST_CASE("tcp: once close returns, the writer thread no longer holds a frame's payload") {
+  // all_gather lends the caller's tensor to the channel and, when it fails, closes the channel
+  // before the caller may overwrite the tensor: nothing may read it after close returns.
+  Server server;
+  LogSink client_log;
+  auto client = connect_to(server, &client_log);
+  auto accepted = server.next_link();
+  constexpr std::size_t kBytes = std::size_t{64} << 20;  // beyond socket buffers
+  auto released = std::make_shared<std::atomic<bool>>(false);
+  void* memory = std::malloc(kBytes);
+  REQUIRE(memory != nullptr);
+  std::memset(memory, 7, kBytes);
+  Frame big;
+  big.tensors = {Tensor::wrap(memory, {static_cast<std::int64_t>(kBytes)}, DType::u8, Device{},
+                              [released](void* p) {
+                                std::free(p);
+                                released->store(true);
+                              })};
+  // Nobody reads: the writer thread holds the rest of the frame, and with it the tensor.
+  client->outbound().send(big, within(1s));
+  REQUIRE(big.tensors.empty());
+  CHECK_FALSE(released->load());
+  client->close("the lender's all_gather failed");
+  CHECK(released->load());
 }
 
 TEST_CASE("tcp: a frame the writer thread finishes owns its metadata; the caller reuses its frame") {

@@ -112,11 +112,18 @@ Channel& TcpLink::outbound() noexcept { return *outbound_; }
 Channel& TcpLink::inbound() noexcept { return *inbound_; }
 
 void TcpLink::close(const std::string& reason) {
-  std::lock_guard lock(close_mutex_);
-  if (closed_.load(std::memory_order_relaxed)) return;
-  reason_ = reason;
-  closed_.store(true, std::memory_order_release);
-  ::shutdown(fd_, SHUT_RDWR);  // wakes a send or recv waiting in poll
+  {
+    std::lock_guard lock(close_mutex_);
+    if (!closed_.load(std::memory_order_relaxed)) {
+      reason_ = reason;
+      closed_.store(true, std::memory_order_release);
+      ::shutdown(fd_, SHUT_RDWR);  // wakes a send or recv waiting in poll
+    }
+  }
+  // The writer checks closed() before every write and waits in slices of 100 ms, and writes on a
+  // shut-down socket fail at once, so this wait is short.
+  std::unique_lock writer(writer_mutex_);
+  writer_cv_.wait(writer, [&] { return !writing_; });
 }
 
 void TcpLink::fail(const std::string& why) {

@@ -61,6 +61,8 @@ public:
   const std::string& peer_name() const noexcept { return peer_name_; }
 
   // Shuts the socket down: calls in flight and every later call throw ChannelClosed(reason).
+  // Returns once the writer thread no longer reads a frame handed to it, so that the caller may
+  // change memory it lent (the rest of that frame is never sent).
   void close(const std::string& reason);
   bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
 
