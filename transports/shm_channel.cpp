@@ -40,17 +40,6 @@ std::string hex(std::uint64_t value) {
   return text;
 }
 
-template <class T>
-void put(std::uint8_t* out, std::size_t offset, T value) noexcept {
-  std::memcpy(out + offset, &value, sizeof value);
-}
-template <class T>
-T get(const std::uint8_t* in, std::size_t offset) noexcept {
-  T value;
-  std::memcpy(&value, in + offset, sizeof value);
-  return value;
-}
-
 }  // namespace
 
 // The first page of the segment. Plain integers, accessed through std::atomic_ref where both
@@ -564,8 +553,8 @@ void ShmChannel::send(Frame& frame, Deadline deadline) {
     const Tensor& tensor = frame.tensors[i];
     if (by_reference_[i]) {
       std::uint8_t reference[Layout::kReferenceBytes];
-      put<std::uint64_t>(reference, 0, reinterpret_cast<std::uintptr_t>(tensor.data()));
-      put<std::uint64_t>(reference, 8, tensor.nbytes());
+      shm_record::write_reference(
+          reference, {reinterpret_cast<std::uintptr_t>(tensor.data()), tensor.nbytes()});
       stream_out(reference, sizeof reference, deadline);
     } else if (tensor.nbytes() > 0) {
       stream_out(static_cast<const std::uint8_t*>(tensor.data()), tensor.nbytes(), deadline);
@@ -735,8 +724,7 @@ bool ShmChannel::recv(Frame& frame, Deadline deadline) {
     const std::size_t nbytes = tensor.nbytes();
     if (in.described[in.tensor].by_reference) {
       if (!fill(in.reference, sizeof in.reference, in.done, deadline)) return false;
-      const auto address = get<std::uint64_t>(in.reference, 0);
-      const auto length = get<std::uint64_t>(in.reference, 8);
+      const auto [address, length] = shm_record::read_reference(in.reference);
       if (length != nbytes)
         fail("frame " + std::to_string(expected_seq_) + " lends " + std::to_string(length) +
              " bytes for tensor " + std::to_string(in.tensor) + " of " + std::to_string(nbytes));

@@ -119,4 +119,13 @@ void write_descriptor(std::uint8_t* out, const Tensor& tensor, bool by_reference
     put<std::int64_t>(out, 8 + 8 * static_cast<std::size_t>(k), tensor.shape()[k]);
 }
 
+void write_reference(std::uint8_t* out, const Reference& reference) noexcept {
+  put(out, 0, reference.address);
+  put(out, 8, reference.length);
+}
+
+Reference read_reference(const std::uint8_t* in) noexcept {
+  return Reference{get<std::uint64_t>(in, 0), get<std::uint64_t>(in, 8)};
+}
+
 }  // namespace rankmesh::shm_record

@@ -69,4 +69,13 @@ std::string parse_descriptors(const std::uint8_t* bytes, const Header& header,
 void write_header(std::uint8_t* out, const Header& header) noexcept;
 void write_descriptor(std::uint8_t* out, const Tensor& tensor, bool by_reference) noexcept;
 
+// A payload lent by reference (the receiver reads it from the sender's memory): its address in
+// the sender and its length, 16 bytes.
+struct Reference {
+  std::uint64_t address = 0;
+  std::uint64_t length = 0;
+};
+void write_reference(std::uint8_t* out, const Reference& reference) noexcept;
+Reference read_reference(const std::uint8_t* in) noexcept;
+
 }  // namespace rankmesh::shm_record
