@@ -2,6 +2,7 @@
 // `rankmesh launch`), OpenMPI's and Slurm's, and their errors.
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <map>
 #include <optional>
@@ -9,6 +10,7 @@
 
 #include "environment.hpp"
 #include "rankmesh/error.hpp"
+#include "rankmesh/runtime.hpp"
 
 using namespace rankmesh;
 
@@ -167,4 +169,18 @@ TEST_CASE("environment: errors name the variable that is wrong") {
         "OMPI_COMM_WORLD_RANK='-1' is not an integer >= 0");
   CHECK(error_reading({{"RANK", "0"}, {"WORLD_SIZE", "1"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "70000"}}) ==
         "MASTER_PORT=70000 is not a port");
+}
+
+TEST_CASE("environment: RANKMESH_TIMEOUT_SCALE multiplies every default timeout, the failure timeout's 2 s too") {
+  const char* before = std::getenv("RANKMESH_TIMEOUT_SCALE");
+  const std::optional<std::string> saved = before ? std::optional<std::string>(before) : std::nullopt;
+  ::setenv("RANKMESH_TIMEOUT_SCALE", "3", 1);
+  const RuntimeOptions scaled;
+  CHECK(scaled.failure_timeout == std::chrono::seconds(6));
+  CHECK(scaled.join_timeout == std::chrono::seconds(90));
+  ::unsetenv("RANKMESH_TIMEOUT_SCALE");
+  const RuntimeOptions plain;
+  CHECK(plain.failure_timeout == std::chrono::seconds(2));  // the README's documented default
+  CHECK(plain.join_timeout == std::chrono::seconds(30));
+  if (saved) ::setenv("RANKMESH_TIMEOUT_SCALE", saved->c_str(), 1);
 }

@@ -53,7 +53,7 @@ struct RuntimeOptions {
   std::chrono::milliseconds join_timeout = scaled_timeout(std::chrono::seconds(30));
   // A rank silent this long (dead, frozen) fails every rank's operations that involve it.
   // RANKMESH_FAILURE_TIMEOUT_MS overrides.
-  std::chrono::milliseconds failure_timeout{2000};
+  std::chrono::milliseconds failure_timeout = scaled_timeout(std::chrono::seconds(2));
 };
 
 class Runtime {
