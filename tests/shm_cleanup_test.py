@@ -42,11 +42,15 @@ def session_pids(sid):
 
 
 def holds_segment(pid):
-    """Whether `pid` has made a shared-memory segment: a memfd of rankmesh's, or a name of its
-    own in /dev/shm (older builds)."""
+    """Whether `pid` has made or mapped a shared-memory segment: a memfd of rankmesh's (its
+    descriptor, held until the peer attached, or its mapping, which a 2 ms poll on a loaded
+    machine may be the first to see), or a name of its own in /dev/shm (older builds)."""
     try:
         for fd in os.listdir(f"/proc/{pid}/fd"):
             if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/memfd:rankmesh"):
+                return True
+        with open(f"/proc/{pid}/maps") as maps:
+            if "/memfd:rankmesh" in maps.read():
                 return True
     except OSError:
         return False
