@@ -9,6 +9,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
+#include <mutex>
+#include <string>
 #include <memory>
 #include <thread>
 
@@ -26,13 +29,14 @@ namespace {
 
 // Two ranks of one world whose contexts share memory, so broadcast_object uses a ring.
 struct TwoRanks {
-  explicit TwoRanks(std::chrono::milliseconds timeout) {
+  explicit TwoRanks(std::chrono::milliseconds timeout,
+                    std::function<void(const std::string&)> log = [](const std::string&) {}) {
     auto zero_to_one = std::make_shared<InprocChannel>();
     auto one_to_zero = std::make_shared<InprocChannel>();
     for (int r = 0; r < 2; ++r) {
       context[r] = std::make_shared<RankContext>(
           r, 2, r, timeout, [](const Shape& shape, DType dtype) { return Tensor::empty(shape, dtype); },
-          std::vector<DeviceBackend*>{}, [](const std::string&) {});
+          std::vector<DeviceBackend*>{}, log);
       std::vector<std::shared_ptr<Channel>> out(2), in(2);
       out[static_cast<std::size_t>(1 - r)] = r == 0 ? zero_to_one : one_to_zero;
       in[static_cast<std::size_t>(1 - r)] = r == 0 ? one_to_zero : zero_to_one;
@@ -98,4 +102,26 @@ TEST_CASE("broadcast_object: a source torn down right after a broadcast waits fo
   CHECK(world.group[1]->broadcast_object(Value(None{}), 0) == text("last words"));
   source.join();
   CHECK(torn_down);
+}
+
+TEST_CASE("broadcast_object: broadcasts through the ring are in the operation history a failure logs") {
+  std::mutex mutex;
+  std::string logged;
+  TwoRanks world(configured(300ms), [&](const std::string& line) {
+    std::lock_guard lock(mutex);
+    logged += line + "\n";
+  });
+  for (const char* object : {"first", "second", "third"}) {
+    CHECK(world.group[0]->broadcast_object(text(object), 0) == text(object));
+    CHECK(world.group[1]->broadcast_object(Value(None{}), 0) == text(object));
+  }
+  // Rank 1 waits for a fourth broadcast that never comes: its timeout logs its last operations.
+  CHECK_THROWS_AS(world.group[1]->broadcast_object(Value(None{}), 0), Error);
+  std::lock_guard lock(mutex);
+  CHECK(logged.find("last operations of rank 1") != std::string::npos);
+  // #0 announced the ring over the channel; #1 and #2 went through the ring only.
+  CHECK(logged.find("broadcast_object #1 on world:0: received 0 payload bytes from rank 0") !=
+        std::string::npos);
+  CHECK(logged.find("broadcast_object #2 on world:0: received 0 payload bytes from rank 0") !=
+        std::string::npos);
 }

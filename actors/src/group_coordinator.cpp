@@ -849,10 +849,16 @@ Value GroupCoordinator::broadcast_object(const Value& object, int src) {
         }
       }
     }
-    if (rings.out)
+    if (rings.out) {
       through_ring(ctx, ops.where() + " #" + std::to_string(seq), [&] {
         rings.out->write(seq, rings.encoded.data(), rings.encoded.size(), ops.deadline());
       });
+      // In the operation history like a send over each reader's channel would be.
+      for (int j = 0; j < world_size(); ++j)
+        if (rings.reads_ring[static_cast<std::size_t>(j)])
+          ctx.record(static_cast<std::uint32_t>(OpCode::broadcast_object), name_,
+                     ranks_[static_cast<std::size_t>(j)], true, seq, 0);
+    }
     for (int j = 0; j < world_size(); ++j) {
       if (j == src || (rings.out && rings.reads_ring[static_cast<std::size_t>(j)])) continue;
       f.metadata.assign(rings.encoded.begin(), rings.encoded.end());
@@ -907,6 +913,8 @@ Value GroupCoordinator::broadcast_object(const Value& object, int src) {
                                         " from " + ops.who(src) + ", which broadcast #" +
                                         std::to_string(tag) +
                                         " (collectives issued in a different order on each side)");
+      ctx.record(static_cast<std::uint32_t>(OpCode::broadcast_object), name_,
+                 ranks_[static_cast<std::size_t>(src)], false, seq, 0);
       break;
     }
   }
