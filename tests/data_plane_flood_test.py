@@ -42,31 +42,37 @@ class Rank:
 
     def __init__(self, rank, master_port):
         self.proc = start_rank(rank, master_port)
-        self.port = data_port(self.proc, 20)
         self.out, self.err = [], []
-        self.drains = [threading.Thread(target=lambda: self.out.extend(self.proc.stdout)),
-                       threading.Thread(target=lambda: self.err.extend(self.proc.stderr))]
+        self.cv = threading.Condition()
+
+        def drain(stream, into):
+            for line in stream:
+                with self.cv:
+                    into.append(line)
+                    self.cv.notify_all()
+
+        self.drains = [threading.Thread(target=drain, args=(self.proc.stdout, self.out)),
+                       threading.Thread(target=drain, args=(self.proc.stderr, self.err))]
         for t in self.drains:
             t.start()
+        self.port = self.data_port(20)
+
+    def data_port(self, seconds):
+        """The port the rank's stderr names for its data plane, waited for with a deadline."""
+        pattern = re.compile(r"data plane listening on [\d.]+:(\d+)")
+
+        def found():
+            return next((int(m.group(1)) for m in map(pattern.search, self.err) if m), None)
+
+        with self.cv:
+            self.cv.wait_for(lambda: found() is not None, timeout=seconds * SCALE)
+            return found()
 
     def finish(self, seconds):
         code = self.proc.wait(timeout=seconds * SCALE)
         for t in self.drains:
             t.join()
         return code, "".join(self.out), "".join(self.err)
-
-
-def data_port(proc, seconds):
-    """Reads the rank's stderr until it names its data-plane port."""
-    deadline = time.time() + seconds * SCALE
-    while time.time() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            return None
-        m = re.search(r"data plane listening on [\d.]+:(\d+)", line)
-        if m:
-            return int(m.group(1))
-    return None
 
 
 def outsider(port, payload):
