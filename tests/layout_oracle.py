@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-MAX_WORLD = 64
+MAX_WORLD = 64  # or the second argument
 KINDS = ("tp", "dcp", "pcp", "pp", "dp", "ep")
 DEVICES_PER_NODE = 8  # the CLI's defaults for --devices-per-node and --tp-nodes
 TP_NODES = 2
@@ -119,9 +119,12 @@ def compare(binary, c, placement, expected):
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.exit("usage: layout_oracle.py PATH_TO_rankmesh")
+    global MAX_WORLD
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: layout_oracle.py PATH_TO_rankmesh [MAX_WORLD]")
     binary = sys.argv[1]
+    if len(sys.argv) == 3:
+        MAX_WORLD = int(sys.argv[2])
     started = time.monotonic()
 
     jobs = []
