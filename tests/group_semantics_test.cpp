@@ -247,7 +247,7 @@ TEST_CASE("a dict the codec cannot carry fails at the sender, and the world goes
   CHECK_MESSAGE(all_ok(errors), joined(errors));
 }
 
-TEST_CASE("group calls before initialize_model_parallel are errors; the world group exists") {
+TEST_CASE("group calls before initialize_model_parallel are errors, the world group exists") {
   Runtime runtime(options_for(2));
   auto errors = run_ranks(runtime, [&](ParallelState& s) {
     CHECK(s.is_global_first_rank());  // nothing initialized yet

@@ -42,7 +42,7 @@ TEST_CASE("tensors change hands by reference") {
   CHECK(got.tensors[0].data() == t.data());
 }
 
-TEST_CASE("recv returns false at its deadline; send throws when the ring stays full") {
+TEST_CASE("recv returns false at its deadline, send throws when the ring stays full") {
   InprocChannel channel;
   Frame f;
   CHECK_FALSE(channel.recv(f, deadline_after(5ms)));

@@ -51,7 +51,7 @@ TEST_CASE("rank context: a failure racing the connection closes every channel") 
   }
 }
 
-TEST_CASE("rank context: frames that overtake their receive are bounded; beyond it the error "
+TEST_CASE("rank context: frames that overtake their receive are bounded, beyond it the error "
           "names the peer") {
   // Rank 0 keeps sending on one group while rank 1 waits on another: every frame is kept for
   // its own receive, up to the bound.

@@ -48,12 +48,14 @@ caf::behavior stand_in(caf::event_based_actor*, int) {
 
 // A registry of `world` ranks and one stand-in rank actor per rank.
 struct RegistryWorld {
+  // Declared before the actor system, so that they outlive it: the registry may still log
+  // while the system's destructor waits for it to finish.
+  std::vector<std::string> logged;
+  std::mutex mutex;
   caf::actor_system_config cfg;
   caf::actor_system system{cfg};
   caf::actor registry;
   std::vector<caf::actor> ranks;
-  std::vector<std::string> logged;
-  std::mutex mutex;
 
   explicit RegistryWorld(int world) {
     RegistryConfig config;

@@ -133,7 +133,7 @@ TEST_CASE("broadcast ring: an object beyond the whole ring streams through while
   CHECK(got_b == big);
 }
 
-TEST_CASE("broadcast ring: a read deadline keeps a partial object; an abandoned object is dropped") {
+TEST_CASE("broadcast ring: a read deadline keeps a partial object, an abandoned object is dropped") {
   auto created = ShmBroadcastRing::create(1, small_ring());
   auto reader = ShmBroadcastRing::open(created.name, 0, small_ring());
   std::vector<std::uint8_t> got;
@@ -153,7 +153,7 @@ TEST_CASE("broadcast ring: a read deadline keeps a partial object; an abandoned 
   CHECK(got == next);
 }
 
-TEST_CASE("broadcast ring: what the writer wrote before closing is read; then the reason") {
+TEST_CASE("broadcast ring: what the writer wrote before closing is read, then the reason") {
   auto created = ShmBroadcastRing::create(1, small_ring());
   auto reader = ShmBroadcastRing::open(created.name, 0, small_ring());
   const auto bytes = object_bytes(3, 3000);

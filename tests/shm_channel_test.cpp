@@ -138,7 +138,7 @@ TEST_CASE("buffer pool: a block comes back when its last tensor goes, and is han
   CHECK(empty.numel() == 0);
 }
 
-TEST_CASE("buffer pool: tensors outlive the pool handle; the cache stays under its cap") {
+TEST_CASE("buffer pool: tensors outlive the pool handle, the cache stays under its cap") {
   Tensor survivor;
   {
     BufferPool pool(BufferPoolOptions{.max_cached_bytes = BufferPool::kHugePage});
@@ -267,7 +267,7 @@ TEST_CASE("shm: deadlines — recv returns false, send times out on a full ring"
   sender->send(again, deadline_after(1s));
 }
 
-TEST_CASE("shm: a payload waits for its ready event; undefined and device tensors are refused") {
+TEST_CASE("shm: a payload waits for its ready event, undefined and device tensors are refused") {
   auto created = ShmChannel::create();
   auto sender = ShmChannel::open(created.name);
 
@@ -400,7 +400,7 @@ TEST_CASE("shm: malformed control data closes the channel with a message saying 
   CHECK(shm_leftovers({getpid()}).empty());
 }
 
-TEST_CASE("shm record: what the sender writes parses back; anything else is named") {
+TEST_CASE("shm record: what the sender writes parses back, anything else is named") {
   const shm_record::Limits limits{.max_tensors = 4, .max_metadata_bytes = 64,
                                   .max_payload_bytes = 1024, .max_prefix_bytes = 4096};
   Tensor tensor = Tensor::empty({2, 3}, DType::f32);
@@ -437,7 +437,7 @@ TEST_CASE("shm record: what the sender writes parses back; anything else is name
         "frame 7 carries more than 1024 payload bytes");
 }
 
-TEST_CASE("shm: a sender that goes away withdraws what it lent; the receiver never reads it") {
+TEST_CASE("shm: a sender that goes away withdraws what it lent, the receiver never reads it") {
   ShmOptions options;
   options.inline_threshold = 1024;
   auto created = ShmChannel::create(options);
@@ -610,7 +610,7 @@ TEST_CASE("shm: metadata-only frames, empty tensors, small inline and 64 MiB pay
   }
 }
 
-TEST_CASE("shm: send returns while the receiver has not read a lent payload; flush waits for it") {
+TEST_CASE("shm: send returns while the receiver has not read a lent payload, flush waits for it") {
   Pipe names;
   Pipe go;
   Child child([&] {

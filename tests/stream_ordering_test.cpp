@@ -33,7 +33,7 @@ bool all_equal(const Tensor& t, float value) {
 
 }  // namespace
 
-TEST_CASE("send returns before the producing work runs; the receiver sees the finished values") {
+TEST_CASE("send returns before the producing work runs, the receiver sees the finished values") {
   for (bool donate : {false, true}) {
     CAPTURE(donate);
     auto gate = Event::user();

@@ -233,7 +233,7 @@ TEST_CASE("on_complete runs at once on a complete event, later on the completing
   CHECK(callback_thread == worker);  // completed by the stream's worker, which ran it there
 }
 
-TEST_CASE("events are recorded once; only user events complete by hand") {
+TEST_CASE("events are recorded once, only user events complete by hand") {
   HostBackend backend;
   auto stream = backend.create_stream();
   auto user = Event::user();

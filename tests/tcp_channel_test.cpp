@@ -252,7 +252,7 @@ TEST_CASE("tcp: frames travel both ways in order, byte-exact, from threads of th
   other_way.join();
 }
 
-TEST_CASE("tcp: a frame matching the landing is read into the given tensors; others are not") {
+TEST_CASE("tcp: a frame matching the landing is read into the given tensors, others are not") {
   Server server;
   auto client = connect_to(server);
   auto accepted = server.next_link();
@@ -334,7 +334,7 @@ TEST_CASE("tcp: recv returns false at its deadline and keeps a partial frame for
   ::close(fd);
 }
 
-TEST_CASE("tcp: a send never waits for the peer to read; the next one waits for the last") {
+TEST_CASE("tcp: a send never waits for the peer to read, the next one waits for the last") {
   Server server;
   LogSink client_log;
   auto client = connect_to(server, &client_log);
@@ -387,7 +387,7 @@ TEST_CASE("tcp: once close returns, the writer thread no longer holds a frame's 
   CHECK(released->load());
 }
 
-TEST_CASE("tcp: a frame the writer thread finishes owns its metadata; the caller reuses its frame") {
+TEST_CASE("tcp: a frame the writer thread finishes owns its metadata, the caller reuses its frame") {
   // One frame object, rewritten for every send as a rank's scratch frame is, with metadata big
   // enough that the peer's buffers fill and the writer thread finishes frames after send()
   // has returned. The reader starts only once that has happened and the caller has already

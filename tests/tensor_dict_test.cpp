@@ -61,7 +61,7 @@ TensorDict sample() {
 
 }  // namespace
 
-TEST_CASE("a tensor dict keeps keys in insertion order; setting a key replaces it in place") {
+TEST_CASE("a tensor dict keeps keys in insertion order, setting a key replaces it in place") {
   TensorDict dict{{"b", 1}, {"a", 2}};
   dict.set("c", 3);
   dict.set("b", "replaced");
