@@ -1,0 +1,60 @@
+// rankmesh-instructions N: the small-dict round trip of `rankmesh bench` (a), N times, in an
+// embedded runtime of 2 ranks whose waits park at once (spin 0), so that callgrind counts work,
+// not spinning. scripts/instructions.sh runs it under callgrind for two values of N: the
+// difference of the totals over the difference of N is the cost of one round trip, free of the
+// runtime's start and end.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+
+#include "rankmesh/rankmesh.hpp"
+
+namespace {
+
+rankmesh::Tensor filled(std::int64_t bytes, float seed) {
+  rankmesh::Tensor t = rankmesh::Tensor::empty(rankmesh::Shape{bytes / 4}, rankmesh::DType::f32);
+  float* p = t.data_as<float>();
+  for (std::int64_t i = 0; i < bytes / 4; ++i) p[i] = seed + static_cast<float>(i % 1021);
+  return t;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int iterations = argc > 1 ? std::atoi(argv[1]) : 0;
+  if (argc != 2 || iterations <= 0 || std::to_string(iterations) != argv[1]) {
+    std::fprintf(stderr, "usage: rankmesh-instructions ITERATIONS (a whole number > 0)\n");
+    return 2;
+  }
+  rankmesh::RuntimeOptions options;
+  options.world_size = 2;
+  options.spin = std::chrono::microseconds(0);
+  rankmesh::Runtime runtime(options);
+  bool same = true;
+  std::thread echo([&] {
+    rankmesh::ParallelState& state = runtime.rank(1);
+    state.initialize_model_parallel(1);
+    for (int i = 0; i < iterations; ++i) {
+      rankmesh::TensorDict got = state.world().recv_tensor_dict(0);
+      state.world().send_tensor_dict(std::move(got), 0);
+    }
+  });
+  rankmesh::ParallelState& state = runtime.rank(0);
+  state.initialize_model_parallel(1);
+  rankmesh::TensorDict dict{{"input_ids", filled(256, 1)},     {"positions", filled(256, 2)},
+                            {"hidden_states", filled(256, 3)}, {"residual", filled(256, 4)},
+                            {"step", 0},                       {"temperature", 0.7}};
+  for (int i = 0; i < iterations; ++i) {
+    dict.set("step", i);
+    state.world().send_tensor_dict(dict, 1);
+    same = same && state.world().recv_tensor_dict(1) == dict;
+  }
+  echo.join();
+  if (!same) {
+    std::fprintf(stderr, "rankmesh-instructions: a dict came back different\n");
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Instructions per small-dict round trip in an embedded runtime of 2 ranks (bench/instructions.cpp),
+# counted by callgrind: scripts/instructions.sh [BUILD_DIR] (default build/, built if missing).
+# Runs N=200 and N=400 round trips; (I400 - I200) / 200 is one round trip without start-up.
+# Repeatable to a fraction of a percent, unlike times on this machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+if [ ! -x "$build/bench/rankmesh-instructions" ]; then
+  if [ "$build" = build ]; then scripts/build.sh release >/dev/null; else
+    cmake --build "$build" -j "${RANKMESH_JOBS:-2}" --target rankmesh-instructions >/dev/null; fi
+fi
+command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+total() {
+  valgrind --tool=callgrind --callgrind-out-file="$out/cg.$1" "$build/bench/rankmesh-instructions" "$1" \
+    2>"$out/log.$1" || { cat "$out/log.$1" >&2; exit 1; }
+  sed -n 's/^summary: //p' "$out/cg.$1"
+}
+low=200
+high=400
+a=$(total $low)
+b=$(total $high)
+echo "instructions per small-dict round trip: $(( (b - a) / (high - low) ))  (callgrind: $a at N=$low, $b at N=$high)"
