@@ -15,7 +15,7 @@
 #include <memory>
 #include <thread>
 
-#include "inproc_channel.hpp"
+#include "inproc/inproc_channel.hpp"
 #include "rank_context.hpp"
 #include "rankmesh/error.hpp"
 #include "rankmesh/group_coordinator.hpp"

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "rankmesh/codec.hpp"
+#include "codec.hpp"
 
 using namespace rankmesh;
 

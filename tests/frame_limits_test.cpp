@@ -12,8 +12,8 @@
 
 #include "frame.hpp"
 #include "rankmesh/runtime.hpp"
-#include "shm_channel.hpp"
-#include "tcp_channel.hpp"
+#include "shm/shm_channel.hpp"
+#include "tcp/tcp_channel.hpp"
 
 using namespace rankmesh;
 using namespace std::chrono_literals;

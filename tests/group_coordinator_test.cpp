@@ -8,7 +8,7 @@
 #include <numeric>
 
 #include "rankmesh/error.hpp"
-#include "rankmesh/half.hpp"
+#include "half.hpp"
 #include "world.hpp"
 
 using namespace rankmesh;

@@ -4,7 +4,7 @@
 #include <chrono>
 #include <thread>
 
-#include "inproc_channel.hpp"
+#include "inproc/inproc_channel.hpp"
 
 using namespace rankmesh;
 using namespace std::chrono_literals;

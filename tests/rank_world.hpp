@@ -16,10 +16,10 @@
 #include <vector>
 
 #include "../actors/src/rank_context.hpp"
-#include "inproc_channel.hpp"
+#include "inproc/inproc_channel.hpp"
 #include "rankmesh/group_coordinator.hpp"
-#include "shm_channel.hpp"
-#include "tcp_channel.hpp"
+#include "shm/shm_channel.hpp"
+#include "tcp/tcp_channel.hpp"
 
 namespace rankmesh::test {
 

@@ -1,4 +1,4 @@
-#include "rankmesh/reduce.hpp"
+#include "reduce.hpp"
 
 #include <doctest/doctest.h>
 
@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "rankmesh/error.hpp"
-#include "rankmesh/half.hpp"
+#include "half.hpp"
 
 using namespace rankmesh;
 

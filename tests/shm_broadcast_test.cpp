@@ -19,7 +19,7 @@
 #include "channel.hpp"
 #include "child_process.hpp"
 #include "rankmesh/error.hpp"
-#include "shm_broadcast.hpp"
+#include "shm/shm_broadcast.hpp"
 #include "shm_test_support.hpp"
 
 using namespace rankmesh;

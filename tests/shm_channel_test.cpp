@@ -29,7 +29,7 @@
 #include "buffer_pool.hpp"
 #include "rankmesh/error.hpp"
 #include "rankmesh/event.hpp"
-#include "shm_channel.hpp"
+#include "shm/shm_channel.hpp"
 #include "child_process.hpp"
 #include "shm_test_support.hpp"
 

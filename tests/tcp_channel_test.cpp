@@ -30,8 +30,8 @@
 #include "auth.hpp"
 #include "frame_codec.hpp"
 #include "rankmesh/runtime.hpp"
-#include "socket_io.hpp"
-#include "tcp_channel.hpp"
+#include "tcp/socket_io.hpp"
+#include "tcp/tcp_channel.hpp"
 
 using namespace rankmesh;
 using namespace std::chrono_literals;

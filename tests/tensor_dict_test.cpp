@@ -9,6 +9,7 @@
 
 #include "rankmesh/error.hpp"
 #include "rankmesh/tensor_dict.hpp"
+#include "dict_metadata.hpp"
 
 using namespace rankmesh;
 

@@ -16,7 +16,7 @@
 #include <sstream>
 
 #include "rankmesh/error.hpp"
-#include "socket_io.hpp"
+#include "tcp/socket_io.hpp"
 
 namespace rankmesh {
 namespace {

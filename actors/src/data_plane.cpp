@@ -1,7 +1,7 @@
 #include "data_plane.hpp"
 
 #include "rankmesh/error.hpp"
-#include "shm_channel.hpp"
+#include "shm/shm_channel.hpp"
 
 namespace rankmesh {
 namespace {

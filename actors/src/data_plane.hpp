@@ -14,7 +14,7 @@
 
 #include "channel.hpp"
 #include "registry.hpp"
-#include "tcp_channel.hpp"
+#include "tcp/tcp_channel.hpp"
 
 namespace rankmesh {
 

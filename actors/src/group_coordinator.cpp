@@ -6,10 +6,11 @@
 
 #include "op_code.hpp"
 #include "rank_context.hpp"
-#include "rankmesh/codec.hpp"
+#include "codec.hpp"
 #include "rankmesh/device_backend.hpp"
 #include "rankmesh/error.hpp"
-#include "rankmesh/tensor_ops.hpp"
+#include "reduce.hpp"
+#include "tensor_ops.hpp"
 
 namespace rankmesh {
 namespace {

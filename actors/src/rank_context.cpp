@@ -4,7 +4,7 @@
 #include <cstring>
 
 #include "rankmesh/error.hpp"
-#include "shm_channel.hpp"
+#include "shm/shm_channel.hpp"
 
 namespace rankmesh {
 

@@ -19,7 +19,7 @@
 
 #include "channel.hpp"
 #include "op_code.hpp"
-#include "shm_broadcast.hpp"
+#include "shm/shm_broadcast.hpp"
 #include "rankmesh/device_backend.hpp"
 #include "rankmesh/error.hpp"
 #include "rankmesh/layout.hpp"

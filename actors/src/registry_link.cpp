@@ -12,7 +12,7 @@
 #include "rank_actor.hpp"
 #include "rankmesh/error.hpp"
 #include "registry.hpp"
-#include "tcp_channel.hpp"
+#include "tcp/tcp_channel.hpp"
 
 namespace rankmesh {
 namespace {

@@ -12,7 +12,7 @@
 #include "buffer_pool.hpp"
 #include "data_plane.hpp"
 #include "environment.hpp"
-#include "inproc_channel.hpp"
+#include "inproc/inproc_channel.hpp"
 #include "registry.hpp"
 #include "registry_link.hpp"
 #include "parallel_state_impl.hpp"

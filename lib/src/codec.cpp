@@ -1,4 +1,4 @@
-#include "rankmesh/codec.hpp"
+#include "codec.hpp"
 
 #include <algorithm>
 #include <bit>

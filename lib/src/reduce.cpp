@@ -1,11 +1,11 @@
-#include "rankmesh/reduce.hpp"
+#include "reduce.hpp"
 
 #include <bit>
 #include <string>
 #include <type_traits>
 
 #include "rankmesh/error.hpp"
-#include "rankmesh/half.hpp"
+#include "half.hpp"
 
 namespace rankmesh {
 namespace {

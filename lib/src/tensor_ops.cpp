@@ -1,4 +1,4 @@
-#include "rankmesh/tensor_ops.hpp"
+#include "tensor_ops.hpp"
 
 #include <cstring>
 #include <string>

@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "rankmesh/codec.hpp"
+#include "codec.hpp"
 
 using namespace rankmesh;
 

@@ -8,7 +8,7 @@
 #include <cstring>
 #include <vector>
 
-#include "shm_record.hpp"
+#include "shm/shm_record.hpp"
 
 using namespace rankmesh;
 

@@ -42,7 +42,7 @@
 #include "rankmesh/graph_capture.hpp"
 #include "rankmesh/handle.hpp"
 #include "rankmesh/layout.hpp"
-#include "rankmesh/reduce.hpp"
+#include "rankmesh/reduce_op.hpp"
 #include "rankmesh/tensor_dict.hpp"
 
 namespace rankmesh {

@@ -1,4 +1,4 @@
-#include "shm_broadcast.hpp"
+#include "shm/shm_broadcast.hpp"
 
 #include <sys/mman.h>
 #include <unistd.h>

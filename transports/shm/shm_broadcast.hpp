@@ -28,7 +28,7 @@
 #include <vector>
 
 #include "deadline.hpp"
-#include "shm_segment.hpp"
+#include "shm/shm_segment.hpp"
 
 namespace rankmesh {
 

@@ -7,12 +7,9 @@
 #include <span>
 
 #include "rankmesh/dtype.hpp"
+#include "rankmesh/reduce_op.hpp"
 
 namespace rankmesh {
-
-enum class ReduceOp : std::uint8_t { sum, max, min };
-
-const char* to_string(ReduceOp op) noexcept;  // "sum", "max", "min"
 
 // Whether `dtype` has reductions: everything but bool and the float8 types.
 bool is_reducible(DType dtype) noexcept;

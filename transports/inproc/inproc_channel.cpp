@@ -1,4 +1,4 @@
-#include "inproc_channel.hpp"
+#include "inproc/inproc_channel.hpp"
 
 #include <utility>
 

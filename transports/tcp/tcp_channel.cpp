@@ -1,4 +1,4 @@
-#include "tcp_channel.hpp"
+#include "tcp/tcp_channel.hpp"
 
 #ifndef ASIO_STANDALONE
 #define ASIO_STANDALONE
@@ -25,7 +25,7 @@
 
 #include "rankmesh/error.hpp"
 #include "parker.hpp"
-#include "socket_io.hpp"
+#include "tcp/socket_io.hpp"
 
 namespace rankmesh {
 namespace {

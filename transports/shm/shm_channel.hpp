@@ -33,8 +33,8 @@
 
 #include "buffer_pool.hpp"
 #include "channel.hpp"
-#include "shm_record.hpp"
-#include "shm_segment.hpp"
+#include "shm/shm_record.hpp"
+#include "shm/shm_segment.hpp"
 
 namespace rankmesh {
 

@@ -1,4 +1,4 @@
-#include "shm_channel.hpp"
+#include "shm/shm_channel.hpp"
 
 #include <sys/mman.h>
 #include <sys/uio.h>

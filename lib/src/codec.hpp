@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "rankmesh/error.hpp"
-#include "rankmesh/tensor_dict.hpp"
+#include "dict_metadata.hpp"
 
 namespace rankmesh {
 

@@ -1,4 +1,4 @@
-#include "shm_segment.hpp"
+#include "shm/shm_segment.hpp"
 
 #include <fcntl.h>
 #include <linux/futex.h>

@@ -1,4 +1,4 @@
-#include "shm_record.hpp"
+#include "shm/shm_record.hpp"
 
 #include <cstdio>
 #include <cstring>
