@@ -34,7 +34,8 @@ struct Sent {
 // A channel that notes what goes through it and passes everything on.
 class NotingChannel final : public Channel {
 public:
-  explicit NotingChannel(std::shared_ptr<Channel> inner) : inner_(std::move(inner)) {}
+  explicit NotingChannel(std::shared_ptr<Channel> inner)
+      : Channel(inner->traits()), inner_(std::move(inner)) {}
   void send(Frame& frame, Deadline deadline) override {
     std::size_t bytes = 0;
     for (const Tensor& t : frame.tensors) bytes += t.nbytes();
@@ -46,9 +47,7 @@ public:
   bool recv(Frame& frame, Deadline deadline) override { return inner_->recv(frame, deadline); }
   void close(const std::string& reason) override { inner_->close(reason); }
   void land(const Landing* landing) noexcept override { inner_->land(landing); }
-  bool keeps_payload(std::size_t nbytes) const noexcept override { return inner_->keeps_payload(nbytes); }
-  bool releases_payloads() const noexcept override { return inner_->releases_payloads(); }
-  bool release(Deadline deadline) override { return inner_->release(deadline); }
+  bool wait_released(Deadline deadline) override { return inner_->wait_released(deadline); }
   std::vector<Sent> sent() const {
     std::lock_guard lock(mutex_);
     return sent_;

@@ -419,7 +419,7 @@ TEST_CASE("tcp: a frame the writer thread finishes owns its metadata, the caller
       }
       changed.notify_all();
       client->outbound().send(frame, within(30s));
-      if (!client->outbound().release(Clock::now())) {
+      if (!client->outbound().wait_released(Clock::now())) {
         std::lock_guard lock(mutex);
         ++handed_over;
       }
@@ -471,7 +471,7 @@ TEST_CASE("tcp: a writer thread that cannot be started closes the link with the 
   Frame small = small_frame(1);
   CHECK_THROWS_WITH_AS(client->outbound().send(small, within(60s)),
                        doctest::Contains(reason), ChannelClosed);
-  CHECK_THROWS_WITH_AS(client->outbound().release(within(60s)),
+  CHECK_THROWS_WITH_AS(client->outbound().wait_released(within(60s)),
                        doctest::Contains(reason), ChannelClosed);
   // The peer sees the connection end in the middle of the frame.
   Frame got;

@@ -3,12 +3,36 @@
 #pragma once
 
 #include <cstddef>
+#include <limits>
+#include <stdexcept>
 #include <string>
 
 #include "deadline.hpp"
 #include "frame.hpp"
 
 namespace rankmesh {
+
+// What a channel does with the tensors it carries: the coordinators decide copies from this,
+// never from the transport's name.
+struct ChannelTraits {
+  // The receiver gets the sender's tensors themselves (one process): a sender that must keep its
+  // caller's tensor untouched copies it first, and nothing is ever released.
+  bool shares_tensors = false;
+  // Payloads of more bytes than this are still read from the sender's tensors after send()
+  // returns, until wait_released(); smaller ones are copied before send() returns.
+  std::size_t copies_up_to = std::numeric_limits<std::size_t>::max();
+  // recv() reads the payloads of the frame that land() names straight into its tensors.
+  bool lands_payloads = false;
+  // Payloads may live in device memory (touched only through the device's copies).
+  bool carries_device_memory = false;
+
+  // Whether a payload of `nbytes` may still be read after send() returns.
+  bool reads_after_send(std::size_t nbytes) const noexcept {
+    return shares_tensors || nbytes > copies_up_to;
+  }
+  // Whether wait_released() can end the channel's hold on what was sent.
+  bool lends() const noexcept { return !shares_tensors; }
+};
 
 class Channel {
 public:
@@ -27,30 +51,25 @@ public:
   virtual void close(const std::string& reason) = 0;
 
   // Where the payloads of a frame matching `landing` go, for the recv() calls until the next
-  // land() (null: nowhere special). The caller keeps `landing` alive meanwhile. Channels that
-  // read payloads into memory themselves (shm, tcp) honour it; inproc hands over the sender's
-  // tensors and ignores it.
+  // land() (null: nowhere special). The caller keeps `landing` alive meanwhile. Only channels
+  // whose traits say lands_payloads honour it.
   virtual void land(const Landing* landing) noexcept { (void)landing; }
 
-  // Whether the bytes of a host payload of `nbytes` may still be read after send() returns
-  // (inproc hands the tensor itself over, shm lends large payloads, tcp may finish a frame on
-  // its writer thread). Where not, send() has copied them by the time it returns, and a sender
-  // that must keep the caller's tensor untouched needs no copy of its own.
-  virtual bool keeps_payload(std::size_t nbytes) const noexcept {
-    (void)nbytes;
-    return true;
-  }
-
-  // Whether release() can end the channel's hold on what was sent (inproc cannot: the receiver
-  // gets the sender's tensor itself).
-  virtual bool releases_payloads() const noexcept { return false; }
   // Waits until nothing sent so far is read from the sender's tensors any more (shm: the
   // receiver has taken it; tcp: the kernel has it). False at the deadline; throws ChannelClosed
-  // once closed. Only where releases_payloads().
-  virtual bool release(Deadline deadline) {
+  // once closed. Returns at once where nothing is lent (traits().lends(): never).
+  virtual bool wait_released(Deadline deadline) {
     (void)deadline;
     return true;
   }
+
+  const ChannelTraits& traits() const noexcept { return traits_; }
+
+protected:
+  explicit Channel(ChannelTraits traits) : traits_(traits) {}
+
+private:
+  const ChannelTraits traits_;
 };
 
 struct ChannelClosed : std::runtime_error {

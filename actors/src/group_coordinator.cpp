@@ -232,7 +232,7 @@ public:
   bool copied_on_send(const Tensor& t, int dst) const {
     const auto& ready = t.ready_event();
     return t.device().type == DeviceType::cpu && (!ready || ready->query()) &&
-           !ctx_.keeps_payload(g_.ranks_[static_cast<std::size_t>(dst)], t.nbytes());
+           !ctx_.traits_to(g_.ranks_[static_cast<std::size_t>(dst)]).reads_after_send(t.nbytes());
   }
 
   // Collectives compute on the host: their inputs must be host tensors whose bytes are ready.
@@ -570,7 +570,7 @@ public:
     const auto& ready = mine.ready_event();
     bool direct = mine.device().type == DeviceType::cpu && (!ready || ready->query());
     for (int j = 0; j < n() && direct; ++j)
-      direct = j == me() || ctx_.releases_payloads(global(j));
+      direct = j == me() || ctx_.traits_to(global(j)).lends();
     Tensor shared = n() > 1 && !direct ? copy_of(mine) : mine;
     LentInput lent(*this, direct);
     for (int j = 0; j < n(); ++j) {

@@ -134,7 +134,7 @@ void RankContext::send(int dst, Frame& frame, Deadline deadline, const Describe&
 
 bool RankContext::released(int dst) noexcept {
   try {
-    return outbound_[static_cast<std::size_t>(dst)]->release(Clock::now());
+    return outbound_[static_cast<std::size_t>(dst)]->wait_released(Clock::now());
   } catch (...) {
     return false;  // closed: nothing more is read from it, but neither is it released
   }
@@ -147,7 +147,7 @@ void RankContext::close_channel_to(int dst, const std::string& reason) {
 void RankContext::release(int dst, Deadline deadline, const Describe& what) {
   bool released;
   try {
-    released = outbound_[static_cast<std::size_t>(dst)]->release(deadline);
+    released = outbound_[static_cast<std::size_t>(dst)]->wait_released(deadline);
   } catch (const ChannelClosed& closed) {
     throw reported(Error(Errc::peer_failed, what() + ": channel to rank " + std::to_string(dst) +
                                                 " is closed: " + closed.what()));

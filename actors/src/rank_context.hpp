@@ -99,17 +99,12 @@ public:
   void put_back(int src, Frame&& frame);
   static constexpr std::size_t kMaxStashedFrames = 1024;
   static constexpr std::size_t kMaxStashedBytes = std::size_t{1} << 30;
-  // Whether the channel to `dst` may read a payload of `nbytes` after send() returns
-  // (Channel::keeps_payload).
-  bool keeps_payload(int dst, std::size_t nbytes) const noexcept {
-    return outbound_[static_cast<std::size_t>(dst)]->keeps_payload(nbytes);
+  // What the channel to `dst` does with what it carries (ChannelTraits).
+  const ChannelTraits& traits_to(int dst) const noexcept {
+    return outbound_[static_cast<std::size_t>(dst)]->traits();
   }
-  // Whether release() can end the hold of the channel to `dst` on what was sent through it
-  // (Channel::releases_payloads), and the wait for it. Throws Error(timeout) or
-  // Error(peer_failed) like send().
-  bool releases_payloads(int dst) const noexcept {
-    return outbound_[static_cast<std::size_t>(dst)]->releases_payloads();
-  }
+  // Waits until the channel to `dst` reads nothing sent through it any more
+  // (Channel::wait_released). Throws Error(timeout) or Error(peer_failed) like send().
   void release(int dst, Deadline deadline, const Describe& what);
   // Whether the channel to `dst` holds nothing sent through it any more, without waiting.
   bool released(int dst) noexcept;

@@ -18,6 +18,8 @@ class InprocChannel final : public Channel {
 public:
   static constexpr std::size_t kSlots = 64;
 
+  InprocChannel() : Channel(ChannelTraits{.shares_tensors = true}) {}
+
   void send(Frame& frame, Deadline deadline) override;
   bool recv(Frame& frame, Deadline deadline) override;
   void close(const std::string& reason) override;

@@ -150,7 +150,8 @@ std::unique_ptr<ShmChannel> ShmChannel::open(const std::string& name, ShmOptions
 
 ShmChannel::ShmChannel(Private, bool receiver, std::string name, void* base, std::size_t mapped,
                        ShmOptions options)
-    : receiver_(receiver), name_(std::move(name)), base_(static_cast<std::uint8_t*>(base)),
+    : Channel(ChannelTraits{.copies_up_to = options.inline_threshold, .lands_payloads = receiver}),
+      receiver_(receiver), name_(std::move(name)), base_(static_cast<std::uint8_t*>(base)),
       mapped_(mapped), options_(std::move(options)), control_(static_cast<Control*>(base)),
       ring_(base_ + Layout::kControlBytes), ring_bytes_(mapped - Layout::kControlBytes) {
   static_assert(sizeof(Control) <= Layout::kControlBytes);

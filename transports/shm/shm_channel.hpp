@@ -112,13 +112,9 @@ public:
   bool recv(Frame& frame, Deadline deadline) override;
   // Thread-safe; may run while another thread waits in send() or recv(), which then throw.
   void close(const std::string& reason) override;
-  // Payloads up to inline_threshold are always copied into the ring by send().
-  bool keeps_payload(std::size_t nbytes) const noexcept override {
-    return nbytes > options_.inline_threshold;
-  }
-  bool releases_payloads() const noexcept override { return !receiver_; }
+  // Payloads up to inline_threshold are always copied into the ring by send() (traits).
   void land(const Landing* landing) noexcept override { landing_ = landing; }
-  bool release(Deadline deadline) override { return flush(deadline); }
+  bool wait_released(Deadline deadline) override { return receiver_ || flush(deadline); }
 
   // The handshake after set-up. Receiver: waits until the sender has attached, stops offering
   // the segment, and checks whether it may read the sender's memory. Sender: waits until the receiver

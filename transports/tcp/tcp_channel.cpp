@@ -49,14 +49,14 @@ std::string seconds(std::chrono::nanoseconds duration) {
 
 class TcpLink::Outbound final : public Channel {
 public:
-  explicit Outbound(TcpLink& link) : link_(link) {}
+  // The writer thread may still read payloads after send() returns.
+  explicit Outbound(TcpLink& link) : Channel(ChannelTraits{.copies_up_to = 0}), link_(link) {}
   void send(Frame& frame, Deadline deadline) override { link_.send(frame, deadline); }
   bool recv(Frame&, Deadline) override {
     throw Error(Errc::invalid_argument, "recv on the outbound tcp channel to " + link_.peer_name());
   }
   void close(const std::string& reason) override { link_.close(reason); }
-  bool releases_payloads() const noexcept override { return true; }
-  bool release(Deadline deadline) override { return link_.finish_writing(deadline); }
+  bool wait_released(Deadline deadline) override { return link_.finish_writing(deadline); }
 
 private:
   TcpLink& link_;
@@ -64,7 +64,8 @@ private:
 
 class TcpLink::Inbound final : public Channel {
 public:
-  explicit Inbound(TcpLink& link) : link_(link) {}
+  explicit Inbound(TcpLink& link)
+      : Channel(ChannelTraits{.copies_up_to = 0, .lands_payloads = true}), link_(link) {}
   void send(Frame&, Deadline) override {
     throw Error(Errc::invalid_argument, "send on the inbound tcp channel from " + link_.peer_name());
   }
