@@ -14,11 +14,13 @@
 #include <thread>
 
 #include "auth.hpp"
-#include "control_message.hpp"
-#include "rank_actor.hpp"
+#include "bootstrap/control_codec.hpp"
+#include "bootstrap/control_messages.hpp"
+#include "bootstrap/registry.hpp"
+#include "bootstrap/registry_exchange.hpp"
+#include "bootstrap/world_membership.hpp"
 #include "rankmesh/error.hpp"
 #include "rankmesh/runtime.hpp"
-#include "registry.hpp"
 
 using namespace rankmesh;
 
@@ -105,6 +107,12 @@ struct RegistryWorld {
     return failure;
   }
 
+  // Rank `rank` puts `value` into `round` through the registry's Exchange: every rank's values.
+  std::vector<std::string> all_gather(int rank, const std::string& round, const std::string& value) {
+    return RegistryExchange(system, registry, rank)
+        .all_gather(round, value, deadline_after(std::chrono::seconds(10)));
+  }
+
   bool logged_line(const std::string& part) {
     std::lock_guard lock(mutex);
     for (const auto& line : logged)
@@ -126,9 +134,9 @@ TEST_CASE("registry: messages for ranks that are not members are dropped, the wo
   // Processed in order: the members' exchange after them sees a world that stands.
   std::vector<std::string> values[2];
   std::thread other([&] {
-    values[1] = exchange(world.system, world.registry, "round", 1, "b", deadline_after(std::chrono::seconds(10)));
+    values[1] = world.all_gather(1, "round", "b");
   });
-  values[0] = exchange(world.system, world.registry, "round", 0, "a", deadline_after(std::chrono::seconds(10)));
+  values[0] = world.all_gather(0, "round", "a");
   other.join();
   CHECK(values[0] == std::vector<std::string>{"a", "b"});
   CHECK(world.logged_line("dropped a 'beat' from rank 5, which is not a member"));
@@ -159,9 +167,9 @@ TEST_CASE("registry: a join after the world formed, or outside it, is refused an
   CHECK(world.join(-1, kControlProtocolVersion) == "rank -1 is outside the world of 2");
   std::vector<std::string> values[2];
   std::thread other([&] {
-    values[1] = exchange(world.system, world.registry, "after", 1, "b", deadline_after(std::chrono::seconds(10)));
+    values[1] = world.all_gather(1, "after", "b");
   });
-  values[0] = exchange(world.system, world.registry, "after", 0, "a", deadline_after(std::chrono::seconds(10)));
+  values[0] = world.all_gather(0, "after", "a");
   other.join();
   CHECK(values[0] == std::vector<std::string>{"a", "b"});
   CHECK(world.logged_line("dropped a join from rank 1: the world has already formed"));

@@ -37,7 +37,7 @@ def check(name, condition, detail=""):
     print(("ok   " if condition else "FAIL ") + name, flush=True)
 
 
-# --- the wire formats (transports/auth.cpp, transports/frame_codec.hpp, control_message.hpp)
+# --- the wire formats (transports/auth.cpp, transports/frame_codec.hpp, actors/src/bootstrap/control_codec.hpp)
 AUTH_MAGIC, FRAME_MAGIC, CONTROL_GROUP = 0x55414D52, 0x48534D52, 0xC0A7F00D
 CLIENT, SERVER = 1, 2
 JOIN, JOINED, EXCHANGE, LEAVE, BEAT, FAIL = 1, 2, 3, 5, 7, 11

@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "bootstrap/member.hpp"
 #include "channel.hpp"
-#include "registry.hpp"
 #include "tcp/tcp_channel.hpp"
 
 namespace rankmesh {
@@ -30,7 +30,7 @@ public:
     std::function<void(const std::string&)> log;
     std::chrono::milliseconds failure_timeout{2000};
   };
-  // Exchanges one value per rank through the registry (see registry.hpp's exchange()).
+  // Exchanges one value per rank through the registry (bootstrap/registry_exchange.hpp).
   using Exchange = std::function<std::vector<std::string>(const std::string& round,
                                                           const std::string& value)>;
 

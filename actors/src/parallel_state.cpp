@@ -1,7 +1,7 @@
 #include "rankmesh/parallel_state.hpp"
 
+#include "bootstrap/control_messages.hpp"
 #include "parallel_state_impl.hpp"
-#include "rank_actor.hpp"
 #include "rankmesh/error.hpp"
 
 namespace rankmesh {

@@ -9,15 +9,18 @@
 #include <caf/all.hpp>
 
 #include "auth.hpp"
+#include "bootstrap/control_messages.hpp"
+#include "bootstrap/rank_actor.hpp"
+#include "bootstrap/registry.hpp"
+#include "bootstrap/registry_exchange.hpp"
+#include "bootstrap/registry_link.hpp"
+#include "bootstrap/world_membership.hpp"
 #include "buffer_pool.hpp"
 #include "data_plane.hpp"
 #include "environment.hpp"
 #include "inproc/inproc_channel.hpp"
-#include "registry.hpp"
-#include "registry_link.hpp"
 #include "parallel_state_impl.hpp"
 #include "parker.hpp"
-#include "rank_actor.hpp"
 #include "rankmesh/error.hpp"
 
 namespace rankmesh {
@@ -59,6 +62,11 @@ caf::actor_system_config& configure(caf::actor_system_config& cfg, const Runtime
 }
 
 void default_log(const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); }
+
+// What a rank actor does when its world fails: fail the rank's channels and wake its waiters.
+std::function<void(const std::string&)> failing(std::shared_ptr<RankContext> context) {
+  return [context = std::move(context)](const std::string& reason) { context->fail(reason); };
+}
 
 }  // namespace
 
@@ -152,7 +160,7 @@ struct Runtime::Impl {
       RankActorConfig config;
       config.rank = r;
       config.world_size = world;
-      config.context = context;
+      config.fail_rank = failing(context);
       config.leader = leader;
       caf::actor actor = system.spawn(rank_actor, std::move(config));
       spawned.push_back(actor);
@@ -213,7 +221,7 @@ struct Runtime::Impl {
     RankActorConfig config;
     config.rank = place.rank;
     config.world_size = place.world_size;
-    config.context = context;
+    config.fail_rank = failing(context);
     config.registry = registry;
     config.heartbeat = options.failure_timeout / 4;
     config.failure_timeout = options.failure_timeout;
@@ -221,12 +229,13 @@ struct Runtime::Impl {
     caf::actor actor = system.spawn(rank_actor, std::move(config));
     spawned.push_back(actor);
 
-    Member me{place.rank, node_identity(), data_plane->address()};
-    Joined joined = join_world(system, registry, me, place.world_size, actor, deadline);
+    const Member self{place.rank, node_identity(), data_plane->address()};
+    Joined joined = join_world(system, registry, self, place.world_size, actor, deadline);
     caf::anon_send(actor, leader_atom::value, joined.leader);
-    data_plane->connect(joined.members, me.node_id,
+    RegistryExchange exchange(system, registry, place.rank);
+    data_plane->connect(joined.members, self.node_id,
                         [&](const std::string& round, const std::string& value) {
-                          return exchange(system, registry, round, place.rank, value, deadline);
+                          return exchange.all_gather(round, value, deadline);
                         },
                         deadline);
     context->connect(data_plane->outbound(), data_plane->inbound(),

@@ -1,11 +1,11 @@
-// Decodes arbitrary bytes as a registry control message (actors/src/control_message.hpp): the
-// first byte picks the kind (the frame's op), the rest is the metadata. Decoding must end in a
-// message or an Error(malformed), and a message must re-encode to exactly the bytes it came
-// from (the format has one encoding per message).
+// Decodes arbitrary bytes as a registry control message
+// (actors/src/bootstrap/control_codec.hpp): the first byte picks the kind (the frame's op), the
+// rest is the metadata. Decoding must end in a message or an Error(malformed), and a message
+// must re-encode to exactly the bytes it came from (the format has one encoding per message).
 #include <cstdint>
 #include <cstdlib>
 
-#include "control_message.hpp"
+#include "bootstrap/control_codec.hpp"
 #include "rankmesh/error.hpp"
 
 using namespace rankmesh;

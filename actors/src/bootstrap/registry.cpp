@@ -1,31 +1,16 @@
-#include "registry.hpp"
+#include "bootstrap/registry.hpp"
 
 #include <map>
 #include <memory>
 #include <set>
 
-#include "control_message.hpp"
-#include "rank_actor.hpp"
-#include "rankmesh/error.hpp"
+#include "bootstrap/control_codec.hpp"
+#include "bootstrap/control_messages.hpp"
+#include "bootstrap/member.hpp"
+#include "deadline.hpp"
 
 namespace rankmesh {
 namespace {
-
-using check_timer_atom = caf::atom_constant<caf::atom("chktimer")>;
-using join_timer_atom = caf::atom_constant<caf::atom("jointimer")>;
-
-std::string encode_member(const Member& m) {
-  return std::to_string(m.rank) + "\t" + m.node_id + "\t" + m.address;
-}
-
-Member decode_member(const std::string& line) {
-  Member m;
-  auto first = line.find('\t'), second = line.find('\t', first + 1);
-  m.rank = std::stoi(line.substr(0, first));
-  m.node_id = line.substr(first + 1, second - first - 1);
-  m.address = line.substr(second + 1);
-  return m;
-}
 
 struct Joining {
   Member member;
@@ -212,67 +197,6 @@ caf::behavior registry_actor(caf::event_based_actor* self, RegistryConfig config
         self->delayed_send(self, config.failure_timeout / 4, check_timer_atom::value);
       },
   };
-}
-
-Joined join_world(caf::actor_system& system, const caf::actor& registry, const Member& me,
-                  int world_size, const caf::actor& rank_actor, Deadline deadline) {
-  caf::scoped_actor self{system};
-  std::string error;
-  Joined joined;
-  self->request(registry,
-                std::chrono::duration_cast<std::chrono::milliseconds>(
-                    std::max(Clock::duration::zero(), deadline - Clock::now())),
-                join_atom::value, me.rank, world_size, kControlProtocolVersion, me.node_id,
-                me.address, rank_actor)
-      .receive(
-          [&](const std::string& failure, const std::vector<std::string>& directory,
-              const caf::actor& leader) {
-            error = failure;
-            for (const auto& line : directory) joined.members.push_back(decode_member(line));
-            joined.leader = leader;
-          },
-          [&](caf::error& e) {
-            error = "the world did not form in time (" + system.render(e) + ")";
-          });
-  if (!error.empty())
-    throw Error(Errc::peer_failed, "rank " + std::to_string(me.rank) + " could not join: " + error);
-  return joined;
-}
-
-std::vector<std::string> exchange(caf::actor_system& system, const caf::actor& registry,
-                                  const std::string& round, int rank, const std::string& value,
-                                  Deadline deadline) {
-  caf::scoped_actor self{system};
-  std::string error;
-  std::vector<std::string> values;
-  self->request(registry,
-                std::chrono::duration_cast<std::chrono::milliseconds>(
-                    std::max(Clock::duration::zero(), deadline - Clock::now())),
-                exchange_atom::value, round, rank, value)
-      .receive(
-          [&](const std::string& failure, const std::vector<std::string>& all) {
-            error = failure;
-            values = all;
-          },
-          [&](caf::error& e) { error = "no answer in time (" + system.render(e) + ")"; });
-  if (!error.empty())
-    throw Error(Errc::peer_failed, "rank " + std::to_string(rank) + ": exchanging " + round +
-                                       " failed: " + error);
-  return values;
-}
-
-void leave_world(caf::actor_system& system, const caf::actor& rank_actor, int rank,
-                 Deadline deadline) {
-  caf::scoped_actor self{system};
-  std::string error;
-  self->request(rank_actor,
-                std::chrono::duration_cast<std::chrono::milliseconds>(
-                    std::max(Clock::duration::zero(), deadline - Clock::now())),
-                leave_atom::value)
-      .receive([&](const std::string& failure) { error = failure; },
-               [&](caf::error& e) { error = "no answer in time (" + system.render(e) + ")"; });
-  if (!error.empty())
-    throw Error(Errc::peer_failed, "rank " + std::to_string(rank) + ": leaving the world: " + error);
 }
 
 }  // namespace rankmesh

@@ -1,6 +1,7 @@
-// The registry's control protocol between rank 0 and every other rank, carried as frames over
-// an authenticated tcp link (the HMAC handshake of auth.hpp runs first, so every message on a
-// link comes from the rank that link authenticated; no message names its sender). A message is
+// The registry's control protocol between rank 0 and every other rank — the wire form of the
+// requests in control_messages.hpp — carried as frames over an authenticated tcp link (the HMAC
+// handshake of auth.hpp runs first, so every message on a link comes from the rank that link
+// authenticated; no message names its sender). A message is
 // a kind (the frame's op), a request id (the frame's seq; a reply carries its request's id) and
 // a few text fields (the metadata). CAF-free, so the fuzzer can build it alone.
 #pragma once

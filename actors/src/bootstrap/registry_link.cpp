@@ -1,4 +1,4 @@
-#include "registry_link.hpp"
+#include "bootstrap/registry_link.hpp"
 
 #include <atomic>
 #include <charconv>
@@ -8,17 +8,13 @@
 #include <set>
 #include <thread>
 
-#include "control_message.hpp"
-#include "rank_actor.hpp"
+#include "bootstrap/control_codec.hpp"
+#include "bootstrap/control_messages.hpp"
 #include "rankmesh/error.hpp"
-#include "registry.hpp"
 #include "tcp/tcp_channel.hpp"
 
 namespace rankmesh {
 namespace {
-
-using control_atom = caf::atom_constant<caf::atom("control")>;  // a message read from the link
-using closed_atom = caf::atom_constant<caf::atom("closed")>;    // the link is gone
 
 // Set once the world has left together: links closing after that are no news.
 using LeftFlag = std::shared_ptr<std::atomic<bool>>;

@@ -1,29 +1,23 @@
 // The rank actor (CAF): the control plane of its rank. It does what is rare — checking that
 // every rank initializes the same way and, across processes, watching the world: heartbeats to
 // the registry, failure notices from it — and fails its rank's channels when a peer is lost.
-// Per-message traffic never passes through it. Kept out of public headers.
+// Per-message traffic never passes through it. Its messages are in control_messages.hpp.
 #pragma once
 
 #include <chrono>
-#include <memory>
+#include <functional>
 #include <string>
 
 #include <caf/all.hpp>
 
 namespace rankmesh {
 
-class RankContext;
-
-using propose_atom = caf::atom_constant<caf::atom("propose")>;  // engine -> its rank actor
-using check_atom = caf::atom_constant<caf::atom("check")>;      // rank actor -> leader
-using leader_atom = caf::atom_constant<caf::atom("leader")>;    // who the leader is
-using fail_atom = caf::atom_constant<caf::atom("fail")>;        // the world lost a rank
-using beat_atom = caf::atom_constant<caf::atom("beat")>;        // heartbeat to the registry
-
 struct RankActorConfig {
   int rank = 0;
   int world_size = 1;
-  std::shared_ptr<RankContext> context;
+  // Fails the rank's channels and wakes its waiting operations; called once, with why the
+  // world failed.
+  std::function<void(const std::string& reason)> fail_rank;
   caf::actor leader;  // rank 0's actor when known at spawn (one process); else by leader_atom
   // Across processes: the registry to send heartbeats to (null in one process), how often, and
   // how long an unanswered heartbeat may take before the rank declares the registry lost.

@@ -1,5 +1,5 @@
 // How the ranks of a multi-process world reach rank 0's registry: one authenticated tcp link per
-// rank (the HMAC handshake of auth.hpp, then the control messages of control_message.hpp), never
+// rank (the HMAC handshake of auth.hpp, then the control messages of control_codec.hpp), never
 // CAF's middleman. Rank 0 runs a RegistryServer in front of its registry actor; every other rank
 // a RegistryClient whose actor stands in for the registry (and for the leader) in its process.
 // Whoever does not hold the secret gets no further than the handshake, and every message on a

@@ -1,10 +1,9 @@
-#include "rank_actor.hpp"
+#include "bootstrap/rank_actor.hpp"
 
 #include <map>
 #include <optional>
 
-#include "rank_context.hpp"
-#include "registry.hpp"
+#include "bootstrap/control_messages.hpp"
 
 namespace rankmesh {
 namespace {
@@ -41,7 +40,7 @@ caf::behavior rank_actor(caf::event_based_actor* self, RankActorConfig config) {
   auto fail = [=](const std::string& reason) {
     if (!state->failure.empty() || state->quiet) return;
     state->failure = reason;
-    config.context->fail(reason);
+    config.fail_rank(reason);
     // A frozen registry never answers a leave: the failure does.
     if (state->leaving) {
       state->leaving->deliver(reason);

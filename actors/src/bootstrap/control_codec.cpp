@@ -1,4 +1,4 @@
-#include "control_message.hpp"
+#include "bootstrap/control_codec.hpp"
 
 #include <cstring>
 
