@@ -8,8 +8,9 @@
 #include <span>
 #include <vector>
 
-#include "rankmesh/error.hpp"
 #include "dict_metadata.hpp"
+#include "rankmesh/error.hpp"
+#include "result.hpp"
 
 namespace rankmesh {
 

@@ -1,26 +1,43 @@
-// Errors are values with a message a user can act on.
+// Errors: every failure rankmesh reports is an Error — a code to branch on and a message that
+// says the rest (naming both sides: which rank, which group, which operation, what each side
+// had). The codes and their numbers are listed, with when each is thrown, in docs/errors.md.
 #pragma once
 
 #include <stdexcept>
 #include <string>
-#include <utility>
-#include <variant>
 
 namespace rankmesh {
 
-// What went wrong, coarse enough to branch on; the message says the rest.
-enum class Errc {
-  invalid_argument,  // a caller passed something impossible (sizes, ranks, keys)
-  invalid_config,    // a parallel configuration or placement that cannot be laid out
-  malformed,         // bytes from outside (metadata, frames, files) that do not decode
-  limit_exceeded,    // well-formed input beyond a configured limit
-  timeout,           // something did not happen within the time the caller allowed
-  cancelled,         // work that was dropped before it ran (its stream went away)
-  mismatch,          // ranks disagree: different operations, order or configuration
-  not_initialized,   // a group call before initialize_model_parallel (or after destroy)
-  peer_failed,       // a peer died, froze or the world was aborted
+// What went wrong, coarse enough to branch on. The numeric values are stable: they never change
+// and are never reused (bindings and logs may keep them); a new code takes the next number.
+enum class Errc : int {
+  // The caller passed something impossible: sizes, shapes, dtypes, ranks, keys, dims, counts;
+  // a second initialize_model_parallel without destroy_model_parallel.
+  invalid_argument = 0,
+  // A parallel configuration or placement that cannot be laid out, launcher variables or
+  // runtime options that contradict each other, a secret file others may read.
+  invalid_config = 1,
+  // Bytes from outside (a peer's metadata or frames, a handshake, a file) that do not decode.
+  malformed = 2,
+  // Well-formed input beyond a configured limit (tensor bytes, metadata size, dict entries,
+  // nesting depth, frame payload).
+  limit_exceeded = 3,
+  // Something did not happen within the time the caller allowed: an operation whose peers did
+  // not arrive, a wait on a handle, event or stream, a world that did not form.
+  timeout = 4,
+  // Work that was dropped before it ran: its stream was destroyed while the work waited.
+  cancelled = 5,
+  // Ranks disagree: a different operation, order, shape or dtype on the other side, a different
+  // initialize_model_parallel, a wrong secret or world size in the handshake.
+  mismatch = 6,
+  // A group call before initialize_model_parallel, or after destroy_model_parallel.
+  not_initialized = 7,
+  // A peer died, froze, closed its connection, or the world was aborted (Runtime::abort); every
+  // later operation that involves it fails the same way.
+  peer_failed = 8,
 };
 
+// The code's name in words ("invalid argument", "peer failed", ...).
 const char* to_string(Errc code) noexcept;
 
 class Error : public std::runtime_error {
@@ -30,35 +47,6 @@ public:
 
 private:
   Errc code_;
-};
-
-// Either a value or an Error, for paths where bad input is expected (decoders).
-template <class T>
-class Result {
-public:
-  Result(T value) : state_(std::move(value)) {}
-  Result(Error error) : state_(std::move(error)) {}
-
-  bool ok() const noexcept { return state_.index() == 0; }
-  explicit operator bool() const noexcept { return ok(); }
-
-  // The value; throws the Error when there is none.
-  T& value() & {
-    if (!ok()) throw std::get<1>(state_);
-    return std::get<0>(state_);
-  }
-  const T& value() const& {
-    if (!ok()) throw std::get<1>(state_);
-    return std::get<0>(state_);
-  }
-  T&& value() && {
-    if (!ok()) throw std::get<1>(state_);
-    return std::get<0>(std::move(state_));
-  }
-  const Error& error() const { return std::get<1>(state_); }
-
-private:
-  std::variant<T, Error> state_;
 };
 
 }  // namespace rankmesh
