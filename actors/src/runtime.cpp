@@ -9,12 +9,8 @@
 #include <caf/all.hpp>
 
 #include "auth.hpp"
-#include "bootstrap/control_messages.hpp"
+#include "bootstrap/bootstrap.hpp"
 #include "bootstrap/rank_actor.hpp"
-#include "bootstrap/registry.hpp"
-#include "bootstrap/registry_exchange.hpp"
-#include "bootstrap/registry_link.hpp"
-#include "bootstrap/world_membership.hpp"
 #include "buffer_pool.hpp"
 #include "data_plane.hpp"
 #include "environment.hpp"
@@ -78,22 +74,18 @@ struct Runtime::Impl {
   std::vector<std::shared_ptr<RankContext>> contexts;  // by local index
   std::vector<caf::actor> actors;                       // by local index
   std::vector<std::unique_ptr<ParallelState>> states;   // by local index
-  std::vector<caf::actor> spawned;  // every actor this runtime started, stopped at the end
-  // Across processes only: the registry (rank 0's actor, or elsewhere the stand-in that
-  // reaches it over the authenticated link) — CAF's middleman is never loaded, since its
-  // protocol lets any connected peer message or kill any actor before it could be checked.
-  caf::actor registry;
-  std::unique_ptr<RegistryServer> registry_server;  // rank 0
-  std::unique_ptr<RegistryClient> registry_client;  // every other rank
+  std::vector<caf::actor> spawned;  // embedded: the rank actors, stopped at the end
+  // Across processes only: this rank's part in the world's registry, and its channels.
+  std::unique_ptr<Bootstrap> bootstrap;
   std::unique_ptr<DataPlane> data_plane;
 
   explicit Impl(RuntimeOptions opts) : options(std::move(opts)), system(configure(cfg, options)) {}
 
   ~Impl() {
-    if (data_plane && !states.empty()) {
+    if (bootstrap && !states.empty()) {
       // Leave together, so that a rank finishing first does not look like a lost one.
       try {
-        leave_world(system, actors.front(), local.front(), deadline_after(options.timeout));
+        bootstrap->leave(deadline_after(options.timeout));
       } catch (const Error& e) {
         options.log(std::string("rankmesh: ") + e.what());
       }
@@ -199,48 +191,30 @@ struct Runtime::Impl {
     options.log("rank " + std::to_string(place.rank) + ": data plane listening on " +
                 data_plane->address());
 
-    RegistryLinkOptions link;
-    link.rank = place.rank;
-    link.world_size = place.world_size;
-    link.secret = secret;
-    link.handshake_timeout = options.failure_timeout;
-    link.write_timeout = options.failure_timeout;
-    link.log = options.log;
-    const auto port = static_cast<std::uint16_t>(place.master_port);
-    if (place.rank == 0) {
-      RegistryConfig config{place.world_size, options.join_timeout, options.failure_timeout,
-                            options.log};
-      registry = system.spawn(registry_actor, config);
-      spawned.push_back(registry);
-      registry_server = std::make_unique<RegistryServer>(system, registry, place.master_addr, port, link);
-    } else {
-      // Rank 0 may not be up yet: the client retries until the join deadline.
-      registry_client = std::make_unique<RegistryClient>(system, place.master_addr, port, link, deadline);
-      registry = registry_client->registry();
-    }
-    RankActorConfig config;
-    config.rank = place.rank;
-    config.world_size = place.world_size;
-    config.fail_rank = failing(context);
-    config.registry = registry;
-    config.heartbeat = options.failure_timeout / 4;
-    config.failure_timeout = options.failure_timeout;
-    config.leave_timeout = options.timeout;
-    caf::actor actor = system.spawn(rank_actor, std::move(config));
-    spawned.push_back(actor);
+    BootstrapOptions bootstrap_options;
+    bootstrap_options.rank = place.rank;
+    bootstrap_options.world_size = place.world_size;
+    bootstrap_options.secret = secret;
+    bootstrap_options.registry_host = place.master_addr;
+    bootstrap_options.registry_port = static_cast<std::uint16_t>(place.master_port);
+    bootstrap_options.join_timeout = options.join_timeout;
+    bootstrap_options.failure_timeout = options.failure_timeout;
+    bootstrap_options.leave_timeout = options.timeout;
+    bootstrap_options.log = options.log;
+    bootstrap_options.fail_rank = failing(context);
+    bootstrap = std::make_unique<Bootstrap>(system, std::move(bootstrap_options), deadline);
 
-    const Member self{place.rank, node_identity(), data_plane->address()};
-    Joined joined = join_world(system, registry, self, place.world_size, actor, deadline);
-    caf::anon_send(actor, leader_atom::value, joined.leader);
-    RegistryExchange exchange(system, registry, place.rank);
-    data_plane->connect(joined.members, self.node_id,
+    const std::string node_id = node_identity();
+    const std::vector<Member> members = bootstrap->join(node_id, data_plane->address(), deadline);
+    Exchange& exchange = bootstrap->exchange();
+    data_plane->connect(members, node_id,
                         [&](const std::string& round, const std::string& value) {
                           return exchange.all_gather(round, value, deadline);
                         },
                         deadline);
     context->connect(data_plane->outbound(), data_plane->inbound(),
                      {data_plane->same_node(), data_plane->shared_memory()});
-    add_state(place.rank, place.local_rank, std::move(context), std::move(actor));
+    add_state(place.rank, place.local_rank, std::move(context), bootstrap->rank_actor());
   }
 };
 
