@@ -72,9 +72,9 @@ struct Runtime::Impl {
   caf::actor_system system;
   std::vector<int> local;  // ranks hosted here
   std::vector<std::shared_ptr<RankContext>> contexts;  // by local index
-  std::vector<caf::actor> actors;                       // by local index
   std::vector<std::unique_ptr<ParallelState>> states;   // by local index
-  std::vector<caf::actor> spawned;  // embedded: the rank actors, stopped at the end
+  // Embedded: every rank's actor, stopped at the end (across processes the bootstrap stops its own).
+  std::vector<caf::actor> rank_actors;
   // Across processes only: this rank's part in the world's registry, and its channels.
   std::unique_ptr<Bootstrap> bootstrap;
   std::unique_ptr<DataPlane> data_plane;
@@ -103,7 +103,7 @@ struct Runtime::Impl {
         // Past the deadline, or a stream failed: its waiters get the error from their events.
       }
     }
-    for (auto& actor : spawned) caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+    for (auto& actor : rank_actors) caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
   }
 
   int index_of(int rank) const {
@@ -122,7 +122,6 @@ struct Runtime::Impl {
     (void)local_rank;
     local.push_back(rank);
     contexts.push_back(std::move(context));
-    actors.push_back(std::move(actor));
     states.push_back(std::make_unique<ParallelState>(std::move(state)));
   }
 
@@ -155,7 +154,7 @@ struct Runtime::Impl {
       config.fail_rank = failing(context);
       config.leader = leader;
       caf::actor actor = system.spawn(rank_actor, std::move(config));
-      spawned.push_back(actor);
+      rank_actors.push_back(actor);
       if (r == 0) leader = actor;
       add_state(r, r % per_node, std::move(context), std::move(actor));
     }
