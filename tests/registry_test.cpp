@@ -218,17 +218,30 @@ TEST_CASE("secret file: refused when group or others may read it, naming the fil
   ::unlink(path);
 }
 
+namespace {
+
+// A socket bound to a free loopback port (closed at the end of its scope).
+struct LoopbackPort {
+  int socket = ::socket(AF_INET, SOCK_STREAM, 0);
+  std::string port;
+
+  LoopbackPort() {
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t size = sizeof address;
+    REQUIRE(::bind(socket, reinterpret_cast<sockaddr*>(&address), size) == 0);
+    REQUIRE(::getsockname(socket, reinterpret_cast<sockaddr*>(&address), &size) == 0);
+    port = std::to_string(ntohs(address.sin_port));
+  }
+  ~LoopbackPort() { ::close(socket); }
+};
+
+}  // namespace
+
 TEST_CASE("a rank removes RANKMESH_SECRET from the environment its children inherit") {
   // A world of one across processes: rank 0 hosts the registry on a free port.
-  const int probe = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t size = sizeof address;
-  REQUIRE(::bind(probe, reinterpret_cast<sockaddr*>(&address), size) == 0);
-  REQUIRE(::getsockname(probe, reinterpret_cast<sockaddr*>(&address), &size) == 0);
-  const std::string port = std::to_string(ntohs(address.sin_port));
-  ::close(probe);
+  const std::string port = LoopbackPort().port;
   ScopedEnv rank("RANK", "0"), world("WORLD_SIZE", "1"), addr("MASTER_ADDR", "127.0.0.1"),
       master_port("MASTER_PORT", port.c_str()), secret("RANKMESH_SECRET", "inherited-by-nobody");
   {
@@ -236,4 +249,25 @@ TEST_CASE("a rank removes RANKMESH_SECRET from the environment its children inhe
     CHECK(std::getenv("RANKMESH_SECRET") == nullptr);
     CHECK(runtime.world_size() == 1);
   }
+}
+
+TEST_CASE("rank 0 that cannot listen for the registry says where, and the runtime ends") {
+  LoopbackPort taken;
+  REQUIRE(::listen(taken.socket, 1) == 0);
+  ScopedEnv rank("RANK", "0"), world("WORLD_SIZE", "2"), addr("MASTER_ADDR", "127.0.0.1"),
+      master_port("MASTER_PORT", taken.port.c_str()), secret("RANKMESH_SECRET", "s3cret");
+  ScopedEnv no_override("RANKMESH_JOIN_TIMEOUT_MS", nullptr);
+  RuntimeOptions options;
+  options.join_timeout = std::chrono::seconds(60);
+  // The registry actor is spawned before the listener fails: the runtime must stop it rather
+  // than wait for its join timer to end it.
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    Runtime runtime{options};
+    FAIL("the runtime started on a taken port");
+  } catch (const Error& error) {
+    CHECK(error.code() == Errc::invalid_config);
+    CHECK(std::string(error.what()).find("cannot listen on 127.0.0.1:" + taken.port) != std::string::npos);
+  }
+  CHECK(std::chrono::steady_clock::now() - start < options.join_timeout / 2);
 }

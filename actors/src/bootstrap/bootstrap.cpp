@@ -21,8 +21,15 @@ Bootstrap::Bootstrap(caf::actor_system& system, BootstrapOptions options, Deadli
   if (options_.rank == 0) {
     registry_ = system.spawn(registry_actor, RegistryConfig{options_.world_size, options_.join_timeout,
                                                             options_.failure_timeout, options_.log});
-    server_ = std::make_unique<RegistryServer>(system, registry_, options_.registry_host,
-                                               options_.registry_port, link);
+    try {
+      server_ = std::make_unique<RegistryServer>(system, registry_, options_.registry_host,
+                                                 options_.registry_port, link);
+    } catch (...) {
+      // No destructor runs for a constructor that throws: stop the registry here, or the
+      // runtime's actor system would wait for it until its join timer ends it.
+      caf::anon_send_exit(registry_, caf::exit_reason::user_shutdown);
+      throw;
+    }
   } else {
     client_ = std::make_unique<RegistryClient>(system, options_.registry_host,
                                                options_.registry_port, link, deadline);
