@@ -114,26 +114,26 @@ public:
   // --- asynchronous forms (docs/semantics.md, "Order"): any operation, run on the rank's stream.
   // `op(*this)` runs after everything issued before it; the handle gives its result or error.
   // Arguments the operation uses must stay alive until it has run (capture them by value).
-  //   auto sum = tp.async([t](GroupCoordinator& g) { return g.all_reduce(t); });
+  //   auto sum = tp.async([t](GroupCoordinator& group) { return group.all_reduce(t); });
   template <class Op>
   auto async(Op op) -> Handle<std::invoke_result_t<Op&, GroupCoordinator&>>;
 
   Handle<void> async_send_tensor_dict(TensorDict dict, std::optional<int> dst = std::nullopt) {
-    return async([dict = std::move(dict), dst](GroupCoordinator& g) mutable {
-      g.send_tensor_dict(std::move(dict), dst);  // owned by the operation: donated
+    return async([dict = std::move(dict), dst](GroupCoordinator& group) mutable {
+      group.send_tensor_dict(std::move(dict), dst);  // owned by the operation: donated
     });
   }
   Handle<TensorDict> async_recv_tensor_dict(std::optional<int> src = std::nullopt) {
-    return async([src](GroupCoordinator& g) { return g.recv_tensor_dict(src); });
+    return async([src](GroupCoordinator& group) { return group.recv_tensor_dict(src); });
   }
   Handle<Tensor> async_all_reduce(Tensor input, ReduceOp op = ReduceOp::sum) {
-    return async([input = std::move(input), op](GroupCoordinator& g) { return g.all_reduce(input, op); });
+    return async([input = std::move(input), op](GroupCoordinator& group) { return group.all_reduce(input, op); });
   }
   Handle<Tensor> async_all_gather(Tensor input, int dim = -1) {
-    return async([input = std::move(input), dim](GroupCoordinator& g) { return g.all_gather(input, dim); });
+    return async([input = std::move(input), dim](GroupCoordinator& group) { return group.all_gather(input, dim); });
   }
   Handle<void> async_barrier() {
-    return async([](GroupCoordinator& g) { g.barrier(); });
+    return async([](GroupCoordinator& group) { group.barrier(); });
   }
 
 private:

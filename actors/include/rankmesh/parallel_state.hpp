@@ -1,5 +1,5 @@
 // ParallelState: one rank's parallel state — vLLM's parallel_state module, per rank.
-// Used from the rank's engine thread.
+// Used from the rank's engine thread. The rules every operation follows: docs/semantics.md.
 #pragma once
 
 #include <memory>
