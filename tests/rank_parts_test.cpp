@@ -17,6 +17,7 @@ namespace {
 
 // await_numbered over a fixed sequence of arriving numbers; records what each callback saw.
 struct Arrivals {
+  explicit Arrivals(std::vector<std::uint64_t> arriving) : numbers(std::move(arriving)) {}
   std::vector<std::uint64_t> numbers;
   std::size_t next = 0;
   std::vector<std::uint64_t> late;
@@ -41,7 +42,7 @@ TEST_CASE("matcher: older numbers are late and discarded, the expected one ends 
   CHECK(arrival(5, 4) == Arrival::late);
   CHECK(arrival(5, 5) == Arrival::expected);
   CHECK(arrival(5, 6) == Arrival::early);
-  Arrivals arrivals{{2, 3, 5}};
+  Arrivals arrivals({2, 3, 5});
   const bool came = await_numbered(
       5, [&] { return arrivals.fetch(); },
       [&](std::uint64_t got) {
@@ -54,12 +55,12 @@ TEST_CASE("matcher: older numbers are late and discarded, the expected one ends 
 }
 
 TEST_CASE("matcher: a newer number fails the wait, and a late message may end it instead") {
-  Arrivals early{{7}};
+  Arrivals early({7});
   CHECK_THROWS_AS(await_numbered(
                       5, [&] { return early.fetch(); }, [](std::uint64_t) { return false; },
                       [](std::uint64_t got) { throw Error(Errc::mismatch, "got #" + std::to_string(got)); }),
                   Error);
-  Arrivals kept{{4, 5}};
+  Arrivals kept({4, 5});
   const bool came = await_numbered(
       5, [&] { return kept.fetch(); }, [](std::uint64_t) { return true; },
       [](std::uint64_t) { FAIL("nothing early arrived"); });

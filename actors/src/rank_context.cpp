@@ -9,7 +9,7 @@ RankContext::RankContext(int rank, int world_size, int local_rank,
                          std::vector<DeviceBackend*> backends,
                          std::function<void(const std::string&)> log)
     : rank_(rank), world_size_(world_size), local_rank_(local_rank), timeout_(timeout),
-      allocator_(std::move(allocator)), history_(rank, std::move(log)), links_(rank, history_),
+      allocator_(std::move(allocator)), history_(rank, std::move(log)), links_(history_),
       stash_(world_size, epochs_), rings_(rank, links_, history_), queue_(rank),
       streams_(rank, std::move(backends)) {}
 

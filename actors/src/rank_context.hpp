@@ -61,11 +61,9 @@ public:
   Tensor allocate(const Shape& shape, DType dtype) const { return allocator_(shape, dtype); }
   const Allocator& allocator() const noexcept { return allocator_; }
 
-  // The parts.
+  // The parts the coordinator uses on their own.
   PeerLinks& links() noexcept { return links_; }
   BroadcastRings& broadcast_rings() noexcept { return rings_; }
-  RankStreams& streams() noexcept { return streams_; }
-  OpHistory& history() noexcept { return history_; }
 
   using Describe = PeerLinks::Describe;
   // Hands a frame to global rank `dst` (PeerLinks::send).

@@ -27,7 +27,7 @@
 namespace rankmesh {
 
 struct ObjectRings {
-  explicit ObjectRings(const GroupState& group) : group(group) {}
+  explicit ObjectRings(const GroupState& owner) : group(owner) {}
   ~ObjectRings();
   ObjectRings(const ObjectRings&) = delete;
   ObjectRings& operator=(const ObjectRings&) = delete;

@@ -25,7 +25,7 @@ public:
   // What a failed message belonged to, asked only on failure (no string is built per message).
   using Describe = std::function<std::string()>;
 
-  PeerLinks(int rank, const OpHistory& history) : rank_(rank), history_(history) {}
+  explicit PeerLinks(const OpHistory& history) : history_(history) {}
 
   // Channels indexed by global rank (the entry for this rank itself is unused). Safe against a
   // fail() from another thread (the rank actor may learn of a failure while the data plane
@@ -69,7 +69,6 @@ public:
   std::string failure() const;
 
 private:
-  const int rank_;
   const OpHistory& history_;
   mutable std::mutex failure_mutex_;
   std::string failure_;
