@@ -10,10 +10,10 @@ GroupCoordinator::GroupCoordinator(std::unique_ptr<Impl> impl) : impl_(std::move
 GroupCoordinator::~GroupCoordinator() = default;
 
 const Group& GroupCoordinator::ranks() const noexcept { return impl_->members; }
-int GroupCoordinator::rank() const noexcept { return impl_->rank->rank(); }
+int GroupCoordinator::rank() const noexcept { return impl_->rank_context->rank(); }
 int GroupCoordinator::rank_in_group() const noexcept { return impl_->rank_in_group; }
 int GroupCoordinator::world_size() const noexcept { return impl_->size(); }
-int GroupCoordinator::local_rank() const noexcept { return impl_->rank->local_rank(); }
+int GroupCoordinator::local_rank() const noexcept { return impl_->rank_context->local_rank(); }
 int GroupCoordinator::next_rank() const noexcept {
   return impl_->global_rank((impl_->rank_in_group + 1) % impl_->size());
 }
@@ -26,7 +26,7 @@ std::chrono::nanoseconds GroupCoordinator::timeout() const noexcept { return imp
 void GroupCoordinator::set_timeout(std::chrono::nanoseconds timeout) noexcept {
   impl_->timeout = timeout;
 }
-std::string GroupCoordinator::failure() const { return impl_->rank->failure(); }
+std::string GroupCoordinator::failure() const { return impl_->rank_context->failure(); }
 
 GraphCapture GroupCoordinator::graph_capture(std::shared_ptr<Stream> stream) const {
   if (stream) return GraphCapture(std::move(stream));
@@ -94,6 +94,6 @@ Tensor GroupCoordinator::all_to_all(const Tensor& input, std::span<const std::in
   return collectives::all_to_all(*impl_, input, send_counts);
 }
 
-void GroupCoordinator::submit(std::function<void()> work) { impl_->rank->submit(std::move(work)); }
+void GroupCoordinator::submit(std::function<void()> work) { impl_->rank_context->submit(std::move(work)); }
 
 }  // namespace rankmesh

@@ -6,7 +6,7 @@
 namespace rankmesh {
 
 Call::Call(GroupState& group, const char* operation)
-    : group_(group), rank_(*group.rank), operation_(operation),
+    : group_(group), rank_(*group.rank_context), operation_(operation),
       deadline_(deadline_after(group.timeout)) {
   rank_.drain(deadline_);
 #ifndef NDEBUG

@@ -15,13 +15,15 @@ int rank_in(const Group& members, int rank, const std::string& name) {
 }
 }  // namespace
 
-GroupState::GroupState(std::shared_ptr<RankContext> rank_context, GroupKind kind, int index,
+GroupState::GroupState(std::shared_ptr<RankContext> context, GroupKind kind, int index,
                        Group members)
-    : rank(std::move(rank_context)), kind(kind), index(index),
-      id(rank->group_id(kind, index, kind == GroupKind::world ? 0 : rank->layout_epoch())),
+    : rank_context(std::move(context)), kind(kind), index(index),
+      id(RankContext::group_id(kind, index,
+                               kind == GroupKind::world ? 0 : rank_context->layout_epoch())),
       members(std::move(members)),
       name(std::string(to_string(kind)) + ":" + std::to_string(index)),
-      rank_in_group(rank_in(this->members, rank->rank(), name)), timeout(rank->default_timeout()),
+      rank_in_group(rank_in(this->members, rank_context->rank(), name)),
+      timeout(rank_context->default_timeout()),
       sequences(this->members.size()) {}
 
 GroupState::~GroupState() = default;

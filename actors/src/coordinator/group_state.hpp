@@ -42,7 +42,7 @@ struct GroupState {
     return members[static_cast<std::size_t>(group_rank)];
   }
 
-  const std::shared_ptr<RankContext> rank;
+  const std::shared_ptr<RankContext> rank_context;  // this rank's side of the data plane
   const GroupKind kind;
   const int index;
   const std::uint32_t id;  // in every frame's header (RankContext::group_id)

@@ -8,7 +8,7 @@ namespace rankmesh {
 
 ObjectRings::~ObjectRings() {
   if (!out || out->wait_attached(deadline_after(group.timeout))) return;
-  group.rank->log(group.name + " rank " + std::to_string(group.rank->rank()) +
+  group.rank_context->log(group.name + " rank " + std::to_string(group.rank_context->rank()) +
                   ": not every reader attached to its broadcast ring within " +
                   milliseconds_text(group.timeout) + "; it goes away without them");
 }
