@@ -9,24 +9,23 @@
 
 namespace rankmesh {
 
-// Calls `each(peer)` for every member but `skip` (by default this rank), in group-rank order.
+// Calls `each(peer)` for every other member, in group-rank order.
 template <class Each>
-void for_each_peer(const Call& call, Each&& each, int skip = -1) {
-  if (skip < 0) skip = call.rank_in_group();
+void for_each_peer(const Call& call, Each&& each) {
   for (int peer = 0; peer < call.size(); ++peer)
-    if (peer != skip) each(peer);
+    if (peer != call.rank_in_group()) each(peer);
 }
 
 // Sends message `seq` of `op` to every other member, its frame filled by `fill(frame, peer)`.
 template <class Fill>
-void send_to_each_peer(const Call& call, OpCode op, std::uint64_t seq, Fill&& fill, int skip = -1) {
+void send_to_each_peer(const Call& call, OpCode op, std::uint64_t seq, Fill&& fill) {
   Frame& frame = call.frame();
   for_each_peer(call, [&](int peer) {
     frame.metadata.clear();
     frame.tensors.clear();
     fill(frame, peer);
     send_numbered(call, peer, op, seq, frame);
-  }, skip);
+  });
 }
 
 // Sends message `seq` of `op` to every other member, carrying the one tensor `tensor_for(peer)`.
@@ -38,22 +37,21 @@ void send_tensor_to_each_peer(const Call& call, OpCode op, std::uint64_t seq, Te
 
 // Receives message `seq` of `op` from every other member, handing it to `take(frame, peer)`.
 template <class Take>
-void receive_from_each_peer(const Call& call, OpCode op, std::uint64_t seq, Take&& take, int skip = -1) {
+void receive_from_each_peer(const Call& call, OpCode op, std::uint64_t seq, Take&& take) {
   Frame& frame = call.frame();
   for_each_peer(call, [&](int peer) {
     receive_collective(call, peer, op, seq, frame);
     take(frame, peer);
-  }, skip);
+  });
 }
 
 // Receives message `seq` of `op` from every other member, handing its one tensor, made ready,
 // to `take(tensor, peer)`.
 template <class Take>
-void receive_tensor_from_each_peer(const Call& call, OpCode op, std::uint64_t seq, Take&& take,
-                                   int skip = -1) {
+void receive_tensor_from_each_peer(const Call& call, OpCode op, std::uint64_t seq, Take&& take) {
   receive_from_each_peer(call, op, seq, [&](Frame& frame, int peer) {
     take(take_only_tensor(call, peer, frame), peer);
-  }, skip);
+  });
 }
 
 }  // namespace rankmesh
