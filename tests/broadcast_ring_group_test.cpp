@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "inproc/inproc_channel.hpp"
+#include "coordinator/group_state.hpp"
 #include "rank_context.hpp"
 #include "rankmesh/error.hpp"
 #include "rankmesh/group_coordinator.hpp"
@@ -41,7 +42,7 @@ struct TwoRanks {
       out[static_cast<std::size_t>(1 - r)] = r == 0 ? zero_to_one : one_to_zero;
       in[static_cast<std::size_t>(1 - r)] = r == 0 ? one_to_zero : zero_to_one;
       context[r]->connect(std::move(out), std::move(in), RankContext::Locality{{true, true}, {true, true}});
-      group[r] = std::make_unique<GroupCoordinator>(context[r], GroupKind::world, 0, Group{0, 1});
+      group[r] = std::make_unique<GroupCoordinator>(make_group_state(context[r], GroupKind::world, 0, Group{0, 1}));
     }
   }
   std::shared_ptr<RankContext> context[2];

@@ -193,7 +193,8 @@ TEST_CASE("gather, broadcast, barrier and all_to_all") {
       int r = s.rank();
       int root = world - 1;
       gathered[r] = g.gather(input_of(r, {1, 2}), root, 0);
-      broadcasted[r] = g.broadcast(input_of(r, {4}), root);
+      Tensor mine = input_of(r, {4});
+      broadcasted[r] = g.broadcast(mine, root);
       g.barrier();
       // Rank r sends j+1 rows to rank j; each row holds (sender, receiver).
       std::vector<std::int64_t> counts(world);
@@ -298,7 +299,7 @@ TEST_CASE("every group kind runs collectives among its own members") {
   std::vector<std::array<float, kGroupKindCount>> sums(16);
   Runtime runtime(options_for(16, 2));
   auto errors = run_ranks(runtime, [&](ParallelState& s) {
-    s.initialize_model_parallel(2, 2, 2);
+    s.initialize_model_parallel(2, 2, 1, 2);  // tp, pp, pcp, dcp
     for (GroupKind kind : kAllGroupKinds) {
       Tensor one = Tensor::empty({1}, DType::f32);
       one.data_as<float>()[0] = static_cast<float>(s.rank());

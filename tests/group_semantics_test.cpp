@@ -122,7 +122,10 @@ TEST_CASE("send-allgather: a receiver whose map disagrees gets an error, not cor
 TEST_CASE("a collective issued differently on two ranks is a mismatch naming both sides") {
   auto errors = run_world(2, [](ParallelState& s) {
     if (s.rank() == 0) s.world().all_reduce(filled({4}, 0));
-    else s.world().broadcast(filled({4}, 0), 1);
+    else {
+      Tensor mine = filled({4}, 0);
+      s.world().broadcast(mine, 1);
+    }
   });
   CAPTURE(joined(errors));
   bool named = false;

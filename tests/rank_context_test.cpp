@@ -58,8 +58,8 @@ TEST_CASE("rank context: frames that overtake their receive are bounded, beyond 
   RankWorld world({0, 0}, Transport::inproc, Transport::inproc, 5s);
   std::string waiting_error;
   auto errors = world.run([&](int rank) {
-    GroupCoordinator busy(world.context(rank), GroupKind::tp, 0, Group{0, 1});
-    GroupCoordinator waiting(world.context(rank), GroupKind::world, 0, Group{0, 1});
+    GroupCoordinator busy(make_group_state(world.context(rank), GroupKind::tp, 0, Group{0, 1}));
+    GroupCoordinator waiting(make_group_state(world.context(rank), GroupKind::world, 0, Group{0, 1}));
     if (rank == 0) {
       try {
         for (std::size_t i = 0; i <= RankContext::kMaxStashedFrames; ++i) busy.send_object(Value("early"), 1);

@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "../actors/src/coordinator/group_state.hpp"
 #include "../actors/src/rank_context.hpp"
 #include "inproc/inproc_channel.hpp"
 #include "rankmesh/group_coordinator.hpp"

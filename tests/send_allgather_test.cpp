@@ -46,8 +46,9 @@ void expect(bool condition, const std::string& what) {
 // tp groups of two consecutive ranks; pp groups of the ranks with the same tp index.
 struct Stages {
   Stages(const RankWorld& world, int rank, int stages)
-      : tp(world.context(rank), GroupKind::tp, rank / 2, Group{rank / 2 * 2, rank / 2 * 2 + 1}),
-        pp(world.context(rank), GroupKind::pp, rank % 2, pp_members(rank, stages)) {}
+      : tp(make_group_state(world.context(rank), GroupKind::tp, rank / 2,
+                            Group{rank / 2 * 2, rank / 2 * 2 + 1})),
+        pp(make_group_state(world.context(rank), GroupKind::pp, rank % 2, pp_members(rank, stages))) {}
   static Group pp_members(int rank, int stages) {
     Group members;
     for (int stage = 0; stage < stages; ++stage) members.push_back(rank % 2 + 2 * stage);

@@ -61,7 +61,7 @@ TEST_CASE("p2p: after a send timeout and a receive timeout the next messages arr
     std::int64_t delivered = 0;  // messages the sender got into the channel before one timed out
     std::vector<std::int64_t> received;
     auto errors = world.run([&](int rank) {
-      GroupCoordinator group(world.context(rank), GroupKind::world, 0, kPair);
+      GroupCoordinator group(make_group_state(world.context(rank), GroupKind::world, 0, kPair));
       if (rank == 0) {
         delivered = send_until_timeout(group);  // nobody receives yet: the channel fills
         send_failed.raise();
@@ -104,7 +104,7 @@ TEST_CASE("p2p: the receive paired with a failed send reports it naming both sid
     std::string gap_error;
     std::vector<std::int64_t> received;
     auto errors = world.run([&](int rank) {
-      GroupCoordinator group(world.context(rank), GroupKind::world, 0, kPair);
+      GroupCoordinator group(make_group_state(world.context(rank), GroupKind::world, 0, kPair));
       if (rank == 0) {
         delivered = send_until_timeout(group);
         send_failed.raise();
@@ -145,7 +145,7 @@ TEST_CASE("all_gather: a caller's input overwritten after a timeout never reache
   Signal overwritten;
   std::string late_outcome;
   auto errors = world.run([&](int rank) {
-    GroupCoordinator group(world.context(rank), GroupKind::world, 0, Group{0, 1, 2});
+    GroupCoordinator group(make_group_state(world.context(rank), GroupKind::world, 0, Group{0, 1, 2}));
     Tensor input = Tensor::empty({kElements}, DType::f32);
     std::fill_n(input.data_as<float>(), kElements, static_cast<float>(rank + 1));
     if (rank == 0) {

@@ -45,7 +45,7 @@ ParallelState::~ParallelState() = default;
 int ParallelState::rank() const noexcept { return impl_->context->rank(); }
 int ParallelState::world_size() const noexcept { return impl_->context->world_size(); }
 
-void ParallelState::initialize_model_parallel(int tp, int pp, int dcp, int pcp,
+void ParallelState::initialize_model_parallel(int tp, int pp, int pcp, int dcp,
                                               const PlacementSpec& placement) {
   const std::string who = "rank " + std::to_string(rank());
   if (impl_->layout)
@@ -75,8 +75,8 @@ void ParallelState::initialize_model_parallel(int tp, int pp, int dcp, int pcp,
     auto& slot = impl_->groups[static_cast<std::size_t>(kind)];
     if (kind == GroupKind::world) continue;
     Coordinate at = layout.coordinate(kind, rank());
-    slot = std::make_unique<GroupCoordinator>(impl_->context, kind, at.group,
-                                              layout.groups(kind)[static_cast<std::size_t>(at.group)]);
+    slot = std::make_unique<GroupCoordinator>(make_group_state(
+        impl_->context, kind, at.group, layout.groups(kind)[static_cast<std::size_t>(at.group)]));
   }
   impl_->layout = std::move(layout);
   impl_->config = config;
@@ -89,9 +89,9 @@ void ParallelState::initialize_model_parallel(int tp, int pp, int dcp, int pcp,
 
 bool ParallelState::model_parallel_is_initialized() const noexcept { return impl_->layout.has_value(); }
 
-void ParallelState::ensure_model_parallel_initialized(int tp, int pp, int dcp, int pcp,
+void ParallelState::ensure_model_parallel_initialized(int tp, int pp, int pcp, int dcp,
                                                       const PlacementSpec& placement) {
-  if (!impl_->layout) return initialize_model_parallel(tp, pp, dcp, pcp, placement);
+  if (!impl_->layout) return initialize_model_parallel(tp, pp, pcp, dcp, placement);
   ParallelConfig wanted{world_size(), tp, pp, impl_->data_parallel_size, dcp, pcp};
   if (!(wanted == impl_->config) || !(placement == impl_->placement))
     throw Error(Errc::mismatch, "rank " + std::to_string(rank()) +

@@ -9,6 +9,7 @@
 
 #include <caf/all.hpp>
 
+#include "coordinator/group_state.hpp"
 #include "rank_context.hpp"
 #include "rankmesh/parallel_state.hpp"
 

@@ -118,7 +118,7 @@ struct Runtime::Impl {
         std::nullopt, ParallelConfig{}, PlacementSpec{}, nullptr, {}});
     Group everyone(static_cast<std::size_t>(world));
     for (int i = 0; i < world; ++i) everyone[static_cast<std::size_t>(i)] = i;
-    state->world = std::make_unique<GroupCoordinator>(context, GroupKind::world, 0, everyone);
+    state->world = std::make_unique<GroupCoordinator>(make_group_state(context, GroupKind::world, 0, everyone));
     (void)local_rank;
     local.push_back(rank);
     contexts.push_back(std::move(context));

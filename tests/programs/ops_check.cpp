@@ -230,7 +230,10 @@ void check_world(ParallelState& s, Checker& check) {
   }
   check.tensor("gather", g.gather(input(r, {1, 4}), n - 1, 0),
                r == n - 1 ? concatenated(all, {1, 4}, 0) : undefined_result());
-  check.tensor("broadcast", g.broadcast(input(r, {9}), n - 1), whole_input(n - 1, {9}));
+  {
+    Tensor filled_in = input(r, {9});  // in place: every rank's own tensor is filled
+    check.tensor("broadcast", g.broadcast(filled_in, n - 1), whole_input(n - 1, {9}));
+  }
   g.barrier();
   {
     // Rank j sends rank k rows [offset(k), offset(k) + k + 1) of its input, offset(k) = 1 + ... + k.
@@ -326,7 +329,8 @@ void check_sub_groups(ParallelState& s, Checker& check) {
     const int size = static_cast<int>(members.size()), last = members.back();
     check.tensor(name + " all_reduce", g.all_reduce(input(r, {3, 2})), reduced(members, {3, 2}, ReduceOp::sum));
     check.tensor(name + " all_gather", g.all_gather(input(r, {1, 3}), 0), concatenated(members, {1, 3}, 0));
-    check.tensor(name + " broadcast", g.broadcast(input(r, {4}), size - 1), whole_input(last, {4}));
+    Tensor filled_in = input(r, {4});
+    check.tensor(name + " broadcast", g.broadcast(filled_in, size - 1), whole_input(last, {4}));
     check.tensor(name + " reduce_scatter", g.reduce_scatter(input(r, {size, 2}), 0),
                  row_slice(reduced(members, {size, 2}, ReduceOp::sum), g.rank_in_group(), 1));
 

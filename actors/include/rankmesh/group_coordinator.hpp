@@ -1,31 +1,8 @@
 // GroupCoordinator: one rank's handle on one group (vLLM's GroupCoordinator), with every
-// operation an engine calls on it.
-//
-// Semantics:
-// - Threads. Each rank is driven by its engine thread. A GroupCoordinator is used from one
-//   thread at a time (debug builds detect two threads inside one coordinator and throw).
-// - Ranks passed to operations are group-local (0 .. world_size()-1).
-// - Order. The operations of one rank run in the order they are issued, whether blocking or
-//   asynchronous, like work on one stream: an asynchronous operation runs on the rank's
-//   communication thread, and a blocking call issued while some are pending runs after them.
-// - Matching. Point-to-point messages are FIFO per (group, src, dst); collectives must be issued
-//   in the same order on every member. Every message carries the group's sequence number and its
-//   operation, so a mismatch (different operation, different order) is an Error(mismatch) naming
-//   both sides. A message that arrives after its receive timed out is discarded, never delivered
-//   to a later receive. A send that fails keeps its place in the order too: the receive paired
-//   with it times out or fails with an Error(mismatch) naming both sides, and the next receive
-//   gets the next message.
-// - Timeouts. Every blocking call gives up after timeout() with an Error(timeout) naming the
-//   group, the peer and what it waited for; the coordinator stays usable.
-// - Objects are plain codec values (None, bool, int, float, string, bytes, lists of these).
-// - Memory. A tensor handed to a send is not modified until the send completes. The inproc
-//   transport shares a tensor's memory only when the caller donates it (moves it in: the
-//   `TensorDict&&` overloads); otherwise the receiver gets a copy.
-// - Results of reductions equal a one-rank computation element by element: inputs are combined
-//   in ascending group-rank order, f16/bf16 accumulate in f32, fp8 and bool are refused.
+// operation an engine calls on it. What the operations promise — threads, order, matching,
+// timeouts, memory, reductions — is in docs/semantics.md.
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -34,10 +11,8 @@
 #include <optional>
 #include <span>
 #include <string>
-#include <thread>
 #include <type_traits>
 #include <utility>
-#include <vector>
 
 #include "rankmesh/graph_capture.hpp"
 #include "rankmesh/handle.hpp"
@@ -46,8 +21,6 @@
 #include "rankmesh/tensor_dict.hpp"
 
 namespace rankmesh {
-
-class RankContext;
 
 // Which tensors of a dict may travel as slices under send-allgather, by key: true forces
 // slicing, false forces sending whole. A key not listed may be sliced when its element count
@@ -63,27 +36,27 @@ using RecvInto = std::map<std::string, Tensor, std::less<>>;
 
 class GroupCoordinator {
 public:
-  GroupCoordinator(std::shared_ptr<RankContext> rank, GroupKind kind, int group_index, Group ranks);
+  // What the coordinator holds; made by the runtime (ParallelState::world(), tp(), ...).
+  struct Impl;
+  explicit GroupCoordinator(std::unique_ptr<Impl> impl);
   ~GroupCoordinator();
   GroupCoordinator(const GroupCoordinator&) = delete;
   GroupCoordinator& operator=(const GroupCoordinator&) = delete;
 
   // --- properties
-  const Group& ranks() const noexcept { return ranks_; }
-  int rank() const noexcept;  // this rank's global rank
-  int rank_in_group() const noexcept { return rank_in_group_; }
-  int world_size() const noexcept { return static_cast<int>(ranks_.size()); }
+  const Group& ranks() const noexcept;  // global ranks, by group rank
+  int rank() const noexcept;            // this rank's global rank
+  int rank_in_group() const noexcept;
+  int world_size() const noexcept;
   int local_rank() const noexcept;  // index of this rank's device on its node
-  int first_rank() const noexcept { return ranks_.front(); }
-  int last_rank() const noexcept { return ranks_.back(); }
+  int first_rank() const noexcept { return ranks().front(); }
+  int last_rank() const noexcept { return ranks().back(); }
   bool is_first_rank() const noexcept { return rank() == first_rank(); }
   bool is_last_rank() const noexcept { return rank() == last_rank(); }
-  int next_rank() const noexcept { return ranks_[(rank_in_group_ + 1) % ranks_.size()]; }
-  int prev_rank() const noexcept {
-    return ranks_[(rank_in_group_ + ranks_.size() - 1) % ranks_.size()];
-  }
-  const std::string& unique_name() const noexcept { return name_; }  // "tp:0"
-  GroupKind kind() const noexcept { return kind_; }
+  int next_rank() const noexcept;  // global rank of the next member, wrapping around
+  int prev_rank() const noexcept;  // ... of the previous one
+  const std::string& unique_name() const noexcept;  // "tp:0"
+  GroupKind kind() const noexcept;
 
   // A graph-capture scope for this group: a side stream (`stream`, to share one with other
   // groups, or a fresh host stream) that first waits on the current stream and is current inside
@@ -94,8 +67,8 @@ public:
   // pending and later operation of the rank fails with that reason.
   std::string failure() const;
 
-  std::chrono::nanoseconds timeout() const noexcept { return timeout_; }
-  void set_timeout(std::chrono::nanoseconds timeout) noexcept { timeout_ = timeout; }
+  std::chrono::nanoseconds timeout() const noexcept;
+  void set_timeout(std::chrono::nanoseconds timeout) noexcept;
 
   // --- objects
   void send_object(const Value& object, int dst);
@@ -117,74 +90,57 @@ public:
                               const RecvInto& into = {});
   TensorDict broadcast_tensor_dict(const TensorDict& dict, int src);
 
-  // --- collectives
+  // --- collectives. `dim` counts from the end when negative: -1 (the default, as in vLLM) is
+  // the last dimension.
   Tensor all_reduce(const Tensor& input, ReduceOp op = ReduceOp::sum);
-  Tensor all_gather(const Tensor& input, int dim = 0);
+  Tensor all_gather(const Tensor& input, int dim = -1);
   // Sizes along `dim` may differ between ranks.
-  Tensor all_gatherv(const Tensor& input, int dim = 0);
-  Tensor reduce_scatter(const Tensor& input, int dim = 0, ReduceOp op = ReduceOp::sum);
+  Tensor all_gatherv(const Tensor& input, int dim = -1);
+  Tensor reduce_scatter(const Tensor& input, int dim = -1, ReduceOp op = ReduceOp::sum);
   // Rank i gets sizes[i] rows along `dim`; the sizes sum to input.shape()[dim].
-  Tensor reduce_scatterv(const Tensor& input, std::span<const std::int64_t> sizes, int dim = 0,
+  Tensor reduce_scatterv(const Tensor& input, std::span<const std::int64_t> sizes, int dim = -1,
                          ReduceOp op = ReduceOp::sum);
   // On `dst` the concatenation along `dim`; elsewhere an undefined tensor.
-  Tensor gather(const Tensor& input, int dst = 0, int dim = 0);
-  Tensor broadcast(const Tensor& input, int src = 0);
+  Tensor gather(const Tensor& input, int dst = 0, int dim = -1);
+  // In place, as vLLM's broadcast: `src`'s tensor is copied into `tensor` on every other
+  // member (same shape and dtype, else Error(mismatch); an undefined `tensor` becomes the
+  // tensor received). Returns `tensor`.
+  Tensor broadcast(Tensor& tensor, int src = 0);
   void barrier();
   // Splits `input` along dim 0 into send_counts[i] rows for rank i; returns the rows received,
   // concatenated in rank order. The counts each rank receives come with the data.
   Tensor all_to_all(const Tensor& input, std::span<const std::int64_t> send_counts);
 
-  // --- asynchronous forms (see "Order" above): any operation, run on the rank's stream.
+  // --- asynchronous forms (docs/semantics.md, "Order"): any operation, run on the rank's stream.
   // `op(*this)` runs after everything issued before it; the handle gives its result or error.
   // Arguments the operation uses must stay alive until it has run (capture them by value).
-  //   auto sum = tp.async([t](GroupCoordinator& g) { return g.all_reduce(t); });
+  //   auto sum = tp.async([t](GroupCoordinator& group) { return group.all_reduce(t); });
   template <class Op>
   auto async(Op op) -> Handle<std::invoke_result_t<Op&, GroupCoordinator&>>;
 
   Handle<void> async_send_tensor_dict(TensorDict dict, std::optional<int> dst = std::nullopt) {
-    return async([dict = std::move(dict), dst](GroupCoordinator& g) mutable {
-      g.send_tensor_dict(std::move(dict), dst);  // owned by the operation: donated
+    return async([dict = std::move(dict), dst](GroupCoordinator& group) mutable {
+      group.send_tensor_dict(std::move(dict), dst);  // owned by the operation: donated
     });
   }
   Handle<TensorDict> async_recv_tensor_dict(std::optional<int> src = std::nullopt) {
-    return async([src](GroupCoordinator& g) { return g.recv_tensor_dict(src); });
+    return async([src](GroupCoordinator& group) { return group.recv_tensor_dict(src); });
   }
   Handle<Tensor> async_all_reduce(Tensor input, ReduceOp op = ReduceOp::sum) {
-    return async([input = std::move(input), op](GroupCoordinator& g) { return g.all_reduce(input, op); });
+    return async([input = std::move(input), op](GroupCoordinator& group) { return group.all_reduce(input, op); });
   }
-  Handle<Tensor> async_all_gather(Tensor input, int dim = 0) {
-    return async([input = std::move(input), dim](GroupCoordinator& g) { return g.all_gather(input, dim); });
+  Handle<Tensor> async_all_gather(Tensor input, int dim = -1) {
+    return async([input = std::move(input), dim](GroupCoordinator& group) { return group.all_gather(input, dim); });
   }
   Handle<void> async_barrier() {
-    return async([](GroupCoordinator& g) { g.barrier(); });
+    return async([](GroupCoordinator& group) { group.barrier(); });
   }
 
 private:
-  friend class GroupOps;
+  // Runs `work` on the rank's host stream after everything issued before it.
   void submit(std::function<void()> work);
-  int next_rank_in_group() const noexcept;
-  int prev_rank_in_group() const noexcept;
 
-  std::shared_ptr<RankContext> context_;
-  GroupKind kind_;
-  int group_index_;
-  std::uint32_t group_id_;
-  Group ranks_;
-  int rank_in_group_;
-  std::string name_;
-  std::chrono::nanoseconds timeout_;
-  // Matching state: p2p sequence numbers per peer (group-local), the collective sequence number.
-  std::vector<std::uint64_t> send_seq_;
-  std::vector<std::uint64_t> recv_seq_;
-  std::uint64_t collective_seq_ = 0;
-  // send-allgather: whether any link from the members of an all-gather group to their peers
-  // leaves the node, by (all-gather group id, destination group rank), agreed on first use.
-  std::map<std::pair<std::uint32_t, int>, bool> links_leave_node_;
-  // broadcast_object's shared-memory rings to and from same-node members, made on first use.
-  struct BroadcastRings;
-  std::unique_ptr<BroadcastRings> rings_;
-  // Debug builds: the thread inside this coordinator, to detect use from two threads at once.
-  std::atomic<std::thread::id> user_{};
+  std::unique_ptr<Impl> impl_;
 };
 
 template <class Op>

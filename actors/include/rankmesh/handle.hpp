@@ -1,4 +1,5 @@
 // Handles of asynchronous operations: wait (with a timeout) or poll; several may be in flight.
+// The rules every operation follows: docs/semantics.md.
 #pragma once
 
 #include <chrono>
@@ -12,7 +13,8 @@ namespace rankmesh {
 
 namespace detail {
 
-// Completion state shared by an operation and its handle. Waiting spins briefly, then parks.
+// Completion state shared by an operation and its handle. Waiting blocks on a condition
+// variable (asynchronous completions are not on the per-message path).
 class Completion {
 public:
   Completion();

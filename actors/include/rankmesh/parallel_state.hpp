@@ -1,5 +1,5 @@
 // ParallelState: one rank's parallel state — vLLM's parallel_state module, per rank.
-// Used from the rank's engine thread.
+// Used from the rank's engine thread. The rules every operation follows: docs/semantics.md.
 #pragma once
 
 #include <memory>
@@ -29,11 +29,12 @@ public:
   // Lays out the groups; collective over the world: every rank must pass the same sizes and
   // placement, else every rank fails with an Error(mismatch) naming the first rank that differs.
   // A second call without destroy_model_parallel() is an Error(invalid_argument).
-  void initialize_model_parallel(int tp, int pp = 1, int dcp = 1, int pcp = 1,
+  // vLLM's order: tensor, pipeline, prefill-context (pcp), decode-context (dcp) parallel sizes.
+  void initialize_model_parallel(int tp, int pp = 1, int pcp = 1, int dcp = 1,
                                  const PlacementSpec& placement = {});
   bool model_parallel_is_initialized() const noexcept;
   // Initializes when not yet initialized; otherwise checks the sizes match (Error(mismatch)).
-  void ensure_model_parallel_initialized(int tp, int pp = 1, int dcp = 1, int pcp = 1,
+  void ensure_model_parallel_initialized(int tp, int pp = 1, int pcp = 1, int dcp = 1,
                                          const PlacementSpec& placement = {});
   // Finishes pending operations and drops the groups; initialize may be called again.
   void destroy_model_parallel();

@@ -1,0 +1,33 @@
+// broadcast: group rank `src`'s tensor into every member's, in place (vLLM's broadcast).
+#include "collectives/collectives.hpp"
+#include "coordinator/fan_out.hpp"
+
+namespace rankmesh::collectives {
+
+Tensor broadcast(GroupState& group, Tensor& tensor, int src) {
+  Call call(group, "broadcast");
+  call.check_peer(src, "src");
+  if (call.size() == 1) return tensor;
+  const std::uint64_t seq = begin_collective(call);
+  if (call.rank_in_group() == src) {
+    // Each receiver owns its copy.
+    send_tensor_to_each_peer(call, OpCode::broadcast, seq,
+                             [&](int) { return copy_for_peer(call, tensor); });
+    return tensor;
+  }
+  Frame& frame = call.frame();
+  receive_collective(call, src, OpCode::broadcast, seq, frame);
+  Tensor received = take_only_tensor(call, src, frame);
+  if (!tensor.defined()) {  // nothing to fill: the caller gets the tensor that came
+    tensor = std::move(received);
+    return tensor;
+  }
+  if (received.dtype() != tensor.dtype() || !(received.shape() == tensor.shape()))
+    throw call.payload_mismatch(src, received, to_string(tensor.shape()) + " " +
+                                                   to_string(tensor.dtype()) +
+                                                   " (the tensor this rank passed to fill)");
+  if (received.nbytes() != 0) copy_into(call, received, tensor);
+  return tensor;
+}
+
+}  // namespace rankmesh::collectives

@@ -1,0 +1,20 @@
+// exchange: every member's tensor to every member (all_gather's step). Where every peer's
+// channel can release what it holds (shm, tcp), peers read the caller's tensor itself and the
+// channels have let go of it before exchange returns; otherwise (inproc peers keep what they
+// get) one copy serves every peer.
+#pragma once
+
+#include <vector>
+
+#include "coordinator/call.hpp"
+#include "op_code.hpp"
+
+namespace rankmesh {
+
+// Sends `mine` to every peer and returns every member's tensor in group-rank order. With
+// `slots` (one per member), each peer's tensor is read straight into its slot where the
+// transport allows and it fits; the caller checks which ones landed.
+std::vector<Tensor> exchange(const Call& call, const Tensor& mine, OpCode op,
+                             const std::vector<Tensor>* slots = nullptr);
+
+}  // namespace rankmesh

@@ -1,0 +1,79 @@
+// send_tensor_dict / recv_tensor_dict: a tensor dict to one peer, FIFO per (group, src, dst),
+// whole or — send-allgather (send_allgather.hpp) — as slices that the receivers all-gather.
+//
+// The copy rule: a tensor the receiver might read after send() returns must not be the caller's
+// own, which the caller may change from then on. So the sender copies it, except where the
+// caller donated the dict (the TensorDict&& overload: the receiver may share its memory) or the
+// channel copies it before send() returns anyway (copied_on_send).
+#include "codec.hpp"
+#include "collectives/collectives.hpp"
+#include "collectives/send_allgather.hpp"
+#include "collectives/tensor_dict_rebuild.hpp"
+#include "coordinator/matcher.hpp"
+#include "coordinator/payloads.hpp"
+#include "dict_metadata.hpp"
+
+namespace rankmesh::collectives {
+namespace {
+
+void send_dict_to(const Call& call, int to, std::uint64_t seq, const TensorDict& dict, bool donate,
+                  GroupState* all_gather_group, const AllGatherTensors& overrides) {
+  SplitDict parts = split(dict);
+  // Before the frame is filled: it may run an all_reduce on the all-gather group.
+  const bool leaves_node = links_leave_node(call, all_gather_group, to);
+  Frame& frame = call.frame();
+  frame.tensors.clear();
+  std::size_t index = 0;
+  for (MetaEntry& entry : parts.metadata.entries) {
+    if (entry.kind != MetaEntry::Kind::tensor) continue;
+    Tensor& t = parts.tensors[index++];
+    const std::int64_t numel = t.numel();
+    if (numel == 0) continue;  // empty tensors are never sent; their shape is in the metadata
+    // The key is spelled out only where a per-key rule may apply (not per message otherwise).
+    const std::string key = all_gather_group != nullptr ? dotted_key(entry.path) : std::string();
+    entry.tensor.sliced = may_slice(all_gather_group, overrides, key, numel) &&
+                          (forced_slicing(overrides, key).value_or(false) ||
+                           slice_pays(leaves_node, t.nbytes()));
+    if (entry.tensor.sliced) {
+      const int slices = all_gather_group->size();
+      if (numel % slices != 0)
+        throw Error(Errc::invalid_argument,
+                    call.where() + ": '" + key + "' has " + std::to_string(numel) +
+                        " elements, which do not split into " + std::to_string(slices) +
+                        " slices of " + all_gather_group->name);
+      const std::int64_t per_slice = numel / slices;
+      frame.tensors.push_back(
+          flat_slice(call, t, per_slice * all_gather_group->rank_in_group, per_slice));
+    } else {
+      frame.tensors.push_back(donate || copied_on_send(call, t, to) ? std::move(t)
+                                                                      : copy_for_peer(call, t));
+    }
+  }
+  encode(parts.metadata, frame.metadata);
+  send_numbered(call, to, OpCode::tensor_dict, seq, frame);
+}
+
+}  // namespace
+
+void send_tensor_dict(GroupState& group, const TensorDict& dict, bool donate,
+                      std::optional<int> dst, GroupState* all_gather_group,
+                      const AllGatherTensors& all_gather_tensors) {
+  Call call(group, "send_tensor_dict");
+  const int next = (group.rank_in_group + 1) % group.size();
+  const int to = call.check_other_peer(dst.value_or(next), "dst");
+  send_point_to_point(call, to, [&](std::uint64_t seq) {
+    send_dict_to(call, to, seq, dict, donate, all_gather_group, all_gather_tensors);
+  });
+}
+
+TensorDict recv_tensor_dict(GroupState& group, std::optional<int> src, GroupState* all_gather_group,
+                            const AllGatherTensors& all_gather_tensors, const RecvInto& into) {
+  Call call(group, "recv_tensor_dict");
+  const int previous = (group.rank_in_group + group.size() - 1) % group.size();
+  const int from = call.check_other_peer(src.value_or(previous), "src");
+  Frame& frame = call.frame();
+  receive_point_to_point(call, from, OpCode::tensor_dict, frame);
+  return rebuild_tensor_dict(call, from, frame, all_gather_group, all_gather_tensors, into);
+}
+
+}  // namespace rankmesh::collectives

@@ -1,0 +1,87 @@
+#include "collectives/tensor_dict_rebuild.hpp"
+
+#include <vector>
+
+#include "codec.hpp"
+#include "collectives/collectives.hpp"
+#include "collectives/send_allgather.hpp"
+#include "coordinator/payloads.hpp"
+#include "dict_metadata.hpp"
+
+namespace rankmesh {
+
+TensorDict rebuild_tensor_dict(const Call& call, int src, Frame& frame, GroupState* all_gather_group,
+                               const AllGatherTensors& overrides, const RecvInto& into) {
+  Result<Metadata> decoded = decode_metadata(frame.metadata);
+  if (!decoded)
+    throw Error(Errc::malformed, call.where() + ": metadata from " + call.who(src) +
+                                     " does not decode: " + decoded.error().what());
+  Metadata& metadata = decoded.value();
+  // Undoing a slice runs an all-gather, which reuses the rank's scratch frame: hold the
+  // payloads apart (swapped, so the frame's capacity comes back afterwards).
+  std::vector<Tensor> payloads;
+  payloads.swap(frame.tensors);
+  std::vector<Tensor> tensors;
+  tensors.reserve(payloads.size());
+  std::size_t next_payload = 0;
+  // Keys are spelled out only where a per-key rule may apply (not per message otherwise).
+  const bool keyed = all_gather_group != nullptr || !overrides.empty() || !into.empty();
+  for (const MetaEntry& entry : metadata.entries) {
+    if (entry.kind != MetaEntry::Kind::tensor) continue;
+    const TensorMeta& meta = entry.tensor;
+    const std::string key = keyed ? dotted_key(entry.path) : std::string();
+    const std::int64_t numel = meta.shape.numel();
+    Tensor t;
+    if (numel != 0) {
+      if (next_payload >= payloads.size())
+        throw Error(Errc::malformed, call.where() + ": " + call.who(src) +
+                                         " sent fewer payloads than its metadata lists (missing '" +
+                                         dotted_key(entry.path) + "')");
+      t = std::move(payloads[next_payload++]);
+      make_received_ready(call, t);
+      const bool allowed = meta.sliced ? may_slice(all_gather_group, overrides, key, numel)
+                                       : !forced_slicing(overrides, key).value_or(false) ||
+                                             !may_slice(all_gather_group, overrides, key, numel);
+      if (!allowed)
+        throw Error(Errc::mismatch,
+                    call.where() + ": '" + dotted_key(entry.path) + "' from " + call.who(src) +
+                        " travels " + (meta.sliced ? "as a slice" : "whole") +
+                        ", but this receiver's all-gather group and all_gather_tensors say it "
+                        "must travel " + (meta.sliced ? "whole" : "as a slice") +
+                        "; sender and receiver must pass the same all-gather settings");
+      if (meta.sliced) {
+        if (t.dtype() != meta.dtype || t.numel() * all_gather_group->size() != numel)
+          throw call.payload_mismatch(src, t, "a slice of " + to_string(meta.shape) + " " +
+                                                  to_string(meta.dtype));
+        t = collectives::all_gather(*all_gather_group, t, 0).view(meta.shape);
+      } else if (t.dtype() != meta.dtype || !(t.shape() == meta.shape)) {
+        throw call.payload_mismatch(src, t, to_string(meta.shape) + " " + to_string(meta.dtype));
+      }
+    }
+    if (auto it = into.empty() ? into.end() : into.find(key); it != into.end()) {
+      const Tensor& dest = it->second;
+      if (!dest.defined() || dest.dtype() != meta.dtype || !(dest.shape() == meta.shape))
+        throw Error(Errc::invalid_argument,
+                    call.where() + ": the buffer given for '" + key + "' is " +
+                        (dest.defined() ? to_string(dest.shape()) + " " + to_string(dest.dtype())
+                                        : std::string("undefined")) +
+                        ", but the metadata from " + call.who(src) + " says " +
+                        to_string(meta.shape) + " " + to_string(meta.dtype));
+      if (numel != 0) copy_into(call, t, dest);
+      t = dest;
+    } else if (numel == 0) {
+      t = call.rank().allocate(meta.shape, meta.dtype);
+    }
+    tensors.push_back(std::move(t));
+  }
+  if (next_payload != payloads.size())
+    throw Error(Errc::malformed, call.where() + ": " + call.who(src) + " sent " +
+                                     std::to_string(payloads.size()) +
+                                     " payloads, its metadata lists " +
+                                     std::to_string(next_payload));
+  payloads.clear();
+  frame.tensors.swap(payloads);
+  return join(std::move(metadata), std::move(tensors));
+}
+
+}  // namespace rankmesh

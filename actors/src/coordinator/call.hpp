@@ -1,0 +1,65 @@
+// Call: one operation on one group, from its start to its return — its deadline, the guard
+// against a second thread inside the group, and the words its errors use ("tp:0 group rank 1
+// (rank 3) all_gather"). Every collective makes one first; the matcher and the payload helpers
+// take it.
+#pragma once
+
+#include <chrono>
+#include <string>
+
+#include "coordinator/group_state.hpp"
+#include "deadline.hpp"
+#include "frame.hpp"
+#include "rank_context.hpp"
+#include "rankmesh/error.hpp"
+
+namespace rankmesh {
+
+class Call {
+public:
+  // Waits for the rank's earlier asynchronous operations (issue order), then starts `operation`.
+  Call(GroupState& group, const char* operation);
+  ~Call();
+  Call(const Call&) = delete;
+  Call& operator=(const Call&) = delete;
+
+  GroupState& group() const noexcept { return group_; }
+  RankContext& rank() const noexcept { return rank_; }
+  int rank_in_group() const noexcept { return group_.rank_in_group; }
+  int size() const noexcept { return group_.size(); }
+  Deadline deadline() const noexcept { return deadline_; }
+  // Time left until the deadline, never negative.
+  std::chrono::nanoseconds left() const;
+  // The rank's frame for this call's messages (operations of a rank run one at a time).
+  Frame& frame() const noexcept { return rank_.scratch(); }
+
+  // "group rank 1 (rank 3)"
+  std::string who(int group_rank) const;
+  // "tp:0 group rank 1 (rank 3) all_gather": how errors start.
+  std::string where() const;
+  // where(), built only when asked: what the rank's channels say a failed message belonged to.
+  const RankContext::Describe& describe() const noexcept { return describe_; }
+
+  // A group rank passed by the caller; Error(invalid_argument) outside the group (or, for
+  // check_other_peer, this rank itself). Returns it.
+  int check_peer(int group_rank, const char* role) const;
+  int check_other_peer(int group_rank, const char* role) const;
+  // A dimension of `tensor` passed by the caller: negative ones count from the end (-1: the
+  // last). Returns it as 0 .. rank-1; Error(invalid_argument) outside the tensor.
+  int resolve_dim(const Tensor& tensor, int dim) const;
+  // A payload that does not fit what this rank expects: the ranks passed different tensors.
+  Error payload_mismatch(int src, const Tensor& got, const std::string& expected) const;
+
+private:
+  GroupState& group_;
+  RankContext& rank_;
+  const char* operation_;
+  Deadline deadline_;
+  RankContext::Describe describe_ = [this] { return where(); };  // small: no allocation
+  bool guarded_ = false;
+};
+
+// "250 ms"
+std::string milliseconds_text(std::chrono::nanoseconds duration);
+
+}  // namespace rankmesh

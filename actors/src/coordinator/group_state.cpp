@@ -1,0 +1,31 @@
+#include "coordinator/group_state.hpp"
+
+#include <algorithm>
+
+#include "coordinator/object_rings.hpp"
+#include "rank_context.hpp"
+
+namespace rankmesh {
+namespace {
+int rank_in(const Group& members, int rank, const std::string& name) {
+  auto it = std::find(members.begin(), members.end(), rank);
+  if (it == members.end())
+    throw Error(Errc::invalid_argument, "rank " + std::to_string(rank) + " is not a member of " + name);
+  return static_cast<int>(it - members.begin());
+}
+}  // namespace
+
+GroupState::GroupState(std::shared_ptr<RankContext> context, GroupKind kind, int index,
+                       Group members)
+    : rank_context(std::move(context)), kind(kind), index(index),
+      id(RankContext::group_id(kind, index,
+                               kind == GroupKind::world ? 0 : rank_context->layout_epoch())),
+      members(std::move(members)),
+      name(std::string(to_string(kind)) + ":" + std::to_string(index)),
+      rank_in_group(rank_in(this->members, rank_context->rank(), name)),
+      timeout(rank_context->default_timeout()),
+      sequences(this->members.size()) {}
+
+GroupState::~GroupState() = default;
+
+}  // namespace rankmesh

@@ -1,0 +1,76 @@
+// GroupState: what one rank knows about one of its groups — who the members are, the sequence
+// numbers that match its messages, and what its operations remember between calls. The
+// GroupCoordinator facade owns one; every collective works on it through a Call.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "rankmesh/group_coordinator.hpp"
+#include "rankmesh/layout.hpp"
+
+namespace rankmesh {
+
+class RankContext;
+struct ObjectRings;
+
+// The sequence numbers that pair this rank's messages with its peers' (matcher.hpp).
+struct SequenceNumbers {
+  explicit SequenceNumbers(std::size_t members) : sent(members, 0), received(members, 0) {}
+  // Point-to-point, per peer (group rank): the next send to it, the next receive from it.
+  std::vector<std::uint64_t> sent;
+  std::vector<std::uint64_t> received;
+  // The group's next collective.
+  std::uint64_t collective = 0;
+};
+
+struct GroupState {
+  GroupState(std::shared_ptr<RankContext> rank, GroupKind kind, int index, Group members);
+  ~GroupState();
+  GroupState(const GroupState&) = delete;
+  GroupState& operator=(const GroupState&) = delete;
+
+  int size() const noexcept { return static_cast<int>(members.size()); }
+  int global_rank(int group_rank) const noexcept {
+    return members[static_cast<std::size_t>(group_rank)];
+  }
+
+  const std::shared_ptr<RankContext> rank_context;  // this rank's side of the data plane
+  const GroupKind kind;
+  const int index;
+  const std::uint32_t id;  // in every frame's header (RankContext::group_id)
+  const Group members;     // global ranks, by group rank
+  const std::string name;  // "tp:0"
+  const int rank_in_group;
+  std::chrono::nanoseconds timeout;
+
+  SequenceNumbers sequences;
+  // send-allgather: whether any link from the members of an all-gather group to their peers
+  // leaves the node, by (all-gather group id, destination group rank), agreed on first use.
+  std::map<std::pair<std::uint32_t, int>, bool> links_leave_node;
+  // broadcast_object's shared-memory rings to and from same-node members, made on first use.
+  std::unique_ptr<ObjectRings> object_rings;
+  // Debug builds: the thread inside this group's operations, to detect two at once (Call).
+  std::atomic<std::thread::id> user{};
+};
+
+// The public GroupCoordinator's hidden half is its group's state.
+struct GroupCoordinator::Impl : GroupState {
+  using GroupState::GroupState;
+};
+
+// What a GroupCoordinator is made from (runtime, parallel state, tests).
+inline std::unique_ptr<GroupCoordinator::Impl> make_group_state(std::shared_ptr<RankContext> rank,
+                                                                GroupKind kind, int index,
+                                                                Group members) {
+  return std::make_unique<GroupCoordinator::Impl>(std::move(rank), kind, index, std::move(members));
+}
+
+}  // namespace rankmesh

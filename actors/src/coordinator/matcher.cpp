@@ -1,0 +1,98 @@
+#include "coordinator/matcher.hpp"
+
+#include "coordinator/object_rings.hpp"
+
+namespace rankmesh {
+
+Error out_of_order(const Call& call, int src, OpCode expected_op, std::uint64_t expected_seq,
+                   std::uint32_t got_op, std::uint64_t got_seq) {
+  return Error(Errc::mismatch, call.group().name + ": " + call.who(call.rank_in_group()) +
+                                   " expected " + op_name(static_cast<std::uint32_t>(expected_op)) +
+                                   " #" + std::to_string(expected_seq) + " from " + call.who(src) +
+                                   ", which sent " + op_name(got_op) + " #" +
+                                   std::to_string(got_seq) +
+                                   " (operations issued in a different order on each side)");
+}
+
+void record_message(const Call& call, const Frame& frame, int group_rank, bool sent) {
+  std::size_t bytes = 0;
+  for (const Tensor& t : frame.tensors) bytes += t.nbytes();
+  call.rank().record(frame.header.op, call.group().name, call.group().global_rank(group_rank), sent,
+                     frame.header.seq, bytes);
+}
+
+void send_numbered(const Call& call, int dst, OpCode op, std::uint64_t seq, Frame& frame) {
+  frame.header = FrameHeader{call.group().id, static_cast<std::uint32_t>(op), seq, call.rank().rank()};
+  record_message(call, frame, dst, true);
+  call.rank().send(call.group().global_rank(dst), frame, call.deadline(), call.describe());
+}
+
+void receive_point_to_point(const Call& call, int src, OpCode op, Frame& frame) {
+  GroupState& group = call.group();
+  RankContext& rank = call.rank();
+  auto& next = group.sequences.received[static_cast<std::size_t>(src)];
+  const std::uint64_t expected = next++;
+  const int from = group.global_rank(src);
+  auto fetch = [&] {
+    if (!rank.recv(from, group.id, false, frame, call.deadline(), call.describe()))
+      throw rank.reported(Error(Errc::timeout, call.where() + " waited " +
+                                                   milliseconds_text(group.timeout) + " for " +
+                                                   op_name(static_cast<std::uint32_t>(op)) + " #" +
+                                                   std::to_string(expected) + " from " +
+                                                   call.who(src) + ", which did not come"));
+    return frame.header.seq;
+  };
+  auto discard = [](std::uint64_t) { return false; };
+  // The sender's calls #expected .. #got-1 failed before their message left: this receive has
+  // none. The message that came is kept for the next receive.
+  auto gap = [&](std::uint64_t got) {
+    next = got;
+    rank.put_back(from, std::move(frame));
+    frame = Frame{};
+    const std::string failed = got - expected > 1
+                                   ? "s #" + std::to_string(expected) + "..#" + std::to_string(got - 1)
+                                   : " #" + std::to_string(expected);
+    throw rank.reported(Error(Errc::mismatch,
+                              call.where() + " expected " + op_name(static_cast<std::uint32_t>(op)) +
+                                  " #" + std::to_string(expected) + " from " + call.who(src) +
+                                  ", whose send" + failed +
+                                  " failed there, so nothing came for this receive; its next "
+                                  "message, #" + std::to_string(got) +
+                                  ", is left for the next receive"));
+  };
+  await_numbered(expected, fetch, discard, gap);
+  record_message(call, frame, src, false);
+  if (frame.header.op != static_cast<std::uint32_t>(op))
+    throw out_of_order(call, src, op, expected, frame.header.op, frame.header.seq);
+}
+
+void receive_collective(const Call& call, int src, OpCode op, std::uint64_t seq, Frame& frame,
+                        std::optional<OpCode> alternative, const Landing* landing) {
+  GroupState& group = call.group();
+  RankContext& rank = call.rank();
+  auto fetch = [&] {
+    if (!rank.recv(group.global_rank(src), group.id, true, frame, call.deadline(), call.describe(),
+                   landing))
+      throw rank.reported(Error(Errc::timeout, call.where() + " #" + std::to_string(seq) +
+                                                   " waited " + milliseconds_text(group.timeout) +
+                                                   " for " + call.who(src) +
+                                                   ", which did not send its part"));
+    return frame.header.seq;
+  };
+  // From a collective that timed out here: discarded, but a ring announcement is kept
+  // (broadcast_object attaches late) and ends the wait of the receive that accepts one.
+  auto late = [&](std::uint64_t) {
+    return keep_ring_announcement(group, src, frame) && alternative == OpCode::broadcast_ring;
+  };
+  auto early = [&](std::uint64_t got) {
+    record_message(call, frame, src, false);
+    throw out_of_order(call, src, op, seq, frame.header.op, got);
+  };
+  if (!await_numbered(seq, fetch, late, early)) return;
+  record_message(call, frame, src, false);
+  const bool expected_op = frame.header.op == static_cast<std::uint32_t>(op) ||
+                           (alternative && frame.header.op == static_cast<std::uint32_t>(*alternative));
+  if (!expected_op) throw out_of_order(call, src, op, seq, frame.header.op, frame.header.seq);
+}
+
+}  // namespace rankmesh

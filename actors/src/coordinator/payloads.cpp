@@ -1,0 +1,100 @@
+#include "coordinator/payloads.hpp"
+
+#include <cstring>
+
+#include "rankmesh/device_backend.hpp"
+
+namespace rankmesh {
+namespace {
+bool host_bytes_ready(const Tensor& t) {
+  const auto& ready = t.ready_event();
+  return t.device().type == DeviceType::cpu && (!ready || ready->query());
+}
+}  // namespace
+
+Tensor copy_for_peer(const Call& call, const Tensor& t) {
+  RankContext& rank = call.rank();
+  if (host_bytes_ready(t)) {
+    Tensor out = rank.allocate(t.shape(), t.dtype());
+    if (t.nbytes()) std::memcpy(out.data(), t.data(), t.nbytes());
+    return out;
+  }
+  DeviceBackend& backend = rank.backend_for(t.device());
+  Tensor out = t.device().type == DeviceType::cpu ? rank.allocate(t.shape(), t.dtype())
+                                                  : backend.allocate(t.shape(), t.dtype());
+  backend.copy(t, out, rank.stream_for(t.device()));
+  current_stream(backend).wait(*out.ready_event());
+  return out;
+}
+
+bool copied_on_send(const Call& call, const Tensor& t, int dst) {
+  return host_bytes_ready(t) &&
+         !call.rank().links().traits_to(call.group().global_rank(dst)).reads_after_send(t.nbytes());
+}
+
+void require_host_ready(const Call& call, const Tensor& t) {
+  if (!t.defined()) throw Error(Errc::invalid_argument, call.where() + ": undefined tensor");
+  if (t.device().type != DeviceType::cpu)
+    throw Error(Errc::invalid_argument, call.where() + " computes on host tensors, got one on " +
+                                            to_string(t.device()));
+  if (const auto& ready = t.ready_event(); ready && !ready->query()) ready->synchronize(call.left());
+}
+
+void make_received_ready(const Call& call, const Tensor& t) {
+  const auto& ready = t.ready_event();
+  if (!ready || ready->query()) return;
+  if (t.device().type == DeviceType::cpu) {
+    ready->synchronize(call.left());
+  } else {
+    current_stream(call.rank().backend_for(t.device())).wait(*ready);
+  }
+}
+
+void copy_into(const Call& call, const Tensor& received, const Tensor& dest) {
+  if (received.device() == dest.device() && dest.device().type == DeviceType::cpu &&
+      (!dest.ready_event() || dest.ready_event()->query())) {
+    std::memcpy(dest.data(), received.data(), dest.nbytes());
+    return;
+  }
+  if (!(received.device() == dest.device()))
+    throw Error(Errc::invalid_argument, call.where() + ": cannot land a tensor from " +
+                                            to_string(received.device()) + " in a buffer on " +
+                                            to_string(dest.device()));
+  DeviceBackend& backend = call.rank().backend_for(dest.device());
+  Tensor target = dest;
+  backend.copy(received, target, call.rank().stream_for(dest.device()));
+  make_received_ready(call, target);
+}
+
+Tensor flat_slice(const Call& call, const Tensor& t, std::int64_t start, std::int64_t count) {
+  require_host_ready(call, t);
+  Tensor out = call.rank().allocate(Shape{count}, t.dtype());
+  const std::size_t size = dtype_size(t.dtype());
+  if (count) std::memcpy(out.data(), bytes_of(t) + static_cast<std::size_t>(start) * size,
+                         static_cast<std::size_t>(count) * size);
+  return out;
+}
+
+Tensor take_only_tensor(const Call& call, int src, Frame& frame) {
+  if (frame.tensors.size() != 1)
+    throw Error(Errc::malformed, call.where() + ": " + call.who(src) + " sent " +
+                                     std::to_string(frame.tensors.size()) + " tensors, expected 1");
+  Tensor t = std::move(frame.tensors.front());
+  frame.tensors.clear();
+  make_received_ready(call, t);
+  return t;
+}
+
+void check_matches(const Call& call, int src, const Tensor& got, const Tensor& mine, int dim,
+                   bool any_rows) {
+  bool ok = got.dtype() == mine.dtype() && got.shape().rank() == mine.shape().rank();
+  for (int i = 0; ok && i < mine.shape().rank(); ++i)
+    ok = (i == dim && any_rows) || got.shape()[i] == mine.shape()[i];
+  if (!ok)
+    throw call.payload_mismatch(src, got, to_string(mine.shape()) + " " + to_string(mine.dtype()) +
+                                              (any_rows ? " (any size along dim " +
+                                                              std::to_string(dim) + ")"
+                                                        : ""));
+}
+
+}  // namespace rankmesh

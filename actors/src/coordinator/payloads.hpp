@@ -1,0 +1,48 @@
+// Payloads: how a call's tensors become messages and messages become tensors — when a tensor
+// must be copied before it travels, when a received one is ready to use, and the checks that a
+// peer's tensor fits this rank's.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "coordinator/call.hpp"
+
+namespace rankmesh {
+
+inline const std::byte* bytes_of(const Tensor& t) { return static_cast<const std::byte*>(t.data()); }
+inline std::byte* bytes_of(Tensor& t) { return static_cast<std::byte*>(t.data()); }
+
+// A copy for a peer, which may then keep it. Host bytes that are ready are copied at once;
+// otherwise the copy runs on this rank's stream once the tensor's ready event completes (send
+// never blocks on it), and the caller's current stream waits for that copy before later work
+// may overwrite the tensor.
+Tensor copy_for_peer(const Call& call, const Tensor& t);
+
+// A ready host tensor that the channel to group rank `dst` copies before send() returns needs
+// no copy to keep the caller's tensor safe from the transfer (small payloads over shm).
+bool copied_on_send(const Call& call, const Tensor& t, int dst);
+
+// Collectives compute on the host: their inputs must be host tensors whose bytes are ready.
+void require_host_ready(const Call& call, const Tensor& t);
+
+// A received tensor made usable: host bytes are ready before the call returns (the engine may
+// read them at once); a device tensor's event is handed to the caller's current stream instead.
+void make_received_ready(const Call& call, const Tensor& t);
+
+// Copies a received tensor into the caller's buffer, through the buffer's device.
+void copy_into(const Call& call, const Tensor& received, const Tensor& dest);
+
+// A fresh 1-D tensor of `count` elements of `t` starting at element `start`.
+Tensor flat_slice(const Call& call, const Tensor& t, std::int64_t start, std::int64_t count);
+
+// The one tensor a collective's message from `src` carries, taken out of `frame`, made ready.
+Tensor take_only_tensor(const Call& call, int src, Frame& frame);
+
+// A tensor from `src` must match this rank's `mine` in dtype and shape — along `dim` too
+// unless `any_rows` (the sizes along dim may differ: all_gatherv, all_to_all).
+void check_matches(const Call& call, int src, const Tensor& got, const Tensor& mine, int dim,
+                   bool any_rows);
+
+}  // namespace rankmesh

@@ -1,0 +1,38 @@
+#include "rank/op_history.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "op_code.hpp"
+
+namespace rankmesh {
+
+void OpHistory::record(std::uint32_t op, const std::string& group, int peer, bool sent,
+                       std::uint64_t seq, std::size_t bytes) noexcept {
+  Entry& entry = entries_[recorded_++ % kEntries];
+  entry.op = op;
+  const std::size_t length = std::min(group.size(), sizeof entry.group - 1);
+  std::memcpy(entry.group, group.data(), length);
+  entry.group[length] = '\0';
+  entry.peer = peer;
+  entry.sent = sent;
+  entry.seq = seq;
+  entry.bytes = bytes;
+}
+
+Error OpHistory::reported(Error error) const {
+  std::string text = std::string(error.what()) + "\n  last operations of rank " +
+                     std::to_string(rank_) + " (oldest first):";
+  const std::uint64_t first = recorded_ > kEntries ? recorded_ - kEntries : 0;
+  for (std::uint64_t i = first; i < recorded_; ++i) {
+    const Entry& entry = entries_[i % kEntries];
+    text += "\n    " + std::string(op_name(entry.op)) + " #" + std::to_string(entry.seq) + " on " +
+            entry.group + (entry.sent ? ": sent " : ": received ") + std::to_string(entry.bytes) +
+            " payload bytes " + (entry.sent ? "to" : "from") + " rank " + std::to_string(entry.peer);
+  }
+  if (first == recorded_) text += " none";
+  log(text);
+  return error;
+}
+
+}  // namespace rankmesh

@@ -1,0 +1,33 @@
+// OpQueue: a rank's asynchronous operations, run on its host stream in issue order, and the
+// wait that lets a blocking call run after everything issued before it.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <mutex>
+
+#include "deadline.hpp"
+#include "rankmesh/stream.hpp"
+
+namespace rankmesh {
+
+class OpQueue {
+public:
+  explicit OpQueue(int rank) : rank_(rank) {}
+
+  // Runs `work` on `stream` after all work submitted before it; `keep_alive` (the rank) and
+  // this queue live until it has run.
+  void submit(Stream& stream, std::shared_ptr<const void> keep_alive, std::function<void()> work);
+  // Waits until everything submitted has run. A no-op inside submitted work.
+  void drain(Deadline deadline);
+
+private:
+  const int rank_;
+  std::mutex mutex_;
+  std::condition_variable done_;
+  std::size_t unfinished_ = 0;  // submitted and not yet run
+};
+
+}  // namespace rankmesh

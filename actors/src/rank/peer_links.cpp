@@ -1,0 +1,97 @@
+#include "rank/peer_links.hpp"
+
+namespace rankmesh {
+
+void PeerLinks::connect(std::vector<std::shared_ptr<Channel>> outbound,
+                        std::vector<std::shared_ptr<Channel>> inbound, PeerLocality locality) {
+  std::lock_guard lock(failure_mutex_);
+  outbound_ = std::move(outbound);
+  inbound_ = std::move(inbound);
+  locality_ = std::move(locality);
+  if (failure_.empty()) return;
+  for (auto& channel : outbound_)
+    if (channel) channel->close(failure_);
+  for (auto& channel : inbound_)
+    if (channel) channel->close(failure_);
+}
+
+void PeerLinks::send(int dst, Frame& frame, Deadline deadline, const Describe& what) {
+  try {
+    outbound_[static_cast<std::size_t>(dst)]->send(frame, deadline);
+  } catch (const ChannelTimeout&) {
+    throw history_.reported(Error(Errc::timeout, what() + ": rank " + std::to_string(dst) +
+                                                     " did not take the message before the deadline"));
+  } catch (const ChannelClosed& closed) {
+    throw history_.reported(Error(Errc::peer_failed, what() + ": channel to rank " +
+                                                         std::to_string(dst) + " is closed: " +
+                                                         closed.what()));
+  }
+}
+
+bool PeerLinks::receive(int src, Frame& frame, Deadline deadline, const Describe& what,
+                        const Landing* landing) {
+  Channel& channel = *inbound_[static_cast<std::size_t>(src)];
+  struct Landed {  // the landing holds for this receive only
+    Channel& channel;
+    ~Landed() { channel.land(nullptr); }
+  } landed{channel};
+  channel.land(landing);
+  try {
+    return channel.recv(frame, deadline);
+  } catch (const ChannelClosed& closed) {
+    throw history_.reported(Error(Errc::peer_failed, what() + ": channel from rank " +
+                                                         std::to_string(src) + " is closed: " +
+                                                         closed.what()));
+  }
+}
+
+bool PeerLinks::released(int dst) noexcept {
+  try {
+    return outbound_[static_cast<std::size_t>(dst)]->wait_released(Clock::now());
+  } catch (...) {
+    return false;  // closed: nothing more is read from it, but neither is it released
+  }
+}
+
+void PeerLinks::release(int dst, Deadline deadline, const Describe& what) {
+  bool released;
+  try {
+    released = outbound_[static_cast<std::size_t>(dst)]->wait_released(deadline);
+  } catch (const ChannelClosed& closed) {
+    throw history_.reported(Error(Errc::peer_failed, what() + ": channel to rank " +
+                                                         std::to_string(dst) + " is closed: " +
+                                                         closed.what()));
+  }
+  if (!released)
+    throw history_.reported(Error(Errc::timeout, what() + ": rank " + std::to_string(dst) +
+                                                     " did not take what was sent before the deadline"));
+}
+
+void PeerLinks::close_channel_to(int dst, const std::string& reason) {
+  outbound_[static_cast<std::size_t>(dst)]->close(reason);
+}
+
+void PeerLinks::close_channel_from(int src, const std::string& reason) {
+  inbound_[static_cast<std::size_t>(src)]->close(reason);
+}
+
+const Channel* PeerLinks::inbound(int src) const noexcept {
+  const auto from = static_cast<std::size_t>(src);
+  return from < inbound_.size() ? inbound_[from].get() : nullptr;
+}
+
+void PeerLinks::fail(const std::string& reason) {
+  std::lock_guard lock(failure_mutex_);
+  if (failure_.empty()) failure_ = reason;
+  for (auto& channel : outbound_)
+    if (channel) channel->close(reason);
+  for (auto& channel : inbound_)
+    if (channel) channel->close(reason);
+}
+
+std::string PeerLinks::failure() const {
+  std::lock_guard lock(failure_mutex_);
+  return failure_;
+}
+
+}  // namespace rankmesh
