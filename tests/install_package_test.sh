@@ -55,7 +55,8 @@ for header in "$include_dir"/rankmesh/*.hpp; do
   done < <(sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*\([<"][^>"]*[>"]\).*/\1/p' "$header")
   if grep -qE '\b(caf|asio|msgpack|nlohmann)::' "$header"; then fail "$name names a dependency's namespace"; fi
   for internal in Frame Channel MetaEntry SplitDict decode_metadata CodecLimits reduce_many \
-                  ShmBroadcastRing TcpLink DataPlane RegistryClient RankActorConfig; do
+                  ShmBroadcastRing TcpLink DataPlane RegistryClient RankActorConfig \
+                  RankContext GroupOps GroupState Matcher; do
     if grep -qw -- "$internal" "$header"; then fail "$name names the internal $internal"; fi
   done
 done
