@@ -24,10 +24,6 @@
 
 namespace rankmesh {
 
-// Receives one line per event worth an operator's attention (a link that failed, a dropped
-// outsider). Called from the thread that noticed; must not block.
-using LogFn = std::function<void(const std::string&)>;
-
 // Starts a thread running `body`; throws std::system_error when it cannot (as std::thread does).
 using ThreadStarter = std::function<std::thread(std::function<void()> body)>;
 
