@@ -207,36 +207,6 @@ TEST_CASE("shm: two threads of one process, inline and lent payloads, many frame
   CHECK(shm_leftovers({getpid()}).empty());
 }
 
-TEST_CASE("shm: a frame matching the landing is read into the given tensors, inline or lent") {
-  ShmOptions options;
-  options.inline_threshold = 4 << 10;
-  auto created = ShmChannel::create(options);
-  auto sender = ShmChannel::open(created.name, options);
-  ShmChannel& receiver = *created.channel;
-  REQUIRE(receiver.wait_peer(deadline_after(5s)));
-  REQUIRE(sender->wait_peer(deadline_after(5s)));
-  for (std::int64_t elements : {256, 1 << 16}) {  // 1 KiB inline, 256 KiB lent
-    Tensor target = Tensor::empty({elements}, DType::f32);
-    Landing landing{7, 3, 1, {target}};
-    receiver.land(&landing);
-    for (auto [seq, n] : {std::pair<std::uint64_t, std::int64_t>{0, elements}, {1, elements / 2}, {1, elements}}) {
-      Frame f;
-      f.header = FrameHeader{7, 3, seq, 1};
-      f.tensors.push_back(patterned({n}, DType::f32, seq, 0));
-      sender->send(f, deadline_after(5s));
-    }
-    Frame got;
-    REQUIRE(receiver.recv(got, deadline_after(5s)));  // seq 0: not the landing's
-    CHECK(got.tensors[0].data() != target.data());
-    REQUIRE(receiver.recv(got, deadline_after(5s)));  // seq 1, other shape
-    CHECK(got.tensors[0].data() != target.data());
-    REQUIRE(receiver.recv(got, deadline_after(5s)));
-    CHECK(got.tensors[0].data() == target.data());
-    CHECK(matches(target, 1, 0));
-    receiver.land(nullptr);
-  }
-}
-
 TEST_CASE("shm: deadlines — recv returns false, send times out on a full ring") {
   ShmOptions options;
   options.ring_bytes = 64 << 10;
@@ -265,59 +235,6 @@ TEST_CASE("shm: deadlines — recv returns false, send times out on a full ring"
   CHECK(f.metadata.size() == 20000);
   Frame again = big;
   sender->send(again, deadline_after(1s));
-}
-
-TEST_CASE("shm: a payload waits for its ready event, undefined and device tensors are refused") {
-  auto created = ShmChannel::create();
-  auto sender = ShmChannel::open(created.name);
-
-  auto gate = Event::user();
-  Tensor t = patterned({1000}, DType::f32, 0, 0);
-  t.set_ready_event(gate);
-  Frame f;
-  f.tensors.push_back(t);
-  CHECK_THROWS_AS(sender->send(f, deadline_after(20ms)), Error);
-  CHECK(f.tensors.size() == 1);  // nothing was sent
-
-  // The send waits for the event: complete it once the sending thread is parked on it.
-  std::atomic<pid_t> sending_thread{0};
-  std::atomic<bool> sent{false};
-  std::thread sending([&] {
-    sending_thread = static_cast<pid_t>(gettid());
-    sender->send(f, deadline_after(configured(10s)));
-    sent = true;
-  });
-  const Deadline parked_by = deadline_after(configured(10s));
-  while (!rankmesh::testing::thread_sleeps(sending_thread) && Clock::now() < parked_by)
-    std::this_thread::yield();
-  CHECK_FALSE(sent);
-  gate->complete();
-  sending.join();
-  CHECK(sent);
-  Frame got;
-  REQUIRE(created.channel->recv(got, deadline_after(1s)));
-  CHECK(matches(got.tensors.at(0), 0, 0));
-
-  Frame undefined;
-  undefined.tensors.push_back(Tensor());
-  CHECK_THROWS_AS(sender->send(undefined, deadline_after(1s)), Error);
-  static float device_memory[4];
-  Frame device;
-  device.tensors.push_back(Tensor::wrap(device_memory, {4}, DType::f32,
-                                        Device{DeviceType::cuda, 0}, nullptr));
-  try {
-    sender->send(device, deadline_after(1s));
-    FAIL("a device tensor was accepted");
-  } catch (const Error& e) {
-    CHECK(e.code() == Errc::invalid_argument);
-    CHECK(std::string(e.what()).find("host tensors only") != std::string::npos);
-  }
-  // The channel is still usable.
-  Frame plain;
-  plain.metadata = {1, 2, 3};
-  sender->send(plain, deadline_after(1s));
-  REQUIRE(created.channel->recv(got, deadline_after(1s)));
-  CHECK(got.metadata == std::vector<std::uint8_t>{1, 2, 3});
 }
 
 TEST_CASE("shm: malformed control data closes the channel with a message saying what was wrong") {

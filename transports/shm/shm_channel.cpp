@@ -17,7 +17,7 @@
 #include <thread>
 
 #include "rankmesh/error.hpp"
-#include "rankmesh/event.hpp"
+#include "frame_codec.hpp"
 #include "parker.hpp"
 
 namespace rankmesh {
@@ -490,18 +490,7 @@ void ShmChannel::send(Frame& frame, Deadline deadline) {
                     " bytes) do not fit the ring of " + std::to_string(ring_bytes_) + " bytes");
 
   // The bytes must be final before anyone reads them.
-  for (std::size_t i = 0; i < count; ++i) {
-    const std::shared_ptr<Event>& event = frame.tensors[i].ready_event();
-    if (!event) continue;
-    if (!event->query()) {
-      const auto left = std::max(Clock::duration::zero(), deadline - Clock::now());
-      if (!event->wait_for(left))
-        throw Error(Errc::timeout, to() + ": tensor " + std::to_string(i) +
-                                       " was not ready before the deadline (its " +
-                                       event->describe() + " did not complete)");
-    }
-    if (std::exception_ptr error = event->error()) std::rethrow_exception(error);
-  }
+  wait_payloads_ready(frame, deadline);
 
   release_consumed();
   if (lent > 0 && !lent_.empty()) {
