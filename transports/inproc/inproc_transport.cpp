@@ -13,7 +13,7 @@ namespace {
 
 // Where the ranks of one process leave each other their channels: each rank puts its inbound
 // channels here under a key only it publishes (through the Exchange), each peer takes the one
-// meant for it. What nobody took goes when its endpoint does.
+// meant for it. What nobody took (a peer failed meanwhile) goes when its endpoint does.
 class Meeting {
 public:
   static Meeting& instance() {
@@ -65,6 +65,8 @@ public:
                                               std::to_string(peers[i]) +
                                               " left no inproc channel for it (not in this process?)");
     }
+    // Every peer has taken its channel before any endpoint may go and forget what it left.
+    exchange.all_gather("inproc channels taken", {}, deadline);
     return pairs;
   }
 
