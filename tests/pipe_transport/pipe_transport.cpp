@@ -168,27 +168,24 @@ public:
   std::vector<ChannelPair> connect(const std::vector<int>& peers, const std::vector<RankPlace>&,
                                    Exchange& exchange, Deadline deadline) override {
     std::vector<ChannelPair> pairs(peers.size());
-    std::string offered;  // "peer=fd;..."
+    std::string offered;  // an entry per higher peer: the descriptor of its end
     for (std::size_t i = 0; i < peers.size(); ++i) {
       if (peers[i] < context_.rank) continue;
       int ends[2];
       if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) != 0)
         throw Error(Errc::invalid_config, std::string("socketpair: ") + std::strerror(errno));
       pairs[i] = channels_of(std::make_shared<PipeLink>(ends[0], context_));
-      offered += std::to_string(peers[i]) + "=" + std::to_string(ends[1]) + ";";
+      add_entry(offered, peers[i], std::to_string(ends[1]));
     }
     const std::vector<std::string> published = exchange.all_gather("pipe ends", offered, deadline);
-    const std::string mine = std::to_string(context_.rank) + "=";
     for (std::size_t i = 0; i < peers.size(); ++i) {
       if (peers[i] > context_.rank) continue;
-      const std::string& theirs = published.at(static_cast<std::size_t>(peers[i]));
-      std::size_t at = theirs.find(mine);
-      while (at != std::string::npos && at != 0 && theirs[at - 1] != ';') at = theirs.find(mine, at + 1);
-      if (at == std::string::npos)
+      const std::string end = entry_for(published.at(static_cast<std::size_t>(peers[i])), context_.rank);
+      if (end.empty())
         throw Error(Errc::invalid_config, "rank " + std::to_string(peers[i]) +
                                               " offered no pipe end to rank " +
                                               std::to_string(context_.rank));
-      pairs[i] = channels_of(std::make_shared<PipeLink>(std::stoi(theirs.substr(at + mine.size())), context_));
+      pairs[i] = channels_of(std::make_shared<PipeLink>(std::stoi(end), context_));
     }
     return pairs;
   }

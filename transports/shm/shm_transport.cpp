@@ -8,16 +8,6 @@
 namespace rankmesh {
 namespace {
 
-// "3=/proc/..#..;5=...;": the segment this rank made for each peer, by peer rank.
-std::string segment_for(const std::string& published, int reader) {
-  const std::string key = std::to_string(reader) + "=";
-  std::size_t at = published.find(key);
-  while (at != std::string::npos && at != 0 && published[at - 1] != ';') at = published.find(key, at + 1);
-  if (at == std::string::npos) return {};
-  const std::size_t begin = at + key.size();
-  return published.substr(begin, published.find(';', begin) - begin);
-}
-
 class ShmEndpoint final : public TransportEndpoint {
 public:
   explicit ShmEndpoint(const TransportContext& context) : context_(context) {}
@@ -36,7 +26,7 @@ public:
     for (int peer : peers) {
       options.peer_name = "rank " + std::to_string(peer);
       ShmChannel::Created created = ShmChannel::create(options);
-      names += std::to_string(peer) + "=" + created.name + ";";
+      add_entry(names, peer, created.name);
       receiving.push_back(std::move(created.channel));
     }
     const std::vector<std::string> published = exchange.all_gather("shm segments", names, deadline);
@@ -44,8 +34,7 @@ public:
     std::vector<ShmChannel*> receivers, senders;
     for (std::size_t i = 0; i < peers.size(); ++i) {
       const int peer = peers[i];
-      const std::string segment =
-          segment_for(published.at(static_cast<std::size_t>(peer)), context_.rank);
+      const std::string segment = entry_for(published.at(static_cast<std::size_t>(peer)), context_.rank);
       if (segment.empty())
         throw Error(Errc::invalid_config, self + ": rank " + std::to_string(peer) +
                                               " published no shared-memory segment for it "
