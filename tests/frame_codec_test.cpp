@@ -396,6 +396,12 @@ TEST_CASE("frame format: what a sender writes parses back, lent payloads include
   std::memcpy(dims + 8 * 2, &stray, sizeof stray);  // beyond its rank of 2
   CHECK(parse_descriptor(head.data() + kFrameHeaderBytes, 0, described).what ==
         "tensor 0 has a malformed descriptor (a dimension beyond its rank)");
+  // Counted as Shape::numel counts: a product that overflows on the way is refused, zero or not.
+  const std::int64_t overflowing[3] = {std::int64_t{1} << 62, 2, 0};
+  std::memcpy(dims, overflowing, sizeof overflowing);
+  head[kFrameHeaderBytes + 4] = 3;
+  CHECK(parse_descriptor(head.data() + kFrameHeaderBytes, 0, described).what.find(
+            "has more elements than 64 bits count") != std::string::npos);
   const std::uint64_t huge = std::uint64_t{1} << 40;
   std::memcpy(head.data() + 44, &huge, sizeof huge);
   const WireError beyond = parse_frame_header(head.data(), 7, limits, parsed);

@@ -119,7 +119,7 @@ WireError parse_descriptor(const std::uint8_t* bytes, std::size_t index, TensorD
   out.lent = bytes[3] == 1;
   out.shape = Shape{};
   const std::uint8_t* in = bytes + 8;
-  std::uint64_t numel = 1;
+  std::int64_t numel = 1;  // counted as Shape::numel counts: a product that overflows is refused
   for (int d = 0; d < Shape::kMaxRank; ++d) {
     const auto dim = get<std::int64_t>(in);
     if (d >= rank) {
@@ -130,12 +130,13 @@ WireError parse_descriptor(const std::uint8_t* bytes, std::size_t index, TensorD
     if (dim < 0)
       return {Errc::malformed, which + " has a negative dimension " + std::to_string(dim)};
     out.shape.push_back(dim);
-    if (__builtin_mul_overflow(numel, static_cast<std::uint64_t>(dim), &numel))
+    if (__builtin_mul_overflow(numel, dim, &numel))
       return {Errc::malformed, which + " of shape " + to_string(out.shape) +
                                    " has more elements than 64 bits count"};
   }
   // More bytes than 64 bits count need more than any payload length: the caller says so.
-  if (__builtin_mul_overflow(numel, static_cast<std::uint64_t>(dtype_size(out.dtype)), &out.nbytes))
+  if (__builtin_mul_overflow(static_cast<std::uint64_t>(numel),
+                             static_cast<std::uint64_t>(dtype_size(out.dtype)), &out.nbytes))
     out.nbytes = std::numeric_limits<std::uint64_t>::max();
   return {};
 }

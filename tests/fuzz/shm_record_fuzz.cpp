@@ -44,8 +44,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     TensorDescriptor d;
     if (parse_descriptor(descriptors.data() + i * kDescriptorBytes, i, d)) return 0;
     if (d.shape.rank() > Shape::kMaxRank || d.device.type != DeviceType::cpu) std::abort();
+    if (d.nbytes > header.payload_bytes - payload) return 0;  // the receiver refuses it
     payload += d.nbytes;
-    if (payload > header.payload_bytes) return 0;  // the receiver refuses it
     if (d.nbytes != static_cast<std::uint64_t>(d.shape.numel()) * dtype_size(d.dtype)) std::abort();
     // A tensor of that description writes back the same descriptor (no memory behind it).
     const Tensor tensor = Tensor::wrap(&nowhere, d.shape, d.dtype, d.device, [](void*) {});
