@@ -312,8 +312,11 @@ TEST_CASE("frame codec: malformed headers and descriptors say what is wrong") {
   CHECK(with(57, {1}).find("tensor 0 has a malformed descriptor (padding not zero)") !=
         std::string::npos);
   CHECK(with(60, {0, 0, 0, 0, 0, 0, 0, 0x80}).find("negative dimension") != std::string::npos);
-  CHECK(with(60, {0, 0, 0, 0, 0, 0, 0, 0x40}).find("need more than") != std::string::npos);
-  CHECK(with(60, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}).find("need more than") !=
+  CHECK(with(60, {0, 0, 0, 0, 0, 0, 0, 0x20}).find("need more than") != std::string::npos);
+  // 2^62 x 2 and (2^63 - 1) x 2 elements: more than Shape::numel counts.
+  CHECK(with(60, {0, 0, 0, 0, 0, 0, 0, 0x40}).find("more elements than 64 bits count") !=
+        std::string::npos);
+  CHECK(with(60, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}).find("more elements than 64 bits count") !=
         std::string::npos);
 }
 
