@@ -40,6 +40,11 @@ struct TcpOptions {
 // std::shared_ptr<Channel>(link, &link->outbound()).
 class TcpLink {
 public:
+  // The writer thread may still read payloads after send() returns; recv() reads payloads
+  // straight into a landing's tensors.
+  static constexpr ChannelTraits kOutboundTraits{.copies_up_to = 0};
+  static constexpr ChannelTraits kInboundTraits{.copies_up_to = 0, .lands_payloads = true};
+
   // Takes ownership of `fd`, a connected socket whose peer authenticated as `peer`.
   TcpLink(int fd, PeerIdentity peer, TcpOptions options = {});
   // Closes the socket; no call may still be running on the link.

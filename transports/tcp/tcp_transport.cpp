@@ -95,9 +95,7 @@ class TcpTransport final : public Transport {
 public:
   std::string_view name() const noexcept override { return "tcp"; }
   Reach reach() const noexcept override { return Reach::any; }
-  ChannelTraits traits() const noexcept override {
-    return ChannelTraits{.copies_up_to = 0, .lands_payloads = true};
-  }
+  ChannelTraits traits() const noexcept override { return TcpLink::kInboundTraits; }
   std::unique_ptr<TransportEndpoint> open(const TransportContext& context) const override {
     return std::make_unique<TcpEndpoint>(context);
   }
