@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -62,18 +63,24 @@ namespace {
 // The deadline of a wait that should end well before it: `base` times RANKMESH_TIMEOUT_SCALE.
 Deadline within(std::chrono::milliseconds base) { return deadline_after(scaled_timeout(base)); }
 
-// Ranks 0 and 1 of one process, connected through `transport`.
+// Ranks 0 and 1 of one process, connected through `transport`; rank 1 receives within
+// `rank1_limits`.
 class Connected {
 public:
-  explicit Connected(const Transport& transport, FrameLimits limits = {}) : exchange_(2) {
+  explicit Connected(const Transport& transport, FrameLimits limits = {})
+      : Connected(transport, limits, limits) {}
+  Connected(const Transport& transport, FrameLimits limits, FrameLimits rank1_limits) : exchange_(2) {
     std::vector<RankPlace> places(2, RankPlace{"this node", "this process"});
     for (int rank = 0; rank < 2; ++rank) {
       TransportContext context;
       context.rank = rank;
       context.world_size = 2;
       context.secret = "conformance secret";
-      context.limits = limits;
-      context.log = [](const std::string&) {};
+      context.limits = rank == 1 ? rank1_limits : limits;
+      context.log = [this](const std::string& line) {
+        std::lock_guard lock(log_mutex_);
+        log_ += line + "\n";
+      };
       endpoints_[rank] = transport.open(context);
     }
     std::exception_ptr failure;
@@ -92,8 +99,15 @@ public:
   // The channel rank `from` sends to the other through, and the one rank `to` receives through.
   Channel& out(int from) { return *pairs_[from].outbound; }
   Channel& in(int to) { return *pairs_[to].inbound; }
+  // What the transports logged.
+  std::string log() {
+    std::lock_guard lock(log_mutex_);
+    return log_;
+  }
 
 private:
+  std::mutex log_mutex_;
+  std::string log_;
   LocalExchange exchange_;
   std::unique_ptr<TransportEndpoint> endpoints_[2];
   ChannelPair pairs_[2];
@@ -445,6 +459,42 @@ TEST_CASE_TEMPLATE_DEFINE("channel conformance: frames beyond the limits are ref
   CHECK(got.metadata.size() == 8);
 }
 
+TEST_CASE_TEMPLATE_DEFINE("channel conformance: a frame beyond what the receiver accepts closes the link, logged, naming the limit", T,
+                          malformed) {
+  // The sender accepts more than the receiver: for the receiver, the peer sends malformed input.
+  Connected link(T::transport(), FrameLimits{}, FrameLimits{.max_metadata_bytes = 8});
+  if (link.out(0).traits().shares_tensors) return;  // nothing is decoded
+  Frame ok;
+  ok.metadata.assign(8, 1);
+  link.out(0).send(ok, within(5s));
+  Frame big;
+  big.metadata.assign(100, 2);
+  try {
+    link.out(0).send(big, within(5s));
+  } catch (const ChannelClosed&) {
+    // The receiver may have closed the link already.
+  }
+  Frame got;
+  REQUIRE(link.in(1).recv(got, within(5s)));  // what came before still arrives
+  CHECK(got.metadata.size() == 8);
+  CHECK_THROWS_WITH_AS(link.in(1).recv(got, within(5s)), doctest::Contains("exceeds the limit of 8"),
+                       ChannelClosed);
+  CHECK(link.log().find("exceeds the limit of 8") != std::string::npos);
+  CHECK_THROWS_AS(link.in(1).recv(got, within(1s)), ChannelClosed);  // the stream cannot resume
+  bool refused = false;
+  for (int i = 0; i < 1000 && !refused; ++i) {
+    Frame f = small_frame(1);
+    try {
+      link.out(0).send(f, within(1s));
+    } catch (const ChannelClosed&) {
+      refused = true;
+    } catch (const ChannelTimeout&) {
+      break;
+    }
+  }
+  CHECK(refused);
+}
+
 TEST_CASE_TEMPLATE_APPLY(ordering, ConformingTransports);
 TEST_CASE_TEMPLATE_APPLY(both_ways, ConformingTransports);
 TEST_CASE_TEMPLATE_APPLY(sizes, ConformingTransports);
@@ -455,3 +505,4 @@ TEST_CASE_TEMPLATE_APPLY(close, ConformingTransports);
 TEST_CASE_TEMPLATE_APPLY(peer_death, ConformingTransports);
 TEST_CASE_TEMPLATE_APPLY(payload_checks, ConformingTransports);
 TEST_CASE_TEMPLATE_APPLY(limits, ConformingTransports);
+TEST_CASE_TEMPLATE_APPLY(malformed, ConformingTransports);

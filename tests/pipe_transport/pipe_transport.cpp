@@ -32,7 +32,7 @@ bool ready(int fd, short events, Deadline deadline) {
 class PipeLink {
 public:
   PipeLink(int fd, const TransportContext& context)
-      : fd_(fd), limits_(context.limits), decoder_(context.allocator, context.limits),
+      : fd_(fd), limits_(context.limits), log_(context.log), decoder_(context.allocator, context.limits),
         outbound_(*this), inbound_(*this) {}
   ~PipeLink() { ::close(fd_); }
 
@@ -86,6 +86,7 @@ private:
   }
   [[noreturn]] void fail(const std::string& why) {
     close("pipe link: " + why);
+    if (log_) log_("pipe link: " + why);
     throw_closed();
   }
 
@@ -147,6 +148,7 @@ private:
 
   const int fd_;
   const FrameLimits limits_;
+  const LogFn log_;
   std::mutex reason_mutex_;
   bool closed_ = false;
   std::string reason_;
