@@ -9,7 +9,6 @@
 // known), connected once after the join with the peers the table gave it.
 #pragma once
 
-#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -32,7 +31,14 @@ struct RankPlace {
 };
 
 // Whether a transport of `reach` reaches `peer` from `self`.
-bool reaches(Reach reach, const RankPlace& self, const RankPlace& peer) noexcept;
+inline bool reaches(Reach reach, const RankPlace& self, const RankPlace& peer) noexcept {
+  switch (reach) {
+    case Reach::same_process: return self.process == peer.process;
+    case Reach::same_node: return self.node == peer.node;
+    case Reach::any: return true;
+  }
+  return false;
+}
 
 // What a transport needs to know about the rank it serves, before and while connecting.
 struct TransportContext {

@@ -16,15 +16,6 @@ TransportTable transport_table() {
   return table;
 }
 
-bool reaches(Reach reach, const RankPlace& self, const RankPlace& peer) noexcept {
-  switch (reach) {
-    case Reach::same_process: return self.process == peer.process;
-    case Reach::same_node: return self.node == peer.node;
-    case Reach::any: return true;
-  }
-  return false;
-}
-
 std::string transport_choices(TransportTable table) {
   std::string out = "auto";
   for (const Transport* transport : table) out += ", " + std::string(transport->name());
