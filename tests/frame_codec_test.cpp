@@ -132,9 +132,9 @@ TEST_CASE("frame codec: the header is little-endian, 52 bytes, starting with RMS
   const Frame f = make_frame(0x01020304, 0x1122334455667788ull, Bytes{9, 9},
                              {patterned({3}, DType::f16, 0)});
   const Bytes b = encode_bytes(f, 0x0a0b);
-  REQUIRE(b.size() == 52 + (3 + 8) + 2 + 6);
+  REQUIRE(b.size() == 52 + 72 + 2 + 6);
   CHECK(std::string(b.begin(), b.begin() + 4) == "RMSH");
-  CHECK(b[4] == 1);   // version
+  CHECK(b[4] == 2);   // version
   CHECK(b[8] == 0x0b);  // link sequence number, low byte first
   CHECK(b[9] == 0x0a);
   CHECK(b[16] == 0x04);  // group
@@ -144,9 +144,12 @@ TEST_CASE("frame codec: the header is little-endian, 52 bytes, starting with RMS
   CHECK(b[44] == 6);   // payload bytes
   CHECK(b[52] == static_cast<std::uint8_t>(DType::f16));
   CHECK(b[53] == static_cast<std::uint8_t>(DeviceType::cpu));
-  CHECK(b[54] == 1);  // rank
-  CHECK(b[55] == 3);  // dim 0
-  CHECK(b[63] == 9);  // metadata follows the descriptors
+  CHECK(b[54] == 0);  // device index
+  CHECK(b[55] == 0);  // payload inline
+  CHECK(b[56] == 1);  // rank
+  CHECK(b[60] == 3);  // dim 0
+  CHECK(b[68] == 0);  // dims beyond the rank are 0
+  CHECK(b[124] == 9);  // metadata follows the descriptors
 }
 
 TEST_CASE("frame codec: the encoder points at the frame's own bytes instead of copying them") {
@@ -294,7 +297,7 @@ TEST_CASE("frame codec: malformed headers and descriptors say what is wrong") {
     return what;
   };
   CHECK(with(0, {'G', 'E', 'T', ' '}).find("bad magic 0x20544547") != std::string::npos);
-  CHECK(with(4, {2, 0}).find("version 2 is not supported") != std::string::npos);
+  CHECK(with(4, {3, 0}).find("version 3 is not supported") != std::string::npos);
   CHECK(with(6, {1, 0}).find("unknown frame flags 0x1") != std::string::npos);
   CHECK(with(44, {17}).find("payload length is 17 bytes but its tensors need 16") !=
         std::string::npos);
@@ -303,10 +306,17 @@ TEST_CASE("frame codec: malformed headers and descriptors say what is wrong") {
   CHECK(with(52, {200}).find("tensor 0 has dtype code 200") != std::string::npos);
   CHECK(with(53, {1}).find("tensor 0 is described as a cuda tensor") != std::string::npos);
   CHECK(with(53, {9}).find("device type code 9") != std::string::npos);
-  CHECK(with(54, {9}).find("tensor 0 has 9 dimensions (at most 8)") != std::string::npos);
-  CHECK(with(55, {0, 0, 0, 0, 0, 0, 0, 0x80}).find("negative dimension") != std::string::npos);
-  CHECK(with(55, {0, 0, 0, 0, 0, 0, 0, 0x40}).find("need more than") != std::string::npos);
-  CHECK(with(55, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}).find("need more than") !=
+  CHECK(with(54, {5}).find("tensor 0 is described as cpu:5") != std::string::npos);
+  CHECK(with(55, {2}).find("tensor 0 has payload kind 2") != std::string::npos);
+  CHECK(with(56, {9}).find("tensor 0 has 9 dimensions (at most 8)") != std::string::npos);
+  CHECK(with(57, {1}).find("tensor 0 has a malformed descriptor (padding not zero)") !=
+        std::string::npos);
+  CHECK(with(60, {0, 0, 0, 0, 0, 0, 0, 0x80}).find("negative dimension") != std::string::npos);
+  CHECK(with(60, {0, 0, 0, 0, 0, 0, 0, 0x20}).find("need more than") != std::string::npos);
+  // 2^62 x 2 and (2^63 - 1) x 2 elements: more than Shape::numel counts.
+  CHECK(with(60, {0, 0, 0, 0, 0, 0, 0, 0x40}).find("more elements than 64 bits count") !=
+        std::string::npos);
+  CHECK(with(60, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}).find("more elements than 64 bits count") !=
         std::string::npos);
 }
 
@@ -347,4 +357,69 @@ TEST_CASE("frame codec: wait_payloads_ready waits for each tensor's ready event"
   CHECK(error_of([&] { wait_payloads_ready(f, deadline_after(1s)); }, &code)
             .find("the producing stream went away") != std::string::npos);
   CHECK(code == Errc::cancelled);
+}
+
+TEST_CASE("frame format: what a sender writes parses back, lent payloads included, anything else is named") {
+  const FrameLimits limits{.max_metadata_bytes = 64, .max_tensors = 4, .max_payload_bytes = 1024};
+  Tensor tensor = Tensor::empty({2, 3}, DType::f32);
+  Frame f;
+  f.header = FrameHeader{3, 4, 5, 6};
+  f.metadata.assign(10, 1);
+  f.tensors = {tensor};
+  FrameEncoder encoder;
+  const auto spans = encoder.encode(f, 7, /*lend_above=*/0);
+  CHECK(encoder.prefix_bytes() == kFrameHeaderBytes + kDescriptorBytes + 10);
+  CHECK(encoder.size() == encoder.prefix_bytes() + kLentPayloadBytes);
+  CHECK(encoder.lent(0));
+  CHECK(encoder.lent_bytes() == 24);
+  std::vector<std::uint8_t> head(static_cast<const std::uint8_t*>(spans[0].iov_base),
+                                 static_cast<const std::uint8_t*>(spans[0].iov_base) + spans[0].iov_len);
+  REQUIRE(head.size() == kFrameHeaderBytes + kDescriptorBytes);
+  WireHeader parsed;
+  REQUIRE_FALSE(parse_frame_header(head.data(), 7, limits, parsed));
+  CHECK(parsed.prefix_bytes() == kFrameHeaderBytes + kDescriptorBytes + 10);
+  CHECK(parsed.frame.seq == 5);
+  CHECK(parsed.payload_bytes == 24);
+  TensorDescriptor described;
+  REQUIRE_FALSE(parse_descriptor(head.data() + kFrameHeaderBytes, 0, described));
+  CHECK(described.shape == Shape{2, 3});
+  CHECK(described.nbytes == 24);
+  CHECK(described.lent);
+  CHECK(described.device == Device{});
+  REQUIRE(spans.size() == 3);  // head, metadata, the lent payload's address
+  REQUIRE(spans[2].iov_len == kLentPayloadBytes);
+  const LentPayload lent = read_lent_payload(static_cast<const std::uint8_t*>(spans[2].iov_base));
+  CHECK(lent.address == reinterpret_cast<std::uintptr_t>(tensor.data()));
+  CHECK(lent.length == 24);
+
+  CHECK(parse_frame_header(head.data(), 8, limits, parsed).what.find(
+            "link sequence number 7 where 8 was expected") != std::string::npos);
+  std::uint8_t* dims = head.data() + kFrameHeaderBytes + 8;
+  const std::int64_t stray = 1;
+  std::memcpy(dims + 8 * 2, &stray, sizeof stray);  // beyond its rank of 2
+  CHECK(parse_descriptor(head.data() + kFrameHeaderBytes, 0, described).what ==
+        "tensor 0 has a malformed descriptor (a dimension beyond its rank)");
+  // Counted as Shape::numel counts: a product that overflows on the way is refused, zero or not.
+  const std::int64_t overflowing[3] = {std::int64_t{1} << 62, 2, 0};
+  std::memcpy(dims, overflowing, sizeof overflowing);
+  head[kFrameHeaderBytes + 4] = 3;
+  CHECK(parse_descriptor(head.data() + kFrameHeaderBytes, 0, described).what.find(
+            "has more elements than 64 bits count") != std::string::npos);
+  const std::uint64_t huge = std::uint64_t{1} << 40;
+  std::memcpy(head.data() + 44, &huge, sizeof huge);
+  const WireError beyond = parse_frame_header(head.data(), 7, limits, parsed);
+  CHECK(beyond.code == Errc::limit_exceeded);
+  CHECK(beyond.what.find("exceeds the limit of 1024") != std::string::npos);
+  // A byte stream (tcp) takes no lent payloads.
+  FrameDecoder decoder(nullptr);
+  std::vector<std::uint8_t> stream;
+  for (const iovec& span : encoder.encode(f, 0, 0))
+    stream.insert(stream.end(), static_cast<const std::uint8_t*>(span.iov_base),
+                  static_cast<const std::uint8_t*>(span.iov_base) + span.iov_len);
+  try {
+    decoder.feed(stream);
+    FAIL("a lent payload was accepted from a byte stream");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("tensor 0 is lent") != std::string::npos);
+  }
 }

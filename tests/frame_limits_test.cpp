@@ -114,6 +114,6 @@ TEST_CASE("frame limits: an shm receiver refuses a frame announcing more, before
   sender->close("the test is over");  // whatever happened, the sender stops waiting for room
   sending_thread.join();
   CAPTURE(refusal);
-  CHECK(refusal.find("more than " + kNamesTheLimit + " payload bytes") != std::string::npos);
+  CHECK(refusal.find("exceeds the limit of " + kNamesTheLimit) != std::string::npos);
   CHECK(allocator.calls->load() == 0);
 }

@@ -46,8 +46,8 @@ const int kSizes[] = {1, 2, 3, 4, 8};
 
 }  // namespace
 
-TEST_CASE("properties of every group kind follow the layout, with next/prev wrapping") {
-  Runtime runtime(options_for(8, 2));
+TEST_CASE_TEMPLATE("properties of every group kind follow the layout, with next/prev wrapping", Over, RANKMESH_EVERY_TRANSPORT) {
+  Runtime runtime(options_for<Over>(8, 2));
   std::mutex mutex;
   std::vector<std::string> seen;
   auto errors = run_ranks(runtime, [&](ParallelState& s) {
@@ -78,11 +78,11 @@ TEST_CASE("properties of every group kind follow the layout, with next/prev wrap
   CHECK(seen.size() == 8);
 }
 
-TEST_CASE("all_reduce sum, max and min equal the one-rank reference on 1, 2, 3, 4 and 8 ranks") {
+TEST_CASE_TEMPLATE("all_reduce sum, max and min equal the one-rank reference on 1, 2, 3, 4 and 8 ranks", Over, RANKMESH_EVERY_TRANSPORT) {
   for (int world : kSizes) {
     CAPTURE(world);
     std::vector<Tensor> sums(world), maxes(world), mins(world), ints(world);
-    auto errors = run_world(world, [&](ParallelState& s) {
+    auto errors = run_world<Over>(world, [&](ParallelState& s) {
       GroupCoordinator& g = s.world();
       Tensor in = input_of(s.rank(), {3, 5});  // 15 elements: chunks are uneven for 2, 4, 8
       sums[s.rank()] = g.all_reduce(in);
@@ -105,10 +105,10 @@ TEST_CASE("all_reduce sum, max and min equal the one-rank reference on 1, 2, 3, 
   }
 }
 
-TEST_CASE("all_reduce adds f16 in f32, in ascending rank order") {
+TEST_CASE_TEMPLATE("all_reduce adds f16 in f32, in ascending rank order", Over, RANKMESH_EVERY_TRANSPORT) {
   // 2048 + 1 + 1 in f16 step by step rounds to 2048 twice; accumulated in f32 it is 2050.
   std::vector<Tensor> out(3);
-  auto errors = run_world(3, [&](ParallelState& s) {
+  auto errors = run_world<Over>(3, [&](ParallelState& s) {
     Tensor t = Tensor::empty({1}, DType::f16);
     t.data_as<std::uint16_t>()[0] = f32_to_f16(s.rank() == 0 ? 2048.0f : 1.0f);
     out[s.rank()] = s.world().all_reduce(t);
@@ -117,22 +117,22 @@ TEST_CASE("all_reduce adds f16 in f32, in ascending rank order") {
   for (auto& t : out) CHECK(f16_to_f32(t.data_as<std::uint16_t>()[0]) == 2050.0f);
 }
 
-TEST_CASE("reductions of bool and fp8 are refused before any communication") {
-  auto errors = run_world(2, [&](ParallelState& s) {
+TEST_CASE_TEMPLATE("reductions of bool and fp8 are refused before any communication", Over, RANKMESH_EVERY_TRANSPORT) {
+  auto errors = run_world<Over>(2, [&](ParallelState& s) {
     s.world().all_reduce(Tensor::empty({4}, DType::boolean));
   });
   for (auto& e : errors) CHECK(e.find("bool") != std::string::npos);
-  errors = run_world(2, [&](ParallelState& s) {
+  errors = run_world<Over>(2, [&](ParallelState& s) {
     s.world().reduce_scatter(Tensor::empty({4}, DType::fp8_e4m3));
   });
   for (auto& e : errors) CHECK(e.find("float8") != std::string::npos);
 }
 
-TEST_CASE("all_gather and all_gatherv concatenate in group-rank order along any dim") {
+TEST_CASE_TEMPLATE("all_gather and all_gatherv concatenate in group-rank order along any dim", Over, RANKMESH_EVERY_TRANSPORT) {
   for (int world : kSizes) {
     CAPTURE(world);
     std::vector<Tensor> dim0(world), dim1(world), uneven(world);
-    auto errors = run_world(world, [&](ParallelState& s) {
+    auto errors = run_world<Over>(world, [&](ParallelState& s) {
       GroupCoordinator& g = s.world();
       int r = s.rank();
       dim0[r] = g.all_gather(input_of(r, {2, 3}), 0);
@@ -159,11 +159,11 @@ TEST_CASE("all_gather and all_gatherv concatenate in group-rank order along any 
   }
 }
 
-TEST_CASE("reduce_scatter and reduce_scatterv give each rank its reduced rows") {
+TEST_CASE_TEMPLATE("reduce_scatter and reduce_scatterv give each rank its reduced rows", Over, RANKMESH_EVERY_TRANSPORT) {
   for (int world : kSizes) {
     CAPTURE(world);
     std::vector<Tensor> even(world), uneven(world);
-    auto errors = run_world(world, [&](ParallelState& s) {
+    auto errors = run_world<Over>(world, [&](ParallelState& s) {
       int r = s.rank();
       even[r] = s.world().reduce_scatter(input_of(r, {2 * world, 2}), 0);
       std::vector<std::int64_t> sizes(world);
@@ -184,11 +184,11 @@ TEST_CASE("reduce_scatter and reduce_scatterv give each rank its reduced rows") 
   }
 }
 
-TEST_CASE("gather, broadcast, barrier and all_to_all") {
+TEST_CASE_TEMPLATE("gather, broadcast, barrier and all_to_all", Over, RANKMESH_EVERY_TRANSPORT) {
   for (int world : kSizes) {
     CAPTURE(world);
     std::vector<Tensor> gathered(world), broadcasted(world), exchanged(world);
-    auto errors = run_world(world, [&](ParallelState& s) {
+    auto errors = run_world<Over>(world, [&](ParallelState& s) {
       GroupCoordinator& g = s.world();
       int r = s.rank();
       int root = world - 1;
@@ -228,11 +228,11 @@ TEST_CASE("gather, broadcast, barrier and all_to_all") {
   }
 }
 
-TEST_CASE("objects: send/recv around a ring and broadcast_object") {
+TEST_CASE_TEMPLATE("objects: send/recv around a ring and broadcast_object", Over, RANKMESH_EVERY_TRANSPORT) {
   for (int world : kSizes) {
     CAPTURE(world);
     std::vector<Value> got(world), broadcasted(world);
-    auto errors = run_world(world, [&](ParallelState& s) {
+    auto errors = run_world<Over>(world, [&](ParallelState& s) {
       GroupCoordinator& g = s.world();
       int r = s.rank();
       if (world > 1) {
@@ -258,11 +258,11 @@ TEST_CASE("objects: send/recv around a ring and broadcast_object") {
   }
 }
 
-TEST_CASE("tensor dicts: send/recv to next/prev, empty tensors keep their shape, broadcast") {
+TEST_CASE_TEMPLATE("tensor dicts: send/recv to next/prev, empty tensors keep their shape, broadcast", Over, RANKMESH_EVERY_TRANSPORT) {
   for (int world : {2, 3, 4, 8}) {
     CAPTURE(world);
     std::vector<TensorDict> received(world), broadcasted(world);
-    auto errors = run_world(world, [&](ParallelState& s) {
+    auto errors = run_world<Over>(world, [&](ParallelState& s) {
       GroupCoordinator& g = s.world();
       int r = s.rank();
       TensorDict nested{{"positions", input_of(r, {2}, DType::i64)}};
@@ -294,10 +294,10 @@ TEST_CASE("tensor dicts: send/recv to next/prev, empty tensors keep their shape,
   }
 }
 
-TEST_CASE("every group kind runs collectives among its own members") {
+TEST_CASE_TEMPLATE("every group kind runs collectives among its own members", Over, RANKMESH_EVERY_TRANSPORT) {
   // world 16 = dp 2 x pp 2 x tp 2 x external dp 2, dcp 2.
   std::vector<std::array<float, kGroupKindCount>> sums(16);
-  Runtime runtime(options_for(16, 2));
+  Runtime runtime(options_for<Over>(16, 2));
   auto errors = run_ranks(runtime, [&](ParallelState& s) {
     s.initialize_model_parallel(2, 2, 1, 2);  // tp, pp, pcp, dcp
     for (GroupKind kind : kAllGroupKinds) {

@@ -33,12 +33,16 @@ bool holds(const Tensor& t, float first) {
 // tp 2 x pp 2: stage 0 (ranks 0, 1) sends to stage 1 (ranks 2, 3) with the TP group as the
 // all-gather group; every tensor is replicated across the TP group, as the feature requires.
 struct Stages {
+  explicit Stages(const char* transport) : transport(transport) {}
+
+  const char* transport;  // RuntimeOptions::transport
   std::vector<TensorDict> received = std::vector<TensorDict>(4);
   std::vector<std::string> errors;
 
   void run(const AllGatherTensors& sender_map, const AllGatherTensors& receiver_map,
            const TensorDict& dict, std::chrono::milliseconds timeout = default_timeout()) {
     RuntimeOptions options = options_for(4);
+    options.transport = transport;
     options.timeout = timeout;
     Runtime runtime(std::move(options));
     errors = run_ranks(runtime, [&](ParallelState& s) {
@@ -54,7 +58,7 @@ struct Stages {
 
 }  // namespace
 
-TEST_CASE("send-allgather: forced slices and whole tensors arrive whole, as do runtime choices") {
+TEST_CASE_TEMPLATE("send-allgather: forced slices and whole tensors arrive whole, as do runtime choices", Over, RANKMESH_EVERY_TRANSPORT) {
   TensorDict dict{{"hidden_states", filled({4, 6}, 0)},  // 24 elements: may be sliced in 2
                   {"odd", filled({3}, 100)},              // 3 elements: never sliced
                   {"step", 5}};
@@ -67,7 +71,7 @@ TEST_CASE("send-allgather: forced slices and whole tensors arrive whole, as do r
       {{{"hidden_states", false}}, {{"hidden_states", false}}},
   };
   for (const auto& [sender, receiver] : maps) {
-    Stages stages;
+    Stages stages(Over::transport);
     stages.run(sender, receiver, dict);
     REQUIRE_MESSAGE(all_ok(stages.errors), joined(stages.errors));
     for (int r : {2, 3}) {
@@ -79,25 +83,25 @@ TEST_CASE("send-allgather: forced slices and whole tensors arrive whole, as do r
   }
 }
 
-TEST_CASE("send-allgather: ranks of one node send whole where the map leaves the choice") {
+TEST_CASE_TEMPLATE("send-allgather: ranks of one node send whole where the map leaves the choice", Over, RANKMESH_EVERY_TRANSPORT) {
   // In one process every rank shares the node: slicing would move as many bytes with one step
   // more. A receiver that forbids slicing shows what the sender chose.
-  Stages stages;
+  Stages stages(Over::transport);
   TensorDict dict{{"hidden_states", filled({1 << 19}, 0)}};  // 2 MiB, divisible
   stages.run({}, {{"hidden_states", false}}, dict);
   REQUIRE_MESSAGE(all_ok(stages.errors), joined(stages.errors));
   for (int r : {2, 3}) CHECK(holds(stages.received[r].at("hidden_states").as<Tensor>(), 0));
 }
 
-TEST_CASE("send-allgather: a sender that cannot slice what it must refuses to send") {
+TEST_CASE_TEMPLATE("send-allgather: a sender that cannot slice what it must refuses to send", Over, RANKMESH_EVERY_TRANSPORT) {
   TensorDict dict{{"residual", filled({4}, 7)}, {"odd", filled({3}, 1)}};
-  Stages forced;  // 3 elements cannot split into 2: the sender refuses, the receivers time out
+  Stages forced(Over::transport);  // 3 elements cannot split into 2: the sender refuses, the receivers time out
   forced.run({{"odd", true}}, {{"odd", true}}, dict, scaled_timeout(300ms));
   CHECK(forced.errors[0].find("'odd' has 3 elements") != std::string::npos);
   CHECK(forced.errors[2].find("did not come") != std::string::npos);
 }
 
-TEST_CASE("send-allgather: a receiver whose map disagrees gets an error, not corrupted data") {
+TEST_CASE_TEMPLATE("send-allgather: a receiver whose map disagrees gets an error, not corrupted data", Over, RANKMESH_EVERY_TRANSPORT) {
   TensorDict dict{{"hidden_states", filled({4}, 0)}};
   struct Case {
     AllGatherTensors sender, receiver;
@@ -109,7 +113,7 @@ TEST_CASE("send-allgather: a receiver whose map disagrees gets an error, not cor
                         Case{{{"hidden_states", false}}, {{"hidden_states", true}},
                              "travels whole, but this receiver's all-gather group and "
                              "all_gather_tensors say it must travel as a slice"}}) {
-    Stages stages;
+    Stages stages(Over::transport);
     stages.run(c.sender, c.receiver, dict);
     for (int r : {2, 3}) {
       CAPTURE(stages.errors[r]);
@@ -119,8 +123,8 @@ TEST_CASE("send-allgather: a receiver whose map disagrees gets an error, not cor
   }
 }
 
-TEST_CASE("a collective issued differently on two ranks is a mismatch naming both sides") {
-  auto errors = run_world(2, [](ParallelState& s) {
+TEST_CASE_TEMPLATE("a collective issued differently on two ranks is a mismatch naming both sides", Over, RANKMESH_EVERY_TRANSPORT) {
+  auto errors = run_world<Over>(2, [](ParallelState& s) {
     if (s.rank() == 0) s.world().all_reduce(filled({4}, 0));
     else {
       Tensor mine = filled({4}, 0);
@@ -135,8 +139,8 @@ TEST_CASE("a collective issued differently on two ranks is a mismatch naming bot
   CHECK(named);
 }
 
-TEST_CASE("a receive with no matching send times out naming the group, source and what") {
-  RuntimeOptions options = options_for(2);
+TEST_CASE_TEMPLATE("a receive with no matching send times out naming the group, source and what", Over, RANKMESH_EVERY_TRANSPORT) {
+  RuntimeOptions options = options_for<Over>(2);
   auto errors = run_world([](ParallelState& s) {
     if (s.rank() != 1) return;
     s.world().set_timeout(100ms);
@@ -148,10 +152,10 @@ TEST_CASE("a receive with no matching send times out naming the group, source an
   CHECK(errors[1].find("send_tensor_dict #0 from group rank 0 (rank 0)") != std::string::npos);
 }
 
-TEST_CASE("a message arriving after its receive timed out is discarded") {
+TEST_CASE_TEMPLATE("a message arriving after its receive timed out is discarded", Over, RANKMESH_EVERY_TRANSPORT) {
   std::atomic<int> phase{0};
   Value second;
-  auto errors = run_world(2, [&](ParallelState& s) {
+  auto errors = run_world<Over>(2, [&](ParallelState& s) {
     GroupCoordinator& g = s.world();
     if (s.rank() == 0) {
       g.set_timeout(50ms);
@@ -198,10 +202,10 @@ TEST_CASE("a donated 64 MiB tensor changes hands without a copy or an allocation
   CHECK(holds(copied, 3));
 }
 
-TEST_CASE("a tensor not donated reaches the receiver as a copy") {
+TEST_CASE_TEMPLATE("a tensor not donated reaches the receiver as a copy", Over, RANKMESH_EVERY_TRANSPORT) {
   Tensor mine = filled({8}, 1);
   Tensor theirs;
-  auto errors = run_world(2, [&](ParallelState& s) {
+  auto errors = run_world<Over>(2, [&](ParallelState& s) {
     if (s.rank() == 0) {
       TensorDict dict{{"x", mine}};
       s.world().send_tensor_dict(dict, 1);
@@ -214,11 +218,11 @@ TEST_CASE("a tensor not donated reaches the receiver as a copy") {
   CHECK(holds(theirs, 1));
 }
 
-TEST_CASE("recv_tensor_dict lands tensors in the caller's buffers, checked against the metadata") {
+TEST_CASE_TEMPLATE("recv_tensor_dict lands tensors in the caller's buffers, checked against the metadata", Over, RANKMESH_EVERY_TRANSPORT) {
   Tensor buffer = Tensor::empty({2, 2}, DType::f32);
   TensorDict got;
   std::string wrong;
-  auto errors = run_world(2, [&](ParallelState& s) {
+  auto errors = run_world<Over>(2, [&](ParallelState& s) {
     if (s.rank() == 0) {
       s.world().send_tensor_dict(TensorDict{{"x", filled({2, 2}, 9)}}, 1);
       s.world().send_tensor_dict(TensorDict{{"x", filled({4}, 9)}}, 1);
@@ -237,8 +241,8 @@ TEST_CASE("recv_tensor_dict lands tensors in the caller's buffers, checked again
   CHECK(wrong.find("the buffer given for 'x' is [2, 2] float32, but the metadata") != std::string::npos);
 }
 
-TEST_CASE("a dict the codec cannot carry fails at the sender, and the world goes on") {
-  auto errors = run_world(2, [&](ParallelState& s) {
+TEST_CASE_TEMPLATE("a dict the codec cannot carry fails at the sender, and the world goes on", Over, RANKMESH_EVERY_TRANSPORT) {
+  auto errors = run_world<Over>(2, [&](ParallelState& s) {
     if (s.rank() == 0) {
       TensorDict bad{{"list", List{Value(filled({1}, 0))}}};
       CHECK_THROWS_AS(s.world().send_tensor_dict(bad, 1), Error);
@@ -250,8 +254,8 @@ TEST_CASE("a dict the codec cannot carry fails at the sender, and the world goes
   CHECK_MESSAGE(all_ok(errors), joined(errors));
 }
 
-TEST_CASE("group calls before initialize_model_parallel are errors, the world group exists") {
-  Runtime runtime(options_for(2));
+TEST_CASE_TEMPLATE("group calls before initialize_model_parallel are errors, the world group exists", Over, RANKMESH_EVERY_TRANSPORT) {
+  Runtime runtime(options_for<Over>(2));
   auto errors = run_ranks(runtime, [&](ParallelState& s) {
     CHECK(s.is_global_first_rank());  // nothing initialized yet
     CHECK_FALSE(s.model_parallel_is_initialized());
@@ -261,10 +265,10 @@ TEST_CASE("group calls before initialize_model_parallel are errors, the world gr
   CHECK_MESSAGE(all_ok(errors), joined(errors));
 }
 
-TEST_CASE("asynchronous operations: several in flight, polled and waited, in issue order") {
+TEST_CASE_TEMPLATE("asynchronous operations: several in flight, polled and waited, in issue order", Over, RANKMESH_EVERY_TRANSPORT) {
   std::vector<float> sums(4);
   std::vector<TensorDict> dicts(4);
-  auto errors = run_world(4, [&](ParallelState& s) {
+  auto errors = run_world<Over>(4, [&](ParallelState& s) {
     GroupCoordinator& g = s.world();
     Handle<Tensor> reduced = g.async_all_reduce(filled({3}, static_cast<float>(s.rank())));
     Handle<void> barrier = g.async_barrier();
@@ -283,8 +287,8 @@ TEST_CASE("asynchronous operations: several in flight, polled and waited, in iss
   }
 }
 
-TEST_CASE("abort fails every pending operation at once") {
-  Runtime runtime(options_for(2));
+TEST_CASE_TEMPLATE("abort fails every pending operation at once", Over, RANKMESH_EVERY_TRANSPORT) {
+  Runtime runtime(options_for<Over>(2));
   std::atomic<bool> waiting{false};
   std::string error;
   std::thread receiver([&] {
@@ -302,10 +306,10 @@ TEST_CASE("abort fails every pending operation at once") {
   CHECK(error.find("operator stopped the world") != std::string::npos);
 }
 
-TEST_CASE("any operation has an asynchronous form through async()") {
+TEST_CASE_TEMPLATE("any operation has an asynchronous form through async()", Over, RANKMESH_EVERY_TRANSPORT) {
   std::vector<Tensor> gathered(3);
   std::vector<Value> objects(3);
-  auto errors = run_world(3, [&](ParallelState& s) {
+  auto errors = run_world<Over>(3, [&](ParallelState& s) {
     GroupCoordinator& g = s.world();
     Tensor mine = filled({2}, static_cast<float>(10 * s.rank()));
     auto gather = g.async([mine](GroupCoordinator& c) { return c.gather(mine, 0, 0); });
@@ -322,8 +326,8 @@ TEST_CASE("any operation has an asynchronous form through async()") {
   for (auto& o : objects) CHECK(o == Value("two"));
 }
 
-TEST_CASE("an asynchronous operation's error comes back through its handle") {
-  auto errors = run_world(2, [&](ParallelState& s) {
+TEST_CASE_TEMPLATE("an asynchronous operation's error comes back through its handle", Over, RANKMESH_EVERY_TRANSPORT) {
+  auto errors = run_world<Over>(2, [&](ParallelState& s) {
     if (s.rank() != 0) return;
     s.world().set_timeout(50ms);
     auto handle = s.world().async_recv_tensor_dict(1);
@@ -332,8 +336,8 @@ TEST_CASE("an asynchronous operation's error comes back through its handle") {
   CHECK_MESSAGE(all_ok(errors), joined(errors));
 }
 
-TEST_CASE("a point-to-point call to the rank itself is refused (a group of one has no peer)") {
-  auto errors = run_world(1, [&](ParallelState& s) {
+TEST_CASE_TEMPLATE("a point-to-point call to the rank itself is refused (a group of one has no peer)", Over, RANKMESH_EVERY_TRANSPORT) {
+  auto errors = run_world<Over>(1, [&](ParallelState& s) {
     CHECK_THROWS_WITH_AS(s.world().send_tensor_dict(TensorDict{{"x", 1}}),
                          doctest::Contains("dst is this rank itself"), Error);
     CHECK_THROWS_WITH_AS(s.world().recv_object(0), doctest::Contains("src is this rank itself"), Error);
@@ -342,8 +346,8 @@ TEST_CASE("a point-to-point call to the rank itself is refused (a group of one h
 }
 
 #ifndef NDEBUG
-TEST_CASE("debug builds detect two threads inside one coordinator") {
-  Runtime runtime(options_for(2));
+TEST_CASE_TEMPLATE("debug builds detect two threads inside one coordinator", Over, RANKMESH_EVERY_TRANSPORT) {
+  Runtime runtime(options_for<Over>(2));
   GroupCoordinator& g = runtime.rank(0).world();
   g.set_timeout(scaled_timeout(2000ms));
   std::atomic<bool> done{false};
@@ -375,10 +379,10 @@ TEST_CASE("debug builds detect two threads inside one coordinator") {
 }
 #endif
 
-TEST_CASE("after an abort the coordinator says why, and later operations fail at once") {
+TEST_CASE_TEMPLATE("after an abort the coordinator says why, and later operations fail at once", Over, RANKMESH_EVERY_TRANSPORT) {
   std::mutex mutex;
   std::vector<std::string> logged;
-  RuntimeOptions options = options_for(2);
+  RuntimeOptions options = options_for<Over>(2);
   options.log = [&](const std::string& line) {
     std::lock_guard lock(mutex);
     logged.push_back(line);
@@ -420,7 +424,7 @@ float combined(ReduceOp op, int world, std::int64_t index) {
 
 }  // namespace
 
-TEST_CASE("reduce_scatterv gives each rank its own rows, reduced, along dim 0 and dim 1") {
+TEST_CASE_TEMPLATE("reduce_scatterv gives each rank its own rows, reduced, along dim 0 and dim 1", Over, RANKMESH_EVERY_TRANSPORT) {
   for (int world : {1, 2, 3, 4}) {
     for (ReduceOp op : {ReduceOp::sum, ReduceOp::max, ReduceOp::min}) {
       CAPTURE(world);
@@ -433,7 +437,7 @@ TEST_CASE("reduce_scatterv gives each rank its own rows, reduced, along dim 0 an
         rows += sizes[static_cast<std::size_t>(j)] = (2 * j + 1) % 3;
       }
       std::vector<Tensor> along0(static_cast<std::size_t>(world)), along1(along0.size());
-      auto errors = run_world(world, [&](ParallelState& s) {
+      auto errors = run_world<Over>(world, [&](ParallelState& s) {
         const int r = s.rank();
         Tensor input0 = Tensor::empty({rows, 3}, DType::f32), input1 = Tensor::empty({2, rows}, DType::f32);
         for (std::int64_t i = 0; i < 3 * rows; ++i) input0.data_as<float>()[i] = scattered_input(r, i);
@@ -460,11 +464,11 @@ TEST_CASE("reduce_scatterv gives each rank its own rows, reduced, along dim 0 an
   }
 }
 
-TEST_CASE("a rebuilt group never receives a frame meant for the group it replaced") {
+TEST_CASE_TEMPLATE("a rebuilt group never receives a frame meant for the group it replaced", Over, RANKMESH_EVERY_TRANSPORT) {
   // Groups rebuilt by initialize_model_parallel keep their kind and index; their counters start
   // at 0 again. A frame sent on the old tp group and stashed unread (it overtook a world
   // message) must not be taken by the new tp group's receive #0.
-  auto errors = run_world(2, [&](ParallelState& s) {
+  auto errors = run_world<Over>(2, [&](ParallelState& s) {
     s.initialize_model_parallel(2);
     if (s.rank() == 0) {
       s.tp().send_object(Value("for the old tp group"), 1);

@@ -9,8 +9,8 @@
 using namespace rankmesh;
 using namespace rankmesh::test;
 
-TEST_CASE("initialize_model_parallel fails on every rank when one passes other sizes") {
-  auto errors = run_world(4, [](ParallelState& s) {
+TEST_CASE_TEMPLATE("initialize_model_parallel fails on every rank when one passes other sizes", Over, RANKMESH_EVERY_TRANSPORT) {
+  auto errors = run_world<Over>(4, [](ParallelState& s) {
     s.initialize_model_parallel(s.rank() == 2 ? 4 : 2, s.rank() == 3 ? 4 : 2);
   });
   for (const auto& e : errors) {
@@ -20,10 +20,10 @@ TEST_CASE("initialize_model_parallel fails on every rank when one passes other s
   }
 }
 
-TEST_CASE("initialize, refuse a second initialize, ensure, destroy and initialize again") {
+TEST_CASE_TEMPLATE("initialize, refuse a second initialize, ensure, destroy and initialize again", Over, RANKMESH_EVERY_TRANSPORT) {
   std::mutex mutex;
   std::vector<std::string> lines;
-  RuntimeOptions options = options_for(4);
+  RuntimeOptions options = options_for<Over>(4);
   options.log = [&](const std::string& line) {
     std::lock_guard lock(mutex);
     lines.push_back(line);
@@ -57,22 +57,22 @@ TEST_CASE("initialize, refuse a second initialize, ensure, destroy and initializ
   CHECK(std::find(lines.begin(), lines.end(), "rank 3 of 4: DP 0, PP 1, TP 1, EP 1") != lines.end());
 }
 
-TEST_CASE("is_local_first_rank follows ranks per node") {
-  RuntimeOptions options = options_for(4);
+TEST_CASE_TEMPLATE("is_local_first_rank follows ranks per node", Over, RANKMESH_EVERY_TRANSPORT) {
+  RuntimeOptions options = options_for<Over>(4);
   options.ranks_per_node = 2;
   Runtime runtime(std::move(options));
   for (int r = 0; r < 4; ++r) CHECK(runtime.rank(r).is_local_first_rank() == (r % 2 == 0));
 }
 
-TEST_CASE("impossible sizes fail with the numbers, on every rank") {
-  auto errors = run_world(4, [](ParallelState& s) { s.initialize_model_parallel(3); });
+TEST_CASE_TEMPLATE("impossible sizes fail with the numbers, on every rank", Over, RANKMESH_EVERY_TRANSPORT) {
+  auto errors = run_world<Over>(4, [](ParallelState& s) { s.initialize_model_parallel(3); });
   for (const auto& e : errors) CHECK(e.find("4") != std::string::npos);
   for (const auto& e : errors) CHECK(e.find("3") != std::string::npos);
 }
 
-TEST_CASE("16 ranks (tp 4 x pp 4) run in one process") {
+TEST_CASE_TEMPLATE("16 ranks (tp 4 x pp 4) run in one process", Over, RANKMESH_EVERY_TRANSPORT) {
   std::vector<float> sums(16);
-  auto errors = run_world(16, [&](ParallelState& s) {
+  auto errors = run_world<Over>(16, [&](ParallelState& s) {
     s.initialize_model_parallel(4, 4);
     Tensor t = Tensor::empty({2}, DType::f32);
     t.data_as<float>()[0] = 1.0f;

@@ -6,6 +6,7 @@
 #include <string>
 #include <thread>
 
+#include "inproc/inproc_channel.hpp"
 #include "rank_world.hpp"
 #include "rankmesh/error.hpp"
 #include "world.hpp"
@@ -55,7 +56,7 @@ TEST_CASE("rank context: frames that overtake their receive are bounded, beyond 
           "names the peer") {
   // Rank 0 keeps sending on one group while rank 1 waits on another: every frame is kept for
   // its own receive, up to the bound.
-  RankWorld world({0, 0}, Transport::inproc, Transport::inproc, 5s);
+  RankWorld world({0, 0}, inproc_transport(), inproc_transport(), 5s);
   std::string waiting_error;
   auto errors = world.run([&](int rank) {
     GroupCoordinator busy(make_group_state(world.context(rank), GroupKind::tp, 0, Group{0, 1}));

@@ -1,7 +1,8 @@
 // Test support: the ranks of a world in one process, each with its own RankContext, joined by
-// the transport a test chooses per pair — inproc, shm or tcp — and placed on the nodes it
-// chooses (what multi-process worlds learn from the environment). GroupCoordinators are built
-// over the contexts directly, so one test can run the same sequence over every transport.
+// the transport a test chooses per pair — one for pairs on one node, one for the others — and
+// placed on the nodes it chooses (what multi-process worlds learn from the environment). The
+// ranks connect through the transports' own endpoints, as a runtime's do. GroupCoordinators are
+// built over the contexts directly, so one test can run the same sequence over every transport.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -17,14 +18,14 @@
 
 #include "../actors/src/coordinator/group_state.hpp"
 #include "../actors/src/rank_context.hpp"
-#include "inproc/inproc_channel.hpp"
+#include "inproc/inproc_transport.hpp"
+#include "local_exchange.hpp"
 #include "rankmesh/group_coordinator.hpp"
-#include "shm/shm_channel.hpp"
-#include "tcp/tcp_channel.hpp"
+#include "shm/shm_transport.hpp"
+#include "tcp/tcp_transport.hpp"
+#include "transport_table.hpp"
 
 namespace rankmesh::test {
-
-enum class Transport { inproc, shm, tcp };
 
 // What one rank sent to another: each frame's operation and payload bytes, in order.
 struct Sent {
@@ -60,32 +61,18 @@ private:
   std::vector<Sent> sent_;
 };
 
-inline const char* to_string(Transport transport) {
-  switch (transport) {
-    case Transport::inproc: return "inproc";
-    case Transport::shm: return "shm";
-    case Transport::tcp: return "tcp";
-  }
-  return "?";
-}
-
 class RankWorld {
 public:
   // `node_of[r]`: rank r's node. Pairs on one node are joined by `same_node`, the others by
   // `across_nodes`. `timeout`: every rank's default operation timeout.
-  RankWorld(std::vector<int> node_of, Transport same_node, Transport across_nodes,
+  RankWorld(std::vector<int> node_of, const Transport& same_node, const Transport& across_nodes,
             std::chrono::nanoseconds timeout)
       : node_of_(std::move(node_of)) {
     const int n = size();
     const auto at = [](int r) { return static_cast<std::size_t>(r); };
     std::vector<std::vector<std::shared_ptr<Channel>>> out(at(n), std::vector<std::shared_ptr<Channel>>(at(n)));
     std::vector<std::vector<std::shared_ptr<Channel>>> in = out;
-    for (int a = 0; a < n; ++a)
-      for (int b = a + 1; b < n; ++b) {
-        const Transport transport = node_of_[at(a)] == node_of_[at(b)] ? same_node : across_nodes;
-        connect_pair(transport, a, b, out[at(a)][at(b)], in[at(b)][at(a)], out[at(b)][at(a)],
-                     in[at(a)][at(b)]);
-      }
+    connect(same_node, across_nodes, out, in);
     noted_.assign(at(n), std::vector<std::shared_ptr<NotingChannel>>(at(n)));
     for (int from = 0; from < n; ++from)
       for (int to = 0; to < n; ++to)
@@ -100,7 +87,7 @@ public:
       for (int peer = 0; peer < n; ++peer) {
         locality.same_node.push_back(node_of_[at(peer)] == node_of_[at(r)]);
         locality.shared_memory.push_back(peer != r && node_of_[at(peer)] == node_of_[at(r)] &&
-                                         same_node == Transport::shm);
+                                         same_node.shares_memory_segments());
       }
       context->connect(out[at(r)], in[at(r)], std::move(locality));
       contexts_.push_back(std::move(context));
@@ -150,67 +137,52 @@ private:
     log_ += line + "\n";
   }
 
-  // Channels a -> b and b -> a: `a_out`/`b_in` carry a's frames, `b_out`/`a_in` b's.
-  static void connect_pair(Transport transport, int a, int b, std::shared_ptr<Channel>& a_out,
-                           std::shared_ptr<Channel>& b_in, std::shared_ptr<Channel>& b_out,
-                           std::shared_ptr<Channel>& a_in) {
-    const auto name = [](int r) { return "rank " + std::to_string(r); };
-    switch (transport) {
-      case Transport::inproc:
-        a_out = b_in = std::make_shared<InprocChannel>();
-        b_out = a_in = std::make_shared<InprocChannel>();
-        return;
-      case Transport::shm: {
-        auto one_way = [&](int from, int to, std::shared_ptr<Channel>& sender,
-                           std::shared_ptr<Channel>& receiver) {
-          ShmOptions options;
-          options.peer_name = name(from);
-          options.log = [](const std::string&) {};
-          ShmChannel::Created created = ShmChannel::create(options);
-          options.peer_name = name(to);
-          std::shared_ptr<ShmChannel> out = ShmChannel::open(created.name, options);
-          std::shared_ptr<ShmChannel> in = std::move(created.channel);
-          REQUIRE(in->wait_peer(deadline_after(std::chrono::seconds(10))));
-          REQUIRE(out->wait_peer(deadline_after(std::chrono::seconds(10))));
-          sender = std::move(out);
-          receiver = std::move(in);
-        };
-        one_way(a, b, a_out, b_in);
-        one_way(b, a, b_out, a_in);
-        return;
-      }
-      case Transport::tcp: {
-        const std::string secret = "rank world secret";
-        const int world = 1 << 16;  // any size that holds both ranks
-        std::mutex mutex;
-        std::condition_variable arrived;
-        std::shared_ptr<TcpLink> accepted;
-        TcpListenerOptions listen;
-        listen.secret = secret;
-        listen.self = PeerIdentity{a, world};
-        listen.link.log = [](const std::string&) {};
-        TcpListener listener(listen, [&](std::shared_ptr<TcpLink> link) {
-          std::lock_guard lock(mutex);
-          accepted = std::move(link);
-          arrived.notify_all();
-        });
-        TcpOptions options;
-        options.log = [](const std::string&) {};
-        std::shared_ptr<TcpLink> dialled = tcp_connect("127.0.0.1", listener.port(), secret,
-                                                       PeerIdentity{b, world},
-                                                       deadline_after(std::chrono::seconds(10)), options);
-        {
-          std::unique_lock lock(mutex);
-          REQUIRE(arrived.wait_for(lock, std::chrono::seconds(10), [&] { return accepted != nullptr; }));
+  // Every rank opens an endpoint of each transport and connects, on a thread of its own, to the
+  // peers that transport carries (same node or not): out[r][peer], in[r][peer].
+  void connect(const Transport& same_node, const Transport& across_nodes,
+               std::vector<std::vector<std::shared_ptr<Channel>>>& out,
+               std::vector<std::vector<std::shared_ptr<Channel>>>& in) {
+    const int n = size();
+    const auto at = [](int r) { return static_cast<std::size_t>(r); };
+    std::vector<RankPlace> places;
+    for (int r = 0; r < n; ++r)
+      places.push_back(RankPlace{"node " + std::to_string(node_of_[at(r)]), "this process"});
+    const Transport* transports[] = {&same_node, &across_nodes};
+    LocalExchange exchange(n);
+    std::vector<std::exception_ptr> failures(at(n));
+    std::vector<std::thread> threads;
+    for (int r = 0; r < n; ++r)
+      threads.emplace_back([&, r] {
+        try {
+          TransportContext context;
+          context.rank = r;
+          context.world_size = n;
+          context.secret = "rank world secret";
+          context.allocator = [](const Shape& shape, DType dtype) { return Tensor::empty(shape, dtype); };
+          context.log = [](const std::string&) {};
+          // One transport for both kinds of pair connects once, to every peer.
+          const int kinds = &same_node == &across_nodes ? 1 : 2;
+          for (int which = 0; which < kinds; ++which) {
+            std::vector<int> peers;
+            for (int peer = 0; peer < n; ++peer)
+              if (peer != r && (kinds == 1 || (node_of_[at(peer)] == node_of_[at(r)]) == (which == 0)))
+                peers.push_back(peer);
+            // Connected links outlive the endpoint: once connect returns, every peer has its link.
+            auto endpoint = transports[which]->open(context);
+            const std::vector<ChannelPair> pairs = endpoint->connect(
+                peers, places, exchange.rank(r), deadline_after(std::chrono::seconds(20)));
+            for (std::size_t k = 0; k < peers.size(); ++k) {
+              out[at(r)][at(peers[k])] = pairs[k].outbound;
+              in[at(r)][at(peers[k])] = pairs[k].inbound;
+            }
+          }
+        } catch (...) {
+          failures[at(r)] = std::current_exception();
         }
-        listener.stop();
-        a_out = std::shared_ptr<Channel>(accepted, &accepted->outbound());
-        a_in = std::shared_ptr<Channel>(accepted, &accepted->inbound());
-        b_out = std::shared_ptr<Channel>(dialled, &dialled->outbound());
-        b_in = std::shared_ptr<Channel>(dialled, &dialled->inbound());
-        return;
-      }
-    }
+      });
+    for (auto& thread : threads) thread.join();
+    for (auto& failure : failures)
+      if (failure) std::rethrow_exception(failure);
   }
 
   std::vector<int> node_of_;

@@ -39,6 +39,7 @@ def check(name, condition, detail=""):
 
 # --- the wire formats (transports/auth.cpp, transports/frame_codec.hpp, actors/src/bootstrap/control_codec.hpp)
 AUTH_MAGIC, FRAME_MAGIC, CONTROL_GROUP = 0x55414D52, 0x48534D52, 0xC0A7F00D
+FRAME_VERSION = 2  # transports/frame_codec.hpp
 CLIENT, SERVER = 1, 2
 JOIN, JOINED, EXCHANGE, LEAVE, BEAT, FAIL = 1, 2, 3, 5, 7, 11
 
@@ -55,7 +56,7 @@ def proof(prover, client_nonce, server_nonce, client_rank, server_rank):
 
 def frame(kind, request, fields, link_seq=0, group=CONTROL_GROUP):
     meta = struct.pack("<I", len(fields)) + b"".join(struct.pack("<I", len(f)) + f for f in fields)
-    return struct.pack("<IHHQIIQiIIQ", FRAME_MAGIC, 1, 0, link_seq, group, kind, request, 0,
+    return struct.pack("<IHHQIIQiIIQ", FRAME_MAGIC, FRAME_VERSION, 0, link_seq, group, kind, request, 0,
                        len(meta), 0, 0) + meta
 
 

@@ -64,7 +64,7 @@ TEST_CASE("send-allgather: every sender of an all-gather group slices alike on a
   // 6 ranks, 3 per node, tp 2 x pp 3: stage 0 is ranks 0, 1 (node 0), stage 1 ranks 2 (node 0)
   // and 3 (node 1), stage 2 ranks 4, 5 (node 1). From stage 0, rank 0's peer shares its node
   // and rank 1's does not: both must slice (or neither), or rank 3 all-gathers alone.
-  RankWorld world({0, 0, 0, 1, 1, 1}, Transport::shm, Transport::tcp, 10s);
+  RankWorld world({0, 0, 0, 1, 1, 1}, shm_transport(), tcp_transport(), 10s);
   constexpr std::int64_t kElements = 512 << 10;  // 2 MiB of f32
   const Tensor expected = numbered(kElements, 0.5f);
   std::vector<std::string> mismatched(6);
@@ -92,7 +92,7 @@ TEST_CASE("send-allgather: every sender of an all-gather group slices alike on a
 TEST_CASE("send-allgather across two nodes: sliced from 1 MiB, whole just below, whole where the "
           "per-key rule says false") {
   // tp 2 x pp 2, one stage per node: every sender's peer is on the other node.
-  RankWorld world({0, 0, 1, 1}, Transport::tcp, Transport::tcp, 10s);
+  RankWorld world({0, 0, 1, 1}, tcp_transport(), tcp_transport(), 10s);
   constexpr std::int64_t kMiB = 1 << 20;
   struct Case {
     std::int64_t elements;  // of f32

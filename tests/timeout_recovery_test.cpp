@@ -54,9 +54,9 @@ std::int64_t send_until_timeout(GroupCoordinator& group) {
 }  // namespace
 
 TEST_CASE("p2p: after a send timeout and a receive timeout the next messages arrive in order") {
-  for (Transport transport : {Transport::inproc, Transport::shm, Transport::tcp}) {
-    CAPTURE(std::string(to_string(transport)));
-    RankWorld world({0, 1}, transport, transport, kLong);
+  for (const Transport* transport : transport_table()) {
+    CAPTURE(std::string(transport->name()));
+    RankWorld world({0, 1}, *transport, *transport, kLong);
     Signal send_failed, recv_failed;
     std::int64_t delivered = 0;  // messages the sender got into the channel before one timed out
     std::vector<std::int64_t> received;
@@ -96,9 +96,9 @@ TEST_CASE("p2p: after a send timeout and a receive timeout the next messages arr
 
 TEST_CASE("p2p: the receive paired with a failed send reports it naming both sides and the next "
           "receive gets the next message") {
-  for (Transport transport : {Transport::inproc, Transport::shm, Transport::tcp}) {
-    CAPTURE(std::string(to_string(transport)));
-    RankWorld world({0, 1}, transport, transport, kLong);
+  for (const Transport* transport : transport_table()) {
+    CAPTURE(std::string(transport->name()));
+    RankWorld world({0, 1}, *transport, *transport, kLong);
     Signal send_failed;
     std::int64_t delivered = 0;
     std::string gap_error;
@@ -139,7 +139,7 @@ TEST_CASE("all_gather: a caller's input overwritten after a timeout never reache
   // rank 2, which comes late, overwrites its input and calls all_gather again with it (as an
   // engine retrying would). Rank 2 must fail, or return rank 0's input as it was — never the
   // bytes written after rank 0's all_gather failed.
-  RankWorld world({0, 0, 0}, Transport::shm, Transport::shm, kLong);
+  RankWorld world({0, 0, 0}, shm_transport(), shm_transport(), kLong);
   constexpr std::int64_t kElements = 256 << 10;  // 1 MiB: lent, not copied through the ring
   constexpr auto kPatient = 2s;  // rank 1 waits for rank 2 this long, and no longer
   Signal overwritten;

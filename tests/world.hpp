@@ -1,5 +1,9 @@
-// Test support: runs one engine thread per rank of an in-process Runtime.
+// Test support: runs one engine thread per rank of an in-process Runtime, its ranks joined by
+// inproc channels or, for tests that run over every transport, by shm or tcp:
+//   TEST_CASE_TEMPLATE("...", Over, RANKMESH_EVERY_TRANSPORT) { run_world<Over>(2, ...); }
 #pragma once
+
+#include <doctest/doctest.h>
 
 #include <exception>
 #include <functional>
@@ -11,10 +15,24 @@
 
 namespace rankmesh::test {
 
-inline RuntimeOptions options_for(int world, int dp = 1) {
+// How an embedded world's ranks are joined (RuntimeOptions::transport).
+struct OverInproc {
+  static constexpr const char* transport = "auto";
+};
+struct OverShm {
+  static constexpr const char* transport = "shm";
+};
+struct OverTcp {
+  static constexpr const char* transport = "tcp";
+};
+#define RANKMESH_EVERY_TRANSPORT rankmesh::test::OverInproc, rankmesh::test::OverShm, rankmesh::test::OverTcp
+
+template <class Over = OverInproc>
+RuntimeOptions options_for(int world, int dp = 1) {
   RuntimeOptions options;
   options.world_size = world;
   options.data_parallel_size = dp;
+  options.transport = Over::transport;
   options.log = [](const std::string&) {};
   return options;
 }
@@ -44,8 +62,9 @@ inline std::vector<std::string> run_world(const std::function<void(ParallelState
   return run_ranks(runtime, fn);
 }
 
-inline std::vector<std::string> run_world(int world, const std::function<void(ParallelState&)>& fn) {
-  return run_world(fn, options_for(world));
+template <class Over = OverInproc>
+std::vector<std::string> run_world(int world, const std::function<void(ParallelState&)>& fn) {
+  return run_world(fn, options_for<Over>(world));
 }
 
 inline bool all_ok(const std::vector<std::string>& errors) {
@@ -62,3 +81,7 @@ inline std::string joined(const std::vector<std::string>& errors) {
 }
 
 }  // namespace rankmesh::test
+
+TYPE_TO_STRING_AS("inproc", rankmesh::test::OverInproc);
+TYPE_TO_STRING_AS("shm", rankmesh::test::OverShm);
+TYPE_TO_STRING_AS("tcp", rankmesh::test::OverTcp);

@@ -157,6 +157,19 @@ std::optional<std::string> load_secret() {
   return secret;
 }
 
+std::string random_secret() {
+  Nonce bytes{};
+  if (RAND_bytes(bytes.data(), static_cast<int>(bytes.size())) != 1)
+    throw Error(Errc::invalid_argument, "RAND_bytes failed: no randomness for a secret");
+  static const char digits[] = "0123456789abcdef";
+  std::string secret;
+  for (std::uint8_t byte : bytes) {
+    secret += digits[byte >> 4];
+    secret += digits[byte & 15];
+  }
+  return secret;
+}
+
 PeerIdentity authenticate(int fd, AuthRole role, std::string_view secret, PeerIdentity self,
                           Deadline deadline, const std::function<bool()>& admit) {
   if (secret.empty())

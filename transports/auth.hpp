@@ -28,6 +28,10 @@ enum class AuthRole : std::uint8_t { client = 1, server = 2 };
 // the file cannot be read, holds nothing, or is open to group or others (naming its mode).
 std::optional<std::string> load_secret();
 
+// A fresh secret of 32 random bytes as 64 hex digits, for ranks that share a process (an
+// embedded runtime's tcp links). Throws Error(invalid_argument) when there is no randomness.
+std::string random_secret();
+
 // Runs the handshake on the connected socket `fd` (made non-blocking) and returns the peer's
 // authenticated identity. Throws Error naming the peer: mismatch for a wrong secret ("peer
 // 127.0.0.1:5555 failed authentication (wrong secret?)") or a different world size, malformed for

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -11,6 +12,10 @@
 #include "frame.hpp"
 
 namespace rankmesh {
+
+// Receives one line per event worth an operator's attention (a link that failed, a dropped
+// outsider, a peer's malformed data). Called from the thread that noticed; must not block.
+using LogFn = std::function<void(const std::string&)>;
 
 // What a channel does with the tensors it carries: the coordinators decide copies from this,
 // never from the transport's name.

@@ -20,4 +20,19 @@ public:
                                               Deadline deadline) = 0;
 };
 
+// A value with one entry per peer, for transports that publish something different to each
+// ("3=/proc/..;5=/proc/..;"): append with add_entry, read a peer's with entry_for.
+inline void add_entry(std::string& value, int peer, const std::string& entry) {
+  value += std::to_string(peer) + "=" + entry + ";";
+}
+// The entry for `peer` in `value`, or "" when there is none.
+inline std::string entry_for(const std::string& value, int peer) {
+  const std::string key = std::to_string(peer) + "=";
+  std::size_t at = value.find(key);
+  while (at != std::string::npos && at != 0 && value[at - 1] != ';') at = value.find(key, at + 1);
+  if (at == std::string::npos) return {};
+  const std::size_t begin = at + key.size();
+  return value.substr(begin, value.find(';', begin) - begin);
+}
+
 }  // namespace rankmesh

@@ -12,7 +12,7 @@
 namespace rankmesh {
 namespace {
 
-static_assert(kFrameHeaderBytes <= 8 * Shape::kMaxRank, "the decoder's scratch holds a header");
+static_assert(kFrameHeaderBytes <= kDescriptorBytes, "the decoder's scratch holds a header");
 
 template <class T>
 void put(std::uint8_t*& out, T value) {
@@ -45,11 +45,120 @@ std::string describe(const Frame& frame) {
          std::to_string(frame.header.op) + ", seq " + std::to_string(frame.header.seq) + ")";
 }
 
-std::size_t descriptor_bytes(const Tensor& tensor) {
-  return 3 + 8 * static_cast<std::size_t>(tensor.shape().rank());
+}  // namespace
+
+WireError parse_frame_header(const std::uint8_t* bytes, std::uint64_t expected_seq,
+                             const FrameLimits& limits, WireHeader& header) {
+  const std::uint8_t* in = bytes;
+  const auto magic = get<std::uint32_t>(in);
+  const auto version = get<std::uint16_t>(in);
+  const auto flags = get<std::uint16_t>(in);
+  header.link_seq = get<std::uint64_t>(in);
+  header.frame.group = get<std::uint32_t>(in);
+  header.frame.op = get<std::uint32_t>(in);
+  header.frame.seq = get<std::uint64_t>(in);
+  header.frame.src = get<std::int32_t>(in);
+  header.metadata_bytes = get<std::uint32_t>(in);
+  header.tensors = get<std::uint32_t>(in);
+  header.payload_bytes = get<std::uint64_t>(in);
+
+  if (magic != kFrameMagic)
+    return {Errc::malformed, "bad magic " + hex(magic) + " (a rankmesh frame starts with 'RMSH' = " +
+                                 hex(kFrameMagic) + "): not a rankmesh peer, or the stream lost its place"};
+  if (version != kFrameVersion)
+    return {Errc::malformed, "frame format version " + std::to_string(version) +
+                                 " is not supported (this build speaks version " +
+                                 std::to_string(kFrameVersion) + ")"};
+  if (flags != 0) return {Errc::malformed, "unknown frame flags " + hex(flags)};
+  if (header.link_seq != expected_seq)
+    return {Errc::malformed, "out of sequence: the frame carries link sequence number " +
+                                 std::to_string(header.link_seq) + " where " +
+                                 std::to_string(expected_seq) +
+                                 " was expected (a frame was lost, repeated or reordered)"};
+  if (header.metadata_bytes > limits.max_metadata_bytes)
+    return {Errc::limit_exceeded, "metadata of " + std::to_string(header.metadata_bytes) +
+                                      " bytes exceeds the limit of " +
+                                      std::to_string(limits.max_metadata_bytes)};
+  if (header.tensors > limits.max_tensors)
+    return {Errc::limit_exceeded, std::to_string(header.tensors) + " tensors exceed the limit of " +
+                                      std::to_string(limits.max_tensors)};
+  if (header.payload_bytes > limits.max_payload_bytes)
+    return {Errc::limit_exceeded, "a payload of " + std::to_string(header.payload_bytes) +
+                                      " bytes exceeds the limit of " +
+                                      std::to_string(limits.max_payload_bytes)};
+  return {};
 }
 
-}  // namespace
+WireError parse_descriptor(const std::uint8_t* bytes, std::size_t index, TensorDescriptor& out) {
+  const std::string which = "tensor " + std::to_string(index);
+  const std::optional<DType> dtype = dtype_from_code(bytes[0]);
+  if (!dtype)
+    return {Errc::malformed, which + " has dtype code " + std::to_string(bytes[0]) +
+                                 ", which is not a known dtype"};
+  const std::optional<DeviceType> device = device_type_from_code(bytes[1]);
+  if (!device)
+    return {Errc::malformed, which + " has device type code " + std::to_string(bytes[1]) +
+                                 ", which is not a known device type"};
+  if (*device != DeviceType::cpu)
+    return {Errc::malformed, which + " is described as a " + to_string(*device) +
+                                 " tensor; frames carry host tensors only"};
+  if (*device == DeviceType::cpu && bytes[2] != 0)
+    return {Errc::malformed, which + " is described as cpu:" + std::to_string(bytes[2]) +
+                                 "; the host is cpu:0"};
+  if (bytes[3] > 1)
+    return {Errc::malformed, which + " has payload kind " + std::to_string(bytes[3]) +
+                                 " (0: inline, 1: lent)"};
+  const int rank = bytes[4];
+  if (rank > Shape::kMaxRank)
+    return {Errc::malformed, which + " has " + std::to_string(rank) + " dimensions (at most " +
+                                 std::to_string(Shape::kMaxRank) + ")"};
+  if (bytes[5] != 0 || bytes[6] != 0 || bytes[7] != 0)
+    return {Errc::malformed, which + " has a malformed descriptor (padding not zero)"};
+  out.dtype = *dtype;
+  out.device = Device{*device, bytes[2]};
+  out.lent = bytes[3] == 1;
+  out.shape = Shape{};
+  const std::uint8_t* in = bytes + 8;
+  std::int64_t numel = 1;  // counted as Shape::numel counts: a product that overflows is refused
+  for (int d = 0; d < Shape::kMaxRank; ++d) {
+    const auto dim = get<std::int64_t>(in);
+    if (d >= rank) {
+      if (dim != 0)
+        return {Errc::malformed, which + " has a malformed descriptor (a dimension beyond its rank)"};
+      continue;
+    }
+    if (dim < 0)
+      return {Errc::malformed, which + " has a negative dimension " + std::to_string(dim)};
+    out.shape.push_back(dim);
+    if (__builtin_mul_overflow(numel, dim, &numel))
+      return {Errc::malformed, which + " of shape " + to_string(out.shape) +
+                                   " has more elements than 64 bits count"};
+  }
+  // More bytes than 64 bits count need more than any payload length: the caller says so.
+  if (__builtin_mul_overflow(static_cast<std::uint64_t>(numel),
+                             static_cast<std::uint64_t>(dtype_size(out.dtype)), &out.nbytes))
+    out.nbytes = std::numeric_limits<std::uint64_t>::max();
+  return {};
+}
+
+void write_descriptor(std::uint8_t* out, const Tensor& tensor, bool lent) noexcept {
+  std::memset(out, 0, kDescriptorBytes);
+  out[0] = static_cast<std::uint8_t>(tensor.dtype());
+  out[1] = static_cast<std::uint8_t>(tensor.device().type);
+  out[2] = static_cast<std::uint8_t>(tensor.device().index);
+  out[3] = lent ? 1 : 0;
+  out[4] = static_cast<std::uint8_t>(tensor.shape().rank());
+  std::uint8_t* dims = out + 8;
+  for (std::int64_t dim : tensor.shape()) put(dims, dim);
+}
+
+LentPayload read_lent_payload(const std::uint8_t* bytes) noexcept {
+  const std::uint8_t* in = bytes;
+  LentPayload lent;
+  lent.address = get<std::uint64_t>(in);
+  lent.length = get<std::uint64_t>(in);
+  return lent;
+}
 
 void check_frame_limits(const Frame& frame, const FrameLimits& limits) {
   if (frame.metadata.size() > limits.max_metadata_bytes)
@@ -84,7 +193,8 @@ void wait_payloads_ready(const Frame& frame, Deadline deadline) {
   }
 }
 
-std::span<const iovec> FrameEncoder::encode(const Frame& frame, std::uint64_t link_seq) {
+std::span<const iovec> FrameEncoder::encode(const Frame& frame, std::uint64_t link_seq,
+                                           std::size_t lend_above) {
   if (frame.metadata.size() > std::numeric_limits<std::uint32_t>::max())
     throw Error(Errc::invalid_argument, describe(frame) + ": metadata of " +
                                             std::to_string(frame.metadata.size()) +
@@ -92,9 +202,12 @@ std::span<const iovec> FrameEncoder::encode(const Frame& frame, std::uint64_t li
   if (frame.tensors.size() > std::numeric_limits<std::uint32_t>::max())
     throw Error(Errc::invalid_argument, describe(frame) + ": too many tensors for a frame");
 
-  std::size_t head_bytes = kFrameHeaderBytes;
+  const std::size_t count = frame.tensors.size();
   std::uint64_t payload = 0;
-  for (std::size_t i = 0; i < frame.tensors.size(); ++i) {
+  std::size_t wire_payload = 0;
+  lent_.assign(count, false);
+  lent_bytes_ = 0;
+  for (std::size_t i = 0; i < count; ++i) {
     const Tensor& tensor = frame.tensors[i];
     if (!tensor.defined())
       throw Error(Errc::invalid_argument,
@@ -103,11 +216,22 @@ std::span<const iovec> FrameEncoder::encode(const Frame& frame, std::uint64_t li
       throw Error(Errc::invalid_argument, describe(frame) + ": tensor " + std::to_string(i) +
                                               " is on " + to_string(tensor.device()) +
                                               "; byte transports carry host tensors only");
-    head_bytes += descriptor_bytes(tensor);
-    payload += tensor.nbytes();
+    const std::size_t nbytes = tensor.nbytes();
+    payload += nbytes;
+    if (nbytes > lend_above) {
+      lent_[i] = true;
+      lent_bytes_ += nbytes;
+      wire_payload += kLentPayloadBytes;
+    } else {
+      wire_payload += nbytes;
+    }
   }
 
-  head_.resize(head_bytes);
+  const std::size_t head_bytes = kFrameHeaderBytes + count * kDescriptorBytes;
+  // The lent payloads' addresses follow the descriptors in the same buffer (sized once, so that
+  // the spans into it stay valid).
+  head_.resize(head_bytes + kLentPayloadBytes * static_cast<std::size_t>(
+                                                    std::count(lent_.begin(), lent_.end(), true)));
   std::uint8_t* out = head_.data();
   put(out, kFrameMagic);
   put(out, kFrameVersion);
@@ -118,23 +242,29 @@ std::span<const iovec> FrameEncoder::encode(const Frame& frame, std::uint64_t li
   put(out, frame.header.seq);
   put(out, frame.header.src);
   put(out, static_cast<std::uint32_t>(frame.metadata.size()));
-  put(out, static_cast<std::uint32_t>(frame.tensors.size()));
+  put(out, static_cast<std::uint32_t>(count));
   put(out, payload);
-  for (const Tensor& tensor : frame.tensors) {
-    *out++ = static_cast<std::uint8_t>(tensor.dtype());
-    *out++ = static_cast<std::uint8_t>(tensor.device().type);
-    *out++ = static_cast<std::uint8_t>(tensor.shape().rank());
-    for (std::int64_t dim : tensor.shape()) put(out, dim);
-  }
+  for (std::size_t i = 0; i < count; ++i, out += kDescriptorBytes)
+    write_descriptor(out, frame.tensors[i], lent_[i]);
 
   spans_.clear();
-  spans_.push_back(iovec{head_.data(), head_.size()});
+  spans_.push_back(iovec{head_.data(), head_bytes});
   if (!frame.metadata.empty())
     spans_.push_back(
         iovec{const_cast<std::uint8_t*>(frame.metadata.data()), frame.metadata.size()});
-  for (const Tensor& tensor : frame.tensors)
-    if (std::size_t n = tensor.nbytes(); n != 0) spans_.push_back(iovec{tensor.data(), n});
-  size_ = head_.size() + frame.metadata.size() + payload;
+  for (std::size_t i = 0; i < count; ++i) {
+    const Tensor& tensor = frame.tensors[i];
+    if (lent_[i]) {
+      std::uint8_t* address = out;
+      put(out, static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(tensor.data())));
+      put(out, static_cast<std::uint64_t>(tensor.nbytes()));
+      spans_.push_back(iovec{address, kLentPayloadBytes});
+    } else if (std::size_t n = tensor.nbytes(); n != 0) {
+      spans_.push_back(iovec{tensor.data(), n});
+    }
+  }
+  prefix_ = head_bytes + frame.metadata.size();
+  size_ = prefix_ + wire_payload;
   return spans_;
 }
 
@@ -167,8 +297,7 @@ void FrameDecoder::expect(Phase phase, std::size_t bytes) {
 std::span<std::uint8_t> FrameDecoder::next_buffer() {
   switch (phase_) {
     case Phase::header:
-    case Phase::descriptor:
-    case Phase::dims: return {scratch_.data() + filled_, want_ - filled_};
+    case Phase::descriptor: return {scratch_.data() + filled_, want_ - filled_};
     case Phase::metadata: return {metadata_.data() + filled_, want_ - filled_};
     case Phase::payload:
       return {tensors_[current_].data_as<std::uint8_t>() + filled_, want_ - filled_};
@@ -203,7 +332,7 @@ std::size_t FrameDecoder::feed(std::span<const std::uint8_t> bytes) {
 void FrameDecoder::take(Frame& frame) {
   if (phase_ != Phase::ready)
     throw Error(Errc::invalid_argument, "FrameDecoder::take: no whole frame has arrived");
-  frame.header = header_;
+  frame.header = header_.frame;
   frame.metadata.swap(metadata_);
   frame.tensors.swap(tensors_);
   tensors_.clear();
@@ -215,7 +344,6 @@ void FrameDecoder::finish_part() {
   switch (phase_) {
     case Phase::header: parse_header(); break;
     case Phase::descriptor: parse_descriptor(); break;
-    case Phase::dims: parse_dims(want_ / 8); break;
     case Phase::metadata: start_payloads(0); break;
     case Phase::payload: start_payloads(current_ + 1); break;
     case Phase::ready:
@@ -224,118 +352,48 @@ void FrameDecoder::finish_part() {
 }
 
 void FrameDecoder::parse_header() {
-  const std::uint8_t* in = scratch_.data();
-  const auto magic = get<std::uint32_t>(in);
-  const auto version = get<std::uint16_t>(in);
-  const auto flags = get<std::uint16_t>(in);
-  const auto link_seq = get<std::uint64_t>(in);
-  header_.group = get<std::uint32_t>(in);
-  header_.op = get<std::uint32_t>(in);
-  header_.seq = get<std::uint64_t>(in);
-  header_.src = get<std::int32_t>(in);
-  metadata_bytes_ = get<std::uint32_t>(in);
-  tensor_count_ = get<std::uint32_t>(in);
-  payload_bytes_ = get<std::uint64_t>(in);
-
-  if (magic != kFrameMagic)
-    fail(Errc::malformed, "bad magic " + hex(magic) + " (a rankmesh frame starts with 'RMSH' = " +
-                              hex(kFrameMagic) + "): not a rankmesh peer, or the stream lost its place");
-  if (version != kFrameVersion)
-    fail(Errc::malformed, "frame format version " + std::to_string(version) +
-                              " is not supported (this build speaks version " +
-                              std::to_string(kFrameVersion) + ")");
-  if (flags != 0) fail(Errc::malformed, "unknown frame flags " + hex(flags));
-  if (link_seq != expected_seq_)
-    fail(Errc::malformed, "out of sequence: the frame carries link sequence number " +
-                              std::to_string(link_seq) + " (a frame was lost, repeated or reordered)");
-  if (metadata_bytes_ > limits_.max_metadata_bytes)
-    fail(Errc::limit_exceeded, "metadata of " + std::to_string(metadata_bytes_) +
-                                   " bytes exceeds the limit of " +
-                                   std::to_string(limits_.max_metadata_bytes));
-  if (tensor_count_ > limits_.max_tensors)
-    fail(Errc::limit_exceeded, std::to_string(tensor_count_) + " tensors exceed the limit of " +
-                                   std::to_string(limits_.max_tensors));
-  if (payload_bytes_ > limits_.max_payload_bytes)
-    fail(Errc::limit_exceeded, "a payload of " + std::to_string(payload_bytes_) +
-                                   " bytes exceeds the limit of " +
-                                   std::to_string(limits_.max_payload_bytes));
-
+  if (WireError error = parse_frame_header(scratch_.data(), expected_seq_, limits_, header_))
+    fail(error.code, error.what);
   descriptors_.clear();
   tensors_.clear();
   described_bytes_ = 0;
   current_ = 0;
-  if (tensor_count_ == 0) {
+  if (header_.tensors == 0) {
     after_descriptors();
   } else {
-    expect(Phase::descriptor, 3);
+    expect(Phase::descriptor, kDescriptorBytes);
   }
 }
 
 std::string FrameDecoder::which() const { return "tensor " + std::to_string(current_); }
 
 void FrameDecoder::parse_descriptor() {
-  const std::optional<DType> dtype = dtype_from_code(scratch_[0]);
-  if (!dtype)
-    fail(Errc::malformed, which() + " has dtype code " + std::to_string(scratch_[0]) +
-                              ", which is not a known dtype");
-  const std::optional<DeviceType> device = device_type_from_code(scratch_[1]);
-  if (!device)
-    fail(Errc::malformed, which() + " has device type code " + std::to_string(scratch_[1]) +
-                              ", which is not a known device type");
-  if (*device != DeviceType::cpu)
-    fail(Errc::malformed, which() + " is described as a " + to_string(*device) +
-                              " tensor; frames carry host tensors only");
-  const int rank = scratch_[2];
-  if (rank > Shape::kMaxRank)
-    fail(Errc::malformed, which() + " has " + std::to_string(rank) + " dimensions (at most " +
-                              std::to_string(Shape::kMaxRank) + ")");
-  descriptors_.push_back(Descriptor{Shape{}, *dtype, 0});
-  if (rank == 0) {
-    parse_dims(0);
-  } else {
-    expect(Phase::dims, 8 * static_cast<std::size_t>(rank));
-  }
-}
-
-void FrameDecoder::parse_dims(std::size_t rank) {
-  Descriptor& desc = descriptors_.back();
-  const std::uint8_t* in = scratch_.data();
-  std::uint64_t numel = 1;
-  for (std::size_t d = 0; d < rank; ++d) {
-    const auto dim = get<std::int64_t>(in);
-    if (dim < 0) fail(Errc::malformed, which() + " has a negative dimension " + std::to_string(dim));
-    desc.shape.push_back(dim);
-    if (__builtin_mul_overflow(numel, static_cast<std::uint64_t>(dim), &numel))
-      fail(Errc::malformed, which() + " of shape " + to_string(desc.shape) +
-                                " has more elements than 64 bits count");
-  }
-  std::uint64_t nbytes = 0;
-  if (__builtin_mul_overflow(numel, static_cast<std::uint64_t>(dtype_size(desc.dtype)), &nbytes) ||
-      __builtin_add_overflow(described_bytes_, nbytes, &described_bytes_) ||
-      described_bytes_ > payload_bytes_)
+  TensorDescriptor& desc = descriptors_.emplace_back();
+  if (WireError error = rankmesh::parse_descriptor(scratch_.data(), current_, desc))
+    fail(error.code, error.what);
+  if (desc.lent)
+    fail(Errc::malformed, which() + " is lent (an address in the sender): a byte stream carries "
+                                    "payloads inline only");
+  if (__builtin_add_overflow(described_bytes_, desc.nbytes, &described_bytes_) ||
+      described_bytes_ > header_.payload_bytes)
     fail(Errc::malformed, "the tensors described up to " + which() + " (shape " +
                               to_string(desc.shape) + ", " + to_string(desc.dtype) +
                               ") need more than the header's payload length of " +
-                              std::to_string(payload_bytes_) + " bytes");
-  desc.nbytes = static_cast<std::size_t>(nbytes);
-  next_descriptor();
-}
-
-void FrameDecoder::next_descriptor() {
-  if (++current_ < tensor_count_) {
-    expect(Phase::descriptor, 3);
+                              std::to_string(header_.payload_bytes) + " bytes");
+  if (++current_ < header_.tensors) {
+    expect(Phase::descriptor, kDescriptorBytes);
   } else {
     after_descriptors();
   }
 }
 
 void FrameDecoder::after_descriptors() {
-  if (described_bytes_ != payload_bytes_)
-    fail(Errc::malformed, "the header's payload length is " + std::to_string(payload_bytes_) +
+  if (described_bytes_ != header_.payload_bytes)
+    fail(Errc::malformed, "the header's payload length is " + std::to_string(header_.payload_bytes) +
                               " bytes but its tensors need " + std::to_string(described_bytes_));
-  metadata_.resize(metadata_bytes_);
-  if (metadata_bytes_ != 0) {
-    expect(Phase::metadata, metadata_bytes_);
+  metadata_.resize(header_.metadata_bytes);
+  if (header_.metadata_bytes != 0) {
+    expect(Phase::metadata, header_.metadata_bytes);
   } else {
     start_payloads(0);
   }
@@ -343,10 +401,10 @@ void FrameDecoder::after_descriptors() {
 
 void FrameDecoder::start_payloads(std::size_t first) {
   for (std::size_t i = first; i < descriptors_.size(); ++i) {
-    const Descriptor& desc = descriptors_[i];
+    const TensorDescriptor& desc = descriptors_[i];
     Tensor tensor;
     try {
-      tensor = landing_ != nullptr && landing_->fits(header_, i, desc.shape, desc.dtype)
+      tensor = landing_ != nullptr && landing_->fits(header_.frame, i, desc.shape, desc.dtype)
                    ? landing_->tensors[i]
                    : allocate_(desc.shape, desc.dtype);
     } catch (const std::exception& error) {
@@ -363,7 +421,7 @@ void FrameDecoder::start_payloads(std::size_t first) {
     tensors_.push_back(std::move(tensor));
     if (desc.nbytes != 0) {
       current_ = i;
-      expect(Phase::payload, desc.nbytes);
+      expect(Phase::payload, static_cast<std::size_t>(desc.nbytes));
       return;
     }
   }

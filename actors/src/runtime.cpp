@@ -14,7 +14,7 @@
 #include "buffer_pool.hpp"
 #include "data_plane.hpp"
 #include "environment.hpp"
-#include "inproc/inproc_channel.hpp"
+#include "local_exchange.hpp"
 #include "parallel_state_impl.hpp"
 #include "parker.hpp"
 #include "rankmesh/error.hpp"
@@ -78,6 +78,8 @@ struct Runtime::Impl {
   // Across processes only: this rank's part in the world's registry, and its channels.
   std::unique_ptr<Bootstrap> bootstrap;
   std::unique_ptr<DataPlane> data_plane;
+  // Embedded: every rank's channels, through the transport the options choose.
+  std::vector<std::unique_ptr<DataPlane>> embedded_planes;
 
   explicit Impl(RuntimeOptions opts) : options(std::move(opts)), system(configure(cfg, options)) {}
 
@@ -125,29 +127,40 @@ struct Runtime::Impl {
     states.push_back(std::make_unique<ParallelState>(std::move(state)));
   }
 
-  // Every rank in this process, joined by inproc channels.
+  // What a rank's transports need to know.
+  TransportContext transport_context(int rank, int world, std::string secret,
+                                     std::string listen_address) const {
+    TransportContext context;
+    context.rank = rank;
+    context.world_size = world;
+    context.secret = std::move(secret);
+    context.listen_address = std::move(listen_address);
+    context.allocator = options.allocator;
+    context.log = options.log;
+    return context;
+  }
+
+  // Every rank in this process, joined through the transport table like ranks of a
+  // multi-process world: inproc, unless options.transport forces another (shm, tcp: tests and
+  // benchmarks run the same operations over them).
   void start_embedded() {
     const int world = options.world_size;
     const int per_node = options.ranks_per_node > 0 ? options.ranks_per_node : world;
-    std::vector<std::vector<std::shared_ptr<Channel>>> channel(static_cast<std::size_t>(world));
-    for (int from = 0; from < world; ++from) {
-      channel[static_cast<std::size_t>(from)].resize(static_cast<std::size_t>(world));
-      for (int to = 0; to < world; ++to)
-        if (from != to)
-          channel[static_cast<std::size_t>(from)][static_cast<std::size_t>(to)] =
-              std::make_shared<InprocChannel>();
-    }
+    const std::string secret = options.transport == "auto" ? std::string() : random_secret();
+    std::vector<std::unique_ptr<DataPlane>> planes;
+    for (int r = 0; r < world; ++r)
+      planes.push_back(std::make_unique<DataPlane>(
+          transport_context(r, world, secret, "127.0.0.1"), options.transport, Reach::same_process));
+    // One node, one process: what the placement (ranks_per_node) says is for the layout only.
+    const std::vector<RankPlace> places(static_cast<std::size_t>(world), RankPlace{"this node", "this process"});
+    connect_concurrently(planes, places);
+
     caf::actor leader;
     for (int r = 0; r < world; ++r) {
       auto context = std::make_shared<RankContext>(r, world, r % per_node, options.timeout,
                                                    options.allocator, options.backends, options.log);
-      std::vector<std::shared_ptr<Channel>> out(static_cast<std::size_t>(world)),
-          in(static_cast<std::size_t>(world));
-      for (int peer = 0; peer < world; ++peer) {
-        out[static_cast<std::size_t>(peer)] = channel[static_cast<std::size_t>(r)][static_cast<std::size_t>(peer)];
-        in[static_cast<std::size_t>(peer)] = channel[static_cast<std::size_t>(peer)][static_cast<std::size_t>(r)];
-      }
-      context->connect(std::move(out), std::move(in));
+      DataPlane& plane = *planes[static_cast<std::size_t>(r)];
+      context->connect(plane.outbound(), plane.inbound(), {{}, plane.shared_memory()});
       RankActorConfig config;
       config.rank = r;
       config.world_size = world;
@@ -158,6 +171,27 @@ struct Runtime::Impl {
       if (r == 0) leader = actor;
       add_state(r, r % per_node, std::move(context), std::move(actor));
     }
+    embedded_planes = std::move(planes);
+  }
+
+  // Each rank's connect waits in exchange rounds for the others: one thread per rank.
+  void connect_concurrently(std::vector<std::unique_ptr<DataPlane>>& planes,
+                            const std::vector<RankPlace>& places) {
+    LocalExchange exchange(static_cast<int>(planes.size()));
+    const Deadline deadline = deadline_after(options.timeout);
+    std::vector<std::exception_ptr> failures(planes.size());
+    std::vector<std::thread> threads;
+    for (std::size_t r = 0; r < planes.size(); ++r)
+      threads.emplace_back([&, r] {
+        try {
+          planes[r]->connect(places, exchange.rank(static_cast<int>(r)), deadline);
+        } catch (...) {
+          failures[r] = std::current_exception();
+        }
+      });
+    for (auto& thread : threads) thread.join();
+    for (auto& failure : failures)
+      if (failure) std::rethrow_exception(failure);
   }
 
   // This process's one rank: rendezvous through rank 0's registry, then the data plane.
@@ -175,18 +209,11 @@ struct Runtime::Impl {
     auto context = std::make_shared<RankContext>(place.rank, place.world_size, place.local_rank,
                                                  options.timeout, options.allocator,
                                                  options.backends, options.log);
-    DataPlane::Options plane;
-    plane.rank = place.rank;
-    plane.world_size = place.world_size;
-    plane.secret = secret;
-    plane.listen_address = options.listen_address.empty()
-                               ? local_address_toward(place.master_addr)
-                               : options.listen_address;
-    plane.transport = options.transport;
-    plane.allocator = options.allocator;
-    plane.log = options.log;
-    plane.failure_timeout = options.failure_timeout;
-    data_plane = std::make_unique<DataPlane>(plane);
+    data_plane = std::make_unique<DataPlane>(
+        transport_context(place.rank, place.world_size, secret,
+                          options.listen_address.empty() ? local_address_toward(place.master_addr)
+                                                         : options.listen_address),
+        options.transport, Reach::any);
     options.log("rank " + std::to_string(place.rank) + ": data plane listening on " +
                 data_plane->address());
 
@@ -203,14 +230,13 @@ struct Runtime::Impl {
     bootstrap_options.fail_rank = failing(context);
     bootstrap = std::make_unique<Bootstrap>(system, std::move(bootstrap_options), deadline);
 
-    const std::string node_id = node_identity();
-    const std::vector<Member> members = bootstrap->join(node_id, data_plane->address(), deadline);
-    Exchange& exchange = bootstrap->exchange();
-    data_plane->connect(members, node_id,
-                        [&](const std::string& round, const std::string& value) {
-                          return exchange.all_gather(round, value, deadline);
-                        },
-                        deadline);
+    const std::vector<Member> members =
+        bootstrap->join(node_identity(), data_plane->address(), deadline);
+    // Ranks of a multi-process world each have a process of their own.
+    std::vector<RankPlace> places;
+    for (const Member& member : members)
+      places.push_back(RankPlace{member.node_id, member.node_id + "/rank " + std::to_string(member.rank)});
+    data_plane->connect(places, bootstrap->exchange(), deadline);
     context->connect(data_plane->outbound(), data_plane->inbound(),
                      {data_plane->same_node(), data_plane->shared_memory()});
     add_state(place.rank, place.local_rank, std::move(context), bootstrap->rank_actor());
@@ -240,9 +266,9 @@ Runtime::Runtime(RuntimeOptions options) {
                                           std::to_string(options.data_parallel_size) +
                                           " does not divide world size " +
                                           std::to_string(options.world_size));
-  if (options.transport != "auto" && options.transport != "shm" && options.transport != "tcp")
-    throw Error(Errc::invalid_argument, "transport '" + options.transport +
-                                            "' is none of auto, shm, tcp");
+  if (options.transport != "auto" && !find_transport(transport_table(), options.transport))
+    throw Error(Errc::invalid_argument, "transport '" + options.transport + "' is none of " +
+                                            transport_choices(transport_table()));
   // Received data lands in recycled (large: huge-page) blocks, not fresh pages per message.
   if (!options.allocator) options.allocator = shared_buffer_pool().allocator();
   if (!options.log) options.log = default_log;

@@ -1,6 +1,7 @@
 // Writes seeds for frame_fuzz: valid frame streams (one or several frames on a link), one per
 // file, into DIRECTORY; with --landing, seeds for landing_fuzz: each stream after a description
-// of a landing that its first frame fits (landing_fuzz.cpp reads it).
+// of a landing that its first frame fits (landing_fuzz.cpp reads it); with --lent, seeds for
+// shm_record_fuzz: the same frames as shm writes them, payloads above 8 bytes lent.
 #include <sys/uio.h>
 
 #include <algorithm>
@@ -53,8 +54,9 @@ std::vector<std::uint8_t> landing_for(const Frame& first) {
 
 int main(int argc, char** argv) {
   const bool landing = argc == 3 && std::string(argv[2]) == "--landing";
-  if (argc != 2 && !landing) {
-    std::cerr << "usage: frame_seed_corpus DIRECTORY [--landing]\n";
+  const bool lent = argc == 3 && std::string(argv[2]) == "--lent";
+  if (argc != 2 && !landing && !lent) {
+    std::cerr << "usage: frame_seed_corpus DIRECTORY [--landing | --lent]\n";
     return 2;
   }
   std::vector<Tensor> every_dtype;
@@ -79,7 +81,7 @@ int main(int argc, char** argv) {
     }
     FrameEncoder encoder;
     for (std::size_t seq = 0; seq < stream.size(); ++seq)
-      for (const iovec& span : encoder.encode(stream[seq], seq))
+      for (const iovec& span : encoder.encode(stream[seq], seq, lent ? 8 : FrameEncoder::kNeverLend))
         out.write(static_cast<const char*>(span.iov_base), static_cast<std::streamsize>(span.iov_len));
     if (!out) return 1;
   }

@@ -54,7 +54,7 @@ fuzz codec_fuzz seed_corpus
 fuzz frame_fuzz frame_seed_corpus
 fuzz landing_fuzz frame_seed_corpus --landing
 fuzz handshake_fuzz
-fuzz shm_record_fuzz
+fuzz shm_record_fuzz frame_seed_corpus --lent
 fuzz control_fuzz
 
 exit "$status"

@@ -18,7 +18,9 @@ class InprocChannel final : public Channel {
 public:
   static constexpr std::size_t kSlots = 64;
 
-  InprocChannel() : Channel(ChannelTraits{.shares_tensors = true}) {}
+  static constexpr ChannelTraits kTraits{.shares_tensors = true};
+
+  InprocChannel() : Channel(kTraits) {}
 
   void send(Frame& frame, Deadline deadline) override;
   bool recv(Frame& frame, Deadline deadline) override;

@@ -17,7 +17,7 @@
 #include <thread>
 
 #include "rankmesh/error.hpp"
-#include "rankmesh/event.hpp"
+#include "frame_codec.hpp"
 #include "parker.hpp"
 
 namespace rankmesh {
@@ -70,11 +70,11 @@ struct ShmChannel::Control {
 struct ShmChannel::Incoming {
   bool active = false;
   Frame frame;
-  std::vector<shm_record::Described> described;  // its tensors, from the descriptors
+  std::vector<TensorDescriptor> described;  // its tensors, from the descriptors
   std::uint64_t end = 0;   // ring position where the record ends
   std::size_t tensor = 0;  // the payload in progress
   std::size_t done = 0;    // its bytes taken so far (or of its reference)
-  std::uint8_t reference[Layout::kReferenceBytes] = {};
+  std::uint8_t reference[kLentPayloadBytes] = {};
 };
 
 // ---- set-up -------------------------------------------------------------------------------
@@ -442,68 +442,24 @@ void ShmChannel::send(Frame& frame, Deadline deadline) {
   if (broken_ || closed()) throw_closed();
   check_peer(false);
 
-  const std::size_t count = frame.tensors.size();
   auto to = [&] { return "shm channel to " + who(); };
-  if (count > options_.limits.max_tensors)
-    throw Error(Errc::limit_exceeded, to() + ": a frame of " + std::to_string(count) +
-                                          " tensors is beyond the limit of " +
-                                          std::to_string(options_.limits.max_tensors));
-  if (frame.metadata.size() > options_.limits.max_metadata_bytes ||
-      frame.metadata.size() > std::numeric_limits<std::uint32_t>::max())
-    throw Error(Errc::limit_exceeded, to() + ": metadata of " +
-                                          std::to_string(frame.metadata.size()) +
-                                          " bytes is beyond the limit of " +
-                                          std::to_string(options_.limits.max_metadata_bytes));
+  check_frame_limits(frame, options_.limits);
+  // Payloads above the threshold are lent (read by the receiver from our memory) where it may.
   const bool one_copy = options_.single_copy &&
                         at(control_->cma_state).load(std::memory_order_acquire) == kCmaWorks;
-  by_reference_.assign(count, false);
-  std::uint64_t body = 0;
-  std::uint64_t payload = 0;
-  std::size_t lent = 0;
-  for (std::size_t i = 0; i < count; ++i) {
-    const Tensor& tensor = frame.tensors[i];
-    if (!tensor.defined())
-      throw Error(Errc::invalid_argument, to() + ": tensor " + std::to_string(i) + " is undefined");
-    if (tensor.device().type != DeviceType::cpu)
-      throw Error(Errc::invalid_argument, to() + ": tensor " + std::to_string(i) + " lives on " +
-                                              to_string(tensor.device()) +
-                                              "; the shm transport carries host tensors only");
-    const std::size_t nbytes = tensor.nbytes();
-    payload += nbytes;
-    if (one_copy && nbytes > options_.inline_threshold) {
-      by_reference_[i] = true;
-      body += Layout::kReferenceBytes;
-      lent += nbytes;
-    } else {
-      body += nbytes;
-    }
-  }
-  if (payload > options_.limits.max_payload_bytes)
-    throw Error(Errc::limit_exceeded, to() + ": a frame of " + std::to_string(payload) +
-                                          " payload bytes is beyond the limit of " +
-                                          std::to_string(options_.limits.max_payload_bytes));
-  const std::size_t prefix = Layout::kRecordHeaderBytes + count * Layout::kDescriptorBytes +
-                             frame.metadata.size();
+  const std::span<const iovec> spans =
+      encoder_.encode(frame, link_seq_, one_copy ? options_.inline_threshold : FrameEncoder::kNeverLend);
+  const std::size_t prefix = encoder_.prefix_bytes();
   if (prefix > ring_bytes_)
     throw Error(Errc::limit_exceeded,
                 to() + ": the frame's header, descriptors and metadata (" + std::to_string(prefix) +
                     " bytes) do not fit the ring of " + std::to_string(ring_bytes_) + " bytes");
 
   // The bytes must be final before anyone reads them.
-  for (std::size_t i = 0; i < count; ++i) {
-    const std::shared_ptr<Event>& event = frame.tensors[i].ready_event();
-    if (!event) continue;
-    if (!event->query()) {
-      const auto left = std::max(Clock::duration::zero(), deadline - Clock::now());
-      if (!event->wait_for(left))
-        throw Error(Errc::timeout, to() + ": tensor " + std::to_string(i) +
-                                       " was not ready before the deadline (its " +
-                                       event->describe() + " did not complete)");
-    }
-    if (std::exception_ptr error = event->error()) std::rethrow_exception(error);
-  }
+  wait_payloads_ready(frame, deadline);
 
   release_consumed();
+  const std::size_t lent = encoder_.lent_bytes();
   if (lent > 0 && !lent_.empty()) {
     // Wait until enough of what we lent before has been read.
     std::size_t drop = 0;
@@ -523,51 +479,32 @@ void ShmChannel::send(Frame& frame, Deadline deadline) {
     }
   }
 
-  scratch_.resize(prefix - frame.metadata.size());
-  std::uint8_t* out = scratch_.data();
-  shm_record::Header header;
-  header.tensors = static_cast<std::uint32_t>(count);
-  header.link_seq = link_seq_;
-  header.frame = frame.header;
-  header.metadata_bytes = static_cast<std::uint32_t>(frame.metadata.size());
-  header.body_bytes = body;
-  shm_record::write_header(out, header);
-  for (std::size_t i = 0; i < count; ++i)
-    shm_record::write_descriptor(out + Layout::kRecordHeaderBytes + i * Layout::kDescriptorBytes,
-                                 frame.tensors[i], by_reference_[i]);
-
-  const std::uint64_t record = prefix + body;
+  const std::uint64_t record = encoder_.size();
   if (record <= ring_bytes_) {
     wait_space(static_cast<std::size_t>(record), deadline, "waiting for room for a frame");
   } else {
     wait_space(prefix, deadline, "waiting for room for a frame's header");
   }
-  // Everything below writes the frame; only a receiver that stops for good interrupts it.
-  write_ring(tail_, scratch_.data(), scratch_.size());
-  tail_ += scratch_.size();
-  if (!frame.metadata.empty()) {
-    write_ring(tail_, frame.metadata.data(), frame.metadata.size());
-    tail_ += frame.metadata.size();
-  }
-  if (record > ring_bytes_) publish_tail();  // the receiver may start while we stream the rest
-  for (std::size_t i = 0; i < count; ++i) {
-    const Tensor& tensor = frame.tensors[i];
-    if (by_reference_[i]) {
-      std::uint8_t reference[Layout::kReferenceBytes];
-      shm_record::write_reference(
-          reference, {reinterpret_cast<std::uintptr_t>(tensor.data()), tensor.nbytes()});
-      stream_out(reference, sizeof reference, deadline);
-    } else if (tensor.nbytes() > 0) {
-      stream_out(static_cast<const std::uint8_t*>(tensor.data()), tensor.nbytes(), deadline);
-    }
+  // Everything below writes the frame; only a receiver that stops for good interrupts it. The
+  // prefix (header, descriptors, metadata) goes in at once, the payloads may stream.
+  std::size_t unwritten_prefix = prefix;
+  for (const iovec& span : spans) {
+    const auto* bytes = static_cast<const std::uint8_t*>(span.iov_base);
+    const std::size_t at_once = std::min(unwritten_prefix, span.iov_len);
+    write_ring(tail_, bytes, at_once);
+    tail_ += at_once;
+    unwritten_prefix -= at_once;
+    if (at_once == span.iov_len) continue;
+    if (record > ring_bytes_) publish_tail();  // the receiver may start while we stream the rest
+    stream_out(bytes + at_once, span.iov_len - at_once, deadline);
   }
   publish_tail();
   ++link_seq_;
 
   if (lent > 0) {
     Pending pending{tail_, lent, {}};
-    for (std::size_t i = 0; i < count; ++i)
-      if (by_reference_[i]) pending.tensors.push_back(std::move(frame.tensors[i]));
+    for (std::size_t i = 0; i < frame.tensors.size(); ++i)
+      if (encoder_.lent(i)) pending.tensors.push_back(std::move(frame.tensors[i]));
     lent_.push_back(std::move(pending));
     lent_bytes_ += lent;
   }
@@ -650,20 +587,22 @@ bool ShmChannel::start_frame(Deadline deadline) {
   auto have = [&](std::uint64_t n) {
     return [this, n] { return raw_tail() - head_ >= n || closed(); };
   };
-  if (!wait(have(Layout::kRecordHeaderBytes), &control_->data_epoch, &control_->data_sleepers,
-            deadline))
+  if (!wait(have(kFrameHeaderBytes), &control_->data_epoch, &control_->data_sleepers, deadline))
     return false;
   refresh_tail();
-  if (seen_tail_ - head_ < Layout::kRecordHeaderBytes) throw_closed();
+  if (seen_tail_ - head_ < kFrameHeaderBytes) throw_closed();
 
-  std::uint8_t bytes[Layout::kRecordHeaderBytes];
+  std::uint8_t bytes[kFrameHeaderBytes];
   read_ring(head_, bytes, sizeof bytes);
-  const shm_record::Limits limits{options_.limits.max_tensors, options_.limits.max_metadata_bytes,
-                                  options_.limits.max_payload_bytes, ring_bytes_};
-  shm_record::Header header;
-  if (std::string wrong = shm_record::parse_header(bytes, expected_seq_, limits, header); !wrong.empty())
-    fail(wrong + " at byte " + std::to_string(head_) + " of the ring");
+  WireHeader header;
+  if (WireError error = parse_frame_header(bytes, expected_seq_, options_.limits, header))
+    fail("frame " + std::to_string(expected_seq_) + ": " + error.what + " at byte " +
+         std::to_string(head_) + " of the ring");
+  // The sender writes a frame's header, descriptors and metadata in one piece.
   const std::uint64_t prefix = header.prefix_bytes();
+  if (prefix > ring_bytes_)
+    fail("frame " + std::to_string(header.link_seq) + " claims a header of " +
+         std::to_string(prefix) + " bytes, beyond the ring of " + std::to_string(ring_bytes_));
 
   if (!wait(have(prefix), &control_->data_epoch, &control_->data_sleepers, deadline))
     return false;
@@ -671,17 +610,28 @@ bool ShmChannel::start_frame(Deadline deadline) {
   if (seen_tail_ - head_ < prefix) throw_closed();
 
   Incoming& in = *incoming_;
-  std::vector<std::uint8_t>& descriptors = in.frame.metadata;  // as scratch, until the metadata
-  descriptors.resize(std::size_t{header.tensors} * Layout::kDescriptorBytes);
-  read_ring(head_ + Layout::kRecordHeaderBytes, descriptors.data(), descriptors.size());
-  in.frame.tensors.clear();
-  std::vector<shm_record::Described>& described = in.described;
-  if (std::string wrong = shm_record::parse_descriptors(descriptors.data(), header, limits, described);
-      !wrong.empty())
-    fail(wrong);
+  std::vector<TensorDescriptor>& described = in.described;
+  described.assign(header.tensors, TensorDescriptor{});
+  std::uint64_t payload = 0;
+  std::uint64_t body = 0;
+  for (std::size_t i = 0; i < described.size(); ++i) {
+    std::uint8_t descriptor[kDescriptorBytes];
+    read_ring(head_ + kFrameHeaderBytes + i * kDescriptorBytes, descriptor, sizeof descriptor);
+    if (WireError error = parse_descriptor(descriptor, i, described[i]))
+      fail("frame " + std::to_string(header.link_seq) + " " + error.what);
+    if (described[i].nbytes > header.payload_bytes - payload)
+      fail("frame " + std::to_string(header.link_seq) + ": its tensors need more than the header's "
+           "payload length of " + std::to_string(header.payload_bytes) + " bytes");
+    payload += described[i].nbytes;
+    body += described[i].lent ? kLentPayloadBytes : described[i].nbytes;
+  }
+  if (payload != header.payload_bytes)
+    fail("frame " + std::to_string(header.link_seq) + ": the header's payload length is " +
+         std::to_string(header.payload_bytes) + " bytes but its tensors need " + std::to_string(payload));
 
   const FrameHeader& frame_header = header.frame;
   // Memory for every payload first: if the allocator throws, nothing has been consumed.
+  in.frame.tensors.clear();
   for (std::size_t i = 0; i < described.size(); ++i) {
     const Shape& shape = described[i].shape;
     const DType dtype = described[i].dtype;
@@ -699,11 +649,11 @@ bool ShmChannel::start_frame(Deadline deadline) {
   }
   in.frame.metadata.resize(header.metadata_bytes);
   if (header.metadata_bytes > 0)
-    read_ring(head_ + Layout::kRecordHeaderBytes + std::uint64_t{header.tensors} * Layout::kDescriptorBytes,
+    read_ring(head_ + kFrameHeaderBytes + std::uint64_t{header.tensors} * kDescriptorBytes,
               in.frame.metadata.data(), header.metadata_bytes);
   in.frame.header = frame_header;
   head_ += prefix;
-  in.end = head_ + header.body_bytes;
+  in.end = head_ + body;
   in.tensor = 0;
   in.done = 0;
   in.active = true;
@@ -723,9 +673,9 @@ bool ShmChannel::recv(Frame& frame, Deadline deadline) {
   while (in.tensor < in.frame.tensors.size()) {
     Tensor& tensor = in.frame.tensors[in.tensor];
     const std::size_t nbytes = tensor.nbytes();
-    if (in.described[in.tensor].by_reference) {
+    if (in.described[in.tensor].lent) {
       if (!fill(in.reference, sizeof in.reference, in.done, deadline)) return false;
-      const auto [address, length] = shm_record::read_reference(in.reference);
+      const auto [address, length] = read_lent_payload(in.reference);
       if (length != nbytes)
         fail("frame " + std::to_string(expected_seq_) + " lends " + std::to_string(length) +
              " bytes for tensor " + std::to_string(in.tensor) + " of " + std::to_string(nbytes));

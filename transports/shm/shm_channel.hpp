@@ -6,9 +6,10 @@
 // offers until the sender has attached (shm_segment.hpp), so nothing is ever left in /dev/shm,
 // whichever side is killed when. Both sides may then call wait_peer() to finish the handshake.
 //
-// A frame travels as one record in the ring: a header, one descriptor per tensor, the metadata,
-// then each payload in tensor order — inline (copied through the ring) when it is small, else
-// as a reference (address, length) into the sender's memory that the receiver reads with
+// A frame travels through the ring in the format of every byte transport (frame_codec.hpp): a
+// header, one descriptor per tensor, the metadata, then each payload in tensor order — inline
+// (copied through the ring) when it is small, else lent: its address and length in the
+// sender's memory, which the receiver reads with
 // process_vm_readv straight into its receive tensor: one copy, and send() returns without
 // waiting for the receiver (the sender keeps those tensors alive until the receiver's counter
 // has passed the record). Where the kernel refuses cross-process reads (ptrace policy), large
@@ -33,7 +34,7 @@
 
 #include "buffer_pool.hpp"
 #include "channel.hpp"
-#include "shm/shm_record.hpp"
+#include "frame_codec.hpp"
 #include "shm/shm_segment.hpp"
 
 namespace rankmesh {
@@ -78,10 +79,7 @@ public:
     static constexpr std::size_t kControlBytes = 4096;  // then the ring
     static constexpr std::size_t kTailOffset = 64;      // u64, bytes the sender has published
     static constexpr std::size_t kHeadOffset = 128;     // u64, bytes the receiver has consumed
-    // The records in the ring: shm_record.hpp.
-    static constexpr std::size_t kRecordHeaderBytes = shm_record::kHeaderBytes;
-    static constexpr std::size_t kDescriptorBytes = shm_record::kDescriptorBytes;
-    static constexpr std::size_t kReferenceBytes = shm_record::kReferenceBytes;
+    // The frames in the ring: frame_codec.hpp's format, lent payloads included.
   };
 
   struct Created;
@@ -199,8 +197,7 @@ private:
   std::uint64_t probe_word_ = 0;  // the receiver reads it to learn whether it may read us
   std::deque<Pending> lent_;
   std::size_t lent_bytes_ = 0;
-  std::vector<std::uint8_t> scratch_;  // record header and descriptors
-  std::vector<bool> by_reference_;
+  FrameEncoder encoder_;
 
   // Receiver.
   std::uint64_t head_ = 0;            // bytes consumed

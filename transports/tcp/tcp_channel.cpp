@@ -49,8 +49,7 @@ std::string seconds(std::chrono::nanoseconds duration) {
 
 class TcpLink::Outbound final : public Channel {
 public:
-  // The writer thread may still read payloads after send() returns.
-  explicit Outbound(TcpLink& link) : Channel(ChannelTraits{.copies_up_to = 0}), link_(link) {}
+  explicit Outbound(TcpLink& link) : Channel(kOutboundTraits), link_(link) {}
   void send(Frame& frame, Deadline deadline) override { link_.send(frame, deadline); }
   bool recv(Frame&, Deadline) override {
     throw Error(Errc::invalid_argument, "recv on the outbound tcp channel to " + link_.peer_name());
@@ -64,8 +63,7 @@ private:
 
 class TcpLink::Inbound final : public Channel {
 public:
-  explicit Inbound(TcpLink& link)
-      : Channel(ChannelTraits{.copies_up_to = 0, .lands_payloads = true}), link_(link) {}
+  explicit Inbound(TcpLink& link) : Channel(kInboundTraits), link_(link) {}
   void send(Frame&, Deadline) override {
     throw Error(Errc::invalid_argument, "send on the inbound tcp channel from " + link_.peer_name());
   }

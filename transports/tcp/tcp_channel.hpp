@@ -24,10 +24,6 @@
 
 namespace rankmesh {
 
-// Receives one line per event worth an operator's attention (a link that failed, a dropped
-// outsider). Called from the thread that noticed; must not block.
-using LogFn = std::function<void(const std::string&)>;
-
 // Starts a thread running `body`; throws std::system_error when it cannot (as std::thread does).
 using ThreadStarter = std::function<std::thread(std::function<void()> body)>;
 
@@ -44,6 +40,11 @@ struct TcpOptions {
 // std::shared_ptr<Channel>(link, &link->outbound()).
 class TcpLink {
 public:
+  // The writer thread may still read payloads after send() returns; recv() reads payloads
+  // straight into a landing's tensors.
+  static constexpr ChannelTraits kOutboundTraits{.copies_up_to = 0};
+  static constexpr ChannelTraits kInboundTraits{.copies_up_to = 0, .lands_payloads = true};
+
   // Takes ownership of `fd`, a connected socket whose peer authenticated as `peer`.
   TcpLink(int fd, PeerIdentity peer, TcpOptions options = {});
   // Closes the socket; no call may still be running on the link.

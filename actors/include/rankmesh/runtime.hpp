@@ -48,6 +48,8 @@ struct RuntimeOptions {
   // (127.0.0.1 for a single node), never all interfaces unless asked for ("0.0.0.0").
   std::string listen_address;
   // "auto" (shm on one node, tcp across nodes), "shm" or "tcp"; RANKMESH_TRANSPORT overrides.
+  // Honoured when embedded too: "shm" or "tcp" joins the ranks of this process through that
+  // transport instead of inproc (tests, benchmarks).
   std::string transport = "auto";
   // How long rank 0's registry waits for every rank to join. RANKMESH_JOIN_TIMEOUT_MS overrides.
   std::chrono::milliseconds join_timeout = scaled_timeout(std::chrono::seconds(30));
