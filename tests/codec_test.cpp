@@ -341,47 +341,47 @@ TEST_CASE("a depth bomb is refused at max_depth") {
 }
 
 TEST_CASE("each limit can be set and is enforced") {
-  SUBCASE("max_bytes: the size of the encoded input") {
+  SUBCASE("max_metadata_bytes: the size of the encoded input") {
     const Bytes8 bytes = encode(sample_metadata());
-    CHECK(decode_metadata(bytes, CodecLimits{.max_bytes = bytes.size()}).ok());
-    check_refused(decode_metadata(bytes, CodecLimits{.max_bytes = bytes.size() - 1}),
-                  Errc::limit_exceeded, std::to_string(bytes.size()) + " bytes exceed max_bytes");
-    check_refused(decode_object(encoded(1), CodecLimits{.max_bytes = 2}), Errc::limit_exceeded,
-                  "max_bytes 2");
+    CHECK(decode_metadata(bytes, FrameLimits{.max_metadata_bytes = bytes.size()}).ok());
+    check_refused(decode_metadata(bytes, FrameLimits{.max_metadata_bytes = bytes.size() - 1}),
+                  Errc::limit_exceeded, std::to_string(bytes.size()) + " bytes exceed max_metadata_bytes");
+    check_refused(decode_object(encoded(1), FrameLimits{.max_metadata_bytes = 2}), Errc::limit_exceeded,
+                  "max_metadata_bytes 2");
   }
   SUBCASE("max_depth: nested lists, and key paths together with the lists below them") {
     const Bytes8 lists = encoded(nested_lists(5));
-    CHECK(decode_object(lists, CodecLimits{.max_depth = 5}).ok());
-    check_refused(decode_object(lists, CodecLimits{.max_depth = 4}), Errc::limit_exceeded,
+    CHECK(decode_object(lists, FrameLimits{.max_depth = 5}).ok());
+    check_refused(decode_object(lists, FrameLimits{.max_depth = 4}), Errc::limit_exceeded,
                   "max_depth 4");
 
     const Bytes8 path = encode(Metadata{{value_entry({"a", "b", "c", "d", "e"}, 1)}});
-    CHECK(decode_metadata(path, CodecLimits{.max_depth = 5}).ok());
-    check_refused(decode_metadata(path, CodecLimits{.max_depth = 4}), Errc::limit_exceeded,
+    CHECK(decode_metadata(path, FrameLimits{.max_depth = 5}).ok());
+    check_refused(decode_metadata(path, FrameLimits{.max_depth = 4}), Errc::limit_exceeded,
                   "a key path of 5 keys exceeds max_depth 4");
 
     const Bytes8 both = encode(Metadata{{value_entry({"a", "b", "c"}, nested_lists(2))}});
-    CHECK(decode_metadata(both, CodecLimits{.max_depth = 5}).ok());
-    check_refused(decode_metadata(both, CodecLimits{.max_depth = 4}), Errc::limit_exceeded,
+    CHECK(decode_metadata(both, FrameLimits{.max_depth = 5}).ok());
+    check_refused(decode_metadata(both, FrameLimits{.max_depth = 4}), Errc::limit_exceeded,
                   "max_depth 4");
   }
   SUBCASE("max_entries: entries, key path components and list items, in total") {
     // 3 entries + 4 keys + 2 list items.
     const Bytes8 bytes = encode(Metadata{
         {value_entry({"a"}, 1), value_entry({"b", "c"}, List{1, 2}), value_entry({"d"}, "x")}});
-    CHECK(decode_metadata(bytes, CodecLimits{.max_entries = 9}).ok());
-    check_refused(decode_metadata(bytes, CodecLimits{.max_entries = 8}), Errc::limit_exceeded,
+    CHECK(decode_metadata(bytes, FrameLimits{.max_entries = 9}).ok());
+    check_refused(decode_metadata(bytes, FrameLimits{.max_entries = 8}), Errc::limit_exceeded,
                   "more than max_entries 8");
     const Bytes8 list = encoded(List(100, Value(0)));
-    CHECK(decode_object(list, CodecLimits{.max_entries = 100}).ok());
-    check_refused(decode_object(list, CodecLimits{.max_entries = 99}), Errc::limit_exceeded,
+    CHECK(decode_object(list, FrameLimits{.max_entries = 100}).ok());
+    check_refused(decode_object(list, FrameLimits{.max_entries = 99}), Errc::limit_exceeded,
                   "max_entries 99");
   }
   SUBCASE("max_rank: dimensions of one tensor") {
     const Bytes8 bytes = encode(Metadata{
         {tensor_entry({"t"}, TensorMeta{DeviceType::cpu, DType::f32, Shape{1, 2, 3}, false})}});
-    CHECK(decode_metadata(bytes, CodecLimits{.max_rank = 3}).ok());
-    check_refused(decode_metadata(bytes, CodecLimits{.max_rank = 2}), Errc::limit_exceeded,
+    CHECK(decode_metadata(bytes, FrameLimits{.max_rank = 3}).ok());
+    check_refused(decode_metadata(bytes, FrameLimits{.max_rank = 2}), Errc::limit_exceeded,
                   "a shape of rank 3 exceeds max_rank 2");
   }
   SUBCASE("max_payload_bytes: declared tensor bytes, summed over the tensors") {
@@ -389,9 +389,9 @@ TEST_CASE("each limit can be set and is enforced") {
         tensor_entry({"a"}, TensorMeta{DeviceType::cpu, DType::f32, Shape{2, 3}, false}),
         tensor_entry({"b"}, TensorMeta{DeviceType::cpu, DType::f64, Shape{5}, false}),
     }});
-    CHECK(decode_metadata(bytes, CodecLimits{.max_payload_bytes = 64}).ok());
+    CHECK(decode_metadata(bytes, FrameLimits{.max_payload_bytes = 64}).ok());
     check_refused(
-        decode_metadata(bytes, CodecLimits{.max_payload_bytes = 63}), Errc::limit_exceeded,
+        decode_metadata(bytes, FrameLimits{.max_payload_bytes = 63}), Errc::limit_exceeded,
         "tensor of shape [5] float64 brings the declared payload past max_payload_bytes 63");
   }
 }
@@ -401,13 +401,13 @@ TEST_CASE("a shape beyond Shape::kMaxRank is refused even when max_rank allows i
   Bytes8 bytes{0x92, 0x01, 0x91, 0x96, 0x01, 0x91, 0xa1, 't', 0x00, 0x00, 0x99};
   bytes.insert(bytes.end(), 9, 0x01);
   bytes.push_back(0xc2);
-  check_refused(decode_metadata(bytes, CodecLimits{.max_rank = 100}), Errc::limit_exceeded,
+  check_refused(decode_metadata(bytes, FrameLimits{.max_rank = 100}), Errc::limit_exceeded,
                 "a shape of rank 9 exceeds max_rank 8");
 }
 
 TEST_CASE("declared payloads that overflow 64 bits are refused") {
   const std::int64_t half = std::int64_t{1} << 62;
-  CodecLimits unlimited;
+  FrameLimits unlimited;
   unlimited.max_payload_bytes = std::numeric_limits<std::uint64_t>::max();
   const Bytes8 elements = encode(Metadata{
       {tensor_entry({"t"}, TensorMeta{DeviceType::cpu, DType::u8, Shape{half, 4}, false})}});

@@ -303,7 +303,7 @@ TEST_CASE_TEMPLATE("abort fails every pending operation at once", Over, RANKMESH
   std::this_thread::sleep_for(20ms);  // let it block; abort must end the wait either way
   runtime.abort("operator stopped the world");
   receiver.join();
-  CHECK(error.find("operator stopped the world") != std::string::npos);
+  CHECK_MESSAGE(error.find("operator stopped the world") != std::string::npos, error);
 }
 
 TEST_CASE_TEMPLATE("any operation has an asynchronous form through async()", Over, RANKMESH_EVERY_TRANSPORT) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "frame_limits.hpp"  // FrameLimits, lib/src
 #include "rankmesh/tensor.hpp"
 
 namespace rankmesh {
@@ -22,15 +23,6 @@ struct Frame {
   FrameHeader header;
   std::vector<std::uint8_t> metadata;  // msgpack bytes; buffers circulate, never reallocated
   std::vector<Tensor> tensors;         // payloads, in metadata order
-};
-
-// What a receiver accepts in one frame, the same for every transport. A receiver checks a
-// frame's announced sizes against it before it allocates anything for the frame; a sender
-// checks its frames against it too, so that a frame too big is refused where it is made.
-struct FrameLimits {
-  std::size_t max_metadata_bytes = std::size_t{16} << 20;
-  std::size_t max_tensors = 4096;
-  std::uint64_t max_payload_bytes = std::uint64_t{4} << 30;
 };
 
 // Where a receiver wants the payloads of one particular frame: the frame with this group,

@@ -102,6 +102,8 @@ public:
   // Closes every channel and broadcast ring: pending and later operations of this rank fail
   // with `reason`.
   void fail(const std::string& reason);
+  // Notes `reason` as this rank's failure before fail() closes anything (PeerLinks).
+  void record_failure(const std::string& reason) { links_.record_failure(reason); }
   // Why the rank failed; empty while it has not.
   std::string failure() const { return links_.failure(); }
 

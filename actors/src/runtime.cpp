@@ -298,6 +298,7 @@ ParallelState& Runtime::rank(int rank) {
 }
 
 void Runtime::abort(const std::string& reason) {
+  for (auto& context : impl_->contexts) context->record_failure(reason);
   for (auto& context : impl_->contexts) context->fail(reason);
 }
 

@@ -178,12 +178,12 @@ private:
 // Reads one format off a MsgpackReader, enforcing the limits as it goes.
 class Decoder {
 public:
-  Decoder(std::span<const std::uint8_t> bytes, const CodecLimits& limits, const char* context)
+  Decoder(std::span<const std::uint8_t> bytes, const FrameLimits& limits, const char* context)
       : reader_(bytes, context), limits_(limits) {
-    if (bytes.size() > limits.max_bytes) {
+    if (bytes.size() > limits.max_metadata_bytes) {
       reader_.fail(Errc::limit_exceeded, 0,
-                   std::to_string(bytes.size()) + " bytes exceed max_bytes " +
-                       std::to_string(limits.max_bytes));
+                   std::to_string(bytes.size()) + " bytes exceed max_metadata_bytes " +
+                       std::to_string(limits.max_metadata_bytes));
     }
   }
 
@@ -372,7 +372,7 @@ private:
   }
 
   MsgpackReader reader_;
-  const CodecLimits& limits_;
+  const FrameLimits& limits_;
   std::size_t entries_ = 0;
   std::uint64_t payload_bytes_ = 0;
 };
@@ -389,7 +389,7 @@ std::vector<std::uint8_t> encode(const Metadata& metadata) {
   return out;
 }
 
-Result<Metadata> decode_metadata(std::span<const std::uint8_t> bytes, const CodecLimits& limits) {
+Result<Metadata> decode_metadata(std::span<const std::uint8_t> bytes, const FrameLimits& limits) {
   try {
     return Decoder(bytes, limits, "metadata").read_metadata();
   } catch (const Error& error) {
@@ -401,7 +401,7 @@ void encode(const Value& object, std::vector<std::uint8_t>& out) {
   Encoder(out).write_object(object);
 }
 
-Result<Value> decode_object(std::span<const std::uint8_t> bytes, const CodecLimits& limits) {
+Result<Value> decode_object(std::span<const std::uint8_t> bytes, const FrameLimits& limits) {
   try {
     return Decoder(bytes, limits, "object").read_object();
   } catch (const Error& error) {

@@ -14,8 +14,11 @@ using namespace rankmesh;
 namespace {
 
 // Tighter than the defaults, so that every limit is reached by small inputs too.
-constexpr CodecLimits kTight{
-    .max_bytes = 1024, .max_depth = 4, .max_entries = 64, .max_rank = 3, .max_payload_bytes = 4096};
+constexpr FrameLimits kTight{.max_metadata_bytes = 1024,
+                             .max_payload_bytes = 4096,
+                             .max_depth = 4,
+                             .max_entries = 64,
+                             .max_rank = 3};
 
 template <class T, class Decode>
 void check_round_trip(const T& decoded, Decode decode) {

@@ -22,9 +22,7 @@ void PeerLinks::send(int dst, Frame& frame, Deadline deadline, const Describe& w
     throw history_.reported(Error(Errc::timeout, what() + ": rank " + std::to_string(dst) +
                                                      " did not take the message before the deadline"));
   } catch (const ChannelClosed& closed) {
-    throw history_.reported(Error(Errc::peer_failed, what() + ": channel to rank " +
-                                                         std::to_string(dst) + " is closed: " +
-                                                         closed.what()));
+    throw closed_error(what() + ": channel to rank " + std::to_string(dst), closed);
   }
 }
 
@@ -39,9 +37,7 @@ bool PeerLinks::receive(int src, Frame& frame, Deadline deadline, const Describe
   try {
     return channel.recv(frame, deadline);
   } catch (const ChannelClosed& closed) {
-    throw history_.reported(Error(Errc::peer_failed, what() + ": channel from rank " +
-                                                         std::to_string(src) + " is closed: " +
-                                                         closed.what()));
+    throw closed_error(what() + ": channel from rank " + std::to_string(src), closed);
   }
 }
 
@@ -58,9 +54,7 @@ void PeerLinks::release(int dst, Deadline deadline, const Describe& what) {
   try {
     released = outbound_[static_cast<std::size_t>(dst)]->wait_released(deadline);
   } catch (const ChannelClosed& closed) {
-    throw history_.reported(Error(Errc::peer_failed, what() + ": channel to rank " +
-                                                         std::to_string(dst) + " is closed: " +
-                                                         closed.what()));
+    throw closed_error(what() + ": channel to rank " + std::to_string(dst), closed);
   }
   if (!released)
     throw history_.reported(Error(Errc::timeout, what() + ": rank " + std::to_string(dst) +
@@ -78,6 +72,19 @@ void PeerLinks::close_channel_from(int src, const std::string& reason) {
 const Channel* PeerLinks::inbound(int src) const noexcept {
   const auto from = static_cast<std::size_t>(src);
   return from < inbound_.size() ? inbound_[from].get() : nullptr;
+}
+
+Error PeerLinks::closed_error(const std::string& channel, const ChannelClosed& closed) const {
+  // This rank's own failure explains the closed channel better than how the channel learnt of it
+  // (a tcp peer that failed with the same reason first shows here as a closed connection).
+  const std::string failure = this->failure();
+  return history_.reported(Error(Errc::peer_failed,
+                                 channel + " is closed: " + (failure.empty() ? closed.what() : failure)));
+}
+
+void PeerLinks::record_failure(const std::string& reason) {
+  std::lock_guard lock(failure_mutex_);
+  if (failure_.empty()) failure_ = reason;
 }
 
 void PeerLinks::fail(const std::string& reason) {

@@ -65,11 +65,17 @@ public:
 
   // Closes every channel: pending and later messages fail with `reason`.
   void fail(const std::string& reason);
+  // Notes `reason` as the failure without closing anything yet: ranks of one process that fail
+  // together note it first, so that none reports a channel its peer closed instead of `reason`.
+  void record_failure(const std::string& reason);
   // Why the rank failed; empty while it has not.
   std::string failure() const;
 
 private:
   const OpHistory& history_;
+  // Error(peer_failed) for a closed channel, saying this rank's failure where it has one.
+  Error closed_error(const std::string& channel, const ChannelClosed& closed) const;
+
   mutable std::mutex failure_mutex_;
   std::string failure_;
   // Set once by connect() (under failure_mutex_, which fail() holds while closing them), read
