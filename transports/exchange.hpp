@@ -15,7 +15,9 @@ class Exchange {
 public:
   virtual ~Exchange() = default;
   // Blocks until every rank has put in its value for `round`; throws Error(timeout) at the
-  // deadline, naming the ranks that did not. Rounds are used once each.
+  // deadline (an exchange in one process names the ranks that did not put theirs in; the
+  // registry's says it had no answer) and Error(peer_failed) when the world fails meanwhile.
+  // Rounds are used once each.
   virtual std::vector<std::string> all_gather(const std::string& round, const std::string& value,
                                               Deadline deadline) = 0;
 };

@@ -17,7 +17,9 @@ std::vector<std::string> RegistryExchange::all_gather(const std::string& round,
         values = every_rank;
       },
       exchange_atom::value, round, rank_, value);
-  if (!no_answer.empty()) failure = "no answer in time (" + no_answer + ")";
+  if (!no_answer.empty())
+    throw Error(Errc::timeout, "rank " + std::to_string(rank_) + ": exchanging " + round +
+                                   ": no answer in time (" + no_answer + ")");
   if (!failure.empty())
     throw Error(Errc::peer_failed, "rank " + std::to_string(rank_) + ": exchanging " + round +
                                        " failed: " + failure);
