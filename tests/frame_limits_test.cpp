@@ -13,7 +13,7 @@
 #include "frame.hpp"
 #include "rankmesh/runtime.hpp"
 #include "shm/shm_channel.hpp"
-#include "tcp/tcp_channel.hpp"
+#include "tcp/tcp_listener.hpp"
 
 using namespace rankmesh;
 using namespace std::chrono_literals;

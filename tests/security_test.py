@@ -261,7 +261,7 @@ try:
         s.sendall(payload)
         check(f"{payload[:8]!r} to rank 1's data port: connection closed", closed_by_peer(s, 5))
         s.close()
-    # The data plane's handshake deadline is its own (transports/tcp/tcp_channel.hpp): wait long
+    # The data plane's handshake deadline is its own (transports/tcp/tcp_listener.hpp): wait long
     # enough for the longer of the two.
     check("idle connections closed at the handshake deadline",
           all(closed_by_peer(s, 20 * HANDSHAKE_S) for s in idle))

@@ -32,7 +32,7 @@
 #include "frame_codec.hpp"
 #include "rankmesh/runtime.hpp"
 #include "tcp/socket_io.hpp"
-#include "tcp/tcp_channel.hpp"
+#include "tcp/tcp_listener.hpp"
 
 using namespace rankmesh;
 using namespace std::chrono_literals;

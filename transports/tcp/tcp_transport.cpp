@@ -5,7 +5,7 @@
 #include <mutex>
 
 #include "rankmesh/error.hpp"
-#include "tcp/tcp_channel.hpp"
+#include "tcp/tcp_listener.hpp"
 
 namespace rankmesh {
 namespace {

@@ -11,7 +11,7 @@
 #include "bootstrap/control_codec.hpp"
 #include "bootstrap/control_messages.hpp"
 #include "rankmesh/error.hpp"
-#include "tcp/tcp_channel.hpp"
+#include "tcp/tcp_listener.hpp"
 
 namespace rankmesh {
 namespace {

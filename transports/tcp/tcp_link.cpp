@@ -1,0 +1,295 @@
+#include "tcp/tcp_link.hpp"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <iostream>
+#include <list>
+#include <system_error>
+#include <thread>
+#include <utility>
+
+#include "rankmesh/error.hpp"
+#include "parker.hpp"
+#include "tcp/socket_io.hpp"
+
+namespace rankmesh {
+namespace {
+
+constexpr std::size_t kStagingBytes = 64 * 1024;
+
+
+
+}  // namespace
+
+class TcpLink::Outbound final : public Channel {
+public:
+  explicit Outbound(TcpLink& link) : Channel(kOutboundTraits), link_(link) {}
+  void send(Frame& frame, Deadline deadline) override { link_.send(frame, deadline); }
+  bool recv(Frame&, Deadline) override {
+    throw Error(Errc::invalid_argument, "recv on the outbound tcp channel to " + link_.peer_name());
+  }
+  void close(const std::string& reason) override { link_.close(reason); }
+  bool wait_released(Deadline deadline) override { return link_.finish_writing(deadline); }
+
+private:
+  TcpLink& link_;
+};
+
+class TcpLink::Inbound final : public Channel {
+public:
+  explicit Inbound(TcpLink& link) : Channel(kInboundTraits), link_(link) {}
+  void send(Frame&, Deadline) override {
+    throw Error(Errc::invalid_argument, "send on the inbound tcp channel from " + link_.peer_name());
+  }
+  bool recv(Frame& frame, Deadline deadline) override { return link_.recv(frame, deadline); }
+  void close(const std::string& reason) override { link_.close(reason); }
+  void land(const Landing* landing) noexcept override {
+    std::lock_guard lock(link_.recv_mutex_);
+    link_.decoder_.land(landing);
+  }
+
+private:
+  TcpLink& link_;
+};
+
+TcpLink::TcpLink(int fd, PeerIdentity peer, TcpOptions options)
+    : fd_(fd),
+      peer_(peer),
+      peer_name_("rank " + std::to_string(peer.rank) + " (" + net::peer_address(fd) + ")"),
+      log_(log_or_stderr(std::move(options.log))),
+      limits_(options.limits),
+      start_thread_(options.start_thread ? std::move(options.start_thread)
+                                         : [](std::function<void()> body) {
+                                             return std::thread(std::move(body));
+                                           }),
+      decoder_(std::move(options.allocator), options.limits),
+      staging_(new std::uint8_t[kStagingBytes]),
+      outbound_(std::make_unique<Outbound>(*this)),
+      inbound_(std::make_unique<Inbound>(*this)) {
+  net::set_nonblocking(fd_);
+  net::set_nodelay(fd_);
+}
+
+TcpLink::~TcpLink() {
+  close("the link to " + peer_name_ + " was destroyed");
+  {
+    std::lock_guard lock(writer_mutex_);
+    stop_writer_ = true;
+  }
+  writer_cv_.notify_all();
+  if (writer_.joinable()) writer_.join();
+  ::close(fd_);
+}
+
+Channel& TcpLink::outbound() noexcept { return *outbound_; }
+Channel& TcpLink::inbound() noexcept { return *inbound_; }
+
+void TcpLink::close(const std::string& reason) {
+  {
+    std::lock_guard lock(close_mutex_);
+    if (!closed_.load(std::memory_order_relaxed)) {
+      reason_ = reason;
+      closed_.store(true, std::memory_order_release);
+      ::shutdown(fd_, SHUT_RDWR);  // wakes a send or recv waiting in poll
+    }
+  }
+  // The writer checks closed() before every write and waits in slices of 100 ms, and writes on a
+  // shut-down socket fail at once, so this wait is short.
+  std::unique_lock writer(writer_mutex_);
+  writer_cv_.wait(writer, [&] { return !writing_; });
+}
+
+void TcpLink::fail(const std::string& why) {
+  close_with_error(why);
+  throw_closed();
+}
+
+void TcpLink::close_with_error(const std::string& why) {
+  bool first = false;
+  {
+    std::lock_guard lock(close_mutex_);
+    if (!closed_.load(std::memory_order_relaxed)) {
+      reason_ = "connection to " + peer_name_ + " closed: " + why;
+      closed_.store(true, std::memory_order_release);
+      ::shutdown(fd_, SHUT_RDWR);
+      first = true;
+    }
+  }
+  if (first) log_(reason_);
+}
+
+void TcpLink::throw_closed() const {
+  std::lock_guard lock(close_mutex_);
+  throw ChannelClosed(reason_);
+}
+
+bool TcpLink::finish_writing(Deadline deadline) {
+  {
+    std::unique_lock writer(writer_mutex_);
+    if (!writer_cv_.wait_until(writer, deadline, [&] { return !writing_ || closed(); }))
+      return false;
+  }
+  if (closed()) throw_closed();
+  return true;
+}
+
+void TcpLink::send(Frame& frame, Deadline deadline) {
+  std::lock_guard lock(send_mutex_);
+  if (closed()) throw_closed();
+  check_frame_limits(frame, limits_);
+  try {
+    wait_payloads_ready(frame, deadline);
+  } catch (const Error& error) {
+    if (error.code() != Errc::timeout) throw;
+    throw ChannelTimeout("sending to " + peer_name_ + ": " + error.what());
+  }
+  if (!finish_writing(deadline))
+    throw ChannelTimeout(peer_name_ + " has not taken the previous frame before the deadline");
+  const std::span<const iovec> spans = encoder_.encode(frame, next_seq_);
+  unsent_.assign(spans.begin(), spans.end());
+  std::size_t first = 0;  // unsent_[first] is the next span with bytes left
+  while (first < unsent_.size()) {
+    const ssize_t n = write_some(first);
+    if (n > 0 || (n < 0 && errno == EINTR)) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (closed()) throw_closed();
+      hand_to_writer(frame, first);  // the peer's buffers are full
+      break;
+    }
+    if (closed()) throw_closed();
+    fail(std::string("sending failed: ") + std::strerror(errno));
+  }
+  ++next_seq_;
+  frame.tensors.clear();
+}
+
+void TcpLink::hand_to_writer(Frame& frame, std::size_t first) {
+  if (!writer_.joinable()) {
+    try {
+      writer_ = start_thread_([this] { writer_loop(); });
+    } catch (const std::exception& error) {
+      // Part of the frame is on the wire and nobody would write the rest: the stream is over.
+      fail(std::string("cannot start the thread that finishes frames the peer does not take "
+                       "at once: ") +
+           error.what());
+    }
+  }
+  std::lock_guard writer(writer_mutex_);
+  writing_first_ = first;
+  // The caller may reuse its frame as soon as send returns. A vector swap keeps each buffer
+  // where it is, so unsent_ now points into writing_metadata_; the frame gets the spent one.
+  writing_tensors_ = std::move(frame.tensors);
+  writing_metadata_.swap(frame.metadata);
+  frame.metadata.clear();
+  writing_ = true;
+  writer_cv_.notify_all();
+}
+
+ssize_t TcpLink::write_some(std::size_t& first) {
+  msghdr message{};
+  message.msg_iov = unsent_.data() + first;
+  message.msg_iovlen = std::min<std::size_t>(unsent_.size() - first, IOV_MAX);
+  const ssize_t n = ::sendmsg(fd_, &message, MSG_NOSIGNAL);
+  auto left = static_cast<std::size_t>(std::max<ssize_t>(n, 0));
+  while (left > 0 && left >= unsent_[first].iov_len) left -= unsent_[first++].iov_len;
+  if (left > 0) {
+    unsent_[first].iov_base = static_cast<std::uint8_t*>(unsent_[first].iov_base) + left;
+    unsent_[first].iov_len -= left;
+  }
+  return n;
+}
+
+std::string TcpLink::write_rest(std::size_t first) {
+  while (first < unsent_.size()) {
+    if (closed()) return "";
+    const ssize_t n = write_some(first);
+    if (n > 0 || (n < 0 && errno == EINTR)) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      // Short slices, so that a close is noticed promptly.
+      net::wait_until(fd_, POLLOUT, deadline_after(std::chrono::milliseconds(100)));
+      continue;
+    }
+    return std::string("sending failed: ") + std::strerror(errno);
+  }
+  return "";
+}
+
+void TcpLink::writer_loop() {
+  std::unique_lock lock(writer_mutex_);
+  while (true) {
+    writer_cv_.wait(lock, [&] { return writing_ || stop_writer_; });
+    if (stop_writer_) return;
+    const std::size_t first = writing_first_;
+    lock.unlock();
+    const std::string error = write_rest(first);
+    if (!error.empty()) close_with_error(error);
+    lock.lock();
+    writing_tensors_.clear();
+    writing_ = false;
+    writer_cv_.notify_all();
+  }
+}
+
+bool TcpLink::recv(Frame& frame, Deadline deadline) {
+  std::lock_guard lock(recv_mutex_);
+  if (closed()) throw_closed();
+  try {
+    while (!decoder_.ready()) {
+      if (staged_begin_ < staged_end_) {
+        staged_begin_ += decoder_.feed({staging_.get() + staged_begin_, staged_end_ - staged_begin_});
+        continue;
+      }
+      // Read the rest of the current part in place, and whatever follows into the staging buffer.
+      const std::span<std::uint8_t> part = decoder_.next_buffer();
+      iovec into[2] = {{part.data(), part.size()}, {staging_.get(), kStagingBytes}};
+      const ssize_t n = ::readv(fd_, into, 2);
+      if (n > 0) {
+        const std::size_t in_part = std::min(static_cast<std::size_t>(n), part.size());
+        staged_begin_ = 0;
+        staged_end_ = static_cast<std::size_t>(n) - in_part;
+        decoder_.commit(in_part);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (closed()) throw_closed();
+      if (n == 0)
+        fail(decoder_.mid_frame() ? "the peer closed the connection in the middle of a frame"
+                                  : "the peer closed the connection");
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        // The answer is often microseconds away: poll without sleeping for a bounded time (as
+        // MPI does) before sleeping in poll(), whose wake-up costs ~20 us.
+        auto readable = [this] {
+          pollfd entry{fd_, POLLIN, 0};
+          return ::poll(&entry, 1, 0) != 0;
+        };
+        if (!spin_until(readable, deadline, spin_budget()) &&
+            !net::wait_until(fd_, POLLIN, deadline))
+          return false;
+        continue;
+      }
+      fail(std::string("receiving failed: ") + std::strerror(errno));
+    }
+  } catch (const ChannelClosed&) {
+    throw;
+  } catch (const std::exception& error) {
+    fail(error.what());
+  }
+  decoder_.take(frame);
+  return true;
+}
+
+LogFn log_or_stderr(LogFn log) {
+  if (log) return log;
+  return [](const std::string& line) { std::cerr << "rankmesh: " + line + "\n" << std::flush; };
+}
+
+}  // namespace rankmesh
