@@ -1,0 +1,157 @@
+// ShmChannel's sending side: frames into the ring, large payloads lent by address.
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+
+#include "frame_codec.hpp"
+#include "parker.hpp"
+#include "rankmesh/error.hpp"
+#include "shm/shm_channel.hpp"
+#include "shm/shm_channel_layout.hpp"
+
+namespace rankmesh {
+namespace {
+
+using shm::at;
+using shm::kCmaWorks;
+
+}  // namespace
+
+void ShmChannel::wait_space(std::size_t bytes, Deadline deadline, const char* what) {
+  auto room = [&] { return closed() || raw_head() + ring_bytes_ >= tail_ + bytes; };
+  if (!wait(room, &control_->space_epoch, &control_->space_sleepers, deadline)) {
+    throw ChannelTimeout("shm channel to " + who() + ": the ring stayed full until the deadline (" +
+                         what + ")");
+  }
+  if (closed()) throw_closed();
+  refresh_head();
+}
+
+void ShmChannel::stream_out(const std::uint8_t* src, std::size_t n, Deadline deadline) {
+  const std::size_t chunk = ring_bytes_ / 4;
+  while (n > 0) {
+    std::size_t space = ring_bytes_ - static_cast<std::size_t>(tail_ - seen_head_);
+    if (space < std::min(n, chunk)) {
+      refresh_head();
+      space = ring_bytes_ - static_cast<std::size_t>(tail_ - seen_head_);
+    }
+    if (space < std::min(n, chunk)) {
+      publish_tail();
+      const std::size_t want = std::min(n, chunk);
+      auto room = [&] { return closed() || raw_head() + ring_bytes_ >= tail_ + want; };
+      if (!wait(room, &control_->space_epoch, &control_->space_sleepers, deadline)) {
+        // Part of the frame is in the ring: the link cannot carry another one.
+        const std::string why = "shm channel to " + who() +
+                                ": the receiver stopped taking a frame halfway until the deadline";
+        close(why);
+        throw ChannelTimeout(why);
+      }
+      if (closed()) throw_closed();
+      refresh_head();
+      continue;
+    }
+    const std::size_t k = std::min(space, n);
+    write_ring(tail_, src, k);
+    tail_ += k;
+    src += k;
+    n -= k;
+    if (tail_ - published_tail_ >= chunk) publish_tail();
+  }
+}
+
+void ShmChannel::send(Frame& frame, Deadline deadline) {
+  if (receiver_)
+    throw Error(Errc::invalid_argument, "send on the receiving end of shm channel " + name_);
+  if (broken_ || closed()) throw_closed();
+  check_peer(false);
+
+  auto to = [&] { return "shm channel to " + who(); };
+  check_frame_limits(frame, options_.limits);
+  // Payloads above the threshold are lent (read by the receiver from our memory) where it may.
+  const bool one_copy = options_.single_copy &&
+                        at(control_->cma_state).load(std::memory_order_acquire) == kCmaWorks;
+  const std::span<const iovec> spans =
+      encoder_.encode(frame, link_seq_, one_copy ? options_.inline_threshold : FrameEncoder::kNeverLend);
+  const std::size_t prefix = encoder_.prefix_bytes();
+  if (prefix > ring_bytes_)
+    throw Error(Errc::limit_exceeded,
+                to() + ": the frame's header, descriptors and metadata (" + std::to_string(prefix) +
+                    " bytes) do not fit the ring of " + std::to_string(ring_bytes_) + " bytes");
+
+  // The bytes must be final before anyone reads them.
+  wait_payloads_ready(frame, deadline);
+
+  release_consumed();
+  const std::size_t lent = encoder_.lent_bytes();
+  if (lent > 0 && !lent_.empty()) {
+    // Wait until enough of what we lent before has been read.
+    std::size_t drop = 0;
+    std::size_t bytes = lent_bytes_;
+    while (drop < lent_.size() && (lent_.size() - drop >= options_.max_pending_frames ||
+                                   bytes + lent > options_.max_pending_bytes)) {
+      bytes -= lent_[drop].bytes;
+      ++drop;
+    }
+    if (drop > 0) {
+      const std::uint64_t needed = lent_[drop - 1].end;
+      auto taken = [&] { return closed() || raw_head() >= needed; };
+      if (!wait(taken, &control_->space_epoch, &control_->space_sleepers, deadline))
+        throw ChannelTimeout(to() + ": the receiver did not take earlier payloads before the deadline");
+      if (closed()) throw_closed();
+      release_consumed();
+    }
+  }
+
+  const std::uint64_t record = encoder_.size();
+  if (record <= ring_bytes_) {
+    wait_space(static_cast<std::size_t>(record), deadline, "waiting for room for a frame");
+  } else {
+    wait_space(prefix, deadline, "waiting for room for a frame's header");
+  }
+  // Everything below writes the frame; only a receiver that stops for good interrupts it. The
+  // prefix (header, descriptors, metadata) goes in at once, the payloads may stream.
+  std::size_t unwritten_prefix = prefix;
+  for (const iovec& span : spans) {
+    const auto* bytes = static_cast<const std::uint8_t*>(span.iov_base);
+    const std::size_t at_once = std::min(unwritten_prefix, span.iov_len);
+    write_ring(tail_, bytes, at_once);
+    tail_ += at_once;
+    unwritten_prefix -= at_once;
+    if (at_once == span.iov_len) continue;
+    if (record > ring_bytes_) publish_tail();  // the receiver may start while we stream the rest
+    stream_out(bytes + at_once, span.iov_len - at_once, deadline);
+  }
+  publish_tail();
+  ++link_seq_;
+
+  if (lent > 0) {
+    Pending pending{tail_, lent, {}};
+    for (std::size_t i = 0; i < frame.tensors.size(); ++i)
+      if (encoder_.lent(i)) pending.tensors.push_back(std::move(frame.tensors[i]));
+    lent_.push_back(std::move(pending));
+    lent_bytes_ += lent;
+  }
+  frame.tensors.clear();
+  frame.metadata.clear();
+}
+
+bool ShmChannel::flush(Deadline deadline) {
+  if (receiver_)
+    throw Error(Errc::invalid_argument, "flush on the receiving end of shm channel " + name_);
+  if (closed()) throw_closed();
+  auto taken = [&] { return closed() || raw_head() >= tail_; };
+  if (!wait(taken, &control_->space_epoch, &control_->space_sleepers, deadline)) return false;
+  if (raw_head() < tail_) throw_closed();
+  release_consumed();
+  return true;
+}
+
+void ShmChannel::release_consumed() {
+  refresh_head();
+  while (!lent_.empty() && lent_.front().end <= seen_head_) {
+    lent_bytes_ -= lent_.front().bytes;
+    lent_.pop_front();
+  }
+}
+
+}  // namespace rankmesh
