@@ -30,10 +30,16 @@ bool PeerLinks::receive(int src, Frame& frame, Deadline deadline, const Describe
                         const Landing* landing) {
   Channel& channel = *inbound_[static_cast<std::size_t>(src)];
   struct Landed {  // the landing holds for this receive only
-    Channel& channel;
-    ~Landed() { channel.land(nullptr); }
-  } landed{channel};
-  channel.land(landing);
+    Channel* channel = nullptr;
+    ~Landed() {
+      if (channel != nullptr) channel->land(nullptr);
+    }
+  } landed;
+  // Only channels that land payloads are told where (inproc hands over tensors: no call per frame).
+  if (landing != nullptr && channel.traits().lands_payloads) {
+    channel.land(landing);
+    landed.channel = &channel;
+  }
   try {
     return channel.recv(frame, deadline);
   } catch (const ChannelClosed& closed) {
