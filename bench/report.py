@@ -2,10 +2,12 @@
 the targets of issue 5, a latency table, and an SVG chart of latency against size.
 
 usage: /usr/bin/python3 bench/report.py RANKMESH_JSON MPI_JSON [--svg FILE] [--markdown FILE]
-                                        [--require rankmesh|mpi ...]
+                                        [--require rankmesh|mpi ...] [--python PYTHON_JSON]
 
 Either file may be missing or empty (rows then show a dash). --require exits 1 unless every
 measurement that library writes is there with a positive median (the CI smoke test).
+--python: the rows of bench/python_vs_gloo.py (rankmesh.distributed against vLLM's gloo path),
+a table of their own with issue 11's targets, and their p2p latencies in the chart.
 Python 3 standard library only.
 """
 import argparse
@@ -238,9 +240,17 @@ class Report:
         return "\n".join(out)
 
 
-SERIES = ["rankmesh inproc", "rankmesh shm", "rankmesh tcp", "MPI shm", "MPI tcp"]
+SERIES = ["rankmesh inproc", "rankmesh shm", "rankmesh tcp", "MPI shm", "MPI tcp",
+          "Python rankmesh shm", "Python gloo tcp"]
 COLORS = {"rankmesh inproc": "#2ca02c", "rankmesh shm": "#1f77b4", "rankmesh tcp": "#d62728",
-          "MPI shm": "#1f77b4", "MPI tcp": "#d62728"}
+          "MPI shm": "#1f77b4", "MPI tcp": "#d62728",
+          "Python rankmesh shm": "#9467bd", "Python gloo tcp": "#ff7f0e"}
+# Series drawn with hollow squares (the others with dots), and their lines' dashes.
+HOLLOW = ("MPI", "Python gloo")
+DASHES = {"MPI": "6 4", "Python rankmesh": "2 3", "Python gloo": "2 3"}
+# The label of each library's series: "<prefix><transport>".
+SERIES_PREFIX = {"rankmesh": "rankmesh ", "mpi": "MPI ", "rankmesh-python": "Python rankmesh ",
+                 "gloo": "Python gloo "}
 
 
 def latency_series(data):
@@ -249,8 +259,9 @@ def latency_series(data):
     for (lib, name, t, ranks, size), m in data.items():
         if name != "p2p_latency":
             continue
-        label = ("rankmesh " if lib == "rankmesh" else "MPI ") + t
-        series.setdefault(label, {})[size] = m["median"]
+        if lib not in SERIES_PREFIX:
+            continue
+        series.setdefault(SERIES_PREFIX[lib] + t, {})[size] = m["median"]
     return series
 
 
@@ -303,12 +314,12 @@ def svg_chart(data):
         if not pts:
             continue
         color = COLORS[name]
-        dash = ' stroke-dasharray="6 4"' if name.startswith("MPI") else ""
+        dash = next((f' stroke-dasharray="{d}"' for p, d in DASHES.items() if name.startswith(p)), "")
         coords = " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in sorted(pts.items()) if v > 0)
         out.append(f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
         for s, v in sorted(pts.items()):
             if v > 0:
-                if name.startswith("MPI"):
+                if name.startswith(HOLLOW):
                     out.append(f'<rect x="{x(s) - 3.5:.1f}" y="{y(v) - 3.5:.1f}" width="7" height="7" '
                                f'fill="white" stroke="{color}" stroke-width="1.5"/>')
                 else:
@@ -320,6 +331,70 @@ def svg_chart(data):
         legend_y += 22
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+# bench/python_vs_gloo.py: rankmesh.distributed (library "rankmesh-python", shm) against the way
+# vLLM's GroupCoordinator communicates on CPU today (torch.distributed over gloo, library "gloo"),
+# and the Python small-dict round trip against the C++ one ("rankmesh-cxx", measured in the same
+# run; else "rankmesh" from rankmesh bench). Issue 11's targets: gloo/rankmesh at least ...
+PYTHON_TARGETS = [("dict_roundtrip", 2, 30.0), ("dict_one_way", 2, 2.0), ("all_reduce", 2, 1.5),
+                  ("all_reduce", 4, 1.5)]
+PYTHON_OVERHEAD_TARGET = 2.0  # ... and the Python round trip at most this times the C++ one
+
+
+def python_section(data, errors):
+    """(markdown text, verdicts) for the Python rows; ("", []) when there are none."""
+    libs = ("rankmesh-python", "gloo")
+    if not any(k[0] in libs for k in data) and not any(k[0] in libs for k in errors):
+        return "", []
+
+    def get(lib, name, ranks, transport=None):
+        found = [m for (l, n, t, r, _), m in data.items()
+                 if (l, n, r) == (lib, name, ranks) and transport in (None, t)]
+        return max(found, key=lambda m: m["size"], default=None)
+
+    def cell(lib, m, name, ranks):
+        if m is None:
+            return "failed" if any(k[:2] == (lib, name) and k[3] == ranks for k in errors) else "—"
+        p99 = f" (p99 {value_text(dict(m, median=m['p99']))})" if "p99" in m else ""
+        return value_text(m) + p99
+
+    head = ("measurement", "ranks", "size", "rankmesh.distributed (shm)", "gloo, vLLM's path",
+            "gloo/rankmesh", "target", "verdict")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    verdicts = []
+    for name, ranks, target in PYTHON_TARGETS:
+        rm, gl = get("rankmesh-python", name, ranks), get("gloo", name, ranks)
+        ratio, verdict = None, ""
+        if rm and gl and rm["median"] > 0 and gl["median"] > 0:
+            # gloo's time over rankmesh's: for GB/s, rankmesh's rate over gloo's
+            ratio = rm["median"] / gl["median"] if rm["unit"] == "GB/s" else gl["median"] / rm["median"]
+            verdict = "holds" if ratio >= target else "not yet"
+            verdicts.append((f"(py) {name}, {ranks} ranks, gloo/rankmesh", ratio >= target, f"{ratio:.1f}×"))
+        elif rm is None and any(k[:2] == ("rankmesh-python", name) for k in errors):
+            verdict = "failed"
+            verdicts.append((f"(py) {name}, {ranks} ranks", False, "failed"))
+        size = (rm or gl or {}).get("size")
+        lines.append(f"| (py) {name} | {ranks} | {size_text(size) if size else '—'} | "
+                     f"{cell('rankmesh-python', rm, name, ranks)} | {cell('gloo', gl, name, ranks)} | "
+                     f"{'—' if ratio is None else f'{ratio:.2f}'} | ≥ {target}× | {verdict} |")
+    py = get("rankmesh-python", "dict_roundtrip", 2)
+    cxx = get("rankmesh-cxx", "dict_roundtrip", 2) or get("rankmesh", "dict_roundtrip", 2, "shm")
+    over, verdict = None, ""
+    if py and cxx and cxx["median"] > 0:
+        over = py["median"] / cxx["median"]
+        verdict = "holds" if over <= PYTHON_OVERHEAD_TARGET else "not yet"
+        verdicts.append(("(py) Python small dict round trip / C++ (shm)", over <= PYTHON_OVERHEAD_TARGET,
+                         f"{over:.2f}×"))
+    lines.append(f"| (py) dict_roundtrip, Python over C++ | 2 | 1 KiB | {cell('rankmesh-python', py, 'dict_roundtrip', 2)} "
+                 f"| C++: {value_text(cxx)} | {'—' if over is None else f'{over:.2f} (Python/C++)'} "
+                 f"| ≤ {PYTHON_OVERHEAD_TARGET}× | {verdict} |")
+    text = ("Python (bench/python_vs_gloo.py): rankmesh.distributed under `rankmesh launch` (shm) "
+            "against torch.distributed over gloo called as vLLM's GroupCoordinator calls it on CPU; "
+            "ratios are gloo's median time over rankmesh's (higher is better), the last row "
+            "rankmesh's Python round trip over its C++ one (`rankmesh bench`, shm).\n\n"
+            + "\n".join(lines) + "\n")
+    return text, verdicts
 
 
 # What each library writes: (name, transports, ranks).
@@ -357,14 +432,19 @@ def main():
     parser.add_argument("--svg")
     parser.add_argument("--markdown")
     parser.add_argument("--require", action="append", choices=sorted(EXPECTED), default=[])
+    parser.add_argument("--python", help="bench/python_vs_gloo.py's JSON lines")
     args = parser.parse_args()
     errors = {}
     data = load(args.rankmesh_json, errors)
     data.update(load(args.mpi_json, errors))
+    data.update(load(args.python, errors))
     report = Report(data, errors)
     report.build()
+    python_text, python_verdicts = python_section(data, errors)
+    report.verdicts += python_verdicts
     text = ("Ratios are rankmesh's median over MPI's: for times lower is better, for GB/s higher.\n\n"
-            + report.table() + "\n\nLatency (µs, median) against size, p2p:\n\n"
+            + report.table() + "\n\n" + (python_text + "\n" if python_text else "")
+            + "Latency (µs, median) against size, p2p:\n\n"
             + report.latency_table() + "\n")
     print(text)
     print(report.summary())

@@ -7,7 +7,9 @@
 # tcp over loopback with --mca btl self,tcp) on 2 and 4 ranks, writes the JSON lines to
 # bench/results/{rankmesh,mpi}.json, then bench/report.py prints the table of rankmesh/MPI ratios
 # against the targets of issue 5 (also bench/results/table.md) and draws
-# bench/results/latency.svg. --quick: tiny sizes and few iterations (seconds, not minutes).
+# bench/results/latency.svg. bench/python_vs_gloo.py measures rankmesh.distributed against vLLM's
+# gloo path (issue 11) into bench/results/python.json: its own table, and its latencies in the chart.
+# --quick: tiny sizes and few iterations (seconds, not minutes).
 # RANKMESH_BUILD_DIR: build there instead of build/ (configured RelWithDebInfo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,7 +38,7 @@ fi
 
 results=bench/results
 mkdir -p "$results"
-rm -f "$results/rankmesh.json" "$results/mpi.json"
+rm -f "$results/rankmesh.json" "$results/mpi.json" "$results/python.json"
 
 # A benchmark that fails is recorded as such and the others go on; the status says so at the end.
 status=0
@@ -57,11 +59,14 @@ for np in 2 4; do
   timeout 600 mpirun "${mpirun_flags[@]}" --mca btl self,tcp --mca btl_tcp_if_include lo -np "$np" \
     "$mpi_bench" "${quick[@]}" --transport tcp --json "$results/mpi.json" || status=1
 done
+echo "== Python: rankmesh.distributed against torch.distributed over gloo, vLLM's path"
+timeout 600 /usr/bin/python3 bench/python_vs_gloo.py "${quick[@]}" --build-dir "$build" \
+  --json "$results/python.json" || status=1
 echo "== load after: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 
 echo "== report"
 /usr/bin/python3 bench/report.py "$results/rankmesh.json" "$results/mpi.json" \
-  --svg "$results/latency.svg" --markdown "$results/table.md"
-echo "wrote $results/rankmesh.json $results/mpi.json $results/table.md $results/latency.svg"
+  --python "$results/python.json" --svg "$results/latency.svg" --markdown "$results/table.md"
+echo "wrote $results/rankmesh.json $results/mpi.json $results/python.json $results/table.md $results/latency.svg"
 [ "$status" -eq 0 ] || echo "scripts/bench.sh: some benchmarks failed (see above and the table)" >&2
 exit "$status"
