@@ -71,6 +71,7 @@ struct Runtime::Impl {
   caf::actor_system_config cfg;
   caf::actor_system system;
   std::vector<int> local;  // ranks hosted here
+  int node_count = 1;      // nodes the world spans, as the launcher or ranks_per_node says
   std::vector<std::shared_ptr<RankContext>> contexts;  // by local index
   std::vector<std::unique_ptr<ParallelState>> states;   // by local index
   // Embedded: every rank's actor, stopped at the end (across processes the bootstrap stops its own).
@@ -274,6 +275,9 @@ Runtime::Runtime(RuntimeOptions options) {
   if (!options.log) options.log = default_log;
   set_spin_policy(spin_policy(options.spin, place ? place->local_world_size : 1));
   impl_ = std::make_unique<Impl>(std::move(options));
+  const int world = place ? place->world_size : impl_->options.world_size;
+  const int per_node = place ? place->local_world_size : impl_->options.ranks_per_node;
+  impl_->node_count = per_node > 0 ? (world + per_node - 1) / per_node : 1;
   if (place) {
     impl_->start_distributed(*place);
   } else {
@@ -286,6 +290,8 @@ Runtime::~Runtime() = default;
 int Runtime::world_size() const noexcept { return impl_->options.world_size; }
 
 const std::vector<int>& Runtime::local_ranks() const noexcept { return impl_->local; }
+
+int Runtime::node_count() const noexcept { return impl_->node_count; }
 
 ParallelState& Runtime::rank(int rank) {
   int index = impl_->index_of(rank);

@@ -68,6 +68,9 @@ public:
   int world_size() const noexcept;
   // The ranks this process hosts (all of them when embedded).
   const std::vector<int>& local_ranks() const noexcept;
+  // The nodes the world spans: world size over ranks per node (the launcher's local world
+  // size, or RuntimeOptions::ranks_per_node when embedded), rounded up.
+  int node_count() const noexcept;
   // The state of global rank `rank`; throws Error(invalid_argument) unless hosted here.
   ParallelState& rank(int rank);
   // Fails every pending and later operation of every rank with `reason`.
