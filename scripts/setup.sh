@@ -7,6 +7,7 @@ packages=(
   libcaf-dev libasio-dev libmsgpack-cxx-dev nlohmann-json3-dev doctest-dev libssl-dev
   clang libclang-rt-14-dev   # the libFuzzer configuration
   python3-numpy              # the vLLM layout oracle (run with /usr/bin/python3)
+  python3-dev pybind11-dev python3-torch python3-pytest  # the Python module rankmesh.distributed
   iproute2                   # the two-namespace test: veth pairs
   openmpi-bin libopenmpi-dev # the MPI side of the benchmarks (scripts/bench.sh)
 )

@@ -65,3 +65,29 @@ cmake -S "$consumer_src" -B "$work/build" -DCMAKE_PREFIX_PATH="$work/prefix" \
   -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="$flags" >/dev/null
 cmake --build "$work/build" >/dev/null
 "$work/build/consumer"
+
+# The Python package, where the build made it: an outside script imports the installed copy
+# (Debian's layout, <prefix>/lib/python3/dist-packages) and runs a world of two ranks.
+if compgen -G "$build_dir/python/rankmesh/_rankmesh*.so" >/dev/null; then
+  site="$work/prefix/lib/python3/dist-packages"
+  compgen -G "$site/rankmesh/_rankmesh*.so" >/dev/null || fail "the Python module was not installed in $site"
+  for stub in rankmesh/_rankmesh.pyi rankmesh/py.typed rankmesh/distributed/__init__.py; do
+    [ -f "$site/$stub" ] || fail "$stub was not installed"
+  done
+  cat >"$work/outside.py" <<'PY'
+import rankmesh, rankmesh.distributed as dist, torch
+assert rankmesh.__file__.startswith(__import__("os").environ["SITE"]), rankmesh.__file__
+def body():
+    dist.initialize_model_parallel(2)
+    return dist.tensor_model_parallel_all_reduce(torch.ones(4) * (dist.get_tensor_model_parallel_rank() + 1)).tolist()
+with rankmesh.Runtime(2) as runtime:
+    assert runtime.run(body) == [[3.0] * 4] * 2
+print("installed python package ok")
+PY
+  preload=()
+  if [ -n "$flags" ]; then  # a sanitized module needs the ASan runtime first in the process
+    preload=(env "LD_PRELOAD=$(${CXX:-g++} -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0)
+  fi
+  (cd "$work" && SITE="$site" PYTHONPATH="$site" "${preload[@]}" /usr/bin/python3 outside.py) ||
+    fail "an outside script could not use the installed Python package"
+fi

@@ -73,26 +73,33 @@ def test_default_and_configured_timeouts():
         assert rt.run(fn) == [(five, five)] * 2
 
 
-def test_run_reraises_first_by_rank_after_all_finished():
-    """rt.run re-raises the exception of the lowest rank that raised (not the earliest), once
-    every rank has finished."""
+def test_run_reraises_the_first_raised_after_all_finished():
+    """rt.run re-raises the exception raised first (the cause: the runtime is aborted then, so
+    ranks waiting on the failed one fail with PeerLostError instead of waiting out their
+    timeout), once every rank has finished."""
     finished = []
+    waited = []
 
     def fn():
         r = world().rank
         if r == 2:
             raise ValueError("from rank 2")  # raised first
         if r == 1:
-            time.sleep(0.2)
-            raise KeyError("from rank 1")  # lower rank: this one is re-raised
+            start = time.monotonic()
+            try:
+                world().recv_object(2)  # never sent: ends when rank 2's failure aborts the runtime
+            except rankmesh.PeerLostError:
+                waited.append(time.monotonic() - start)
+            raise KeyError("from rank 1")  # later: not the one re-raised
         time.sleep(0.4)
         finished.append(r)
         return r
 
-    with rankmesh.Runtime(3) as rt:
-        with pytest.raises(KeyError, match="from rank 1"):
+    with rankmesh.Runtime(3, timeout=20.0) as rt:
+        with pytest.raises(ValueError, match="from rank 2"):
             rt.run(fn)
         assert finished == [0], "rt.run re-raises only after every rank finished"
+        assert len(waited) == 1 and waited[0] < 10.0, f"rank 1 waited {waited} s for a failed rank"
 
 
 def test_rank_binding_with_own_threads():

@@ -12,7 +12,8 @@ namespace rankmesh::python {
 
 namespace {
 
-// The Python objects the conversions use, looked up once, on first use (with the GIL held).
+// The Python objects the conversions use, looked up once, on first use (with the GIL held; no
+// static guard, as an import may release the GIL: two threads may both look up, harmlessly).
 // Leaked on purpose: they must not be released after the interpreter has finalized.
 struct Interop {
   PyObject* torch_tensor_type = nullptr;  // null when torch is not importable

@@ -21,12 +21,16 @@ struct Pickle {
   py::object dumps, loads;
 };
 
+// Leaked: never released after finalization. Set under the GIL without a static guard (an
+// import may release the GIL, and a thread blocked on a guard while holding it would deadlock).
+Pickle* pickle_instance = nullptr;
+
 Pickle& pickle() {
-  static Pickle* instance = [] {  // leaked: never released after finalization
+  if (!pickle_instance) {
     py::module_ module = py::module_::import("pickle");
-    return new Pickle{module.attr("dumps"), module.attr("loads")};
-  }();
-  return *instance;
+    pickle_instance = new Pickle{module.attr("dumps"), module.attr("loads")};
+  }
+  return *pickle_instance;
 }
 
 bool is_marker(const Value& value) {

@@ -202,7 +202,8 @@ class GroupCoordinator:
     def broadcast_object(self, obj: Optional[Any] = None, src: int = 0) -> Any:
         if self.world_size == 1:
             return obj
-        return self._core.broadcast_object(obj, src)
+        received = self._core.broadcast_object(obj if self.rank_in_group == src else None, src)
+        return obj if self.rank_in_group == src else received  # the source keeps its own (vLLM)
 
     def broadcast_object_list(self, obj_list: list[Any], src: int = 0, group: Any = None) -> list[Any]:
         """Fills `obj_list` in place on every member with `src`'s (same length); returns it."""
@@ -345,10 +346,10 @@ def _copy_into(target: Any, source: Any) -> None:
 
 def _empty(size: Any, dtype: Any) -> Any:
     if torch is not None:
-        return torch.empty(tuple(size), dtype=dtype)
+        return torch.empty(size, dtype=dtype)
     import numpy
 
-    return numpy.empty(tuple(size), dtype=dtype)
+    return numpy.empty(size, dtype=dtype)
 
 
 # --- the module-level state, for the rank the calling thread acts for
