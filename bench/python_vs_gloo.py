@@ -332,7 +332,7 @@ def run_bounded(procs, timeout_s):
         try:
             rc = p.wait(timeout=max(0.1, deadline - time.monotonic()))
             if rc != 0 and why is None:
-                why = f"a process exited with status {rc}"
+                why = f"a process exited with status {rc}" + (" (a time limit)" if rc == 124 else "")
         except subprocess.TimeoutExpired:
             why = why or f"timed out after {timeout_s} s"
             break
