@@ -86,7 +86,8 @@ print("installed python package ok")
 PY
   preload=()
   if [ -n "$flags" ]; then  # a sanitized module needs the ASan runtime first in the process
-    preload=(env "LD_PRELOAD=$(${CXX:-g++} -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0)
+    preload=(env "LD_PRELOAD=$(${CXX:-g++} -print-file-name=libasan.so) $(${CXX:-g++} -print-file-name=libstdc++.so)"
+             ASAN_OPTIONS=detect_leaks=0)
   fi
   (cd "$work" && SITE="$site" PYTHONPATH="$site" "${preload[@]}" /usr/bin/python3 outside.py) ||
     fail "an outside script could not use the installed Python package"
