@@ -140,10 +140,15 @@ TensorDict dict_from_python(py::handle dict, const char* what) {
   PyObject *key, *item;
   Py_ssize_t position = 0;
   while (PyDict_Next(dict.ptr(), &position, &key, &item)) {
-    if (!PyUnicode_Check(key))
-      throw Error(Errc::invalid_argument, std::string(what) + ": keys must be str, got " +
-                                              std::string(py::str(py::type::handle_of(key).attr("__name__"))));
-    result.try_emplace(py::cast<std::string>(key), convert(item, Carry::dict_value, 1));
+    Py_ssize_t size = 0;
+    const char* text = PyUnicode_Check(key) ? PyUnicode_AsUTF8AndSize(key, &size) : nullptr;
+    if (!text) {
+      PyErr_Clear();
+      throw Error(Errc::invalid_argument,
+                  std::string(what) + ": keys must be str (UTF-8), got " +
+                      std::string(py::str(py::type::handle_of(key).attr("__name__"))));
+    }
+    result.try_emplace(std::string(text, static_cast<std::size_t>(size)), convert(item, Carry::dict_value, 1));
   }
   return result;
 }
@@ -187,7 +192,11 @@ py::object dict_to_python(TensorDict&& dict) {
     // Entries are only read through const iterators; the values are moved out by a const_cast
     // because the dict is consumed here and never read again.
     auto& value = const_cast<Value&>(entry.value);
-    result[py::str(entry.key)] = value_to_python(std::move(value));
+    py::object key = py::reinterpret_steal<py::object>(
+        PyUnicode_FromStringAndSize(entry.key.data(), static_cast<Py_ssize_t>(entry.key.size())));
+    if (!key) throw py::error_already_set();
+    py::object item = value_to_python(std::move(value));
+    if (PyDict_SetItem(result.ptr(), key.ptr(), item.ptr()) != 0) throw py::error_already_set();
   }
   return result;
 }

@@ -252,7 +252,8 @@ class GroupCoordinator:
         receiver in this process share their memory instead of getting a copy."""
         if self.world_size == 1:
             return tensor_dict
-        self._core.send_tensor_dict(tensor_dict, dst, _core_of(all_gather_group), all_gather_tensors, donate)
+        gather = None if all_gather_group is None else all_gather_group._core
+        self._core.send_tensor_dict(tensor_dict, dst, gather, all_gather_tensors, donate)
         return None
 
     def recv_tensor_dict(
@@ -263,7 +264,8 @@ class GroupCoordinator:
     ) -> Optional[TensorDict]:
         if self.world_size == 1:
             return None
-        return self._core.recv_tensor_dict(src, _core_of(all_gather_group), all_gather_tensors, None)
+        gather = None if all_gather_group is None else all_gather_group._core
+        return self._core.recv_tensor_dict(src, gather, all_gather_tensors, None)
 
     def isend_tensor_dict(
         self,
