@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Instructions per small-dict round trip in an embedded runtime of 2 ranks (bench/instructions.cpp),
 # counted by callgrind: scripts/instructions.sh [BUILD_DIR] (default build/, built if missing).
-# Runs N=200 and N=400 round trips; (I400 - I200) / 200 is one round trip without start-up.
+# Runs N=1000 and N=3000 round trips over the whole process (all threads), as issue 12 defines
+# the figure: (I3000 - I1000) / 2000 is one round trip without start-up.
 # Repeatable to a fraction of a percent, unlike times on this machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +19,8 @@ total() {
     2>"$out/log.$1" || { cat "$out/log.$1" >&2; exit 1; }
   sed -n 's/^summary: //p' "$out/cg.$1"
 }
-low=200
-high=400
+low=${RANKMESH_INSTRUCTIONS_LOW:-1000}
+high=${RANKMESH_INSTRUCTIONS_HIGH:-3000}
 a=$(total $low)
 b=$(total $high)
 echo "instructions per small-dict round trip: $(( (b - a) / (high - low) ))  (callgrind: $a at N=$low, $b at N=$high)"

@@ -194,7 +194,8 @@ public:
     const std::size_t count = reader_.read_array("the metadata entries");
     spend_entries(count, offset);
     metadata.entries.reserve(count);
-    for (std::size_t i = 0; i < count; ++i) metadata.entries.push_back(read_entry());
+    // Each entry is read where it stays: a MetaEntry moved is a vector, a variant and a shape.
+    for (std::size_t i = 0; i < count; ++i) read_entry(metadata.entries.emplace_back());
     expect_end();
     return metadata;
   }
@@ -233,7 +234,7 @@ private:
     }
   }
 
-  MetaEntry read_entry() {
+  void read_entry(MetaEntry& entry) {
     static constexpr std::size_t kFieldsOfKind[] = {3, 6, 2};
     const std::size_t offset = reader_.offset();
     const std::size_t fields = reader_.read_array("a metadata entry");
@@ -250,18 +251,16 @@ private:
                    "an entry of kind " + std::to_string(kind) + " has " + std::to_string(fields) +
                        " fields, expected " + std::to_string(expected));
     }
-    MetaEntry entry;
     entry.kind = static_cast<MetaEntry::Kind>(kind);
-    entry.path = read_path();
+    read_path(entry.path);
     if (entry.kind == MetaEntry::Kind::value) {
       entry.value = read_value(entry.path.size());
     } else if (entry.kind == MetaEntry::Kind::tensor) {
-      entry.tensor = read_tensor();
+      read_tensor(entry.tensor);
     }
-    return entry;
   }
 
-  std::vector<std::string> read_path() {
+  void read_path(std::vector<std::string>& path) {
     const std::size_t offset = reader_.offset();
     const std::size_t length = reader_.read_array("a key path");
     if (length == 0) reader_.fail(Errc::malformed, offset, "a key path is empty");
@@ -271,19 +270,15 @@ private:
                        std::to_string(limits_.max_depth));
     }
     spend_entries(length, offset);
-    std::vector<std::string> path;
     path.reserve(length);
     for (std::size_t i = 0; i < length; ++i) path.push_back(reader_.read_str("a key"));
-    return path;
   }
 
-  TensorMeta read_tensor() {
-    TensorMeta tensor;
+  void read_tensor(TensorMeta& tensor) {
     tensor.device_type = read_code(device_type_from_code, "device type");
     tensor.dtype = read_code(dtype_from_code, "dtype");
     tensor.shape = read_shape(tensor.dtype);
     tensor.sliced = reader_.read_bool("the sliced flag");
-    return tensor;
   }
 
   // An enum sent as its wire code; `from_code` knows which codes this build has.

@@ -41,8 +41,8 @@ bool TensorDict::try_emplace(std::string&& key, Value&& value) {
   return true;
 }
 
-void TensorDict::append(std::string key, Value value) {
-  entries_.push_back(Entry{std::move(key), std::move(value)});
+void TensorDict::append(std::string&& key, Value&& value) {
+  entries_.emplace_back(std::move(key), std::move(value));  // one move of each, in place
   if (entries_.size() == kIndexThreshold + 1) {
     for (std::size_t i = 0; i < entries_.size(); ++i) index_.emplace(entries_[i].key, i);
   } else if (!index_.empty()) {

@@ -61,7 +61,7 @@ public:
 private:
   static constexpr std::size_t npos = static_cast<std::size_t>(-1);
   std::size_t position_of(std::string_view key) const noexcept;
-  void append(std::string key, Value value);  // a key known to be new
+  void append(std::string&& key, Value&& value);  // a key known to be new
 
   struct KeyHash {
     using is_transparent = void;
