@@ -188,6 +188,90 @@ TEST_CASE("a dict with nested tensors survives split, encode, decode and join") 
   CHECK(join(metadata.value(), parts.tensors) == dict);
 }
 
+TEST_CASE("a dict encoded straight from the dict gives split()'s bytes and tensors") {
+  // The send path's encoder must write exactly what encoding split(dict).metadata writes.
+  const Tensor a = Tensor::empty({2, 4}, DType::bf16);
+  const Tensor b = Tensor::empty({0, 16}, DType::f32);
+  const Tensor c = Tensor::empty({3}, DType::i8);
+  const TensorDict dicts[] = {
+      TensorDict{},
+      TensorDict{{"step", 3}, {"temperature", 0.5}, {"name", "x"}, {"none", None{}}},
+      TensorDict{{"hidden_states", a},
+                 {"empty", b},
+                 {"meta", TensorDict{{"step", 3},
+                                     {"kv", TensorDict{{"k", c}, {"v", TensorDict{}}}},
+                                     {"ids", List{1, List{2.5, "s"}, Bytes{1, 2}}}}},
+                 {"none", TensorDict{}},
+                 {"last", c}},
+  };
+  for (const TensorDict& dict : dicts) {
+    Bytes8 direct;
+    std::vector<Tensor> tensors;
+    encode(dict, direct, tensors);
+    const SplitDict parts = split(dict);
+    CHECK(direct == encode(parts.metadata));
+    REQUIRE(tensors.size() == parts.tensors.size());
+    for (std::size_t i = 0; i < tensors.size(); ++i)
+      CHECK(tensors[i].shares_storage_with(parts.tensors[i]));
+  }
+  std::vector<Tensor> tensors;
+  Bytes8 out;
+  CHECK_THROWS_WITH_AS(encode(TensorDict{{"outer", TensorDict{{"inner", Tensor{}}}}}, out, tensors),
+                       doctest::Contains("'outer.inner' holds an undefined tensor"), Error);
+  CHECK_THROWS_WITH_AS(encode(TensorDict{{"l", List{1, TensorDict{}}}}, out, tensors),
+                       doctest::Contains("'l' holds a list with a tensor or dict inside"), Error);
+}
+
+TEST_CASE("decode_plain_dict builds what decode and join build, or declines") {
+  auto filled = [](Shape shape, DType dtype, int seed) {
+    Tensor t = Tensor::empty(shape, dtype);
+    for (std::size_t i = 0; i < t.nbytes(); ++i)
+      t.data_as<std::uint8_t>()[i] = static_cast<std::uint8_t>(i * 7 + seed);
+    return t;
+  };
+  const Allocator empty = [](const Shape& shape, DType dtype) { return Tensor::empty(shape, dtype); };
+  const TensorDict dict{
+      {"hidden_states", filled({2, 4}, DType::bf16, 1)},
+      {"empty", filled({0, 16}, DType::f32, 2)},
+      {"meta", TensorDict{{"step", 3}, {"kv", TensorDict{{"k", filled({3}, DType::i8, 3)}}},
+                          {"none", TensorDict{}}}},
+      {"ids", List{1, List{2.5, "s"}}},
+  };
+  const SplitDict parts = split(dict);
+  std::vector<Tensor> payloads;
+  for (const Tensor& t : parts.tensors)
+    if (t.numel() != 0) payloads.push_back(t);
+  const Bytes8 bytes = encode(parts.metadata);
+  const std::optional<TensorDict> plain = decode_plain_dict(bytes, payloads, empty);
+  REQUIRE(plain.has_value());
+  CHECK(*plain == dict);
+  CHECK(plain->at("hidden_states").as<Tensor>().shares_storage_with(payloads[0]));
+
+  SUBCASE("keys of one nested dict need not be adjacent") {
+    const Metadata scattered{{value_entry({"a", "x"}, 1), value_entry({"b"}, 2), value_entry({"a", "y"}, 3)}};
+    const auto got = decode_plain_dict(encode(scattered), {}, empty);
+    REQUIRE(got.has_value());
+    CHECK(*got == TensorDict{{"a", TensorDict{{"x", 1}, {"y", 3}}}, {"b", 2}});
+  }
+  SUBCASE("it declines what the full path must judge") {
+    Metadata sliced = parts.metadata;
+    sliced.entries[0].tensor.sliced = true;
+    CHECK_FALSE(decode_plain_dict(encode(sliced), payloads, empty));
+    CHECK_FALSE(decode_plain_dict(bytes, std::span(payloads).first(1), empty));  // a payload missing
+    std::vector<Tensor> extra = payloads;
+    extra.push_back(filled({1}, DType::f32, 4));
+    CHECK_FALSE(decode_plain_dict(bytes, extra, empty));  // one too many
+    std::vector<Tensor> wrong = payloads;
+    wrong[0] = filled({8}, DType::bf16, 5);  // the right bytes, the wrong shape
+    CHECK_FALSE(decode_plain_dict(bytes, wrong, empty));
+    const Metadata duplicate{{value_entry({"a"}, 1), value_entry({"a"}, 2)}};
+    CHECK_FALSE(decode_plain_dict(encode(duplicate), {}, empty));
+    const Metadata through_value{{value_entry({"a"}, 1), value_entry({"a", "b"}, 2)}};
+    CHECK_FALSE(decode_plain_dict(encode(through_value), {}, empty));
+    CHECK_FALSE(decode_plain_dict(Bytes8{0x92, 0x01}, {}, empty));  // truncated
+  }
+}
+
 TEST_CASE("the encoding is a msgpack array led by the format version") {
   CHECK(encoded(None{}) == Bytes8{0x92, 0x01, 0xc0});
   CHECK(encode(Metadata{}) == Bytes8{0x92, 0x01, 0x90});

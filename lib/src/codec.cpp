@@ -57,8 +57,26 @@ struct VectorSink {
 struct Where {
   const std::vector<std::string>* path = nullptr;
   const char* text = "";
-  std::string str() const { return path != nullptr ? "key " + format_key_path(*path) : text; }
+  const std::vector<const std::string*>* keys = nullptr;  // a path being walked in a dict
+  std::string str() const {
+    if (keys != nullptr) {
+      std::vector<std::string> spelled;
+      for (const std::string* key : *keys) spelled.push_back(*key);
+      return "key " + format_key_path(spelled);
+    }
+    return path != nullptr ? "key " + format_key_path(*path) : text;
+  }
 };
+
+// The metadata entries a dict makes: its keys, nested dicts flattened (an empty one is an entry).
+std::size_t count_entries(const TensorDict& dict) {
+  std::size_t count = 0;
+  for (const auto& [key, value] : dict) {
+    const auto* nested = std::get_if<TensorDict>(&value.v);
+    count += nested != nullptr && !nested->empty() ? count_entries(*nested) : 1;
+  }
+  return count;
+}
 
 class Encoder {
 public:
@@ -72,6 +90,18 @@ public:
     sink_.finish();
   }
 
+  // The bytes write_metadata(split(dict).metadata) writes, straight from the dict (no key path
+  // or value is copied); its tensors are appended to `tensors` in metadata order.
+  void write_dict(const TensorDict& dict, std::vector<Tensor>& tensors) {
+    packer_.pack_array(2);
+    packer_.pack_int64(kFormatVersion);
+    write_array_header(count_entries(dict), Where{nullptr, "the metadata entries"});
+    std::vector<const std::string*> keys;
+    keys.reserve(4);
+    write_dict_entries(dict, keys, tensors);
+    sink_.finish();
+  }
+
   void write_object(const Value& object) {
     packer_.pack_array(2);
     packer_.pack_int64(kFormatVersion);
@@ -80,6 +110,48 @@ public:
   }
 
 private:
+  void write_dict_entries(const TensorDict& dict, std::vector<const std::string*>& keys,
+                          std::vector<Tensor>& tensors) {
+    for (const auto& [key, value] : dict) {
+      keys.push_back(&key);
+      const Where where{nullptr, "", &keys};
+      const auto* nested = std::get_if<TensorDict>(&value.v);
+      if (nested != nullptr && !nested->empty()) {
+        write_dict_entries(*nested, keys, tensors);
+        keys.pop_back();
+        continue;
+      }
+      const auto* tensor = std::get_if<Tensor>(&value.v);
+      const auto kind = tensor != nullptr   ? MetaEntry::Kind::tensor
+                        : nested != nullptr ? MetaEntry::Kind::empty_dict
+                                            : MetaEntry::Kind::value;
+      switch (kind) {
+        case MetaEntry::Kind::value: packer_.pack_array(3); break;
+        case MetaEntry::Kind::tensor: packer_.pack_array(6); break;
+        case MetaEntry::Kind::empty_dict: packer_.pack_array(2); break;
+      }
+      packer_.pack_int64(static_cast<std::int64_t>(kind));
+      write_array_header(keys.size(), where);
+      for (const std::string* part : keys) write_string(*part, where);
+      if (kind == MetaEntry::Kind::tensor) {
+        if (!tensor->defined())
+          throw Error(Errc::invalid_argument, "split: " + where.str() + " holds an undefined tensor");
+        packer_.pack_int64(static_cast<std::int64_t>(tensor->device().type));
+        packer_.pack_int64(static_cast<std::int64_t>(tensor->dtype()));
+        packer_.pack_array(static_cast<std::uint32_t>(tensor->shape().rank()));
+        for (std::int64_t dim : tensor->shape()) packer_.pack_int64(dim);
+        write_bool(false);  // whole: slicing goes through split() and write_metadata()
+        tensors.push_back(*tensor);
+      } else if (kind == MetaEntry::Kind::value) {
+        if (!is_plain(value))
+          throw Error(Errc::invalid_argument,
+                      "split: " + where.str() + " holds a list with a tensor or dict inside");
+        write_value(value, where);
+      }
+      keys.pop_back();
+    }
+  }
+
   void write_entry(const MetaEntry& entry) {
     if (entry.path.empty()) {
       throw Error(Errc::invalid_argument, "encode: a metadata entry has an empty key path");
@@ -198,6 +270,66 @@ public:
     for (std::size_t i = 0; i < count; ++i) read_entry(metadata.entries.emplace_back());
     expect_end();
     return metadata;
+  }
+
+  // The dict that read_metadata() then join() would build, built in place; tensors are
+  // `payloads` in order (their dtype and shape as the metadata says), those without elements
+  // made by `empty`. False, with `root` left half built, wherever the frame is anything but
+  // plain — a slice, payloads that do not fit or are not all used, a duplicate key, a path
+  // through a value: the caller then takes the full path, which names what is wrong.
+  bool read_dict(TensorDict& root, std::span<const Tensor> payloads, const Allocator& empty) {
+    read_version();
+    const std::size_t offset = reader_.offset();
+    const std::size_t count = reader_.read_array("the metadata entries");
+    spend_entries(count, offset);
+    root.reserve(count);
+    std::size_t next_payload = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+      const std::size_t entry_offset = reader_.offset();
+      const std::size_t fields = reader_.read_array("a metadata entry");
+      const std::int64_t kind = reader_.read_int("the entry kind");
+      static constexpr std::size_t kFieldsOfKind[] = {3, 6, 2};
+      if (kind < 0 || kind > static_cast<std::int64_t>(MetaEntry::Kind::empty_dict) ||
+          fields != kFieldsOfKind[kind])
+        return false;
+      const std::size_t depth = reader_.read_array("a key path");
+      if (depth == 0 || depth > limits_.max_depth) return false;
+      spend_entries(depth, entry_offset);
+      TensorDict* parent = &root;
+      for (std::size_t level = 0; level + 1 < depth; ++level) {
+        std::string key = reader_.read_str("a key");
+        Value* step = parent->find(key);
+        if (step == nullptr) {  // a nested dict, made by its first key
+          parent->set(key, TensorDict{});
+          step = parent->find(key);
+        }
+        if (!step->is<TensorDict>()) return false;
+        parent = &step->as<TensorDict>();
+      }
+      std::string key = reader_.read_str("a key");
+      Value value;
+      switch (static_cast<MetaEntry::Kind>(kind)) {
+        case MetaEntry::Kind::value: value = read_value(depth); break;
+        case MetaEntry::Kind::empty_dict: value = Value(TensorDict{}); break;
+        case MetaEntry::Kind::tensor: {
+          TensorMeta meta;
+          read_tensor(meta);
+          if (meta.sliced) return false;
+          if (meta.shape.numel() == 0) {
+            value = Value(empty(meta.shape, meta.dtype));
+          } else {
+            if (next_payload >= payloads.size()) return false;
+            const Tensor& payload = payloads[next_payload++];
+            if (payload.dtype() != meta.dtype || !(payload.shape() == meta.shape)) return false;
+            value = Value(payload);
+          }
+          break;
+        }
+      }
+      if (!parent->try_emplace(std::move(key), std::move(value))) return false;
+    }
+    expect_end();
+    return next_payload == payloads.size();
   }
 
   Value read_object() {
@@ -390,6 +522,22 @@ Result<Metadata> decode_metadata(std::span<const std::uint8_t> bytes, const Fram
   } catch (const Error& error) {
     return error;
   }
+}
+
+void encode(const TensorDict& dict, std::vector<std::uint8_t>& out, std::vector<Tensor>& tensors) {
+  Encoder(out).write_dict(dict, tensors);
+}
+
+std::optional<TensorDict> decode_plain_dict(std::span<const std::uint8_t> bytes,
+                                            std::span<const Tensor> payloads, const Allocator& empty,
+                                            const FrameLimits& limits) {
+  try {
+    TensorDict dict;
+    if (Decoder(bytes, limits, "metadata").read_dict(dict, payloads, empty)) return dict;
+  } catch (const Error&) {
+    // Not plain, or not well formed: the full path says which.
+  }
+  return std::nullopt;
 }
 
 void encode(const Value& object, std::vector<std::uint8_t>& out) {

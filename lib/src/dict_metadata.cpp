@@ -9,6 +9,8 @@
 namespace rankmesh {
 namespace {
 
+}  // namespace
+
 bool is_plain(const Value& value) {
   if (value.is<Tensor>() || value.is<TensorDict>()) return false;
   if (const auto* list = std::get_if<List>(&value.v)) {
@@ -18,6 +20,8 @@ bool is_plain(const Value& value) {
   }
   return true;
 }
+
+namespace {
 
 [[noreturn]] void fail(const std::string& message) { throw Error(Errc::invalid_argument, message); }
 

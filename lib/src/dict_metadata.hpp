@@ -42,6 +42,9 @@ struct SplitDict {
   std::vector<Tensor> tensors;  // in the order of the tensor entries of `metadata`
 };
 
+// A value the codec carries as it is: no tensor or dict in it (lists of plain values are plain).
+bool is_plain(const Value& value);
+
 // A key path as an error message shows it: 'outer.inner'.
 std::string format_key_path(const std::vector<std::string>& path);
 

@@ -42,7 +42,10 @@ bool TensorDict::try_emplace(std::string&& key, Value&& value) {
 }
 
 void TensorDict::append(std::string&& key, Value&& value) {
-  entries_.emplace_back(std::move(key), std::move(value));  // one move of each, in place
+  // Made in place, then each moved once (a temporary Entry would move the value twice more).
+  Entry& entry = entries_.emplace_back();
+  entry.key = std::move(key);
+  entry.value = std::move(value);
   if (entries_.size() == kIndexThreshold + 1) {
     for (std::size_t i = 0; i < entries_.size(); ++i) index_.emplace(entries_[i].key, i);
   } else if (!index_.empty()) {

@@ -16,8 +16,26 @@
 namespace rankmesh::collectives {
 namespace {
 
+// Without send-allgather nothing is decided per key: the metadata is written straight from the
+// dict, and its tensors go whole.
+void send_whole_dict_to(const Call& call, int to, std::uint64_t seq, const TensorDict& dict,
+                        bool donate) {
+  Frame& frame = call.frame();
+  frame.tensors.clear();
+  encode(dict, frame.metadata, frame.tensors);
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < frame.tensors.size(); ++i) {
+    Tensor t = std::move(frame.tensors[i]);
+    if (t.numel() == 0) continue;  // empty tensors are never sent; their shape is in the metadata
+    frame.tensors[kept++] = donate || copied_on_send(call, t, to) ? std::move(t) : copy_for_peer(call, t);
+  }
+  frame.tensors.resize(kept);
+  send_numbered(call, to, OpCode::tensor_dict, seq, frame);
+}
+
 void send_dict_to(const Call& call, int to, std::uint64_t seq, const TensorDict& dict, bool donate,
                   GroupState* all_gather_group, const AllGatherTensors& overrides) {
+  if (all_gather_group == nullptr) return send_whole_dict_to(call, to, seq, dict, donate);
   SplitDict parts = split(dict);
   // Before the frame is filled: it may run an all_reduce on the all-gather group.
   const bool leaves_node = links_leave_node(call, all_gather_group, to);

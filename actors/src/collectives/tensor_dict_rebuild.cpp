@@ -12,6 +12,21 @@ namespace rankmesh {
 
 TensorDict rebuild_tensor_dict(const Call& call, int src, Frame& frame, GroupState* all_gather_group,
                                const AllGatherTensors& overrides, const RecvInto& into) {
+  // Keys are spelled out only where a per-key rule may apply (not per message otherwise).
+  const bool keyed = all_gather_group != nullptr || !overrides.empty() || !into.empty();
+  if (!keyed) {
+    // The common case: the dict is built straight from the metadata bytes. A frame that is not
+    // plain goes the full way below, which names what is wrong.
+    for (const Tensor& t : frame.tensors) make_received_ready(call, t);
+    const RankContext& rank = call.rank();
+    std::optional<TensorDict> dict = decode_plain_dict(
+        frame.metadata, frame.tensors,
+        [&rank](const Shape& shape, DType dtype) { return rank.allocate(shape, dtype); });
+    if (dict) {
+      frame.tensors.clear();
+      return std::move(*dict);
+    }
+  }
   Result<Metadata> decoded = decode_metadata(frame.metadata);
   if (!decoded)
     throw Error(Errc::malformed, call.where() + ": metadata from " + call.who(src) +
@@ -24,8 +39,6 @@ TensorDict rebuild_tensor_dict(const Call& call, int src, Frame& frame, GroupSta
   std::vector<Tensor> tensors;
   tensors.reserve(payloads.size());
   std::size_t next_payload = 0;
-  // Keys are spelled out only where a per-key rule may apply (not per message otherwise).
-  const bool keyed = all_gather_group != nullptr || !overrides.empty() || !into.empty();
   for (const MetaEntry& entry : metadata.entries) {
     if (entry.kind != MetaEntry::Kind::tensor) continue;
     const TensorMeta& meta = entry.tensor;
