@@ -215,8 +215,10 @@ struct Runtime::Impl {
                           options.listen_address.empty() ? local_address_toward(place.master_addr)
                                                          : options.listen_address),
         options.transport, Reach::any);
-    options.log("rank " + std::to_string(place.rank) + ": data plane listening on " +
-                data_plane->address());
+    const std::string address = data_plane->address();
+    options.log("rank " + std::to_string(place.rank) + ": data plane " +
+                (address.empty() ? std::string("over shared memory only (no listening socket)")
+                                 : "listening on " + address));
 
     BootstrapOptions bootstrap_options;
     bootstrap_options.rank = place.rank;
