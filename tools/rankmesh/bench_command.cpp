@@ -36,14 +36,17 @@ constexpr const char* kHelp =
     "                      [--timeout-s S] [--spin-us U]\n"
     "Measures rankmesh on inproc (ranks in this process), shm and tcp (ranks in processes started\n"
     "by rankmesh launch, RANKMESH_TRANSPORT forced) and prints one JSON object per measurement:\n"
-    "name, library, transport, ranks, size (bytes), median, min, max, unit, iterations; a\n"
+    "name, library, transport, ranks, size (bytes), median, p99, min, max, unit, iterations,\n"
+    "cpu_us (CPU time of all the world's processes per iteration, user + system); a\n"
     "benchmark that fails gives {name, library, transport, ranks, error} instead, the others go\n"
     "on, and the exit status is 1. Each benchmark runs in a world of its own.\n"
     "  --quick        tiny sizes and few iterations (proves every benchmark runs)\n"
     "  --json FILE    write the JSON lines to FILE and a readable line per measurement to stdout\n"
     "  --only NAMES   comma-separated patterns or the issue's letters:\n"
-    "                 dict_roundtrip (a), dict_one_way (b), send_allgather (c), all_gather and\n"
-    "                 all_reduce (d), broadcast_object (e), p2p_latency (f), p2p_donated\n"
+    "                 dict_roundtrip (a), dict_one_way (b), send_allgather (c), all_gather,\n"
+    "                 all_reduce, reduce_scatter and broadcast (d), broadcast_object (e),\n"
+    "                 p2p_latency (f), p2p_donated, dict_roundtrip_pairs (a on 4 and 16 ranks\n"
+    "                 in pairs), idle_wait (a parked wait's CPU; run again with spin 0)\n"
     "  --transport L  comma-separated subset of inproc,shm,tcp (default: all three)\n"
     "  --timeout-s S  bound on each benchmark's world (default 300, 120 with --quick)\n"
     "  --spin-us U    RuntimeOptions::spin, how long a waiting rank spins before it parks\n"
@@ -51,11 +54,13 @@ constexpr const char* kHelp =
 
 const std::map<std::string, std::vector<std::string>> kLetters = {
     {"a", {"dict_roundtrip"}}, {"b", {"dict_one_way"}},     {"c", {"send_allgather"}},
-    {"d", {"all_gather", "all_reduce"}}, {"e", {"broadcast_object"}}, {"f", {"p2p_latency"}},
+    {"d", {"all_gather", "all_reduce", "reduce_scatter", "broadcast"}},
+    {"e", {"broadcast_object"}}, {"f", {"p2p_latency"}},
 };
-const std::set<std::string> kPatterns = {"dict_roundtrip", "dict_one_way", "send_allgather",
-                                         "all_gather",     "all_reduce",   "broadcast_object",
-                                         "p2p_latency",    "p2p_donated"};
+const std::set<std::string> kPatterns = {
+    "dict_roundtrip", "dict_one_way",     "send_allgather", "all_gather",
+    "all_reduce",     "reduce_scatter",   "broadcast",      "broadcast_object",
+    "p2p_latency",    "p2p_donated",      "idle_wait",      "dict_roundtrip_pairs"};
 
 // A line of the worker's output file that reports a failure rather than a measurement.
 constexpr const char* kErrorPrefix = "error: ";
@@ -143,6 +148,8 @@ std::vector<bench::Measurement> run_inproc(int ranks, const bench::Settings& set
   RuntimeOptions options;
   if (settings.spin) options.spin = *settings.spin;
   options.world_size = ranks;
+  bench::Settings one_process = settings;
+  one_process.one_process = true;
   options.timeout = bench_timeout();
   options.log = log_line;
   Runtime runtime(options);
@@ -160,7 +167,7 @@ std::vector<bench::Measurement> run_inproc(int ranks, const bench::Settings& set
   for (int r : runtime.local_ranks())
     threads.emplace_back([&, r] {
       try {
-        bench::run_patterns(runtime.rank(r), settings,
+        bench::run_patterns(runtime.rank(r), one_process,
                             [&](const bench::Measurement& m) { results.push_back(m); });
       } catch (const std::exception& e) {
         errors[static_cast<std::size_t>(r)] = e.what();
@@ -270,9 +277,12 @@ std::string readable(const bench::Measurement& m) {
     std::snprintf(line, sizeof line, "%-22s %-6s %d ranks  FAILED", m.name.c_str(), m.transport.c_str(), m.ranks);
     return line;
   }
-  std::snprintf(line, sizeof line, "%-22s %-6s %d ranks %10lld B  median %10.4g %-4s (min %.4g, max %.4g) x%lld",
+  std::snprintf(line, sizeof line,
+                "%-22s %-6s %2d ranks %10lld B  median %10.4g %-6s p99 %.4g (min %.4g, max %.4g) "
+                "x%lld, CPU %.4g us/iteration",
                 m.name.c_str(), m.transport.c_str(), m.ranks, static_cast<long long>(m.size),
-                m.median, m.unit.c_str(), m.min, m.max, static_cast<long long>(m.iterations));
+                m.median, m.unit.c_str(), m.p99, m.min, m.max, static_cast<long long>(m.iterations),
+                m.cpu_us);
   return line;
 }
 
@@ -294,6 +304,8 @@ bench::Measurement from_json(const std::string& line) {
   m.ranks = std::atoi(field("ranks").c_str());
   m.size = std::atoll(field("size").c_str());
   m.median = std::atof(field("median").c_str());
+  m.p99 = std::atof(field("p99").c_str());
+  m.cpu_us = std::atof(field("cpu_us").c_str());
   m.min = std::atof(field("min").c_str());
   m.max = std::atof(field("max").c_str());
   m.unit = field("unit");
@@ -346,38 +358,46 @@ int bench_command(const std::vector<std::string>& argv) {
   // One world per benchmark, so that one that fails (its error goes into the output after the
   // numbers it took) costs no other its measurements.
   int failures = 0;
+  auto run_world = [&](const std::string& pattern, int ranks, const bench::Settings& one) {
+    const std::string& transport = one.transport;
+    std::fprintf(stderr, "rankmesh bench: %s, %s, %d ranks%s\n", pattern.c_str(),
+                 transport.c_str(), ranks, one.quick ? " (quick)" : "");
+    std::string error;
+    std::vector<std::string> lines;
+    try {
+      if (transport == "inproc") {
+        for (const auto& m : run_inproc(ranks, one, timeout, error))
+          lines.push_back(bench::to_json(m));
+      } else {
+        lines = run_launched(ranks, one, timeout, error);
+      }
+    } catch (const Error& e) {  // the world did not start
+      error = e.what();
+    }
+    if (!error.empty()) {
+      std::fprintf(stderr, "rankmesh bench: %s on %s with %d ranks failed: %s\n",
+                   pattern.c_str(), transport.c_str(), ranks, error.c_str());
+      lines.push_back(failure_json(pattern, transport, ranks, error));  // after what it took
+      ++failures;
+    }
+    for (const auto& line : lines) {
+      std::fprintf(json, "%s\n", line.c_str());
+      if (file) std::printf("%s\n", readable(from_json(line)).c_str());
+    }
+    std::fflush(json);
+    std::fflush(stdout);
+  };
   for (const std::string& transport : transports) {
-    for (int ranks : {2, 4}) {
+    for (int ranks : {2, 4, 16}) {
       settings.transport = transport;
       for (const std::string& pattern : bench::patterns_for(ranks, settings)) {
         bench::Settings one = settings;
         one.only = {pattern};
-        std::fprintf(stderr, "rankmesh bench: %s, %s, %d ranks%s\n", pattern.c_str(),
-                     transport.c_str(), ranks, settings.quick ? " (quick)" : "");
-        std::string error;
-        std::vector<std::string> lines;
-        try {
-          if (transport == "inproc") {
-            for (const auto& m : run_inproc(ranks, one, timeout, error))
-              lines.push_back(bench::to_json(m));
-          } else {
-            lines = run_launched(ranks, one, timeout, error);
-          }
-        } catch (const Error& e) {  // the world did not start
-          error = e.what();
+        run_world(pattern, ranks, one);
+        if (pattern == "idle_wait" && !(settings.spin && settings.spin->count() == 0)) {
+          one.spin = std::chrono::microseconds(0);  // what the spin costs: the same, parking at once
+          run_world(pattern, ranks, one);
         }
-        if (!error.empty()) {
-          std::fprintf(stderr, "rankmesh bench: %s on %s with %d ranks failed: %s\n",
-                       pattern.c_str(), transport.c_str(), ranks, error.c_str());
-          lines.push_back(failure_json(pattern, transport, ranks, error));  // after what it took
-          ++failures;
-        }
-        for (const auto& line : lines) {
-          std::fprintf(json, "%s\n", line.c_str());
-          if (file) std::printf("%s\n", readable(from_json(line)).c_str());
-        }
-        std::fflush(json);
-        std::fflush(stdout);
       }
     }
   }
