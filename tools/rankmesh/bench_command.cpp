@@ -14,6 +14,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <system_error>
@@ -49,8 +50,8 @@ constexpr const char* kHelp =
     "                 in pairs), idle_wait (a parked wait's CPU; run again with spin 0)\n"
     "  --transport L  comma-separated subset of inproc,shm,tcp (default: all three)\n"
     "  --timeout-s S  bound on each benchmark's world (default 300, 120 with --quick)\n"
-    "  --spin-us U    RuntimeOptions::spin, how long a waiting rank spins before it parks\n"
-    "                 (default: the runtime's, 50)\n";
+    "  --spin-us U    how long a waiting rank spins before it parks, given to every world as\n"
+    "                 RANKMESH_SPIN_US (default: the environment's, else the runtime's 50)\n";
 
 const std::map<std::string, std::vector<std::string>> kLetters = {
     {"a", {"dict_roundtrip"}}, {"b", {"dict_one_way"}},     {"c", {"send_allgather"}},
@@ -142,11 +143,36 @@ void log_line(const std::string& line) {
   std::fprintf(stderr, "%s\n", line.c_str());
 }
 
+// --spin-us reaches every world as RANKMESH_SPIN_US, which would otherwise override it.
+constexpr const char* kSpinVariable = "RANKMESH_SPIN_US";
+
+// Sets RANKMESH_SPIN_US to `spin` (when given) for its lifetime, then puts back what was there.
+class SpinEnvironment {
+public:
+  explicit SpinEnvironment(const std::optional<std::chrono::microseconds>& spin) {
+    if (!spin) return;
+    if (const char* value = std::getenv(kSpinVariable)) saved_ = value;
+    setenv(kSpinVariable, std::to_string(spin->count()).c_str(), 1);
+    set_ = true;
+  }
+  ~SpinEnvironment() {
+    if (!set_) return;
+    if (saved_) setenv(kSpinVariable, saved_->c_str(), 1);
+    else unsetenv(kSpinVariable);
+  }
+  SpinEnvironment(const SpinEnvironment&) = delete;
+  SpinEnvironment& operator=(const SpinEnvironment&) = delete;
+
+private:
+  bool set_ = false;
+  std::optional<std::string> saved_;
+};
+
 // A world of `ranks` inside this process; the measurements of rank 0. `timeout` aborts it.
 std::vector<bench::Measurement> run_inproc(int ranks, const bench::Settings& settings,
                                            std::chrono::seconds timeout, std::string& error) {
+  const SpinEnvironment spin(settings.spin);
   RuntimeOptions options;
-  if (settings.spin) options.spin = *settings.spin;
   options.world_size = ranks;
   bench::Settings one_process = settings;
   one_process.one_process = true;
@@ -208,9 +234,13 @@ std::vector<std::string> run_launched(int ranks, const bench::Settings& settings
     args.push_back(std::to_string(settings.spin->count()));
   }
   std::vector<std::string> env;
+  const std::string spin_prefix = std::string(kSpinVariable) + "=";
   for (char** e = environ; *e; ++e)
-    if (std::strncmp(*e, "RANKMESH_TRANSPORT=", 19) != 0) env.emplace_back(*e);
+    if (std::strncmp(*e, "RANKMESH_TRANSPORT=", 19) != 0 &&
+        !(settings.spin && std::strncmp(*e, spin_prefix.c_str(), spin_prefix.size()) == 0))
+      env.emplace_back(*e);
   env.push_back("RANKMESH_TRANSPORT=" + settings.transport);
+  if (settings.spin) env.push_back(spin_prefix + std::to_string(settings.spin->count()));
   std::vector<char*> argv, envp;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -249,8 +279,7 @@ int worker(const std::string& out_path, const bench::Settings& given) {
   bench::Settings settings = given;
   const char* transport = std::getenv("RANKMESH_TRANSPORT");
   settings.transport = transport && *transport ? transport : "auto";
-  RuntimeOptions options;
-  if (settings.spin) options.spin = *settings.spin;
+  RuntimeOptions options;  // the spin: RANKMESH_SPIN_US, set by the driver
   options.timeout = bench_timeout();
   options.log = log_line;
   Runtime runtime(options);
@@ -324,10 +353,15 @@ int bench_command(const std::vector<std::string>& argv) {
                  {"--quick"});
   bench::Settings settings;
   settings.quick = args.has("--quick");
-  if (auto spin = args.text("--spin-us")) {
+  // The spin the worlds run with, so that the measurements can say which (idle_wait's _spin0).
+  auto spin = args.text("--spin-us");
+  const char* spin_variable = std::getenv(kSpinVariable);
+  if (!spin && spin_variable && *spin_variable) spin = spin_variable;
+  if (spin) {
     const int us = std::atoi(spin->c_str());
     if (us < 0 || std::to_string(us) != *spin)
-      throw UsageError("--spin-us must be a whole number of microseconds, got '" + *spin + "'");
+      throw UsageError("--spin-us (or RANKMESH_SPIN_US) must be a whole number of microseconds, "
+                       "got '" + *spin + "'");
     settings.spin = std::chrono::microseconds(us);
   }
   settings.only = parse_only(args.text("--only"));
