@@ -224,6 +224,15 @@ class Report:
             self.row("(e) broadcast_object", t, 4, 1024, g("rankmesh", "broadcast_object", t, 4, 1024),
                      g("mpi", "broadcast_object", mpi_t, 4, 1024),
                      mpi_transport=mpi_t if t == "inproc" else None, name="broadcast_object")
+        # (f) p2p latency at every size measured (the latency table below: the medians alone)
+        for t in TRANSPORTS:
+            mpi_t = "shm" if t == "inproc" else t
+            sizes = sorted({s for (lib, n, tt, r, s) in self.data
+                            if n == "p2p_latency" and (lib, tt) in (("rankmesh", t), ("mpi", mpi_t))})
+            for size in sizes:
+                self.row("(f) p2p latency", t, 2, size, g("rankmesh", "p2p_latency", t, 2, size),
+                         g("mpi", "p2p_latency", mpi_t, 2, size),
+                         mpi_transport=mpi_t if t == "inproc" else None, name="p2p_latency")
         # inproc donation
         small = g("rankmesh", "p2p_donated", "inproc", 2, 64)
         big_size = max((s for (lib, n, t, r, s) in self.data if n == "p2p_donated"), default=mib64)
