@@ -79,7 +79,7 @@ struct BufferPool::State {
   ~State();
 
   static void release(Block* block) noexcept;
-  // Starts the trimmer unless one runs in this process; called with `mutex` held.
+  // Starts the trimmer (none runs in this process); called with `mutex` held.
   static void ensure_trimmer(const std::shared_ptr<State>& state) noexcept;
   // The trimmer's loop: every idle_release, gives back the blocks cached before its previous
   // round; ends once the cache is empty. It holds the state, so the pool outlives it.
@@ -120,7 +120,8 @@ void BufferPool::State::release(Block* block) noexcept {
       } catch (const std::bad_alloc&) {
       }
     }
-    if (keep) ensure_trimmer(owner);
+    if (keep && owner->trimmer_forks != g_forks.load(std::memory_order_relaxed))
+      ensure_trimmer(owner);
   }
   if (!keep) {
     free_memory(block->data, block->size);
@@ -131,9 +132,7 @@ void BufferPool::State::release(Block* block) noexcept {
 
 void BufferPool::State::ensure_trimmer(const std::shared_ptr<State>& state) noexcept {
   const std::uint64_t forks = g_forks.load(std::memory_order_relaxed);
-  if (state->options.idle_release <= std::chrono::milliseconds::zero() ||
-      state->trimmer_forks == forks)
-    return;
+  if (state->options.idle_release <= std::chrono::milliseconds::zero()) return;
   try {
     count_forks();
     std::thread(trim_idle, state).detach();
