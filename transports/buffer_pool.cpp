@@ -12,7 +12,6 @@
 #include <new>
 #include <optional>
 #include <string>
-#include <system_error>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -137,7 +136,7 @@ void BufferPool::State::ensure_trimmer(const std::shared_ptr<State>& state) noex
     count_forks();
     std::thread(trim_idle, state).detach();
     state->trimmer_forks = forks;
-  } catch (const std::system_error&) {  // no thread to be had: the cache waits for trim()
+  } catch (...) {  // no thread to be had (system_error, bad_alloc): the cache waits for trim()
   }
 }
 
@@ -152,7 +151,7 @@ void BufferPool::State::trim_idle(std::shared_ptr<State> state) noexcept {
       const bool orphaned = state.use_count() == 1;
       for (auto& [size, blocks] : state->free) {
         std::erase_if(blocks, [&](Block* block) {
-          if (!orphaned && block->cached_in >= state->round) return false;  // cached since the last round
+          if (!orphaned && block->cached_in >= state->round) return false;  // since last round
           idle.push_back(block);
           state->stats.cached_bytes -= block->size;
           ++state->stats.released;

@@ -429,7 +429,7 @@ int bench_command(const std::vector<std::string>& argv) {
         one.only = {pattern};
         run_world(pattern, ranks, one);
         if (pattern == "idle_wait" && !(settings.spin && settings.spin->count() == 0)) {
-          one.spin = std::chrono::microseconds(0);  // what the spin costs: the same, parking at once
+          one.spin = std::chrono::microseconds(0);  // what the spin costs: the same, no spin
           run_world(pattern, ranks, one);
         }
       }

@@ -136,7 +136,8 @@ Measurement summarize(const Settings& s, const std::string& name, int ranks, std
   const std::size_t n = ns.size();
   const double median = n % 2 ? ns[n / 2] : (ns[n / 2 - 1] + ns[n / 2]) / 2;
   const double p99 = ns[(n * 99 + 99) / 100 - 1];  // the smallest sample >= 99% of them
-  Measurement m{name, s.transport, ranks, size, 0, 0, 0, 0, "", static_cast<std::int64_t>(n), cpu_us};
+  Measurement m{name, s.transport, ranks, size, 0, 0, 0, 0, "", static_cast<std::int64_t>(n),
+                cpu_us};
   if (unit == Unit::gbps) {  // bytes per nanosecond are GB/s (1e9 bytes); p99: of the times
     const auto bytes = static_cast<double>(size);
     m.median = bytes / median;
@@ -294,7 +295,9 @@ Measurement collective(ParallelState& s, const Settings& settings, const std::st
     }
     out = Tensor();  // the previous result goes before the clock starts (MPI reuses its buffer)
     const auto start = Clock::now();
-    out = gather ? w.all_gather(input, 0) : scatter ? w.reduce_scatter(input, 0) : w.all_reduce(input);
+    out = gather    ? w.all_gather(input, 0)
+          : scatter ? w.reduce_scatter(input, 0)
+                    : w.all_reduce(input);
     const double took = since_ns(start);
     const float* p = out.data_as<float>();
     expect(out.numel() == out_count && p[0] == expected(0) &&
