@@ -5,10 +5,13 @@
 //   mpirun --allow-run-as-root --oversubscribe -np 2 ./mpi_bench --transport shm [--quick]
 //   mpirun ... --mca pml ob1 --mca btl self,tcp -np 4 ./mpi_bench --transport tcp
 //
-// A world of 2 ranks runs dict_roundtrip (a), dict_one_way (b), all_gather and all_reduce (d),
-// p2p_latency (f); a world of 4 runs send_allgather (c), all_gather and all_reduce (d),
-// broadcast_object (e). Output: one JSON object per measurement, as rankmesh bench writes them,
-// with "library": "mpi" (--json FILE appends to FILE instead of stdout).
+// A world of 2 ranks runs dict_roundtrip (a), dict_one_way (b), all_gather, all_reduce,
+// reduce_scatter and broadcast (d), p2p_latency (f), idle_wait (parked_wait, wait_1ms); a world
+// of 4 runs send_allgather (c), the four collectives (d), broadcast_object (e) and
+// dict_roundtrip_pairs; a world of 16 dict_roundtrip_pairs only. Output: one JSON object per
+// measurement, as rankmesh bench writes them (p99 and cpu_us, the CPU time of all the world's
+// processes per iteration, included), with "library": "mpi" (--json FILE appends to FILE
+// instead of stdout).
 //
 // A tensor dict travels as an engine sends one: its metadata (keys, dtypes, shapes, scalars) as
 // one message that the receiver sizes with MPI_Probe, then one message per tensor, each received
@@ -16,9 +19,11 @@
 // Collectives write into an output buffer reused across iterations (MPI's best case; rankmesh
 // returns fresh tensors from its pool). Times are taken as in rankmesh bench: point-to-point
 // patterns on the sending rank (its clock spans the whole exchange), collectives after an untimed
-// barrier as the slowest rank's time per iteration. Every result is checked.
+// barrier as the slowest rank's time per iteration; CPU as each rank's process CPU time over the
+// measured iterations (collectives: without the barriers), summed. Every result is checked.
 #define OMPI_SKIP_MPICXX 1  // the C API only: no C++ bindings (and their warnings)
 #include <mpi.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -31,6 +36,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -64,6 +70,13 @@ void expect(bool ok, std::string_view pattern, const char* what) {
 
 double since_ns(Clock::time_point start) {
   return std::chrono::duration<double, std::nano>(Clock::now() - start).count();
+}
+
+// This process's CPU time so far (user + system, every thread), in nanoseconds.
+double process_cpu_ns() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) * 1e9 + static_cast<double>(t.tv_nsec);
 }
 
 // ---- tensors and dicts, as an engine holds them
@@ -244,8 +257,14 @@ Plan sized(const Settings& s, Plan full) {
   return Plan{std::min(full.warmup, 2), std::min(full.min_iters, 3), std::min(full.max_iters, 20), 0.02};
 }
 
+// This rank's timed samples and its process's CPU time over the measured iterations.
+struct Timing {
+  std::vector<double> ns;
+  double cpu_ns = 0;
+};
+
 template <class Body>
-std::vector<double> timed(const Plan& plan, bool sync, Body&& body) {
+Timing timed(const Plan& plan, bool sync, Body&& body) {
   int i = 0;
   const auto start = Clock::now();
   for (; i < plan.warmup; ++i) {
@@ -257,12 +276,25 @@ std::vector<double> timed(const Plan& plan, bool sync, Body&& body) {
   int n = plan.max_iters;
   if (slowest > 0) n = static_cast<int>(std::min<double>(plan.max_iters, plan.budget_s * 1e9 / slowest));
   n = std::clamp(n, plan.min_iters, plan.max_iters);
-  std::vector<double> samples(static_cast<std::size_t>(n));
+  Timing timing{std::vector<double>(static_cast<std::size_t>(n)), 0};
+  double cpu_start = process_cpu_ns();
   for (int k = 0; k < n; ++k, ++i) {
-    if (sync) MPI_Barrier(MPI_COMM_WORLD);
-    samples[static_cast<std::size_t>(k)] = body(i);
+    if (sync) {
+      MPI_Barrier(MPI_COMM_WORLD);
+      cpu_start = process_cpu_ns();
+    }
+    timing.ns[static_cast<std::size_t>(k)] = body(i);
+    if (sync) timing.cpu_ns += process_cpu_ns() - cpu_start;
   }
-  return samples;
+  if (!sync) timing.cpu_ns = process_cpu_ns() - cpu_start;
+  return timing;
+}
+
+// The world's CPU time per iteration in microseconds: every process's `cpu_ns` summed.
+double world_cpu_us(double cpu_ns, std::size_t iterations) {
+  double total = 0;
+  MPI_Allreduce(&cpu_ns, &total, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+  return iterations ? total / static_cast<double>(iterations) / 1e3 : 0.0;
 }
 
 std::vector<double> slowest_of(const std::vector<double>& mine) {
@@ -273,31 +305,44 @@ std::vector<double> slowest_of(const std::vector<double>& mine) {
 
 enum class Unit { us, ms, gbps };
 
+// One JSON line (rank 0 writes it). `cpu_us`: world_cpu_us. A `unit_name` given: the median
+// as it is, not derived from `ns` (parked_wait).
+void write_line(const Settings& s, const std::string& name, int ranks, std::int64_t size,
+                double mid, double p99, double lo, double hi, const char* unit_name,
+                std::size_t n, double cpu_us);
+
 void report(const Settings& s, const std::string& name, int ranks, std::int64_t size,
-            std::vector<double> ns, Unit unit) {
+            std::vector<double> ns, Unit unit, double cpu_us) {
   if (g_rank != 0) return;
   std::sort(ns.begin(), ns.end());
   const std::size_t n = ns.size();
   const double median = n % 2 ? ns[n / 2] : (ns[n / 2 - 1] + ns[n / 2]) / 2;
-  double mid = 0, lo = 0, hi = 0;
+  const double tail = ns[(n * 99 + 99) / 100 - 1];  // the smallest sample >= 99% of them
+  double mid = 0, p99 = 0, lo = 0, hi = 0;
   const char* unit_name = "us";
   if (unit == Unit::gbps) {
     const auto bytes = static_cast<double>(size);
-    mid = bytes / median, lo = bytes / ns.back(), hi = bytes / ns.front();
+    mid = bytes / median, p99 = bytes / tail, lo = bytes / ns.back(), hi = bytes / ns.front();
     unit_name = "GB/s";
   } else {
     const double per = unit == Unit::us ? 1e3 : 1e6;
-    mid = median / per, lo = ns.front() / per, hi = ns.back() / per;
+    mid = median / per, p99 = tail / per, lo = ns.front() / per, hi = ns.back() / per;
     unit_name = unit == Unit::us ? "us" : "ms";
   }
+  write_line(s, name, ranks, size, mid, p99, lo, hi, unit_name, n, cpu_us);
+}
+
+void write_line(const Settings& s, const std::string& name, int ranks, std::int64_t size,
+                double mid, double p99, double lo, double hi, const char* unit_name,
+                std::size_t n, double cpu_us) {
   std::FILE* out = s.json.empty() ? stdout : std::fopen(s.json.c_str(), "a");
   if (!out) fail("output", "cannot write " + s.json);
   std::fprintf(out,
                "{\"name\": \"%s\", \"library\": \"mpi\", \"transport\": \"%s\", \"ranks\": %d, "
-               "\"size\": %lld, \"median\": %.6g, \"min\": %.6g, \"max\": %.6g, \"unit\": \"%s\", "
-               "\"iterations\": %zu}\n",
-               name.c_str(), s.transport.c_str(), ranks, static_cast<long long>(size), mid, lo, hi,
-               unit_name, n);
+               "\"size\": %lld, \"median\": %.6g, \"p99\": %.6g, \"min\": %.6g, \"max\": %.6g, "
+               "\"unit\": \"%s\", \"iterations\": %zu, \"cpu_us\": %.6g}\n",
+               name.c_str(), s.transport.c_str(), ranks, static_cast<long long>(size), mid, p99, lo,
+               hi, unit_name, n, cpu_us);
   if (out != stdout) std::fclose(out);
   std::fflush(stdout);
 }
@@ -321,7 +366,7 @@ void dict_roundtrip(const Settings& s) {
   temperature.kind = Kind::real;
   temperature.real = 0.7;
   dict.push_back(std::move(temperature));
-  auto ns = timed(sized(s, {1000, 10000, 50000, 1.0}), false, [&](int i) {
+  Timing t = timed(sized(s, {1000, 10000, 50000, 1.0}), false, [&](int i) {
     if (g_rank == 0) {
       dict[4].integer = i;
       const auto start = Clock::now();
@@ -336,7 +381,8 @@ void dict_roundtrip(const Settings& s) {
     send_dict(got, 0, MPI_COMM_WORLD);
     return since_ns(start);
   });
-  report(s, name, 2, 4 * 256, std::move(ns), Unit::us);
+  const double cpu = world_cpu_us(t.cpu_ns, t.ns.size());
+  report(s, name, 2, 4 * 256, std::move(t.ns), Unit::us, cpu);
 }
 
 // (b), (f): one tensor one way, acknowledged. `reuse`: the receiver keeps one buffer (MPI's
@@ -349,7 +395,7 @@ void one_way(const Settings& s, const std::string& name, std::int64_t bytes, boo
   Dict last;
   Buffer kept = reuse ? fresh(static_cast<std::size_t>(bytes)) : Buffer();
   int final_iteration = 0;
-  auto ns = timed(plan, false, [&](int i) {
+  Timing t = timed(plan, false, [&](int i) {
     final_iteration = i;
     if (g_rank == 0) {
       stamp(dict[0].data.get(), dict[0].nbytes, i);
@@ -389,30 +435,41 @@ void one_way(const Settings& s, const std::string& name, std::int64_t bytes, boo
     if (std::memcmp(received, expected.data.get(), expected.nbytes) != 0)
       fail(name, "the last " + std::to_string(bytes) + " bytes received differ");
   }
-  report(s, name, 2, bytes, std::move(ns), unit);
+  const double cpu = world_cpu_us(t.cpu_ns, t.ns.size());
+  report(s, name, 2, bytes, std::move(t.ns), unit, cpu);
 }
 
-// (d) all_gather / all_reduce of `bytes` float32 per rank.
+// (d) all_gather, all_reduce and reduce_scatter of `bytes` float32 per rank, and broadcast of
+// `bytes` from rank 0 into every other rank's buffer.
 void collective(const Settings& s, const std::string& name, int n) {
   const std::int64_t bytes = s.quick ? 64 * KiB : 16 * MiB;
   const std::int64_t count = bytes / 4;
   const bool gather = name == "all_gather";
+  const bool scatter = name == "reduce_scatter";
+  const bool broadcast = name == "broadcast";
   Buffer input = fresh(static_cast<std::size_t>(bytes));
   auto* in = reinterpret_cast<float*>(input.get());
   for (std::int64_t k = 0; k < count; ++k)
     in[k] = static_cast<float>(g_rank + 1) * static_cast<float>(1 + (k & 7));
-  const std::int64_t out_count = gather ? count * n : count;
+  const std::int64_t out_count = gather ? count * n : scatter ? count / n : count;
   Buffer output = fresh(static_cast<std::size_t>(out_count * 4));
-  auto* out = reinterpret_cast<float*>(output.get());
+  // broadcast: rank 0 sends from its input, the others receive into their output
+  auto* out = broadcast && g_rank == 0 ? in : reinterpret_cast<float*>(output.get());
   auto expected = [&](std::int64_t k) {
     if (gather) return static_cast<float>(k / count + 1) * static_cast<float>(1 + ((k % count) & 7));
-    return static_cast<float>(n * (n + 1) / 2) * static_cast<float>(1 + (k & 7));
+    if (broadcast) return static_cast<float>(1 + (k & 7));
+    const std::int64_t at = scatter ? g_rank * out_count + k : k;
+    return static_cast<float>(n * (n + 1) / 2) * static_cast<float>(1 + (at & 7));
   };
-  auto ns = timed(sized(s, {3, 10, 200, 1.5}), true, [&](int) {
-    out[0] = out[out_count - 1] = -1;
+  Timing t = timed(sized(s, {3, 10, 200, 1.5}), true, [&](int) {
+    if (out != in) out[0] = out[out_count - 1] = -1;
     const auto start = Clock::now();
     if (gather) {
       MPI_Allgather(in, static_cast<int>(count), MPI_FLOAT, out, static_cast<int>(count), MPI_FLOAT, MPI_COMM_WORLD);
+    } else if (scatter) {
+      MPI_Reduce_scatter_block(in, out, static_cast<int>(out_count), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    } else if (broadcast) {
+      MPI_Bcast(out, static_cast<int>(count), MPI_FLOAT, 0, MPI_COMM_WORLD);
     } else {
       MPI_Allreduce(in, out, static_cast<int>(count), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
     }
@@ -422,7 +479,8 @@ void collective(const Settings& s, const std::string& name, int n) {
   });
   for (std::int64_t k = 0; k < out_count; ++k)
     if (out[k] != expected(k)) fail(name, "wrong element " + std::to_string(k));
-  report(s, name, n, bytes, slowest_of(ns), Unit::ms);
+  const double cpu = world_cpu_us(t.cpu_ns, t.ns.size());
+  report(s, name, n, bytes, slowest_of(t.ns), Unit::ms, cpu);
 }
 
 // (c) tp 2 x pp 2: ranks 0 and 1 hold the same tensor and send it to rank 2 and 3, as halves
@@ -440,7 +498,7 @@ void send_allgather(const Settings& s) {
     const Plan plan = sized(s, {2, 5, 100, 1.5});
     Buffer last;
     int final_iteration = 0;
-    auto ns = timed(plan, true, [&](int i) {
+    Timing t = timed(plan, true, [&](int i) {
       final_iteration = i;
       if (sender) {
         Entry& t = dict[0];
@@ -485,7 +543,8 @@ void send_allgather(const Settings& s) {
       expect(std::memcmp(last.get(), expected.data.get(), expected.nbytes) == 0, name,
              "the tensor gathered last differs from the one sent");
     }
-    report(s, name, 4, bytes, slowest_of(ns), Unit::ms);
+    const double cpu = world_cpu_us(t.cpu_ns, t.ns.size());
+    report(s, name, 4, bytes, slowest_of(t.ns), Unit::ms, cpu);
   }
   MPI_Comm_free(&tp);
 }
@@ -495,7 +554,7 @@ void broadcast_object(const Settings& s, int n) {
   const char* name = "broadcast_object";
   std::vector<unsigned char> object(1024);
   for (std::size_t k = 0; k < object.size(); ++k) object[k] = static_cast<unsigned char>(k * 7);
-  auto ns = timed(sized(s, {100, 1000, 10000, 1.0}), true, [&](int i) {
+  Timing t = timed(sized(s, {100, 1000, 10000, 1.0}), true, [&](int i) {
     std::memcpy(object.data(), &i, 4);
     const auto start = Clock::now();
     std::int64_t length = g_rank == 0 ? static_cast<std::int64_t>(object.size()) + 8 : 0;
@@ -514,13 +573,106 @@ void broadcast_object(const Settings& s, int n) {
     expect(got == object, name, "wrong object");
     return took;
   });
-  report(s, name, n, 1024, slowest_of(ns), Unit::us);
+  const double cpu = world_cpu_us(t.cpu_ns, t.ns.size());
+  report(s, name, n, 1024, slowest_of(t.ns), Unit::us, cpu);
+}
+
+// (a) oversubscribed: ranks in pairs (0-1, 2-3, ...), every pair doing round trips at once; the
+// samples of every pair's sender, CPU per round trip.
+void dict_roundtrip_pairs(const Settings& s, int n) {
+  const char* name = "dict_roundtrip_pairs";
+  const int peer = g_rank ^ 1;
+  const bool sender = g_rank % 2 == 0;
+  Dict dict;
+  for (const auto& [key, seed] : {std::pair{"input_ids", 1.f}, {"positions", 2.f}, {"hidden_states", 3.f},
+                                  {"residual", 4.f}})
+    dict.push_back(tensor_entry(key, 256, seed));
+  Entry step;
+  step.key = "step";
+  step.kind = Kind::integer;
+  dict.push_back(std::move(step));
+  Timing t = timed(sized(s, {200, 1000, 20000, 1.0}), false, [&](int i) {
+    const auto start = Clock::now();
+    if (sender) {
+      dict[4].integer = i;
+      send_dict(dict, peer, MPI_COMM_WORLD);
+      Dict back = recv_dict(peer, MPI_COMM_WORLD);
+      const double took = since_ns(start);
+      expect(same(back, dict), name, "the dict that came back differs from the one sent");
+      return took;
+    }
+    Dict got = recv_dict(peer, MPI_COMM_WORLD);
+    send_dict(got, peer, MPI_COMM_WORLD);
+    return since_ns(start);
+  });
+  const double cpu = world_cpu_us(t.cpu_ns, t.ns.size());
+  std::vector<double> all(t.ns.size() * static_cast<std::size_t>(n));
+  MPI_Gather(t.ns.data(), static_cast<int>(t.ns.size()), MPI_DOUBLE, all.data(), static_cast<int>(t.ns.size()),
+             MPI_DOUBLE, 0, MPI_COMM_WORLD);
+  std::vector<double> senders;
+  for (int k = 0; k < n; k += 2)
+    senders.insert(senders.end(), all.begin() + static_cast<std::ptrdiff_t>(k * t.ns.size()),
+                   all.begin() + static_cast<std::ptrdiff_t>((k + 1) * t.ns.size()));
+  report(s, name, n, 4 * 256, std::move(senders), Unit::us, cpu / (n / 2));
+}
+
+// What a wait costs, as in rankmesh bench: rank 1 in MPI_Recv for 2 s while rank 0 sleeps
+// (parked_wait: % of a core), then 500 waits for a message sent 1 ms after rank 1 asked for it
+// (wait_1ms: rank 1's CPU per wait in cpu_us).
+void idle_wait(const Settings& s) {
+  const auto parked_for = s.quick ? std::chrono::milliseconds(200) : std::chrono::seconds(2);
+  MPI_Barrier(MPI_COMM_WORLD);
+  std::int32_t value = 1;
+  double parked[2] = {0, 0};  // rank 1's CPU and wall time
+  if (g_rank == 0) {
+    std::this_thread::sleep_for(parked_for);
+    send_ack(value, 1, MPI_COMM_WORLD);
+  } else {
+    const auto start = Clock::now();
+    const double cpu_start = process_cpu_ns();
+    value = recv_ack(0, MPI_COMM_WORLD);
+    parked[0] = process_cpu_ns() - cpu_start;
+    parked[1] = since_ns(start);
+    send_bytes(parked, sizeof parked, 0, kTagAck, MPI_COMM_WORLD);
+  }
+  if (g_rank == 0) {
+    recv_bytes(parked, sizeof parked, 1, kTagAck, MPI_COMM_WORLD);
+    const double percent = 100 * parked[0] / parked[1];
+    write_line(s, "parked_wait", 2, 0, percent, percent, percent, percent, "% core", 1, parked[0] / 1e3);
+  }
+  const int waits = s.quick ? 20 : 500;
+  std::vector<double> ns(static_cast<std::size_t>(waits));
+  double cpu_ns = 0;
+  for (int i = 0; i < waits; ++i) {
+    if (g_rank == 0) {
+      expect(recv_ack(1, MPI_COMM_WORLD) == i, "wait_1ms", "wrong request");
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      send_ack(i, 1, MPI_COMM_WORLD);
+      continue;
+    }
+    send_ack(i, 0, MPI_COMM_WORLD);
+    const auto start = Clock::now();
+    const double cpu_start = process_cpu_ns();
+    const std::int32_t got = recv_ack(0, MPI_COMM_WORLD);
+    cpu_ns += process_cpu_ns() - cpu_start;
+    ns[static_cast<std::size_t>(i)] = since_ns(start);
+    expect(got == i, "wait_1ms", "wrong object");
+  }
+  if (g_rank == 1) {
+    send_bytes(ns.data(), ns.size() * sizeof(double), 0, kTagAck, MPI_COMM_WORLD);
+    send_bytes(&cpu_ns, sizeof cpu_ns, 0, kTagAck, MPI_COMM_WORLD);
+  } else {
+    recv_bytes(ns.data(), ns.size() * sizeof(double), 1, kTagAck, MPI_COMM_WORLD);
+    recv_bytes(&cpu_ns, sizeof cpu_ns, 1, kTagAck, MPI_COMM_WORLD);
+    report(s, "wait_1ms", 2, 8, std::move(ns), Unit::us, cpu_ns / 1e3 / waits);
+  }
 }
 
 std::set<std::string> parse_only(const std::string& text) {
   const std::pair<const char*, std::vector<std::string>> letters[] = {
       {"a", {"dict_roundtrip"}}, {"b", {"dict_one_way"}}, {"c", {"send_allgather"}},
-      {"d", {"all_gather", "all_reduce"}}, {"e", {"broadcast_object"}}, {"f", {"p2p_latency"}}};
+      {"d", {"all_gather", "all_reduce", "reduce_scatter", "broadcast"}},
+      {"e", {"broadcast_object"}}, {"f", {"p2p_latency"}}};
   std::set<std::string> only;
   std::stringstream in(text);
   for (std::string item; std::getline(in, item, ',');) {
@@ -557,8 +709,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (n != 2 && n != 4) {
-    if (g_rank == 0) std::fprintf(stderr, "mpi_bench: runs on 2 or 4 ranks, not %d\n", n);
+  if (n != 2 && n != 4 && n != 16) {
+    if (g_rank == 0) std::fprintf(stderr, "mpi_bench: runs on 2, 4 or 16 ranks, not %d\n", n);
     MPI_Finalize();
     return 2;
   }
@@ -569,11 +721,11 @@ int main(int argc, char** argv) {
       one_way(s, "dict_one_way", big, false, Unit::gbps);
       one_way(s, "dict_one_way_reuse", big, true, Unit::gbps);
     }
-  } else if (s.selected("send_allgather")) {
+  } else if (n == 4 && s.selected("send_allgather")) {
     send_allgather(s);
   }
-  if (s.selected("all_gather")) collective(s, "all_gather", n);
-  if (s.selected("all_reduce")) collective(s, "all_reduce", n);
+  for (const char* name : {"all_gather", "all_reduce", "reduce_scatter", "broadcast"})
+    if (n <= 4 && s.selected(name)) collective(s, name, n);
   if (n == 2 && s.selected("p2p_latency")) {
     std::vector<std::int64_t> sizes;
     if (s.quick) {
@@ -585,6 +737,8 @@ int main(int argc, char** argv) {
     for (std::int64_t b : sizes) one_way(s, "p2p_latency", b, false, Unit::us);
   }
   if (n == 4 && s.selected("broadcast_object")) broadcast_object(s, n);
+  if (n >= 4 && s.selected("dict_roundtrip_pairs")) dict_roundtrip_pairs(s, n);
+  if (n == 2 && s.selected("idle_wait")) idle_wait(s);
   MPI_Finalize();
   return 0;
 }

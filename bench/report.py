@@ -1,5 +1,6 @@
 """Compares rankmesh bench with the MPI program: a markdown table of rankmesh/MPI ratios against
-the targets of issue 5, a latency table, and an SVG chart of latency against size.
+the targets of issue 5 (each side's median, p99 and CPU time per iteration), a table of what
+waiting costs in CPU, a latency table, and an SVG chart of latency against size.
 
 usage: /usr/bin/python3 bench/report.py RANKMESH_JSON MPI_JSON [--svg FILE] [--markdown FILE]
                                         [--require rankmesh|mpi ...] [--python PYTHON_JSON]
@@ -58,12 +59,25 @@ def size_text(b):
     return f"{b} B"
 
 
-def value_text(m):
-    if m is None:
-        return "—"
-    v = m["median"]
+def number_text(v, unit):
     digits = 3 if v < 10 else (1 if v < 1000 else 0)
-    return f"{v:.{digits}f} {m['unit'].replace('us', 'µs')}"
+    return f"{v:.{digits}f} {unit.replace('us', 'µs')}"
+
+
+def value_text(m):
+    return "—" if m is None else number_text(m["median"], m["unit"])
+
+
+def p99_text(m):
+    return "—" if m is None or "p99" not in m else number_text(m["p99"], m["unit"])
+
+
+def cpu_text(m):
+    """CPU time per iteration of all the world's processes (cpu_us), in µs or ms."""
+    if m is None or "cpu_us" not in m:
+        return "—"
+    us = m["cpu_us"]
+    return number_text(us / 1000, "ms") if us >= 1000 else number_text(us, "us")
 
 
 class Report:
@@ -97,7 +111,8 @@ class Report:
             verdict = "failed"
             if target is not None:
                 self.verdicts.append((f"{label} {transport}", False, "failed"))
-        self.rows.append((label, transport, str(ranks), size_text(size), self.cell(rm, name, transport, ranks), mpi_label,
+        self.rows.append((label, transport, str(ranks), size_text(size), self.cell(rm, name, transport, ranks),
+                          p99_text(rm), cpu_text(rm), mpi_label, p99_text(mpi), cpu_text(mpi),
                           "—" if ratio is None else f"{ratio:.2f}", target_text, verdict))
 
     def absolute(self, label, transport, ranks, size, rm, limit, unit, mpi=None, mpi_transport=None,
@@ -113,7 +128,8 @@ class Report:
         ratio = rm["median"] / mpi["median"] if rm and mpi and mpi["median"] > 0 else None
         mpi_label = value_text(mpi) + (f" ({mpi_transport})" if mpi and mpi_transport else "")
         self.rows.append((label, transport, str(ranks), size_text(size), self.cell(rm, name, transport, ranks),
-                          mpi_label, "—" if ratio is None else f"{ratio:.2f}", f"≤ {limit} {unit}", verdict))
+                          p99_text(rm), cpu_text(rm), mpi_label, p99_text(mpi), cpu_text(mpi),
+                          "—" if ratio is None else f"{ratio:.2f}", f"≤ {limit} {unit}", verdict))
 
     def self_ratio(self, label, transport, ranks, size_text_, rm_a, rm_b, limit, what, name=None):
         """A target on rankmesh alone: rm_a / rm_b <= limit."""
@@ -127,8 +143,9 @@ class Report:
             holds = ratio <= limit
             verdict = "holds" if holds else "not yet"
             self.verdicts.append((f"{label} {transport}", holds, f"{ratio:.2f}×"))
-        self.rows.append((label, transport, str(ranks), size_text_, self.cell(rm_a, name, transport, ranks), "—",
-                          ratio_text, f"≤ {limit}× {what}", verdict))
+        self.rows.append((label, transport, str(ranks), size_text_, self.cell(rm_a, name, transport, ranks),
+                          p99_text(rm_a), cpu_text(rm_a), "—", "—", "—", ratio_text, f"≤ {limit}× {what}",
+                          verdict))
 
     def build(self):
         g = self.get
@@ -182,14 +199,24 @@ class Report:
             best = min((m for m in (sliced, whole) if m), key=lambda m: m["median"], default=None)
             self.self_ratio("(c) chosen path", t, 4, size_text(size), auto, best, 1.05,
                             "the better of the two", name="send_allgather")
-        # (d)
-        for name in ("all_gather", "all_reduce"):
+        # (a) oversubscribed: pairs doing round trips at once, 4 and 16 ranks on this machine's cores
+        for ranks in (4, 16):
+            for t in TRANSPORTS:
+                mpi_t = "shm" if t == "inproc" else t
+                size = any_size("dict_roundtrip_pairs", t, ranks) or 1024
+                self.row(f"(a) dict round trip, {ranks // 2} pairs", t, ranks, size,
+                         g("rankmesh", "dict_roundtrip_pairs", t, ranks, size),
+                         g("mpi", "dict_roundtrip_pairs", mpi_t, ranks, size),
+                         mpi_transport=mpi_t if t == "inproc" else None, name="dict_roundtrip_pairs")
+        # (d), reduce_scatter and broadcast measured without a target
+        for name in ("all_gather", "all_reduce", "reduce_scatter", "broadcast"):
             for ranks in (2, 4):
                 for t in TRANSPORTS:
                     size = any_size(name, t, ranks) or mib16
                     mpi_t = "shm" if t == "inproc" else t
+                    target = None if t == "inproc" or name in ("reduce_scatter", "broadcast") else 1.2
                     self.row(f"(d) {name}", t, ranks, size, g("rankmesh", name, t, ranks, size),
-                             g("mpi", name, mpi_t, ranks, size), None if t == "inproc" else 1.2,
+                             g("mpi", name, mpi_t, ranks, size), target,
                              mpi_transport=mpi_t if t == "inproc" else None, name=name)
         # (e)
         for t in TRANSPORTS:
@@ -197,6 +224,15 @@ class Report:
             self.row("(e) broadcast_object", t, 4, 1024, g("rankmesh", "broadcast_object", t, 4, 1024),
                      g("mpi", "broadcast_object", mpi_t, 4, 1024),
                      mpi_transport=mpi_t if t == "inproc" else None, name="broadcast_object")
+        # (f) p2p latency at every size measured (the latency table below: the medians alone)
+        for t in TRANSPORTS:
+            mpi_t = "shm" if t == "inproc" else t
+            sizes = sorted({s for (lib, n, tt, r, s) in self.data
+                            if n == "p2p_latency" and (lib, tt) in (("rankmesh", t), ("mpi", mpi_t))})
+            for size in sizes:
+                self.row("(f) p2p latency", t, 2, size, g("rankmesh", "p2p_latency", t, 2, size),
+                         g("mpi", "p2p_latency", mpi_t, 2, size),
+                         mpi_transport=mpi_t if t == "inproc" else None, name="p2p_latency")
         # inproc donation
         small = g("rankmesh", "p2p_donated", "inproc", 2, 64)
         big_size = max((s for (lib, n, t, r, s) in self.data if n == "p2p_donated"), default=mib64)
@@ -205,11 +241,38 @@ class Report:
                         "the 64 B one", name="p2p_donated")
 
     def table(self):
-        head = ("measurement", "transport", "ranks", "size", "rankmesh", "MPI", "rankmesh/MPI",
-                "target", "verdict")
+        head = ("measurement", "transport", "ranks", "size", "rankmesh", "p99", "CPU/iter", "MPI", "p99",
+                "CPU/iter", "rankmesh/MPI", "target", "verdict")
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in self.rows:
             lines.append("| " + " | ".join(r) + " |")
+        return "\n".join(lines)
+
+    def waiting_table(self):
+        """What a wait costs in CPU: a rank parked for seconds (% of a core, target < 1%), and a
+        1 ms wait (CPU per wait), under the default spin and spin 0, against MPI's."""
+        g = self.get
+        if not any(n.startswith(("parked_wait", "wait_1ms")) for (_, n, _, _, _) in self.data):
+            return ""
+        head = ("transport", "parked: rankmesh", "spin 0", "MPI", "verdict (< 1% of a core)",
+                "1 ms wait, CPU per wait: rankmesh", "spin 0", "MPI", "its time: rankmesh", "MPI")
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for t in TRANSPORTS:
+            mpi_t = "shm" if t == "inproc" else t
+            parked, parked0 = g("rankmesh", "parked_wait", t, 2, 0), g("rankmesh", "parked_wait_spin0", t, 2, 0)
+            mpi_parked = g("mpi", "parked_wait", mpi_t, 2, 0)
+            wait, wait0 = g("rankmesh", "wait_1ms", t, 2, 8), g("rankmesh", "wait_1ms_spin0", t, 2, 8)
+            mpi_wait = g("mpi", "wait_1ms", mpi_t, 2, 8)
+            verdict = ""
+            if parked:
+                holds = parked["median"] < 1
+                verdict = "holds" if holds else "not yet"
+                self.verdicts.append((f"parked wait {t} < 1% of a core", holds, f"{parked['median']:.2f}%"))
+            pct = lambda m: "—" if m is None else f"{m['median']:.2f}%"
+            mpi_suffix = f" ({mpi_t})" if t == "inproc" else ""
+            lines.append(f"| {t} | {pct(parked)} | {pct(parked0)} | {pct(mpi_parked)}{mpi_suffix} | {verdict} | "
+                         f"{cpu_text(wait)} | {cpu_text(wait0)} | {cpu_text(mpi_wait)}{mpi_suffix} | "
+                         f"{value_text(wait)} | {value_text(mpi_wait)} |")
         return "\n".join(lines)
 
     def latency_table(self):
@@ -400,16 +463,24 @@ def python_section(data, errors):
 # What each library writes: (name, transports, ranks).
 EXPECTED = {
     "rankmesh": [(n, TRANSPORTS, 2) for n in ("dict_roundtrip", "dict_one_way", "dict_one_way_donated",
-                                              "all_gather", "all_reduce", "p2p_latency")]
+                                              "all_gather", "all_reduce", "reduce_scatter", "broadcast",
+                                              "p2p_latency", "parked_wait", "parked_wait_spin0",
+                                              "wait_1ms", "wait_1ms_spin0")]
     + [("p2p_donated", ["inproc"], 2)]
     + [(n, TRANSPORTS, 4) for n in ("send_allgather_auto", "send_allgather_sliced",
                                     "send_allgather_whole", "all_gather", "all_reduce",
-                                    "broadcast_object")],
+                                    "reduce_scatter", "broadcast", "broadcast_object",
+                                    "dict_roundtrip_pairs")]
+    + [("dict_roundtrip_pairs", TRANSPORTS, 16)],
     "mpi": [(n, ["shm", "tcp"], 2) for n in ("dict_roundtrip", "dict_one_way", "dict_one_way_reuse",
-                                             "all_gather", "all_reduce", "p2p_latency")]
+                                             "all_gather", "all_reduce", "reduce_scatter", "broadcast",
+                                             "p2p_latency", "parked_wait", "wait_1ms")]
     + [(n, ["shm", "tcp"], 4) for n in ("send_allgather_sliced", "send_allgather_whole",
-                                        "all_gather", "all_reduce", "broadcast_object")],
+                                        "all_gather", "all_reduce", "reduce_scatter", "broadcast",
+                                        "broadcast_object", "dict_roundtrip_pairs")],
 }
+# Fields every measurement carries besides its median.
+REQUIRED_FIELDS = ("p99", "cpu_us")
 
 
 def missing(data, library):
@@ -422,6 +493,9 @@ def missing(data, library):
                 gaps.append(f"{library} {name} {t} {ranks} ranks")
             gaps += [f"{library} {name} {t} {ranks} ranks: median {m['median']}"
                      for m in found if not (m["median"] > 0 and math.isfinite(m["median"]))]
+            gaps += [f"{library} {name} {t} {ranks} ranks: no {field}"
+                     for m in found for field in REQUIRED_FIELDS
+                     if not (field in m and m[field] >= 0 and math.isfinite(m[field]))]
     return gaps
 
 
@@ -442,8 +516,18 @@ def main():
     report.build()
     python_text, python_verdicts = python_section(data, errors)
     report.verdicts += python_verdicts
-    text = ("Ratios are rankmesh's median over MPI's: for times lower is better, for GB/s higher.\n\n"
-            + report.table() + "\n\n" + (python_text + "\n" if python_text else "")
+    waiting = report.waiting_table()
+    text = ("Ratios are rankmesh's median over MPI's: for times lower is better, for GB/s higher. "
+            "p99: the 99th percentile of the times (for GB/s, the rate of that time). CPU/iter: the "
+            "CPU time (user + system) of all the world's processes per iteration (collectives: "
+            "without the barriers between iterations; MPI's launcher daemon and rankmesh's "
+            "supervisor not counted).\n\n"
+            + report.table() + "\n\n"
+            + ("What waiting costs: a rank parked in a receive for 2 s (its process's CPU, % of one "
+               "core), and a receive that waits 1 ms for its message (its process's CPU per wait), "
+               "under the default spin and with RANKMESH_SPIN_US=0:\n\n" + waiting + "\n\n"
+               if waiting else "")
+            + (python_text + "\n" if python_text else "")
             + "Latency (µs, median) against size, p2p:\n\n"
             + report.latency_table() + "\n")
     print(text)

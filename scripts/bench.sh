@@ -9,6 +9,7 @@
 # against the targets of issue 5 (also bench/results/table.md) and draws
 # bench/results/latency.svg. bench/python_vs_gloo.py measures rankmesh.distributed against vLLM's
 # gloo path (issue 11) into bench/results/python.json: its own table, and its latencies in the chart.
+# Every row carries p99 and the CPU time per iteration of all the world's processes (docs/bench/cpu.md).
 # --quick: tiny sizes and few iterations (seconds, not minutes).
 # RANKMESH_BUILD_DIR: build there instead of build/ (configured RelWithDebInfo).
 set -euo pipefail
@@ -59,6 +60,11 @@ for np in 2 4; do
   timeout 600 mpirun "${mpirun_flags[@]}" --mca btl self,tcp --mca btl_tcp_if_include lo -np "$np" \
     "$mpi_bench" "${quick[@]}" --transport tcp --json "$results/mpi.json" || status=1
 done
+echo "-- the small-dict round trip in pairs, 16 ranks on $(nproc) cores (oversubscribed)"
+timeout 600 mpirun "${mpirun_flags[@]}" --mca btl self,vader -np 16 \
+  "$mpi_bench" "${quick[@]}" --only dict_roundtrip_pairs --transport shm --json "$results/mpi.json" || status=1
+timeout 600 mpirun "${mpirun_flags[@]}" --mca btl self,tcp --mca btl_tcp_if_include lo -np 16 \
+  "$mpi_bench" "${quick[@]}" --only dict_roundtrip_pairs --transport tcp --json "$results/mpi.json" || status=1
 echo "== Python: rankmesh.distributed against torch.distributed over gloo, vLLM's path"
 timeout 600 /usr/bin/python3 bench/python_vs_gloo.py "${quick[@]}" --build-dir "$build" \
   --json "$results/python.json" || status=1

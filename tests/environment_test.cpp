@@ -9,6 +9,7 @@
 #include <string>
 
 #include "environment.hpp"
+#include "parker.hpp"
 #include "rankmesh/error.hpp"
 #include "rankmesh/runtime.hpp"
 
@@ -183,4 +184,29 @@ TEST_CASE("environment: RANKMESH_TIMEOUT_SCALE multiplies every default timeout,
   CHECK(plain.failure_timeout == std::chrono::seconds(2));  // the README's documented default
   CHECK(plain.join_timeout == std::chrono::seconds(30));
   if (saved) ::setenv("RANKMESH_TIMEOUT_SCALE", saved->c_str(), 1);
+}
+
+TEST_CASE("environment: RANKMESH_SPIN_US overrides RuntimeOptions::spin, and a bad value is an error naming it") {
+  ScopedEnvironment no_launcher({});
+  const char* before = std::getenv("RANKMESH_SPIN_US");
+  const std::optional<std::string> saved = before ? std::optional<std::string>(before) : std::nullopt;
+  RuntimeOptions options;
+  options.spin = std::chrono::microseconds(50);
+  ::setenv("RANKMESH_SPIN_US", "7", 1);
+  { Runtime runtime(options); CHECK(spin_budget() == std::chrono::microseconds(7)); }
+  ::setenv("RANKMESH_SPIN_US", "0", 1);  // park at once
+  { Runtime runtime(options); CHECK(spin_budget() == std::chrono::nanoseconds::zero()); }
+  for (const char* bad : {"-1", "50us", "2000000"}) {
+    ::setenv("RANKMESH_SPIN_US", bad, 1);
+    try {
+      Runtime runtime(options);
+      FAIL("RANKMESH_SPIN_US=" << bad << " was accepted");
+    } catch (const Error& e) {
+      CHECK(e.code() == Errc::invalid_config);
+      CHECK(std::string(e.what()).find("RANKMESH_SPIN_US") != std::string::npos);
+    }
+  }
+  ::unsetenv("RANKMESH_SPIN_US");
+  { Runtime runtime(options); CHECK(spin_budget() == std::chrono::microseconds(50)); }
+  if (saved) ::setenv("RANKMESH_SPIN_US", saved->c_str(), 1);
 }

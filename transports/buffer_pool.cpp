@@ -1,13 +1,18 @@
 #include "buffer_pool.hpp"
 
+#include <malloc.h>
+#include <pthread.h>
 #include <sys/mman.h>
 
+#include <atomic>
 #include <bit>
 #include <cstdlib>
 #include <limits>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -46,6 +51,15 @@ void free_memory(void* data, std::size_t size) noexcept {
     munmap(data, size);
 }
 
+// Counts forks: a child inherits a pool whose trimmer thread it does not have, and must start
+// its own.
+std::atomic<std::uint64_t> g_forks{0};
+
+void count_forks() {
+  static std::once_flag once;
+  std::call_once(once, [] { pthread_atfork(nullptr, nullptr, [] { g_forks.fetch_add(1); }); });
+}
+
 }  // namespace
 
 struct BufferPool::State {
@@ -55,6 +69,7 @@ struct BufferPool::State {
     void* data;
     std::size_t size;
     std::shared_ptr<State> owner;
+    std::uint64_t cached_in = 0;  // the trimmer's round when the block last entered the cache
   };
 
   explicit State(BufferPoolOptions o) : options(o) {}
@@ -63,11 +78,21 @@ struct BufferPool::State {
   ~State();
 
   static void release(Block* block) noexcept;
+  // Starts the trimmer (none runs in this process); called with `mutex` held.
+  static void ensure_trimmer(const std::shared_ptr<State>& state) noexcept;
+  // The trimmer's loop: every idle_release, gives back the blocks cached before its previous
+  // round; ends once the cache is empty. It holds the state, so the pool outlives it.
+  static void trim_idle(std::shared_ptr<State> state) noexcept;
+  // Frees `blocks` (out of the cache already) and gives freed heap memory back to the system.
+  static void free_blocks(std::vector<Block*>& blocks) noexcept;
 
   BufferPoolOptions options;
   std::mutex mutex;
   std::unordered_map<std::size_t, std::vector<Block*>> free;
   Stats stats;
+  std::uint64_t round = 0;  // the trimmer's rounds so far
+  // The fork count when this process's trimmer started; none runs unless it equals g_forks.
+  std::optional<std::uint64_t> trimmer_forks;
 };
 
 BufferPool::State::~State() {
@@ -89,16 +114,67 @@ void BufferPool::State::release(Block* block) noexcept {
       try {
         owner->free[block->size].push_back(block);
         owner->stats.cached_bytes += block->size;
+        block->cached_in = owner->round;
         keep = true;
       } catch (const std::bad_alloc&) {
       }
     }
+    if (keep && owner->trimmer_forks != g_forks.load(std::memory_order_relaxed))
+      ensure_trimmer(owner);
   }
   if (!keep) {
     free_memory(block->data, block->size);
     delete block;
   }
   // `owner` goes last: when it was the final reference, the pool frees its cache now.
+}
+
+void BufferPool::State::ensure_trimmer(const std::shared_ptr<State>& state) noexcept {
+  const std::uint64_t forks = g_forks.load(std::memory_order_relaxed);
+  if (state->options.idle_release <= std::chrono::milliseconds::zero()) return;
+  try {
+    count_forks();
+    std::thread(trim_idle, state).detach();
+    state->trimmer_forks = forks;
+  } catch (...) {  // no thread to be had (system_error, bad_alloc): the cache waits for trim()
+  }
+}
+
+void BufferPool::State::trim_idle(std::shared_ptr<State> state) noexcept {
+  while (true) {
+    std::this_thread::sleep_for(state->options.idle_release);
+    std::vector<Block*> idle;
+    bool done = false;
+    {
+      std::lock_guard lock(state->mutex);
+      // The last reference: nobody can allocate from the pool any more.
+      const bool orphaned = state.use_count() == 1;
+      for (auto& [size, blocks] : state->free) {
+        std::erase_if(blocks, [&](Block* block) {
+          if (!orphaned && block->cached_in >= state->round) return false;  // since last round
+          idle.push_back(block);
+          state->stats.cached_bytes -= block->size;
+          ++state->stats.released;
+          return true;
+        });
+      }
+      ++state->round;
+      done = state->stats.cached_bytes == 0;
+      if (done) state->trimmer_forks.reset();
+    }
+    free_blocks(idle);
+    if (done) return;
+  }
+}
+
+void BufferPool::State::free_blocks(std::vector<Block*>& blocks) noexcept {
+  bool heap = false;
+  for (Block* block : blocks) {
+    heap = heap || block->size < kHugePage;
+    free_memory(block->data, block->size);
+    delete block;
+  }
+  if (heap) malloc_trim(0);  // free() keeps small blocks in the heap; hand its idle pages back
 }
 
 BufferPool::BufferPool(BufferPoolOptions options)
@@ -166,18 +242,14 @@ BufferPool::Stats BufferPool::stats() const {
 }
 
 void BufferPool::trim() const {
-  std::unordered_map<std::size_t, std::vector<State::Block*>> blocks;
+  std::vector<State::Block*> blocks;
   {
     std::lock_guard lock(state_->mutex);
-    blocks.swap(state_->free);
+    for (auto& [size, list] : state_->free) blocks.insert(blocks.end(), list.begin(), list.end());
+    state_->free.clear();
     state_->stats.cached_bytes = 0;
   }
-  for (auto& [size, list] : blocks) {
-    for (State::Block* block : list) {
-      free_memory(block->data, size);
-      delete block;
-    }
-  }
+  State::free_blocks(blocks);
 }
 
 BufferPool shared_buffer_pool() {

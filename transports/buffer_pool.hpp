@@ -2,8 +2,14 @@
 // 4 KiB pages runs at a fraction of the speed of one into warm memory, so receives take their
 // memory from here: large blocks are backed by transparent huge pages, and every block returns
 // to the pool when the last Tensor sharing it goes away.
+//
+// Bounded: the cache holds at most max_cached_bytes (1 GiB by default; a block that would exceed
+// it is freed at once), and a block left unused in the cache for idle_release (2 s by default) to
+// twice that goes back to the system, so a process that stops receiving gives its burst's
+// memory back. A trimmer thread runs while the cache holds blocks and ends when it is empty.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -16,6 +22,9 @@ namespace rankmesh {
 struct BufferPoolOptions {
   // Blocks kept for reuse beyond this total are given back to the system instead.
   std::size_t max_cached_bytes = std::size_t{1} << 30;
+  // Cached blocks unused from this long to twice this long are given back to the system;
+  // zero: kept until trim().
+  std::chrono::milliseconds idle_release{2000};
 };
 
 // A handle to a pool (copies share it). Thread-safe. The pool's memory lives as long as the
@@ -40,6 +49,7 @@ public:
     std::size_t in_use_bytes = 0;  // in blocks held by tensors
     std::uint64_t reused = 0;      // allocations served by a recycled block
     std::uint64_t fresh = 0;       // allocations that needed new memory
+    std::uint64_t released = 0;    // cached blocks given back to the system for being idle
   };
   Stats stats() const;
   // Gives every cached block back to the system.

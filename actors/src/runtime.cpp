@@ -1,6 +1,7 @@
 #include "rankmesh/runtime.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
@@ -43,6 +44,21 @@ SpinPolicy spin_policy(std::chrono::microseconds spin, int processes_on_node) {
   const int share = cores / std::max(1, processes_on_node);
   if (share == 0) return SpinPolicy{std::chrono::nanoseconds::zero(), 1};
   return SpinPolicy{spin, share};
+}
+
+// RANKMESH_SPIN_US overrides RuntimeOptions::spin, launched or embedded: the trade-off between
+// latency and idle CPU is the operator's to choose without rebuilding the engine.
+std::chrono::microseconds spin_from_environment(std::chrono::microseconds spin) {
+  const char* text = std::getenv("RANKMESH_SPIN_US");
+  if (text == nullptr || *text == '\0') return spin;
+  char* end = nullptr;
+  errno = 0;
+  const long long us = std::strtoll(text, &end, 10);
+  if (*end != '\0' || errno != 0 || us < 0 || us > 1'000'000)
+    throw Error(Errc::invalid_config, std::string("RANKMESH_SPIN_US must be a whole number of "
+                                                  "microseconds from 0 to 1000000, got '") +
+                                          text + "'");
+  return std::chrono::microseconds(us);
 }
 
 caf::actor_system_config& configure(caf::actor_system_config& cfg, const RuntimeOptions& options) {
@@ -275,6 +291,7 @@ Runtime::Runtime(RuntimeOptions options) {
   // Received data lands in recycled (large: huge-page) blocks, not fresh pages per message.
   if (!options.allocator) options.allocator = shared_buffer_pool().allocator();
   if (!options.log) options.log = default_log;
+  options.spin = spin_from_environment(options.spin);
   set_spin_policy(spin_policy(options.spin, place ? place->local_world_size : 1));
   impl_ = std::make_unique<Impl>(std::move(options));
   const int world = place ? place->world_size : impl_->options.world_size;

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <system_error>
@@ -36,26 +37,31 @@ constexpr const char* kHelp =
     "                      [--timeout-s S] [--spin-us U]\n"
     "Measures rankmesh on inproc (ranks in this process), shm and tcp (ranks in processes started\n"
     "by rankmesh launch, RANKMESH_TRANSPORT forced) and prints one JSON object per measurement:\n"
-    "name, library, transport, ranks, size (bytes), median, min, max, unit, iterations; a\n"
+    "name, library, transport, ranks, size (bytes), median, p99, min, max, unit, iterations,\n"
+    "cpu_us (CPU time of all the world's processes per iteration, user + system); a\n"
     "benchmark that fails gives {name, library, transport, ranks, error} instead, the others go\n"
     "on, and the exit status is 1. Each benchmark runs in a world of its own.\n"
     "  --quick        tiny sizes and few iterations (proves every benchmark runs)\n"
     "  --json FILE    write the JSON lines to FILE and a readable line per measurement to stdout\n"
     "  --only NAMES   comma-separated patterns or the issue's letters:\n"
-    "                 dict_roundtrip (a), dict_one_way (b), send_allgather (c), all_gather and\n"
-    "                 all_reduce (d), broadcast_object (e), p2p_latency (f), p2p_donated\n"
+    "                 dict_roundtrip (a), dict_one_way (b), send_allgather (c), all_gather,\n"
+    "                 all_reduce, reduce_scatter and broadcast (d), broadcast_object (e),\n"
+    "                 p2p_latency (f), p2p_donated, dict_roundtrip_pairs (a on 4 and 16 ranks\n"
+    "                 in pairs), idle_wait (a parked wait's CPU; run again with spin 0)\n"
     "  --transport L  comma-separated subset of inproc,shm,tcp (default: all three)\n"
     "  --timeout-s S  bound on each benchmark's world (default 300, 120 with --quick)\n"
-    "  --spin-us U    RuntimeOptions::spin, how long a waiting rank spins before it parks\n"
-    "                 (default: the runtime's, 50)\n";
+    "  --spin-us U    how long a waiting rank spins before it parks, given to every world as\n"
+    "                 RANKMESH_SPIN_US (default: the environment's, else the runtime's 50)\n";
 
 const std::map<std::string, std::vector<std::string>> kLetters = {
     {"a", {"dict_roundtrip"}}, {"b", {"dict_one_way"}},     {"c", {"send_allgather"}},
-    {"d", {"all_gather", "all_reduce"}}, {"e", {"broadcast_object"}}, {"f", {"p2p_latency"}},
+    {"d", {"all_gather", "all_reduce", "reduce_scatter", "broadcast"}},
+    {"e", {"broadcast_object"}}, {"f", {"p2p_latency"}},
 };
-const std::set<std::string> kPatterns = {"dict_roundtrip", "dict_one_way", "send_allgather",
-                                         "all_gather",     "all_reduce",   "broadcast_object",
-                                         "p2p_latency",    "p2p_donated"};
+const std::set<std::string> kPatterns = {
+    "dict_roundtrip", "dict_one_way",     "send_allgather", "all_gather",
+    "all_reduce",     "reduce_scatter",   "broadcast",      "broadcast_object",
+    "p2p_latency",    "p2p_donated",      "idle_wait",      "dict_roundtrip_pairs"};
 
 // A line of the worker's output file that reports a failure rather than a measurement.
 constexpr const char* kErrorPrefix = "error: ";
@@ -137,12 +143,39 @@ void log_line(const std::string& line) {
   std::fprintf(stderr, "%s\n", line.c_str());
 }
 
+// --spin-us reaches every world as RANKMESH_SPIN_US, which would otherwise override it.
+constexpr const char* kSpinVariable = "RANKMESH_SPIN_US";
+
+// Sets RANKMESH_SPIN_US to `spin` (when given) for its lifetime, then puts back what was there.
+class SpinEnvironment {
+public:
+  explicit SpinEnvironment(const std::optional<std::chrono::microseconds>& spin) {
+    if (!spin) return;
+    if (const char* value = std::getenv(kSpinVariable)) saved_ = value;
+    setenv(kSpinVariable, std::to_string(spin->count()).c_str(), 1);
+    set_ = true;
+  }
+  ~SpinEnvironment() {
+    if (!set_) return;
+    if (saved_) setenv(kSpinVariable, saved_->c_str(), 1);
+    else unsetenv(kSpinVariable);
+  }
+  SpinEnvironment(const SpinEnvironment&) = delete;
+  SpinEnvironment& operator=(const SpinEnvironment&) = delete;
+
+private:
+  bool set_ = false;
+  std::optional<std::string> saved_;
+};
+
 // A world of `ranks` inside this process; the measurements of rank 0. `timeout` aborts it.
 std::vector<bench::Measurement> run_inproc(int ranks, const bench::Settings& settings,
                                            std::chrono::seconds timeout, std::string& error) {
+  const SpinEnvironment spin(settings.spin);
   RuntimeOptions options;
-  if (settings.spin) options.spin = *settings.spin;
   options.world_size = ranks;
+  bench::Settings one_process = settings;
+  one_process.one_process = true;
   options.timeout = bench_timeout();
   options.log = log_line;
   Runtime runtime(options);
@@ -160,7 +193,7 @@ std::vector<bench::Measurement> run_inproc(int ranks, const bench::Settings& set
   for (int r : runtime.local_ranks())
     threads.emplace_back([&, r] {
       try {
-        bench::run_patterns(runtime.rank(r), settings,
+        bench::run_patterns(runtime.rank(r), one_process,
                             [&](const bench::Measurement& m) { results.push_back(m); });
       } catch (const std::exception& e) {
         errors[static_cast<std::size_t>(r)] = e.what();
@@ -201,9 +234,13 @@ std::vector<std::string> run_launched(int ranks, const bench::Settings& settings
     args.push_back(std::to_string(settings.spin->count()));
   }
   std::vector<std::string> env;
+  const std::string spin_prefix = std::string(kSpinVariable) + "=";
   for (char** e = environ; *e; ++e)
-    if (std::strncmp(*e, "RANKMESH_TRANSPORT=", 19) != 0) env.emplace_back(*e);
+    if (std::strncmp(*e, "RANKMESH_TRANSPORT=", 19) != 0 &&
+        !(settings.spin && std::strncmp(*e, spin_prefix.c_str(), spin_prefix.size()) == 0))
+      env.emplace_back(*e);
   env.push_back("RANKMESH_TRANSPORT=" + settings.transport);
+  if (settings.spin) env.push_back(spin_prefix + std::to_string(settings.spin->count()));
   std::vector<char*> argv, envp;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -242,8 +279,7 @@ int worker(const std::string& out_path, const bench::Settings& given) {
   bench::Settings settings = given;
   const char* transport = std::getenv("RANKMESH_TRANSPORT");
   settings.transport = transport && *transport ? transport : "auto";
-  RuntimeOptions options;
-  if (settings.spin) options.spin = *settings.spin;
+  RuntimeOptions options;  // the spin: RANKMESH_SPIN_US, set by the driver
   options.timeout = bench_timeout();
   options.log = log_line;
   Runtime runtime(options);
@@ -270,9 +306,12 @@ std::string readable(const bench::Measurement& m) {
     std::snprintf(line, sizeof line, "%-22s %-6s %d ranks  FAILED", m.name.c_str(), m.transport.c_str(), m.ranks);
     return line;
   }
-  std::snprintf(line, sizeof line, "%-22s %-6s %d ranks %10lld B  median %10.4g %-4s (min %.4g, max %.4g) x%lld",
+  std::snprintf(line, sizeof line,
+                "%-22s %-6s %2d ranks %10lld B  median %10.4g %-6s p99 %.4g (min %.4g, max %.4g) "
+                "x%lld, CPU %.4g us/iteration",
                 m.name.c_str(), m.transport.c_str(), m.ranks, static_cast<long long>(m.size),
-                m.median, m.unit.c_str(), m.min, m.max, static_cast<long long>(m.iterations));
+                m.median, m.unit.c_str(), m.p99, m.min, m.max, static_cast<long long>(m.iterations),
+                m.cpu_us);
   return line;
 }
 
@@ -294,6 +333,8 @@ bench::Measurement from_json(const std::string& line) {
   m.ranks = std::atoi(field("ranks").c_str());
   m.size = std::atoll(field("size").c_str());
   m.median = std::atof(field("median").c_str());
+  m.p99 = std::atof(field("p99").c_str());
+  m.cpu_us = std::atof(field("cpu_us").c_str());
   m.min = std::atof(field("min").c_str());
   m.max = std::atof(field("max").c_str());
   m.unit = field("unit");
@@ -312,10 +353,15 @@ int bench_command(const std::vector<std::string>& argv) {
                  {"--quick"});
   bench::Settings settings;
   settings.quick = args.has("--quick");
-  if (auto spin = args.text("--spin-us")) {
+  // The spin the worlds run with, so that the measurements can say which (idle_wait's _spin0).
+  auto spin = args.text("--spin-us");
+  const char* spin_variable = std::getenv(kSpinVariable);
+  if (!spin && spin_variable && *spin_variable) spin = spin_variable;
+  if (spin) {
     const int us = std::atoi(spin->c_str());
     if (us < 0 || std::to_string(us) != *spin)
-      throw UsageError("--spin-us must be a whole number of microseconds, got '" + *spin + "'");
+      throw UsageError("--spin-us (or RANKMESH_SPIN_US) must be a whole number of microseconds, "
+                       "got '" + *spin + "'");
     settings.spin = std::chrono::microseconds(us);
   }
   settings.only = parse_only(args.text("--only"));
@@ -346,38 +392,46 @@ int bench_command(const std::vector<std::string>& argv) {
   // One world per benchmark, so that one that fails (its error goes into the output after the
   // numbers it took) costs no other its measurements.
   int failures = 0;
+  auto run_world = [&](const std::string& pattern, int ranks, const bench::Settings& one) {
+    const std::string& transport = one.transport;
+    std::fprintf(stderr, "rankmesh bench: %s, %s, %d ranks%s\n", pattern.c_str(),
+                 transport.c_str(), ranks, one.quick ? " (quick)" : "");
+    std::string error;
+    std::vector<std::string> lines;
+    try {
+      if (transport == "inproc") {
+        for (const auto& m : run_inproc(ranks, one, timeout, error))
+          lines.push_back(bench::to_json(m));
+      } else {
+        lines = run_launched(ranks, one, timeout, error);
+      }
+    } catch (const Error& e) {  // the world did not start
+      error = e.what();
+    }
+    if (!error.empty()) {
+      std::fprintf(stderr, "rankmesh bench: %s on %s with %d ranks failed: %s\n",
+                   pattern.c_str(), transport.c_str(), ranks, error.c_str());
+      lines.push_back(failure_json(pattern, transport, ranks, error));  // after what it took
+      ++failures;
+    }
+    for (const auto& line : lines) {
+      std::fprintf(json, "%s\n", line.c_str());
+      if (file) std::printf("%s\n", readable(from_json(line)).c_str());
+    }
+    std::fflush(json);
+    std::fflush(stdout);
+  };
   for (const std::string& transport : transports) {
-    for (int ranks : {2, 4}) {
+    for (int ranks : {2, 4, 16}) {
       settings.transport = transport;
       for (const std::string& pattern : bench::patterns_for(ranks, settings)) {
         bench::Settings one = settings;
         one.only = {pattern};
-        std::fprintf(stderr, "rankmesh bench: %s, %s, %d ranks%s\n", pattern.c_str(),
-                     transport.c_str(), ranks, settings.quick ? " (quick)" : "");
-        std::string error;
-        std::vector<std::string> lines;
-        try {
-          if (transport == "inproc") {
-            for (const auto& m : run_inproc(ranks, one, timeout, error))
-              lines.push_back(bench::to_json(m));
-          } else {
-            lines = run_launched(ranks, one, timeout, error);
-          }
-        } catch (const Error& e) {  // the world did not start
-          error = e.what();
+        run_world(pattern, ranks, one);
+        if (pattern == "idle_wait" && !(settings.spin && settings.spin->count() == 0)) {
+          one.spin = std::chrono::microseconds(0);  // what the spin costs: the same, no spin
+          run_world(pattern, ranks, one);
         }
-        if (!error.empty()) {
-          std::fprintf(stderr, "rankmesh bench: %s on %s with %d ranks failed: %s\n",
-                       pattern.c_str(), transport.c_str(), ranks, error.c_str());
-          lines.push_back(failure_json(pattern, transport, ranks, error));  // after what it took
-          ++failures;
-        }
-        for (const auto& line : lines) {
-          std::fprintf(json, "%s\n", line.c_str());
-          if (file) std::printf("%s\n", readable(from_json(line)).c_str());
-        }
-        std::fflush(json);
-        std::fflush(stdout);
       }
     }
   }

@@ -1,0 +1,74 @@
+// The buffer pool's bounds: what it caches stays under max_cached_bytes, and what sits unused
+// goes back to the system after idle_release (buffer_pool.hpp).
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <thread>
+#include <vector>
+
+#include "buffer_pool.hpp"
+
+using namespace rankmesh;
+using namespace std::chrono_literals;
+
+namespace {
+
+// This process's resident memory in bytes (/proc/self/statm's second field, in pages).
+std::size_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * 4096;
+}
+
+}  // namespace
+
+TEST_CASE("buffer pool: after a burst of large receives and an idle period, the memory goes back to the system") {
+  BufferPool pool(BufferPoolOptions{.idle_release = 100ms});
+  constexpr std::size_t kBlock = std::size_t{8} << 20;
+  constexpr int kBurst = 8;  // 64 MiB
+  const std::size_t before = resident_bytes();
+  {
+    std::vector<Tensor> burst;
+    for (int i = 0; i < kBurst; ++i) {
+      burst.push_back(pool.allocate({static_cast<std::int64_t>(kBlock)}, DType::u8));
+      std::memset(burst.back().data(), i, kBlock);  // received into: resident
+    }
+  }
+  CHECK(pool.stats().cached_bytes == kBurst * kBlock);  // kept for the next burst
+  CHECK(resident_bytes() >= before + kBurst * kBlock / 2);
+  // Idle from 100 to 200 ms: taken out of the cache by the trimmer's second round at the latest,
+  // and unmapped right after (the trimmer frees outside the pool's lock).
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  auto returned = [&] {
+    return pool.stats().cached_bytes == 0 && resident_bytes() < before + kBurst * kBlock / 4;
+  };
+  while (!returned() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(20ms);
+  CHECK(pool.stats().cached_bytes == 0);
+  CHECK(pool.stats().released == kBurst);
+  CHECK(resident_bytes() < before + kBurst * kBlock / 4);
+}
+
+TEST_CASE("buffer pool: a block in use stays; one reused within the idle period stays cached") {
+  BufferPool pool(BufferPoolOptions{.idle_release = 200ms});
+  Tensor held = pool.allocate({1 << 20}, DType::u8);
+  for (int i = 0; i < 8; ++i) {  // 800 ms of steady traffic: the same block, reused
+    pool.allocate({4 << 20}, DType::u8);
+    std::this_thread::sleep_for(100ms);
+  }
+  CHECK(pool.stats().fresh == 2);   // `held`'s and the reused one's
+  CHECK(pool.stats().released == 0);
+  CHECK(pool.stats().in_use_bytes == std::size_t{1} << 20);
+}
+
+TEST_CASE("buffer pool: idle_release 0 keeps the cache until trim()") {
+  BufferPool pool(BufferPoolOptions{.idle_release = 0ms});
+  pool.allocate({4 << 20}, DType::u8);
+  std::this_thread::sleep_for(50ms);
+  CHECK(pool.stats().cached_bytes == 4u << 20);
+  pool.trim();
+  CHECK(pool.stats().cached_bytes == 0);
+}
