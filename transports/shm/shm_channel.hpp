@@ -135,7 +135,7 @@ public:
   bool is_receiver() const noexcept { return receiver_; }
   const std::string& name() const noexcept { return name_; }
   // The other side's pid; 0 while no sender has attached.
-  int peer_pid() const noexcept;
+  int peer_pid() const noexcept override;
   // Whether large payloads travel with one copy (known once the receiver has checked).
   bool single_copy() const noexcept;
 
