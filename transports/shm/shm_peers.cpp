@@ -1,6 +1,7 @@
 #include "shm/shm_peers.hpp"
 
 #include <optional>
+#include <system_error>
 
 #include "rankmesh/error.hpp"
 
@@ -151,7 +152,11 @@ ShmChannel& ShmPeers::sender(int rank, Deadline deadline) {
       ShmOptions options = options_;
       options.peer_name = "rank " + std::to_string(rank);
       options.peer_pid = peer.pid;
-      peer.out = ShmChannel::open(segment, std::move(options));
+      try {
+        peer.out = ShmChannel::open(segment, std::move(options));
+      } catch (const std::system_error& e) {  // it closed its end and stopped offering it
+        throw ChannelClosed("shm channel to rank " + std::to_string(rank) + ": " + e.what());
+      }
       break;
     }
     if (!asked) inbox_of(peer).post_want(context_.rank);
