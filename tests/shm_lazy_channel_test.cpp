@@ -1,7 +1,8 @@
 // Shm channels made on first use (shm_peers.hpp): the first message on a lazily made channel,
-// first sends both ways at once, a ring that grows under a stream of medium messages, and a peer
-// that dies before the pair ever talked. Two ranks of one process each have their own ShmPeers
-// and inbox, as two processes would.
+// first sends both ways at once (small, and far beyond the ring), channels that outlive their
+// endpoint, a ring that grows under a stream of medium messages, and a peer that dies before the
+// pair ever talked. Two ranks of one process each have their own ShmPeers and inbox, as two
+// processes would.
 #include <doctest/doctest.h>
 
 #include <sys/wait.h>
@@ -11,8 +12,10 @@
 #include <cstring>
 #include <thread>
 
+#include "local_exchange.hpp"
 #include "shm/shm_channel.hpp"
 #include "shm/shm_peers.hpp"
+#include "shm/shm_transport.hpp"
 
 using namespace rankmesh;
 using namespace std::chrono_literals;
@@ -67,21 +70,51 @@ TEST_CASE("lazy shm: the first message makes the channel, through the peer's inb
   CHECK(ranks.to[1].inbound->peer_pid() == getpid());
 }
 
+// Each rank sends first, then receives (as every rank of an all_reduce does).
+void first_sends_both_ways(ChannelPair (&to)[2], std::int64_t elements) {
+  std::thread other([&] {
+    Frame out = message(2, elements);
+    to[1].outbound->send(out, deadline_after(5s));
+    Frame in;
+    REQUIRE(to[1].inbound->recv(in, deadline_after(5s)));
+    check(in, 1, elements);
+    REQUIRE(to[1].outbound->wait_released(deadline_after(5s)));
+  });
+  Frame out = message(1, elements);
+  to[0].outbound->send(out, deadline_after(5s));
+  Frame in;
+  REQUIRE(to[0].inbound->recv(in, deadline_after(5s)));
+  check(in, 2, elements);
+  REQUIRE(to[0].outbound->wait_released(deadline_after(5s)));
+  other.join();
+}
+
 TEST_CASE("lazy shm: first sends both ways at once do not deadlock") {
   TwoRanks ranks;
-  std::thread other([&] {
-    Frame out = message(2);
-    ranks.to[1].outbound->send(out, deadline_after(5s));
-    Frame in;
-    REQUIRE(ranks.to[1].inbound->recv(in, deadline_after(5s)));
-    check(in, 1);
-  });
-  Frame out = message(1);
-  ranks.to[0].outbound->send(out, deadline_after(5s));
-  Frame in;
-  REQUIRE(ranks.to[0].inbound->recv(in, deadline_after(5s)));
-  check(in, 2);
-  other.join();
+  first_sends_both_ways(ranks.to, 4);
+}
+
+TEST_CASE("lazy shm: first sends both ways of payloads far beyond the ring lend them at once") {
+  // The handshake comes before the first frame, or 16 MiB would stream through a 4 MiB ring to
+  // a peer that is itself sending.
+  TwoRanks ranks;
+  first_sends_both_ways(ranks.to, 4 << 20);
+}
+
+TEST_CASE("lazy shm: the channels outlive the endpoint that connected them") {
+  LocalExchange exchange(2);
+  ChannelPair to[2];
+  std::thread ranks[2];
+  for (int r = 0; r < 2; ++r)
+    ranks[r] = std::thread([&, r] {
+      TransportContext context;
+      context.rank = r;
+      context.world_size = 2;
+      auto endpoint = shm_transport().open(context);
+      to[r] = endpoint->connect({1 - r}, {}, exchange.rank(r), deadline_after(5s)).at(0);
+    });  // the endpoint is gone before any channel is made
+  for (auto& rank : ranks) rank.join();
+  first_sends_both_ways(to, 4);
 }
 
 TEST_CASE("lazy shm: the ring grows under a stream of medium messages, every byte intact") {
@@ -115,12 +148,20 @@ TEST_CASE("lazy shm: a peer that dies before the pair ever talked fails the rece
   CHECK(std::chrono::steady_clock::now() - begin < 2s);
 }
 
-TEST_CASE("lazy shm: a send to a peer that never answers ends at its deadline, a close ends it at once") {
+TEST_CASE("lazy shm: a send to a peer that never answers ends at its deadline, a close ends it at once, even mid-wait") {
   TwoRanks ranks;
   ranks.peers[1]->stop();  // nobody answers rank 1's inbox
   Frame out = message(1);
   CHECK_THROWS_AS(ranks.to[0].outbound->send(out, deadline_after(300ms)), ChannelTimeout);
-  ranks.to[0].outbound->close("the world aborts");
+  std::thread closer([&] {
+    std::this_thread::sleep_for(100ms);  // while the next send waits for the peer
+    ranks.to[0].outbound->close("the world aborts");
+  });
   Frame again = message(2);
+  const auto begin = std::chrono::steady_clock::now();
   CHECK_THROWS_AS(ranks.to[0].outbound->send(again, deadline_after(5s)), ChannelClosed);
+  CHECK(std::chrono::steady_clock::now() - begin < 2s);
+  closer.join();
+  Frame last = message(3);
+  CHECK_THROWS_AS(ranks.to[0].outbound->send(last, deadline_after(5s)), ChannelClosed);
 }

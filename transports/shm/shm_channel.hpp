@@ -131,6 +131,10 @@ public:
   // receiver that learns the pid after create()). Call it before wait_peer() and recv().
   // Until it attaches, a wait fails as soon as that process has died.
   void expect_sender(int pid);
+  // Receiver, from any thread (a lazy channel's maker answers a sender that attached while the
+  // receiving thread is busy elsewhere): once the sender has attached, checks whether it may read
+  // its memory, which the sender's wait_peer() waits for. Does nothing before, or once known.
+  void probe_attached_sender() noexcept;
 
   bool is_receiver() const noexcept { return receiver_; }
   const std::string& name() const noexcept { return name_; }
@@ -138,6 +142,8 @@ public:
   int peer_pid() const noexcept override;
   // Whether large payloads travel with one copy (known once the receiver has checked).
   bool single_copy() const noexcept;
+  // Whether the receiver has checked (the handshake of wait_peer() is over).
+  bool single_copy_known() const noexcept;
 
 private:
   struct Control;   // the segment's first page
@@ -156,7 +162,7 @@ private:
   bool peer_alive() const noexcept;
   void on_attached();
   void stop_offering() noexcept;
-  void probe_peer_memory();
+  void probe_peer_memory(int pid) noexcept;
   [[noreturn]] void peer_died();
   bool closed() const noexcept;
   std::string closed_reason() const;

@@ -53,11 +53,13 @@ struct ShmPeers::Peer {
   shm::ProcessWatch watch;
   std::mutex inbox_mutex;
   std::optional<ShmInbox> inbox;  // its inbox, mapped on first need
-  // Each direction under its own lock: a sender waiting for an offer never holds up the receiver.
+  // Each direction is made under its own lock: a sender waiting for an offer never holds up the
+  // receiver. The channels are set, and the reasons kept, under closed_mutex too, so that close()
+  // reaches a channel while its direction is busy being made.
   std::mutex in_mutex, out_mutex, closed_mutex;
   std::shared_ptr<ShmChannel> in, out;
   std::string in_segment;
-  std::string in_closed, out_closed;  // why a direction was closed (under closed_mutex)
+  std::string in_closed, out_closed;  // why a direction was closed
 };
 
 std::shared_ptr<ShmPeers> ShmPeers::create(const TransportContext& context) {
@@ -115,7 +117,13 @@ ChannelTraits ShmPeers::traits(bool receiving) const noexcept {
 
 ShmInbox& ShmPeers::inbox_of(Peer& peer) {
   std::lock_guard lock(peer.inbox_mutex);
-  if (!peer.inbox) peer.inbox = ShmInbox::open(peer.inbox_name, peer.pid, context_.world_size);
+  if (peer.inbox) return *peer.inbox;
+  try {
+    peer.inbox = ShmInbox::open(peer.inbox_name, peer.pid, context_.world_size);
+  } catch (const std::system_error& e) {  // its process is gone (its memfd with it)
+    throw ChannelClosed("rank " + std::to_string(peer.rank) + " (pid " + std::to_string(peer.pid) +
+                        ") is gone before the shm channel with it was made: " + e.what());
+  }
   return *peer.inbox;
 }
 
@@ -132,6 +140,7 @@ ShmChannel& ShmPeers::receiver(int rank) {
     ShmChannel::Created created = ShmChannel::create(std::move(options));
     created.channel->expect_sender(peer.pid);
     peer.in_segment = created.name;
+    std::lock_guard closed(peer.closed_mutex);
     peer.in = std::move(created.channel);
   }
   inbox_of(peer).post_offer(context_.rank, peer.in_segment);
@@ -152,11 +161,15 @@ ShmChannel& ShmPeers::sender(int rank, Deadline deadline) {
       ShmOptions options = options_;
       options.peer_name = "rank " + std::to_string(rank);
       options.peer_pid = peer.pid;
+      std::shared_ptr<ShmChannel> out;
       try {
-        peer.out = ShmChannel::open(segment, std::move(options));
+        out = ShmChannel::open(segment, std::move(options));
       } catch (const std::system_error& e) {  // it closed its end and stopped offering it
         throw ChannelClosed("shm channel to rank " + std::to_string(rank) + ": " + e.what());
       }
+      std::lock_guard closed(peer.closed_mutex);
+      peer.out = std::move(out);
+      if (!peer.out_closed.empty()) peer.out->close(peer.out_closed);  // closed while we connected
       break;
     }
     if (!asked) inbox_of(peer).post_want(context_.rank);
@@ -172,8 +185,15 @@ ShmChannel& ShmPeers::sender(int rank, Deadline deadline) {
                            ": it did not make the channel before the deadline");
     inbox_.wait(seen, std::min(deadline, Clock::now() + options_.liveness_interval));
   }
-  std::lock_guard closed(peer.closed_mutex);  // a close() that found us busy connecting
-  if (!peer.out_closed.empty()) peer.out->close(peer.out_closed);
+  // As the eager handshake did: learn whether payloads may be lent before the first frame, or a
+  // large one would stream through the ring to a peer that is itself sending (both sides of an
+  // all_reduce send first). The peer's inbox thread checks once we ask again, attached.
+  if (!peer.out->single_copy_known()) {
+    inbox_of(peer).post_want(context_.rank);
+    if (!peer.out->wait_peer(deadline))
+      throw ChannelTimeout("shm channel to rank " + std::to_string(rank) +
+                           ": it did not answer the handshake before the deadline");
+  }
   return *peer.out;
 }
 
@@ -184,18 +204,12 @@ void ShmPeers::close(int rank, bool receiving, const std::string& reason) {
     std::lock_guard closed(peer.closed_mutex);
     std::string& why = receiving ? peer.in_closed : peer.out_closed;
     if (why.empty()) why = reason;
+    made = receiving ? peer.in : peer.out;
   }
-  // The channel, once made, is never replaced: reading it under its own lock is enough.
-  if (receiving) {
-    std::lock_guard lock(peer.in_mutex);
-    made = peer.in;
-  } else if (std::unique_lock lock(peer.out_mutex, std::try_to_lock); lock.owns_lock()) {
-    made = peer.out;
-  } else {
+  if (made)
+    made->close(reason);  // thread-safe: ends a send, a receive or a handshake waiting on it
+  else if (!receiving)
     inbox_.wake();  // a sender waiting for the offer sees the reason
-    return;
-  }
-  if (made) made->close(reason);
 }
 
 void ShmPeers::answer() {
@@ -204,7 +218,7 @@ void ShmPeers::answer() {
     for (int rank : ranks_) {
       if (!inbox_.take_want(rank)) continue;
       try {
-        receiver(rank);
+        receiver(rank).probe_attached_sender();  // asked again once the sender attached
       } catch (const std::exception& e) {
         if (context_.log)
           context_.log("rank " + std::to_string(context_.rank) + ": could not make the shm channel from rank " +

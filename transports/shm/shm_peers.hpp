@@ -36,7 +36,8 @@ public:
   // are taken from that process alone). Starts answering this rank's inbox.
   std::vector<ChannelPair> connect(const std::vector<int>& peers,
                                    const std::vector<std::string>& inboxes);
-  // Stops answering (the endpoint closes); the channels made so far go on.
+  // Stops answering this rank's inbox (the last channel is gone, or a test plays a peer that
+  // stopped answering); the channels made so far go on.
   void stop();
 
   // For the channels: the direction to or from `peer`, made now if it is not yet. A sender waits

@@ -8,12 +8,11 @@ namespace rankmesh {
 namespace {
 
 // Publishes one inbox per rank; the channels themselves are made when first used (shm_peers.hpp).
+// The channels hold the ShmPeers, whose thread answers the inbox for as long as any of them
+// lives: links outlive the endpoint, and a peer's first send may come long after this one closed.
 class ShmEndpoint final : public TransportEndpoint {
 public:
   explicit ShmEndpoint(const TransportContext& context) : context_(context) {}
-  ~ShmEndpoint() override {
-    if (peers_) peers_->stop();
-  }
 
   std::vector<ChannelPair> connect(const std::vector<int>& peers, const std::vector<RankPlace>&,
                                    Exchange& exchange, Deadline deadline) override {
