@@ -158,10 +158,6 @@ bool ShmChannel::single_copy() const noexcept {
   return at(control_->cma_state).load(std::memory_order_acquire) == kCmaWorks;
 }
 
-bool ShmChannel::single_copy_known() const noexcept {
-  return at(control_->cma_state).load(std::memory_order_acquire) != kCmaUnknown;
-}
-
 bool ShmChannel::wait_peer(Deadline deadline) {
   if (receiver_) {
     auto attached = [&] {
@@ -217,23 +213,14 @@ void ShmChannel::on_attached() {
     fail("attached from pid " + std::to_string(peer_pid_) + ", but the peer announced pid " +
          std::to_string(options_.peer_pid));
   if (at(control_->cma_state).load(std::memory_order_acquire) == kCmaUnknown)
-    probe_peer_memory(peer_pid_);
+    probe_peer_memory(peer_pid_, control_->probe_address, control_->probe_value);
 }
 
-void ShmChannel::probe_attached_sender() noexcept {
-  // Only the control words: the receiving thread's own state is not ours to touch. A sender
-  // other than the announced one is left to the receiving thread to fail (on_attached).
-  const int pid = at(control_->sender_pid).load(std::memory_order_acquire);
-  if (!receiver_ || pid == 0 || (options_.peer_pid != 0 && pid != options_.peer_pid) ||
-      at(control_->cma_state).load(std::memory_order_acquire) != kCmaUnknown)
-    return;
-  probe_peer_memory(pid);
+void ShmChannel::probe_sender(int pid, std::uint64_t address, std::uint64_t expected) noexcept {
+  if (receiver_) probe_peer_memory(pid, address, expected);
 }
 
-// Both sides may probe at once (the answering thread and the receiving one): they store alike.
-void ShmChannel::probe_peer_memory(int pid) noexcept {
-  const std::uint64_t address = control_->probe_address;
-  const std::uint64_t expected = control_->probe_value;
+void ShmChannel::probe_peer_memory(int pid, std::uint64_t address, std::uint64_t expected) noexcept {
   std::uint64_t value = 0;
   iovec local{&value, sizeof value};
   iovec remote{reinterpret_cast<void*>(static_cast<std::uintptr_t>(address)), sizeof value};

@@ -131,10 +131,11 @@ public:
   // receiver that learns the pid after create()). Call it before wait_peer() and recv().
   // Until it attaches, a wait fails as soon as that process has died.
   void expect_sender(int pid);
-  // Receiver, from any thread (a lazy channel's maker answers a sender that attached while the
-  // receiving thread is busy elsewhere): once the sender has attached, checks whether it may read
-  // its memory, which the sender's wait_peer() waits for. Does nothing before, or once known.
-  void probe_attached_sender() noexcept;
+  // Receiver, before the sender attaches: checks whether it may read the memory of process `pid`
+  // on the 8 bytes at `address`, which should hold `expected` (a lazily made channel's maker
+  // learns them from the sender's inbox), so that the sender knows from its first frame whether
+  // it may lend payloads, with no handshake.
+  void probe_sender(int pid, std::uint64_t address, std::uint64_t expected) noexcept;
 
   bool is_receiver() const noexcept { return receiver_; }
   const std::string& name() const noexcept { return name_; }
@@ -142,8 +143,6 @@ public:
   int peer_pid() const noexcept override;
   // Whether large payloads travel with one copy (known once the receiver has checked).
   bool single_copy() const noexcept;
-  // Whether the receiver has checked (the handshake of wait_peer() is over).
-  bool single_copy_known() const noexcept;
 
 private:
   struct Control;   // the segment's first page
@@ -162,7 +161,7 @@ private:
   bool peer_alive() const noexcept;
   void on_attached();
   void stop_offering() noexcept;
-  void probe_peer_memory(int pid) noexcept;
+  void probe_peer_memory(int pid, std::uint64_t address, std::uint64_t expected) noexcept;
   [[noreturn]] void peer_died();
   bool closed() const noexcept;
   std::string closed_reason() const;

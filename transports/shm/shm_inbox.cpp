@@ -9,7 +9,7 @@
 namespace rankmesh {
 namespace {
 
-constexpr std::uint64_t kInboxMagic = 0x3142584f424e4952;  // "RINBOXB1"
+constexpr std::uint64_t kInboxMagic = 0x3242584f424e4952;  // "RINBOXB2"
 constexpr std::size_t kHeaderBytes = 64;
 constexpr std::size_t kOfferBytes = 240;
 
@@ -20,6 +20,8 @@ struct ShmInbox::Header {
   std::uint32_t slots;
   std::uint32_t epoch;     // bumped by every post: the owner sleeps on it
   std::uint32_t sleepers;
+  std::uint64_t probe_address;  // written before the magic, never after
+  std::uint64_t probe_value;
 };
 
 struct ShmInbox::Slot {
@@ -28,12 +30,15 @@ struct ShmInbox::Slot {
   char offer[kOfferBytes];
 };
 
-ShmInbox ShmInbox::create(int world) {
+ShmInbox ShmInbox::create(int world, const std::uint64_t& probe_word) {
+  static_assert(sizeof(Header) <= kHeaderBytes);
   ShmInbox inbox;
   inbox.slots_ = world;
   const std::size_t bytes = kHeaderBytes + sizeof(Slot) * static_cast<std::size_t>(world);
   inbox.mapping_ = shm::create_segment(bytes, inbox.name_, inbox.handoff_);
   inbox.header()->slots = static_cast<std::uint32_t>(world);
+  inbox.header()->probe_address = reinterpret_cast<std::uintptr_t>(&probe_word);
+  inbox.header()->probe_value = probe_word;
   shm::at(inbox.header()->magic).store(kInboxMagic, std::memory_order_release);
   return inbox;
 }
@@ -70,6 +75,10 @@ ShmInbox& ShmInbox::operator=(ShmInbox&& other) noexcept {
   name_ = std::move(other.name_);
   return *this;
 }
+
+std::uint64_t ShmInbox::probe_address() const noexcept { return header()->probe_address; }
+
+std::uint64_t ShmInbox::probe_value() const noexcept { return header()->probe_value; }
 
 ShmInbox::Header* ShmInbox::header() const noexcept {
   return reinterpret_cast<Header*>(mapping_.base);

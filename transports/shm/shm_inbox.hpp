@@ -4,7 +4,9 @@
 // leaves the name of the segment it made for the channel here -> P ("offer"). The segment is
 // this user's memfd like every shm segment (shm_segment.hpp), and a name found in an offer is
 // opened only when the announced peer's process offers it, so an outsider who scribbles here can
-// at most delay a connection until its deadline.
+// at most delay a connection until its deadline. The header holds the address and value of a word
+// in the owner's memory: a peer making a channel from the owner checks on it whether it may read
+// the owner's memory (lent payloads) before it offers the segment.
 #pragma once
 
 #include <cstdint>
@@ -17,8 +19,9 @@ namespace rankmesh {
 
 class ShmInbox {
 public:
-  // This rank's inbox, for a world of `world` ranks. Throws std::system_error.
-  static ShmInbox create(int world);
+  // This rank's inbox, for a world of `world` ranks; `probe_word` must live as long as the
+  // inbox. Throws std::system_error.
+  static ShmInbox create(int world, const std::uint64_t& probe_word);
   // A peer's inbox `name`, offered by pid `owner`. Throws Error(invalid_argument) for a segment
   // that is not one, std::system_error when it cannot be opened.
   static ShmInbox open(const std::string& name, int owner, int world);
@@ -29,6 +32,9 @@ public:
   ShmInbox& operator=(ShmInbox&& other) noexcept;
 
   const std::string& name() const noexcept { return name_; }
+  // The owner's probe word: where it is in the owner's memory, and what it holds.
+  std::uint64_t probe_address() const noexcept;
+  std::uint64_t probe_value() const noexcept;
 
   // Rank `from` asks the owner to make the channel from -> owner.
   void post_want(int from) noexcept;

@@ -15,7 +15,11 @@ public:
       : Channel(peers->traits(receiving)), peers_(std::move(peers)), peer_(peer),
         receiving_(receiving) {}
 
-  void send(Frame& frame, Deadline deadline) override { made(deadline).send(frame, deadline); }
+  void send(Frame& frame, Deadline deadline) override {
+    const bool first = made_.load(std::memory_order_acquire) == nullptr;
+    made(deadline).send(frame, deadline);
+    if (first) peers_->receive_ahead(peer_);  // while the peer takes it in
+  }
   bool recv(Frame& frame, Deadline deadline) override { return made(deadline).recv(frame, deadline); }
   void close(const std::string& reason) override { peers_->close(peer_, receiving_, reason); }
   void land(const Landing* landing) noexcept override {
@@ -67,7 +71,8 @@ std::shared_ptr<ShmPeers> ShmPeers::create(const TransportContext& context) {
 }
 
 ShmPeers::ShmPeers(const TransportContext& context)
-    : context_(context), inbox_(ShmInbox::create(context.world_size)) {
+    : context_(context), probe_word_(shm::random_u64()),
+      inbox_(ShmInbox::create(context.world_size, probe_word_)) {
   options_.allocator = context_.allocator;
   options_.log = context_.log;
   options_.limits = context_.limits;
@@ -139,6 +144,10 @@ ShmChannel& ShmPeers::receiver(int rank) {
     options.peer_name = "rank " + std::to_string(rank);
     ShmChannel::Created created = ShmChannel::create(std::move(options));
     created.channel->expect_sender(peer.pid);
+    // Checked before the offer, so that the sender lends large payloads from its first frame
+    // without waiting for us (we may be busy sending to it).
+    const ShmInbox& inbox = inbox_of(peer);
+    created.channel->probe_sender(peer.pid, inbox.probe_address(), inbox.probe_value());
     peer.in_segment = created.name;
     std::lock_guard closed(peer.closed_mutex);
     peer.in = std::move(created.channel);
@@ -185,16 +194,17 @@ ShmChannel& ShmPeers::sender(int rank, Deadline deadline) {
                            ": it did not make the channel before the deadline");
     inbox_.wait(seen, std::min(deadline, Clock::now() + options_.liveness_interval));
   }
-  // As the eager handshake did: learn whether payloads may be lent before the first frame, or a
-  // large one would stream through the ring to a peer that is itself sending (both sides of an
-  // all_reduce send first). The peer's inbox thread checks once we ask again, attached.
-  if (!peer.out->single_copy_known()) {
-    inbox_of(peer).post_want(context_.rank);
-    if (!peer.out->wait_peer(deadline))
-      throw ChannelTimeout("shm channel to rank " + std::to_string(rank) +
-                           ": it did not answer the handshake before the deadline");
-  }
   return *peer.out;
+}
+
+// A peer we send to first mostly answers: its first send then finds our side made and offered,
+// with no request of its own, and waits for nobody. Made while the peer takes in our first
+// frame. A direction closed meanwhile is the receive's to report, not the send's.
+void ShmPeers::receive_ahead(int rank) noexcept {
+  try {
+    receiver(rank);
+  } catch (const std::exception&) {
+  }
 }
 
 void ShmPeers::close(int rank, bool receiving, const std::string& reason) {
@@ -218,7 +228,7 @@ void ShmPeers::answer() {
     for (int rank : ranks_) {
       if (!inbox_.take_want(rank)) continue;
       try {
-        receiver(rank).probe_attached_sender();  // asked again once the sender attached
+        receiver(rank);
       } catch (const std::exception& e) {
         if (context_.log)
           context_.log("rank " + std::to_string(context_.rank) + ": could not make the shm channel from rank " +

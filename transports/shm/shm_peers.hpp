@@ -45,6 +45,9 @@ public:
   ShmChannel& receiver(int peer);
   ShmChannel& sender(int peer, Deadline deadline);
   void close(int peer, bool receiving, const std::string& reason);
+  // Makes and offers the direction from `peer` now, before it is received on (after a first
+  // send: the answer needs it). Failures are left to the receive.
+  void receive_ahead(int peer) noexcept;
   int pid_of(int peer) const noexcept;
   ChannelTraits traits(bool receiving) const noexcept;
 
@@ -57,6 +60,7 @@ private:
 
   const TransportContext context_;
   ShmOptions options_;
+  const std::uint64_t probe_word_;  // peers read it to learn whether they may read our memory
   ShmInbox inbox_;
   std::vector<std::unique_ptr<Peer>> peers_;  // by rank; null for ranks not reached through shm
   std::vector<int> ranks_;                    // the peers, ascending
