@@ -68,6 +68,11 @@ timeout 600 mpirun "${mpirun_flags[@]}" --mca btl self,tcp --mca btl_tcp_if_incl
 echo "== Python: rankmesh.distributed against torch.distributed over gloo, vLLM's path"
 timeout 600 /usr/bin/python3 bench/python_vs_gloo.py "${quick[@]}" --build-dir "$build" \
   --json "$results/python.json" || status=1
+# --- scaling (issue 12 §6): worlds of 2 to 64 ranks on this node ---
+echo "== scaling: start-up, resident memory, first and steady round trips, worlds 2 to 64"
+timeout 900 /usr/bin/python3 bench/scaling.py "${quick[@]}" --build-dir "$build" --json "$results/scaling.json" \
+  --svg "$results/scaling.svg" --markdown "$results/scaling.md" || status=1
+# --- end scaling ---
 echo "== load after: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 
 echo "== report"

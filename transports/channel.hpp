@@ -70,6 +70,9 @@ public:
 
   const ChannelTraits& traits() const noexcept { return traits_; }
 
+  // The process at the other end, where the transport checked which one it is (shm), else 0.
+  virtual int peer_pid() const noexcept { return 0; }
+
 protected:
   explicit Channel(ChannelTraits traits) : traits_(traits) {}
 

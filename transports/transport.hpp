@@ -69,7 +69,8 @@ public:
   // order. Every rank of the world calls it, for the same transports in the same order, even
   // with no peers of its own, since it may take Exchange rounds (named after the transport) that
   // every rank must join. `places` holds every rank's place, by rank. Throws Error naming the
-  // peer that could not be reached by the deadline.
+  // peer that could not be reached by the deadline. The channels outlive the endpoint (a
+  // transport that makes them on first use keeps what that needs alive with them).
   virtual std::vector<ChannelPair> connect(const std::vector<int>& peers,
                                            const std::vector<RankPlace>& places,
                                            Exchange& exchange, Deadline deadline) = 0;

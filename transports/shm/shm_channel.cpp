@@ -25,7 +25,7 @@ namespace rankmesh {
 namespace {
 
 constexpr std::uint64_t kControlMagic = 0x3142434d48534d52;  // "RMSHMCB1"
-constexpr std::uint32_t kControlVersion = 1;
+constexpr std::uint32_t kControlVersion = 2;
 constexpr std::size_t kMinRing = std::size_t{64} << 10;
 constexpr std::size_t kMaxRing = std::size_t{1} << 30;
 
@@ -43,15 +43,17 @@ ShmChannel::Created ShmChannel::create(ShmOptions options) {
   if (options.liveness_interval <= std::chrono::nanoseconds::zero())
     throw Error(Errc::invalid_argument, "shm liveness_interval must be positive");
   const std::size_t ring = std::bit_ceil(std::max(options.ring_bytes, kMinRing));
+  const std::size_t first = std::bit_ceil(std::clamp(options.initial_ring_bytes, kMinRing, ring));
   const std::size_t total = Layout::kControlBytes + ring;
   std::string name;
   int handoff = -1;
-  const shm::Mapping mapping = shm::create_segment(total, name, handoff);
+  const shm::Mapping mapping = shm::create_segment(total, name, handoff, /*populate=*/false);
   void* base = mapping.base;
   auto* control = static_cast<Control*>(base);  // the fresh segment reads as zeros
   control->version = kControlVersion;
   control->control_bytes = Layout::kControlBytes;
   control->ring_bytes = ring;
+  control->ring_in_use = first;
   control->receiver_pid = getpid();
   at(control->magic).store(kControlMagic, std::memory_order_release);
 
@@ -72,7 +74,8 @@ std::unique_ptr<ShmChannel> ShmChannel::open(const std::string& name, ShmOptions
     throw Error(Errc::invalid_argument, "shm liveness_interval must be positive");
   const shm::Mapping mapping = shm::open_segment(name, Layout::kControlBytes + kMinRing,
                                                  Layout::kControlBytes + kMaxRing,
-                                                 "rankmesh channel", options.peer_pid);
+                                                 "rankmesh channel", options.peer_pid,
+                                                 /*populate=*/false);
   void* base = mapping.base;
   const std::size_t total = mapping.bytes;
   auto* control = static_cast<Control*>(base);
@@ -84,7 +87,9 @@ std::unique_ptr<ShmChannel> ShmChannel::open(const std::string& name, ShmOptions
     problem = "has version " + std::to_string(control->version) + ", this build speaks " +
               std::to_string(kControlVersion);
   else if (control->control_bytes != Layout::kControlBytes || !std::has_single_bit(ring) ||
-           ring + Layout::kControlBytes != total || control->receiver_pid <= 0)
+           ring + Layout::kControlBytes != total || control->receiver_pid <= 0 ||
+           !std::has_single_bit(control->ring_in_use) || control->ring_in_use < kMinRing ||
+           control->ring_in_use > ring)
     problem = "has an inconsistent layout";
   else if (control->receiver_pid != shm::creator_of(name))
     problem = "names receiver pid " + std::to_string(control->receiver_pid) + " but is offered by pid " +
@@ -110,7 +115,8 @@ ShmChannel::ShmChannel(Private, bool receiver, std::string name, void* base, std
     : Channel(ChannelTraits{.copies_up_to = options.inline_threshold, .lands_payloads = receiver}),
       receiver_(receiver), name_(std::move(name)), base_(static_cast<std::uint8_t*>(base)),
       mapped_(mapped), options_(std::move(options)), control_(static_cast<Control*>(base)),
-      ring_(base_ + Layout::kControlBytes), ring_bytes_(mapped - Layout::kControlBytes) {
+      ring_(base_ + Layout::kControlBytes), ring_capacity_(mapped - Layout::kControlBytes),
+      ring_bytes_(at(control_->ring_in_use).load(std::memory_order_acquire)) {
   static_assert(sizeof(Control) <= Layout::kControlBytes);
   static_assert(offsetof(Control, tail) == Layout::kTailOffset);
   static_assert(offsetof(Control, head) == Layout::kHeadOffset);
@@ -179,15 +185,22 @@ std::string ShmChannel::who() const {
   return options_.peer_name + " (pid " + std::to_string(pid) + ")";
 }
 
+void ShmChannel::expect_sender(int pid) {
+  options_.peer_pid = pid;
+  announced_ = shm::ProcessWatch(pid);
+}
+
 void ShmChannel::check_peer(bool force) {
-  if (peer_pid_ == 0) {
-    if (!receiver_ || at(control_->sender_pid).load(std::memory_order_acquire) == 0) return;
-    on_attached();
-  }
+  const bool attached =
+      peer_pid_ != 0 || (receiver_ && at(control_->sender_pid).load(std::memory_order_acquire) != 0);
+  if (attached && peer_pid_ == 0) on_attached();
+  // Before the sender attaches, the process announced as the sender is the one to watch: a peer
+  // that dies before it ever sent fails the receive waiting for it.
+  if (!attached && !announced_.watching()) return;
   const auto now = Clock::now();
   if (!force && now < next_peer_check_) return;
   next_peer_check_ = now + options_.liveness_interval;
-  if (!peer_alive()) peer_died();
+  if (!(attached ? peer_alive() : announced_.alive())) peer_died();
 }
 
 bool ShmChannel::peer_alive() const noexcept { return peer_.alive(); }
@@ -199,16 +212,19 @@ void ShmChannel::on_attached() {
   if (options_.peer_pid != 0 && peer_pid_ != options_.peer_pid)
     fail("attached from pid " + std::to_string(peer_pid_) + ", but the peer announced pid " +
          std::to_string(options_.peer_pid));
-  if (at(control_->cma_state).load(std::memory_order_acquire) == kCmaUnknown) probe_peer_memory();
+  if (at(control_->cma_state).load(std::memory_order_acquire) == kCmaUnknown)
+    probe_peer_memory(peer_pid_, control_->probe_address, control_->probe_value);
 }
 
-void ShmChannel::probe_peer_memory() {
-  const std::uint64_t address = control_->probe_address;
-  const std::uint64_t expected = control_->probe_value;
+void ShmChannel::probe_sender(int pid, std::uint64_t address, std::uint64_t expected) noexcept {
+  if (receiver_) probe_peer_memory(pid, address, expected);
+}
+
+void ShmChannel::probe_peer_memory(int pid, std::uint64_t address, std::uint64_t expected) noexcept {
   std::uint64_t value = 0;
   iovec local{&value, sizeof value};
   iovec remote{reinterpret_cast<void*>(static_cast<std::uintptr_t>(address)), sizeof value};
-  const ssize_t got = process_vm_readv(peer_pid_, &local, 1, &remote, 1, 0);
+  const ssize_t got = process_vm_readv(pid, &local, 1, &remote, 1, 0);
   const bool works = got == static_cast<ssize_t>(sizeof value) && value == expected;
   at(control_->cma_state).store(works ? kCmaWorks : kCmaDenied, std::memory_order_release);
   shm::notify(control_->space_epoch, control_->space_sleepers);
@@ -319,6 +335,16 @@ void ShmChannel::refresh_head() {
 
 void ShmChannel::refresh_tail() {
   const std::uint64_t tail = raw_tail();
+  // Read after the counter: the sender sets a new size before the first byte written at it.
+  const std::uint64_t size = at(control_->ring_in_use).load(std::memory_order_acquire);
+  if (size != ring_bytes_) {
+    if (!std::has_single_bit(size) || size < ring_bytes_ || size > ring_capacity_ ||
+        published_head_ != head_ || head_ != seen_tail_)
+      fail("the sender set a ring size of " + std::to_string(size) + " bytes (was " +
+           std::to_string(ring_bytes_) + ", the segment holds " + std::to_string(ring_capacity_) +
+           ") while the ring was not empty or beyond the segment");
+    ring_bytes_ = static_cast<std::size_t>(size);
+  }
   if (tail < seen_tail_)
     fail("the sender's counter went back from " + std::to_string(seen_tail_) + " to " +
          std::to_string(tail));

@@ -40,8 +40,12 @@
 namespace rankmesh {
 
 struct ShmOptions {
-  // Bytes of the ring (creator only); rounded up to a power of two, at least 64 KiB.
+  // Bytes the ring may grow to (creator only); rounded up to a power of two, at least 64 KiB.
+  // The segment is sized for it, but only the pages in use are ever made.
   std::size_t ring_bytes = std::size_t{4} << 20;
+  // Bytes of the ring at first (creator only; power of two, 64 KiB to ring_bytes). The sender
+  // doubles it whenever a frame would have to wait for room, so a ring follows its traffic.
+  std::size_t initial_ring_bytes = std::size_t{64} << 10;
   // Payloads above this size go by reference (one copy) rather than inline (sender only).
   std::size_t inline_threshold = std::size_t{64} << 10;
   // false: every payload goes through the ring, two copies (sender only; for tests, benchmarks).
@@ -125,12 +129,18 @@ public:
 
   // Receiver: from now on only process `pid` may be the sender (ShmOptions::peer_pid, for a
   // receiver that learns the pid after create()). Call it before wait_peer() and recv().
-  void expect_sender(int pid) noexcept { options_.peer_pid = pid; }
+  // Until it attaches, a wait fails as soon as that process has died.
+  void expect_sender(int pid);
+  // Receiver, before the sender attaches: checks whether it may read the memory of process `pid`
+  // on the 8 bytes at `address`, which should hold `expected` (a lazily made channel's maker
+  // learns them from the sender's inbox), so that the sender knows from its first frame whether
+  // it may lend payloads, with no handshake.
+  void probe_sender(int pid, std::uint64_t address, std::uint64_t expected) noexcept;
 
   bool is_receiver() const noexcept { return receiver_; }
   const std::string& name() const noexcept { return name_; }
   // The other side's pid; 0 while no sender has attached.
-  int peer_pid() const noexcept;
+  int peer_pid() const noexcept override;
   // Whether large payloads travel with one copy (known once the receiver has checked).
   bool single_copy() const noexcept;
 
@@ -151,7 +161,7 @@ private:
   bool peer_alive() const noexcept;
   void on_attached();
   void stop_offering() noexcept;
-  void probe_peer_memory();
+  void probe_peer_memory(int pid, std::uint64_t address, std::uint64_t expected) noexcept;
   [[noreturn]] void peer_died();
   bool closed() const noexcept;
   std::string closed_reason() const;
@@ -170,6 +180,7 @@ private:
 
   void release_consumed();
   void wait_space(std::size_t bytes, Deadline deadline, const char* what);
+  void grow_for(std::size_t bytes, Deadline deadline);
   void stream_out(const std::uint8_t* src, std::size_t n, Deadline deadline);
   bool start_frame(Deadline deadline);
   bool fill(std::uint8_t* dst, std::size_t n, std::size_t& done, Deadline deadline);
@@ -182,11 +193,13 @@ private:
   ShmOptions options_;
   Control* const control_;
   std::uint8_t* const ring_;
-  const std::size_t ring_bytes_;
+  const std::size_t ring_capacity_;  // what the segment holds
+  std::size_t ring_bytes_;           // in use: a power of two, set by the sender, only grows
   std::atomic<int> handoff_{-1};  // receiver: the memfd it offers until the sender attached
   bool broken_ = false;  // this side found the peer's data malformed
   int peer_pid_ = 0;  // once known
   shm::ProcessWatch peer_;
+  shm::ProcessWatch announced_;  // receiver: the announced sender, until it attaches
   Clock::time_point next_peer_check_{};
 
   // Sender.

@@ -37,6 +37,7 @@ struct ShmChannel::Control {
   alignas(64) std::uint64_t tail;  // written by the sender
   std::uint32_t data_epoch;        // bumped by the sender: "bytes or news for the receiver"
   std::uint32_t space_sleepers;    // senders parked on space_epoch
+  std::uint64_t ring_in_use;       // written by the sender while the ring is empty (it grows)
   alignas(64) std::uint64_t head;  // written by the receiver
   std::uint32_t space_epoch;       // bumped by the receiver: "space or news for the sender"
   std::uint32_t data_sleepers;     // receivers parked on data_epoch

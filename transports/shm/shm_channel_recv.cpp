@@ -171,10 +171,12 @@ bool ShmChannel::recv(Frame& frame, Deadline deadline) {
   if (broken_) throw_closed();  // what is left in the ring cannot be trusted
   // The peer's liveness is checked only when there is nothing to read: what a sender wrote
   // before it went away is still delivered.
-  if (peer_pid_ == 0 && at(control_->sender_pid).load(std::memory_order_acquire) != 0)
-    on_attached();
   Incoming& in = *incoming_;
   if (!in.active && !start_frame(deadline)) return false;
+  // A frame means an attached sender, whose pid is whom lent payloads are pulled from; the wait
+  // for it may have seen the frame before its check of the peer did (a lazily made channel has
+  // no handshake on this side).
+  if (peer_pid_ == 0) on_attached();
   while (in.tensor < in.frame.tensors.size()) {
     Tensor& tensor = in.frame.tensors[in.tensor];
     const std::size_t nbytes = tensor.nbytes();

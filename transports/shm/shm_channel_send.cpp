@@ -27,6 +27,24 @@ void ShmChannel::wait_space(std::size_t bytes, Deadline deadline, const char* wh
   refresh_head();
 }
 
+// Doubles the ring, up to the segment, while `bytes` do not fit what is free now. It changes only
+// once the receiver has taken everything, so that both sides read every byte at the same size.
+void ShmChannel::grow_for(std::size_t bytes, Deadline deadline) {
+  if (ring_bytes_ >= ring_capacity_ || raw_head() + ring_bytes_ >= tail_ + bytes) return;
+  std::size_t size = ring_bytes_ * 2;
+  while (size < bytes && size < ring_capacity_) size *= 2;
+  size = std::min(size, ring_capacity_);
+  publish_tail();
+  auto drained = [&] { return closed() || raw_head() >= tail_; };
+  if (!wait(drained, &control_->space_epoch, &control_->space_sleepers, deadline))
+    throw ChannelTimeout("shm channel to " + who() +
+                         ": the ring stayed full until the deadline (waiting to grow it)");
+  if (closed()) throw_closed();
+  refresh_head();
+  ring_bytes_ = size;
+  at(control_->ring_in_use).store(size, std::memory_order_seq_cst);
+}
+
 void ShmChannel::stream_out(const std::uint8_t* src, std::size_t n, Deadline deadline) {
   const std::size_t chunk = ring_bytes_ / 4;
   while (n > 0) {
@@ -73,10 +91,10 @@ void ShmChannel::send(Frame& frame, Deadline deadline) {
   const std::span<const iovec> spans =
       encoder_.encode(frame, link_seq_, one_copy ? options_.inline_threshold : FrameEncoder::kNeverLend);
   const std::size_t prefix = encoder_.prefix_bytes();
-  if (prefix > ring_bytes_)
+  if (prefix > ring_capacity_)
     throw Error(Errc::limit_exceeded,
                 to() + ": the frame's header, descriptors and metadata (" + std::to_string(prefix) +
-                    " bytes) do not fit the ring of " + std::to_string(ring_bytes_) + " bytes");
+                    " bytes) do not fit the ring of " + std::to_string(ring_capacity_) + " bytes");
 
   // The bytes must be final before anyone reads them.
   wait_payloads_ready(frame, deadline);
@@ -103,6 +121,7 @@ void ShmChannel::send(Frame& frame, Deadline deadline) {
   }
 
   const std::uint64_t record = encoder_.size();
+  grow_for(static_cast<std::size_t>(std::min<std::uint64_t>(record, ring_capacity_)), deadline);
   if (record <= ring_bytes_) {
     wait_space(static_cast<std::size_t>(record), deadline, "waiting for room for a frame");
   } else {

@@ -40,7 +40,7 @@ namespace {
 
 }  // namespace
 
-Mapping create_segment(std::size_t bytes, std::string& name, int& handoff) {
+Mapping create_segment(std::size_t bytes, std::string& name, int& handoff, bool populate) {
   const int fd = memfd_create("rankmesh", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) throw_errno(errno, "memfd_create");
   void* base = MAP_FAILED;
@@ -49,7 +49,8 @@ Mapping create_segment(std::size_t bytes, std::string& name, int& handoff) {
   // The size is sealed so that a peer cannot shrink the segment under our mapping (SIGBUS).
   if (fchmod(fd, 0600) == 0 && ftruncate(fd, static_cast<off_t>(bytes)) == 0 &&
       fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0 && fstat(fd, &st) == 0)
-    base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+    base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | (populate ? MAP_POPULATE : 0),
+                fd, 0);
   if (base == MAP_FAILED) {
     const int error = errno;
     ::close(fd);
@@ -97,7 +98,7 @@ int creator_of(const std::string& name) noexcept {
 }
 
 Mapping open_segment(const std::string& name, std::size_t min_bytes, std::size_t max_bytes,
-                     const char* kind, int expected_creator) {
+                     const char* kind, int expected_creator, bool populate) {
   const std::optional<SegmentName> parsed = parse_name(name);
   if (!parsed)
     throw Error(Errc::invalid_argument, "'" + name + "' does not name a shared-memory segment");
@@ -133,7 +134,8 @@ Mapping open_segment(const std::string& name, std::size_t min_bytes, std::size_t
     ::close(fd);
     throw Error(Errc::invalid_argument, "shm segment " + name + " " + problem);
   }
-  void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | (populate ? MAP_POPULATE : 0),
+                    fd, 0);
   const int error = errno;
   ::close(fd);
   if (base == MAP_FAILED) throw_errno(error, "mapping shm segment " + name);

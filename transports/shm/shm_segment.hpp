@@ -36,10 +36,12 @@ struct Mapping {
   std::size_t bytes = 0;
 };
 
-// A new segment of `bytes` (zero-filled, mapped, pages populated, mode 0600, its size sealed).
-// `name` gets the name peers open it by; `handoff` the descriptor that must stay open until
-// they have (end_handoff). Throws std::system_error.
-Mapping create_segment(std::size_t bytes, std::string& name, int& handoff);
+// A new segment of `bytes` (zero-filled, mapped, mode 0600, its size sealed). `name` gets the
+// name peers open it by; `handoff` the descriptor that must stay open until they have
+// (end_handoff). `populate`: its pages are made now (no faults later); else each page is made
+// when first touched, so that a segment sized for its peak holds only what is used. Throws
+// std::system_error.
+Mapping create_segment(std::size_t bytes, std::string& name, int& handoff, bool populate = true);
 // Closes the creator's descriptor: nobody can attach any more (those attached keep the segment).
 void end_handoff(int handoff) noexcept;
 // The pid in a segment name, 0 when `name` is not one.
@@ -48,9 +50,9 @@ int creator_of(const std::string& name) noexcept;
 // `expected_creator` is 0) offered by that pid, else Error(invalid_argument) saying what is wrong;
 // its size must lie in [min_bytes, max_bytes], else Error(invalid_argument) saying it is not a
 // `kind`. Throws std::system_error when it cannot be opened (its creator exited or stopped
-// offering it).
+// offering it). `populate` as for create_segment (populating a shared mapping makes the pages).
 Mapping open_segment(const std::string& name, std::size_t min_bytes, std::size_t max_bytes,
-                     const char* kind, int expected_creator = 0);
+                     const char* kind, int expected_creator = 0, bool populate = true);
 void unmap(Mapping mapping) noexcept;
 
 // Sleeps while *word == seen (another process may change it), until `until` or a wake-up.

@@ -1,67 +1,32 @@
 #include "shm/shm_transport.hpp"
 
-#include <map>
-
 #include "rankmesh/error.hpp"
 #include "shm/shm_channel.hpp"
+#include "shm/shm_peers.hpp"
 
 namespace rankmesh {
 namespace {
 
+// Publishes one inbox per rank; the channels themselves are made when first used (shm_peers.hpp).
+// The channels hold the ShmPeers, whose thread answers the inbox for as long as any of them
+// lives: links outlive the endpoint, and a peer's first send may come long after this one closed.
 class ShmEndpoint final : public TransportEndpoint {
 public:
   explicit ShmEndpoint(const TransportContext& context) : context_(context) {}
 
   std::vector<ChannelPair> connect(const std::vector<int>& peers, const std::vector<RankPlace>&,
                                    Exchange& exchange, Deadline deadline) override {
-    const std::string self = "rank " + std::to_string(context_.rank);
-    ShmOptions options;
-    options.allocator = context_.allocator;
-    options.log = context_.log;
-    options.limits = context_.limits;
-    // Each rank creates the segments it receives through and publishes their names; every rank
-    // takes part in the exchange, even with nothing to publish.
-    std::vector<std::unique_ptr<ShmChannel>> receiving;
-    std::string names;
-    for (int peer : peers) {
-      options.peer_name = "rank " + std::to_string(peer);
-      ShmChannel::Created created = ShmChannel::create(options);
-      add_entry(names, peer, created.name);
-      receiving.push_back(std::move(created.channel));
-    }
-    const std::vector<std::string> published = exchange.all_gather("shm segments", names, deadline);
-    std::vector<ChannelPair> pairs(peers.size());
-    std::vector<ShmChannel*> receivers, senders;
-    for (std::size_t i = 0; i < peers.size(); ++i) {
-      const int peer = peers[i];
-      const std::string segment = entry_for(published.at(static_cast<std::size_t>(peer)), context_.rank);
-      if (segment.empty())
-        throw Error(Errc::invalid_config, self + ": rank " + std::to_string(peer) +
-                                              " published no shared-memory segment for it "
-                                              "(RANKMESH_TRANSPORT differs between ranks?)");
-      // The peer announced its pid with its segments: only that process may be at the other
-      // end of either direction.
-      options.peer_name = "rank " + std::to_string(peer);
-      options.peer_pid = shm::creator_of(segment);
-      std::shared_ptr<ShmChannel> out = ShmChannel::open(segment, options);
-      receiving[i]->expect_sender(options.peer_pid);
-      std::shared_ptr<ShmChannel> in = std::move(receiving[i]);
-      receivers.push_back(in.get());
-      senders.push_back(out.get());
-      pairs[i] = ChannelPair{std::move(out), std::move(in)};
-    }
-    // Receivers first: theirs only needs the senders attached (every rank opened its outbound
-    // segments above), and a sender's handshake waits for its receiver's.
-    receivers.insert(receivers.end(), senders.begin(), senders.end());
-    for (ShmChannel* channel : receivers)
-      if (!channel->wait_peer(deadline))
-        throw Error(Errc::timeout, self + ": the shared-memory handshake with " + channel->name() +
-                                       " did not finish in time");
-    return pairs;
+    // Every rank takes part in the round, even with no shm peer (and then no inbox).
+    if (!peers.empty()) peers_ = ShmPeers::create(context_);
+    const std::vector<std::string> inboxes =
+        exchange.all_gather("shm inboxes", peers_ ? peers_->inbox_name() : std::string(), deadline);
+    if (!peers_) return {};
+    return peers_->connect(peers, inboxes);
   }
 
 private:
   const TransportContext context_;
+  std::shared_ptr<ShmPeers> peers_;
 };
 
 class ShmTransport final : public Transport {

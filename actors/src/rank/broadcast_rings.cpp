@@ -71,8 +71,7 @@ std::unique_ptr<RingReader> BroadcastRings::open(const std::string& name, int in
   ShmBroadcastOptions options = ring_options(writer, history_.logger());
   // The writer is the process at the other end of our shm channel from it, whose pid that
   // channel checked against the one announced at join.
-  if (const auto* channel = dynamic_cast<const ShmChannel*>(links_.inbound(writer)))
-    options.writer_pid = channel->peer_pid();
+  if (const Channel* channel = links_.inbound(writer)) options.writer_pid = channel->peer_pid();
   std::shared_ptr<ShmBroadcastRing> ring = ShmBroadcastRing::open(name, index, std::move(options));
   track(ring);
   return std::make_unique<RingReader>(std::move(ring), history_);
