@@ -28,6 +28,8 @@ namespace rankmesh {
 namespace {
 
 constexpr std::int64_t kFormatVersion = 1;
+// How many fields an entry of each kind has (value, tensor, empty dict).
+constexpr std::size_t kFieldsOfKind[] = {3, 6, 2};
 
 using detail::MsgpackItem;
 using detail::MsgpackReader;
@@ -288,7 +290,6 @@ public:
       const std::size_t entry_offset = reader_.offset();
       const std::size_t fields = reader_.read_array("a metadata entry");
       const std::int64_t kind = reader_.read_int("the entry kind");
-      static constexpr std::size_t kFieldsOfKind[] = {3, 6, 2};
       if (kind < 0 || kind > static_cast<std::int64_t>(MetaEntry::Kind::empty_dict) ||
           fields != kFieldsOfKind[kind])
         return false;
@@ -367,7 +368,6 @@ private:
   }
 
   void read_entry(MetaEntry& entry) {
-    static constexpr std::size_t kFieldsOfKind[] = {3, 6, 2};
     const std::size_t offset = reader_.offset();
     const std::size_t fields = reader_.read_array("a metadata entry");
     if (fields == 0) reader_.fail(Errc::malformed, offset, "a metadata entry is empty");

@@ -20,7 +20,7 @@ namespace {
 // Leaked on purpose: they must not be released after the interpreter has finalized.
 struct Interop {
   PyObject* torch_tensor_type = nullptr;  // null when torch is not importable
-  py::object torch_from_dlpack, torch_bool, torch_uint8;
+  py::object torch_from_dlpack, torch_bool;
   std::vector<std::pair<py::object, DType>> torch_dtypes;  // torch.float32 -> f32, ...
   // Attribute names, interned once: a torch tensor is read through them on every send.
   py::str dtype_name{"dtype"}, is_cpu_name{"is_cpu"}, is_contiguous_name{"is_contiguous"},
@@ -40,7 +40,6 @@ Interop& interop() {
     io->torch_tensor_type = torch.attr("Tensor").ptr();
     io->torch_from_dlpack = torch.attr("_C").attr("_from_dlpack");
     io->torch_bool = torch.attr("bool");
-    io->torch_uint8 = torch.attr("uint8");
     for (auto [name, dtype] : {std::pair{"float32", DType::f32}, {"float16", DType::f16},
                                {"bfloat16", DType::bf16}, {"float64", DType::f64}, {"int8", DType::i8},
                                {"int16", DType::i16}, {"int32", DType::i32}, {"int64", DType::i64},
