@@ -161,6 +161,9 @@ public:
     return std::string(reinterpret_cast<const char*>(text.data()), text.size());
   }
 
+  // One byte as it is, outside msgpack (a frame marker); fails at the end of the input.
+  std::uint8_t read_raw_byte() { return static_cast<std::uint8_t>(take(1)); }
+
 private:
   // A big-endian unsigned integer of `width` bytes.
   std::uint64_t take(std::size_t width) {

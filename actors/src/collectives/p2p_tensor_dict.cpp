@@ -17,12 +17,13 @@ namespace rankmesh::collectives {
 namespace {
 
 // Without send-allgather nothing is decided per key: the metadata is written straight from the
-// dict, and its tensors go whole.
+// dict through the pair's schema cache, and its tensors go whole. (With send-allgather frames
+// travel plain: which keys are sliced is decided per message.)
 void send_whole_dict_to(const Call& call, int to, std::uint64_t seq, const TensorDict& dict,
                         bool donate) {
   Frame& frame = call.frame();
   frame.tensors.clear();
-  encode(dict, frame.metadata, frame.tensors);
+  call.group().schemas.to(to).encode(dict, frame.metadata, frame.tensors);
   std::size_t kept = 0;
   for (std::size_t i = 0; i < frame.tensors.size(); ++i) {
     Tensor t = std::move(frame.tensors[i]);
@@ -79,9 +80,15 @@ void send_tensor_dict(GroupState& group, const TensorDict& dict, bool donate,
   Call call(group, "send_tensor_dict");
   const int next = (group.rank_in_group + 1) % group.size();
   const int to = call.check_other_peer(dst.value_or(next), "dst");
-  send_point_to_point(call, to, [&](std::uint64_t seq) {
-    send_dict_to(call, to, seq, dict, donate, all_gather_group, all_gather_tensors);
-  });
+  try {
+    send_point_to_point(call, to, [&](std::uint64_t seq) {
+      send_dict_to(call, to, seq, dict, donate, all_gather_group, all_gather_tensors);
+    });
+  } catch (...) {
+    // The frame may or may not have left: schemas are defined afresh (schema_cache.hpp).
+    group.schemas.to(to).forget();
+    throw;
+  }
 }
 
 TensorDict recv_tensor_dict(GroupState& group, std::optional<int> src, GroupState* all_gather_group,

@@ -7,6 +7,7 @@
 #include "collectives/send_allgather.hpp"
 #include "coordinator/payloads.hpp"
 #include "dict_metadata.hpp"
+#include "schema_cache.hpp"
 
 namespace rankmesh {
 
@@ -14,23 +15,29 @@ TensorDict rebuild_tensor_dict(const Call& call, int src, Frame& frame, GroupSta
                                const AllGatherTensors& overrides, const RecvInto& into) {
   // Keys are spelled out only where a per-key rule may apply (not per message otherwise).
   const bool keyed = all_gather_group != nullptr || !overrides.empty() || !into.empty();
+  const bool cached = SchemaReceiver::is_cached_frame(frame.metadata);
+  const SchemaReceiver* schemas = cached ? &call.group().schemas.from(src) : nullptr;
   if (!keyed) {
-    // The common case: the dict is built straight from the metadata bytes. A frame that is not
-    // plain goes the full way below, which names what is wrong.
+    // The common case: the dict is built straight from the metadata bytes (through the cached
+    // schema). A frame that does not fit goes the full way below, which names what is wrong.
     for (const Tensor& t : frame.tensors) make_received_ready(call, t);
     const RankContext& rank = call.rank();
-    std::optional<TensorDict> dict = decode_plain_dict(
-        frame.metadata, frame.tensors,
-        [&rank](const Shape& shape, DType dtype) { return rank.allocate(shape, dtype); });
+    const Allocator empty = [&rank](const Shape& shape, DType dtype) {
+      return rank.allocate(shape, dtype);
+    };
+    std::optional<TensorDict> dict = cached ? schemas->read_dict(frame.metadata, frame.tensors, empty)
+                                            : decode_plain_dict(frame.metadata, frame.tensors, empty);
     if (dict) {
       frame.tensors.clear();
       return std::move(*dict);
     }
   }
-  Result<Metadata> decoded = decode_metadata(frame.metadata);
+  Result<Metadata> decoded =
+      cached ? schemas->metadata(frame.metadata) : decode_metadata(frame.metadata);
   if (!decoded)
-    throw Error(Errc::malformed, call.where() + ": metadata from " + call.who(src) +
-                                     " does not decode: " + decoded.error().what());
+    throw Error(decoded.error().code() == Errc::mismatch ? Errc::mismatch : Errc::malformed,
+                call.where() + ": metadata from " + call.who(src) +
+                    " does not decode: " + decoded.error().what());
   Metadata& metadata = decoded.value();
   // Undoing a slice runs an all-gather, which reuses the rank's scratch frame: hold the
   // payloads apart (swapped, so the frame's capacity comes back afterwards).

@@ -24,7 +24,8 @@ GroupState::GroupState(std::shared_ptr<RankContext> context, GroupKind kind, int
       name(std::string(to_string(kind)) + ":" + std::to_string(index)),
       rank_in_group(rank_in(this->members, rank_context->rank(), name)),
       timeout(rank_context->default_timeout()),
-      sequences(this->members.size()) {}
+      sequences(this->members.size()),
+      schemas(this->members.size()) {}
 
 GroupState::~GroupState() = default;
 

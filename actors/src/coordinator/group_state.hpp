@@ -15,6 +15,7 @@
 
 #include "rankmesh/group_coordinator.hpp"
 #include "rankmesh/layout.hpp"
+#include "schema_cache.hpp"
 
 namespace rankmesh {
 
@@ -52,6 +53,9 @@ struct GroupState {
   std::chrono::nanoseconds timeout;
 
   SequenceNumbers sequences;
+  // Tensor-dict schemas cached per peer and direction (schema_cache.hpp): a rebuilt group
+  // starts with none.
+  SchemaCaches schemas;
   // send-allgather: whether any link from the members of an all-gather group to their peers
   // leaves the node, by (all-gather group id, destination group rank), agreed on first use.
   std::map<std::pair<std::uint32_t, int>, bool> links_leave_node;

@@ -40,6 +40,10 @@ void receive_point_to_point(const Call& call, int src, OpCode op, Frame& frame) 
                                                    op_name(static_cast<std::uint32_t>(op)) + " #" +
                                                    std::to_string(expected) + " from " +
                                                    call.who(src) + ", which did not come"));
+    // Whatever becomes of this frame (delivered, discarded as late, refused as out of order),
+    // the schema it defines stays defined: the sender counts on it (schema_cache.hpp).
+    if (frame.header.op == static_cast<std::uint32_t>(OpCode::tensor_dict))
+      group.schemas.from(src).take_in(frame.metadata);
     return frame.header.seq;
   };
   auto discard = [](std::uint64_t) { return false; };

@@ -59,6 +59,9 @@ public:
   bool operator==(const TensorDict& other) const;
 
 private:
+  // Fills the values of a received dict in place, key by key (lib/src/dict_schema.cpp).
+  friend class DictSchema;
+
   static constexpr std::size_t npos = static_cast<std::size_t>(-1);
   std::size_t position_of(std::string_view key) const noexcept;
   void append(std::string&& key, Value&& value);  // a key known to be new
