@@ -1,7 +1,8 @@
 // Decodes arbitrary bytes as metadata and as an object. Decoding must give an error or a value;
 // a value must re-encode to bytes that decode to an equal value, metadata must survive join()
-// (which validates keys) without crashing, and the receive path's shortcut (decode_plain_dict)
-// must build what decode and join build, or decline.
+// (which validates keys) without crashing, and the receive path's shortcuts (decode_plain_dict,
+// a schema receiver's read_dict for cached frames) must build what decode and join build, or
+// decline.
 #include <cstdint>
 #include <cstdlib>
 #include <optional>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "codec.hpp"
+#include "schema_cache.hpp"
 
 using namespace rankmesh;
 
@@ -71,9 +73,11 @@ bool same_shape(const TensorDict& a, const TensorDict& b) {
   return true;
 }
 
-// decode_plain_dict() (the receive path's shortcut) builds what decode_metadata() then join()
-// build, or declines; it never accepts what the full path refuses.
-void check_plain_dict(std::span<const std::uint8_t> bytes) {
+// The receive path's shortcut (`fast`: decode_plain_dict, or a schema receiver's read_dict) builds
+// what the full path (`full`: decode_metadata, or the receiver's metadata) then join() build, or
+// declines; it never accepts what the full path refuses.
+template <class Full, class Fast>
+void check_fast_path(std::span<const std::uint8_t> bytes, Full full, Fast fast) {
   static std::uint8_t stand_in;
   auto stand_ins = [](const Metadata& metadata, bool with_empty) {
     std::vector<Tensor> tensors;
@@ -85,13 +89,13 @@ void check_plain_dict(std::span<const std::uint8_t> bytes) {
   const Allocator empty = [](const Shape& shape, DType dtype) {
     return Tensor::wrap(&stand_in, shape, dtype, Device{}, nullptr);
   };
-  auto metadata = decode_metadata(bytes);
+  auto metadata = full(bytes);
   if (!metadata.ok()) {
-    if (decode_plain_dict(bytes, {}, empty)) std::abort();  // the full path refuses these bytes
+    if (fast(bytes, std::span<const Tensor>{}, empty)) std::abort();  // the full path refuses these bytes
     return;
   }
   const std::vector<Tensor> payloads = stand_ins(metadata.value(), false);
-  std::optional<TensorDict> plain = decode_plain_dict(bytes, payloads, empty);
+  std::optional<TensorDict> plain = fast(bytes, payloads, empty);
   TensorDict joined;
   try {
     joined = join(metadata.value(), stand_ins(metadata.value(), true));
@@ -102,6 +106,33 @@ void check_plain_dict(std::span<const std::uint8_t> bytes) {
   bool sliced = false;
   for (const MetaEntry& entry : metadata.value().entries) sliced = sliced || entry.tensor.sliced;
   if (plain ? !same_shape(*plain, joined) : !sliced) std::abort();
+}
+
+void check_plain_dict(std::span<const std::uint8_t> bytes) {
+  check_fast_path(bytes, [](auto b) { return decode_metadata(b); },
+                  [](auto b, auto payloads, const Allocator& empty) {
+                    return decode_plain_dict(b, payloads, empty);
+                  });
+}
+
+// A cached frame (schema_cache.hpp), taken in by a receiver that holds a definition in slot 0
+// (so that uses of it reach the instance reader) and perhaps defines another itself.
+void check_cached_frame(std::span<const std::uint8_t> bytes) {
+  static std::uint8_t stand_in;
+  auto t = [](Shape shape, DType dtype) { return Tensor::wrap(&stand_in, shape, dtype, Device{}, nullptr); };
+  SchemaReceiver receiver;
+  SchemaSender sender;
+  std::vector<std::uint8_t> definition;
+  std::vector<Tensor> tensors;
+  sender.encode(TensorDict{{"x", t({2, 1}, DType::f16)}, {"n", 1}, {"e", TensorDict{}},
+                           {"inner", TensorDict{{"y", t({1}, DType::u8)}}}},
+                definition, tensors);
+  receiver.take_in(definition);
+  receiver.take_in(bytes);
+  check_fast_path(bytes, [&](auto b) { return receiver.metadata(b); },
+                  [&](auto b, auto payloads, const Allocator& empty) {
+                    return receiver.read_dict(b, payloads, empty);
+                  });
 }
 
 }  // namespace
@@ -116,6 +147,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     check_join(metadata.value());
   }
   check_plain_dict(bytes);
+  check_cached_frame(bytes);
   if (auto object = decode_object(bytes); object.ok()) check_round_trip(object.value(), decode_obj);
   decode_metadata(bytes, kTight);
   decode_object(bytes, kTight);

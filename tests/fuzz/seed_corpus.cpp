@@ -94,6 +94,13 @@ int main(int argc, char** argv) {
     encode(v, bytes);
     if (!write(bytes)) return 1;
   }
+  // Cached frames (schema_cache.hpp): a definition in slot 1, and a use of the schema that
+  // codec_fuzz's receiver holds in slot 0 (x [2, 1], n 1, e, inner.y [1]).
+  const Metadata defined = metadata()[2];
+  encode(defined, bytes);
+  bytes.insert(bytes.begin(), {0xc1, 'D', 1, 2});
+  if (!write(bytes)) return 1;
+  if (!write({0xc1, 'U', 0, 1, 2, 1, 1, 1})) return 1;
   std::cout << "wrote " << written << " seeds to " << directory << "\n";
   return 0;
 }
