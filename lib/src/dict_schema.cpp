@@ -158,18 +158,19 @@ bool DictSchema::read_level(TensorDict& level, std::size_t depth, std::size_t& l
     switch (shape.kind) {
       case MetaEntry::Kind::tensor: {
         Shape dims = decoder.read_dims(shape.rank, shape.dtype);
+        // The placeholder is None: emplace builds the tensor where it stays.
         if (dims.numel() == 0) {
-          entry.value = Value(empty(dims, shape.dtype));
+          entry.value.v.emplace<Tensor>(empty(dims, shape.dtype));
           break;
         }
         if (payload >= payloads.size()) return false;
         const Tensor& received = payloads[payload++];
         if (received.dtype() != shape.dtype || !(received.shape() == dims)) return false;
-        entry.value = Value(received);
+        entry.value.v.emplace<Tensor>(received);
         break;
       }
       case MetaEntry::Kind::empty_dict: break;
-      case MetaEntry::Kind::value: entry.value = decoder.read_value(depth); break;
+      case MetaEntry::Kind::value: entry.value.v = std::move(decoder.read_value(depth).v); break;
     }
   }
   return true;
