@@ -30,6 +30,8 @@ struct ChannelTraits {
   bool lands_payloads = false;
   // Payloads may live in device memory (touched only through the device's copies).
   bool carries_device_memory = false;
+  // The transport's name ("inproc", "shm", "tcp"), as timelines show it; static storage.
+  const char* transport = "";
 
   // Whether a payload of `nbytes` may still be read after send() returns.
   bool reads_after_send(std::size_t nbytes) const noexcept {

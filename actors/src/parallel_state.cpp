@@ -132,7 +132,16 @@ const Layout& ParallelState::layout() const {
   return *impl_->layout;
 }
 
-void ParallelState::abort(const std::string& reason) { impl_->context->fail(reason); }
+std::string ParallelState::flush_trace() { return impl_->context->tracer().write("flush"); }
+std::string ParallelState::dump_trace() { return impl_->context->tracer().dump("api"); }
+void ParallelState::set_tracing(bool on) { impl_->context->tracer().set_on(on); }
+bool ParallelState::tracing() const noexcept { return impl_->context->tracer().on(); }
+
+void ParallelState::abort(const std::string& reason) {
+  impl_->context->fail(reason);
+  impl_->context->tracer().instant("abort", "", reason);
+  impl_->context->tracer().keep("failure");
+}
 
 bool ParallelState::is_global_first_rank() const noexcept {
   return !impl_->layout || rank() == 0;

@@ -9,9 +9,18 @@ RankContext::RankContext(int rank, int world_size, int local_rank,
                          std::vector<DeviceBackend*> backends,
                          std::function<void(const std::string&)> log)
     : rank_(rank), world_size_(world_size), local_rank_(local_rank), timeout_(timeout),
-      allocator_(std::move(allocator)), history_(rank, std::move(log)), links_(history_),
-      stash_(world_size, epochs_), rings_(rank, links_, history_), queue_(rank),
-      streams_(rank, std::move(backends)) {}
+      allocator_(std::move(allocator)), tracer_(std::make_shared<Tracer>(rank, world_size)),
+      history_(rank, std::move(log)), links_(history_), stash_(world_size, epochs_),
+      rings_(rank, links_, history_), queue_(rank), streams_(rank, std::move(backends)) {
+  history_.observe([tracer = tracer_.get()](const Error& error) {
+    if (!tracer->on()) return;
+    const char* name = error.code() == Errc::timeout       ? "timeout"
+                       : error.code() == Errc::peer_failed ? "peer_failure"
+                       : error.code() == Errc::mismatch    ? "mismatch"
+                                                           : "error";
+    tracer->instant(name, "", error.what());
+  });
+}
 
 bool RankContext::recv(int src, std::uint32_t group, bool collective, Frame& out,
                        Deadline deadline, const Describe& what, const Landing* landing) {

@@ -22,6 +22,7 @@
 #include "rank/group_ids.hpp"
 #include "rank/op_history.hpp"
 #include "rank/op_queue.hpp"
+#include "rank/tracer.hpp"
 #include "rank/peer_links.hpp"
 #include "rank/streams.hpp"
 #include "rankmesh/device_backend.hpp"
@@ -117,12 +118,19 @@ public:
   // A frame whose buffers this rank reuses for its sends and receives (ops are serialised).
   Frame& scratch() noexcept { return scratch_; }
 
+  // The rank's timeline recording (rank/tracer.hpp).
+  Tracer& tracer() const noexcept { return *tracer_; }
+  const std::shared_ptr<Tracer>& tracer_handle() const noexcept { return tracer_; }
+  // Whether the calling thread runs this rank's asynchronous operations (its stream thread).
+  bool on_stream_thread() const noexcept { return queue_.running_here(); }
+
 private:
   const int rank_;
   const int world_size_;
   const int local_rank_;
   const std::chrono::nanoseconds timeout_;
   Allocator allocator_;
+  const std::shared_ptr<Tracer> tracer_;
   OpHistory history_;
   PeerLinks links_;
   LayoutEpochs epochs_;

@@ -77,7 +77,11 @@ void default_log(const std::string& line) { std::fprintf(stderr, "%s\n", line.c_
 
 // What a rank actor does when its world fails: fail the rank's channels and wake its waiters.
 std::function<void(const std::string&)> failing(std::shared_ptr<RankContext> context) {
-  return [context = std::move(context)](const std::string& reason) { context->fail(reason); };
+  return [context = std::move(context)](const std::string& reason) {
+    context->fail(reason);
+    context->tracer().instant("peer_failure", "", reason);
+    context->tracer().keep("failure");
+  };
 }
 
 }  // namespace
@@ -109,6 +113,7 @@ struct Runtime::Impl {
         options.log(std::string("rankmesh: ") + e.what());
       }
     }
+    for (auto& context : contexts) context->tracer().keep("shutdown");
     // Wake every rank still waiting, so that pending operations end before their coordinators.
     for (auto& context : contexts) context->fail("the runtime shut down");
     // Copies still queued on the ranks' streams finish too: their results may be in tensors
@@ -138,6 +143,10 @@ struct Runtime::Impl {
     Group everyone(static_cast<std::size_t>(world));
     for (int i = 0; i < world; ++i) everyone[static_cast<std::size_t>(i)] = i;
     state->world = std::make_unique<GroupCoordinator>(make_group_state(context, GroupKind::world, 0, everyone));
+    // Ranks of one host share CLOCK_MONOTONIC, so the files' times line up as they are.
+    context->tracer().configure(options.trace_dir, options.trace_events, node_identity(),
+                                !options.trace_dir.empty());
+    if (!options.trace_dir.empty()) watch_dump_signal(context->tracer_handle());
     (void)local_rank;
     local.push_back(rank);
     contexts.push_back(std::move(context));
@@ -292,6 +301,10 @@ Runtime::Runtime(RuntimeOptions options) {
   if (!options.allocator) options.allocator = shared_buffer_pool().allocator();
   if (!options.log) options.log = default_log;
   options.spin = spin_from_environment(options.spin);
+  if (const char* trace = std::getenv("RANKMESH_TRACE"); trace != nullptr && *trace != '\0')
+    options.trace_dir = trace;
+  if (const char* events = std::getenv("RANKMESH_TRACE_EVENTS"); events != nullptr && *events != '\0')
+    options.trace_events = static_cast<std::size_t>(std::max(1L, std::atol(events)));
   set_spin_policy(spin_policy(options.spin, place ? place->local_world_size : 1));
   impl_ = std::make_unique<Impl>(std::move(options));
   const int world = place ? place->world_size : impl_->options.world_size;
@@ -324,7 +337,11 @@ ParallelState& Runtime::rank(int rank) {
 
 void Runtime::abort(const std::string& reason) {
   for (auto& context : impl_->contexts) context->record_failure(reason);
-  for (auto& context : impl_->contexts) context->fail(reason);
+  for (auto& context : impl_->contexts) {
+    context->fail(reason);
+    context->tracer().instant("abort", "", reason);
+    context->tracer().keep("failure");
+  }
 }
 
 }  // namespace rankmesh

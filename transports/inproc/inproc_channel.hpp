@@ -18,7 +18,7 @@ class InprocChannel final : public Channel {
 public:
   static constexpr std::size_t kSlots = 64;
 
-  static constexpr ChannelTraits kTraits{.shares_tensors = true};
+  static constexpr ChannelTraits kTraits{.shares_tensors = true, .transport = "inproc"};
 
   InprocChannel() : Channel(kTraits) {}
 

@@ -42,8 +42,9 @@ class TcpLink {
 public:
   // The writer thread may still read payloads after send() returns; recv() reads payloads
   // straight into a landing's tensors.
-  static constexpr ChannelTraits kOutboundTraits{.copies_up_to = 0};
-  static constexpr ChannelTraits kInboundTraits{.copies_up_to = 0, .lands_payloads = true};
+  static constexpr ChannelTraits kOutboundTraits{.copies_up_to = 0, .transport = "tcp"};
+  static constexpr ChannelTraits kInboundTraits{.copies_up_to = 0, .lands_payloads = true,
+                                                .transport = "tcp"};
 
   // Takes ownership of `fd`, a connected socket whose peer authenticated as `peer`.
   TcpLink(int fd, PeerIdentity peer, TcpOptions options = {});

@@ -54,6 +54,17 @@ public:
   // Fails every pending and later operation of this rank at once with `reason`.
   void abort(const std::string& reason);
 
+  // --- timeline traces (docs/trace.md): RuntimeOptions::trace_dir or RANKMESH_TRACE=DIR
+  // records every operation into a bounded ring, written to DIR/rank-<R>.trace.json on
+  // shutdown, on failure and by flush_trace().
+  // Writes this rank's file now; returns its path. Error(invalid_argument) without a directory.
+  std::string flush_trace();
+  // Writes the ring to the next of DIR's rotating dump files (as SIGUSR2 does); returns its path.
+  std::string dump_trace();
+  // Starts or stops recording at run time (a runtime with a trace directory starts it on).
+  void set_tracing(bool on);
+  bool tracing() const noexcept;
+
   bool is_global_first_rank() const noexcept;  // world rank 0, or nothing initialized yet
   bool is_local_first_rank() const noexcept;   // local rank 0 on its node
 

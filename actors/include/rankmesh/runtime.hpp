@@ -43,6 +43,11 @@ struct RuntimeOptions {
   std::vector<DeviceBackend*> backends;
   // Where ranks log (their assignment, once; failures); default: stderr.
   std::function<void(const std::string&)> log;
+  // Timeline traces (docs/trace.md): a directory turns recording on from the start; each rank
+  // keeps its last `trace_events` operations. RANKMESH_TRACE=DIR and RANKMESH_TRACE_EVENTS=N
+  // override them.
+  std::string trace_dir;
+  std::size_t trace_events = 16384;
 
   // --- across processes (ignored when embedded)
   // The data plane's listening address; default: this host's address toward MASTER_ADDR

@@ -1,6 +1,7 @@
 #include "coordinator/call.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <thread>
 
 namespace rankmesh {
@@ -21,10 +22,46 @@ Call::Call(GroupState& group, const char* operation)
                                             "thread at a time");
   }
 #endif
+  if (rank_.tracer().on()) begin_trace();
 }
 
 Call::~Call() {
+  if (trace_) end_trace();
   if (guarded_) group_.user.store(std::thread::id{});
+}
+
+void Call::begin_trace() noexcept {
+  TraceEvent& event = trace_.emplace();
+  event.name = operation_;
+  const std::string_view name(operation_);
+  event.collective = !name.starts_with("send") && !name.starts_with("recv");
+  event.lane = rank_.on_stream_thread() ? 1 : 0;
+  event.set_group(group_.name);
+  event.group_id = group_.id;
+  uncaught_at_start_ = std::uncaught_exceptions();
+  event.start_ns = Tracer::now_ns();
+}
+
+void Call::trace_message(std::uint64_t seq, int peer, bool sent, std::size_t bytes) const noexcept {
+  TraceEvent& event = *trace_;
+  event.bytes += bytes;
+  event.add_peer(peer);
+  const char* transport = rank_.links().traits_to(peer).transport;
+  event.transport =
+      event.transport[0] == '\0' || std::strcmp(event.transport, transport) == 0 ? transport : "mixed";
+  if (event.seq < 0) event.seq = static_cast<std::int64_t>(seq);
+  if (!event.collective && event.flow == TraceEvent::Flow::none) {
+    event.flow = sent ? TraceEvent::Flow::sent : TraceEvent::Flow::received;
+    event.flow_src = sent ? rank_.rank() : peer;
+    event.flow_dst = sent ? peer : rank_.rank();
+  }
+}
+
+void Call::end_trace() noexcept {
+  TraceEvent& event = *trace_;
+  event.end_ns = Tracer::now_ns();
+  event.failed = std::uncaught_exceptions() > uncaught_at_start_;
+  rank_.tracer().record(event);
 }
 
 std::chrono::nanoseconds Call::left() const {

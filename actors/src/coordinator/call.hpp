@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 #include <string>
 
 #include "coordinator/group_state.hpp"
@@ -12,6 +13,7 @@
 #include "frame.hpp"
 #include "rank_context.hpp"
 #include "rankmesh/error.hpp"
+#include "trace_ring.hpp"
 
 namespace rankmesh {
 
@@ -50,13 +52,25 @@ public:
   // A payload that does not fit what this rank expects: the ranks passed different tensors.
   Error payload_mismatch(int src, const Tensor& got, const std::string& expected) const;
 
+  // Whether this call is recorded on the rank's timeline (rank/tracer.hpp): decided when it
+  // starts, so that off costs one branch per call and per message.
+  bool tracing() const noexcept { return trace_.has_value(); }
+  // One message of this call, for its timeline event: message `seq`, to or from global rank
+  // `peer`, `bytes` of payload.
+  void trace_message(std::uint64_t seq, int peer, bool sent, std::size_t bytes) const noexcept;
+
 private:
+  void begin_trace() noexcept;
+  void end_trace() noexcept;
+
   GroupState& group_;
   RankContext& rank_;
   const char* operation_;
   Deadline deadline_;
   RankContext::Describe describe_ = [this] { return where(); };  // small: no allocation
   bool guarded_ = false;
+  mutable std::optional<TraceEvent> trace_;  // filled by messages of a call the matcher sees as const
+  int uncaught_at_start_ = 0;  // a call left by an exception is marked failed
 };
 
 // "250 ms"

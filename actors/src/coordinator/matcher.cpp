@@ -17,8 +17,9 @@ Error out_of_order(const Call& call, int src, OpCode expected_op, std::uint64_t 
 void record_message(const Call& call, const Frame& frame, int group_rank, bool sent) {
   std::size_t bytes = 0;
   for (const Tensor& t : frame.tensors) bytes += t.nbytes();
-  call.rank().record(frame.header.op, call.group().name, call.group().global_rank(group_rank), sent,
-                     frame.header.seq, bytes);
+  const int peer = call.group().global_rank(group_rank);
+  call.rank().record(frame.header.op, call.group().name, peer, sent, frame.header.seq, bytes);
+  if (call.tracing()) call.trace_message(frame.header.seq, peer, sent, bytes);
 }
 
 void send_numbered(const Call& call, int dst, OpCode op, std::uint64_t seq, Frame& frame) {

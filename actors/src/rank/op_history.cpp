@@ -32,6 +32,7 @@ Error OpHistory::reported(Error error) const {
   }
   if (first == recorded_) text += " none";
   log(text);
+  if (observer_) observer_(error);
   return error;
 }
 

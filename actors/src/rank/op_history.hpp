@@ -27,6 +27,9 @@ public:
   const Log& logger() const noexcept { return log_; }
   // Logs `error` with the recent messages of this rank, and returns it for throwing.
   Error reported(Error error) const;
+  // Sees every error reported (the rank's tracer marks them on its timeline). Set once, before
+  // the rank runs operations.
+  void observe(std::function<void(const Error&)> observer) { observer_ = std::move(observer); }
 
 private:
   struct Entry {
@@ -41,6 +44,7 @@ private:
 
   const int rank_;
   const Log log_;
+  std::function<void(const Error&)> observer_;
   std::array<Entry, kEntries> entries_{};
   std::uint64_t recorded_ = 0;
 };

@@ -26,6 +26,8 @@ void OpQueue::submit(Stream& stream, std::shared_ptr<const void> keep_alive,
   });
 }
 
+bool OpQueue::running_here() const noexcept { return t_running_for == this; }
+
 void OpQueue::drain(Deadline deadline) {
   if (t_running_for == this) return;
   std::unique_lock lock(mutex_);

@@ -22,6 +22,8 @@ public:
   void submit(Stream& stream, std::shared_ptr<const void> keep_alive, std::function<void()> work);
   // Waits until everything submitted has run. A no-op inside submitted work.
   void drain(Deadline deadline);
+  // Whether the calling thread is running this queue's submitted work (the stream thread).
+  bool running_here() const noexcept;
 
 private:
   const int rank_;
