@@ -101,9 +101,11 @@ int enclosing(const std::map<Lane, LaneOperations>& by_lane, const std::vector<O
 TraceFile read_trace_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) bad_file(path, "cannot be read");
+  std::string text(std::istreambuf_iterator<char>(in), {});
+  if (in.bad()) bad_file(path, "cannot be read");
   TraceFile file{path, json(), false};
   try {
-    file.document = json::parse(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    file.document = json::parse(text);
   } catch (const json::parse_error& e) {
     bad_file(path, std::string("not valid JSON (") + e.what() + ")");
   }
@@ -126,7 +128,7 @@ TraceFile read_trace_file(const std::string& path) {
 
 Timeline read_timeline(const std::string& path) {
   TraceFile file = read_trace_file(path);
-  json merged = file.merged ? std::move(file.document) : merge_trace_files({file});
+  json merged = file.merged ? std::move(file.document) : merge_trace_files({std::move(file)});
   Timeline timeline;
   timeline.other_data = merged["otherData"];
   std::map<std::string, std::pair<Lane, double>> sends, receives;  // flow ends by id

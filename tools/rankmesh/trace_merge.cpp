@@ -11,35 +11,37 @@ namespace rankmesh::tool {
 
 using nlohmann::json;
 
-json merge_trace_files(const std::vector<TraceFile>& files) {
-  json metadata = json::array(), timed = json::array(), ranks = json::array();
+json merge_trace_files(std::vector<TraceFile> files) {
+  json events = json::array(), ranks = json::array();
+  std::vector<std::pair<double, std::size_t>> order;  // (world ts, index in `timed`)
+  std::vector<json> timed;
   double clock_error_us = 0;
-  for (const TraceFile& file : files) {
+  for (TraceFile& file : files) {
     const json& other = file.document["otherData"];
     double offset = other["clock_offset_us"];
     clock_error_us = std::max(clock_error_us, other["clock_error_us"].get<double>());
     ranks.push_back(other);
-    for (const json& event : file.document["traceEvents"]) {
+    for (json& event : file.document["traceEvents"]) {
       if (event["ph"] == "M") {
-        metadata.push_back(event);
+        events.push_back(std::move(event));
         continue;
       }
-      json moved = event;
-      moved["ts"] = event["ts"].get<double>() + offset;
-      timed.push_back(std::move(moved));
+      double ts = event["ts"].get<double>() + offset;
+      event["ts"] = ts;
+      order.emplace_back(ts, timed.size());
+      timed.push_back(std::move(event));
     }
   }
   // Stable: events of one lane with equal ts keep the recorder's order.
-  std::stable_sort(timed.begin(), timed.end(), [](const json& a, const json& b) {
-    return a["ts"].get<double>() < b["ts"].get<double>();
-  });
-  for (json& event : timed) metadata.push_back(std::move(event));
+  std::stable_sort(order.begin(), order.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (const auto& [ts, index] : order) events.push_back(std::move(timed[index]));
   json other = {{"rankmesh_trace", kTraceVersion},
                 {"world_size", files.empty() ? json(0) : files[0].document["otherData"]["world_size"]},
                 {"clock_error_us", clock_error_us},
                 {"ranks", std::move(ranks)}};
   std::string unit = files.empty() ? "ns" : files[0].document.value("displayTimeUnit", "ns");
-  return {{"displayTimeUnit", unit}, {"otherData", std::move(other)}, {"traceEvents", std::move(metadata)}};
+  return {{"displayTimeUnit", unit}, {"otherData", std::move(other)}, {"traceEvents", std::move(events)}};
 }
 
 json merge_trace_directory(const std::string& dir, bool partial) {
@@ -91,7 +93,7 @@ json merge_trace_directory(const std::string& dir, bool partial) {
   }
   std::vector<TraceFile> files;
   for (auto& [rank, file] : by_rank) files.push_back(std::move(file));
-  json merged = merge_trace_files(files);
+  json merged = merge_trace_files(std::move(files));
   if (!missing.empty()) merged["otherData"]["missing_ranks"] = std::move(missing);
   return merged;
 }

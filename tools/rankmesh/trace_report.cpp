@@ -92,6 +92,7 @@ void operations(std::string& out, const Timeline& timeline) {
   out += "\n## Operations\n\nLatency is each operation's duration on its rank (the X event's dur).\n\n"
          "| group | operation | count | failed | bytes | latency p50 | latency p99 |\n"
          "|---|---|---:|---:|---:|---:|---:|\n";
+  if (rows.empty()) out += "| (no operation recorded) | | | | | | |\n";
   for (const auto& [key, row] : rows)
     out += "| " + escape_cell(key.first) + " | " + escape_cell(key.second) + " | " +
            std::to_string(row.count) + " | " + std::to_string(row.failed) + " | " +

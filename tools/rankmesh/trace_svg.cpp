@@ -61,6 +61,13 @@ Axis axis_for(double span_us) {
   return axis;
 }
 
+// A time since the trace's first event in the axis's unit, for the title and the note.
+std::string time_text(double us, const Axis& axis) {
+  char text[48];
+  std::snprintf(text, sizeof text, "+%.4g %s", us / axis.unit_us, axis.unit);
+  return text;
+}
+
 std::string time_label(double us, const Axis& axis) {
   char text[32];
   std::snprintf(text, sizeof text, "%g", std::round(us / axis.step_us) * axis.step_us / axis.unit_us);
@@ -226,8 +233,9 @@ std::string trace_svg(const Timeline& timeline, const SvgOptions& options) {
     picture.to = ops[options.max_operations]->start;
     ops.resize(options.max_operations);
     note = "Showing the first " + std::to_string(ops.size()) + " of " + std::to_string(total) +
-           " operations in the window (up to +" + number(picture.to - timeline.begin) +
-           " µs); choose a window with --from/--to or raise --max-ops.";
+           " operations in the window (up to " +
+           time_text(picture.to - timeline.begin, axis_for(picture.to - picture.from)) +
+           "); choose a window with --from/--to or raise --max-ops.";
   }
   for (std::size_t i = 0; i < timeline.lanes.size(); ++i) picture.lane_index[timeline.lanes[i]] = static_cast<int>(i);
   assign_colours(picture);
@@ -251,9 +259,8 @@ std::string trace_svg(const Timeline& timeline, const SvgOptions& options) {
          "\"/></clipPath>\n</defs>\n";
   svg += "<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n";
   Axis axis = axis_for(picture.to - picture.from);
-  char window[96];
-  std::snprintf(window, sizeof window, "+%g to +%g %s", (picture.from - timeline.begin) / axis.unit_us,
-                (picture.to - timeline.begin) / axis.unit_us, axis.unit);
+  std::string window = time_text(picture.from - timeline.begin, axis) + " to " +
+                       time_text(picture.to - timeline.begin, axis);
   svg += "<text x=\"8\" y=\"20\" font-size=\"15\" font-weight=\"bold\">rankmesh timeline: world of " +
          timeline.other_data["world_size"].dump() + " ranks, " + window + "</text>\n";
   if (!note.empty()) svg += "<text class=\"note\" x=\"8\" y=\"40\" fill=\"#b00000\">" + escape(note) + "</text>\n";
