@@ -19,7 +19,7 @@ constexpr double kPlotWidth = kWidth - kLabelWidth - kRightMargin;
 // Collectives in cool colours, point-to-point in warm ones; names take them in sorted order.
 constexpr const char* kCollectiveColours[] = {"#1f77b4", "#2ca02c", "#17becf", "#9467bd",
                                               "#4e79a7", "#59a14f", "#76b7b2", "#6b6ecf"};
-constexpr const char* kP2pColours[] = {"#ff7f0e", "#d62728", "#e377c2", "#bcbd22", "#8c564b", "#f2b447"};
+constexpr const char* kP2pColours[] = {"#ff7f0e", "#bcbd22", "#e377c2", "#8c564b", "#f2b447", "#d62728"};
 
 std::string number(double value) {
   char text[32];
