@@ -69,19 +69,24 @@ int trace_command(const std::vector<std::string>& argv) {
   const std::string& input = argv[1];
   std::vector<std::string> rest(argv.begin() + 2, argv.end());
 
-  if (verb == "merge") {
-    Arguments args(rest, {"-o"}, {"--partial"});
-    write_output(args, trace_text(merge_trace_directory(input, args.has("--partial"))));
-  } else if (verb == "report") {
-    Arguments args(rest, {"-o"}, {});
-    write_output(args, trace_report(read_timeline(input)));
-  } else {
-    Arguments args(rest, {"-o", "--from", "--to", "--max-ops"}, {});
-    SvgOptions options;
-    if (args.has("--from")) options.from_us = microseconds(args, "--from");
-    if (args.has("--to")) options.to_us = microseconds(args, "--to");
-    options.max_operations = args.positive("--max-ops").value_or(options.max_operations);
-    write_output(args, trace_svg(read_timeline(input), options));
+  // The readers check the fields they use; a wrong type they did not foresee still ends in one line.
+  try {
+    if (verb == "merge") {
+      Arguments args(rest, {"-o"}, {"--partial"});
+      write_output(args, trace_text(merge_trace_directory(input, args.has("--partial"))));
+    } else if (verb == "report") {
+      Arguments args(rest, {"-o"}, {});
+      write_output(args, trace_report(read_timeline(input)));
+    } else {
+      Arguments args(rest, {"-o", "--from", "--to", "--max-ops"}, {});
+      SvgOptions options;
+      if (args.has("--from")) options.from_us = microseconds(args, "--from");
+      if (args.has("--to")) options.to_us = microseconds(args, "--to");
+      options.max_operations = args.positive("--max-ops").value_or(options.max_operations);
+      write_output(args, trace_svg(read_timeline(input), options));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw UsageError(input + ": unexpected content (" + e.what() + ")");
   }
   return 0;
 }

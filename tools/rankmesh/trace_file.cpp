@@ -30,6 +30,9 @@ bool is_integer(const json& object, const char* key) {
 void check_other_data(const std::string& path, const json& other, bool merged) {
   if (merged) {
     if (!is_integer(other, "world_size")) bad_file(path, "otherData.world_size is not an integer");
+    for (const json& rank : other["ranks"])
+      if (!rank.is_object() || !is_integer(rank, "rank"))
+        bad_file(path, "otherData.ranks holds an entry without an integer rank");
     return;
   }
   for (const char* key : {"rank", "world_size"})
@@ -119,6 +122,7 @@ TraceFile read_trace_file(const std::string& path) {
     bad_file(path, "trace format version " + version.dump() + "; this rankmesh reads version " +
                        std::to_string(kTraceVersion));
   file.merged = other->contains("ranks");
+  if (file.merged && !(*other)["ranks"].is_array()) bad_file(path, "otherData.ranks is not an array");
   check_other_data(path, *other, file.merged);
   auto events = doc.find("traceEvents");
   if (events == doc.end() || !events->is_array()) bad_file(path, "has no traceEvents array");
@@ -133,12 +137,13 @@ Timeline read_timeline(const std::string& path) {
   timeline.other_data = merged["otherData"];
   std::map<std::string, std::pair<Lane, double>> sends, receives;  // flow ends by id
   std::set<Lane> lanes;
+  std::set<int> ranks;
   bool seen_time = false;
   try {
     for (const json& event : merged["traceEvents"]) {
       const std::string ph = event["ph"];
       if (ph == "M") {
-        if (event.value("name", "") == "thread_name" && event.contains("tid"))
+        if (event.value("name", "") == "thread_name" && event.contains("tid") && event.contains("args"))
           timeline.thread_names[lane_of(event)] = event["args"].value("name", "");
         continue;
       }
@@ -172,14 +177,13 @@ Timeline read_timeline(const std::string& path) {
         timeline.failures.push_back({lane, ts, event["name"], message});
       }
     }
+    // A rank without events still gets its lane, empty: the picture shows it was there.
+    for (const json& rank : timeline.other_data["ranks"]) ranks.insert(rank["rank"].get<int>());
+    for (const json& rank : timeline.other_data.value("missing_ranks", json::array()))
+      ranks.insert(rank.get<int>());
   } catch (const json::exception& e) {
-    bad_file(path, std::string("an event's field has the wrong type (") + e.what() + ")");
+    bad_file(path, std::string("a field has the wrong type (") + e.what() + ")");
   }
-  // A rank without events still gets its lane, empty: the picture shows it was there.
-  std::set<int> ranks;
-  for (const json& rank : timeline.other_data["ranks"]) ranks.insert(rank.value("rank", 0));
-  for (const json& rank : timeline.other_data.value("missing_ranks", json::array()))
-    ranks.insert(rank.get<int>());
   for (int rank : ranks)
     if (std::none_of(lanes.begin(), lanes.end(), [&](Lane lane) { return lane.first == rank; }))
       lanes.insert({rank, 0});

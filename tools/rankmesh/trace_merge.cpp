@@ -1,15 +1,35 @@
 #include "trace_merge.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <filesystem>
 #include <map>
-#include <regex>
+#include <optional>
+#include <string_view>
 
 #include "arguments.hpp"
 
 namespace rankmesh::tool {
 
 using nlohmann::json;
+
+namespace {
+
+// R of a file named rank-<R>.trace.json; nullopt for any other name (dumps, merged traces).
+std::optional<int> rank_of(const std::string& name) {
+  constexpr std::string_view kPrefix = "rank-", kSuffix = ".trace.json";
+  if (name.size() <= kPrefix.size() + kSuffix.size() || name.rfind(kPrefix, 0) != 0 ||
+      name.compare(name.size() - kSuffix.size(), kSuffix.size(), kSuffix) != 0)
+    return std::nullopt;
+  std::string_view digits(name.data() + kPrefix.size(), name.size() - kPrefix.size() - kSuffix.size());
+  int rank = 0;
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), rank);
+  if (digits[0] < '0' || digits[0] > '9' || ec != std::errc() || end != digits.data() + digits.size())
+    return std::nullopt;
+  return rank;
+}
+
+}  // namespace
 
 json merge_trace_files(std::vector<TraceFile> files) {
   json events = json::array(), ranks = json::array();
@@ -48,25 +68,22 @@ json merge_trace_directory(const std::string& dir, bool partial) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) throw UsageError("'" + dir + "' is not a directory");
-  static const std::regex kName(R"(rank-(\d+)\.trace\.json)");
   std::map<int, TraceFile> by_rank;
   for (const fs::directory_entry& entry : fs::directory_iterator(dir)) {
-    std::smatch match;
-    std::string name = entry.path().filename().string();
-    if (!std::regex_match(name, match, kName)) continue;
+    std::optional<int> rank = rank_of(entry.path().filename().string());
+    if (!rank) continue;
     TraceFile file = read_trace_file(entry.path().string());
     if (file.merged) throw UsageError(file.path + ": a merged trace, not a rank's file");
-    int rank = std::stoi(match[1]);
     const json& other = file.document["otherData"];
-    if (other["rank"] != rank)
+    if (other["rank"] != *rank)
       throw UsageError(file.path + ": otherData.rank is " + other["rank"].dump() + ", the name says " +
-                       std::to_string(rank));
+                       std::to_string(*rank));
     const json& events = file.document["traceEvents"];
     for (std::size_t i = 0; i < events.size(); ++i)
-      if (events[i]["pid"] != rank)
+      if (events[i]["pid"] != *rank)
         throw UsageError(file.path + ": event " + std::to_string(i) + " has pid " +
-                         events[i]["pid"].dump() + " in rank " + std::to_string(rank) + "'s file");
-    by_rank.emplace(rank, std::move(file));
+                         events[i]["pid"].dump() + " in rank " + std::to_string(*rank) + "'s file");
+    by_rank.emplace(*rank, std::move(file));
   }
   if (by_rank.empty()) throw UsageError("no rank-<R>.trace.json files in '" + dir + "'");
 
