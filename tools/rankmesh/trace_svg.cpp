@@ -107,6 +107,13 @@ std::string lane_label(const Timeline& timeline, Lane lane) {
                             ? name->second : "tid " + std::to_string(lane.second));
 }
 
+// Failed operations get a black outline; others a thin white one, so that back-to-back
+// operations of one colour stay apart, except those too narrow to keep any fill inside it.
+std::string outline(const Operation& op, double width) {
+  if (op.error) return " stroke=\"#000000\" stroke-width=\"2\"";
+  return width >= 3 ? " stroke=\"#ffffff\" stroke-width=\"0.6\"" : "";
+}
+
 void draw_lanes(std::string& svg, const Picture& picture, const std::vector<const Operation*>& ops) {
   std::map<Lane, std::vector<const Operation*>> by_lane;
   for (const Operation* op : ops) by_lane[op->lane].push_back(op);
@@ -126,7 +133,7 @@ void draw_lanes(std::string& svg, const Picture& picture, const std::vector<cons
       svg += "<rect class=\"op\" x=\"" + number(left) + "\" y=\"" +
              number(top + (kLaneHeight - kBarHeight) / 2) + "\" width=\"" + number(width) +
              "\" height=\"" + number(kBarHeight) + "\" fill=\"" + picture.colours.at(op->name) + "\"" +
-             (op->error ? " stroke=\"#000000\" stroke-width=\"2\"" : "") + "><title>" +
+             outline(*op, width) + "><title>" +
              escape(op->name + " " + op->group + " seq " + std::to_string(op->seq) + ", " +
                     std::to_string(op->bytes) + " B, " + number(op->dur) + " µs" +
                     (op->transport.empty() ? "" : ", " + op->transport) +
