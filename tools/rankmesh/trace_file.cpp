@@ -219,4 +219,10 @@ Timeline read_timeline(const std::string& path) {
   return timeline;
 }
 
+std::string thread_name(const Timeline& timeline, Lane lane) {
+  auto it = timeline.thread_names.find(lane);
+  if (it != timeline.thread_names.end() && !it->second.empty()) return it->second;
+  return "tid " + std::to_string(lane.second);
+}
+
 }  // namespace rankmesh::tool

@@ -72,4 +72,7 @@ struct Timeline {
 
 Timeline read_timeline(const std::string& path);
 
+// A lane's thread as the trace names it ("engine", "stream"), else "tid N".
+std::string thread_name(const Timeline& timeline, Lane lane);
+
 }  // namespace rankmesh::tool

@@ -40,10 +40,7 @@ std::string format_bytes(long long bytes) {
 }
 
 std::string lane_name(const Timeline& timeline, Lane lane) {
-  auto it = timeline.thread_names.find(lane);
-  std::string thread = it != timeline.thread_names.end() && !it->second.empty()
-                           ? it->second : "tid " + std::to_string(lane.second);
-  return "rank " + std::to_string(lane.first) + " (" + thread + ")";
+  return "rank " + std::to_string(lane.first) + " (" + thread_name(timeline, lane) + ")";
 }
 
 std::string escape_cell(std::string text) {

@@ -101,10 +101,7 @@ std::string lane_label(const Timeline& timeline, Lane lane) {
   bool several = std::count_if(timeline.lanes.begin(), timeline.lanes.end(),
                                [&](Lane other) { return other.first == lane.first; }) > 1;
   std::string label = "rank " + std::to_string(lane.first);
-  if (!several) return label;
-  auto name = timeline.thread_names.find(lane);
-  return label + " " + (name != timeline.thread_names.end() && !name->second.empty()
-                            ? name->second : "tid " + std::to_string(lane.second));
+  return several ? label + " " + thread_name(timeline, lane) : label;
 }
 
 // Failed operations get a black outline; others a thin white one, so that back-to-back
