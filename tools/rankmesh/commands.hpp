@@ -9,5 +9,6 @@ namespace rankmesh::tool {
 int layout_command(const std::vector<std::string>& args);
 int launch_command(const std::vector<std::string>& args);
 int bench_command(const std::vector<std::string>& args);
+int trace_command(const std::vector<std::string>& args);
 
 }  // namespace rankmesh::tool

@@ -1,4 +1,4 @@
-// rankmesh: the command-line tool. Subcommands: layout, launch, bench.
+// rankmesh: the command-line tool. Subcommands: layout, launch, bench, trace.
 #include <cstdio>
 #include <string>
 #include <system_error>
@@ -15,7 +15,8 @@ constexpr const char* kUsage =
     "commands:\n"
     "  layout   print the parallel groups of a configuration (rankmesh layout --help)\n"
     "  launch   run a program once per rank with torchrun's variables (rankmesh launch --help)\n"
-    "  bench    measure the transports and collectives, JSON out (rankmesh bench --help)\n";
+    "  bench    measure the transports and collectives, JSON out (rankmesh bench --help)\n"
+    "  trace    merge ranks' trace files, report on them, draw them (rankmesh trace --help)\n";
 
 }  // namespace
 
@@ -31,6 +32,7 @@ int main(int argc, char** argv) {
     if (command == "layout") return rankmesh::tool::layout_command(args);
     if (command == "launch") return rankmesh::tool::launch_command(args);
     if (command == "bench") return rankmesh::tool::bench_command(args);
+    if (command == "trace") return rankmesh::tool::trace_command(args);
     throw rankmesh::tool::UsageError("unknown command '" + command + "' (try rankmesh --help)");
   } catch (const rankmesh::tool::UsageError& e) {
     std::fprintf(stderr, "rankmesh %s: %s\n", command.c_str(), e.what());
