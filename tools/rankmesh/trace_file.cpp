@@ -93,7 +93,10 @@ int enclosing(const std::map<Lane, LaneOperations>& by_lane, const std::vector<O
   while (at != indices.begin()) {
     --at;
     const Operation& op = ops[*at];
-    if (ts <= op.start + op.dur) return *at;
+    // Files give times to the nanosecond: start + dur may round a hair below an end point that
+    // the recorder placed exactly at the operation's end.
+    constexpr double kHalfNanosecond = 0.0005;
+    if (ts <= op.start + op.dur + kHalfNanosecond) return *at;
     if (op.start + it->second.longest < ts) break;
   }
   return -1;
