@@ -73,7 +73,10 @@ void write_event(std::ostream& out, const TraceEvent& e, int pid) {
   if (e.peer_count > TraceEvent::kMaxPeers) out << ",\"peer_count\":" << e.peer_count;
   out << ",\"transport\":";
   write_string(out, e.transport);
-  if (e.failed) out << ",\"failed\":true";
+  if (e.failed) {
+    out << ",\"error\":";
+    write_string(out, e.message[0] != '\0' ? e.message : "the operation threw (its error was not reported)");
+  }
   out << "}}";
   if (e.flow != TraceEvent::Flow::none) {
     const bool sent = e.flow == TraceEvent::Flow::sent;

@@ -27,7 +27,7 @@ struct TraceEvent {
   char group[16] = {};        // "tp:0"
   std::uint32_t group_id = 0;
   std::int64_t seq = -1;      // the group's collective number, or the p2p message number
-  std::uint64_t bytes = 0;    // payload bytes sent and received
+  std::uint64_t bytes = 0;    // bytes of the messages sent and received (metadata, payloads)
   std::int64_t start_ns = 0;  // CLOCK_MONOTONIC
   std::int64_t end_ns = 0;
   std::int32_t peers[kMaxPeers] = {};
@@ -37,7 +37,7 @@ struct TraceEvent {
   Flow flow = Flow::none;
   std::int32_t flow_src = -1;  // global ranks
   std::int32_t flow_dst = -1;
-  char message[160] = "";  // an instant's text (truncated)
+  char message[160] = "";  // an instant's text, or a failed operation's error (truncated)
 
   void set_group(const std::string& name) noexcept;
   void set_message(const std::string& text) noexcept;

@@ -334,3 +334,34 @@ print("exiting", flush=True)
     proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, env=child_env, timeout=60)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "exiting"
+
+
+def test_tracing_from_python(tmp_path):
+    """A runtime with a trace directory records; recording switches off and on from Python; the
+    files are Chrome trace-event JSON with the operations of the run."""
+    import json
+
+    def step():
+        group = world()
+        group.barrier()
+        if group.rank_in_group == 0:
+            group.send_object("ping", dst=1)
+        else:
+            assert group.recv_object(src=0) == "ping"
+
+    with rankmesh.Runtime(2, trace_dir=str(tmp_path)) as rt:
+        rt.run(step)
+        state = rt.state(1)
+        assert state.tracing
+        path = state.flush_trace()
+        events = json.load(open(path))["traceEvents"]
+        names = [e["name"] for e in events if e["ph"] == "X"]
+        assert names.count("barrier") == 1 and names.count("recv_object") == 1
+        state.tracing = False
+        rt.run(lambda: world().barrier())
+        recorded = json.load(open(state.flush_trace()))["otherData"]["recorded"]
+        assert recorded == len(names)
+        state.tracing = True
+        dump = state.dump_trace()
+        assert ".dump-0." in dump and os.path.exists(dump)
+    assert os.path.exists(tmp_path / "rank-0.trace.json")  # written at shutdown

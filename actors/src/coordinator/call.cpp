@@ -61,6 +61,7 @@ void Call::end_trace() noexcept {
   TraceEvent& event = *trace_;
   event.end_ns = Tracer::now_ns();
   event.failed = std::uncaught_exceptions() > uncaught_at_start_;
+  if (event.failed) std::strncpy(event.message, Tracer::last_failure(), sizeof event.message - 1);
   rank_.tracer().record(event);
 }
 

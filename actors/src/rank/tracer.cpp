@@ -35,8 +35,15 @@ void Tracer::record(const TraceEvent& event) noexcept {
   if (TraceRing* ring = ring_.get()) ring->push(event);
 }
 
+namespace {
+thread_local TraceEvent t_last_failure;  // only its message is used
+}  // namespace
+
+const char* Tracer::last_failure() noexcept { return t_last_failure.message; }
+
 void Tracer::instant(const char* name, const std::string& group, const std::string& message) noexcept {
   if (!on()) return;
+  t_last_failure.set_message(message);
   TraceEvent event;
   event.kind = TraceEvent::Kind::instant;
   event.name = name;

@@ -29,8 +29,11 @@ public:
   void set_on(bool on);
 
   void record(const TraceEvent& event) noexcept;
-  // An instant: a timeout, a lost peer, an abort, a mismatch (by the error's code).
+  // An instant: a timeout, a lost peer, an abort, a mismatch (by the error's code). Its text
+  // is also the calling thread's last failure, which the failed operation's event repeats.
   void instant(const char* name, const std::string& group, const std::string& message) noexcept;
+  // The text of the last instant this thread recorded ("" if none): the failed operation's error.
+  static const char* last_failure() noexcept;
 
   // Writes the ring to DIR/rank-<R>.trace.json (replacing it); returns the path. Throws
   // Error(invalid_argument) when no directory is configured, Error(invalid_config) when the

@@ -55,6 +55,24 @@ class RankState:
     def forget_groups(self) -> None:
         self._groups.clear()
 
+    # Timeline traces (docs/trace.md): recording starts with a trace directory (Runtime's
+    # trace_dir or RANKMESH_TRACE) and can be switched at run time.
+    @property
+    def tracing(self) -> bool:
+        return self.core.tracing
+
+    @tracing.setter
+    def tracing(self, on: bool) -> None:
+        self.core.tracing = on
+
+    def flush_trace(self) -> str:
+        """Writes this rank's trace file now; returns its path."""
+        return self.core.flush_trace()
+
+    def dump_trace(self) -> str:
+        """Writes this rank's trace to the next rotating dump file; returns its path."""
+        return self.core.dump_trace()
+
 
 _bound = threading.local()  # .state: the RankState this thread acts for
 _process_state: Optional[RankState] = None  # set by init_distributed_environment
@@ -105,9 +123,11 @@ class Runtime:
         timeout: Timeout = None,
         transport: str = "auto",
         spin_us: Optional[float] = None,
+        trace_dir: Optional[str] = None,
     ) -> None:
         self._core = _rankmesh.Runtime(
-            world_size, data_parallel_size, ranks_per_node, seconds(timeout), transport, spin_us
+            world_size, data_parallel_size, ranks_per_node, seconds(timeout), transport, spin_us,
+            trace_dir or "",
         )
         self._data_parallel_size = data_parallel_size
         self._states = {rank: RankState(self, rank) for rank in self._core.local_ranks}

@@ -174,6 +174,28 @@ void register_state(py::module_& module) {
       .def("abort", [](StateRef& s, const std::string& reason) {
         RuntimeBox::Use use(*s.box);
         s.get(use).abort(reason);
+      })
+      // Timeline traces (docs/trace.md).
+      .def_property("tracing",
+                    [](StateRef& s) {
+                      RuntimeBox::Use use(*s.box);
+                      return s.get(use).tracing();
+                    },
+                    [](StateRef& s, bool on) {
+                      RuntimeBox::Use use(*s.box);
+                      s.get(use).set_tracing(on);
+                    })
+      .def("flush_trace", [](StateRef& s) {
+        RuntimeBox::Use use(*s.box);
+        ParallelState& state = s.get(use);
+        py::gil_scoped_release released;
+        return state.flush_trace();
+      })
+      .def("dump_trace", [](StateRef& s) {
+        RuntimeBox::Use use(*s.box);
+        ParallelState& state = s.get(use);
+        py::gil_scoped_release released;
+        return state.dump_trace();
       });
 }
 

@@ -21,12 +21,14 @@ namespace {
 
 std::shared_ptr<RuntimeBox> make_runtime(int world_size, int data_parallel_size, int ranks_per_node,
                                          std::optional<double> timeout_seconds, const std::string& transport,
-                                         std::optional<double> spin_microseconds) {
+                                         std::optional<double> spin_microseconds,
+                                         const std::string& trace_dir) {
   rankmesh::RuntimeOptions options;
   options.world_size = world_size;
   options.data_parallel_size = data_parallel_size;
   options.ranks_per_node = ranks_per_node;
   options.transport = transport;
+  options.trace_dir = trace_dir;
   if (timeout_seconds) {
     if (!(*timeout_seconds > 0))
       throw rankmesh::Error(rankmesh::Errc::invalid_argument, "the timeout must be positive");
@@ -74,7 +76,8 @@ PYBIND11_MODULE(_rankmesh, module) {
   py::class_<RuntimeBox, std::shared_ptr<RuntimeBox>>(module, "Runtime",
                                                       "A process's part of the world (rankmesh::Runtime).")
       .def(py::init(&make_runtime), py::arg("world_size"), py::arg("data_parallel_size"),
-           py::arg("ranks_per_node"), py::arg("timeout"), py::arg("transport"), py::arg("spin_us"))
+           py::arg("ranks_per_node"), py::arg("timeout"), py::arg("transport"), py::arg("spin_us"),
+           py::arg("trace_dir") = std::string())
       .def_property_readonly("world_size", [](RuntimeBox& box) {
         RuntimeBox::Use use(box);
         return use.runtime().world_size();
