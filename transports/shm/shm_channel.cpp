@@ -112,7 +112,7 @@ std::unique_ptr<ShmChannel> ShmChannel::open(const std::string& name, ShmOptions
 
 ShmChannel::ShmChannel(Private, bool receiver, std::string name, void* base, std::size_t mapped,
                        ShmOptions options)
-    : Channel(ChannelTraits{.copies_up_to = options.inline_threshold, .lands_payloads = receiver}),
+    : Channel(ChannelTraits{.copies_up_to = copied_up_to(options), .lands_payloads = receiver}),
       receiver_(receiver), name_(std::move(name)), base_(static_cast<std::uint8_t*>(base)),
       mapped_(mapped), options_(std::move(options)), control_(static_cast<Control*>(base)),
       ring_(base_ + Layout::kControlBytes), ring_capacity_(mapped - Layout::kControlBytes),

@@ -15,6 +15,14 @@ namespace rankmesh::shm {
 // What the receiver found out about reading the sender's memory with process_vm_readv.
 enum : std::uint32_t { kCmaUnknown = 0, kCmaWorks = 1, kCmaDenied = 2 };
 
+// A side moving a payload through the ring tells the other every this many bytes (or every
+// quarter of a smaller ring), so that the receiver copies out while the sender still copies in.
+constexpr std::size_t kStreamChunk = std::size_t{64} << 10;
+
+inline std::size_t stream_chunk(std::size_t ring_bytes) noexcept {
+  return ring_bytes / 4 < kStreamChunk ? ring_bytes / 4 : kStreamChunk;
+}
+
 }  // namespace rankmesh::shm
 
 namespace rankmesh {
