@@ -31,13 +31,15 @@ void yield_core() noexcept;
 
 // Polls `ready` for up to `budget` (never past the deadline) if a spinner slot is free; true
 // once it holds. Every 64 polls (~1.3 us where a pause takes ~20 ns) the spinner offers its core
-// to the scheduler: where the peer it waits for shares this core (two ranks on one vCPU, common
-// on a loaded 2-core machine), the peer runs at once instead of after the whole spin. Measured
-// with both ranks of `rankmesh bench` p2p over shm on one core: a round trip of ~52 us when it
-// offered the core every 1,024 polls (the spin ran out first), ~15 us every 64; on two cores the
-// same ~1.2-1.5 us either way.
-template <class Ready>
-bool spin_until(Ready& ready, Deadline deadline, std::chrono::nanoseconds budget) {
+// to the scheduler where `offer()` says so: where the peer it waits for shares this core (two
+// ranks on one vCPU, common on a loaded 2-core machine), the peer runs at once instead of after
+// the whole spin. Measured with both ranks of `rankmesh bench` p2p over shm on one core: a round
+// trip of ~52 us when the core was offered every 1,024 polls (the spin ran out first), ~15 us
+// every 64. But an offer also hands the core to any other process that waits for it: ranks on
+// cores of their own among others' compile jobs took 4.5 us for 8 B offering every 64 polls,
+// 2.8 us every 1,024. Waits that know where their peer runs offer only when it runs here.
+template <class Ready, class Offer>
+bool spin_until(Ready& ready, Deadline deadline, std::chrono::nanoseconds budget, Offer&& offer) {
   if (budget <= std::chrono::nanoseconds::zero() || !detail::acquire_spinner()) return false;
   Deadline stop = Clock::now() + budget;
   if (deadline < stop) stop = deadline;
@@ -47,7 +49,7 @@ bool spin_until(Ready& ready, Deadline deadline, std::chrono::nanoseconds budget
     if (done) break;
     if ((i & 63) == 0) {
       if (Clock::now() >= stop) break;
-      detail::yield_core();
+      if (offer()) detail::yield_core();
     }
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
@@ -55,6 +57,12 @@ bool spin_until(Ready& ready, Deadline deadline, std::chrono::nanoseconds budget
   }
   detail::release_spinner();
   return done;
+}
+
+// For waits that cannot tell where their peer runs: the core is offered every 64 polls.
+template <class Ready>
+bool spin_until(Ready& ready, Deadline deadline, std::chrono::nanoseconds budget) {
+  return spin_until(ready, deadline, budget, [] { return true; });
 }
 
 class Parker {

@@ -169,6 +169,7 @@ bool ShmChannel::recv(Frame& frame, Deadline deadline) {
   if (!receiver_)
     throw Error(Errc::invalid_argument, "recv on the sending end of shm channel " + name_);
   if (broken_) throw_closed();  // what is left in the ring cannot be trusted
+  shm::note_cpu(control_->receiver_cpu);
   // The peer's liveness is checked only when there is nothing to read: what a sender wrote
   // before it went away is still delivered.
   Incoming& in = *incoming_;

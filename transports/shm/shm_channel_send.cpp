@@ -105,6 +105,7 @@ void ShmChannel::send(Frame& frame, Deadline deadline) {
     throw Error(Errc::invalid_argument, "send on the receiving end of shm channel " + name_);
   if (broken_ || closed()) throw_closed();
   check_peer(false);
+  shm::note_cpu(control_->sender_cpu);
 
   auto to = [&] { return "shm channel to " + who(); };
   check_frame_limits(frame, options_.limits);
