@@ -91,7 +91,7 @@ void ShmChannel::stream_out(const std::uint8_t* src, std::size_t n, Deadline dea
       refresh_head();
       continue;
     }
-    const std::size_t k = std::min(space, n);
+    const std::size_t k = std::min({space, n, chunk});  // the receiver copies out meanwhile
     write_ring(tail_, src, k);
     tail_ += k;
     src += k;
