@@ -275,11 +275,11 @@ std::vector<std::string> run_launched(int ranks, const bench::Settings& settings
   return lines;
 }
 
-// Places this rank as mpirun places the MPI side of the comparison (scripts/bench.sh): where the
-// node's ranks fit the cores this process may use, each rank gets a core of its own (mpirun's
-// --bind-to core for 2 ranks); a larger world is left to the scheduler (mpirun binds none
-// oversubscribed). Unbound, two ranks that the scheduler puts on one core pay a switch per
-// message (~15 us a round trip on the 2-core machine while others build) where MPI's pay none.
+// Places this rank as mpirun places the MPI side of the comparison (scripts/bench.sh): a world of
+// at most 2 ranks that fit the cores this process may use gets a core per rank (mpirun binds 2
+// ranks to cores; more to sockets, or none oversubscribed: those are left to the scheduler).
+// Unbound, two ranks that the scheduler puts on one core pay a switch per message (~15 us a
+// round trip on the 2-core machine while others build) where MPI's pay none.
 void bind_like_mpirun() {
   const char* local_rank = std::getenv("LOCAL_RANK");
   const char* local_world = std::getenv("LOCAL_WORLD_SIZE");
@@ -287,8 +287,8 @@ void bind_like_mpirun() {
   const int rank = std::atoi(local_rank);
   const int ranks = std::atoi(local_world);
   cpu_set_t allowed;
-  if (sched_getaffinity(0, sizeof allowed, &allowed) != 0 || ranks > CPU_COUNT(&allowed) ||
-      rank < 0 || rank >= ranks)
+  if (ranks > 2 || sched_getaffinity(0, sizeof allowed, &allowed) != 0 ||
+      ranks > CPU_COUNT(&allowed) || rank < 0 || rank >= ranks)
     return;
   int seen = -1;
   for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
