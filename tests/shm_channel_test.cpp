@@ -174,37 +174,71 @@ TEST_CASE("buffer pool: the allocator adaptor draws from the pool, from many thr
 
 // ---- shm, one process ------------------------------------------------------------------------
 
-TEST_CASE("shm: two threads of one process, inline and lent payloads, many frames") {
-  ShmOptions options;
-  options.ring_bytes = 64 << 10;
-  options.inline_threshold = 4 << 10;
-  auto created = ShmChannel::create(options);
-  CHECK(offered(created.name));
-  auto sender = ShmChannel::open(created.name, options);
-  ShmChannel& receiver = *created.channel;
-  REQUIRE(receiver.wait_peer(deadline_after(5s)));
-  CHECK_FALSE(offered(created.name));  // no longer offered once both sides are attached
-  REQUIRE(sender->wait_peer(deadline_after(5s)));
-  CHECK(sender->single_copy());
-  CHECK(receiver.peer_pid() == getpid());
+TEST_CASE("shm: two threads of one process, inline, copied and lent payloads, many frames") {
+  // Payloads above 4 KiB are lent as they are (copy_threshold 0), or go inline when the frame
+  // fits the ring at once and are copied and lent when it does not (the default).
+  for (std::size_t copy_threshold : {ShmOptions{}.copy_threshold, std::size_t{0}}) {
+    CAPTURE(copy_threshold);
+    ShmOptions options;
+    options.ring_bytes = 64 << 10;
+    options.inline_threshold = 4 << 10;
+    options.copy_threshold = copy_threshold;
+    auto created = ShmChannel::create(options);
+    CHECK(offered(created.name));
+    auto sender = ShmChannel::open(created.name, options);
+    ShmChannel& receiver = *created.channel;
+    REQUIRE(receiver.wait_peer(deadline_after(5s)));
+    CHECK_FALSE(offered(created.name));  // no longer offered once both sides are attached
+    REQUIRE(sender->wait_peer(deadline_after(5s)));
+    CHECK(sender->single_copy());
+    CHECK(receiver.peer_pid() == getpid());
 
-  constexpr std::uint64_t kFrames = 3000;
-  std::thread producer([&] {
+    constexpr std::uint64_t kFrames = 3000;
+    std::thread producer([&] {
+      for (std::uint64_t i = 0; i < kFrames; ++i) {
+        Frame f = wrap_frame(i);
+        sender->send(f, deadline_after(10s));
+      }
+      sender->flush(deadline_after(10s));
+    });
+    Frame got;
+    std::uint64_t bad = kFrames;
     for (std::uint64_t i = 0; i < kFrames; ++i) {
-      Frame f = wrap_frame(i);
-      sender->send(f, deadline_after(10s));
+      REQUIRE(receiver.recv(got, deadline_after(10s)));
+      if (!frame_ok(got, i) && bad == kFrames) bad = i;
     }
-    sender->flush(deadline_after(10s));
-  });
-  Frame got;
-  std::uint64_t bad = kFrames;
-  for (std::uint64_t i = 0; i < kFrames; ++i) {
-    REQUIRE(receiver.recv(got, deadline_after(10s)));
-    if (!frame_ok(got, i) && bad == kFrames) bad = i;
+    producer.join();
+    CHECK(bad == kFrames);
   }
-  producer.join();
-  CHECK(bad == kFrames);
   CHECK(shm_leftovers({getpid()}).empty());
+}
+
+TEST_CASE("shm: a medium payload goes inline when its frame fits the ring, else send copies and "
+          "lends it, either way send never waits for the receiver and the caller may reuse its "
+          "tensor at once") {
+  ShmOptions options;
+  options.ring_bytes = 4 << 20;  // starts at 64 KiB, grows to 2 MiB for the first frame
+  auto created = ShmChannel::create(options);
+  auto sender = ShmChannel::open(created.name, options);
+  REQUIRE(created.channel->wait_peer(deadline_after(5s)));
+  REQUIRE(sender->wait_peer(deadline_after(5s)));
+  REQUIRE(sender->single_copy());
+  // The first frame fills the ring more than half: the others find no room and are lent copies.
+  constexpr std::uint64_t kFrames = 4;
+  for (std::uint64_t i = 0; i < kFrames; ++i) {
+    Tensor mine = patterned({1 << 20}, DType::u8, i, 0);
+    Frame f;
+    f.tensors.push_back(mine);
+    sender->send(f, deadline_after(1s));  // nobody receives yet
+    std::memset(mine.data(), 0xee, mine.nbytes());  // ours again
+  }
+  for (std::uint64_t i = 0; i < kFrames; ++i) {
+    Frame got;
+    REQUIRE(created.channel->recv(got, deadline_after(5s)));
+    REQUIRE(got.tensors.size() == 1);
+    CHECK(matches(got.tensors[0], i, 0));
+  }
+  CHECK(sender->flush(deadline_after(5s)));
 }
 
 TEST_CASE("shm: deadlines — recv returns false, send times out on a full ring") {
@@ -320,6 +354,7 @@ TEST_CASE("shm: malformed control data closes the channel with a message saying 
 TEST_CASE("shm: a sender that goes away withdraws what it lent, the receiver never reads it") {
   ShmOptions options;
   options.inline_threshold = 1024;
+  options.copy_threshold = 0;
   auto created = ShmChannel::create(options);
   auto sender = ShmChannel::open(created.name, options);
   REQUIRE(created.channel->wait_peer(deadline_after(5s)));

@@ -25,7 +25,7 @@ namespace rankmesh {
 namespace {
 
 constexpr std::uint64_t kControlMagic = 0x3142434d48534d52;  // "RMSHMCB1"
-constexpr std::uint32_t kControlVersion = 2;
+constexpr std::uint32_t kControlVersion = 3;
 constexpr std::size_t kMinRing = std::size_t{64} << 10;
 constexpr std::size_t kMaxRing = std::size_t{1} << 30;
 
@@ -112,7 +112,7 @@ std::unique_ptr<ShmChannel> ShmChannel::open(const std::string& name, ShmOptions
 
 ShmChannel::ShmChannel(Private, bool receiver, std::string name, void* base, std::size_t mapped,
                        ShmOptions options)
-    : Channel(ChannelTraits{.copies_up_to = options.inline_threshold, .lands_payloads = receiver,
+    : Channel(ChannelTraits{.copies_up_to = copied_up_to(options), .lands_payloads = receiver,
                             .transport = "shm"}),
       receiver_(receiver), name_(std::move(name)), base_(static_cast<std::uint8_t*>(base)),
       mapped_(mapped), options_(std::move(options)), control_(static_cast<Control*>(base)),

@@ -15,6 +15,14 @@ namespace rankmesh::shm {
 // What the receiver found out about reading the sender's memory with process_vm_readv.
 enum : std::uint32_t { kCmaUnknown = 0, kCmaWorks = 1, kCmaDenied = 2 };
 
+// A side moving a payload through the ring tells the other every this many bytes (or every
+// quarter of a smaller ring), so that the receiver copies out while the sender still copies in.
+constexpr std::size_t kStreamChunk = std::size_t{64} << 10;
+
+inline std::size_t stream_chunk(std::size_t ring_bytes) noexcept {
+  return ring_bytes / 4 < kStreamChunk ? ring_bytes / 4 : kStreamChunk;
+}
+
 }  // namespace rankmesh::shm
 
 namespace rankmesh {
@@ -38,9 +46,11 @@ struct ShmChannel::Control {
   std::uint32_t data_epoch;        // bumped by the sender: "bytes or news for the receiver"
   std::uint32_t space_sleepers;    // senders parked on space_epoch
   std::uint64_t ring_in_use;       // written by the sender while the ring is empty (it grows)
+  std::uint32_t sender_cpu;        // where the sender last ran (shm::Cores)
   alignas(64) std::uint64_t head;  // written by the receiver
   std::uint32_t space_epoch;       // bumped by the receiver: "space or news for the sender"
   std::uint32_t data_sleepers;     // receivers parked on data_epoch
+  std::uint32_t receiver_cpu;      // where the receiver last ran (shm::Cores)
   alignas(64) shm::Closure closure;
 };
 
@@ -62,9 +72,11 @@ struct ShmChannel::Incoming {
 template <class Ready>
 bool ShmChannel::wait(Ready&& ready, std::uint32_t* epoch, std::uint32_t* sleepers,
                       Deadline deadline) {
+  const shm::Cores cores = receiver_ ? shm::Cores{&control_->receiver_cpu, &control_->sender_cpu}
+                                     : shm::Cores{&control_->sender_cpu, &control_->receiver_cpu};
   return shm::wait_for(ready, *epoch, *sleepers, deadline,
                        options_.spin_for.value_or(spin_budget()), options_.liveness_interval,
-                       [this] { check_peer(true); });
+                       [this] { check_peer(true); }, cores);
 }
 
 }  // namespace rankmesh

@@ -33,7 +33,7 @@ std::string hex(std::uint64_t value) {
 // Copies the next `n - done` bytes of the record into `dst + done`, waiting for the sender as
 // needed; false at the deadline (progress is kept in `done`).
 bool ShmChannel::fill(std::uint8_t* dst, std::size_t n, std::size_t& done, Deadline deadline) {
-  const std::size_t chunk = ring_bytes_ / 4;
+  const std::size_t chunk = shm::stream_chunk(ring_bytes_);
   const std::uint64_t end = incoming_->end;
   while (done < n) {
     if (seen_tail_ == head_) refresh_tail();
@@ -169,6 +169,7 @@ bool ShmChannel::recv(Frame& frame, Deadline deadline) {
   if (!receiver_)
     throw Error(Errc::invalid_argument, "recv on the sending end of shm channel " + name_);
   if (broken_) throw_closed();  // what is left in the ring cannot be trusted
+  shm::note_cpu(control_->receiver_cpu);
   // The peer's liveness is checked only when there is nothing to read: what a sender wrote
   // before it went away is still delivered.
   Incoming& in = *incoming_;

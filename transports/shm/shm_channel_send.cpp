@@ -45,8 +45,31 @@ void ShmChannel::grow_for(std::size_t bytes, Deadline deadline) {
   at(control_->ring_in_use).store(size, std::memory_order_seq_cst);
 }
 
+// Whether a record of `record` bytes can be written now without waiting for the receiver: it
+// fits the free room, or the ring is empty and may grow to hold it.
+bool ShmChannel::fits_at_once(std::size_t record) const noexcept {
+  const std::uint64_t head = raw_head();
+  if (head + ring_bytes_ >= tail_ + record) return true;
+  return head == tail_ && record <= ring_capacity_;
+}
+
+// Replaces the payloads that send() must copy but that do not go inline by copies of ours, to
+// be lent; false when there are none.
+bool ShmChannel::copy_to_lend(Frame& frame) {
+  bool copied = false;
+  for (Tensor& tensor : frame.tensors) {
+    const std::size_t bytes = tensor.nbytes();
+    if (bytes <= options_.inline_threshold || bytes > options_.copy_threshold) continue;
+    Tensor copy = options_.allocator(tensor.shape(), tensor.dtype());
+    std::memcpy(copy.data(), tensor.data(), bytes);
+    tensor = std::move(copy);
+    copied = true;
+  }
+  return copied;
+}
+
 void ShmChannel::stream_out(const std::uint8_t* src, std::size_t n, Deadline deadline) {
-  const std::size_t chunk = ring_bytes_ / 4;
+  const std::size_t chunk = shm::stream_chunk(ring_bytes_);
   while (n > 0) {
     std::size_t space = ring_bytes_ - static_cast<std::size_t>(tail_ - seen_head_);
     if (space < std::min(n, chunk)) {
@@ -68,7 +91,7 @@ void ShmChannel::stream_out(const std::uint8_t* src, std::size_t n, Deadline dea
       refresh_head();
       continue;
     }
-    const std::size_t k = std::min(space, n);
+    const std::size_t k = std::min({space, n, chunk});  // the receiver copies out meanwhile
     write_ring(tail_, src, k);
     tail_ += k;
     src += k;
@@ -82,14 +105,16 @@ void ShmChannel::send(Frame& frame, Deadline deadline) {
     throw Error(Errc::invalid_argument, "send on the receiving end of shm channel " + name_);
   if (broken_ || closed()) throw_closed();
   check_peer(false);
+  shm::note_cpu(control_->sender_cpu);
 
   auto to = [&] { return "shm channel to " + who(); };
   check_frame_limits(frame, options_.limits);
-  // Payloads above the threshold are lent (read by the receiver from our memory) where it may.
+  // Payloads above copied_up_to are lent (read by the receiver from our memory) where it may;
+  // the medium ones, which we copy, go inline if the frame fits the ring at once.
   const bool one_copy = options_.single_copy &&
                         at(control_->cma_state).load(std::memory_order_acquire) == kCmaWorks;
-  const std::span<const iovec> spans =
-      encoder_.encode(frame, link_seq_, one_copy ? options_.inline_threshold : FrameEncoder::kNeverLend);
+  std::span<const iovec> spans =
+      encoder_.encode(frame, link_seq_, one_copy ? copied_up_to(options_) : FrameEncoder::kNeverLend);
   const std::size_t prefix = encoder_.prefix_bytes();
   if (prefix > ring_capacity_)
     throw Error(Errc::limit_exceeded,
@@ -100,6 +125,8 @@ void ShmChannel::send(Frame& frame, Deadline deadline) {
   wait_payloads_ready(frame, deadline);
 
   release_consumed();
+  if (one_copy && !fits_at_once(encoder_.size()) && copy_to_lend(frame))
+    spans = encoder_.encode(frame, link_seq_, options_.inline_threshold);
   const std::size_t lent = encoder_.lent_bytes();
   if (lent > 0 && !lent_.empty()) {
     // Wait until enough of what we lent before has been read.

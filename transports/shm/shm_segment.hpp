@@ -13,6 +13,8 @@
 // reused for another file is refused), the owner (this user) and the mode (0600).
 #pragma once
 
+#include <sched.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -80,14 +82,38 @@ bool is_closed(const Closure& closure) noexcept;
 // The reason, or `fallback` when the closer never finished writing it.
 std::string reason_of(const Closure& closure, const std::string& fallback);
 
+// Where the two sides of a segment last ran: words in the segment holding a CPU number + 1 (0:
+// not known), this side's and the peer's, noted on every send, receive and wait. A spinning
+// waiter offers its core only to a peer last seen on that core, or not seen yet (parker.hpp);
+// without them (null) it offers it every time.
+struct Cores {
+  std::uint32_t* mine = nullptr;
+  std::uint32_t* peer = nullptr;
+};
+
+// Notes in `word` where this thread runs now and returns it (CPU + 1). sched_getcpu() is a vDSO
+// call: a few ns.
+inline std::uint32_t note_cpu(std::uint32_t& word) noexcept {
+  const auto cpu = static_cast<std::uint32_t>(sched_getcpu() + 1);
+  at(word).store(cpu, std::memory_order_relaxed);
+  return cpu;
+}
+
 // Waits until `ready()` (true) or the deadline (false): spins for up to `spin` first (parker.hpp),
 // then parks on `epoch` in slices of `slice`, calling `check()` before each — it throws when the
 // other side is gone. `ready` must not throw (it only reads the segment).
 template <class Ready, class Check>
 bool wait_for(Ready&& ready, std::uint32_t& epoch, std::uint32_t& sleepers, Deadline deadline,
-              std::chrono::nanoseconds spin, std::chrono::nanoseconds slice, Check&& check) {
+              std::chrono::nanoseconds spin, std::chrono::nanoseconds slice, Check&& check,
+              Cores cores = {}) {
   if (ready()) return true;
-  if (spin_until(ready, deadline, spin)) return true;
+  if (cores.mine != nullptr) note_cpu(*cores.mine);
+  auto peer_here = [&] {
+    if (cores.mine == nullptr) return true;
+    const std::uint32_t peer = at(*cores.peer).load(std::memory_order_relaxed);
+    return peer == 0 || peer == note_cpu(*cores.mine);
+  };
+  if (spin_until(ready, deadline, spin, peer_here)) return true;
   while (true) {
     check();
     const std::uint32_t seen = at(epoch).load(std::memory_order_seq_cst);
