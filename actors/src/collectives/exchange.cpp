@@ -50,23 +50,33 @@ private:
 
 }  // namespace
 
-std::vector<Tensor> exchange(const Call& call, const Tensor& mine, OpCode op,
-                             const std::vector<Tensor>* slots) {
+bool peers_read_in_place(const Call& call, const Tensor& t) {
+  const auto& ready = t.ready_event();
+  if (t.device().type != DeviceType::cpu || (ready && !ready->query())) return false;
+  for (int member = 0; member < call.size(); ++member)
+    if (member != call.rank_in_group() &&
+        !call.rank().links().traits_to(call.group().global_rank(member)).lends())
+      return false;
+  return true;
+}
+
+Tensor flat_view(const Tensor& t, std::int64_t start, std::int64_t count) {
+  std::byte* at = static_cast<std::byte*>(t.data()) +
+                  static_cast<std::size_t>(start) * dtype_size(t.dtype());
+  return Tensor::wrap(count != 0 ? at : nullptr, Shape{count}, t.dtype(), Device{},
+                      [keep = t](void*) {});
+}
+
+std::vector<Tensor> exchange_parts(const Call& call, OpCode op, bool in_place,
+                                   const std::function<Tensor(int peer)>& part_for,
+                                   const std::vector<Tensor>* slots) {
   const std::uint64_t seq = begin_collective(call);
-  const int self = call.rank_in_group();
-  // The caller may reuse `mine` once this returns.
-  const auto& ready = mine.ready_event();
-  bool lend = mine.device().type == DeviceType::cpu && (!ready || ready->query());
-  for (int member = 0; member < call.size() && lend; ++member)
-    lend = member == self || call.rank().links().traits_to(call.group().global_rank(member)).lends();
-  const Tensor shared = call.size() > 1 && !lend ? copy_for_peer(call, mine) : mine;
-  LentInput lent(call, lend);
+  LentInput lent(call, in_place);
   send_to_each_peer(call, op, seq, [&](Frame& frame, int peer) {
-    frame.tensors.push_back(shared);
+    frame.tensors.push_back(part_for(peer));
     lent.lend_to(peer);
   });
   std::vector<Tensor> all(static_cast<std::size_t>(call.size()));
-  all[static_cast<std::size_t>(self)] = mine;
   Landing landing{call.group().id, static_cast<std::uint32_t>(op), seq, {}};
   Frame& frame = call.frame();
   for_each_peer(call, [&](int peer) {
@@ -75,6 +85,17 @@ std::vector<Tensor> exchange(const Call& call, const Tensor& mine, OpCode op,
     all[static_cast<std::size_t>(peer)] = take_only_tensor(call, peer, frame);
   });
   lent.take_back();
+  return all;
+}
+
+std::vector<Tensor> exchange(const Call& call, const Tensor& mine, OpCode op,
+                             const std::vector<Tensor>* slots) {
+  // The caller may reuse `mine` once this returns.
+  const bool in_place = peers_read_in_place(call, mine);
+  const Tensor shared = call.size() > 1 && !in_place ? copy_for_peer(call, mine) : mine;
+  std::vector<Tensor> all =
+      exchange_parts(call, op, in_place, [&](int) { return shared; }, slots);
+  all[static_cast<std::size_t>(call.rank_in_group())] = mine;
   return all;
 }
 
