@@ -1,23 +1,57 @@
-// all_reduce: reduce-scatter by owner, then all-gather. Each member owns one chunk of the
-// flattened tensor; it adds the chunks of every member in ascending group-rank order, so the
-// result equals a one-rank reference element by element, writing the sum straight into its
-// chunk of the result; then every owner's sum is read straight into its place in every
-// member's result. Over shm and tcp nothing is copied but by the transfers themselves: peers
-// read each member's input and sums in place (exchange.hpp).
+// all_reduce: reduce-scatter by owner, then all-gather, pipelined. Each member owns one chunk of
+// the flattened tensor, cut into pieces; for each piece in turn it adds every member's piece in
+// ascending group-rank order, so the result equals a one-rank reference element by element,
+// writes the sum straight into the result and sends it on. The next piece of the inputs is on
+// its way while this one is reduced, and a piece is reduced while what was just read of it is
+// still in cache. Over shm and tcp nothing is copied but by the transfers: peers read each
+// member's input and sums in place (over shm straight from its memory with process_vm_readv),
+// and every owner's sums land straight in their place in the result.
+//
+// Steps, alike on every member, each one message to every peer and one from each (numbered in
+// this order): input piece 0; then for each piece k, input piece k+1 (sent before piece k is
+// reduced, received after) and sum piece k. Each channel thus carries at most one message its
+// receiver has not asked for yet (a tcp sender waits for the peer to take one before it
+// writes the next, so two sends in a row to a peer that does the same would wait on each other).
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
 #include "collectives/collectives.hpp"
 #include "collectives/exchange.hpp"
-#include "coordinator/payloads.hpp"
+#include "collectives/lent_memory.hpp"
+#include "coordinator/fan_out.hpp"
 #include "reduce.hpp"
 
 namespace rankmesh::collectives {
 namespace {
-// Element bounds of member `owner`'s chunk when `numel` elements are split `members` ways.
-std::int64_t chunk_start(std::int64_t numel, int members, int owner) {
-  return numel * owner / members;
-}
+
+// A piece is read and reduced at a time: small enough that every member's piece stays in
+// cache until it is added, large enough that the steps' own cost stays small.
+constexpr std::int64_t kPieceBytes = std::int64_t{2} << 20;
+constexpr std::int64_t kMaxPieces = 16;
+
+// How `numel` elements are split among `members` owners, and each owner's chunk into pieces.
+struct Pieces {
+  std::int64_t numel;
+  int members;
+  std::int64_t count;  // pieces per chunk, alike on every member
+
+  Pieces(std::int64_t numel, int members, std::size_t element) : numel(numel), members(members) {
+    const std::int64_t largest_chunk = (numel + members - 1) / members;
+    const std::int64_t bytes = largest_chunk * static_cast<std::int64_t>(element);
+    count = std::clamp<std::int64_t>((bytes + kPieceBytes - 1) / kPieceBytes, 1, kMaxPieces);
+  }
+  // Element bounds of piece `k` of owner `owner`'s chunk.
+  std::int64_t start(int owner, std::int64_t k) const {
+    const std::int64_t chunk_start = numel * owner / members;
+    const std::int64_t chunk_length = numel * (owner + 1) / members - chunk_start;
+    return chunk_start + chunk_length * k / count;
+  }
+  std::int64_t length(int owner, std::int64_t k) const {
+    return (k + 1 < count ? start(owner, k + 1) : numel * (owner + 1) / members) - start(owner, k);
+  }
+};
+
 }  // namespace
 
 Tensor all_reduce(GroupState& group, const Tensor& input, ReduceOp op) {
@@ -26,54 +60,84 @@ Tensor all_reduce(GroupState& group, const Tensor& input, ReduceOp op) {
   require_host_ready(call, input);
   if (call.size() == 1) return copy_for_peer(call, input);
   const int self = call.rank_in_group();
-  const std::int64_t numel = input.numel();
   const std::size_t element = dtype_size(input.dtype());
-  auto start = [&](int owner) { return chunk_start(numel, call.size(), owner); };
-  auto length = [&](int owner) { return start(owner + 1) - start(owner); };
-  auto offset = [&](int owner) { return static_cast<std::size_t>(start(owner)) * element; };
-
-  // Every owner gets its chunk of this rank's input: read in place, or a copy it may keep.
-  const bool input_in_place = peers_read_in_place(call, input);
-  std::vector<Tensor> chunks = exchange_parts(
-      call, OpCode::all_reduce, input_in_place, [&](int owner) {
-        return input_in_place ? flat_view(input, start(owner), length(owner))
-                              : flat_slice(call, input, start(owner), length(owner));
-      });
-  std::vector<const void*> addends(static_cast<std::size_t>(call.size()));
-  addends[static_cast<std::size_t>(self)] = bytes_of(input) + offset(self);
-  for (int peer = 0; peer < call.size(); ++peer) {
-    if (peer == self) continue;
-    const Tensor& chunk = chunks[static_cast<std::size_t>(peer)];
-    if (chunk.dtype() != input.dtype() || chunk.numel() != length(self))
-      throw call.payload_mismatch(peer, chunk, std::to_string(length(self)) + " elements of " +
-                                                   to_string(input.dtype()) +
-                                                   " (ranks passed different tensors)");
-    addends[static_cast<std::size_t>(peer)] = chunk.data();
-  }
+  const Pieces pieces(input.numel(), call.size(), element);
+  std::uint64_t seq = begin_collective(call);  // the steps take the numbers from here on
+  for (std::int64_t step = 1; step < 2 * pieces.count; ++step) begin_collective(call);
   Tensor out = call.rank().allocate(input.shape(), input.dtype());
-  reduce_many(addends, bytes_of(out) + offset(self), static_cast<std::size_t>(length(self)),
-              input.dtype(), op);
-  chunks.clear();  // back to the pool before the result's other chunks arrive
+  // The result is fresh host memory: peers read it in place exactly when they read the input
+  // so. Where they cannot, each peer gets copies it may keep.
+  const bool in_place = peers_read_in_place(call, input);
+  LentMemory lent(call, in_place);
+  auto piece_of = [&](const Tensor& t, int owner, std::int64_t k) {
+    return in_place ? flat_view(t, pieces.start(owner, k), pieces.length(owner, k))
+                    : flat_slice(call, t, pieces.start(owner, k), pieces.length(owner, k));
+  };
+  Frame& frame = call.frame();
 
-  // Every member gets this rank's sum, each owner's sum lands in its chunk of the result.
-  std::vector<Tensor> slots(static_cast<std::size_t>(call.size()));
-  for (int owner = 0; owner < call.size(); ++owner)
-    slots[static_cast<std::size_t>(owner)] = flat_view(out, start(owner), length(owner));
-  const Tensor& sum = slots[static_cast<std::size_t>(self)];
-  const bool sum_in_place = peers_read_in_place(call, sum);
-  // Without in-place reads one copy serves every peer: nobody writes it again.
-  const Tensor shared = sum_in_place ? sum : copy_for_peer(call, sum);
-  std::vector<Tensor> sums = exchange_parts(
-      call, OpCode::all_reduce, sum_in_place, [&](int) { return shared; }, &slots);
-  for (int owner = 0; owner < call.size(); ++owner) {
-    if (owner == self) continue;
-    const Tensor& owned = sums[static_cast<std::size_t>(owner)];
-    const Tensor& slot = slots[static_cast<std::size_t>(owner)];
-    if (owned.dtype() != input.dtype() || owned.numel() != length(owner))
-      throw call.payload_mismatch(owner, owned, std::to_string(length(owner)) + " elements");
-    if (owned.nbytes() != 0 && owned.data() != slot.data())  // did not land in place
-      std::memcpy(slot.data(), owned.data(), owned.nbytes());
+  // Input piece k to every owner, and every member's piece k of this rank's chunk back.
+  std::vector<Tensor> parts(static_cast<std::size_t>(call.size()));
+  auto send_inputs = [&](std::int64_t k, std::uint64_t number) {
+    send_tensor_to_each_peer(call, OpCode::all_reduce, number, [&](int owner) {
+      lent.lend_to(owner);
+      return piece_of(input, owner, k);
+    });
+  };
+  auto receive_inputs = [&](std::int64_t k, std::uint64_t number) {
+    const std::int64_t length = pieces.length(self, k);
+    for_each_peer(call, [&](int peer) {
+      receive_collective(call, peer, OpCode::all_reduce, number, frame);
+      Tensor part = take_only_tensor(call, peer, frame);
+      if (part.dtype() != input.dtype() || part.numel() != length)
+        throw call.payload_mismatch(peer, part, std::to_string(length) + " elements of " +
+                                                    to_string(input.dtype()) +
+                                                    " (ranks passed different tensors)");
+      parts[static_cast<std::size_t>(peer)] = std::move(part);
+    });
+  };
+  // Piece k of this rank's chunk: every member's, added in group-rank order into the result.
+  std::vector<const void*> addends(static_cast<std::size_t>(call.size()));
+  auto reduce = [&](std::int64_t k) {
+    const std::size_t offset = static_cast<std::size_t>(pieces.start(self, k)) * element;
+    for (int member = 0; member < call.size(); ++member)
+      addends[static_cast<std::size_t>(member)] =
+          member == self ? bytes_of(input) + offset : parts[static_cast<std::size_t>(member)].data();
+    reduce_many(addends, bytes_of(out) + offset, static_cast<std::size_t>(pieces.length(self, k)),
+                input.dtype(), op);
+    std::fill(parts.begin(), parts.end(), Tensor());  // back to the pool, still in cache
+  };
+  // Sum piece k to every peer, and every other owner's piece k straight into its place.
+  Landing landing{call.group().id, static_cast<std::uint32_t>(OpCode::all_reduce), 0, {}};
+  auto exchange_sums = [&](std::int64_t k, std::uint64_t number) {
+    const Tensor sum = piece_of(out, self, k);  // one copy serves every peer, if any
+    send_tensor_to_each_peer(call, OpCode::all_reduce, number, [&](int peer) {
+      lent.lend_to(peer);
+      return sum;
+    });
+    landing.seq = number;
+    for_each_peer(call, [&](int owner) {
+      const Tensor slot = flat_view(out, pieces.start(owner, k), pieces.length(owner, k));
+      landing.tensors.assign(1, slot);
+      receive_collective(call, owner, OpCode::all_reduce, number, frame, std::nullopt, &landing);
+      const Tensor part = take_only_tensor(call, owner, frame);
+      if (part.dtype() != input.dtype() || part.numel() != slot.numel())
+        throw call.payload_mismatch(owner, part, std::to_string(slot.numel()) + " elements");
+      if (part.nbytes() != 0 && part.data() != slot.data())  // did not land in place
+        std::memcpy(slot.data(), part.data(), part.nbytes());
+    });
+  };
+
+  send_inputs(0, seq);
+  receive_inputs(0, seq++);
+  for (std::int64_t k = 0; k < pieces.count; ++k) {
+    const bool next = k + 1 < pieces.count;
+    const std::uint64_t next_inputs = next ? seq++ : 0;
+    if (next) send_inputs(k + 1, next_inputs);
+    reduce(k);
+    if (next) receive_inputs(k + 1, next_inputs);
+    exchange_sums(k, seq++);
   }
+  lent.take_back();
   return out;
 }
 
