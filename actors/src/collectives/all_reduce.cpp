@@ -85,7 +85,7 @@ Tensor all_reduce(GroupState& group, const Tensor& input, ReduceOp op) {
   };
   auto receive_inputs = [&](std::int64_t k, std::uint64_t number) {
     const std::int64_t length = pieces.length(self, k);
-    for_each_peer(call, [&](int peer) {
+    for_each_peer_after_self(call, [&](int peer) {
       receive_collective(call, peer, OpCode::all_reduce, number, frame);
       Tensor part = take_only_tensor(call, peer, frame);
       if (part.dtype() != input.dtype() || part.numel() != length)
@@ -115,7 +115,7 @@ Tensor all_reduce(GroupState& group, const Tensor& input, ReduceOp op) {
       return sum;
     });
     landing.seq = number;
-    for_each_peer(call, [&](int owner) {
+    for_each_peer_after_self(call, [&](int owner) {
       const Tensor slot = flat_view(out, pieces.start(owner, k), pieces.length(owner, k));
       landing.tensors.assign(1, slot);
       receive_collective(call, owner, OpCode::all_reduce, number, frame, std::nullopt, &landing);

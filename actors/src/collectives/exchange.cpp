@@ -38,7 +38,7 @@ std::vector<Tensor> exchange(const Call& call, const Tensor& mine, OpCode op,
   all[static_cast<std::size_t>(self)] = mine;
   Landing landing{call.group().id, static_cast<std::uint32_t>(op), seq, {}};
   Frame& frame = call.frame();
-  for_each_peer(call, [&](int peer) {
+  for_each_peer_after_self(call, [&](int peer) {
     if (slots != nullptr) landing.tensors.assign(1, (*slots)[static_cast<std::size_t>(peer)]);
     receive_collective(call, peer, op, seq, frame, std::nullopt, slots != nullptr ? &landing : nullptr);
     all[static_cast<std::size_t>(peer)] = take_only_tensor(call, peer, frame);

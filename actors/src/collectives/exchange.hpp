@@ -19,6 +19,14 @@ bool peers_read_in_place(const Call& call, const Tensor& t);
 // `count` elements of host tensor `t` from element `start`, as a 1-D tensor sharing its memory.
 Tensor flat_view(const Tensor& t, std::int64_t start, std::int64_t count);
 
+// Calls `each(peer)` for every other member, starting with the one after this rank and wrapping
+// around: members reading from all the others at once then each read from a different one,
+// instead of all from the same one (whose pages, over shm, they would all pin at once).
+template <class Each>
+void for_each_peer_after_self(const Call& call, Each&& each) {
+  for (int step = 1; step < call.size(); ++step) each((call.rank_in_group() + step) % call.size());
+}
+
 // Sends `mine` to every peer and returns every member's tensor in group-rank order. With
 // `slots` (one per member), each peer's tensor is read straight into its slot where the
 // transport allows and it fits; the caller checks which ones landed.
