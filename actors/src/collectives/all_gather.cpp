@@ -20,12 +20,8 @@ Tensor gather_rows(const Call& call, const Tensor& input, OpCode op) {
   Tensor out = call.rank().allocate(shape, input.dtype());
   const std::size_t block = input.nbytes();
   std::vector<Tensor> slots(static_cast<std::size_t>(call.size()));
-  for (int member = 0; member < call.size(); ++member) {
-    std::byte* at = bytes_of(out) + static_cast<std::size_t>(member) * block;
-    slots[static_cast<std::size_t>(member)] =
-        Tensor::wrap(block != 0 ? at : nullptr, input.shape(), input.dtype(), Device{},
-                     [keep = out](void*) {});
-  }
+  for (int member = 0; member < call.size(); ++member)
+    slots[static_cast<std::size_t>(member)] = view_of(out, member * input.numel(), input.shape());
   std::vector<Tensor> all = exchange(call, input, op, &slots);
   for (int member = 0; member < call.size(); ++member) {
     const Tensor& part = all[static_cast<std::size_t>(member)];

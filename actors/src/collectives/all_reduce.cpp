@@ -87,7 +87,7 @@ Tensor all_reduce(GroupState& group, const Tensor& input, ReduceOp op) {
   const bool in_place = peers_read_in_place(call, input);
   LentMemory lent(call, in_place);
   auto piece_of = [&](const Tensor& t, int owner, std::int64_t k) {
-    return in_place ? flat_view(t, pieces.start(owner, k), pieces.length(owner, k))
+    return in_place ? view_of(t, pieces.start(owner, k), Shape{pieces.length(owner, k)})
                     : flat_slice(call, t, pieces.start(owner, k), pieces.length(owner, k));
   };
   Frame& frame = call.frame();
@@ -133,7 +133,7 @@ Tensor all_reduce(GroupState& group, const Tensor& input, ReduceOp op) {
     });
     landing.seq = number;
     for_each_peer_after_self(call, [&](int owner) {
-      const Tensor slot = flat_view(out, pieces.start(owner, k), pieces.length(owner, k));
+      const Tensor slot = view_of(out, pieces.start(owner, k), Shape{pieces.length(owner, k)});
       landing.tensors.assign(1, slot);
       receive_collective(call, owner, OpCode::all_reduce, number, frame, std::nullopt, &landing);
       const Tensor part = take_only_tensor(call, owner, frame);

@@ -15,10 +15,10 @@ bool peers_read_in_place(const Call& call, const Tensor& t) {
   return true;
 }
 
-Tensor flat_view(const Tensor& t, std::int64_t start, std::int64_t count) {
+Tensor view_of(const Tensor& t, std::int64_t start, const Shape& shape) {
   std::byte* at = static_cast<std::byte*>(t.data()) +
                   static_cast<std::size_t>(start) * dtype_size(t.dtype());
-  return Tensor::wrap(count != 0 ? at : nullptr, Shape{count}, t.dtype(), Device{},
+  return Tensor::wrap(shape.numel() != 0 ? at : nullptr, shape, t.dtype(), Device{},
                       [keep = t](void*) {});
 }
 

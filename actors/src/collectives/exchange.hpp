@@ -16,8 +16,9 @@ namespace rankmesh {
 // copy is needed to keep the caller's memory safe from the transfer).
 bool peers_read_in_place(const Call& call, const Tensor& t);
 
-// `count` elements of host tensor `t` from element `start`, as a 1-D tensor sharing its memory.
-Tensor flat_view(const Tensor& t, std::int64_t start, std::int64_t count);
+// The elements of host tensor `t` from element `start` on, seen as `shape`: a tensor sharing
+// its memory (and keeping it alive).
+Tensor view_of(const Tensor& t, std::int64_t start, const Shape& shape);
 
 // Calls `each(peer)` for every other member, starting with the one after this rank and wrapping
 // around: members reading from all the others at once then each read from a different one,

@@ -3,6 +3,8 @@
 #include <vector>
 
 #include "collectives/collectives.hpp"
+#include "collectives/exchange.hpp"
+#include "collectives/lent_memory.hpp"
 #include "coordinator/fan_out.hpp"
 #include "reduce.hpp"
 #include "tensor_ops.hpp"
@@ -29,14 +31,28 @@ Tensor reduce_scatter_sizes(const Call& call, const Tensor& input, std::span<con
                                             to_string(input.shape()) + " has " +
                                             std::to_string(input.shape()[dim]));
   const std::uint64_t seq = begin_collective(call);
-  auto part_for = [&](int member) {
+  // Where every dimension before `dim` has one row (dim 0 always), each part is one block of the
+  // input: peers read it in place where they can, and this rank's own part is read where it is.
+  std::int64_t outer = 1, row = 1;  // elements: before `dim`, and in one row along it
+  for (int d = 0; d < input.shape().rank(); ++d)
+    if (d != dim) (d < dim ? outer : row) *= input.shape()[d];
+  auto part_for = [&](int member, bool view) {
     const auto at = static_cast<std::size_t>(member);
-    return narrow(input, dim, offsets[at], sizes[at], call.rank().allocator());
+    if (!view) return narrow(input, dim, offsets[at], sizes[at], call.rank().allocator());
+    Shape shape = input.shape();
+    shape.set(dim, sizes[at]);
+    return view_of(input, offsets[at] * row, shape);
   };
-  send_tensor_to_each_peer(call, code, seq, part_for);
+  const bool blocks = outer == 1;
+  const bool in_place = blocks && peers_read_in_place(call, input);
+  LentMemory lent(call, in_place);
+  send_tensor_to_each_peer(call, code, seq, [&](int member) {
+    lent.lend_to(member);
+    return part_for(member, in_place);
+  });
   const int self = call.rank_in_group();
   std::vector<Tensor> parts(static_cast<std::size_t>(call.size()));
-  parts[static_cast<std::size_t>(self)] = part_for(self);
+  parts[static_cast<std::size_t>(self)] = part_for(self, blocks);
   const Tensor& own = parts[static_cast<std::size_t>(self)];
   receive_tensor_from_each_peer(call, code, seq, [&](Tensor part, int peer) {
     if (part.dtype() != own.dtype() || !(part.shape() == own.shape()))
@@ -48,6 +64,7 @@ Tensor reduce_scatter_sizes(const Call& call, const Tensor& input, std::span<con
   for (const Tensor& part : parts) addends.push_back(part.data());
   Tensor out = call.rank().allocate(own.shape(), own.dtype());
   reduce_many(addends, out.data(), static_cast<std::size_t>(own.numel()), own.dtype(), op);
+  lent.take_back();
   return out;
 }
 
