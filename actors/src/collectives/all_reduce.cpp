@@ -82,23 +82,17 @@ Tensor all_reduce(GroupState& group, const Tensor& input, ReduceOp op) {
   std::uint64_t seq = begin_collective(call);  // the steps take the numbers from here on
   for (std::int64_t step = 1; step < 2 * pieces.count; ++step) begin_collective(call);
   Tensor out = call.rank().allocate(input.shape(), input.dtype());
-  // The result is fresh host memory: peers read it in place exactly when they read the input
-  // so. Where they cannot, each peer gets copies it may keep.
-  const bool in_place = peers_read_in_place(call, input);
-  LentMemory lent(call, in_place);
+  LentMemory lent(call);
   auto piece_of = [&](const Tensor& t, int owner, std::int64_t k) {
-    return in_place ? view_of(t, pieces.start(owner, k), Shape{pieces.length(owner, k)})
-                    : flat_slice(call, t, pieces.start(owner, k), pieces.length(owner, k));
+    return view_of(t, pieces.start(owner, k), Shape{pieces.length(owner, k)});
   };
   Frame& frame = call.frame();
 
   // Input piece k to every owner, and every member's piece k of this rank's chunk back.
   std::vector<Tensor> parts(static_cast<std::size_t>(call.size()));
   auto send_inputs = [&](std::int64_t k, std::uint64_t number) {
-    send_tensor_to_each_peer(call, OpCode::all_reduce, number, [&](int owner) {
-      lent.lend_to(owner);
-      return piece_of(input, owner, k);
-    });
+    send_tensor_to_each_peer(call, OpCode::all_reduce, number,
+                             [&](int owner) { return lent.lend(piece_of(input, owner, k), owner); });
   };
   auto receive_inputs = [&](std::int64_t k, std::uint64_t number) {
     const std::int64_t length = pieces.length(self, k);
@@ -126,11 +120,9 @@ Tensor all_reduce(GroupState& group, const Tensor& input, ReduceOp op) {
   // Sum piece k to every peer, and every other owner's piece k straight into its place.
   Landing landing{call.group().id, static_cast<std::uint32_t>(OpCode::all_reduce), 0, {}};
   auto exchange_sums = [&](std::int64_t k, std::uint64_t number) {
-    const Tensor sum = piece_of(out, self, k);  // one copy serves every peer, if any
-    send_tensor_to_each_peer(call, OpCode::all_reduce, number, [&](int peer) {
-      lent.lend_to(peer);
-      return sum;
-    });
+    const Tensor sum = piece_of(out, self, k);
+    send_tensor_to_each_peer(call, OpCode::all_reduce, number,
+                             [&](int peer) { return lent.lend(sum, peer); });
     landing.seq = number;
     for_each_peer_after_self(call, [&](int owner) {
       const Tensor slot = view_of(out, pieces.start(owner, k), Shape{pieces.length(owner, k)});

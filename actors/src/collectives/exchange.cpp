@@ -5,16 +5,6 @@
 
 namespace rankmesh {
 
-bool peers_read_in_place(const Call& call, const Tensor& t) {
-  const auto& ready = t.ready_event();
-  if (t.device().type != DeviceType::cpu || (ready && !ready->query())) return false;
-  for (int member = 0; member < call.size(); ++member)
-    if (member != call.rank_in_group() &&
-        !call.rank().links().traits_to(call.group().global_rank(member)).lends())
-      return false;
-  return true;
-}
-
 Tensor view_of(const Tensor& t, std::int64_t start, const Shape& shape) {
   std::byte* at = static_cast<std::byte*>(t.data()) +
                   static_cast<std::size_t>(start) * dtype_size(t.dtype());
@@ -27,13 +17,9 @@ std::vector<Tensor> exchange(const Call& call, const Tensor& mine, OpCode op,
   const std::uint64_t seq = begin_collective(call);
   const int self = call.rank_in_group();
   // The caller may reuse `mine` once this returns.
-  const bool lend = peers_read_in_place(call, mine);
-  const Tensor shared = call.size() > 1 && !lend ? copy_for_peer(call, mine) : mine;
-  LentMemory lent(call, lend);
-  send_to_each_peer(call, op, seq, [&](Frame& frame, int peer) {
-    frame.tensors.push_back(shared);
-    lent.lend_to(peer);
-  });
+  LentMemory lent(call);
+  send_to_each_peer(call, op, seq,
+                    [&](Frame& frame, int peer) { frame.tensors.push_back(lent.lend(mine, peer)); });
   std::vector<Tensor> all(static_cast<std::size_t>(call.size()));
   all[static_cast<std::size_t>(self)] = mine;
   Landing landing{call.group().id, static_cast<std::uint32_t>(op), seq, {}};

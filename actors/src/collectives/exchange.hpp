@@ -1,7 +1,6 @@
-// exchange: every member's tensor to every member (all_gather's step). Where every peer's
-// channel can release what it holds (shm, tcp), peers read the caller's tensor itself and the
-// channels have let go of it before exchange returns; otherwise (inproc peers keep what they
-// get) one copy serves every peer.
+// exchange: every member's tensor to every member (all_gather's step). shm and tcp peers read
+// the caller's tensor itself, and their channels have let go of it before exchange returns;
+// inproc peers, which keep what they get, share one copy (lent_memory.hpp).
 #pragma once
 
 #include <cstdint>
@@ -11,10 +10,6 @@
 #include "op_code.hpp"
 
 namespace rankmesh {
-
-// Whether every peer's channel reads host tensor `t` in place and lets go of it (so that no
-// copy is needed to keep the caller's memory safe from the transfer).
-bool peers_read_in_place(const Call& call, const Tensor& t);
 
 // The elements of host tensor `t` from element `start` on, seen as `shape`: a tensor sharing
 // its memory (and keeping it alive).

@@ -1,29 +1,48 @@
 #include "collectives/lent_memory.hpp"
 
-#include <algorithm>
 #include <string>
+
+#include "coordinator/payloads.hpp"
 
 namespace rankmesh {
 
-void LentMemory::lend_to(int peer) {
-  if (lent_) lent_end_ = std::max(lent_end_, peer + 1);
+LentMemory::LentMemory(const Call& call)
+    : call_(call), lent_(static_cast<std::size_t>(call.size()), false) {}
+
+Tensor LentMemory::lend(const Tensor& part, int peer) {
+  const auto& ready = part.ready_event();
+  const bool host = part.device().type == DeviceType::cpu && (!ready || ready->query());
+  if (host && copied_on_send(call_, part, peer)) return part;
+  if (host && call_.rank().links().traits_to(call_.group().global_rank(peer)).lends()) {
+    lent_[static_cast<std::size_t>(peer)] = true;
+    return part;
+  }
+  if (!last_part_.defined() || last_part_.data() != part.data() ||
+      last_part_.nbytes() != part.nbytes()) {
+    last_copy_ = copy_for_peer(call_, part);
+    last_part_ = part;
+  }
+  return last_copy_;
 }
 
 void LentMemory::take_back() {
-  for (; released_end_ < lent_end_; ++released_end_)
-    if (released_end_ != call_.rank_in_group())
-      call_.rank().links().release(call_.group().global_rank(released_end_), call_.deadline(),
-                                   call_.describe());
+  for (int member = 0; member < call_.size(); ++member) {
+    if (!lent_[static_cast<std::size_t>(member)]) continue;
+    call_.rank().links().release(call_.group().global_rank(member), call_.deadline(),
+                                 call_.describe());
+    lent_[static_cast<std::size_t>(member)] = false;
+  }
 }
 
 LentMemory::~LentMemory() {
   PeerLinks& links = call_.rank().links();
-  for (int member = released_end_; member < lent_end_; ++member) {
+  for (int member = 0; member < call_.size(); ++member) {
+    if (!lent_[static_cast<std::size_t>(member)]) continue;
     const int peer = call_.group().global_rank(member);
-    if (member == call_.rank_in_group() || links.released(peer)) continue;
+    if (links.released(peer)) continue;
     try {
       links.close_channel_to(peer, call_.where() + " failed while rank " + std::to_string(peer) +
-                                       " could still read its input, which the caller may "
+                                       " could still read its memory, which the caller may "
                                        "change from now on; the channel is closed so that "
                                        "rank " + std::to_string(peer) + " fails instead");
     } catch (...) {

@@ -1,9 +1,14 @@
-// LentMemory: the caller's memory, lent to the channels of the peers it was sent to (they read
-// it in place: shm with process_vm_readv, tcp from its writer thread). However the operation
-// ends, no peer may read it afterwards, when the caller may already be changing it: each
-// channel has either let go of it or is closed, so that its peer's receive fails instead of
-// returning bytes that mix old and new.
+// LentMemory: parts of the caller's memory (its input, or a result it is about to return) sent to
+// peers without a copy. A channel that copies a payload before send() returns (shm up to its
+// inline threshold) gets the part itself; one that reads it after send() returns gets it lent
+// (shm: the receiver's process_vm_readv, tcp: the link's writer thread), and the operation
+// takes it back before returning; inproc peers, which keep what they get, get a copy.
+// However the operation ends, no peer may read lent memory afterwards, when the caller may
+// already be changing it: each channel has either let go of it or is closed, so that its peer's
+// receive fails instead of returning bytes that mix old and new.
 #pragma once
+
+#include <vector>
 
 #include "coordinator/call.hpp"
 
@@ -11,22 +16,23 @@ namespace rankmesh {
 
 class LentMemory {
 public:
-  // `lent`: whether anything is lent at all (false: every peer got a copy it may keep).
-  LentMemory(const Call& call, bool lent) : call_(call), lent_(lent) {}
+  explicit LentMemory(const Call& call);
   LentMemory(const LentMemory&) = delete;
   LentMemory& operator=(const LentMemory&) = delete;
-  // Group rank `peer` was sent some of it.
-  void lend_to(int peer);
-  // Waits until the peers' channels have let go of it; throws like PeerLinks::release.
+  // What to send group rank `peer` for `part`, a host view of the caller's memory: the part
+  // itself (noted as lent where the channel reads it later) or a copy. One copy serves every
+  // peer that `part` goes to in a row.
+  Tensor lend(const Tensor& part, int peer);
+  // Waits until the channels of the peers lent anything have let go of it; throws like
+  // PeerLinks::release.
   void take_back();
-  // Closes the channel of every peer that may still read it.
+  // Closes the channel of every peer that may still read lent memory.
   ~LentMemory();
 
 private:
   const Call& call_;
-  const bool lent_;
-  int lent_end_ = 0;      // group ranks below this one were lent memory (this rank aside)
-  int released_end_ = 0;  // ... and those below this one have let go of it
+  std::vector<bool> lent_;  // by group rank: holds memory it has not let go of
+  Tensor last_part_, last_copy_;
 };
 
 }  // namespace rankmesh

@@ -44,11 +44,9 @@ Tensor reduce_scatter_sizes(const Call& call, const Tensor& input, std::span<con
     return view_of(input, offsets[at] * row, shape);
   };
   const bool blocks = outer == 1;
-  const bool in_place = blocks && peers_read_in_place(call, input);
-  LentMemory lent(call, in_place);
+  LentMemory lent(call);
   send_tensor_to_each_peer(call, code, seq, [&](int member) {
-    lent.lend_to(member);
-    return part_for(member, in_place);
+    return blocks ? lent.lend(part_for(member, true), member) : part_for(member, false);
   });
   const int self = call.rank_in_group();
   std::vector<Tensor> parts(static_cast<std::size_t>(call.size()));
