@@ -92,7 +92,7 @@ Tensor all_reduce(GroupState& group, const Tensor& input, ReduceOp op) {
   std::vector<Tensor> parts(static_cast<std::size_t>(call.size()));
   auto send_inputs = [&](std::int64_t k, std::uint64_t number) {
     send_tensor_to_each_peer(call, OpCode::all_reduce, number,
-                             [&](int owner) { return lent.lend(piece_of(input, owner, k), owner); });
+                             [&](int owner) { return lent.lend(piece_of(input, owner, k), owner, false); });
   };
   auto receive_inputs = [&](std::int64_t k, std::uint64_t number) {
     const std::int64_t length = pieces.length(self, k);
@@ -122,7 +122,7 @@ Tensor all_reduce(GroupState& group, const Tensor& input, ReduceOp op) {
   auto exchange_sums = [&](std::int64_t k, std::uint64_t number) {
     const Tensor sum = piece_of(out, self, k);
     send_tensor_to_each_peer(call, OpCode::all_reduce, number,
-                             [&](int peer) { return lent.lend(sum, peer); });
+                             [&](int peer) { return lent.lend(sum, peer, true); });
     landing.seq = number;
     for_each_peer_after_self(call, [&](int owner) {
       const Tensor slot = view_of(out, pieces.start(owner, k), Shape{pieces.length(owner, k)});

@@ -12,14 +12,14 @@ Tensor view_of(const Tensor& t, std::int64_t start, const Shape& shape) {
                       [keep = t](void*) {});
 }
 
-std::vector<Tensor> exchange(const Call& call, const Tensor& mine, OpCode op,
+std::vector<Tensor> exchange(const Call& call, const Tensor& mine, bool pooled, OpCode op,
                              const std::vector<Tensor>* slots) {
   const std::uint64_t seq = begin_collective(call);
   const int self = call.rank_in_group();
   // The caller may reuse `mine` once this returns.
   LentMemory lent(call);
   send_to_each_peer(call, op, seq,
-                    [&](Frame& frame, int peer) { frame.tensors.push_back(lent.lend(mine, peer)); });
+                    [&](Frame& frame, int peer) { frame.tensors.push_back(lent.lend(mine, peer, pooled)); });
   std::vector<Tensor> all(static_cast<std::size_t>(call.size()));
   all[static_cast<std::size_t>(self)] = mine;
   Landing landing{call.group().id, static_cast<std::uint32_t>(op), seq, {}};

@@ -23,10 +23,11 @@ void for_each_peer_after_self(const Call& call, Each&& each) {
   for (int step = 1; step < call.size(); ++step) each((call.rank_in_group() + step) % call.size());
 }
 
-// Sends `mine` to every peer and returns every member's tensor in group-rank order. With
-// `slots` (one per member), each peer's tensor is read straight into its slot where the
-// transport allows and it fits; the caller checks which ones landed.
-std::vector<Tensor> exchange(const Call& call, const Tensor& mine, OpCode op,
+// Sends `mine` to every peer and returns every member's tensor in group-rank order (`pooled`:
+// `mine` lies in memory from the rank's allocator, LentMemory::lend). With `slots` (one per
+// member), each peer's tensor is read straight into its slot where the transport allows and it
+// fits; the caller checks which ones landed.
+std::vector<Tensor> exchange(const Call& call, const Tensor& mine, bool pooled, OpCode op,
                              const std::vector<Tensor>* slots = nullptr);
 
 }  // namespace rankmesh
