@@ -24,7 +24,8 @@ public:
   // in memory from the rank's allocator (huge pages); other memory, often 4 KiB pages, is
   // copied into pooled memory for shm peers, as their process_vm_readv pins every page it reads
   // and that costs more than the copy (all_reduce of 16 MiB: 6.3 against 8.5 ms of CPU on 2
-  // ranks, 17.8 against 22.4 on 4). One copy serves every peer that `part` goes to in a row.
+  // ranks, 17.8 against 22.4 on 4; README, "Collectives"). One copy serves every peer that
+  // `part` goes to in a row.
   Tensor lend(const Tensor& part, int peer, bool pooled);
   // Waits until the channels of the peers lent anything have let go of it; throws like
   // PeerLinks::release.
