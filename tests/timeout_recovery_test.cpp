@@ -190,47 +190,52 @@ TEST_CASE("all_gather: a caller's input overwritten after a timeout never reache
 }
 
 TEST_CASE("all_reduce: a caller's input overwritten after a timeout never reaches a late peer") {
-  // Over shm, all_reduce lends pieces of the caller's input to the peers' channels. Rank 0
-  // gives up on rank 2, which comes late; rank 0 then overwrites its input. Rank 2 must fail,
-  // or sum rank 0's input as it was — never the bytes written after rank 0's all_reduce failed.
-  RankWorld world({0, 0, 0}, shm_transport(), shm_transport(), kLong);
-  constexpr std::int64_t kElements = 3 << 20;  // 12 MiB: every chunk several pieces, lent
-  constexpr auto kPatient = 2s;
-  Signal overwritten;
-  std::string late_outcome;
-  auto errors = world.run([&](int rank) {
-    GroupCoordinator group(make_group_state(world.context(rank), GroupKind::world, 0, Group{0, 1, 2}));
-    Tensor input = Tensor::empty({kElements}, DType::f32);
-    std::fill_n(input.data_as<float>(), kElements, 1.0f);
-    if (rank == 0) {
-      group.set_timeout(kShort);
+  // Over tcp, all_reduce lends pieces of the caller's input to the peers' channels (over shm,
+  // pooled copies of them). Rank 0 gives up on rank 2, which comes late; rank 0 then overwrites
+  // its input. Rank 2 must fail, or sum rank 0's input as it was — never the bytes written after
+  // rank 0's all_reduce failed.
+  for (bool shm : {true, false}) {
+    CAPTURE(shm);
+    const Transport& transport = shm ? shm_transport() : tcp_transport();
+    RankWorld world({0, 0, 0}, transport, transport, kLong);
+    constexpr std::int64_t kElements = 3 << 20;  // 12 MiB: over tcp, chunks of several pieces
+    constexpr auto kPatient = 2s;
+    Signal overwritten;
+    std::string late_outcome;
+    auto errors = world.run([&](int rank) {
+      GroupCoordinator group(make_group_state(world.context(rank), GroupKind::world, 0, Group{0, 1, 2}));
+      Tensor input = Tensor::empty({kElements}, DType::f32);
+      std::fill_n(input.data_as<float>(), kElements, 1.0f);
+      if (rank == 0) {
+        group.set_timeout(kShort);
+        try {
+          group.all_reduce(input);
+          expect(false, "all_reduce without rank 2 to time out");
+        } catch (const Error& e) {
+          expect(e.code() == Errc::timeout, std::string("a timeout, got: ") + e.what());
+        }
+        std::fill_n(input.data_as<float>(), kElements, 1000.0f);  // the caller reuses its buffer
+        overwritten.raise();
+        return;
+      }
+      group.set_timeout(kPatient);
+      if (rank == 2) expect(overwritten.wait(), "rank 0 to give up and overwrite its input");
       try {
-        group.all_reduce(input);
-        expect(false, "all_reduce without rank 2 to time out");
+        Tensor sum = group.all_reduce(input);
+        if (rank == 2) {
+          const float* first = sum.data_as<float>();
+          late_outcome = std::all_of(first, first + kElements, [](float x) { return x == 3.0f; })
+                             ? "returned the sum of the inputs as they were sent"
+                             : "returned a sum of bytes rank 0 wrote after its all_reduce failed";
+        }
       } catch (const Error& e) {
-        expect(e.code() == Errc::timeout, std::string("a timeout, got: ") + e.what());
+        if (rank == 2) late_outcome = std::string("failed: ") + to_string(e.code()) + ": " + e.what();
       }
-      std::fill_n(input.data_as<float>(), kElements, 1000.0f);  // the caller reuses its buffer
-      overwritten.raise();
-      return;
-    }
-    group.set_timeout(kPatient);
-    if (rank == 2) expect(overwritten.wait(), "rank 0 to give up and overwrite its input");
-    try {
-      Tensor sum = group.all_reduce(input);
-      if (rank == 2) {
-        const float* first = sum.data_as<float>();
-        late_outcome = std::all_of(first, first + kElements, [](float x) { return x == 3.0f; })
-                           ? "returned the sum of the inputs as they were sent"
-                           : "returned a sum of bytes rank 0 wrote after its all_reduce failed";
-      }
-    } catch (const Error& e) {
-      if (rank == 2) late_outcome = std::string("failed: ") + to_string(e.code()) + ": " + e.what();
-    }
-  });
-  REQUIRE_MESSAGE(all_ok(errors), joined(errors));
-  CHECK_MESSAGE(late_outcome.find("after its all_reduce failed") == std::string::npos, late_outcome);
-  MESSAGE(late_outcome);
+    });
+    REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+    CHECK_MESSAGE(late_outcome.find("after its all_reduce failed") == std::string::npos, late_outcome);
+    MESSAGE(late_outcome);
+  }
 }
 
 TEST_CASE("all_reduce: a peer lost in the middle fails the others at once, over shm and tcp") {

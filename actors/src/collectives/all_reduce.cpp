@@ -1,9 +1,9 @@
 // all_reduce: reduce-scatter by owner, then all-gather. Each member owns one chunk of the
 // flattened tensor; it adds every member's part of it in ascending group-rank order, so the
 // result equals a one-rank reference element by element, writes the sum straight into the
-// result and sends it on. Over shm and tcp nothing is copied but by the transfers: peers read
-// each member's input and sums in place (over shm straight from its memory with
-// process_vm_readv), and every owner's sums land straight in their place in the result.
+// result, whence peers read it (over shm straight from its memory with process_vm_readv); every
+// owner's sums land straight in their place in the result. tcp peers read the input in place
+// too; shm peers get its pieces copied into pooled memory (LentMemory::lend says why).
 //
 // Across nodes the chunks are pipelined in pieces: the next piece of the inputs is on the wire
 // while this one is reduced, and sums go on piece by piece. On one node (every member reached

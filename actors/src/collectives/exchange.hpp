@@ -1,6 +1,6 @@
-// exchange: every member's tensor to every member (all_gather's step). shm and tcp peers read
-// the caller's tensor itself, and their channels have let go of it before exchange returns;
-// inproc peers, which keep what they get, share one copy (lent_memory.hpp).
+// exchange: every member's tensor to every member (all_gather's step). Peers read the caller's
+// tensor itself where LentMemory lends it (tcp; shm when it lies in pooled memory), and their
+// channels have let go of it before exchange returns; the others share one copy.
 #pragma once
 
 #include <cstdint>
