@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <thread>
 
 #include "rank_world.hpp"
 #include "rankmesh/error.hpp"
@@ -186,4 +187,93 @@ TEST_CASE("all_gather: a caller's input overwritten after a timeout never reache
   REQUIRE_MESSAGE(all_ok(errors), joined(errors));
   CHECK_MESSAGE(late_outcome.find("after its all_gather failed") == std::string::npos, late_outcome);
   MESSAGE(late_outcome);
+}
+
+TEST_CASE("all_reduce: a caller's input overwritten after a timeout never reaches a late peer") {
+  // Over tcp, all_reduce lends pieces of the caller's input to the peers' channels (over shm,
+  // pooled copies of them). Rank 0 gives up on rank 2, which comes late; rank 0 then overwrites
+  // its input. Rank 2 must fail, or sum rank 0's input as it was — never the bytes written after
+  // rank 0's all_reduce failed.
+  for (bool shm : {true, false}) {
+    CAPTURE(shm);
+    const Transport& transport = shm ? shm_transport() : tcp_transport();
+    RankWorld world({0, 0, 0}, transport, transport, kLong);
+    constexpr std::int64_t kElements = 3 << 20;  // 12 MiB: over tcp, chunks of several pieces
+    constexpr auto kPatient = 2s;
+    Signal overwritten;
+    std::string late_outcome;
+    auto errors = world.run([&](int rank) {
+      GroupCoordinator group(make_group_state(world.context(rank), GroupKind::world, 0, Group{0, 1, 2}));
+      Tensor input = Tensor::empty({kElements}, DType::f32);
+      std::fill_n(input.data_as<float>(), kElements, 1.0f);
+      if (rank == 0) {
+        group.set_timeout(kShort);
+        try {
+          group.all_reduce(input);
+          expect(false, "all_reduce without rank 2 to time out");
+        } catch (const Error& e) {
+          expect(e.code() == Errc::timeout, std::string("a timeout, got: ") + e.what());
+        }
+        std::fill_n(input.data_as<float>(), kElements, 1000.0f);  // the caller reuses its buffer
+        overwritten.raise();
+        return;
+      }
+      group.set_timeout(kPatient);
+      if (rank == 2) expect(overwritten.wait(), "rank 0 to give up and overwrite its input");
+      try {
+        Tensor sum = group.all_reduce(input);
+        if (rank == 2) {
+          const float* first = sum.data_as<float>();
+          late_outcome = std::all_of(first, first + kElements, [](float x) { return x == 3.0f; })
+                             ? "returned the sum of the inputs as they were sent"
+                             : "returned a sum of bytes rank 0 wrote after its all_reduce failed";
+        }
+      } catch (const Error& e) {
+        if (rank == 2) late_outcome = std::string("failed: ") + to_string(e.code()) + ": " + e.what();
+      }
+    });
+    REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+    CHECK_MESSAGE(late_outcome.find("after its all_reduce failed") == std::string::npos, late_outcome);
+    MESSAGE(late_outcome);
+  }
+}
+
+TEST_CASE("all_reduce: a peer lost in the middle fails the others at once, over shm and tcp") {
+  // After a first all_reduce, ranks 0 and 2 are inside a second one of 12 MiB, waiting for
+  // rank 1, when rank 2's rank fails (as when its process dies); rank 1 comes after that. Ranks 0 and 1 must fail with
+  // peer_failed long before their timeout, never hang or return a result.
+  for (bool shm : {true, false}) {
+    CAPTURE(shm);
+    const Transport& transport = shm ? shm_transport() : tcp_transport();
+    RankWorld world({0, 0, 0}, transport, transport, kLong);
+    constexpr std::int64_t kElements = 3 << 20;
+    std::vector<std::string> outcome(3);
+    const auto start = std::chrono::steady_clock::now();
+    auto errors = world.run([&](int rank) {
+      GroupCoordinator group(make_group_state(world.context(rank), GroupKind::world, 0, Group{0, 1, 2}));
+      Tensor input = Tensor::empty({kElements}, DType::f32);
+      std::fill_n(input.data_as<float>(), kElements, 1.0f);
+      group.all_reduce(input);  // every pair's channels are made
+      std::thread killer;
+      if (rank == 2)
+        killer = std::thread([&] {
+          std::this_thread::sleep_for(150ms);
+          world.context(2)->fail("rank 2 was killed");
+        });
+      if (rank == 1) std::this_thread::sleep_for(300ms);
+      try {
+        group.all_reduce(input);
+        outcome[static_cast<std::size_t>(rank)] = "returned a result";
+      } catch (const Error& e) {
+        outcome[static_cast<std::size_t>(rank)] = to_string(e.code()) + std::string(": ") + e.what();
+      }
+      if (killer.joinable()) killer.join();
+    });
+    const auto took = std::chrono::steady_clock::now() - start;
+    REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+    for (int rank : {0, 1})
+      CHECK_MESSAGE(outcome[static_cast<std::size_t>(rank)].rfind(to_string(Errc::peer_failed) + std::string(":"), 0) == 0,
+                    "rank " << rank << ": " << outcome[static_cast<std::size_t>(rank)]);
+    CHECK(took < kLong / 2);
+  }
 }

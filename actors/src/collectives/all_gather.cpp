@@ -12,7 +12,8 @@ namespace rankmesh::collectives {
 namespace {
 
 // Along dim 0 every member's part is one contiguous block of the result: the parts are read
-// straight into their blocks (shm, tcp), so the result costs no gathering copy.
+// straight into their blocks (shm, tcp), so the result costs no gathering copy. This rank's
+// block is filled first and sent from there: peers read pooled memory (LentMemory::lend).
 Tensor gather_rows(const Call& call, const Tensor& input, OpCode op) {
   Shape shape;
   shape.push_back(input.shape()[0] * call.size());
@@ -20,13 +21,11 @@ Tensor gather_rows(const Call& call, const Tensor& input, OpCode op) {
   Tensor out = call.rank().allocate(shape, input.dtype());
   const std::size_t block = input.nbytes();
   std::vector<Tensor> slots(static_cast<std::size_t>(call.size()));
-  for (int member = 0; member < call.size(); ++member) {
-    std::byte* at = bytes_of(out) + static_cast<std::size_t>(member) * block;
-    slots[static_cast<std::size_t>(member)] =
-        Tensor::wrap(block != 0 ? at : nullptr, input.shape(), input.dtype(), Device{},
-                     [keep = out](void*) {});
-  }
-  std::vector<Tensor> all = exchange(call, input, op, &slots);
+  for (int member = 0; member < call.size(); ++member)
+    slots[static_cast<std::size_t>(member)] = view_of(out, member * input.numel(), input.shape());
+  const Tensor& own = slots[static_cast<std::size_t>(call.rank_in_group())];
+  if (block != 0) std::memcpy(own.data(), input.data(), block);
+  std::vector<Tensor> all = exchange(call, own, true, op, &slots);
   for (int member = 0; member < call.size(); ++member) {
     const Tensor& part = all[static_cast<std::size_t>(member)];
     const Tensor& slot = slots[static_cast<std::size_t>(member)];
@@ -41,7 +40,7 @@ Tensor gather_along(const Call& call, const Tensor& input, int dim, bool any_row
   require_host_ready(call, input);
   dim = call.resolve_dim(input, dim);
   if (dim == 0 && !any_rows && call.size() > 1) return gather_rows(call, input, op);
-  std::vector<Tensor> all = exchange(call, input, op);
+  std::vector<Tensor> all = exchange(call, input, false, op);
   for (int member = 0; member < call.size(); ++member)
     if (member != call.rank_in_group())
       check_matches(call, member, all[static_cast<std::size_t>(member)], input, dim, any_rows);

@@ -1,6 +1,7 @@
 // broadcast: group rank `src`'s tensor into every member's, in place (vLLM's broadcast).
 #include "collectives/collectives.hpp"
 #include "coordinator/fan_out.hpp"
+#include "coordinator/payloads.hpp"
 
 namespace rankmesh::collectives {
 
@@ -10,9 +11,18 @@ Tensor broadcast(GroupState& group, Tensor& tensor, int src) {
   if (call.size() == 1) return tensor;
   const std::uint64_t seq = begin_collective(call);
   if (call.rank_in_group() == src) {
-    // Each receiver owns its copy.
-    send_tensor_to_each_peer(call, OpCode::broadcast, seq,
-                             [&](int) { return copy_for_peer(call, tensor); });
+    // The caller may change its tensor once this returns, and a receiver may return what it got
+    // (below): a channel that copies on send gets the tensor itself, one that shares tensors
+    // (inproc) a copy of its own, and the others, whose receivers read into memory of their
+    // own (shm, tcp), one copy between them.
+    Tensor shared;
+    send_tensor_to_each_peer(call, OpCode::broadcast, seq, [&](int peer) {
+      if (copied_on_send(call, tensor, peer)) return tensor;
+      if (!call.rank().links().traits_to(call.group().global_rank(peer)).lends())
+        return copy_for_peer(call, tensor);
+      if (!shared.defined()) shared = copy_for_peer(call, tensor);
+      return shared;
+    });
     return tensor;
   }
   Frame& frame = call.frame();

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "collectives/collectives.hpp"
+#include "collectives/exchange.hpp"
 #include "coordinator/fan_out.hpp"
 #include "reduce.hpp"
 #include "tensor_ops.hpp"
@@ -29,14 +30,25 @@ Tensor reduce_scatter_sizes(const Call& call, const Tensor& input, std::span<con
                                             to_string(input.shape()) + " has " +
                                             std::to_string(input.shape()[dim]));
   const std::uint64_t seq = begin_collective(call);
-  auto part_for = [&](int member) {
+  // Where every dimension before `dim` has one row (dim 0 always), each part is one block of the
+  // input, and this rank's own part is read where it is. Peers get copies: lending them the
+  // input instead (as all_reduce does) measured slower on 4 ranks over shm (13.5 against 16.2 ms
+  // of CPU per 16 MiB; the caller then also waits for every peer to have read its part).
+  std::int64_t outer = 1, row = 1;  // elements: before `dim`, and in one row along it
+  for (int d = 0; d < input.shape().rank(); ++d)
+    if (d != dim) (d < dim ? outer : row) *= input.shape()[d];
+  auto part_for = [&](int member, bool view) {
     const auto at = static_cast<std::size_t>(member);
-    return narrow(input, dim, offsets[at], sizes[at], call.rank().allocator());
+    if (!view) return narrow(input, dim, offsets[at], sizes[at], call.rank().allocator());
+    Shape shape = input.shape();
+    shape.set(dim, sizes[at]);
+    return view_of(input, offsets[at] * row, shape);
   };
-  send_tensor_to_each_peer(call, code, seq, part_for);
+  const bool blocks = outer == 1;
+  send_tensor_to_each_peer(call, code, seq, [&](int member) { return part_for(member, false); });
   const int self = call.rank_in_group();
   std::vector<Tensor> parts(static_cast<std::size_t>(call.size()));
-  parts[static_cast<std::size_t>(self)] = part_for(self);
+  parts[static_cast<std::size_t>(self)] = part_for(self, blocks);
   const Tensor& own = parts[static_cast<std::size_t>(self)];
   receive_tensor_from_each_peer(call, code, seq, [&](Tensor part, int peer) {
     if (part.dtype() != own.dtype() || !(part.shape() == own.shape()))

@@ -1,0 +1,56 @@
+#include "collectives/lent_memory.hpp"
+
+#include <string>
+
+#include "coordinator/payloads.hpp"
+
+namespace rankmesh {
+
+LentMemory::LentMemory(const Call& call)
+    : call_(call), lent_(static_cast<std::size_t>(call.size()), false) {}
+
+Tensor LentMemory::lend(const Tensor& part, int peer, bool pooled) {
+  const auto& ready = part.ready_event();
+  const bool host = part.device().type == DeviceType::cpu && (!ready || ready->query());
+  if (host && copied_on_send(call_, part, peer)) return part;
+  const int global = call_.group().global_rank(peer);
+  const bool pinned_by_reader = call_.rank().links().shares_memory_with(global);
+  if (host && (pooled || !pinned_by_reader) && call_.rank().links().traits_to(global).lends()) {
+    lent_[static_cast<std::size_t>(peer)] = true;
+    return part;
+  }
+  if (!last_part_.defined() || last_part_.data() != part.data() ||
+      last_part_.nbytes() != part.nbytes()) {
+    last_copy_ = copy_for_peer(call_, part);
+    last_part_ = part;
+  }
+  return last_copy_;
+}
+
+void LentMemory::take_back() {
+  for (int member = 0; member < call_.size(); ++member) {
+    if (!lent_[static_cast<std::size_t>(member)]) continue;
+    call_.rank().links().release(call_.group().global_rank(member), call_.deadline(),
+                                 call_.describe());
+    lent_[static_cast<std::size_t>(member)] = false;
+  }
+}
+
+LentMemory::~LentMemory() {
+  PeerLinks& links = call_.rank().links();
+  for (int member = 0; member < call_.size(); ++member) {
+    if (!lent_[static_cast<std::size_t>(member)]) continue;
+    const int peer = call_.group().global_rank(member);
+    if (links.released(peer)) continue;
+    try {
+      links.close_channel_to(peer, call_.where() + " failed while rank " + std::to_string(peer) +
+                                       " could still read its memory, which the caller may "
+                                       "change from now on; the channel is closed so that "
+                                       "rank " + std::to_string(peer) + " fails instead");
+    } catch (...) {
+      // A channel that cannot even close is already closed: nobody reads through it.
+    }
+  }
+}
+
+}  // namespace rankmesh
