@@ -113,6 +113,12 @@ public:
     history_.record(op, group, peer, sent, seq, bytes);
   }
   void log(const std::string& line) const { history_.log(line); }
+  // The newest message received from global rank `peer` in the history (OpHistory::last_from).
+  std::string last_from(int peer) const { return history_.last_from(peer); }
+  // The fraction of an operation's timeout after which a receive still waiting logs who it
+  // waits for (coordinator/watchdog.hpp); 0 or 1 and above: never.
+  void set_watchdog(double fraction) noexcept { watchdog_ = fraction; }
+  double watchdog() const noexcept { return watchdog_; }
   Error reported(Error error) const { return history_.reported(std::move(error)); }
 
   // A frame whose buffers this rank reuses for its sends and receives (ops are serialised).
@@ -131,6 +137,7 @@ private:
   const std::chrono::nanoseconds timeout_;
   Allocator allocator_;
   const std::shared_ptr<Tracer> tracer_;
+  double watchdog_ = 0.5;
   OpHistory history_;
   PeerLinks links_;
   LayoutEpochs epochs_;

@@ -147,6 +147,7 @@ struct Runtime::Impl {
     context->tracer().configure(options.trace_dir, options.trace_events, node_identity(),
                                 !options.trace_dir.empty());
     if (!options.trace_dir.empty()) watch_dump_signal(context->tracer_handle());
+    context->set_watchdog(options.watchdog);
     (void)local_rank;
     local.push_back(rank);
     contexts.push_back(std::move(context));
@@ -303,6 +304,8 @@ Runtime::Runtime(RuntimeOptions options) {
   options.spin = spin_from_environment(options.spin);
   if (const char* trace = std::getenv("RANKMESH_TRACE"); trace != nullptr && *trace != '\0')
     options.trace_dir = trace;
+  if (const char* fraction = std::getenv("RANKMESH_WATCHDOG"); fraction != nullptr && *fraction != '\0')
+    options.watchdog = std::atof(fraction);
   if (const char* events = std::getenv("RANKMESH_TRACE_EVENTS"); events != nullptr && *events != '\0')
     options.trace_events = static_cast<std::size_t>(std::max(1L, std::atol(events)));
   set_spin_policy(spin_policy(options.spin, place ? place->local_world_size : 1));

@@ -48,6 +48,10 @@ struct RuntimeOptions {
   // override them.
   std::string trace_dir;
   std::size_t trace_events = 16384;
+  // A receive still waiting after this fraction of its operation's timeout logs one line naming
+  // whom it waits for and who is behind (the watchdog); 0 turns it off. RANKMESH_WATCHDOG
+  // overrides.
+  double watchdog = 0.5;
 
   // --- across processes (ignored when embedded)
   // The data plane's listening address; default: this host's address toward MASTER_ADDR

@@ -65,6 +65,14 @@ void Call::end_trace() noexcept {
   rank_.tracer().record(event);
 }
 
+Deadline Call::watchdog_point() const noexcept {
+  const double fraction = rank_.watchdog();
+  if (!(fraction > 0 && fraction < 1)) return deadline_;
+  const auto before_deadline = std::chrono::duration_cast<std::chrono::nanoseconds>(
+      group_.timeout * (1.0 - fraction));
+  return deadline_ - before_deadline;
+}
+
 std::chrono::nanoseconds Call::left() const {
   return std::max(std::chrono::nanoseconds::zero(),
                   std::chrono::duration_cast<std::chrono::nanoseconds>(deadline_ - Clock::now()));

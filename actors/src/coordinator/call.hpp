@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <optional>
+#include <utility>
 #include <string>
 
 #include "coordinator/group_state.hpp"
@@ -52,6 +53,12 @@ public:
   // A payload that does not fit what this rank expects: the ranks passed different tensors.
   Error payload_mismatch(int src, const Tensor& got, const std::string& expected) const;
 
+  // When a receive still waiting logs who it waits for (coordinator/watchdog.hpp): the
+  // watchdog's fraction of the group's timeout after the call began; the deadline when off.
+  Deadline watchdog_point() const noexcept;
+  // True the first time only: the watchdog speaks once per call.
+  bool claim_watchdog() const noexcept { return !std::exchange(watchdog_spoke_, true); }
+
   // Whether this call is recorded on the rank's timeline (rank/tracer.hpp): decided when it
   // starts, so that off costs one branch per call and per message.
   bool tracing() const noexcept { return trace_.has_value(); }
@@ -71,6 +78,7 @@ private:
   bool guarded_ = false;
   mutable std::optional<TraceEvent> trace_;  // filled by messages of a call the matcher sees as const
   int uncaught_at_start_ = 0;  // a call left by an exception is marked failed
+  mutable bool watchdog_spoke_ = false;
 };
 
 // "250 ms"

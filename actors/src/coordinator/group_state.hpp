@@ -24,12 +24,16 @@ struct ObjectRings;
 
 // The sequence numbers that pair this rank's messages with its peers' (matcher.hpp).
 struct SequenceNumbers {
-  explicit SequenceNumbers(std::size_t members) : sent(members, 0), received(members, 0) {}
+  explicit SequenceNumbers(std::size_t members)
+      : sent(members, 0), received(members, 0), collectives_heard(members, 0) {}
   // Point-to-point, per peer (group rank): the next send to it, the next receive from it.
   std::vector<std::uint64_t> sent;
   std::vector<std::uint64_t> received;
   // The group's next collective.
   std::uint64_t collective = 0;
+  // Per member (group rank): the number after the last collective this rank received a message
+  // of from it — who is behind, for the watchdog.
+  std::vector<std::uint64_t> collectives_heard;
 };
 
 struct GroupState {

@@ -1,6 +1,9 @@
 #include "coordinator/matcher.hpp"
 
+#include <algorithm>
+
 #include "coordinator/object_rings.hpp"
+#include "coordinator/watchdog.hpp"
 
 namespace rankmesh {
 
@@ -36,7 +39,7 @@ void receive_point_to_point(const Call& call, int src, OpCode op, Frame& frame) 
   const std::uint64_t expected = next++;
   const int from = group.global_rank(src);
   auto fetch = [&] {
-    if (!rank.recv(from, group.id, false, frame, call.deadline(), call.describe()))
+    if (!receive_watched(call, src, false, frame, op, expected))
       throw rank.reported(Error(Errc::timeout, call.where() + " waited " +
                                                    milliseconds_text(group.timeout) + " for " +
                                                    op_name(static_cast<std::uint32_t>(op)) + " #" +
@@ -77,8 +80,7 @@ void receive_collective(const Call& call, int src, OpCode op, std::uint64_t seq,
   GroupState& group = call.group();
   RankContext& rank = call.rank();
   auto fetch = [&] {
-    if (!rank.recv(group.global_rank(src), group.id, true, frame, call.deadline(), call.describe(),
-                   landing))
+    if (!receive_watched(call, src, true, frame, op, seq, landing))
       throw rank.reported(Error(Errc::timeout, call.where() + " #" + std::to_string(seq) +
                                                    " waited " + milliseconds_text(group.timeout) +
                                                    " for " + call.who(src) +
@@ -96,6 +98,8 @@ void receive_collective(const Call& call, int src, OpCode op, std::uint64_t seq,
   };
   if (!await_numbered(seq, fetch, late, early)) return;
   record_message(call, frame, src, false);
+  auto& heard = group.sequences.collectives_heard[static_cast<std::size_t>(src)];
+  heard = std::max(heard, seq + 1);
   const bool expected_op = frame.header.op == static_cast<std::uint32_t>(op) ||
                            (alternative && frame.header.op == static_cast<std::uint32_t>(*alternative));
   if (!expected_op) throw out_of_order(call, src, op, seq, frame.header.op, frame.header.seq);

@@ -20,6 +20,16 @@ void OpHistory::record(std::uint32_t op, const std::string& group, int peer, boo
   entry.bytes = bytes;
 }
 
+std::string OpHistory::last_from(int peer) const {
+  const std::uint64_t first = recorded_ > kEntries ? recorded_ - kEntries : 0;
+  for (std::uint64_t i = recorded_; i > first; --i) {
+    const Entry& entry = entries_[(i - 1) % kEntries];
+    if (entry.peer == peer && !entry.sent)
+      return std::string(op_name(entry.op)) + " #" + std::to_string(entry.seq) + " on " + entry.group;
+  }
+  return "";
+}
+
 Error OpHistory::reported(Error error) const {
   std::string text = std::string(error.what()) + "\n  last operations of rank " +
                      std::to_string(rank_) + " (oldest first):";

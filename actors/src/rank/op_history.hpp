@@ -25,6 +25,9 @@ public:
     if (log_) log_(line);
   }
   const Log& logger() const noexcept { return log_; }
+  // The newest message this rank received from global rank `peer` still in the history
+  // ("all_reduce #16 on tp:0"), or "" when none is.
+  std::string last_from(int peer) const;
   // Logs `error` with the recent messages of this rank, and returns it for throwing.
   Error reported(Error error) const;
   // Sees every error reported (the rank's tracer marks them on its timeline). Set once, before
