@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -208,4 +209,26 @@ TEST_CASE("trace: without a directory nothing is recorded and flush_trace says w
     CHECK(e.code() == Errc::invalid_argument);
     CHECK(std::string(e.what()).find("RANKMESH_TRACE") != std::string::npos);
   }
+}
+
+TEST_CASE("trace: SIGUSR2 makes a tracing process dump its ranks' rings into rotating files") {
+  TempDir dir;
+  RuntimeOptions options;
+  options.world_size = 2;
+  options.trace_dir = dir.path.string();
+  Runtime runtime(options);
+  run_world(runtime, [](int, ParallelState& state) { state.world().barrier(); });
+  REQUIRE(std::raise(SIGUSR2) == 0);
+  // A thread of the runtime's writes the dumps; wait for both (bounded).
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  auto dumped = [&](int rank) {
+    return std::filesystem::exists(dir.path / ("rank-" + std::to_string(rank) + ".dump-0.trace.json"));
+  };
+  while (!(dumped(0) && dumped(1)) && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(10ms);
+  REQUIRE(dumped(0));
+  REQUIRE(dumped(1));
+  const json dump = read_json(dir.path / "rank-1.dump-0.trace.json");
+  CHECK(dump["otherData"]["reason"] == "signal");
+  CHECK(operations(dump).at("barrier") == 1);
 }
