@@ -139,8 +139,7 @@ bool ParallelState::tracing() const noexcept { return impl_->context->tracer().o
 
 void ParallelState::abort(const std::string& reason) {
   impl_->context->fail(reason);
-  impl_->context->tracer().instant("abort", "", reason);
-  impl_->context->tracer().keep("failure");
+  impl_->context->tracer().mark_failure("abort", reason);
 }
 
 bool ParallelState::is_global_first_rank() const noexcept {

@@ -79,8 +79,7 @@ void default_log(const std::string& line) { std::fprintf(stderr, "%s\n", line.c_
 std::function<void(const std::string&)> failing(std::shared_ptr<RankContext> context) {
   return [context = std::move(context)](const std::string& reason) {
     context->fail(reason);
-    context->tracer().instant("peer_failure", "", reason);
-    context->tracer().keep("failure");
+    context->tracer().mark_failure("peer_failure", reason);
   };
 }
 
@@ -342,8 +341,7 @@ void Runtime::abort(const std::string& reason) {
   for (auto& context : impl_->contexts) context->record_failure(reason);
   for (auto& context : impl_->contexts) {
     context->fail(reason);
-    context->tracer().instant("abort", "", reason);
-    context->tracer().keep("failure");
+    context->tracer().mark_failure("abort", reason);
   }
 }
 

@@ -53,13 +53,6 @@ void Tracer::instant(const char* name, const std::string& group, const std::stri
   record(event);
 }
 
-void Tracer::make_directory() const {
-  std::error_code error;
-  std::filesystem::create_directories(directory_, error);
-  if (error)
-    throw Error(Errc::invalid_config, "trace: cannot make directory " + directory_ + ": " + error.message());
-}
-
 std::string Tracer::write_file(const std::string& path, const char* reason) {
   TraceFileInfo info;
   info.rank = rank_;
@@ -84,11 +77,18 @@ std::string Tracer::write_file(const std::string& path, const char* reason) {
   return path;
 }
 
-std::string Tracer::write(const char* reason) {
-  std::lock_guard lock(mutex_);
+void Tracer::make_directory() const {
   if (directory_.empty())
     throw Error(Errc::invalid_argument,
                 "trace: no directory to write to (set RANKMESH_TRACE or RuntimeOptions::trace_dir)");
+  std::error_code error;
+  std::filesystem::create_directories(directory_, error);
+  if (error)
+    throw Error(Errc::invalid_config, "trace: cannot make directory " + directory_ + ": " + error.message());
+}
+
+std::string Tracer::write(const char* reason) {
+  std::lock_guard lock(mutex_);
   make_directory();
   return write_file(directory_ + "/rank-" + std::to_string(rank_) + ".trace.json", reason);
 }
@@ -106,11 +106,13 @@ bool Tracer::keep(const char* reason) noexcept {
   }
 }
 
+void Tracer::mark_failure(const char* name, const std::string& reason) noexcept {
+  instant(name, "", reason);
+  keep("failure");
+}
+
 std::string Tracer::dump(const char* reason) {
   std::lock_guard lock(mutex_);
-  if (directory_.empty())
-    throw Error(Errc::invalid_argument,
-                "trace: no directory to dump to (set RANKMESH_TRACE or RuntimeOptions::trace_dir)");
   make_directory();
   auto name = [&](int k) {
     return directory_ + "/rank-" + std::to_string(rank_) + ".dump-" + std::to_string(k) +

@@ -44,6 +44,8 @@ public:
   // write(reason) where there is something to keep (a directory, and recording started);
   // never throws (shutdown and failure paths): false when nothing was written.
   bool keep(const char* reason) noexcept;
+  // A failure of the rank (a lost peer, an abort): an instant named `name`, then keep().
+  void mark_failure(const char* name, const std::string& reason) noexcept;
   static constexpr int kDumps = 8;
 
   static std::int64_t now_ns() noexcept {
@@ -53,7 +55,8 @@ public:
   }
 
 private:
-  // Both with mutex_ held.
+  // Both with mutex_ held. make_directory() throws Error(invalid_argument) when none is
+  // configured, Error(invalid_config) when it cannot be made.
   void make_directory() const;
   std::string write_file(const std::string& path, const char* reason);
 
