@@ -134,8 +134,9 @@ TEST_CASE_TEMPLATE("a collective issued differently on two ranks is a mismatch n
   CAPTURE(joined(errors));
   bool named = false;
   for (auto& e : errors)
-    named |= e.find("expected") != std::string::npos && e.find("all_reduce") != std::string::npos &&
-             e.find("broadcast") != std::string::npos && e.find("world:0") != std::string::npos;
+    named |= e.find("asked for") != std::string::npos && e.find("all_reduce float32 [4] sum") != std::string::npos &&
+             e.find("broadcast float32 [4] root group rank 1") != std::string::npos &&
+             e.find("world:0") != std::string::npos;
   CHECK(named);
 }
 

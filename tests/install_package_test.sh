@@ -17,7 +17,8 @@ cmake --install "$build_dir" --prefix "$work/prefix" >/dev/null
 test -x "$work/prefix/bin/rankmesh" || fail "bin/rankmesh was not installed"
 
 # The public headers, one per line: what an engine uses (docs/migration.md says what left).
-expected="device.hpp
+expected="call_site.hpp
+device.hpp
 device_backend.hpp
 dtype.hpp
 error.hpp

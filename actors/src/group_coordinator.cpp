@@ -1,6 +1,11 @@
 // GroupCoordinator: the facade. Every operation forwards to its file under collectives/.
 #include "rankmesh/group_coordinator.hpp"
 
+#include <string>
+#include <string_view>
+
+#include "rankmesh/call_site.hpp"
+
 #include "collectives/collectives.hpp"
 #include "coordinator/group_state.hpp"
 #include "rank_context.hpp"
@@ -94,6 +99,15 @@ Tensor GroupCoordinator::all_to_all(const Tensor& input, std::span<const std::in
   return collectives::all_to_all(*impl_, input, send_counts);
 }
 
-void GroupCoordinator::submit(std::function<void()> work) { impl_->rank_context->submit(std::move(work)); }
+void GroupCoordinator::submit(std::function<void()> work) {
+  // The work runs on the rank's stream thread: its collectives carry the issuing thread's
+  // call-site tag, as they would had it run them itself.
+  const std::string_view site = CallSite::current();
+  if (site.empty()) return impl_->rank_context->submit(std::move(work));
+  impl_->rank_context->submit([work = std::move(work), tag = std::string(site)] {
+    CallSite issued_at(tag);
+    work();
+  });
+}
 
 }  // namespace rankmesh

@@ -7,6 +7,7 @@
 #include "rankmesh/parallel_state.hpp"
 #include "rankmesh/group_coordinator.hpp"
 #include "rankmesh/handle.hpp"
+#include "rankmesh/call_site.hpp"
 #include "rankmesh/dtype.hpp"
 #include "rankmesh/device.hpp"
 #include "rankmesh/tensor.hpp"

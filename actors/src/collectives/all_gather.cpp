@@ -36,9 +36,12 @@ Tensor gather_rows(const Call& call, const Tensor& input, OpCode op) {
   return out;
 }
 
-Tensor gather_along(const Call& call, const Tensor& input, int dim, bool any_rows, OpCode op) {
+Tensor gather_along(Call& call, const Tensor& input, int dim, bool any_rows, OpCode op) {
   require_host_ready(call, input);
   dim = call.resolve_dim(input, dim);
+  // all_gather's parts agree in every dimension (the result has size() equal blocks);
+  // all_gatherv's may differ along `dim`.
+  call.ask(CollectiveRequest(op).tensor(input, any_rows ? dim : -1).dim(dim));
   if (dim == 0 && !any_rows && call.size() > 1) return gather_rows(call, input, op);
   std::vector<Tensor> all = exchange(call, input, false, op);
   for (int member = 0; member < call.size(); ++member)

@@ -76,6 +76,7 @@ Tensor all_reduce(GroupState& group, const Tensor& input, ReduceOp op) {
   check_reducible(input.dtype(), op);
   require_host_ready(call, input);
   if (call.size() == 1) return copy_for_peer(call, input);
+  call.ask(CollectiveRequest(OpCode::all_reduce).tensor(input).reduce(op));
   const int self = call.rank_in_group();
   const std::size_t element = dtype_size(input.dtype());
   const Pieces pieces(input.numel(), call.size(), element, !on_one_node(call));

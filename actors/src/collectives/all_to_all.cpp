@@ -26,6 +26,7 @@ Tensor all_to_all(GroupState& group, const Tensor& input, std::span<const std::i
     throw Error(Errc::invalid_argument, call.where() + ": send counts sum to " +
                                             std::to_string(offsets.back()) + ", input has " +
                                             std::to_string(input.shape()[0]) + " rows");
+  call.ask(CollectiveRequest(OpCode::all_to_all).tensor(input, 0));
   const std::uint64_t seq = begin_collective(call);
   auto rows_for = [&](int peer) {
     const auto at = static_cast<std::size_t>(peer);

@@ -7,6 +7,7 @@ namespace rankmesh::collectives {
 void barrier(GroupState& group) {
   Call call(group, "barrier");
   if (call.size() == 1) return;
+  call.ask(CollectiveRequest(OpCode::barrier));
   const std::uint64_t seq = begin_collective(call);
   constexpr int kGatherer = 0;
   if (call.rank_in_group() != kGatherer) {

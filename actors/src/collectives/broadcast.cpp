@@ -9,6 +9,8 @@ Tensor broadcast(GroupState& group, Tensor& tensor, int src) {
   Call call(group, "broadcast");
   call.check_peer(src, "src");
   if (call.size() == 1) return tensor;
+  // A receiver that passes no tensor takes whatever comes (any dtype and shape).
+  call.ask(CollectiveRequest(OpCode::broadcast).tensor(tensor).root(src));
   const std::uint64_t seq = begin_collective(call);
   if (call.rank_in_group() == src) {
     // The caller may change its tensor once this returns, and a receiver may return what it got

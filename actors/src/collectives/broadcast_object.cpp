@@ -45,11 +45,15 @@ Value send_object_to_members(const Call& call, const Value& object, std::uint64_
   ObjectRings& rings = object_rings(call.group());
   RankContext& rank = call.rank();
   encode(object, rings.encoded);
+  const std::size_t object_bytes = rings.encoded.size();
   if (!rings.out_decided) set_up_ring(call, rings, seq);
   auto reads_ring = [&](int member) {
     return rings.out && rings.reads_ring[static_cast<std::size_t>(member)];
   };
   if (rings.out) {
+    // A ring carries the request as a channel's message does (send_numbered appends it there).
+    const auto request = call.request().trailer();
+    rings.encoded.insert(rings.encoded.end(), request.begin(), request.end());
     rings.out->write(seq, rings.encoded.data(), rings.encoded.size(), call.deadline(),
                      call.where() + " #" + std::to_string(seq));
     // In the operation history like a send over each reader's channel would be.
@@ -62,7 +66,7 @@ Value send_object_to_members(const Call& call, const Value& object, std::uint64_
   for_each_peer(call, [&](int peer) {
     if (reads_ring(peer)) return;
     Frame& frame = call.frame();
-    frame.metadata.assign(rings.encoded.begin(), rings.encoded.end());
+    frame.metadata.assign(rings.encoded.begin(), rings.encoded.begin() + static_cast<std::ptrdiff_t>(object_bytes));
     frame.tensors.clear();
     send_numbered(call, peer, OpCode::broadcast_object, seq, frame);
   });
@@ -108,12 +112,14 @@ void read_from_ring(const Call& call, RingReader& ring, int src, std::uint64_t s
   };
   auto discard = [](std::uint64_t) { return false; };
   auto early = [&](std::uint64_t tag) {
-    throw out_of_order(call, src, OpCode::broadcast_object, seq,
-                       static_cast<std::uint32_t>(OpCode::broadcast_object), tag);
+    throw diverged(call, call.who(src) + " broadcast its object #" + std::to_string(tag) +
+                             " while this rank waits for #" + std::to_string(seq) +
+                             ": broadcasts issued in a different order on each side");
   };
   await_numbered(seq, fetch, discard, early);
   call.rank().record(static_cast<std::uint32_t>(OpCode::broadcast_object), call.group().name,
                      call.group().global_rank(src), false, seq, 0);
+  check_request(call, src, seq, bytes);
 }
 
 Value receive_object_from(const Call& call, int src, std::uint64_t seq) {
@@ -145,6 +151,7 @@ Value broadcast_object(GroupState& group, const Value& object, int src) {
   Call call(group, "broadcast_object");
   call.check_peer(src, "src");
   if (call.size() == 1) return object;
+  call.ask(CollectiveRequest(OpCode::broadcast_object).root(src));
   const std::uint64_t seq = begin_collective(call);
   if (call.rank_in_group() == src) return send_object_to_members(call, object, seq);
   return receive_object_from(call, src, seq);

@@ -14,6 +14,7 @@ TensorDict broadcast_tensor_dict(GroupState& group, const TensorDict& dict, int 
   Call call(group, "broadcast_tensor_dict");
   call.check_peer(src, "src");
   if (call.size() == 1) return dict;
+  call.ask(CollectiveRequest(OpCode::broadcast_tensor_dict).root(src));
   const std::uint64_t seq = begin_collective(call);
   if (call.rank_in_group() == src) {
     SplitDict parts = split(dict);

@@ -12,6 +12,9 @@ Tensor gather(GroupState& group, const Tensor& input, int dst, int dim) {
   require_host_ready(call, input);
   call.check_peer(dst, "dst");
   dim = call.resolve_dim(input, dim);
+  // Only the root hears the others: a member that differs is named there, and the root fails
+  // the group for the rest.
+  call.ask(CollectiveRequest(OpCode::gather).tensor(input).dim(dim).root(dst));
   const std::uint64_t seq = begin_collective(call);
   if (call.rank_in_group() != dst) {
     Frame& frame = call.frame();

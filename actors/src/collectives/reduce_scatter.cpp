@@ -11,7 +11,7 @@
 namespace rankmesh::collectives {
 namespace {
 
-Tensor reduce_scatter_sizes(const Call& call, const Tensor& input, std::span<const std::int64_t> sizes,
+Tensor reduce_scatter_sizes(Call& call, const Tensor& input, std::span<const std::int64_t> sizes,
                             int dim, ReduceOp op, OpCode code) {
   check_reducible(input.dtype(), op);
   require_host_ready(call, input);
@@ -29,6 +29,7 @@ Tensor reduce_scatter_sizes(const Call& call, const Tensor& input, std::span<con
                                             std::to_string(dim) + " of " +
                                             to_string(input.shape()) + " has " +
                                             std::to_string(input.shape()[dim]));
+  call.ask(CollectiveRequest(code).tensor(input).reduce(op).dim(dim));
   const std::uint64_t seq = begin_collective(call);
   // Where every dimension before `dim` has one row (dim 0 always), each part is one block of the
   // input, and this rank's own part is read where it is. Peers get copies: lending them the

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
 #include <thread>
 
 namespace rankmesh {
@@ -27,6 +28,8 @@ Call::Call(GroupState& group, const char* operation)
 
 Call::~Call() {
   if (trace_) end_trace();
+  if (group_.sequences.collective != collective_at_start_ && std::uncaught_exceptions() > uncaught_at_start_)
+    group_.sequences.note_unfinished(collective_at_start_, group_.sequences.collective);
   if (guarded_) group_.user.store(std::thread::id{});
 }
 
@@ -38,7 +41,6 @@ void Call::begin_trace() noexcept {
   event.lane = rank_.on_stream_thread() ? 1 : 0;
   event.set_group(group_.name);
   event.group_id = group_.id;
-  uncaught_at_start_ = std::uncaught_exceptions();
   event.start_ns = Tracer::now_ns();
 }
 
@@ -63,6 +65,12 @@ void Call::end_trace() noexcept {
   event.failed = std::uncaught_exceptions() > uncaught_at_start_;
   if (event.failed) std::strncpy(event.message, Tracer::last_failure(), sizeof event.message - 1);
   rank_.tracer().record(event);
+}
+
+const CollectiveRequest& Call::request() const {
+  if (!request_)  // a collective that forgot to state its request: a bug here, not the caller's
+    throw std::logic_error(where() + ": sends a collective message without its request");
+  return *request_;
 }
 
 Deadline Call::watchdog_point() const noexcept {

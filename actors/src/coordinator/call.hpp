@@ -5,10 +5,12 @@
 #pragma once
 
 #include <chrono>
+#include <exception>
 #include <optional>
 #include <utility>
 #include <string>
 
+#include "coordinator/collective_request.hpp"
 #include "coordinator/group_state.hpp"
 #include "deadline.hpp"
 #include "frame.hpp"
@@ -53,6 +55,12 @@ public:
   // A payload that does not fit what this rank expects: the ranks passed different tensors.
   Error payload_mismatch(int src, const Tensor& got, const std::string& expected) const;
 
+  // What this rank asks of the collective this call makes: every message of it carries the
+  // request, and every message received is checked against it (matcher.hpp). A collective
+  // states it before its first message.
+  void ask(const CollectiveRequest& request) { request_.emplace(request); }
+  const CollectiveRequest& request() const;
+
   // When a receive still waiting logs who it waits for (coordinator/watchdog.hpp): the
   // watchdog's fraction of the group's timeout after the call began; the deadline when off.
   Deadline watchdog_point() const noexcept;
@@ -77,7 +85,11 @@ private:
   RankContext::Describe describe_ = [this] { return where(); };  // small: no allocation
   bool guarded_ = false;
   mutable std::optional<TraceEvent> trace_;  // filled by messages of a call the matcher sees as const
-  int uncaught_at_start_ = 0;  // a call left by an exception is marked failed
+  std::optional<CollectiveRequest> request_;
+  // A call left by an exception failed: its timeline event says so, and its collectives'
+  // numbers are noted as unfinished (SequenceNumbers::note_unfinished).
+  int uncaught_at_start_ = std::uncaught_exceptions();
+  std::uint64_t collective_at_start_ = group_.sequences.collective;
   mutable bool watchdog_spoke_ = false;
 };
 

@@ -30,3 +30,21 @@ GroupState::GroupState(std::shared_ptr<RankContext> context, GroupKind kind, int
 GroupState::~GroupState() = default;
 
 }  // namespace rankmesh
+
+namespace rankmesh {
+
+void SequenceNumbers::note_unfinished(std::uint64_t first, std::uint64_t end) {
+  if (unfinished_.size() == kMaxUnfinished) {
+    forgotten_below_ = unfinished_.front().second;
+    unfinished_.erase(unfinished_.begin());
+  }
+  unfinished_.emplace_back(first, end);
+}
+
+bool SequenceNumbers::unfinished(std::uint64_t seq) const noexcept {
+  if (seq < forgotten_below_) return true;
+  return std::any_of(unfinished_.begin(), unfinished_.end(),
+                     [seq](const auto& range) { return seq >= range.first && seq < range.second; });
+}
+
+}  // namespace rankmesh

@@ -34,6 +34,18 @@ struct SequenceNumbers {
   // Per member (group rank): the number after the last collective this rank received a message
   // of from it — who is behind, for the watchdog.
   std::vector<std::uint64_t> collectives_heard;
+
+  // Collectives that ended in an error here (numbers first .. end-1): a message of one of them
+  // may still come, late, and is discarded. A late message of any other collective was never
+  // expected — the members' collectives diverged (a second broadcast source, another gather
+  // root). The newest kMaxUnfinished ranges are kept; older numbers all count as unfinished.
+  void note_unfinished(std::uint64_t first, std::uint64_t end);
+  bool unfinished(std::uint64_t seq) const noexcept;
+  static constexpr std::size_t kMaxUnfinished = 64;
+
+private:
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> unfinished_;
+  std::uint64_t forgotten_below_ = 0;
 };
 
 struct GroupState {

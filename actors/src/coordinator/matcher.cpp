@@ -1,6 +1,8 @@
 #include "coordinator/matcher.hpp"
 
 #include <algorithm>
+#include <array>
+#include <span>
 
 #include "coordinator/object_rings.hpp"
 #include "coordinator/watchdog.hpp"
@@ -27,6 +29,10 @@ void record_message(const Call& call, const Frame& frame, int group_rank, bool s
 }
 
 void send_numbered(const Call& call, int dst, OpCode op, std::uint64_t seq, Frame& frame) {
+  if (is_collective_op(static_cast<std::uint32_t>(op))) {
+    const auto request = call.request().trailer();
+    frame.metadata.insert(frame.metadata.end(), request.begin(), request.end());
+  }
   frame.header = FrameHeader{call.group().id, static_cast<std::uint32_t>(op), seq, call.rank().rank()};
   record_message(call, frame, dst, true);
   call.rank().send(call.group().global_rank(dst), frame, call.deadline(), call.describe());
@@ -75,26 +81,72 @@ void receive_point_to_point(const Call& call, int src, OpCode op, Frame& frame) 
     throw out_of_order(call, src, op, expected, frame.header.op, frame.header.seq);
 }
 
+Error diverged(const Call& call, const std::string& what) {
+  const std::string message = call.where() + ": " + what + " (the members' collectives diverged)";
+  call.rank().fail_group(call.group().id, call.group().members, message);
+  return call.rank().reported(Error(Errc::mismatch, message));
+}
+
+namespace {
+
+// A received collective message's request, taken off its metadata.
+struct ReceivedRequest {
+  std::array<std::uint8_t, CollectiveRequest::kMaxBody + 1> bytes;
+  std::size_t size = 0;
+  std::span<const std::uint8_t> trailer() const noexcept { return {bytes.data(), size}; }
+};
+
+void take_request(const Call& call, int src, std::uint64_t seq, std::vector<std::uint8_t>& metadata,
+                  ReceivedRequest& out) {
+  const auto trailer = CollectiveRequest::trailer_of(metadata);
+  if (trailer.empty())
+    throw call.rank().reported(Error(Errc::malformed, call.where() + ": " + call.who(src) +
+                                                          " sent #" + std::to_string(seq) +
+                                                          " without a well-formed request"));
+  out.size = trailer.size();
+  std::copy(trailer.begin(), trailer.end(), out.bytes.begin());
+  metadata.resize(metadata.size() - trailer.size());
+}
+
+Error requests_differ(const Call& call, int src, std::uint64_t seq, const ReceivedRequest& theirs) {
+  return diverged(call, call.who(src) + " asked for " + CollectiveRequest::describe(theirs.trailer()) +
+                            " as #" + std::to_string(seq) + ", this rank for " +
+                            call.request().describe());
+}
+
+}  // namespace
+
 void receive_collective(const Call& call, int src, OpCode op, std::uint64_t seq, Frame& frame,
                         std::optional<OpCode> alternative, const Landing* landing) {
   GroupState& group = call.group();
   RankContext& rank = call.rank();
+  ReceivedRequest theirs;
   auto fetch = [&] {
     if (!receive_watched(call, src, true, frame, op, seq, landing))
       throw rank.reported(Error(Errc::timeout, call.where() + " #" + std::to_string(seq) +
                                                    " waited " + milliseconds_text(group.timeout) +
                                                    " for " + call.who(src) +
                                                    ", which did not send its part"));
+    take_request(call, src, frame.header.seq, frame.metadata, theirs);
     return frame.header.seq;
   };
-  // From a collective that timed out here: discarded, but a ring announcement is kept
-  // (broadcast_object attaches late) and ends the wait of the receive that accepts one.
-  auto late = [&](std::uint64_t) {
-    return keep_ring_announcement(group, src, frame) && alternative == OpCode::broadcast_ring;
+  // From a collective that failed here (timed out, most often): discarded, but a ring
+  // announcement is kept (broadcast_object attaches late) and ends the wait of the receive that
+  // accepts one. From a collective that completed here: one this rank never expected.
+  auto late = [&](std::uint64_t got) {
+    if (keep_ring_announcement(group, src, frame)) return alternative == OpCode::broadcast_ring;
+    if (group.sequences.unfinished(got)) return false;
+    record_message(call, frame, src, false);
+    throw diverged(call, call.who(src) + " sent a message of its #" + std::to_string(got) + " (" +
+                             CollectiveRequest::describe(theirs.trailer()) +
+                             "), a collective that completed here without it");
   };
   auto early = [&](std::uint64_t got) {
     record_message(call, frame, src, false);
-    throw out_of_order(call, src, op, seq, frame.header.op, got);
+    throw diverged(call, call.who(src) + " sent a message of its #" + std::to_string(got) + " (" +
+                             CollectiveRequest::describe(theirs.trailer()) + ") while this rank waits for #" +
+                             std::to_string(seq) + " (" + call.request().describe() +
+                             "): collectives issued in a different order on each side");
   };
   if (!await_numbered(seq, fetch, late, early)) return;
   record_message(call, frame, src, false);
@@ -102,7 +154,15 @@ void receive_collective(const Call& call, int src, OpCode op, std::uint64_t seq,
   heard = std::max(heard, seq + 1);
   const bool expected_op = frame.header.op == static_cast<std::uint32_t>(op) ||
                            (alternative && frame.header.op == static_cast<std::uint32_t>(*alternative));
-  if (!expected_op) throw out_of_order(call, src, op, seq, frame.header.op, frame.header.seq);
+  // A ring announcement stands for the object it replaces: the same request.
+  if (!expected_op || !call.request().agrees_with(theirs.trailer()))
+    throw requests_differ(call, src, frame.header.seq, theirs);
+}
+
+void check_request(const Call& call, int src, std::uint64_t seq, std::vector<std::uint8_t>& metadata) {
+  ReceivedRequest theirs;
+  take_request(call, src, seq, metadata, theirs);
+  if (!call.request().agrees_with(theirs.trailer())) throw requests_differ(call, src, seq, theirs);
 }
 
 }  // namespace rankmesh

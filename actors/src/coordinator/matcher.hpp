@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include "coordinator/call.hpp"
 #include "op_code.hpp"
@@ -46,6 +47,10 @@ bool await_numbered(std::uint64_t expected, Fetch&& fetch, OnLate&& on_late, OnE
 Error out_of_order(const Call& call, int src, OpCode expected_op, std::uint64_t expected_seq,
                    std::uint32_t got_op, std::uint64_t got_seq);
 
+// The members' collectives diverged (`what`: how this rank knows): fails the group for every
+// member (RankContext::fail_group) and returns the error this rank throws, Error(mismatch).
+Error diverged(const Call& call, const std::string& what);
+
 // Records one message of `call` in the rank's operation history (shown when an operation fails).
 void record_message(const Call& call, const Frame& frame, int group_rank, bool sent);
 
@@ -74,7 +79,10 @@ void send_point_to_point(const Call& call, int dst, Send&& send) {
 // The next point-to-point message of `op` from group rank `src`, into `frame`.
 void receive_point_to_point(const Call& call, int src, OpCode op, Frame& frame);
 
-// --- collectives: every member numbers the group's collectives alike.
+// --- collectives: every member numbers the group's collectives alike, and every message of a
+// collective carries its sender's request (collective_request.hpp), which the receiver compares
+// with its own: a difference, a message of another operation or number, or a late one of a
+// collective that completed here, means the members diverged and fails the group (diverged()).
 inline std::uint64_t begin_collective(const Call& call) { return call.group().sequences.collective++; }
 // Message `seq` of collective `op` from group rank `src`, into `frame`.
 // `alternative`: a second operation this receive accepts (broadcast_object's ring set-up).
@@ -82,5 +90,8 @@ inline std::uint64_t begin_collective(const Call& call) { return call.group().se
 void receive_collective(const Call& call, int src, OpCode op, std::uint64_t seq, Frame& frame,
                         std::optional<OpCode> alternative = std::nullopt,
                         const Landing* landing = nullptr);
+// Takes the request off the metadata of message `seq` from group rank `src` that came some
+// other way (broadcast_object's ring) and checks it as receive_collective does.
+void check_request(const Call& call, int src, std::uint64_t seq, std::vector<std::uint8_t>& metadata);
 
 }  // namespace rankmesh

@@ -10,6 +10,7 @@ from rankmesh._rankmesh import (  # noqa: F401  (re-exported)
     PeerLostError,
     TimeoutError,
     __version__,
+    call_site,
 )
 from rankmesh._runtime import Runtime  # noqa: F401
 
@@ -21,4 +22,5 @@ __all__ = [
     "Runtime",
     "TimeoutError",
     "__version__",
+    "call_site",
 ]

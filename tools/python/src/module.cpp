@@ -9,6 +9,7 @@
 
 #include "errors.hpp"
 #include "group_binding.hpp"
+#include "rankmesh/call_site.hpp"
 #include "rankmesh/error.hpp"
 #include "rankmesh/parallel_state.hpp"
 #include "runtime_box.hpp"
@@ -39,6 +40,13 @@ std::shared_ptr<RuntimeBox> make_runtime(int world_size, int data_parallel_size,
   py::gil_scoped_release released;  // joining a launched world waits for the other ranks
   return std::make_shared<RuntimeBox>(std::move(options));
 }
+
+// A call site entered and left by a Python with-block on the calling thread.
+struct CallSiteScope {
+  explicit CallSiteScope(std::string tag) : tag(std::move(tag)) {}
+  std::string tag;
+  std::optional<rankmesh::CallSite> site;
+};
 
 // The module-level graph capture of one rank (TP and PP share one side stream), entered and
 // left by a Python context manager on the rank's thread.
@@ -103,6 +111,17 @@ PYBIND11_MODULE(_rankmesh, module) {
       .def("enter", &CaptureScope::enter)
       .def("exit", &CaptureScope::exit)
       .def("synchronize", &CaptureScope::synchronize, py::arg("timeout"));
+
+  // `with rankmesh.call_site("layer3.attn"):` names the collectives this thread issues inside
+  // (rankmesh/call_site.hpp); members whose sites differ fail naming both.
+  py::class_<CallSiteScope>(module, "call_site",
+                            "Names the collectives this thread issues inside the with-block.")
+      .def(py::init<std::string>(), py::arg("tag"))
+      .def("__enter__", [](CallSiteScope& scope) -> CallSiteScope& {
+        scope.site.emplace(scope.tag);
+        return scope;
+      }, py::return_value_policy::reference)
+      .def("__exit__", [](CallSiteScope& scope, py::args) { scope.site.reset(); });
 
   rankmesh::python::register_groups(module);
 }
