@@ -64,6 +64,12 @@ std::string error_of(Fn&& fn, Errc& code) {
   return "";
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+constexpr double kMaxParkedShare = 0.03;
+#else
+constexpr double kMaxParkedShare = 0.01;
+#endif
+
 constexpr const char* kReason = "rank 0 saw the group's collectives diverge (test)";
 
 }  // namespace
@@ -133,10 +139,12 @@ TEST_CASE_TEMPLATE("group failure: members waiting on other peers fail within a 
     // Rank 0 failed it ~1 s in; a notice and a 25 ms slice later they know.
     CHECK_MESSAGE(failed_after[at] < 3.0, failed_after[at].load());
     CHECK_MESSAGE(failed_after[at] > 0.95, failed_after[at].load());
-    // Parked in slices, a waiting rank stays near idle (spinning 50 us a slice, ~0.3%).
+    // Parked in slices, a waiting rank stays near idle: each 25 ms slice costs a wake-up and a
+    // 50 us spin (measured here: 0.2% of a core over inproc, 0.35% over shm). Under the
+    // sanitizers every instruction costs a few times more.
     MESSAGE("rank " << rank << " waited " << failed_after[at].load() << " s using "
                     << 100 * cpu_share[at].load() << "% of a core");
-    CHECK(cpu_share[at] < 0.03);
+    CHECK(cpu_share[at] < kMaxParkedShare);
   }
   for (int rank : {0, 1, 2}) {
     CAPTURE(rank);
