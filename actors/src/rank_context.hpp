@@ -131,6 +131,9 @@ public:
   // The reason group `group` failed (here or by a notice); empty while it stands. One relaxed
   // atomic load while no group of this rank ever failed: receives call it.
   std::string group_failure(std::uint32_t group) const { return group_failures_.reason(group); }
+  // Whether any group of this rank ever failed: one relaxed load, for paths that must not build
+  // even an empty string while none has (Call's constructor).
+  bool any_group_failed() const noexcept { return group_failures_.any(); }
 
   void record(std::uint32_t op, const std::string& group, int peer, bool sent, std::uint64_t seq,
               std::size_t bytes) noexcept {

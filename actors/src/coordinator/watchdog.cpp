@@ -53,6 +53,11 @@ namespace {
 // so that re-spinning never takes more than ~1%.
 constexpr std::chrono::nanoseconds kSlice = std::chrono::milliseconds(25);
 
+[[gnu::cold, gnu::noinline]] void throw_if_group_failed(const Call& call) {
+  if (const std::string failure = call.rank().group_failure(call.group().id); !failure.empty())
+    throw call.rank().reported(Error(Errc::mismatch, call.where() + ": the group failed: " + failure));
+}
+
 std::chrono::nanoseconds slice() { return std::max(kSlice, 100 * spin_budget()); }
 
 }  // namespace
@@ -71,8 +76,7 @@ bool receive_watched(const Call& call, int src, bool collective, Frame& frame, O
   while (true) {
     if (rank.recv(from, group, collective, frame, until, call.describe(), landing)) return true;
     // Another member failed the group (issue 13, collective consensus): its notice ends the wait.
-    if (const std::string failure = rank.group_failure(group); !failure.empty())
-      throw rank.reported(Error(Errc::mismatch, call.where() + ": the group failed: " + failure));
+    if (rank.any_group_failed()) throw_if_group_failed(call);
     if (until >= end) return false;
     const Deadline now = Clock::now();
     if (point < end && now >= point && call.claim_watchdog()) {
