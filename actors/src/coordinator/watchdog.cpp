@@ -46,12 +46,14 @@ namespace {
 
 // How long one wait of a receive lasts before it looks whether its group has failed on another
 // member (RankContext::group_failure): a notice from the control plane wakes no channel, so this
-// is how late a waiting member learns it. 25 ms keeps that far below the failure timeout (2 s by
-// default) and any operation's timeout, while a rank parked in a receive stays near idle: each
-// slice costs one wake-up (~20 us) and the transport's spin before it parks again (50 us by
-// default), ~0.3% of a core. A longer spin (RANKMESH_SPIN_US) stretches the slice to 100 spins,
-// so that re-spinning never takes more than ~1%.
-constexpr std::chrono::nanoseconds kSlice = std::chrono::milliseconds(25);
+// is how late a waiting member learns it. 50 ms keeps that far below the failure timeout (2 s by
+// default: a notice is seen within 2.5% of it) and any operation's timeout, while a rank parked
+// in a receive stays near idle: each slice costs one wake-up (~20 us) and the transport's spin
+// before it parks again (50 us by default) plus, over tcp, a poll — measured 0.1-0.35% of a core,
+// twice that with 25 ms slices, which left too little margin under the 1% a parked rank may use
+// on a loaded machine. A longer spin (RANKMESH_SPIN_US) stretches the slice to 100 spins, so
+// that re-spinning never takes more than ~1%.
+constexpr std::chrono::nanoseconds kSlice = std::chrono::milliseconds(50);
 
 [[gnu::cold, gnu::noinline]] void throw_if_group_failed(const Call& call) {
   if (const std::string failure = call.rank().group_failure(call.group().id); !failure.empty())
