@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <caf/all.hpp>
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <mutex>
@@ -42,10 +43,20 @@ private:
   std::optional<std::string> old_;
 };
 
-// A rank actor's stand-in: takes failure notices and nothing else. (Spawned with an argument:
-// CAF 0.17 binds a null reference when spawning a function without any, which UBSan reports.)
-caf::behavior stand_in(caf::event_based_actor*, int) {
-  return {[](fail_atom, const std::string&) {}};
+// What the stand-ins were told of failed groups: "rank R: group G: reason".
+struct Notices {
+  std::mutex mutex;
+  std::vector<std::string> lines;
+};
+
+// A rank actor's stand-in: takes failure notices and nothing else; notes group failure notices.
+caf::behavior stand_in(caf::event_based_actor*, int rank, std::shared_ptr<Notices> notices) {
+  return {[](fail_atom, const std::string&) {},
+          [=](group_failed_atom, std::uint32_t group, const std::string& reason) {
+            std::lock_guard lock(notices->mutex);
+            notices->lines.push_back("rank " + std::to_string(rank) + ": group " +
+                                     std::to_string(group) + ": " + reason);
+          }};
 }
 
 // A registry of `world` ranks and one stand-in rank actor per rank.
@@ -58,6 +69,7 @@ struct RegistryWorld {
   caf::actor_system system{cfg};
   caf::actor registry;
   std::vector<caf::actor> ranks;
+  std::shared_ptr<Notices> notices = std::make_shared<Notices>();
 
   explicit RegistryWorld(int world) {
     RegistryConfig config;
@@ -70,7 +82,7 @@ struct RegistryWorld {
     };
     registry = system.spawn(registry_actor, config);
     for (int r = 0; r < world; ++r)
-      ranks.push_back(system.spawn(stand_in, r));
+      ranks.push_back(system.spawn(stand_in, r, notices));
   }
   ~RegistryWorld() {
     caf::anon_send_exit(registry, caf::exit_reason::user_shutdown);
@@ -111,6 +123,22 @@ struct RegistryWorld {
   std::vector<std::string> all_gather(int rank, const std::string& round, const std::string& value) {
     return RegistryExchange(system, registry, rank)
         .all_gather(round, value, deadline_after(std::chrono::seconds(10)));
+  }
+
+  // The group failure notices the stand-ins got, once `count` have come (or 10 s passed).
+  std::vector<std::string> group_notices(std::size_t count) {
+    const auto until = Clock::now() + std::chrono::seconds(10);
+    while (true) {
+      {
+        std::lock_guard lock(notices->mutex);
+        if (notices->lines.size() >= count || Clock::now() > until) {
+          std::vector<std::string> lines = notices->lines;
+          std::sort(lines.begin(), lines.end());
+          return lines;
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
   }
 
   bool logged_line(const std::string& part) {
@@ -197,6 +225,75 @@ TEST_CASE("control messages: round trip, and malformed ones are named") {
   frame.header.group = 3;
   CHECK_THROWS_WITH_AS(decode_control(frame), doctest::Contains("not the control group"), Error);
   CHECK_THROWS_AS(encode_control(ControlMessage{ControlKind::join, 1, {"2"}}, frame), Error);
+}
+
+TEST_CASE("registry: a group failure notice goes to the group's other members; malformed ones "
+          "are refused with a line, and the world stands") {
+  RegistryWorld world(3);
+  REQUIRE(world.form() == std::vector<std::string>{"", "", ""});
+  const auto notice = [&](int rank, std::uint32_t group, std::vector<int> members, std::string reason) {
+    caf::anon_send(world.registry, group_fail_atom::value, rank, group, std::move(members), std::move(reason));
+  };
+  notice(2, 78, {0, 5}, "outside");                   // a member outside the world
+  notice(0, 79, {1}, std::string(5000, 'x'));         // a reason over the bound
+  notice(2, 81, {1, 3}, "outside again");            // refused; rank 2 was reported already
+  notice(9, 80, {1}, "from a stranger");
+  notice(1, 77, {0, 1, 2, 2}, "diverged");            // the one that counts
+  // Processed in order: the members' exchange after them sees a world that stands.
+  std::vector<std::string> values[3];
+  std::thread one([&] { values[1] = world.all_gather(1, "round", "b"); });
+  std::thread two([&] { values[2] = world.all_gather(2, "round", "c"); });
+  values[0] = world.all_gather(0, "round", "a");
+  one.join();
+  two.join();
+  CHECK(values[0] == std::vector<std::string>{"a", "b", "c"});
+  // The sender is not told; a member listed twice is told once.
+  CHECK(world.group_notices(2) == std::vector<std::string>{"rank 0: group 77: diverged", "rank 2: group 77: diverged"});
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  CHECK(world.group_notices(3).size() == 2);
+  CHECK(world.logged_line("rank 1 failed group 77; told rank(s) 0, 2: diverged"));
+  CHECK(world.logged_line("refused a group failure notice from rank 2 for group 78: member rank 5 is outside the world of 3"));
+  CHECK(world.logged_line("refused a group failure notice from rank 0 for group 79: a reason of 5000 bytes (at most 4096)"));
+  CHECK(world.logged_line("dropped a 'group_fail' from rank 9, which is not a member"));
+  CHECK_FALSE(world.logged_line("group 81"));
+}
+
+TEST_CASE("control messages: group failure notices round trip; malformed ones are named") {
+  const GroupNotice notice{0xC0FFEE, "tp:0 diverged", {0, 3, 12}};
+  ControlMessage message = encode_group_fail(notice);
+  CHECK(message.kind == ControlKind::group_fail);
+  Frame frame;
+  encode_control(message, frame);
+  CHECK(decode_group_notice(decode_control(frame)) == notice);
+  const ControlMessage failed = encode_group_failed(7, std::string(5000, 'r'));  // cut to the bound
+  encode_control(failed, frame);
+  const GroupNotice told = decode_group_notice(decode_control(frame));
+  CHECK(told.group == 7);
+  CHECK(told.reason == std::string(kMaxGroupFailureReason, 'r'));
+  CHECK(told.members.empty());
+  const auto malformed = [](std::vector<std::string> fields) {
+    try {
+      decode_group_notice(ControlMessage{ControlKind::group_fail, 0, std::move(fields)});
+    } catch (const Error& error) {
+      return error.code() == Errc::malformed ? std::string(error.what()) : "not malformed";
+    }
+    return std::string("accepted");
+  };
+  CHECK(malformed({"x", "why", "1"}).find("the group id 'x' is not a decimal number") != std::string::npos);
+  CHECK(malformed({"4294967296", "why", "1"}).find("not a decimal number in range") != std::string::npos);
+  CHECK(malformed({"1", "why", "-1"}).find("a member rank '-1'") != std::string::npos);
+  CHECK(malformed({"1", "why", " 1"}).find("a member rank ' 1'") != std::string::npos);
+  CHECK(malformed({"1", "why", "1x"}).find("a member rank '1x'") != std::string::npos);
+  CHECK(malformed({"1", "why", ""}).find("a member rank ''") != std::string::npos);
+  CHECK(malformed({"1", "why"}).find("2 fields") != std::string::npos);
+  CHECK(malformed({"1", std::string(4097, 'x'), "1"}).find("a reason of 4097 bytes") != std::string::npos);
+  CHECK(malformed({"1", "why", "2147483647"}) == "accepted");  // the registry checks the world
+  CHECK_THROWS_AS(decode_group_notice(ControlMessage{ControlKind::fail, 0, {"x"}}), Error);
+  // A group_fail names at least one member; a group_failed carries exactly group and reason.
+  CHECK_THROWS_AS(encode_control(ControlMessage{ControlKind::group_fail, 0, {"1", "why"}}, frame), Error);
+  CHECK_THROWS_AS(encode_control(ControlMessage{ControlKind::group_failed, 0, {"1", "why", "2"}}, frame), Error);
+  CHECK(std::string(to_string(ControlKind::group_fail)) == "group_fail");
+  CHECK(std::string(to_string(ControlKind::group_failed)) == "group_failed");
 }
 
 TEST_CASE("secret file: refused when group or others may read it, naming the file and its mode") {

@@ -41,7 +41,7 @@ def check(name, condition, detail=""):
 AUTH_MAGIC, FRAME_MAGIC, CONTROL_GROUP = 0x55414D52, 0x48534D52, 0xC0A7F00D
 FRAME_VERSION = 2  # transports/frame_codec.hpp
 CLIENT, SERVER = 1, 2
-JOIN, JOINED, EXCHANGE, LEAVE, BEAT, FAIL = 1, 2, 3, 5, 7, 11
+JOIN, JOINED, EXCHANGE, LEAVE, BEAT, FAIL, GROUP_FAIL = 1, 2, 3, 5, 7, 11, 12
 
 
 def hello(role, nonce, rank):
@@ -272,17 +272,24 @@ try:
 
     # A client that holds the secret: its link is bound to the rank it authenticated as.
     s = authenticated(registry_port, 1, 0)
-    s.sendall(frame(JOIN, 7, [b"2", b"node", b"127.0.0.1:1"]))
+    s.sendall(frame(JOIN, 7, [b"3", b"node", b"127.0.0.1:1"]))
     kind, request, fields = read_frame(s)
     check("a join after the world formed: answered and dropped",
           kind == JOINED and request == 7 and fields[:1] == [b"the world has already formed"],
           f"{kind} {request} {fields}")
-    s.sendall(frame(FAIL, 8, [b"you all die"], link_seq=1))
+    # Group failure notices (issue 13) that do not hold: refused and logged, nothing fails.
+    s.sendall(frame(GROUP_FAIL, 0, [b"7", b"why", b"99"], link_seq=1))  # a member outside the world
+    s.sendall(frame(GROUP_FAIL, 0, [b"x", b"why", b"0"], link_seq=2))   # not a group id
+    s.sendall(frame(FAIL, 8, [b"you all die"], link_seq=3))
     s.sendall(b"RMSH" + b"\x00" * 48)  # a malformed frame after the handshake
     check("a member's malformed frame: its link closed", closed_by_peer(s, 5))
     s.close()
     for pattern, what in [(r"dropped a join from rank 1: the world has already formed", "late join"),
                           (r"rank 1 sent a 'fail' message, which only rank 0 sends; dropped", "fail"),
+                          (r"refused a group failure notice from rank 1 for group 7: member rank 99 is "
+                           r"outside the world", "group failure notice naming an outsider"),
+                          (r"refused a group failure notice from rank 1: .*the group id 'x' is not a "
+                           r"decimal number", "malformed group failure notice"),
                           (r"\[rank 0\] .*rank 1 .*(malformed|magic|version)", "malformed frame")]:
         m, _ = err.wait_for(pattern, 10)
         check(f"rank 0 logged the member's {what}", m is not None, err.text()[-2000:])

@@ -1,5 +1,7 @@
 #include "rank_context.hpp"
 
+#include <algorithm>
+
 #include "op_code.hpp"
 
 namespace rankmesh {
@@ -39,6 +41,40 @@ bool RankContext::recv(int src, std::uint32_t group, bool collective, Frame& out
     }
     out = Frame{};
   }
+}
+
+void RankContext::fail_group(std::uint32_t group, const std::vector<int>& members,
+                             const std::string& reason) noexcept {
+  try {
+    if (!group_failed(group, reason) || !group_notifier_) return;
+    std::vector<int> others;
+    for (int member : members)
+      if (member != rank_ && member >= 0 && member < world_size_ &&
+          std::find(others.begin(), others.end(), member) == others.end())
+        others.push_back(member);
+    if (!others.empty()) group_notifier_(group, std::move(others), reason);
+  } catch (const std::exception& error) {
+    // Out of memory, or the actor system is gone: the group still failed here, and the others
+    // end at their deadlines.
+    try {
+      history_.log("rank " + std::to_string(rank_) + ": could not announce the failure of group " +
+                   std::to_string(group) + ": " + error.what());
+    } catch (...) {
+    }
+  } catch (...) {
+  }
+}
+
+bool RankContext::group_failed(std::uint32_t group, const std::string& reason) noexcept {
+  try {
+    if (group_failures_.record(group, reason)) return true;
+    if (group_failures_.full() && group_failures_.reason(group).empty())
+      history_.log("rank " + std::to_string(rank_) + ": dropped the failure of group " +
+                   std::to_string(group) + " (" + reason + "): already " +
+                   std::to_string(GroupFailures::kMaxGroups) + " failed groups recorded");
+  } catch (...) {
+  }
+  return false;
 }
 
 void RankContext::fail(const std::string& reason) {

@@ -5,7 +5,8 @@
 //   BroadcastRings  shared-memory broadcast rings to same-node peers;
 //   RankStreams     its stream per device;
 //   OpQueue         its asynchronous operations, in issue order on the host stream;
-//   OpHistory       its recent messages, logged with the error when an operation fails.
+//   OpHistory       its recent messages, logged with the error when an operation fails;
+//   GroupFailures   its groups that failed as a whole (fail_group / group_failed).
 // Used by the rank's GroupCoordinators; CAF-free.
 #pragma once
 
@@ -19,6 +20,7 @@
 #include "channel.hpp"
 #include "rank/broadcast_rings.hpp"
 #include "rank/frame_stash.hpp"
+#include "rank/group_failures.hpp"
 #include "rank/group_ids.hpp"
 #include "rank/op_history.hpp"
 #include "rank/op_queue.hpp"
@@ -108,6 +110,31 @@ public:
   // Why the rank failed; empty while it has not.
   std::string failure() const { return links_.failure(); }
 
+  // --- one group failing as a whole (issue 13, collective consensus; rank/group_failures.hpp).
+  // How fail_group() tells the other members: (group id, their global ranks, reason), handed to
+  // the rank's actor, which relays it through the control plane (runtime.cpp). Set once, before
+  // the rank's operations start; without one, fail_group() fails the group here only.
+  using GroupNotifier =
+      std::function<void(std::uint32_t group, std::vector<int> members, std::string reason)>;
+  void set_group_notifier(GroupNotifier notifier) { group_notifier_ = std::move(notifier); }
+  // Fails group `group` (its id, GroupState::id) here with `reason` and tells every other member
+  // (`members`: global ranks, this rank included or not) through the control plane, so that their
+  // pending and later operations on that group fail with the reason. Never blocks; never throws.
+  // A group that had failed already (here or by a notice) keeps its first reason and is not
+  // announced again.
+  void fail_group(std::uint32_t group, const std::vector<int>& members,
+                  const std::string& reason) noexcept;
+  // The receiving side: another member failed group `group` with `reason` (called by the rank
+  // actor, on its own thread). True when this is news here. Receives waiting on the group notice
+  // it within a slice of their wait (coordinator/watchdog.cpp).
+  bool group_failed(std::uint32_t group, const std::string& reason) noexcept;
+  // The reason group `group` failed (here or by a notice); empty while it stands. One relaxed
+  // atomic load while no group of this rank ever failed: receives call it.
+  std::string group_failure(std::uint32_t group) const { return group_failures_.reason(group); }
+  // Whether any group of this rank ever failed: one relaxed load, for paths that must not build
+  // even an empty string while none has (Call's constructor).
+  bool any_group_failed() const noexcept { return group_failures_.any(); }
+
   void record(std::uint32_t op, const std::string& group, int peer, bool sent, std::uint64_t seq,
               std::size_t bytes) noexcept {
     history_.record(op, group, peer, sent, seq, bytes);
@@ -142,6 +169,8 @@ private:
   PeerLinks links_;
   LayoutEpochs epochs_;
   FrameStash stash_;
+  GroupFailures group_failures_;
+  GroupNotifier group_notifier_;
   BroadcastRings rings_;
   OpQueue queue_;
   Frame scratch_;

@@ -11,6 +11,7 @@
 
 #include "auth.hpp"
 #include "bootstrap/bootstrap.hpp"
+#include "bootstrap/control_messages.hpp"
 #include "bootstrap/rank_actor.hpp"
 #include "buffer_pool.hpp"
 #include "data_plane.hpp"
@@ -80,6 +81,24 @@ std::function<void(const std::string&)> failing(std::shared_ptr<RankContext> con
   return [context = std::move(context)](const std::string& reason) {
     context->fail(reason);
     context->tracer().mark_failure("peer_failure", reason);
+  };
+}
+
+// What a rank actor does when another member failed one of the rank's groups (weak: the actor
+// does not keep the context alive).
+std::function<void(std::uint32_t, const std::string&)> failing_group(const std::shared_ptr<RankContext>& context) {
+  return [weak = std::weak_ptr<RankContext>(context)](std::uint32_t group, const std::string& reason) {
+    if (auto context = weak.lock()) context->group_failed(group, reason);
+  };
+}
+
+// How a rank tells its group's other members that it failed the group: a notice to its rank
+// actor, which relays it (RankContext::set_group_notifier). Never blocks.
+RankContext::GroupNotifier announcing(const caf::actor& rank_actor) {
+  return [address = caf::actor_cast<caf::actor_addr>(rank_actor)](
+             std::uint32_t group, std::vector<int> members, std::string reason) {
+    if (auto actor = caf::actor_cast<caf::actor>(address))
+      caf::anon_send(actor, group_fail_atom::value, group, std::move(members), std::move(reason));
   };
 }
 
@@ -191,13 +210,17 @@ struct Runtime::Impl {
       config.rank = r;
       config.world_size = world;
       config.fail_rank = failing(context);
+      config.fail_group = failing_group(context);
       config.leader = leader;
       caf::actor actor = system.spawn(rank_actor, std::move(config));
+      context->set_group_notifier(announcing(actor));
       rank_actors.push_back(actor);
       if (r == 0) leader = actor;
       add_state(r, r % per_node, std::move(context), std::move(actor));
     }
     embedded_planes = std::move(planes);
+    // Where group failure notices go in one process: straight to the members' rank actors.
+    for (const caf::actor& actor : rank_actors) caf::anon_send(actor, peers_atom::value, rank_actors);
   }
 
   // Each rank's connect waits in exchange rounds for the others: one thread per rank.
@@ -256,7 +279,9 @@ struct Runtime::Impl {
     bootstrap_options.leave_timeout = options.timeout;
     bootstrap_options.log = options.log;
     bootstrap_options.fail_rank = failing(context);
+    bootstrap_options.fail_group = failing_group(context);
     bootstrap = std::make_unique<Bootstrap>(system, std::move(bootstrap_options), deadline);
+    context->set_group_notifier(announcing(bootstrap->rank_actor()));
 
     const std::vector<Member> members =
         bootstrap->join(node_identity(), data_plane->address(), deadline);

@@ -2,6 +2,8 @@
 // (actors/src/bootstrap/control_codec.hpp): the first byte picks the kind (the frame's op), the
 // rest is the metadata. Decoding must end in a message or an Error(malformed), and a message
 // must re-encode to exactly the bytes it came from (the format has one encoding per message).
+// A group failure notice (group_fail, group_failed) must then read as a notice or an
+// Error(malformed), and a notice that reads must read the same once re-encoded.
 #include <cstdint>
 #include <cstdlib>
 
@@ -21,6 +23,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   } catch (const Error& error) {
     if (error.code() != Errc::malformed) std::abort();
     return 0;
+  }
+  if (message.kind == ControlKind::group_fail || message.kind == ControlKind::group_failed) {
+    try {
+      const GroupNotice notice = decode_group_notice(message);
+      const ControlMessage encoded = message.kind == ControlKind::group_fail
+                                         ? encode_group_fail(notice)
+                                         : encode_group_failed(notice.group, notice.reason);
+      if (!(decode_group_notice(encoded) == notice)) std::abort();
+    } catch (const Error& error) {
+      if (error.code() != Errc::malformed) std::abort();
+    }
   }
   Frame again;
   encode_control(message, again);

@@ -39,6 +39,9 @@ struct BootstrapOptions {
   std::function<void(const std::string&)> log;
   // Called once, with why, when the world fails: fails the rank's channels and wakes its waiters.
   std::function<void(const std::string& reason)> fail_rank;
+  // Called for every notice that another member failed one of the rank's groups
+  // (RankActorConfig::fail_group).
+  std::function<void(std::uint32_t group, const std::string& reason)> fail_group;
 };
 
 class Bootstrap {

@@ -1,5 +1,6 @@
 #include "bootstrap/control_codec.hpp"
 
+#include <charconv>
 #include <cstring>
 
 #include "rankmesh/error.hpp"
@@ -12,12 +13,14 @@ struct Arity {
   std::size_t min, max;
 };
 
-bool known(std::uint32_t kind) { return kind >= 1 && kind <= 11; }
+bool known(std::uint32_t kind) { return kind >= 1 && kind <= 13; }
 
 Arity arity(ControlKind kind) {
   switch (kind) {
     case ControlKind::join: return {3, 3};
-    case ControlKind::exchange: return {2, 2};
+    case ControlKind::exchange:
+    case ControlKind::group_failed: return {2, 2};
+    case ControlKind::group_fail: return {3, kMaxControlFields};
     case ControlKind::leave:
     case ControlKind::beat:
     case ControlKind::beat_ack: return {0, 0};
@@ -50,8 +53,55 @@ const char* to_string(ControlKind kind) noexcept {
     case ControlKind::propose: return "propose";
     case ControlKind::verdict: return "verdict";
     case ControlKind::fail: return "fail";
+    case ControlKind::group_fail: return "group_fail";
+    case ControlKind::group_failed: return "group_failed";
   }
   return "unknown";
+}
+
+std::string bounded_reason(std::string reason) {
+  if (reason.size() > kMaxGroupFailureReason) reason.resize(kMaxGroupFailureReason);
+  return reason;
+}
+
+ControlMessage encode_group_fail(const GroupNotice& notice) {
+  ControlMessage message{ControlKind::group_fail, 0, {std::to_string(notice.group), bounded_reason(notice.reason)}};
+  for (int member : notice.members) message.fields.push_back(std::to_string(member));
+  return message;
+}
+
+ControlMessage encode_group_failed(std::uint32_t group, const std::string& reason) {
+  return ControlMessage{ControlKind::group_failed, 0, {std::to_string(group), bounded_reason(reason)}};
+}
+
+GroupNotice decode_group_notice(const ControlMessage& message) {
+  auto malformed = [&](const std::string& why) {
+    return Error(Errc::malformed, std::string("a '") + to_string(message.kind) + "' message: " + why);
+  };
+  if (message.kind != ControlKind::group_fail && message.kind != ControlKind::group_failed)
+    throw malformed("not a group failure notice");
+  const Arity allowed = arity(message.kind);
+  if (message.fields.size() < allowed.min || message.fields.size() > allowed.max)
+    throw malformed(std::to_string(message.fields.size()) + " fields");
+  // Plain decimal, no sign, no spaces, nothing left over.
+  auto number = [&](const std::string& text, auto& value, const char* what) {
+    const char* end = text.data() + text.size();
+    auto [at, error] = std::from_chars(text.data(), end, value);
+    if (text.empty() || text.size() > 10 || text[0] == '-' || error != std::errc() || at != end)
+      throw malformed(std::string(what) + " '" + text.substr(0, 16) + "' is not a decimal number in range");
+  };
+  GroupNotice notice;
+  number(message.fields[0], notice.group, "the group id");
+  if (message.fields[1].size() > kMaxGroupFailureReason)
+    throw malformed("a reason of " + std::to_string(message.fields[1].size()) + " bytes (at most " +
+                    std::to_string(kMaxGroupFailureReason) + ")");
+  notice.reason = message.fields[1];
+  for (std::size_t i = 2; i < message.fields.size(); ++i) {
+    int member = 0;
+    number(message.fields[i], member, "a member rank");
+    notice.members.push_back(member);
+  }
+  return notice;
 }
 
 // Metadata: field count u32, then per field its length u32 and its bytes (little-endian).

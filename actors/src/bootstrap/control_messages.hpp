@@ -5,7 +5,8 @@
 //
 // Across processes the same requests travel as the wire messages of control_codec.hpp
 // (ControlKind): join -> joined, exchange -> exchanged, leave -> left, beat -> beat_ack,
-// check -> propose/verdict, fail -> fail. The codec stays in its own CAF-free file so that the
+// check -> propose/verdict, fail -> fail, group_fail -> group_fail, group_failed -> group_failed.
+// The codec stays in its own CAF-free file so that the
 // fuzzer builds it without CAF.
 #pragma once
 
@@ -26,6 +27,20 @@ using leave_atom = caf::atom_constant<caf::atom("leave")>;
 using beat_atom = caf::atom_constant<caf::atom("beat")>;
 // registry -> rank actor: (reason). The world lost a rank; no answer.
 using fail_atom = caf::atom_constant<caf::atom("fail")>;
+
+// --- one group failing as a whole (issue 13, collective consensus): a member that sees the
+// group's collectives diverge fails the group on every other member (RankContext::fail_group)
+// engine -> its rank actor: (group id u32, members: std::vector<int> global ranks, reason).
+// rank actor -> registry (across processes; the link names the rank): (rank, group id, members,
+//   reason). The registry checks the notice (members in the world, bounded reason) and relays it
+//   to every listed member but the sender; a malformed one is refused with a log line. No answer.
+using group_fail_atom = caf::atom_constant<caf::atom("groupfail")>;
+// registry -> rank actor, or (one process) rank actor -> rank actor: (group id u32, reason).
+//   The group failed on another member: its operations here fail with the reason. No answer.
+using group_failed_atom = caf::atom_constant<caf::atom("groupfaild")>;
+// runtime -> rank actor (one process): (every rank's actor, by rank: std::vector<caf::actor>),
+//   where group failure notices go without a registry.
+using peers_atom = caf::atom_constant<caf::atom("peers")>;
 
 // --- initialize_model_parallel's agreement (rank_actor.hpp)
 // engine -> its rank actor: (proposal); answers the leader's verdict ("" when all agree).

@@ -1,8 +1,11 @@
 #include "bootstrap/rank_actor.hpp"
 
+#include <cstdint>
 #include <map>
+#include <vector>
 #include <optional>
 
+#include "bootstrap/control_codec.hpp"
 #include "bootstrap/control_messages.hpp"
 
 namespace rankmesh {
@@ -30,6 +33,8 @@ struct State {
   bool quiet = false;  // the world has left together: disconnects are expected
   // This rank's request to leave, while the registry has not answered it.
   std::optional<caf::response_promise> leaving;
+  // One process: every rank's actor by rank (weak: the actors do not keep each other alive).
+  std::vector<caf::actor_addr> peers;
 };
 
 }  // namespace
@@ -70,6 +75,27 @@ caf::behavior rank_actor(caf::event_based_actor* self, RankActorConfig config) {
         }
       },
       [=](fail_atom, const std::string& reason) { fail(reason); },
+      [=](peers_atom, const std::vector<caf::actor>& peers) {
+        state->peers.clear();
+        for (const caf::actor& peer : peers) state->peers.push_back(caf::actor_cast<caf::actor_addr>(peer));
+      },
+      [=](group_fail_atom, std::uint32_t group, std::vector<int> members, std::string reason) {
+        reason = bounded_reason(std::move(reason));
+        if (config.registry) {  // across processes: the registry relays it to the members
+          self->send(config.registry, group_fail_atom::value, config.rank, group, std::move(members),
+                     std::move(reason));
+          return;
+        }
+        for (int member : members) {
+          if (member == config.rank || member < 0 || member >= static_cast<int>(state->peers.size()))
+            continue;
+          if (auto peer = caf::actor_cast<caf::actor>(state->peers[static_cast<std::size_t>(member)]))
+            self->send(peer, group_failed_atom::value, group, reason);
+        }
+      },
+      [=](group_failed_atom, std::uint32_t group, const std::string& reason) {
+        if (config.fail_group) config.fail_group(group, reason);
+      },
       [=](leave_atom) {
         // The registry's answer reaches this actor before any disconnect that follows it.
         auto promise = self->make_response_promise();

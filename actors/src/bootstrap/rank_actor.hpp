@@ -1,10 +1,14 @@
 // The rank actor (CAF): the control plane of its rank. It does what is rare — checking that
 // every rank initializes the same way and, across processes, watching the world: heartbeats to
-// the registry, failure notices from it — and fails its rank's channels when a peer is lost.
+// the registry, failure notices from it — and fails its rank's channels when a peer is lost. It
+// also carries group failure notices (issue 13): its engine fails a group as a whole, and the
+// notice goes to the group's other members' rank actors (through the registry across processes,
+// directly in one process), which fail that group on their ranks.
 // Per-message traffic never passes through it. Its messages are in control_messages.hpp.
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <string>
 
@@ -18,6 +22,9 @@ struct RankActorConfig {
   // Fails the rank's channels and wakes its waiting operations; called once, with why the
   // world failed.
   std::function<void(const std::string& reason)> fail_rank;
+  // Fails one group of the rank (RankContext::group_failed), called for every notice that
+  // another member failed group `group` (its id) with `reason`. Unset: notices are dropped.
+  std::function<void(std::uint32_t group, const std::string& reason)> fail_group;
   caf::actor leader;  // rank 0's actor when known at spawn (one process); else by leader_atom
   // Across processes: the registry to send heartbeats to (null in one process), how often, and
   // how long an unanswered heartbeat may take before the rank declares the registry lost.
@@ -31,6 +38,9 @@ struct RankActorConfig {
 // answers all of them with one verdict: "" when all agree, else an error naming the first rank
 // that differs. Other ranks learn the leader from a (leader_atom, actor) message; rank 0 leads
 // itself.
+// Group failure notices: (group_fail_atom, group, members, reason) from the engine goes to the
+// registry, or in one process (no registry) to the members' actors as learnt from a
+// (peers_atom, actors by rank) message; (group_failed_atom, group, reason) calls fail_group.
 caf::behavior rank_actor(caf::event_based_actor* self, RankActorConfig config);
 
 }  // namespace rankmesh

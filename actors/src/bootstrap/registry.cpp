@@ -164,6 +164,39 @@ caf::behavior registry_actor(caf::event_based_actor* self, RegistryConfig config
         state->closing = true;
         for (auto& p : state->leaving.promises) p.deliver(std::string());
       },
+      [=](group_fail_atom, int rank, std::uint32_t group, const std::vector<int>& members,
+          const std::string& reason) {
+        if (stranger("group_fail", rank)) return;
+        // Before the world formed there are no groups; a failed world has failed every group.
+        if (!state->formed || !state->failure.empty() || state->closing) return;
+        // Members listed twice are told once: the list's length is bounded by the link's frame
+        // limits, what is relayed by the world.
+        std::string wrong;
+        for (int member : members)
+          if (wrong.empty() && (member < 0 || member >= config.world_size))
+            wrong = "member rank " + std::to_string(member) + " is outside the world of " +
+                    std::to_string(config.world_size);
+        if (wrong.empty() && reason.size() > kMaxGroupFailureReason)
+          wrong = "a reason of " + std::to_string(reason.size()) + " bytes (at most " +
+                  std::to_string(kMaxGroupFailureReason) + ")";
+        if (!wrong.empty()) {
+          // Refused, and reported once per rank: a flood costs one line.
+          if (state->reported.insert("group_fail/" + std::to_string(rank)).second)
+            log("refused a group failure notice from rank " + std::to_string(rank) + " for group " +
+                std::to_string(group) + ": " + wrong + " (later refusals from it are not reported)");
+          return;
+        }
+        std::set<int> told;
+        std::string listed;
+        for (int member : members) {
+          if (member == rank || !told.insert(member).second) continue;
+          self->send(state->members.at(member).rank_actor, group_failed_atom::value, group, reason);
+          listed += (listed.empty() ? "" : ", ") + std::to_string(member);
+        }
+        log("rank " + std::to_string(rank) + " failed group " + std::to_string(group) +
+            (listed.empty() ? std::string(", nobody else to tell") : "; told rank(s) " + listed) +
+            ": " + reason);
+      },
       [=](beat_atom, int rank) {
         // A rank actor starts beating before its join arrives: not news until the world formed.
         const bool may_still_join = !state->formed && rank >= 0 && rank < config.world_size;

@@ -150,6 +150,20 @@ caf::behavior member_link(caf::event_based_actor* self, std::shared_ptr<TcpLink>
                 .then([=](const std::string& verdict) { reply(ControlKind::verdict, request, {verdict}); },
                       [=](const caf::error& error) { reply(ControlKind::verdict, request, {unavailable(error)}); });
             return;
+          case ControlKind::group_fail:
+            try {
+              GroupNotice notice = decode_group_notice(
+                  ControlMessage{ControlKind::group_fail, request, std::move(fields)});
+              self->send(registry, group_fail_atom::value, rank, notice.group,
+                         std::move(notice.members), std::move(notice.reason));
+            } catch (const Error& error) {
+              // Refused; the link and the world stand. Reported once per link.
+              if (state->logged.insert(kind).second && options.log)
+                options.log("rankmesh registry: refused a group failure notice from rank " +
+                            std::to_string(rank) + ": " + error.what() +
+                            " (later refusals from it are not reported)");
+            }
+            return;
           default:
             if (state->logged.insert(kind).second && options.log)
               options.log("rankmesh registry: rank " + std::to_string(rank) + " sent a '" +
@@ -158,6 +172,10 @@ caf::behavior member_link(caf::event_based_actor* self, std::shared_ptr<TcpLink>
         }
       },
       [=](fail_atom, const std::string& reason) { reply(ControlKind::fail, 0, {reason}); },
+      [=](group_failed_atom, std::uint32_t group, const std::string& reason) {
+        ControlMessage message = encode_group_failed(group, reason);
+        write_control(*link, std::move(message), options.write_timeout);
+      },
       [=](closed_atom, const std::string&) { self->quit(); },
   };
 }
@@ -195,10 +213,26 @@ caf::behavior registry_proxy(caf::event_based_actor* self, std::shared_ptr<TcpLi
       [=](check_atom, int, const std::string& proposal) {
         ask(ControlKind::propose, ControlKind::verdict, {proposal});
       },
+      [=](group_fail_atom, int, std::uint32_t group, std::vector<int> members, std::string reason) {
+        write_control(*link, encode_group_fail(GroupNotice{group, std::move(reason), std::move(members)}),
+                      options.write_timeout);
+      },
       [=](control_atom, std::uint32_t kind_number, std::uint64_t request, std::vector<std::string> fields) {
         const auto kind = static_cast<ControlKind>(kind_number);
         if (kind == ControlKind::fail) {
           if (state->rank_actor) self->send(state->rank_actor, fail_atom::value, fields[0]);
+          return;
+        }
+        if (kind == ControlKind::group_failed) {
+          try {
+            GroupNotice notice = decode_group_notice(ControlMessage{kind, request, std::move(fields)});
+            if (state->rank_actor)
+              self->send(state->rank_actor, group_failed_atom::value, notice.group, std::move(notice.reason));
+          } catch (const Error& error) {
+            if (options.log)
+              options.log("rankmesh: rank " + std::to_string(options.rank) +
+                          " dropped a group failure notice from rank 0: " + error.what());
+          }
           return;
         }
         auto it = state->pending.find(request);

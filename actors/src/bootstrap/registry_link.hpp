@@ -47,8 +47,9 @@ private:
 };
 
 // Another rank's side: one link to rank 0's registry. Its actor answers what the registry actor
-// answers (join_atom, exchange_atom, leave_atom, beat_atom) and the leader's check_atom, and
-// forwards the registry's failure notices to the rank actor named in the join. It exits when the
+// answers (join_atom, exchange_atom, leave_atom, beat_atom) and the leader's check_atom, passes
+// the rank's group failure notices (group_fail_atom) on, and forwards the registry's failure
+// notices (the world's, a group's) to the rank actor named in the join. It exits when the
 // link is lost, which its monitors see as the registry going away.
 class RegistryClient {
 public:

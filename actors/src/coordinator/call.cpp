@@ -10,6 +10,13 @@ namespace rankmesh {
 Call::Call(GroupState& group, const char* operation)
     : group_(group), rank_(*group.rank_context), operation_(operation),
       deadline_(deadline_after(group.timeout)) {
+  // A group that failed as a whole (here or on another member: RankContext::fail_group) fails
+  // every later operation on it at once, as receives waiting on it fail (watchdog.cpp).
+  // While no group of the rank ever failed: one relaxed load and a branch.
+  if (rank_.any_group_failed()) [[unlikely]] {
+    if (const std::string failure = rank_.group_failure(group_.id); !failure.empty())
+      throw rank_.reported(Error(Errc::mismatch, where() + ": the group failed: " + failure));
+  }
   rank_.drain(deadline_);
 #ifndef NDEBUG
   const std::thread::id self = std::this_thread::get_id();

@@ -15,7 +15,9 @@ namespace rankmesh {
 
 // Receives the next frame from group rank `src` (RankContext::recv) until the call's deadline;
 // past the call's watchdog point, logs waiting_line() first, once per call. False at the
-// deadline.
+// deadline. Waits in slices (50 ms) and throws Error(mismatch) "...: the group failed: <reason>"
+// once the call's group has failed on another member (RankContext::group_failure) — every
+// receive waits here, so a notice ends any member's wait, whomever it waits for.
 bool receive_watched(const Call& call, int src, bool collective, Frame& frame, OpCode op,
                      std::uint64_t seq, const Landing* landing = nullptr);
 
