@@ -110,7 +110,12 @@ void read_from_ring(const Call& call, RingReader& ring, int src, std::uint64_t s
                                                           ", which did not broadcast its object"));
     return tag;
   };
-  auto discard = [](std::uint64_t) { return false; };
+  // An older object: of a broadcast that failed here (discarded), or of one this rank completed
+  // without reading it — the source's, while this rank believed another member the source.
+  auto discard = [&](std::uint64_t tag) {
+    if (call.group().sequences.unfinished(tag)) return false;
+    throw completed_without(call, src, tag, CollectiveRequest::trailer_of(bytes));
+  };
   auto early = [&](std::uint64_t tag) {
     throw diverged(call, call.who(src) + " broadcast its object #" + std::to_string(tag) +
                              " while this rank waits for #" + std::to_string(seq) +

@@ -35,8 +35,13 @@ Call::Call(GroupState& group, const char* operation)
 
 Call::~Call() {
   if (trace_) end_trace();
-  if (group_.sequences.collective != collective_at_start_ && std::uncaught_exceptions() > uncaught_at_start_)
-    group_.sequences.note_unfinished(collective_at_start_, group_.sequences.collective);
+  const std::uint64_t end = group_.sequences.collective;
+  if (end != collective_at_start_) {
+    if (std::uncaught_exceptions() > uncaught_at_start_)
+      group_.sequences.note_unfinished(collective_at_start_, end);
+    else if (request_)
+      group_.recent_requests.remember(collective_at_start_, end, request_->trailer());
+  }
   if (guarded_) group_.user.store(std::thread::id{});
 }
 

@@ -48,3 +48,24 @@ bool SequenceNumbers::unfinished(std::uint64_t seq) const noexcept {
 }
 
 }  // namespace rankmesh
+
+namespace rankmesh {
+
+void RecentRequests::remember(std::uint64_t first, std::uint64_t end,
+                              std::span<const std::uint8_t> trailer) {
+  Entry& entry = entries_[next_];
+  next_ = (next_ + 1) % kRemembered;
+  entry.first = first;
+  entry.end = end;
+  entry.size = std::min(trailer.size(), entry.bytes.size());
+  std::copy_n(trailer.begin(), entry.size, entry.bytes.begin());
+}
+
+std::string RecentRequests::describe(std::uint64_t seq) const {
+  for (const Entry& entry : entries_)
+    if (entry.size != 0 && seq >= entry.first && seq < entry.end)
+      return CollectiveRequest::describe({entry.bytes.data(), entry.size});
+  return {};
+}
+
+}  // namespace rankmesh

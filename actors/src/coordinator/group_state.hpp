@@ -3,16 +3,19 @@
 // GroupCoordinator facade owns one; every collective works on it through a Call.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "coordinator/collective_request.hpp"
 #include "rankmesh/group_coordinator.hpp"
 #include "rankmesh/layout.hpp"
 #include "schema_cache.hpp"
@@ -48,6 +51,26 @@ private:
   std::uint64_t forgotten_below_ = 0;
 };
 
+// What this rank asked for in its last few collectives that completed, by number: named when a
+// late message shows that another member asked for something else then.
+class RecentRequests {
+public:
+  void remember(std::uint64_t first, std::uint64_t end, std::span<const std::uint8_t> trailer);
+  // The request of collective `seq` described (CollectiveRequest::describe); empty when it is
+  // not among the remembered ones.
+  std::string describe(std::uint64_t seq) const;
+  static constexpr std::size_t kRemembered = 8;
+
+private:
+  struct Entry {
+    std::uint64_t first = 0, end = 0;
+    std::array<std::uint8_t, CollectiveRequest::kMaxBody + 1> bytes{};
+    std::size_t size = 0;
+  };
+  std::array<Entry, kRemembered> entries_{};
+  std::size_t next_ = 0;
+};
+
 struct GroupState {
   GroupState(std::shared_ptr<RankContext> rank, GroupKind kind, int index, Group members);
   ~GroupState();
@@ -69,6 +92,7 @@ struct GroupState {
   std::chrono::nanoseconds timeout;
 
   SequenceNumbers sequences;
+  RecentRequests recent_requests;
   // Tensor-dict schemas cached per peer and direction (schema_cache.hpp): a rebuilt group
   // starts with none.
   SchemaCaches schemas;

@@ -108,6 +108,18 @@ void take_request(const Call& call, int src, std::uint64_t seq, std::vector<std:
   metadata.resize(metadata.size() - trailer.size());
 }
 
+}  // namespace
+
+Error completed_without(const Call& call, int src, std::uint64_t seq, std::span<const std::uint8_t> theirs) {
+  const std::string mine = call.group().recent_requests.describe(seq);
+  return diverged(call, call.who(src) + " sent a message of its #" + std::to_string(seq) + " (" +
+                            CollectiveRequest::describe(theirs) +
+                            "), a collective that completed here without it" +
+                            (mine.empty() ? std::string() : " (this rank asked for " + mine + ")"));
+}
+
+namespace {
+
 Error requests_differ(const Call& call, int src, std::uint64_t seq, const ReceivedRequest& theirs) {
   return diverged(call, call.who(src) + " asked for " + CollectiveRequest::describe(theirs.trailer()) +
                             " as #" + std::to_string(seq) + ", this rank for " +
@@ -134,12 +146,12 @@ void receive_collective(const Call& call, int src, OpCode op, std::uint64_t seq,
   // announcement is kept (broadcast_object attaches late) and ends the wait of the receive that
   // accepts one. From a collective that completed here: one this rank never expected.
   auto late = [&](std::uint64_t got) {
+    if (!group.sequences.unfinished(got)) {
+      record_message(call, frame, src, false);
+      throw completed_without(call, src, got, theirs.trailer());
+    }
     if (keep_ring_announcement(group, src, frame)) return alternative == OpCode::broadcast_ring;
-    if (group.sequences.unfinished(got)) return false;
-    record_message(call, frame, src, false);
-    throw diverged(call, call.who(src) + " sent a message of its #" + std::to_string(got) + " (" +
-                             CollectiveRequest::describe(theirs.trailer()) +
-                             "), a collective that completed here without it");
+    return false;
   };
   auto early = [&](std::uint64_t got) {
     record_message(call, frame, src, false);

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "coordinator/call.hpp"
@@ -50,6 +51,10 @@ Error out_of_order(const Call& call, int src, OpCode expected_op, std::uint64_t 
 // The members' collectives diverged (`what`: how this rank knows): fails the group for every
 // member (RankContext::fail_group) and returns the error this rank throws, Error(mismatch).
 Error diverged(const Call& call, const std::string& what);
+
+// A late message of collective `seq` from group rank `src` (asking for `theirs`, a request's
+// trailer) that this rank completed without: diverged(), naming what this rank asked for then.
+Error completed_without(const Call& call, int src, std::uint64_t seq, std::span<const std::uint8_t> theirs);
 
 // Records one message of `call` in the rank's operation history (shown when an operation fails).
 void record_message(const Call& call, const Frame& frame, int group_rank, bool sent);
