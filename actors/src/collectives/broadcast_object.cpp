@@ -5,6 +5,7 @@
 #include "collectives/collectives.hpp"
 #include "coordinator/fan_out.hpp"
 #include "coordinator/object_rings.hpp"
+#include "coordinator/watchdog.hpp"
 
 namespace rankmesh::collectives {
 namespace {
@@ -103,7 +104,9 @@ void read_from_ring(const Call& call, RingReader& ring, int src, std::uint64_t s
   const std::string what = call.where() + " #" + std::to_string(seq);
   auto fetch = [&] {
     std::uint64_t tag = 0;
-    if (!ring.read(tag, bytes, call.deadline(), what))
+    // Waited for in slices, as a channel's receive: a group failed on another member ends it.
+    if (!wait_watched(call, src, OpCode::broadcast_object, seq,
+                      [&](Deadline until) { return ring.read(tag, bytes, until, what); }))
       throw call.rank().reported(Error(Errc::timeout, what + " waited " +
                                                           milliseconds_text(call.group().timeout) +
                                                           " for " + call.who(src) +

@@ -64,31 +64,40 @@ std::chrono::nanoseconds slice() { return std::max(kSlice, 100 * spin_budget());
 
 }  // namespace
 
+namespace watch {
+
+Deadline first_until(const Call& call) noexcept {
+  // For a later receive of a long call this is already past and still takes a frame that is there.
+  return std::min(call.watchdog_point(), call.deadline() - call.group().timeout + kSlice);
+}
+
+bool next_until(const Call& call, int src, OpCode op, std::uint64_t seq, Deadline& until) {
+  // Another member failed the group (collective consensus): its notice ends the wait.
+  if (call.rank().any_group_failed()) throw_if_group_failed(call);
+  const Deadline end = call.deadline();
+  if (until >= end) return false;
+  const Deadline point = call.watchdog_point();  // the deadline when the watchdog is off
+  const Deadline now = Clock::now();
+  if (point < end && now >= point && call.claim_watchdog()) {
+    const std::string line = waiting_line(call, src, op, seq);
+    call.rank().log(line);
+    call.rank().tracer().instant("watchdog", call.group().name, line);
+  }
+  until = std::min(end, now + slice());
+  if (now < point && point < until) until = point;
+  return true;
+}
+
+}  // namespace watch
+
 bool receive_watched(const Call& call, int src, bool collective, Frame& frame, OpCode op,
                      std::uint64_t seq, const Landing* landing) {
   RankContext& rank = call.rank();
   const int from = call.group().global_rank(src);
   const std::uint32_t group = call.group().id;
-  const Deadline end = call.deadline();
-  const Deadline point = call.watchdog_point();  // the deadline when the watchdog is off
-  // The first wait ends one slice after the call began (or at the watchdog point if sooner):
-  // no clock read on this path. For a later receive of a long call it is already past and still
-  // takes a frame that is there.
-  Deadline until = std::min(point, end - call.group().timeout + kSlice);
-  while (true) {
-    if (rank.recv(from, group, collective, frame, until, call.describe(), landing)) return true;
-    // Another member failed the group (issue 13, collective consensus): its notice ends the wait.
-    if (rank.any_group_failed()) throw_if_group_failed(call);
-    if (until >= end) return false;
-    const Deadline now = Clock::now();
-    if (point < end && now >= point && call.claim_watchdog()) {
-      const std::string line = waiting_line(call, src, op, seq);
-      rank.log(line);
-      rank.tracer().instant("watchdog", call.group().name, line);
-    }
-    until = std::min(end, now + slice());
-    if (now < point && point < until) until = point;
-  }
+  return wait_watched(call, src, op, seq, [&](Deadline until) {
+    return rank.recv(from, group, collective, frame, until, call.describe(), landing);
+  });
 }
 
 }  // namespace rankmesh

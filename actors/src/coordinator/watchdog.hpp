@@ -13,11 +13,31 @@
 
 namespace rankmesh {
 
-// Receives the next frame from group rank `src` (RankContext::recv) until the call's deadline;
-// past the call's watchdog point, logs waiting_line() first, once per call. False at the
-// deadline. Waits in slices (50 ms) and throws Error(mismatch) "...: the group failed: <reason>"
-// once the call's group has failed on another member (RankContext::group_failure) — every
-// receive waits here, so a notice ends any member's wait, whomever it waits for.
+namespace watch {
+// When the first wait of a call's receive ends: one slice after the call began, or at the
+// watchdog point if sooner (no clock read on this path).
+Deadline first_until(const Call& call) noexcept;
+// After a wait that ended at `until` without what it waited for: throws Error(mismatch) "...:
+// the group failed: <reason>" once the call's group has failed on another member
+// (RankContext::group_failure); logs waiting_line() once past the watchdog point; sets `until`
+// to the end of the next slice and returns true, or false once the call's deadline has passed.
+bool next_until(const Call& call, int src, OpCode op, std::uint64_t seq, Deadline& until);
+}  // namespace watch
+
+// Waits for message `seq` of `op` from group rank `src` with `attempt(until)` — one try, true
+// once the message came, false at `until` having lost nothing — until the call's deadline, in
+// slices (50 ms): a notice that another member failed the group wakes no channel, so every wait
+// looks for one between slices and ends with it, whomever it waits for. Past the call's watchdog
+// point logs waiting_line() first, once per call. False at the deadline.
+template <class Attempt>
+bool wait_watched(const Call& call, int src, OpCode op, std::uint64_t seq, Attempt&& attempt) {
+  Deadline until = watch::first_until(call);
+  while (!attempt(until))
+    if (!watch::next_until(call, src, op, seq, until)) return false;
+  return true;
+}
+
+// The next frame from group rank `src` (RankContext::recv), waited for as wait_watched() does.
 bool receive_watched(const Call& call, int src, bool collective, Frame& frame, OpCode op,
                      std::uint64_t seq, const Landing* landing = nullptr);
 
