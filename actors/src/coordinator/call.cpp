@@ -37,7 +37,9 @@ Call::~Call() {
   if (trace_) end_trace();
   const std::uint64_t end = group_.sequences.collective;
   if (end != collective_at_start_) {
-    if (std::uncaught_exceptions() > uncaught_at_start_)
+    // Destroyed while an exception unwinds: the call failed (collectives are not called from
+    // destructors, so a count from before the call is not needed; point-to-point calls skip it).
+    if (std::uncaught_exceptions() > 0)
       group_.sequences.note_unfinished(collective_at_start_, end);
     else if (request_)
       group_.recent_requests.remember(collective_at_start_, end, request_->trailer());
@@ -53,6 +55,7 @@ void Call::begin_trace() noexcept {
   event.lane = rank_.on_stream_thread() ? 1 : 0;
   event.set_group(group_.name);
   event.group_id = group_.id;
+  uncaught_at_start_ = std::uncaught_exceptions();
   event.start_ns = Tracer::now_ns();
 }
 

@@ -86,9 +86,9 @@ private:
   bool guarded_ = false;
   mutable std::optional<TraceEvent> trace_;  // filled by messages of a call the matcher sees as const
   std::optional<CollectiveRequest> request_;
-  // A call left by an exception failed: its timeline event says so, and its collectives'
-  // numbers are noted as unfinished (SequenceNumbers::note_unfinished).
-  int uncaught_at_start_ = std::uncaught_exceptions();
+  int uncaught_at_start_ = 0;  // a traced call left by an exception is marked failed
+  // The collective numbers this call takes start here: noted as unfinished if it fails
+  // (SequenceNumbers::note_unfinished), its request remembered if it completes.
   std::uint64_t collective_at_start_ = group_.sequences.collective;
   mutable bool watchdog_spoke_ = false;
 };

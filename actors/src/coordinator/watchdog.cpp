@@ -44,32 +44,17 @@ std::string waiting_line(const Call& call, int src, OpCode op, std::uint64_t seq
 
 namespace {
 
-// How long one wait of a receive lasts before it looks whether its group has failed on another
-// member (RankContext::group_failure): a notice from the control plane wakes no channel, so this
-// is how late a waiting member learns it. 50 ms keeps that far below the failure timeout (2 s by
-// default: a notice is seen within 2.5% of it) and any operation's timeout, while a rank parked
-// in a receive stays near idle: each slice costs one wake-up (~20 us) and the transport's spin
-// before it parks again (50 us by default) plus, over tcp, a poll — measured 0.1-0.35% of a core,
-// twice that with 25 ms slices, which left too little margin under the 1% a parked rank may use
-// on a loaded machine. A longer spin (RANKMESH_SPIN_US) stretches the slice to 100 spins, so
-// that re-spinning never takes more than ~1%.
-constexpr std::chrono::nanoseconds kSlice = std::chrono::milliseconds(50);
-
 [[gnu::cold, gnu::noinline]] void throw_if_group_failed(const Call& call) {
   if (const std::string failure = call.rank().group_failure(call.group().id); !failure.empty())
     throw call.rank().reported(Error(Errc::mismatch, call.where() + ": the group failed: " + failure));
 }
 
-std::chrono::nanoseconds slice() { return std::max(kSlice, 100 * spin_budget()); }
+// A longer spin than the default stretches the slice (watch::kSlice).
+std::chrono::nanoseconds slice() { return std::max(watch::kSlice, 100 * spin_budget()); }
 
 }  // namespace
 
 namespace watch {
-
-Deadline first_until(const Call& call) noexcept {
-  // For a later receive of a long call this is already past and still takes a frame that is there.
-  return std::min(call.watchdog_point(), call.deadline() - call.group().timeout + kSlice);
-}
 
 bool next_until(const Call& call, int src, OpCode op, std::uint64_t seq, Deadline& until) {
   // Another member failed the group (collective consensus): its notice ends the wait.

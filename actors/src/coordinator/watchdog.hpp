@@ -5,6 +5,8 @@
 // the timeout fires. It only speaks; the operation still ends at its deadline.
 #pragma once
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -14,9 +16,22 @@
 namespace rankmesh {
 
 namespace watch {
+// How long one wait of a receive lasts before it looks whether its group has failed on another
+// member (RankContext::group_failure): a notice from the control plane wakes no channel, so this
+// is how late a waiting member learns it. 50 ms keeps that far below the failure timeout (2 s by
+// default: a notice is seen within 2.5% of it) and any operation's timeout, while a rank parked
+// in a receive stays near idle: each slice costs one wake-up (~20 us) and the transport's spin
+// before it parks again (50 us by default) plus, over tcp, a poll — measured 0.1-0.35% of a core,
+// twice that with 25 ms slices, which left too little margin under the 1% a parked rank may use
+// on a loaded machine. A longer spin (RANKMESH_SPIN_US) stretches the slice to 100 spins, so
+// that re-spinning never takes more than ~1%.
+inline constexpr std::chrono::nanoseconds kSlice = std::chrono::milliseconds(50);
 // When the first wait of a call's receive ends: one slice after the call began, or at the
-// watchdog point if sooner (no clock read on this path).
-Deadline first_until(const Call& call) noexcept;
+// watchdog point if sooner (no clock read on this path). For a later receive of a long call it
+// is already past and still takes a message that is there.
+inline Deadline first_until(const Call& call) noexcept {
+  return std::min(call.watchdog_point(), call.deadline() - call.group().timeout + kSlice);
+}
 // After a wait that ended at `until` without what it waited for: throws Error(mismatch) "...:
 // the group failed: <reason>" once the call's group has failed on another member
 // (RankContext::group_failure); logs waiting_line() once past the watchdog point; sets `until`
