@@ -4,7 +4,9 @@
 Checks: every rank wrote its file; the merged trace is monotone per lane; every message's flow has
 both ends, each inside an operation, and the send's end precedes the receive's within twice the
 recorded clock error bound; the trace holds every dict the pipeline says it sent and received; the
-report and the picture come out (an arrow per message, a lane per rank).
+report and the picture come out (an arrow per message, a lane per rank). A third run delays rank 1's
+TP all_reduces on purpose (--slow-rank 1): the report's entry skew for tp:0 names rank 1 as the
+member that arrived last most often.
 
 usage: trace_run_test.py PATH_TO_rankmesh PATH_TO_rankmesh-pipeline
 """
@@ -26,9 +28,9 @@ def check(name, condition, detail=""):
         failures.append(f"{name}: {detail}")
 
 
-def traced_run(mode, directory):
+def traced_run(mode, directory, extra=()):
     env = dict(os.environ, RANKMESH_TRACE=directory)
-    args = ["--tp", "2", "--pp", "2", "--microbatches", "4"]
+    args = ["--tp", "2", "--pp", "2", "--microbatches", "4", *extra]
     command = [PIPELINE, *args] if mode == "embedded" else \
         [RANKMESH, "launch", "--nproc-per-node", "4", "--", PIPELINE, *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
@@ -96,9 +98,36 @@ def check_world(mode, tmp):
         check(f"{mode} svg arrows", len(arrows) == len(sends), f"{len(arrows)} vs {len(sends)}")
 
 
+def table_rows(report, heading):
+    """The rows of the markdown table under `## heading`, as lists of cells."""
+    section = report.split("## " + heading, 1)[-1].split("\n## ", 1)[0]
+    rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in row] for row in rows[2:]]
+
+
+def check_delayed_rank(tmp):
+    directory = os.path.join(tmp, "slow")
+    os.makedirs(directory)
+    r = traced_run("embedded", directory, ["--slow-rank", "1"])
+    check("slow run", r.returncode == 0, r.stderr[-2000:])
+    merged_path = os.path.join(tmp, "slow.json")
+    r = subprocess.run([RANKMESH, "trace", "merge", directory, "-o", merged_path],
+                       capture_output=True, text=True, timeout=60)
+    check("slow merge", r.returncode == 0, r.stderr)
+    r = subprocess.run([RANKMESH, "trace", "report", merged_path], capture_output=True, text=True, timeout=60)
+    check("slow report", r.returncode == 0, r.stderr)
+    skew = {row[0]: row for row in table_rows(r.stdout, "Collective entry skew")}
+    # tp:0 is ranks 0 and 1: rank 1 starts each all_reduce 2 ms late.
+    last = skew.get("tp:0", [""] * 5)[4]
+    check("slow report names the delayed rank", last.startswith("rank 1 ("), skew.get("tp:0"))
+    p50 = skew.get("tp:0", ["", "", "0 µs"])[2]
+    check("slow report skew near the delay", p50.endswith(" ms") and float(p50.split()[0]) >= 1.5, p50)
+
+
 with tempfile.TemporaryDirectory() as tmp:
     for mode in ("embedded", "launched"):
         check_world(mode, tmp)
+    check_delayed_rank(tmp)
 
 if failures:
     print("\n".join(failures))

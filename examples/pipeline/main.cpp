@@ -13,6 +13,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "model.hpp"
@@ -27,19 +28,21 @@ using pipeline::ModelShape;
 
 constexpr double kTolerance = 1e-4;
 constexpr int kInFlight = 2;  // microbatches a stage may run ahead of the next one
+constexpr auto kSlowBy = std::chrono::milliseconds(2);  // --slow-rank's delay per all_reduce
 
 struct Options {
   int tp = 2;
   int pp = 2;
   int microbatches = 4;
   bool trace = false;
+  int slow_rank = -1;  // a straggler on purpose: its TP all_reduces start kSlowBy late
   ModelShape model;
 };
 
 [[noreturn]] void usage(const std::string& problem) {
   std::fprintf(stderr, "rankmesh-pipeline: %s\n", problem.c_str());
   std::fprintf(stderr, "usage: rankmesh-pipeline [--tp N] [--pp N] [--microbatches N] [--layers N] "
-                       "[--hidden N] [--seed N] [--trace]\n");
+                       "[--hidden N] [--seed N] [--slow-rank R] [--trace]\n");
   std::exit(2);
 }
 
@@ -60,10 +63,13 @@ Options parse(int argc, char** argv) {
     std::string text = argv[++i];
     long long value = 0;
     auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (ec != std::errc() || end != text.data() + text.size() || value < 1 || value > (1 << 20))
-      usage(flag + " must be a positive integer, got '" + text + "'");
+    const long long least = flag == "--slow-rank" ? 0 : 1;
+    if (ec != std::errc() || end != text.data() + text.size() || value < least || value > (1 << 20))
+      usage(flag + " must be an integer from " + std::to_string(least) + ", got '" + text + "'");
     if (flag == "--seed") {
       o.model.seed = static_cast<std::uint64_t>(value);
+    } else if (flag == "--slow-rank") {
+      o.slow_rank = static_cast<int>(value);
     } else if (auto it = ints.find(flag); it != ints.end()) {
       *it->second = static_cast<int>(value);
     } else {
@@ -171,6 +177,7 @@ void run_rank(rankmesh::ParallelState& state, const Options& o, Trace& trace, Ra
     for (const auto& shard : shards) {
       for (std::size_t i = 0; i < hidden.size(); ++i) residual[i] += hidden[i];
       Matrix partial = pipeline::partial_mlp(m, shard, residual, o.tp);
+      if (state.rank() == o.slow_rank) std::this_thread::sleep_for(kSlowBy);
       hidden = to_matrix(tp.all_reduce(to_tensor(partial, m.tokens, m.hidden)));
       ++report.all_reduces;
     }
