@@ -280,6 +280,10 @@ struct Runtime::Impl {
     bootstrap_options.log = options.log;
     bootstrap_options.fail_rank = failing(context);
     bootstrap_options.fail_group = failing_group(context);
+    bootstrap_options.clock_sample = [tracer = context->tracer_handle()](std::int64_t sent_ns, std::int64_t rank0_ns,
+                                                                         std::int64_t received_ns) {
+      tracer->clock().sample(sent_ns, rank0_ns, received_ns);
+    };
     bootstrap = std::make_unique<Bootstrap>(system, std::move(bootstrap_options), deadline);
     context->set_group_notifier(announcing(bootstrap->rank_actor()));
 
@@ -292,6 +296,9 @@ struct Runtime::Impl {
     data_plane->connect(places, bootstrap->exchange(), deadline);
     context->connect(data_plane->outbound(), data_plane->inbound(),
                      {data_plane->same_node(), data_plane->shared_memory()});
+    // Ranks on rank 0's node share its clock; the others' trace files carry the offset their
+    // heartbeats estimate (ClockOffset).
+    context->tracer().clock().set_shares_rank0_clock(place.rank == 0 || context->same_node(0));
     add_state(place.rank, place.local_rank, std::move(context), bootstrap->rank_actor());
   }
 };

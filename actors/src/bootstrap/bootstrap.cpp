@@ -40,6 +40,7 @@ Bootstrap::Bootstrap(caf::actor_system& system, BootstrapOptions options, Deadli
   config.world_size = options_.world_size;
   config.fail_rank = options_.fail_rank;
   config.fail_group = options_.fail_group;
+  config.clock_sample = options_.clock_sample;
   config.registry = registry_;
   config.heartbeat = options_.failure_timeout / 4;
   config.failure_timeout = options_.failure_timeout;

@@ -42,6 +42,8 @@ struct BootstrapOptions {
   // Called for every notice that another member failed one of the rank's groups
   // (RankActorConfig::fail_group).
   std::function<void(std::uint32_t group, const std::string& reason)> fail_group;
+  // Heartbeats as clock samples (RankActorConfig::clock_sample).
+  std::function<void(std::int64_t sent_ns, std::int64_t rank0_ns, std::int64_t received_ns)> clock_sample;
 };
 
 class Bootstrap {

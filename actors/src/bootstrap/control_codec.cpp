@@ -22,8 +22,8 @@ Arity arity(ControlKind kind) {
     case ControlKind::group_failed: return {2, 2};
     case ControlKind::group_fail: return {3, kMaxControlFields};
     case ControlKind::leave:
-    case ControlKind::beat:
-    case ControlKind::beat_ack: return {0, 0};
+    case ControlKind::beat: return {0, 0};
+    case ControlKind::beat_ack:
     case ControlKind::left:
     case ControlKind::propose:
     case ControlKind::verdict:

@@ -28,7 +28,7 @@ enum class ControlKind : std::uint32_t {
   leave = 5,      // rank -> registry: nothing
   left = 6,       // registry -> rank: failure
   beat = 7,       // rank -> registry: nothing
-  beat_ack = 8,   // registry -> rank: nothing
+  beat_ack = 8,   // registry -> rank: rank 0's CLOCK_MONOTONIC in ns (the trace's clock offset)
   propose = 9,    // rank -> registry: its initialize_model_parallel proposal, for the leader
   verdict = 10,   // registry -> rank: the leader's verdict ("" when all agree)
   fail = 11,      // registry -> rank: why the world failed

@@ -23,7 +23,8 @@ using exchange_atom = caf::atom_constant<caf::atom("exchange")>;
 // engine -> its rank actor: () ; rank actor -> registry: (rank). Answers (failure) once every
 // rank has left.
 using leave_atom = caf::atom_constant<caf::atom("leave")>;
-// rank actor -> registry: (rank); answers (true). A heartbeat.
+// rank actor -> registry: (rank); answers (rank 0's CLOCK_MONOTONIC in ns). A heartbeat, and a
+// clock sample for the rank's trace files (ClockOffset).
 using beat_atom = caf::atom_constant<caf::atom("beat")>;
 // registry -> rank actor: (reason). The world lost a rank; no answer.
 using fail_atom = caf::atom_constant<caf::atom("fail")>;

@@ -7,6 +7,7 @@
 
 #include "bootstrap/control_codec.hpp"
 #include "bootstrap/control_messages.hpp"
+#include "clock_offset.hpp"
 
 namespace rankmesh {
 namespace {
@@ -121,8 +122,11 @@ caf::behavior rank_actor(caf::event_based_actor* self, RankActorConfig config) {
       [=](beat_atom) {
         if (!state->failure.empty() || state->quiet) return;
         // A frozen registry (SIGSTOP) keeps its sockets open: only a missing answer shows it.
+        // The answer carries rank 0's clock: each heartbeat is a clock sample too.
+        const std::int64_t sent_ns = ClockOffset::now_ns();
         self->request(config.registry, config.failure_timeout, beat_atom::value, config.rank)
-            .then([=](bool) {
+            .then([=](std::int64_t rank0_ns) {
+                    if (config.clock_sample) config.clock_sample(sent_ns, rank0_ns, ClockOffset::now_ns());
                     if (!state->quiet) self->delayed_send(self, config.heartbeat, beat_atom::value);
                   },
                   [=](const caf::error&) {

@@ -25,6 +25,9 @@ struct RankActorConfig {
   // Fails one group of the rank (RankContext::group_failed), called for every notice that
   // another member failed group `group` (its id) with `reason`. Unset: notices are dropped.
   std::function<void(std::uint32_t group, const std::string& reason)> fail_group;
+  // Across processes, each answered heartbeat: sent and answered at these times (this clock),
+  // carrying rank 0's (-1 when the answer's did not parse). Feeds ClockOffset; may be empty.
+  std::function<void(std::int64_t sent_ns, std::int64_t rank0_ns, std::int64_t received_ns)> clock_sample;
   caf::actor leader;  // rank 0's actor when known at spawn (one process); else by leader_atom
   // Across processes: the registry to send heartbeats to (null in one process), how often, and
   // how long an unanswered heartbeat may take before the rank declares the registry lost.

@@ -7,6 +7,7 @@
 #include "bootstrap/control_codec.hpp"
 #include "bootstrap/control_messages.hpp"
 #include "bootstrap/member.hpp"
+#include "clock_offset.hpp"
 #include "deadline.hpp"
 
 namespace rankmesh {
@@ -205,7 +206,9 @@ caf::behavior registry_actor(caf::event_based_actor* self, RegistryConfig config
         } else if (!may_still_join) {
           stranger("beat", rank);
         }
-        return true;
+        // Rank 0's clock (its process's CLOCK_MONOTONIC): ranks on other hosts estimate their
+        // offset from it for their trace files (rank/clock_offset.hpp).
+        return ClockOffset::now_ns();
       },
       [=](join_timer_atom) {
         if (state->formed || !state->failure.empty()) return;

@@ -138,7 +138,9 @@ caf::behavior member_link(caf::event_based_actor* self, std::shared_ptr<TcpLink>
             return;
           case ControlKind::beat:
             self->request(registry, caf::infinite, beat_atom::value, rank)
-                .then([=](bool) { reply(ControlKind::beat_ack, request, {}); },
+                .then([=](std::int64_t clock_ns) {
+                        reply(ControlKind::beat_ack, request, {std::to_string(clock_ns)});
+                      },
                       [=](const caf::error&) {});
             return;
           case ControlKind::propose:
@@ -252,7 +254,15 @@ caf::behavior registry_proxy(caf::event_based_actor* self, std::shared_ptr<TcpLi
           case ControlKind::exchanged:
             promise.deliver(fields[0], std::vector<std::string>(fields.begin() + 1, fields.end()));
             break;
-          case ControlKind::beat_ack: promise.deliver(true); break;
+          case ControlKind::beat_ack: {
+            // Rank 0's clock; a value that does not parse only costs this clock sample (-1).
+            std::int64_t clock_ns = -1;
+            const std::string& text = fields[0];
+            const auto parsed = std::from_chars(text.data(), text.data() + text.size(), clock_ns);
+            if (parsed.ec != std::errc() || parsed.ptr != text.data() + text.size()) clock_ns = -1;
+            promise.deliver(clock_ns);
+            break;
+          }
           case ControlKind::left:
             if (fields[0].empty()) left->store(true, std::memory_order_release);
             promise.deliver(fields[0]);

@@ -59,6 +59,10 @@ std::string Tracer::write_file(const std::string& path, const char* reason) {
   info.world_size = world_size_;
   info.host = host_;
   info.reason = reason;
+  const ClockOffset::Estimate clock = clock_.estimate();
+  info.clock_offset_us = clock.offset_us;
+  info.clock_error_us = clock.error_us;
+  info.clock_method = clock.method;
   const TraceRing::Snapshot snapshot = ring_ ? ring_->snapshot() : TraceRing::Snapshot{};
   // Written beside and renamed: a reader never sees half a file.
   const std::string partial = path + ".partial";

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <string>
 
+#include "clock_offset.hpp"
 #include "trace_ring.hpp"
 
 namespace rankmesh {
@@ -48,11 +49,9 @@ public:
   void mark_failure(const char* name, const std::string& reason) noexcept;
   static constexpr int kDumps = 8;
 
-  static std::int64_t now_ns() noexcept {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(
-               std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-  }
+  static std::int64_t now_ns() noexcept { return ClockOffset::now_ns(); }
+  // This rank's clock against rank 0's, written in every file (thread-safe).
+  ClockOffset& clock() noexcept { return clock_; }
 
 private:
   // Both with mutex_ held. make_directory() throws Error(invalid_argument) when none is
@@ -69,6 +68,7 @@ private:
   std::size_t capacity_ = 16384;
   std::unique_ptr<TraceRing> ring_;  // made when recording first starts
   int next_dump_ = 0;
+  ClockOffset clock_;
 };
 
 // SIGUSR2 makes every tracer of this process that has a directory dump its ring (rotating
