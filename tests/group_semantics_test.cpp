@@ -239,7 +239,8 @@ TEST_CASE_TEMPLATE("recv_tensor_dict lands tensors in the caller's buffers, chec
   REQUIRE_MESSAGE(all_ok(errors), joined(errors));
   CHECK(got.at("x").as<Tensor>().data() == buffer.data());
   CHECK(holds(buffer, 9));
-  CHECK(wrong.find("the buffer given for 'x' is [2, 2] float32, but the metadata") != std::string::npos);
+  CHECK(wrong.find("the buffer given for 'x' is [2, 2] float32, but group rank 0 (rank 0) sent [4] float32") !=
+        std::string::npos);
 }
 
 TEST_CASE_TEMPLATE("a dict the codec cannot carry fails at the sender, and the world goes on", Over, RANKMESH_EVERY_TRANSPORT) {

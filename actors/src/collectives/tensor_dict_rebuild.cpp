@@ -80,13 +80,17 @@ TensorDict rebuild_tensor_dict(const Call& call, int src, Frame& frame, GroupSta
     }
     if (auto it = into.empty() ? into.end() : into.find(key); it != into.end()) {
       const Tensor& dest = it->second;
-      if (!dest.defined() || dest.dtype() != meta.dtype || !(dest.shape() == meta.shape))
-        throw Error(Errc::invalid_argument,
-                    call.where() + ": the buffer given for '" + key + "' is " +
-                        (dest.defined() ? to_string(dest.shape()) + " " + to_string(dest.dtype())
-                                        : std::string("undefined")) +
-                        ", but the metadata from " + call.who(src) + " says " +
-                        to_string(meta.shape) + " " + to_string(meta.dtype));
+      // The receiver's expectation against what the sender sent: the ranks disagree (the
+      // point-to-point side of collective consensus). The message is used up; the next
+      // receive gets the next one.
+      if (!dest.defined())
+        throw Error(Errc::invalid_argument, call.where() + ": the buffer given for '" + key + "' is undefined");
+      if (dest.dtype() != meta.dtype || !(dest.shape() == meta.shape))
+        throw call.rank().reported(Error(
+            Errc::mismatch, call.where() + ": the buffer given for '" + key + "' is " +
+                                to_string(dest.shape()) + " " + to_string(dest.dtype()) +
+                                ", but " + call.who(src) + " sent " + to_string(meta.shape) + " " +
+                                to_string(meta.dtype) + " under that key"));
       if (numel != 0) copy_into(call, t, dest);
       t = dest;
     } else if (numel == 0) {
