@@ -28,11 +28,15 @@ constexpr std::array<DTypeInfo, kDTypeCount> kDTypes{{
 
 static_assert(static_cast<std::size_t>(DType::fp8_e5m2) + 1 == kDTypeCount);
 
-}  // namespace
-
-std::size_t dtype_size(DType dtype) noexcept {
-  return kDTypes[static_cast<std::size_t>(dtype)].size;
+// dtype_size() is inline in the header; the table says the same.
+constexpr bool sizes_agree() {
+  for (std::size_t code = 0; code < kDTypeCount; ++code)
+    if (dtype_size(static_cast<DType>(code)) != kDTypes[code].size) return false;
+  return true;
 }
+static_assert(sizes_agree());
+
+}  // namespace
 
 const char* to_string(DType dtype) noexcept {
   return kDTypes[static_cast<std::size_t>(dtype)].name;

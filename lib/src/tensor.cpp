@@ -25,13 +25,12 @@ Shape::Shape(std::initializer_list<std::int64_t> dims) {
   for (std::int64_t dim : dims) push_back(dim);
 }
 
-void Shape::push_back(std::int64_t dim) {
+void Shape::refuse(std::int64_t dim) const {
   if (rank_ == kMaxRank) {
     throw Error(Errc::invalid_argument,
                 "shape has more than " + std::to_string(kMaxRank) + " dimensions");
   }
-  check_dim(dim);
-  dims_[static_cast<std::size_t>(rank_++)] = dim;
+  throw Error(Errc::invalid_argument, "shape dimension " + std::to_string(dim) + " is negative");
 }
 
 void Shape::set(int i, std::int64_t dim) {
@@ -43,23 +42,8 @@ void Shape::set(int i, std::int64_t dim) {
   dims_[static_cast<std::size_t>(i)] = dim;
 }
 
-std::int64_t Shape::numel() const {
-  std::int64_t product = 1;
-  for (std::int64_t dim : *this) {
-    if (__builtin_mul_overflow(product, dim, &product)) {
-      throw Error(Errc::limit_exceeded,
-                  "element count of shape " + to_string(*this) + " overflows 64 bits");
-    }
-  }
-  return product;
-}
-
-bool Shape::operator==(const Shape& other) const noexcept {
-  if (rank_ != other.rank_) return false;
-  for (int i = 0; i < rank_; ++i) {
-    if ((*this)[i] != other[i]) return false;
-  }
-  return true;
+void Shape::overflow() const {
+  throw Error(Errc::limit_exceeded, "element count of shape " + to_string(*this) + " overflows 64 bits");
 }
 
 std::string to_string(const Shape& shape) {

@@ -32,14 +32,30 @@ public:
   const std::int64_t* begin() const noexcept { return dims_.data(); }
   const std::int64_t* end() const noexcept { return dims_.data() + rank_; }
   // Appends a dimension; same checks as the constructor.
-  void push_back(std::int64_t dim);
+  void push_back(std::int64_t dim) {
+    if (rank_ == kMaxRank || dim < 0) refuse(dim);
+    dims_[static_cast<std::size_t>(rank_++)] = dim;
+  }
   void set(int i, std::int64_t dim);
   // Product of the dimensions (1 for rank 0). Throws Error(limit_exceeded) on overflow.
-  std::int64_t numel() const;
+  // Inline, as push_back and ==: every message describes its tensors with them.
+  std::int64_t numel() const {
+    std::int64_t product = 1;
+    for (std::int64_t dim : *this)
+      if (__builtin_mul_overflow(product, dim, &product)) overflow();
+    return product;
+  }
 
-  bool operator==(const Shape& other) const noexcept;
+  bool operator==(const Shape& other) const noexcept {
+    if (rank_ != other.rank_) return false;
+    for (int i = 0; i < rank_; ++i)
+      if (dims_[static_cast<std::size_t>(i)] != other.dims_[static_cast<std::size_t>(i)]) return false;
+    return true;
+  }
 
 private:
+  [[noreturn]] void refuse(std::int64_t dim) const;  // push_back's error
+  [[noreturn]] void overflow() const;                // numel's
   std::array<std::int64_t, kMaxRank> dims_{};
   int rank_ = 0;
 };
