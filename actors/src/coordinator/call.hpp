@@ -58,7 +58,10 @@ public:
   // What this rank asks of the collective this call makes: every message of it carries the
   // request, and every message received is checked against it (matcher.hpp). A collective
   // states it before its first message.
-  void ask(const CollectiveRequest& request) { request_.emplace(request); }
+  void ask(const CollectiveRequest& request) {
+    request_.emplace(request);
+    request_->trailer();  // laid out now, while the caller's CallSite (its tag) is alive
+  }
   const CollectiveRequest& request() const;
 
   // When a receive still waiting logs who it waits for (coordinator/watchdog.hpp): the

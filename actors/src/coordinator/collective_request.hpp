@@ -46,7 +46,8 @@ public:
   // The dtype and shape of `tensor`, or, for an undefined one, any dtype and shape.
   CollectiveRequest& tensor(const Tensor& tensor, int free_dim = -1);
 
-  // The bytes appended to a message's metadata (the format above), laid out on first use.
+  // The bytes appended to a message's metadata (the format above), laid out on first use —
+  // which reads the call-site tag, so it must come while the CallSite lives (Call::ask does it).
   std::span<const std::uint8_t> trailer() const;
   // Whether a member asking for `other` (another trailer, its length byte included) agrees with
   // this one: the same bytes, or the same where one side accepts any dtype and shape.
