@@ -147,7 +147,7 @@ Tensor all_reduce(GroupState& group, const Tensor& input, ReduceOp op) {
     if (next) receive_inputs(k + 1, next_inputs);
     exchange_sums(k, seq++);
   }
-  lent.take_back();
+  lent.take_back(OpCode::all_reduce, seq - 1);  // the last step's number
   return out;
 }
 

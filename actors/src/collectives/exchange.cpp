@@ -29,7 +29,7 @@ std::vector<Tensor> exchange(const Call& call, const Tensor& mine, bool pooled, 
     receive_collective(call, peer, op, seq, frame, std::nullopt, slots != nullptr ? &landing : nullptr);
     all[static_cast<std::size_t>(peer)] = take_only_tensor(call, peer, frame);
   });
-  lent.take_back();
+  lent.take_back(op, seq);
   return all;
 }
 

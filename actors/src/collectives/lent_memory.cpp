@@ -3,6 +3,7 @@
 #include <string>
 
 #include "coordinator/payloads.hpp"
+#include "coordinator/watchdog.hpp"
 
 namespace rankmesh {
 
@@ -27,11 +28,15 @@ Tensor LentMemory::lend(const Tensor& part, int peer, bool pooled) {
   return last_copy_;
 }
 
-void LentMemory::take_back() {
+void LentMemory::take_back(OpCode op, std::uint64_t seq) {
+  PeerLinks& links = call_.rank().links();
   for (int member = 0; member < call_.size(); ++member) {
     if (!lent_[static_cast<std::size_t>(member)]) continue;
-    call_.rank().links().release(call_.group().global_rank(member), call_.deadline(),
-                                 call_.describe());
+    const int peer = call_.group().global_rank(member);
+    // Waited for as a receive is: a member that failed the group meanwhile ends the wait.
+    if (!wait_watched(call_, member, op, seq,
+                      [&](Deadline until) { return links.wait_released(peer, until, call_.describe()); }))
+      throw links.not_released(peer, call_.describe());
     lent_[static_cast<std::size_t>(member)] = false;
   }
 }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "coordinator/call.hpp"
+#include "op_code.hpp"
 
 namespace rankmesh {
 
@@ -27,9 +28,10 @@ public:
   // ranks, 17.8 against 22.4 on 4; README, "Collectives"). One copy serves every peer that
   // `part` goes to in a row.
   Tensor lend(const Tensor& part, int peer, bool pooled);
-  // Waits until the channels of the peers lent anything have let go of it; throws like
-  // PeerLinks::release.
-  void take_back();
+  // Waits until the channels of the peers lent anything have let go of it, as receives wait
+  // (wait_watched: the watchdog speaks for message `seq` of `op`, a failed group ends it);
+  // throws Error(timeout) at the deadline, Error(peer_failed) for a closed channel.
+  void take_back(OpCode op, std::uint64_t seq);
   // Closes the channel of every peer that may still read lent memory.
   ~LentMemory();
 

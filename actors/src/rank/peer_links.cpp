@@ -55,16 +55,17 @@ bool PeerLinks::released(int dst) noexcept {
   }
 }
 
-void PeerLinks::release(int dst, Deadline deadline, const Describe& what) {
-  bool released;
+bool PeerLinks::wait_released(int dst, Deadline until, const Describe& what) {
   try {
-    released = outbound_[static_cast<std::size_t>(dst)]->wait_released(deadline);
+    return outbound_[static_cast<std::size_t>(dst)]->wait_released(until);
   } catch (const ChannelClosed& closed) {
     throw closed_error(what() + ": channel to rank " + std::to_string(dst), closed);
   }
-  if (!released)
-    throw history_.reported(Error(Errc::timeout, what() + ": rank " + std::to_string(dst) +
-                                                     " did not take what was sent before the deadline"));
+}
+
+Error PeerLinks::not_released(int dst, const Describe& what) const {
+  return history_.reported(Error(Errc::timeout, what() + ": rank " + std::to_string(dst) +
+                                                    " did not take what was sent before the deadline"));
 }
 
 void PeerLinks::close_channel_to(int dst, const std::string& reason) {

@@ -52,8 +52,11 @@ public:
     return outbound_[static_cast<std::size_t>(dst)]->traits();
   }
   // Waits until the channel to `dst` reads nothing sent through it any more
-  // (Channel::wait_released). Throws Error(timeout) or Error(peer_failed) like send().
-  void release(int dst, Deadline deadline, const Describe& what);
+  // (Channel::wait_released): false at `until` (waiting again later loses nothing); throws
+  // Error(peer_failed) like send() once the channel is closed.
+  bool wait_released(int dst, Deadline until, const Describe& what);
+  // The error of a channel that did not let go before the operation's deadline.
+  Error not_released(int dst, const Describe& what) const;
   // Whether the channel to `dst` holds nothing sent through it any more, without waiting.
   bool released(int dst) noexcept;
   // Closes one channel alone: the one to `dst` (its receives fail with `reason`), or the one
