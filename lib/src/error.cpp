@@ -11,6 +11,7 @@ const char* to_string(Errc code) noexcept {
     case Errc::mismatch: return "mismatch";
     case Errc::not_initialized: return "not initialized";
     case Errc::peer_failed: return "peer failed";
+    case Errc::device: return "device error";
     case Errc::timeout: return "timeout";
     case Errc::cancelled: return "cancelled";
   }

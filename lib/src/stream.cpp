@@ -54,6 +54,10 @@ void Stream::bind_event(Event& event) const { event.bind(device(), id_); }
 
 void Stream::finish_event(Event& event, std::exception_ptr error) { event.finish(std::move(error)); }
 
+void Stream::set_native_event(Event& event, std::shared_ptr<void> native) {
+  event.native_ = std::move(native);
+}
+
 namespace {
 
 class HostStream final : public Stream {

@@ -35,6 +35,9 @@ enum class Errc : int {
   // A peer died, froze, closed its connection, or the world was aborted (Runtime::abort); every
   // later operation that involves it fails the same way.
   peer_failed = 8,
+  // The device (a GPU) refused or failed an operation: no device, out of device memory, a
+  // kernel fault, an operation a CUDA graph capture cannot record.
+  device = 9,
 };
 
 // The code's name in words ("invalid argument", "peer failed", ...).

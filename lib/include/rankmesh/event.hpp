@@ -59,6 +59,10 @@ public:
   void fail(std::exception_ptr error);
 
   bool is_user() const noexcept { return user_; }
+  // The device stream's own event behind this one (a cudaEvent_t for a CUDA stream), set by the
+  // stream that recorded it; null for host streams and user events. Lets another stream of that
+  // device wait on the device itself instead of on the host-side completion.
+  void* native_handle() const noexcept { return native_.get(); }
   // "user event", "event recorded on cpu:0 stream 3", "event not yet recorded".
   std::string describe() const;
 
@@ -74,6 +78,7 @@ private:
   bool recorded_ = false;
   Device device_;
   std::uint64_t stream_id_ = 0;
+  std::shared_ptr<void> native_;  // set once, by the recording stream, before it can be read
   std::exception_ptr error_;
   mutable std::vector<std::function<void()>> callbacks_;  // observers register on const events
 };

@@ -48,6 +48,9 @@ public:
   virtual bool query() const = 0;
   // The stream's first error, or null.
   virtual std::exception_ptr error() const = 0;
+  // True while a device graph capture (CUDA graphs) records this stream's work instead of
+  // running it: operations that must wait on the host cannot be issued then.
+  virtual bool capturing() const { return false; }
   // Blocks until the work enqueued so far has run. Throws Error(timeout) naming the stream when
   // `timeout` passes first, and rethrows the stream's error.
   void synchronize(std::chrono::nanoseconds timeout);
@@ -57,6 +60,8 @@ protected:
   // For implementations: marks `event` as recorded here (the checks of record()) and completes it.
   void bind_event(Event& event) const;
   static void finish_event(Event& event, std::exception_ptr error);
+  // For device streams: attaches the device's own event (kept alive with the Event).
+  static void set_native_event(Event& event, std::shared_ptr<void> native);
 
 private:
   DeviceBackend& backend_;
