@@ -1,5 +1,6 @@
 #include "cuda_compute.hpp"
 
+#include <cstring>
 #include <exception>
 #include <string>
 
@@ -26,8 +27,8 @@ CudaCompute::CudaCompute(rankmesh::CudaBackend& backend, const ModelShape& m, in
   for (int layer = first_layer; layer < last_layer; ++layer) {
     LayerShard host = layer_shard(m, layer, tp_rank, tp);
     weight_bytes_ += (host.w1.size() + host.w2.size()) * sizeof(float);
-    rankmesh::Tensor w1 = upload(std::move(host.w1), m.hidden, part);
-    shards_.push_back({std::move(w1), upload(std::move(host.w2), part, m.hidden)});
+    rankmesh::Tensor w1 = upload(host.w1, m.hidden, part);
+    shards_.push_back({std::move(w1), upload(host.w2, part, m.hidden)});
   }
   for (const Shard& shard : shards_) {
     order_after(shard.w1.ready_event());
@@ -78,11 +79,12 @@ Matrix CudaCompute::output(const rankmesh::Tensor& hidden, const rankmesh::Tenso
   rankmesh::Tensor sum = fresh(m_.tokens, m_.hidden);
   kernels::add(floats(use(hidden)), floats(use(residual)), floats(sum), sum.numel(), native_);
   sum.set_ready_event(stream_->record());
-  Matrix out(static_cast<std::size_t>(sum.numel()));
-  // The one wait for results: this copy's own event, not the device.
-  backend_.copy_to_host(sum, out.data(), *stream_)->synchronize(timeout_);
+  // Pinned, so the copy is the stream's own (pageable memory would go through its thread); the
+  // one wait for results is on this copy's event, not on the device.
+  rankmesh::Tensor staging = backend_.allocate_pinned(sum.shape(), rankmesh::DType::f32);
+  backend_.copy_to_host(sum, staging.data(), *stream_)->synchronize(timeout_);
   retire();
-  return out;
+  return Matrix(staging.data_as<float>(), staging.data_as<float>() + staging.numel());
 }
 
 void CudaCompute::finish() {
@@ -99,10 +101,14 @@ rankmesh::Tensor CudaCompute::fresh(int rows, int cols) {
   return t;
 }
 
-rankmesh::Tensor CudaCompute::upload(Matrix host, int rows, int cols) {
+rankmesh::Tensor CudaCompute::upload(const Matrix& host, int rows, int cols) {
+  // Through pinned memory: the copy then goes straight onto the CUDA stream, and its event is
+  // one the device records (a pageable source is copied by the stream's thread instead).
+  rankmesh::Tensor staging = backend_.allocate_pinned({rows, cols}, rankmesh::DType::f32);
+  std::memcpy(staging.data(), host.data(), staging.nbytes());
+  pending_.tensors.push_back(staging);  // read by the copy until it has run
   rankmesh::Tensor t = fresh(rows, cols);
-  backend_.copy_from_host(host.data(), t, *stream_);  // sets t's ready event
-  pending_.host.push_back(std::move(host));  // a moved vector keeps its buffer
+  backend_.copy_from_host(staging.data(), t, *stream_);  // sets t's ready event
   return t;
 }
 
@@ -138,7 +144,7 @@ void CudaCompute::order_after(const std::shared_ptr<rankmesh::Event>& ready) {
 
 void CudaCompute::retire() {
   while (!retired_.empty() && retired_.front().done->query()) retired_.pop_front();
-  if (pending_.tensors.empty() && pending_.host.empty()) return;
+  if (pending_.tensors.empty()) return;
   pending_.done = stream_->record();
   retired_.push_back(std::move(pending_));
   pending_ = {};

@@ -46,12 +46,11 @@ private:
   // to order, as with torch's allocator), possibly for another rank's stream.
   struct InFlight {
     std::shared_ptr<rankmesh::Event> done;  // recorded after the work
-    std::vector<rankmesh::Tensor> tensors;
-    std::vector<Matrix> host;  // sources of copies to the device
+    std::vector<rankmesh::Tensor> tensors;  // device tensors and pinned staging
   };
 
-  rankmesh::Tensor fresh(int rows, int cols);              // device memory, held
-  rankmesh::Tensor upload(Matrix host, int rows, int cols);  // copied on the stream, held
+  rankmesh::Tensor fresh(int rows, int cols);                     // device memory, held
+  rankmesh::Tensor upload(const Matrix& host, int rows, int cols);  // copied on the stream, held
   // An activation a kernel will read: checked, held, and the kernels wait for its producer.
   const rankmesh::Tensor& use(const rankmesh::Tensor& t);
   // Orders the kernels launched from now on after `ready` (a tensor's ready event, or null).
