@@ -14,7 +14,7 @@ constexpr int kThreads = 256;  // element-wise kernels: threads per block
 
 __global__ void matmul_kernel(const float* a, const float* b, float* out, int n, int k, int p) {
   __shared__ float a_tile[kTile][kTile];
-  __shared__ float b_tile[kTile][kTile + 1];  // +1: no bank conflicts on the column reads
+  __shared__ float b_tile[kTile][kTile];
   const int row = blockIdx.y * kTile + threadIdx.y;
   const int col = blockIdx.x * kTile + threadIdx.x;
   float sum = 0.0f;
