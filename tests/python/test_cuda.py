@@ -90,7 +90,10 @@ def test_cuda_producer_refused_without_cuda():
             tp.all_reduce(fake)
         message = str(raised.value)
         assert "all_reduce input: a cuda:0 tensor" in message, message
-        assert 'device="cuda"' in message, message
+        if _rankmesh._have_cuda:
+            assert 'device="cuda"' in message, message
+        else:
+            assert "no CUDA backend" in message, message
         with pytest.raises(rankmesh.InvalidArgumentError, match="a tensor dict value: a cuda:0 tensor"):
             tp.send_tensor_dict({"x": fake, "y": torch.ones(2)})
         tp.barrier()  # both refused before anything was sent: the group is still usable

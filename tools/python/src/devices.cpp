@@ -1,5 +1,7 @@
 #include "devices.hpp"
 
+#include <Python.h>
+
 #include <charconv>
 #include <map>
 #include <mutex>
@@ -22,6 +24,7 @@ namespace {
 // DLPack's stream values for CUDA (the array API's __dlpack__): -1 no synchronization, 1 the
 // legacy default stream, 2 the per-thread default stream; 0 is ambiguous and disallowed.
 constexpr std::intptr_t kNoSync = -1;
+constexpr std::intptr_t kLegacyDefault = 1;  // cudaStreamLegacy's own value
 constexpr std::intptr_t kPerThreadDefault = 2;
 
 // "cuda" -> nullopt, "cuda:3" -> 3; Error(invalid_argument) for anything else.
@@ -107,7 +110,15 @@ Devices::Devices(const std::string& device, const RuntimeOptions& options) : tim
 
 #endif
 
-Devices::~Devices() = default;
+Devices::~Devices() {
+  // Destroying a stream joins its thread, which may be dropping tensors whose memory Python
+  // owns (taking the GIL to release it): let it have the GIL meanwhile.
+  if (cuda_ && Py_IsInitialized() && !_Py_IsFinalizing() && PyGILState_Check()) {
+    PyThreadState* state = PyEval_SaveThread();
+    cuda_.reset();
+    PyEval_RestoreThread(state);
+  }
+}
 
 std::vector<DeviceBackend*> Devices::backends() const {
   std::vector<DeviceBackend*> result;
@@ -166,6 +177,25 @@ void Devices::order_consumer(const Tensor& tensor, std::optional<std::intptr_t> 
   }
 #endif
   ready->synchronize(timeout_);
+}
+
+void Devices::release_after_consumer(Tensor tensor, std::optional<std::intptr_t> stream) noexcept {
+#if defined(RANKMESH_HAVE_CUDA)
+  if (!cuda_ || tensor.device().type != DeviceType::cuda || !tensor.defined()) return;
+  const std::intptr_t after = stream && *stream > kPerThreadDefault ? *stream : kLegacyDefault;
+  try {
+    std::shared_ptr<Event> used = cuda_->consumer(tensor.device().index, after).record();
+    // Dropped on the completing thread (the wrapped stream's): a release that needs the GIL
+    // (memory a Python producer lent) waits for it there, never on a rank's thread.
+    auto held = std::make_shared<Tensor>(std::move(tensor));
+    used->on_complete([held] { *held = Tensor(); });
+  } catch (...) {
+    // No event (a capture in progress, a failed device): the memory goes back now.
+  }
+#else
+  (void)tensor;
+  (void)stream;
+#endif
 }
 
 }  // namespace rankmesh::python

@@ -51,6 +51,14 @@ public:
   // Call without the GIL. Throws the event's error, Error(timeout), Error(invalid_argument)
   // for 0 or below -1 (DLPack disallows them).
   void order_consumer(const Tensor& tensor, std::optional<std::intptr_t> stream);
+  // Export, when the consumer drops a tensor it took with `stream`: its memory goes back to
+  // rankmesh only once the work queued on that stream by now has run (an event recorded there
+  // completes), as rankmesh's allocator reuses a block at once on its own streams while the
+  // consumer's kernels reading it may still be queued. For None, -1, 1 and 2 the event goes on
+  // the legacy default stream, which waits for every blocking stream (torch's default stream
+  // among them) of the calling thread's current device. Where no event can be recorded (a
+  // capture in progress, a failed device) the memory goes back at once.
+  void release_after_consumer(Tensor tensor, std::optional<std::intptr_t> stream) noexcept;
 
 private:
   struct Cuda;  // the CUDA backends and the consumers' streams they wrap (devices.cpp)

@@ -258,11 +258,18 @@ struct Exported {
   DLManagedTensor managed{};
   Tensor tensor;
   std::array<std::int64_t, Shape::kMaxRank> shape{};
+  // A CUDA tensor's: the runtime's devices and the stream its consumer named, behind which the
+  // memory goes back to rankmesh when the consumer drops it.
+  std::shared_ptr<Devices> devices;
+  std::optional<std::intptr_t> consumer;
 };
 
 alignas(64) std::byte empty_tensor_data[64];  // where zero-element tensors point
 
-void delete_exported(DLManagedTensor* managed) { delete static_cast<Exported*>(managed->manager_ctx); }
+void delete_exported(DLManagedTensor* managed) {
+  std::unique_ptr<Exported> exported(static_cast<Exported*>(managed->manager_ctx));
+  if (exported->devices) exported->devices->release_after_consumer(std::move(exported->tensor), exported->consumer);
+}
 
 void destroy_unconsumed_capsule(PyObject* capsule) {
   if (!PyCapsule_IsValid(capsule, kDLTensorCapsule)) return;  // consumed: the consumer releases it
@@ -270,9 +277,12 @@ void destroy_unconsumed_capsule(PyObject* capsule) {
   managed->deleter(managed);
 }
 
-py::object export_capsule(Tensor tensor) {
+py::object export_capsule(Tensor tensor, std::shared_ptr<Devices> devices = nullptr,
+                          std::optional<std::intptr_t> consumer = std::nullopt) {
   auto* exported = new Exported;
   exported->tensor = std::move(tensor);
+  exported->devices = std::move(devices);
+  exported->consumer = consumer;
   const Tensor& t = exported->tensor;
   for (int i = 0; i < t.shape().rank(); ++i) exported->shape[static_cast<std::size_t>(i)] = t.shape()[i];
   DLTensor& dl = exported->managed.dl_tensor;
@@ -318,9 +328,16 @@ struct Buffer {
                              std::string(py::str(dl_device)) + "))");
     if (tensor.device().type == DeviceType::cuda) {
       std::optional<std::intptr_t> consumer;
-      if (!stream.is_none()) consumer = stream.cast<std::intptr_t>();
-      py::gil_scoped_release released;  // may wait on the host for the tensor's event
-      devices->order_consumer(tensor, consumer);
+      if (!stream.is_none()) {
+        if (!PyLong_Check(stream.ptr()))
+          throw py::type_error("__dlpack__(stream=...) takes an int (a CUDA stream) or None");
+        consumer = stream.cast<std::intptr_t>();
+      }
+      {
+        py::gil_scoped_release released;  // may wait on the host for the tensor's event
+        devices->order_consumer(tensor, consumer);
+      }
+      return export_capsule(tensor, devices, consumer);
     }
     return export_capsule(tensor);
   }
