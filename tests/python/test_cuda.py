@@ -39,9 +39,16 @@ def test_cuda_device_unavailable_says_why(device):
 
 
 @pytest.mark.skipif(GPU, reason="a GPU is present: test_gpu_* cover device='cuda'")
-def test_init_distributed_environment_cuda_unavailable_says_why():
+@pytest.mark.parametrize("through", ["argument", "environment"])
+def test_init_distributed_environment_cuda_unavailable_says_why(through, monkeypatch):
+    if through == "environment":
+        monkeypatch.setenv("RANKMESH_DEVICE", "cuda")  # vLLM's call passes no device
+        call = D.init_distributed_environment
+    else:
+        def call():
+            D.init_distributed_environment(device="cuda")
     with pytest.raises(rankmesh.Error, match="device='cuda'"):
-        D.init_distributed_environment(device="cuda")
+        call()
     assert not D.model_parallel_is_initialized()  # no world was left half-made
 
 

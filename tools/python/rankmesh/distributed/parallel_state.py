@@ -373,8 +373,10 @@ def init_distributed_environment(
     (rankmesh is the backend). In a thread bound to an embedded rank it checks that
     `world_size` and `rank` agree and sets the timeout. Without a launcher: a world of one.
     The data-parallel size comes from `data_parallel_size` or RANKMESH_DATA_PARALLEL_SIZE.
-    `device` ("cuda", "cuda:N"; default host only) is Runtime's: the device whose tensors this
-    process's rank takes; a bound thread's runtime must have been made with it."""
+    `device` ("cuda", "cuda:N"; default: RANKMESH_DEVICE, else host only) is Runtime's: the
+    device whose tensors this process's rank takes, so that vLLM code, which does not pass it,
+    gets CUDA tensors with RANKMESH_DEVICE=cuda; a bound thread's runtime must have been made with
+    the `device` passed here."""
     state = bound_state()
     if state is not None:
         _check_agrees(state, world_size, rank, data_parallel_size)
@@ -384,6 +386,8 @@ def init_distributed_environment(
         return
     if data_parallel_size is None:
         data_parallel_size = int(os.environ.get("RANKMESH_DATA_PARALLEL_SIZE", "1"))
+    if device is None:
+        device = os.environ.get("RANKMESH_DEVICE") or None
     runtime = Runtime(1, data_parallel_size=data_parallel_size, timeout=timeout, device=device)
     state = runtime.state(runtime.local_ranks[0])
     try:
