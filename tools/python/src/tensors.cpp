@@ -407,7 +407,7 @@ py::object tensor_to_python(Tensor tensor, const std::shared_ptr<Devices>& devic
 }
 
 void register_tensor_types(py::module_& module) {
-  py::class_<Buffer>(module, "_Buffer", "A rankmesh buffer lent to numpy through DLPack.")
+  py::class_<Buffer>(module, "_Buffer", "A rankmesh buffer lent to numpy or torch through DLPack.")
       .def(py::init<>())
       .def("__dlpack__",
            [](Buffer& self, const py::object& stream, const py::object& /*max_version*/,
