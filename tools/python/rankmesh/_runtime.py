@@ -112,6 +112,12 @@ class Runtime:
     launcher (`rankmesh launch`, mpirun, srun) the environment sets the world and this process
     hosts its one rank. Close it (or use it as a context manager); the module closes live
     runtimes at interpreter exit.
+
+    `device`: None or "cpu" for host tensors only; "cuda" gives each local rank the CUDA device
+    cuda:(local_rank % device_count) — the launcher's local rank, as vLLM picks cuda:local_rank,
+    or an embedded rank's rank % ranks_per_node — and "cuda:N" device N. CUDA tensors then cross
+    in stream order (docs/python.md, "CUDA tensors"). Where rankmesh was built without CUDA or no
+    device can be used, rankmesh.Error says why.
     """
 
     def __init__(
@@ -124,10 +130,11 @@ class Runtime:
         transport: str = "auto",
         spin_us: Optional[float] = None,
         trace_dir: Optional[str] = None,
+        device: Optional[str] = None,
     ) -> None:
         self._core = _rankmesh.Runtime(
             world_size, data_parallel_size, ranks_per_node, seconds(timeout), transport, spin_us,
-            trace_dir or "",
+            trace_dir or "", device or "",
         )
         self._data_parallel_size = data_parallel_size
         self._states = {rank: RankState(self, rank) for rank in self._core.local_ranks}
@@ -144,6 +151,11 @@ class Runtime:
     @property
     def node_count(self) -> int:
         return self._core.node_count
+
+    @property
+    def devices(self) -> list[str]:
+        """The devices besides the host whose tensors the ranks take ("cuda:0", ...)."""
+        return self._core.devices
 
     def state(self, rank: int) -> RankState:
         try:

@@ -83,16 +83,17 @@ AllGatherTensors all_gather_tensors_from(const py::object& map) {
   return result;
 }
 
-py::object tensor_or_none(Tensor tensor) {
-  return tensor.defined() ? tensor_to_python(std::move(tensor)) : py::none();
+py::object tensor_or_none(Tensor tensor, const std::shared_ptr<Devices>& devices) {
+  return tensor.defined() ? tensor_to_python(std::move(tensor), devices) : py::none();
 }
 
 // An asynchronous operation's handle: wait() gives its result (None, or the received dict)
 // once, and the same object again on later waits.
 class AsyncHandle {
 public:
-  AsyncHandle(std::variant<Handle<void>, Handle<TensorDict>> handle, std::chrono::nanoseconds timeout)
-      : handle_(std::move(handle)), timeout_(timeout) {}
+  AsyncHandle(std::variant<Handle<void>, Handle<TensorDict>> handle, std::chrono::nanoseconds timeout,
+              std::shared_ptr<Devices> devices)
+      : handle_(std::move(handle)), timeout_(timeout), devices_(std::move(devices)) {}
 
   py::object wait(std::optional<double> timeout_seconds) {
     if (result_) return *result_;
@@ -109,7 +110,7 @@ public:
         py::gil_scoped_release released;
         dict = std::get<Handle<TensorDict>>(handle_).wait(timeout);
       }
-      result_ = dict_to_python(std::move(dict));
+      result_ = dict_to_python(std::move(dict), devices_);
     }
     return *result_;
   }
@@ -121,6 +122,7 @@ public:
 private:
   std::variant<Handle<void>, Handle<TensorDict>> handle_;
   std::chrono::nanoseconds timeout_;
+  std::shared_ptr<Devices> devices_;  // the runtime's, for received CUDA tensors
   std::optional<py::object> result_;
 };
 
@@ -243,16 +245,20 @@ void register_group(py::module_& module) {
   group
       .def("send_object",
            [](GroupRef& g, py::handle object, int dst) {
-             Value value = value_from_python(object, Carry::object);
+             Value value = value_from_python(object, Carry::object, *g.box->devices());
              without_gil(g, [&](GroupCoordinator& c) { c.send_object(value, dst); });
            })
       .def("recv_object",
            [](GroupRef& g, int src) {
-             return value_to_python(without_gil(g, [&](GroupCoordinator& c) { return c.recv_object(src); }));
+             return value_to_python(
+                 without_gil(g, [&](GroupCoordinator& c) { return c.recv_object(src); }),
+                 g.box->devices());
            })
       .def("broadcast_object", [](GroupRef& g, py::handle object, int src) {
-        Value value = value_from_python(object, Carry::object);
-        return value_to_python(without_gil(g, [&](GroupCoordinator& c) { return c.broadcast_object(value, src); }));
+        Value value = value_from_python(object, Carry::object, *g.box->devices());
+        return value_to_python(
+            without_gil(g, [&](GroupCoordinator& c) { return c.broadcast_object(value, src); }),
+            g.box->devices());
       });
 
   // --- tensor dicts
@@ -260,7 +266,7 @@ void register_group(py::module_& module) {
       .def("send_tensor_dict",
            [](GroupRef& g, py::handle dict, std::optional<int> dst, py::object all_gather_group,
               py::object all_gather_tensors, bool donate) {
-             TensorDict tensors = dict_from_python(dict, "send_tensor_dict");
+             TensorDict tensors = dict_from_python(dict, "send_tensor_dict", *g.box->devices());
              const AllGatherTensors slicing = all_gather_tensors_from(all_gather_tensors);
              RuntimeBox::Use use(*g.box);
              GroupCoordinator& c = g.get(use);
@@ -279,7 +285,8 @@ void register_group(py::module_& module) {
              RecvInto buffers;
              if (!into.is_none())
                for (auto item : into.cast<py::dict>())
-                 buffers.emplace(item.first.cast<std::string>(), tensor_from_python(item.second, "recv into"));
+                 buffers.emplace(item.first.cast<std::string>(),
+                                 tensor_from_python(item.second, "recv into", *g.box->devices()));
              TensorDict received;
              {
                RuntimeBox::Use use(*g.box);
@@ -288,18 +295,20 @@ void register_group(py::module_& module) {
                py::gil_scoped_release released;
                received = c.recv_tensor_dict(src, gather_group, slicing, buffers);
              }
-             return dict_to_python(std::move(received));
+             return dict_to_python(std::move(received), g.box->devices());
            })
       .def("broadcast_tensor_dict",
            [](GroupRef& g, py::handle dict, int src) {
-             TensorDict tensors = dict.is_none() ? TensorDict{} : dict_from_python(dict, "broadcast_tensor_dict");
+             TensorDict tensors = dict.is_none() ? TensorDict{}
+                                                 : dict_from_python(dict, "broadcast_tensor_dict", *g.box->devices());
              return dict_to_python(
-                 without_gil(g, [&](GroupCoordinator& c) { return c.broadcast_tensor_dict(tensors, src); }));
+                 without_gil(g, [&](GroupCoordinator& c) { return c.broadcast_tensor_dict(tensors, src); }),
+                 g.box->devices());
            })
       .def("isend_tensor_dict",
            [](GroupRef& g, py::handle dict, std::optional<int> dst, py::object all_gather_group,
               py::object all_gather_tensors, bool donate) {
-             TensorDict tensors = dict_from_python(dict, "isend_tensor_dict");
+             TensorDict tensors = dict_from_python(dict, "isend_tensor_dict", *g.box->devices());
              AllGatherTensors slicing = all_gather_tensors_from(all_gather_tensors);
              RuntimeBox::Use use(*g.box);
              GroupCoordinator& c = g.get(use);
@@ -315,7 +324,7 @@ void register_group(py::module_& module) {
                      group.send_tensor_dict(tensors, dst, gather_group, slicing);
                    }
                  });
-             return AsyncHandle(std::move(handle), c.timeout());
+             return AsyncHandle(std::move(handle), c.timeout(), g.box->devices());
            })
       .def("irecv_tensor_dict",
            [](GroupRef& g, std::optional<int> src, py::object all_gather_group, py::object all_gather_tensors) {
@@ -327,51 +336,63 @@ void register_group(py::module_& module) {
                  [src, gather_group, slicing = std::move(slicing)](GroupCoordinator& group) {
                    return group.recv_tensor_dict(src, gather_group, slicing);
                  });
-             return AsyncHandle(std::move(handle), c.timeout());
+             return AsyncHandle(std::move(handle), c.timeout(), g.box->devices());
            });
 
   // --- collectives
   group
       .def("all_reduce",
            [](GroupRef& g, py::handle input) {
-             Tensor t = tensor_from_python(input, "all_reduce input");
-             return tensor_to_python(without_gil(g, [&](GroupCoordinator& c) { return c.all_reduce(t); }));
+             Tensor t = tensor_from_python(input, "all_reduce input", *g.box->devices());
+             return tensor_to_python(
+                 without_gil(g, [&](GroupCoordinator& c) { return c.all_reduce(t); }),
+                 g.box->devices());
            })
       .def("all_gather",
            [](GroupRef& g, py::handle input, int dim) {
-             Tensor t = tensor_from_python(input, "all_gather input");
-             return tensor_to_python(without_gil(g, [&](GroupCoordinator& c) { return c.all_gather(t, dim); }));
+             Tensor t = tensor_from_python(input, "all_gather input", *g.box->devices());
+             return tensor_to_python(
+                 without_gil(g, [&](GroupCoordinator& c) { return c.all_gather(t, dim); }),
+                 g.box->devices());
            })
       .def("all_gatherv",
            [](GroupRef& g, py::handle input, int dim) {
-             Tensor t = tensor_from_python(input, "all_gatherv input");
-             return tensor_to_python(without_gil(g, [&](GroupCoordinator& c) { return c.all_gatherv(t, dim); }));
+             Tensor t = tensor_from_python(input, "all_gatherv input", *g.box->devices());
+             return tensor_to_python(
+                 without_gil(g, [&](GroupCoordinator& c) { return c.all_gatherv(t, dim); }),
+                 g.box->devices());
            })
       .def("reduce_scatter",
            [](GroupRef& g, py::handle input, int dim) {
-             Tensor t = tensor_from_python(input, "reduce_scatter input");
-             return tensor_to_python(without_gil(g, [&](GroupCoordinator& c) { return c.reduce_scatter(t, dim); }));
+             Tensor t = tensor_from_python(input, "reduce_scatter input", *g.box->devices());
+             return tensor_to_python(
+                 without_gil(g, [&](GroupCoordinator& c) { return c.reduce_scatter(t, dim); }),
+                 g.box->devices());
            })
       .def("reduce_scatterv",
            [](GroupRef& g, py::handle input, std::vector<std::int64_t> sizes, int dim) {
-             Tensor t = tensor_from_python(input, "reduce_scatterv input");
+             Tensor t = tensor_from_python(input, "reduce_scatterv input", *g.box->devices());
              return tensor_to_python(
-                 without_gil(g, [&](GroupCoordinator& c) { return c.reduce_scatterv(t, sizes, dim); }));
+                 without_gil(g, [&](GroupCoordinator& c) { return c.reduce_scatterv(t, sizes, dim); }),
+                 g.box->devices());
            })
       .def("gather",
            [](GroupRef& g, py::handle input, int dst, int dim) {
-             Tensor t = tensor_from_python(input, "gather input");
-             return tensor_or_none(without_gil(g, [&](GroupCoordinator& c) { return c.gather(t, dst, dim); }));
+             Tensor t = tensor_from_python(input, "gather input", *g.box->devices());
+             return tensor_or_none(without_gil(g, [&](GroupCoordinator& c) { return c.gather(t, dst, dim); }),
+                                   g.box->devices());
            })
       .def("broadcast",  // in place: the wrapped memory is the caller's tensor
            [](GroupRef& g, py::handle tensor, int src) {
-             Tensor t = tensor_from_python(tensor, "broadcast tensor");
+             Tensor t = tensor_from_python(tensor, "broadcast tensor", *g.box->devices());
              without_gil(g, [&](GroupCoordinator& c) { c.broadcast(t, src); });
            })
       .def("barrier", [](GroupRef& g) { without_gil(g, [](GroupCoordinator& c) { c.barrier(); }); })
       .def("all_to_all", [](GroupRef& g, py::handle input, std::vector<std::int64_t> send_counts) {
-        Tensor t = tensor_from_python(input, "all_to_all input");
-        return tensor_to_python(without_gil(g, [&](GroupCoordinator& c) { return c.all_to_all(t, send_counts); }));
+        Tensor t = tensor_from_python(input, "all_to_all input", *g.box->devices());
+        return tensor_to_python(
+            without_gil(g, [&](GroupCoordinator& c) { return c.all_to_all(t, send_counts); }),
+            g.box->devices());
       });
 
   py::class_<AsyncHandle>(module, "Handle", "An asynchronous operation in flight.")

@@ -7,9 +7,11 @@
 #include <memory>
 #include <optional>
 
+#include "devices.hpp"
 #include "errors.hpp"
 #include "group_binding.hpp"
 #include "rankmesh/call_site.hpp"
+#include "rankmesh/device_backend.hpp"
 #include "rankmesh/error.hpp"
 #include "rankmesh/parallel_state.hpp"
 #include "runtime_box.hpp"
@@ -23,7 +25,7 @@ namespace {
 std::shared_ptr<RuntimeBox> make_runtime(int world_size, int data_parallel_size, int ranks_per_node,
                                          std::optional<double> timeout_seconds, const std::string& transport,
                                          std::optional<double> spin_microseconds,
-                                         const std::string& trace_dir) {
+                                         const std::string& trace_dir, const std::string& device) {
   rankmesh::RuntimeOptions options;
   options.world_size = world_size;
   options.data_parallel_size = data_parallel_size;
@@ -37,8 +39,10 @@ std::shared_ptr<RuntimeBox> make_runtime(int world_size, int data_parallel_size,
   }
   if (spin_microseconds)
     options.spin = std::chrono::microseconds(static_cast<std::int64_t>(*spin_microseconds));
-  py::gil_scoped_release released;  // joining a launched world waits for the other ranks
-  return std::make_shared<RuntimeBox>(std::move(options));
+  // Creating a CUDA context takes a while; joining a launched world waits for the other ranks.
+  py::gil_scoped_release released;
+  auto devices = std::make_shared<rankmesh::python::Devices>(device, options);
+  return std::make_shared<RuntimeBox>(std::move(options), std::move(devices));
 }
 
 // A call site entered and left by a Python with-block on the calling thread.
@@ -77,6 +81,11 @@ private:
 PYBIND11_MODULE(_rankmesh, module) {
   module.doc() = "rankmesh's C++ runtime (low level: use rankmesh and rankmesh.distributed).";
   module.attr("__version__") = RANKMESH_VERSION;
+#if defined(RANKMESH_HAVE_CUDA)
+  module.attr("_have_cuda") = true;  // built with the CUDA backend (Runtime(device="cuda"))
+#else
+  module.attr("_have_cuda") = false;
+#endif
   rankmesh::python::watch_forks();
   rankmesh::python::register_errors(module);
   rankmesh::python::register_tensor_types(module);
@@ -85,7 +94,7 @@ PYBIND11_MODULE(_rankmesh, module) {
                                                       "A process's part of the world (rankmesh::Runtime).")
       .def(py::init(&make_runtime), py::arg("world_size"), py::arg("data_parallel_size"),
            py::arg("ranks_per_node"), py::arg("timeout"), py::arg("transport"), py::arg("spin_us"),
-           py::arg("trace_dir") = std::string())
+           py::arg("trace_dir") = std::string(), py::arg("device") = std::string())
       .def_property_readonly("world_size", [](RuntimeBox& box) {
         RuntimeBox::Use use(box);
         return use.runtime().world_size();
@@ -97,6 +106,12 @@ PYBIND11_MODULE(_rankmesh, module) {
       .def_property_readonly("node_count", [](RuntimeBox& box) {
         RuntimeBox::Use use(box);
         return use.runtime().node_count();
+      })
+      .def_property_readonly("devices", [](RuntimeBox& box) {
+        std::vector<std::string> names;
+        for (rankmesh::DeviceBackend* backend : box.devices()->backends())
+          names.push_back(rankmesh::to_string(backend->device()));
+        return names;
       })
       .def_property_readonly("closed", &RuntimeBox::closed)
       .def("abort",

@@ -19,6 +19,11 @@ std::size_t index_in(const std::vector<int>& ranks, int rank) {
   return static_cast<std::size_t>(std::find(ranks.begin(), ranks.end(), rank) - ranks.begin());
 }
 
+RuntimeOptions with_backends(RuntimeOptions options, const Devices& devices) {
+  for (DeviceBackend* backend : devices.backends()) options.backends.push_back(backend);
+  return options;
+}
+
 }  // namespace
 
 void watch_forks() {
@@ -26,8 +31,9 @@ void watch_forks() {
   std::call_once(once, [] { pthread_atfork(nullptr, nullptr, [] { ++process_generation; }); });
 }
 
-RuntimeBox::RuntimeBox(RuntimeOptions options)
-    : runtime_(std::make_unique<Runtime>(std::move(options))),
+RuntimeBox::RuntimeBox(RuntimeOptions options, std::shared_ptr<Devices> devices)
+    : devices_(std::move(devices)),
+      runtime_(std::make_unique<Runtime>(with_backends(std::move(options), *devices_))),
       local_ranks_(runtime_->local_ranks()),
       epochs_(local_ranks_.size()),
       process_generation_(process_generation.load()) {}
@@ -51,8 +57,10 @@ RuntimeBox::Use::~Use() { --box_.users_; }
 void RuntimeBox::close() {
   if (closing_.exchange(true)) return;
   if (process_generation_ != process_generation.load()) {
-    // A child's copy: the parent's threads are not here to stop; leave the memory alone.
+    // A child's copy: the parent's threads are not here to stop, and CUDA cannot be used
+    // after fork(); leave the memory alone.
     (void)runtime_.release();
+    (void)new std::shared_ptr<Devices>(std::move(devices_));
     return;
   }
   if (users_.load() > 0) runtime_->abort("the rankmesh runtime was closed");

@@ -3,6 +3,8 @@
 #include <Python.h>
 
 #include <array>
+#include <cstdint>
+#include <memory>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -20,7 +22,8 @@ namespace {
 // Leaked on purpose: they must not be released after the interpreter has finalized.
 struct Interop {
   PyObject* torch_tensor_type = nullptr;  // null when torch is not importable
-  py::object torch_from_dlpack, torch_bool;
+  py::object torch_from_dlpack, torch_bool, torch_uint8;
+  py::object torch_from_dlpack_protocol;  // torch.utils.dlpack.from_dlpack: passes torch's stream
   std::vector<std::pair<py::object, DType>> torch_dtypes;  // torch.float32 -> f32, ...
   // Attribute names, interned once: a torch tensor is read through them on every send.
   py::str dtype_name{"dtype"}, is_cpu_name{"is_cpu"}, is_contiguous_name{"is_contiguous"},
@@ -40,6 +43,8 @@ Interop& interop() {
     io->torch_tensor_type = torch.attr("Tensor").ptr();
     io->torch_from_dlpack = torch.attr("_C").attr("_from_dlpack");
     io->torch_bool = torch.attr("bool");
+    io->torch_uint8 = torch.attr("uint8");
+    io->torch_from_dlpack_protocol = py::module_::import("torch.utils.dlpack").attr("from_dlpack");
     for (auto [name, dtype] : {std::pair{"float32", DType::f32}, {"float16", DType::f16},
                                {"bfloat16", DType::bf16}, {"float64", DType::f64}, {"int8", DType::i8},
                                {"int16", DType::i16}, {"int32", DType::i32}, {"int64", DType::i64},
@@ -137,8 +142,9 @@ bool compact(const DLTensor& t) {
   return true;
 }
 
-// Takes ownership of the capsule's tensor and wraps its memory.
-Tensor import_capsule(const py::object& capsule, bool as_bool, const char* what) {
+// Takes ownership of the capsule's tensor and wraps its memory, which must be on `device` (the
+// host: CPU or CUDA-pinned memory; CUDA: that device), as the producer's __dlpack_device__ said.
+Tensor import_capsule(const py::object& capsule, bool as_bool, const char* what, Device device) {
   auto* managed = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(capsule.ptr(), kDLTensorCapsule));
   if (!managed) throw py::error_already_set();
   PyCapsule_SetName(capsule.ptr(), kUsedDLTensorCapsule);  // ours now: released below or by the Tensor
@@ -147,9 +153,15 @@ Tensor import_capsule(const py::object& capsule, bool as_bool, const char* what)
     if (managed->deleter) managed->deleter(managed);  // the GIL is held here
     throw Error(Errc::invalid_argument, std::string(what) + ": " + why);
   };
-  if (t.device.device_type != kDLCPU && t.device.device_type != kDLCUDAHost)
-    refuse("only host tensors cross the Python boundary for now (DLPack device type " +
-           std::to_string(t.device.device_type) + ")");
+  const bool expected = device.type == DeviceType::cuda
+                            ? t.device.device_type == kDLCUDA && t.device.device_id == device.index
+                            : t.device.device_type == kDLCPU || t.device.device_type == kDLCUDAHost;
+  if (!expected)
+    refuse("the producer's DLPack tensor is on device type " + std::to_string(t.device.device_type) +
+           " id " + std::to_string(t.device.device_id) + ", not on " + to_string(device) +
+           (device.type == DeviceType::cpu ? " (a CUDA tensor must report its device through "
+                                             "__dlpack_device__, so that it is asked for its stream)"
+                                           : std::string(", as its __dlpack_device__ said")));
   std::optional<DType> dtype = dtype_from_dlpack(t.dtype);
   if (!dtype)
     refuse("unsupported dtype (DLPack code " + std::to_string(t.dtype.code) + ", " +
@@ -162,7 +174,7 @@ Tensor import_capsule(const py::object& capsule, bool as_bool, const char* what)
   for (int i = 0; i < t.ndim; ++i) shape.push_back(t.shape[i]);
   void* data = static_cast<char*>(t.data) + t.byte_offset;
   if (!t.data) data = nullptr;
-  return Tensor::wrap(data, shape, *dtype, Device{}, [managed](void*) { release_managed(managed); });
+  return Tensor::wrap(data, shape, *dtype, device, [managed](void*) { release_managed(managed); });
 }
 
 // `object.name()`, without building an argument tuple (this runs per tensor per message).
@@ -172,21 +184,20 @@ py::object call_method(const py::object& object, const py::str& name) {
   return py::reinterpret_steal<py::object>(result);
 }
 
-// A torch tensor read through its attributes: cheaper than a DLPack export, which builds a
-// view per tensor (half of the Python send path's cost). The Tensor holds a reference to the
+// A torch tensor's dtype; Error(invalid_argument) naming `what` for one rankmesh lacks.
+DType torch_dtype(const Interop& io, const py::object& tensor, const char* what) {
+  py::object dtype_object = tensor.attr(io.dtype_name);
+  for (const auto& [known, code] : io.torch_dtypes)
+    if (dtype_object.is(known)) return code;
+  throw Error(Errc::invalid_argument, std::string(what) + ": unsupported dtype " +
+                                          std::string(py::str(dtype_object)));
+}
+
+// A host torch tensor read through its attributes: cheaper than a DLPack export, which builds
+// a view per tensor (half of the Python send path's cost). The Tensor holds a reference to the
 // contiguous torch tensor, dropped with the GIL taken.
 Tensor wrap_torch(const Interop& io, py::object tensor, const char* what) {
-  py::object dtype_object = tensor.attr(io.dtype_name);
-  std::optional<DType> dtype;
-  for (const auto& [known, code] : io.torch_dtypes)
-    if (dtype_object.is(known)) dtype = code;
-  if (!dtype)
-    throw Error(Errc::invalid_argument, std::string(what) + ": unsupported dtype " +
-                                            std::string(py::str(dtype_object)));
-  if (!tensor.attr(io.is_cpu_name).cast<bool>())
-    throw Error(Errc::invalid_argument,
-                std::string(what) + ": only host tensors cross the Python boundary for now (a " +
-                    std::string(py::str(tensor.attr("device"))) + " tensor)");
+  const DType dtype = torch_dtype(io, tensor, what);
   if (!call_method(tensor, io.is_contiguous_name).cast<bool>()) tensor = call_method(tensor, io.contiguous_name);
   Shape shape;
   py::tuple dims = tensor.attr(io.shape_name);
@@ -196,7 +207,50 @@ Tensor wrap_torch(const Interop& io, py::object tensor, const char* what) {
   for (py::handle dim : dims) shape.push_back(dim.cast<std::int64_t>());
   void* data = reinterpret_cast<void*>(call_method(tensor, io.data_ptr_name).cast<std::uintptr_t>());
   PyObject* owner = tensor.release().ptr();  // the reference the Tensor holds
-  return Tensor::wrap(data, shape, *dtype, Device{}, [owner](void*) { release_object(owner); });
+  return Tensor::wrap(data, shape, dtype, Device{}, [owner](void*) { release_object(owner); });
+}
+
+// A torch tensor on a CUDA device, made exportable through DLPack: detached (torch refuses to
+// export a tensor that requires grad; the memory is the same), contiguous, and bool viewed as
+// uint8 (torch 1.13 refuses bool). Its stream is not known here: it goes through the protocol.
+py::object torch_for_dlpack(const Interop& io, py::object tensor, bool& as_bool, const char* what) {
+  py::object device = tensor.attr("device");
+  if (device.attr("type").cast<std::string>() != "cuda")
+    throw Error(Errc::invalid_argument,
+                std::string(what) + ": only host and CUDA tensors cross the Python boundary (a " +
+                    std::string(py::str(device)) + " tensor)");
+  const DType dtype = torch_dtype(io, tensor, what);
+  tensor = tensor.attr("detach")();
+  if (!call_method(tensor, io.is_contiguous_name).cast<bool>()) tensor = call_method(tensor, io.contiguous_name);
+  if (dtype == DType::boolean) {
+    as_bool = true;
+    tensor = tensor.attr("view")(io.torch_uint8);
+  }
+  return tensor;
+}
+
+// Asks `producer` for its tensor through DLPack and wraps it. A CUDA producer (by its
+// __dlpack_device__) is asked to order its work before the calling thread's current stream on
+// that device, and the Tensor carries an event recorded there after it.
+Tensor import_producer(const py::object& producer, bool as_bool, const char* what, const Devices& devices) {
+  Device device{};
+  if (py::hasattr(producer, "__dlpack_device__")) {
+    py::tuple where = producer.attr("__dlpack_device__")();
+    const int type = where[0].cast<int>();
+    if (type == kDLCUDA) {
+      device = Device{DeviceType::cuda, where[1].cast<int>()};
+    } else if (type != kDLCPU && type != kDLCUDAHost) {
+      throw Error(Errc::invalid_argument,
+                  std::string(what) + ": only host and CUDA tensors cross the Python boundary "
+                                      "(DLPack device type " + std::to_string(type) + ")");
+    }
+  }
+  if (device.type == DeviceType::cpu)
+    return import_capsule(producer.attr("__dlpack__")(), as_bool, what, device);
+  const std::intptr_t stream = devices.producer_stream(device.index, what);
+  Tensor tensor = import_capsule(producer.attr("__dlpack__")(py::arg("stream") = stream), as_bool, what, device);
+  tensor.set_ready_event(devices.imported_ready_event(device.index));
+  return tensor;
 }
 
 // A rankmesh Tensor lent to a DLPack consumer, in one allocation.
@@ -204,11 +258,18 @@ struct Exported {
   DLManagedTensor managed{};
   Tensor tensor;
   std::array<std::int64_t, Shape::kMaxRank> shape{};
+  // A CUDA tensor's: the runtime's devices and the stream its consumer named, behind which the
+  // memory goes back to rankmesh when the consumer drops it.
+  std::shared_ptr<Devices> devices;
+  std::optional<std::intptr_t> consumer;
 };
 
 alignas(64) std::byte empty_tensor_data[64];  // where zero-element tensors point
 
-void delete_exported(DLManagedTensor* managed) { delete static_cast<Exported*>(managed->manager_ctx); }
+void delete_exported(DLManagedTensor* managed) {
+  std::unique_ptr<Exported> exported(static_cast<Exported*>(managed->manager_ctx));
+  if (exported->devices) exported->devices->release_after_consumer(std::move(exported->tensor), exported->consumer);
+}
 
 void destroy_unconsumed_capsule(PyObject* capsule) {
   if (!PyCapsule_IsValid(capsule, kDLTensorCapsule)) return;  // consumed: the consumer releases it
@@ -216,9 +277,12 @@ void destroy_unconsumed_capsule(PyObject* capsule) {
   managed->deleter(managed);
 }
 
-py::object export_capsule(Tensor tensor) {
+py::object export_capsule(Tensor tensor, std::shared_ptr<Devices> devices = nullptr,
+                          std::optional<std::intptr_t> consumer = std::nullopt) {
   auto* exported = new Exported;
   exported->tensor = std::move(tensor);
+  exported->devices = std::move(devices);
+  exported->consumer = consumer;
   const Tensor& t = exported->tensor;
   for (int i = 0; i < t.shape().rank(); ++i) exported->shape[static_cast<std::size_t>(i)] = t.shape()[i];
   DLTensor& dl = exported->managed.dl_tensor;
@@ -229,7 +293,7 @@ py::object export_capsule(Tensor tensor) {
     throw;
   }
   dl.data = t.data() ? t.data() : static_cast<void*>(empty_tensor_data);
-  dl.device = {kDLCPU, 0};
+  dl.device = t.device().type == DeviceType::cuda ? DLDevice{kDLCUDA, t.device().index} : DLDevice{kDLCPU, 0};
   dl.ndim = t.shape().rank();
   dl.shape = exported->shape.data();
   dl.strides = nullptr;
@@ -244,9 +308,39 @@ py::object export_capsule(Tensor tensor) {
   return py::reinterpret_steal<py::object>(capsule);
 }
 
-// numpy's from_dlpack takes an object with __dlpack__ and __dlpack_device__.
+// numpy's and torch's from_dlpack take an object with __dlpack__ and __dlpack_device__.
 struct Buffer {
   Tensor tensor;
+  std::shared_ptr<Devices> devices;  // the runtime's: orders consumers' streams (CUDA tensors)
+
+  py::tuple dlpack_device() const {
+    const Device d = tensor.device();
+    return d.type == DeviceType::cuda ? py::make_tuple(int{kDLCUDA}, d.index) : py::make_tuple(int{kDLCPU}, 0);
+  }
+
+  // DLPack's __dlpack__ (the array API's, 2023.12): `stream` is the consumer's; an unversioned
+  // capsule answers any `max_version` (consumers check the version they get); no copies.
+  py::object dlpack(const py::object& stream, const py::object& dl_device, const py::object& copy) {
+    if (!copy.is_none() && copy.cast<bool>())
+      throw py::buffer_error("rankmesh lends its buffers without copies (__dlpack__(copy=True))");
+    if (!dl_device.is_none() && !dl_device.equal(dlpack_device()))
+      throw py::buffer_error("rankmesh exports a buffer on its own device only (__dlpack__(dl_device=" +
+                             std::string(py::str(dl_device)) + "))");
+    if (tensor.device().type == DeviceType::cuda) {
+      std::optional<std::intptr_t> consumer;
+      if (!stream.is_none()) {
+        if (!PyLong_Check(stream.ptr()))
+          throw py::type_error("__dlpack__(stream=...) takes an int (a CUDA stream) or None");
+        consumer = stream.cast<std::intptr_t>();
+      }
+      {
+        py::gil_scoped_release released;  // may wait on the host for the tensor's event
+        devices->order_consumer(tensor, consumer);
+      }
+      return export_capsule(tensor, devices, consumer);
+    }
+    return export_capsule(tensor);
+  }
 };
 
 }  // namespace
@@ -257,13 +351,14 @@ bool is_tensor_like(py::handle object) {
          py::hasattr(object, "__dlpack__");
 }
 
-Tensor tensor_from_python(py::handle object, const char* what) {
+Tensor tensor_from_python(py::handle object, const char* what, const Devices& devices) {
   Interop& io = interop();
   py::object source = py::reinterpret_borrow<py::object>(object);
   bool as_bool = false;
-  py::object capsule;
   if (is_instance(object, io.torch_tensor_type)) {
-    return wrap_torch(io, std::move(source), what);
+    if (source.attr(io.is_cpu_name).cast<bool>()) return wrap_torch(io, std::move(source), what);
+    source = torch_for_dlpack(io, std::move(source), as_bool, what);
+    return import_producer(source, as_bool, what, devices);
   } else if (is_instance(object, io.ndarray_type)) {
     if (source.attr("dtype").attr("kind").cast<std::string>() == "b") {
       as_bool = true;
@@ -271,21 +366,31 @@ Tensor tensor_from_python(py::handle object, const char* what) {
     }
     if (!source.attr("flags").attr("c_contiguous").cast<bool>())
       source = io.numpy_ascontiguousarray(source);
-    capsule = source.attr("__dlpack__")();
+    return import_capsule(source.attr("__dlpack__")(), as_bool, what, Device{});
   } else if (py::hasattr(object, "__dlpack__")) {
-    capsule = source.attr("__dlpack__")();
+    return import_producer(source, as_bool, what, devices);
   } else {
     throw Error(Errc::invalid_argument,
                 std::string(what) + ": expected a tensor (torch, numpy or any object with "
                                     "__dlpack__), got " +
                     std::string(py::str(py::type::handle_of(object).attr("__name__"))));
   }
-  return import_capsule(capsule, as_bool, what);
 }
 
-py::object tensor_to_python(Tensor tensor) {
+py::object tensor_to_python(Tensor tensor, const std::shared_ptr<Devices>& devices) {
   Interop& io = interop();
   const bool as_bool = tensor.dtype() == DType::boolean;
+  if (tensor.device().type == DeviceType::cuda) {
+    if (!io.torch_tensor_type)
+      throw Error(Errc::invalid_argument, "a received " + to_string(tensor.device()) +
+                                              " tensor needs torch, which does not import");
+    py::object buffer = io.buffer_type();
+    Buffer& lent = buffer.cast<Buffer&>();
+    lent.tensor = std::move(tensor);
+    lent.devices = devices;
+    py::object result = io.torch_from_dlpack_protocol(buffer);
+    return as_bool ? result.attr("view")(io.torch_bool) : result;
+  }
   if (io.torch_tensor_type) {
     py::object capsule = export_capsule(std::move(tensor));
     PyObject* imported = PyObject_CallOneArg(io.torch_from_dlpack.ptr(), capsule.ptr());
@@ -302,11 +407,14 @@ py::object tensor_to_python(Tensor tensor) {
 }
 
 void register_tensor_types(py::module_& module) {
-  py::class_<Buffer>(module, "_Buffer", "A rankmesh buffer lent to numpy through DLPack.")
+  py::class_<Buffer>(module, "_Buffer", "A rankmesh buffer lent to numpy or torch through DLPack.")
       .def(py::init<>())
-      .def("__dlpack__", [](Buffer& self, py::object /*stream*/) { return export_capsule(self.tensor); },
-           py::arg("stream") = py::none())
-      .def("__dlpack_device__", [](const Buffer&) { return py::make_tuple(int{kDLCPU}, 0); });
+      .def("__dlpack__",
+           [](Buffer& self, const py::object& stream, const py::object& /*max_version*/,
+              const py::object& dl_device, const py::object& copy) { return self.dlpack(stream, dl_device, copy); },
+           py::arg("stream") = py::none(), py::kw_only(), py::arg("max_version") = py::none(),
+           py::arg("dl_device") = py::none(), py::arg("copy") = py::none())
+      .def("__dlpack_device__", &Buffer::dlpack_device);
 }
 
 }  // namespace rankmesh::python

@@ -51,22 +51,22 @@ Value pickled(py::handle object) {
   return Value(std::move(list));
 }
 
-std::optional<Value> native(py::handle object, Carry carry, int depth);
+std::optional<Value> native(py::handle object, Carry carry, int depth, const Devices& devices);
 
-Value convert(py::handle object, Carry carry, int depth) {
-  std::optional<Value> value = native(object, carry, depth);
+Value convert(py::handle object, Carry carry, int depth, const Devices& devices) {
+  std::optional<Value> value = native(object, carry, depth, devices);
   return value ? std::move(*value) : pickled(object);
 }
 
 // Lists hold plain values only (the codec's rule): one holding a dict or a tensor is pickled.
-std::optional<Value> native_list(py::handle object, int depth) {
+std::optional<Value> native_list(py::handle object, int depth, const Devices& devices) {
   const Py_ssize_t n = PyList_GET_SIZE(object.ptr());
   List list;
   list.reserve(static_cast<std::size_t>(n));
   for (Py_ssize_t i = 0; i < n; ++i) {
     py::handle item = PyList_GET_ITEM(object.ptr(), i);
     if (PyDict_Check(item.ptr())) return std::nullopt;
-    std::optional<Value> value = native(item, Carry::object, depth + 1);
+    std::optional<Value> value = native(item, Carry::object, depth + 1, devices);
     if (!value || value->is<Tensor>()) return std::nullopt;
     list.push_back(std::move(*value));
   }
@@ -74,7 +74,7 @@ std::optional<Value> native_list(py::handle object, int depth) {
   return Value(std::move(list));
 }
 
-std::optional<Value> native_dict(py::handle object, int depth) {
+std::optional<Value> native_dict(py::handle object, int depth, const Devices& devices) {
   TensorDict dict;
   dict.reserve(static_cast<std::size_t>(PyDict_GET_SIZE(object.ptr())));
   PyObject *key, *item;
@@ -88,13 +88,13 @@ std::optional<Value> native_dict(py::handle object, int depth) {
       return std::nullopt;
     }
     dict.try_emplace(std::string(text, static_cast<std::size_t>(size)),
-                     convert(item, Carry::dict_value, depth + 1));
+                     convert(item, Carry::dict_value, depth + 1, devices));
   }
   return Value(std::move(dict));
 }
 
 // The value as the codec carries it, or nullopt when only pickle keeps it exact.
-std::optional<Value> native(py::handle object, Carry carry, int depth) {
+std::optional<Value> native(py::handle object, Carry carry, int depth, const Devices& devices) {
   PyObject* o = object.ptr();
   if (depth > kMaxNativeDepth) return std::nullopt;
   if (o == Py_None) return Value(None{});
@@ -119,18 +119,20 @@ std::optional<Value> native(py::handle object, Carry carry, int depth) {
     const auto* data = reinterpret_cast<const std::uint8_t*>(PyBytes_AS_STRING(o));
     return Value(Bytes(data, data + PyBytes_GET_SIZE(o)));
   }
-  if (PyList_CheckExact(o)) return native_list(object, depth);
+  if (PyList_CheckExact(o)) return native_list(object, depth, devices);
   if (carry == Carry::object) return std::nullopt;  // objects: no dicts, no tensors
-  if (PyDict_CheckExact(o)) return native_dict(object, depth);
-  if (is_tensor_like(object)) return Value(tensor_from_python(object, "a tensor dict value"));
+  if (PyDict_CheckExact(o)) return native_dict(object, depth, devices);
+  if (is_tensor_like(object)) return Value(tensor_from_python(object, "a tensor dict value", devices));
   return std::nullopt;
 }
 
 }  // namespace
 
-Value value_from_python(py::handle object, Carry carry) { return convert(object, carry, 0); }
+Value value_from_python(py::handle object, Carry carry, const Devices& devices) {
+  return convert(object, carry, 0, devices);
+}
 
-TensorDict dict_from_python(py::handle dict, const char* what) {
+TensorDict dict_from_python(py::handle dict, const char* what, const Devices& devices) {
   if (!PyDict_Check(dict.ptr()))
     throw Error(Errc::invalid_argument,
                 std::string(what) + ": expected a dict, got " +
@@ -148,14 +150,14 @@ TensorDict dict_from_python(py::handle dict, const char* what) {
                   std::string(what) + ": keys must be str (UTF-8), got " +
                       std::string(py::str(py::type::handle_of(key).attr("__name__"))));
     }
-    result.try_emplace(std::string(text, static_cast<std::size_t>(size)), convert(item, Carry::dict_value, 1));
+    result.try_emplace(std::string(text, static_cast<std::size_t>(size)), convert(item, Carry::dict_value, 1, devices));
   }
   return result;
 }
 
-py::object value_to_python(Value&& value) {
+py::object value_to_python(Value&& value, const std::shared_ptr<Devices>& devices) {
   return std::visit(
-      [](auto&& v) -> py::object {
+      [&devices](auto&& v) -> py::object {
         using T = std::decay_t<decltype(v)>;
         if constexpr (std::is_same_v<T, None>) {
           return py::none();
@@ -175,18 +177,18 @@ py::object value_to_python(Value&& value) {
             return pickle().loads(py::bytes(reinterpret_cast<const char*>(data.data()), data.size()));
           }
           py::list list(v.size());
-          for (std::size_t i = 0; i < v.size(); ++i) list[i] = value_to_python(std::move(v[i]));
+          for (std::size_t i = 0; i < v.size(); ++i) list[i] = value_to_python(std::move(v[i]), devices);
           return list;
         } else if constexpr (std::is_same_v<T, TensorDict>) {
-          return dict_to_python(std::move(v));
+          return dict_to_python(std::move(v), devices);
         } else {
-          return tensor_to_python(std::move(v));
+          return tensor_to_python(std::move(v), devices);
         }
       },
       std::move(value.v));
 }
 
-py::object dict_to_python(TensorDict&& dict) {
+py::object dict_to_python(TensorDict&& dict, const std::shared_ptr<Devices>& devices) {
   py::dict result;
   for (const auto& entry : dict) {
     // Entries are only read through const iterators; the values are moved out by a const_cast
@@ -195,7 +197,7 @@ py::object dict_to_python(TensorDict&& dict) {
     py::object key = py::reinterpret_steal<py::object>(
         PyUnicode_FromStringAndSize(entry.key.data(), static_cast<Py_ssize_t>(entry.key.size())));
     if (!key) throw py::error_already_set();
-    py::object item = value_to_python(std::move(value));
+    py::object item = value_to_python(std::move(value), devices);
     if (PyDict_SetItem(result.ptr(), key.ptr(), item.ptr()) != 0) throw py::error_already_set();
   }
   return result;

@@ -6,6 +6,9 @@
 
 #include <pybind11/pybind11.h>
 
+#include <memory>
+
+#include "devices.hpp"
 #include "rankmesh/tensor_dict.hpp"
 
 namespace rankmesh::python {
@@ -16,12 +19,14 @@ namespace py = pybind11;
 // object (send_object, broadcast_object: the codec's plain values only).
 enum class Carry { dict_value, object };
 
-Value value_from_python(py::handle object, Carry carry);
+// Tensors of `devices`' devices are read as tensors.hpp says.
+Value value_from_python(py::handle object, Carry carry, const Devices& devices);
 // `dict` must be a dict with str keys; Error(invalid_argument) naming `what` otherwise.
-TensorDict dict_from_python(py::handle dict, const char* what);
+TensorDict dict_from_python(py::handle dict, const char* what, const Devices& devices);
 
-// Tensors are moved out of `value` into the Python objects that wrap them.
-py::object value_to_python(Value&& value);
-py::object dict_to_python(TensorDict&& dict);
+// Tensors are moved out of `value` into the Python objects that wrap them (CUDA tensors ordered
+// before torch's current stream through `devices`).
+py::object value_to_python(Value&& value, const std::shared_ptr<Devices>& devices);
+py::object dict_to_python(TensorDict&& dict, const std::shared_ptr<Devices>& devices);
 
 }  // namespace rankmesh::python

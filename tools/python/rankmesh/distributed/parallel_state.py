@@ -366,21 +366,29 @@ def init_distributed_environment(
     timeout: Optional[datetime.timedelta] = None,
     *,
     data_parallel_size: Optional[int] = None,
+    device: Optional[str] = None,
 ) -> None:
     """Joins the world. Under a launcher (`rankmesh launch`, mpirun, srun) the environment says
     where; `distributed_init_method`, `local_rank` and `backend` are accepted and unused
     (rankmesh is the backend). In a thread bound to an embedded rank it checks that
     `world_size` and `rank` agree and sets the timeout. Without a launcher: a world of one.
-    The data-parallel size comes from `data_parallel_size` or RANKMESH_DATA_PARALLEL_SIZE."""
+    The data-parallel size comes from `data_parallel_size` or RANKMESH_DATA_PARALLEL_SIZE.
+    `device` ("cuda", "cuda:N"; default: RANKMESH_DEVICE, else host only) is Runtime's: the
+    device whose tensors this process's rank takes, so that vLLM code, which does not pass it,
+    gets CUDA tensors with RANKMESH_DEVICE=cuda; a bound thread's runtime must have been made with
+    the `device` passed here."""
     state = bound_state()
     if state is not None:
         _check_agrees(state, world_size, rank, data_parallel_size)
+        _check_device(state, device)
         if timeout is not None:
             state.default_timeout = seconds(timeout)
         return
     if data_parallel_size is None:
         data_parallel_size = int(os.environ.get("RANKMESH_DATA_PARALLEL_SIZE", "1"))
-    runtime = Runtime(1, data_parallel_size=data_parallel_size, timeout=timeout)
+    if device is None:
+        device = os.environ.get("RANKMESH_DEVICE") or None
+    runtime = Runtime(1, data_parallel_size=data_parallel_size, timeout=timeout, device=device)
     state = runtime.state(runtime.local_ranks[0])
     try:
         _check_agrees(state, world_size, rank, None)
@@ -406,6 +414,15 @@ def _check_agrees(state: RankState, world_size: int, rank: int, data_parallel_si
             f"init_distributed_environment(data_parallel_size={data_parallel_size}): the runtime "
             f"was made with {state.runtime._data_parallel_size}"
         )
+
+
+def _check_device(state: RankState, device: Optional[str]) -> None:
+    if device in (None, "cpu") or state.runtime.devices:
+        return
+    raise _rankmesh.InvalidArgumentError(
+        f"init_distributed_environment(device={device!r}): this thread's runtime was made without "
+        f"devices: pass device={device!r} to rankmesh.Runtime"
+    )
 
 
 def destroy_distributed_environment() -> None:
