@@ -18,8 +18,10 @@ inline void expect(bool condition, const std::string& what) {
   if (!condition) throw std::runtime_error(what);
 }
 
-// A device tensor of `shape` whose element i is start + i (f32), written by a kernel on `stream`
-// after a spin of `spin_ms`; its ready event is the kernel's.
+// A device tensor of `shape` whose element i is start + i (f32), written by a kernel launched
+// straight onto `stream`'s CUDA stream after a spin of `spin_ms`, as an engine's kernels are; its
+// ready event is the kernel's. As with any engine kernel, the caller keeps the tensor (or hands
+// it to rankmesh) until that event completes: the allocator reuses a dropped block at once.
 inline Tensor device_iota(CudaBackend& cuda, Stream& stream, Shape shape, float start, int spin_ms = 0) {
   Tensor t = cuda.allocate(shape, DType::f32);
   if (t.numel() > 0) {
