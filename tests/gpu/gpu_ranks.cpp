@@ -138,6 +138,9 @@ int main(int argc, char** argv) {
     CudaBackend cuda;  // the context now, not on the first transfer
     RuntimeOptions options;  // the world comes from the launcher
     options.backends = {&cuda};
+    // Short enough that a receive the dead peer leaves waiting ends, as a timeout, inside the
+    // launcher's limit (launched_ranks_test.cpp): peer_failed must come well before.
+    options.timeout = scaled_timeout(std::chrono::seconds(15));
     options.log = [](const std::string& line) {
       std::lock_guard lock(g_print);
       std::fprintf(stderr, "%s\n", line.c_str());

@@ -92,9 +92,11 @@ Finished launch_gpu_ranks(const std::string& mode) {
   const std::string ranks = find_binary("RANKMESH_GPU_RANKS", RANKMESH_GPU_RANKS_PATH, "rankmesh-gpu-ranks");
   REQUIRE_MESSAGE(::access(tool.c_str(), X_OK) == 0, "no rankmesh tool at " << tool);
   REQUIRE_MESSAGE(::access(ranks.c_str(), X_OK) == 0, "no rankmesh-gpu-ranks at " << ranks);
-  // The launcher bounds the ranks itself; our limit, longer, bounds the launcher.
-  const auto limit = scaled_timeout(std::chrono::seconds(90));
-  const std::string launcher_limit = std::to_string(scaled_timeout(std::chrono::seconds(60)).count() / 1000);
+  // The launcher bounds the ranks itself; our limit, longer, bounds the launcher. Each run takes
+  // seconds (a peer's death is noticed within the 2 s failure timeout): a hang must end well
+  // inside the GPU host's budget for the whole suite (scripts/gpu_check.sh).
+  const auto limit = scaled_timeout(std::chrono::seconds(40));
+  const std::string launcher_limit = std::to_string(scaled_timeout(std::chrono::seconds(30)).count() / 1000);
   Finished done = run({tool, "launch", "--nproc-per-node", "2", "--timeout-s", launcher_limit, "--", ranks, "--mode", mode},
                       limit);
   MESSAGE("rankmesh launch ... rankmesh-gpu-ranks --mode " << mode << " (status " << done.status << "):\n"
