@@ -15,6 +15,9 @@ if(NOT RANKMESH_CUDA STREQUAL "OFF")
     endif()
     set(CMAKE_CUDA_STANDARD 17)  # CMake 3.25 knows no CUDA 20 dialect for nvcc; kernels need none
     set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+    # Targets name the runtime themselves (CUDA::cudart_static): CMake's implicit
+    # -lcudart_static would reach the C++ linker of mixed targets without the toolkit's path.
+    set(CMAKE_CUDA_RUNTIME_LIBRARY None)
     enable_language(CUDA)
     find_package(CUDAToolkit)
   endif()
