@@ -69,6 +69,8 @@ public:
   // to and from the device run at full PCIe speed. Memory returns to the pool when the tensor
   // goes away. Beyond the pool's limit: ordinary (pageable) host memory.
   Tensor allocate_pinned(Shape shape, DType dtype);
+  // Staging memory: allocate_pinned.
+  Tensor allocate_host(Shape shape, DType dtype) override { return allocate_pinned(shape, dtype); }
 
   struct MemoryStats {
     std::uint64_t device_mallocs = 0;  // cudaMalloc calls so far (0 with hooks)

@@ -35,6 +35,10 @@ public:
   virtual std::shared_ptr<Stream> create_stream() = 0;
   // The stream a thread uses when no StreamGuard says otherwise.
   virtual Stream& default_stream() = 0;
+  // Host memory (cpu:0) this device copies to and from fastest, for staging its tensors through
+  // the host (transports that carry host memory only, collectives computed on the host):
+  // page-locked memory for a GPU. Default: ordinary host memory.
+  virtual Tensor allocate_host(Shape shape, DType dtype) { return Tensor::empty(shape, dtype); }
 
   // All of `src`'s bytes into `host_dst`.
   std::shared_ptr<Event> copy_to_host(const Tensor& src, void* host_dst, Stream& stream);
