@@ -148,10 +148,12 @@ if step probe_cuda_ipc 40 ./cudaprobe ipc; then
 fi
 
 # --- the GPU test suite: one line per test case with its duration; the SKIPPED lines the
-# suite prints without a GPU.
+# suite prints without a GPU. Its cross-process cases launch the bundle's rankmesh and
+# rankmesh-gpu-ranks (named here: the paths compiled in are the build machine's).
 if [ ! -x ./rankmesh-gpu-tests ]; then
   verdict FAIL gpu_tests "rankmesh-gpu-tests is not in the bundle (tests/gpu not built)"
-elif step gpu_tests 90 ./rankmesh-gpu-tests --reporters=console --duration=true --no-version; then
+elif step gpu_tests 90 env RANKMESH_TOOL="$here/rankmesh" RANKMESH_GPU_RANKS="$here/rankmesh-gpu-ranks" \
+    ./rankmesh-gpu-tests --reporters=console --duration=true --no-version; then
   cases=$(body | grep -m1 '^\[doctest\] test cases:' | sed 's/^\[doctest\] //' | oneline)
   skipped=$(body | grep -c 'SKIPPED: no CUDA device')
   if [ "$rc" -eq 0 ] && [ -n "$gpu_missing" ] && [ "$skipped" -gt 0 ]; then
