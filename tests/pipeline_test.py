@@ -1,7 +1,9 @@
 """rankmesh-pipeline: matches the one-rank model for tp 1/2/4 x pp 1/2/4, and its stages overlap.
 
 Overlap is checked by order, not time: stage 1 starts microbatch 0 before stage 0 finishes its
-last microbatch. usage: pipeline_test.py PATH_TO_rankmesh-pipeline
+last microbatch. --device cuda either matches the model too (a GPU is present) or is refused with
+exit code 2 and its reason (no GPU here, or a build without the CUDA backend).
+usage: pipeline_test.py PATH_TO_rankmesh-pipeline
 """
 import re
 import subprocess
@@ -46,6 +48,26 @@ else:
 code, lines, err = run("--tp", "3")
 if code != 2 or "does not split" not in err:
     failures.append(f"--tp 3 (inner size 128): exit {code}, stderr {err!r}")
+
+# Without a GPU the refusal must name the cause: the backend's reason, or the missing backend.
+code, lines, err = run("--device", "cuda")
+last = lines[-1] if lines else ""
+if code == 0:
+    match = re.fullmatch(r"max_abs_diff=(\S+)", last)
+    if not match or float(match.group(1)) > 1e-4:
+        failures.append(f"--device cuda: last line {last!r}")
+    else:
+        print("--device cuda: ran on the GPU, " + last)
+elif code == 2 and re.search(r"rankmesh-pipeline: no CUDA device: \S", err):
+    print("--device cuda: skipped, " + err.strip())
+elif code == 2 and "this build has no CUDA backend" in err:
+    print("--device cuda: skipped, " + err.strip())
+else:
+    failures.append(f"--device cuda: exit {code}, last line {last!r}, stderr {err!r}")
+
+code, lines, err = run("--device", "tpu")
+if code != 2 or "--device must be cpu or cuda" not in err:
+    failures.append(f"--device tpu: exit {code}, stderr {err!r}")
 
 if failures:
     print("\n".join(failures))

@@ -7,6 +7,7 @@
 #include "rankmesh/call_site.hpp"
 
 #include "collectives/collectives.hpp"
+#include "coordinator/device_staging.hpp"
 #include "coordinator/group_state.hpp"
 #include "rank_context.hpp"
 
@@ -35,6 +36,10 @@ std::string GroupCoordinator::failure() const { return impl_->rank_context->fail
 
 GraphCapture GroupCoordinator::graph_capture(std::shared_ptr<Stream> stream) const {
   if (stream) return GraphCapture(std::move(stream));
+  // A side stream of the rank's device (a CUDA stream on a GPU rank), else of the host.
+  for (DeviceType type : {DeviceType::cuda, DeviceType::npu, DeviceType::xpu})
+    if (DeviceBackend* backend = impl_->rank_context->backend_of_type(type))
+      return GraphCapture(*backend);
   return GraphCapture();
 }
 
@@ -73,30 +78,49 @@ TensorDict GroupCoordinator::broadcast_tensor_dict(const TensorDict& dict, int s
 }
 
 Tensor GroupCoordinator::all_reduce(const Tensor& input, ReduceOp op) {
-  return collectives::all_reduce(*impl_, input, op);
+  return through_host(*impl_, "all_reduce", input,
+                      [&](const Tensor& t) { return collectives::all_reduce(*impl_, t, op); });
 }
 Tensor GroupCoordinator::all_gather(const Tensor& input, int dim) {
-  return collectives::all_gather(*impl_, input, dim);
+  return through_host(*impl_, "all_gather", input,
+                      [&](const Tensor& t) { return collectives::all_gather(*impl_, t, dim); });
 }
 Tensor GroupCoordinator::all_gatherv(const Tensor& input, int dim) {
-  return collectives::all_gatherv(*impl_, input, dim);
+  return through_host(*impl_, "all_gatherv", input,
+                      [&](const Tensor& t) { return collectives::all_gatherv(*impl_, t, dim); });
 }
 Tensor GroupCoordinator::reduce_scatter(const Tensor& input, int dim, ReduceOp op) {
-  return collectives::reduce_scatter(*impl_, input, dim, op);
+  return through_host(*impl_, "reduce_scatter", input, [&](const Tensor& t) {
+    return collectives::reduce_scatter(*impl_, t, dim, op);
+  });
 }
 Tensor GroupCoordinator::reduce_scatterv(const Tensor& input, std::span<const std::int64_t> sizes,
                                          int dim, ReduceOp op) {
-  return collectives::reduce_scatterv(*impl_, input, sizes, dim, op);
+  return through_host(*impl_, "reduce_scatterv", input, [&](const Tensor& t) {
+    return collectives::reduce_scatterv(*impl_, t, sizes, dim, op);
+  });
 }
 Tensor GroupCoordinator::gather(const Tensor& input, int dst, int dim) {
-  return collectives::gather(*impl_, input, dst, dim);
+  return through_host(*impl_, "gather", input,
+                      [&](const Tensor& t) { return collectives::gather(*impl_, t, dst, dim); });
 }
 Tensor GroupCoordinator::broadcast(Tensor& tensor, int src) {
-  return collectives::broadcast(*impl_, tensor, src);
+  if (!on_device(tensor)) return collectives::broadcast(*impl_, tensor, src);
+  // In place on the device: the source's bytes staged to host, the receivers' landing there and
+  // then copied into their tensor.
+  RankContext& rank = *impl_->rank_context;
+  const bool source = impl_->rank_in_group == src;
+  Tensor host = source ? staged_to_host(rank, tensor, impl_->timeout, "broadcast on " + impl_->name)
+                       : rank.backend_for(tensor.device()).allocate_host(tensor.shape(), tensor.dtype());
+  Tensor received = collectives::broadcast(*impl_, host, src);
+  if (!source) stage_into(rank, received, tensor);
+  return tensor;
 }
 void GroupCoordinator::barrier() { collectives::barrier(*impl_); }
 Tensor GroupCoordinator::all_to_all(const Tensor& input, std::span<const std::int64_t> send_counts) {
-  return collectives::all_to_all(*impl_, input, send_counts);
+  return through_host(*impl_, "all_to_all", input, [&](const Tensor& t) {
+    return collectives::all_to_all(*impl_, t, send_counts);
+  });
 }
 
 void GroupCoordinator::submit(std::function<void()> work) {

@@ -88,6 +88,9 @@ public:
   static constexpr std::size_t kMaxStashedBytes = FrameStash::kMaxBytes;
 
   DeviceBackend& backend_for(const Device& device) { return streams_.backend_for(device); }
+  DeviceBackend* backend_of_type(DeviceType type) const noexcept {
+    return streams_.backend_of_type(type);
+  }
   Stream& stream_for(const Device& device) { return streams_.stream_for(device); }
   // Waits, until the deadline, for the copies queued on this rank's streams.
   void synchronize_streams(Deadline deadline) { streams_.synchronize(deadline); }

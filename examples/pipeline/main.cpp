@@ -2,23 +2,32 @@
 // stage. Stages pass {"hidden_states", "residual", "step"} with send-allgather over the TP group;
 // several microbatches are in flight so stages overlap. Run alone, every rank lives in this
 // process; under `rankmesh launch` each process runs its one rank. The last line (of rank 0's
-// process) is max_abs_diff=<value> against the same model computed on one rank.
+// process) is max_abs_diff=<value> against the same model computed on one rank (on the host).
+// --device cuda keeps weights and activations on the GPU (device 0, shared by the process's
+// ranks): the stages pass device tensors and all-reduce them, the math is kernels.cu's.
 #include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
+#include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "host_compute.hpp"
 #include "model.hpp"
+#include "rank_compute.hpp"
 #include "rankmesh/error.hpp"
 #include "rankmesh/runtime.hpp"
+#if RANKMESH_HAVE_CUDA
+#include "cuda_compute.hpp"
+#include "rankmesh/cuda_backend.hpp"
+#endif
 
 namespace {
 
@@ -36,13 +45,20 @@ struct Options {
   int microbatches = 4;
   bool trace = false;
   int slow_rank = -1;  // a straggler on purpose: its TP all_reduces start kSlowBy late
+  std::string device = "cpu";  // or "cuda"
   ModelShape model;
 };
 
 [[noreturn]] void usage(const std::string& problem) {
   std::fprintf(stderr, "rankmesh-pipeline: %s\n", problem.c_str());
   std::fprintf(stderr, "usage: rankmesh-pipeline [--tp N] [--pp N] [--microbatches N] [--layers N] "
-                       "[--hidden N] [--seed N] [--slow-rank R] [--trace]\n");
+                       "[--hidden N] [--seed N] [--slow-rank R] [--device cpu|cuda] [--trace]\n");
+  std::exit(2);
+}
+
+// A run this build or machine cannot do (exit code 2, as for bad arguments, without the usage).
+[[noreturn]] void refuse(const std::string& problem) {
+  std::fprintf(stderr, "rankmesh-pipeline: %s\n", problem.c_str());
   std::exit(2);
 }
 
@@ -61,6 +77,12 @@ Options parse(int argc, char** argv) {
     }
     if (i + 1 >= argc) usage(flag + " needs a value");
     std::string text = argv[++i];
+    if (flag == "--device") {
+      if (text != "cpu" && text != "cuda")
+        usage("--device must be cpu or cuda, got '" + text + "'");
+      o.device = text;
+      continue;
+    }
     long long value = 0;
     auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
     const long long least = flag == "--slow-rank" ? 0 : 1;
@@ -85,15 +107,9 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
-rankmesh::Tensor to_tensor(const Matrix& m, int rows, int cols) {
-  rankmesh::Tensor t = rankmesh::Tensor::empty({rows, cols}, rankmesh::DType::f32);
-  std::memcpy(t.data(), m.data(), m.size() * sizeof(float));
-  return t;
-}
-
-Matrix to_matrix(const rankmesh::Tensor& t) {
-  return Matrix(t.data_as<float>(), t.data_as<float>() + t.numel());
-}
+// A rank's compute for its layers [first, last) as TP rank `tp_rank`, on the chosen device.
+using ComputeFactory =
+    std::function<std::unique_ptr<pipeline::RankCompute>(int first, int last, int tp_rank)>;
 
 // Events stamped in one global order, so the overlap test can check order rather than time.
 class Trace {
@@ -124,7 +140,8 @@ double ms_since(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
 
-void run_rank(rankmesh::ParallelState& state, const Options& o, Trace& trace, RankReport& report) {
+void run_rank(rankmesh::ParallelState& state, const Options& o, const ComputeFactory& make_compute,
+              Trace& trace, RankReport& report) {
   using namespace rankmesh;
   state.initialize_model_parallel(o.tp, o.pp);
   GroupCoordinator& tp = state.tp();
@@ -136,17 +153,15 @@ void run_rank(rankmesh::ParallelState& state, const Options& o, Trace& trace, Ra
   report.tp_rank = tp.rank_in_group();
   report.layers = last_layer - first_layer;
 
-  std::vector<pipeline::LayerShard> shards;
-  for (int layer = first_layer; layer < last_layer; ++layer) {
-    shards.push_back(pipeline::layer_shard(m, layer, tp.rank_in_group(), o.tp));
-    report.weight_bytes += (shards.back().w1.size() + shards.back().w2.size()) * sizeof(float);
-  }
+  const std::unique_ptr<pipeline::RankCompute> compute =
+      make_compute(first_layer, last_layer, tp.rank_in_group());
+  report.weight_bytes = compute->weight_bytes();
   const bool first = pp.is_first_rank(), last = pp.is_last_rank();
   const int prev = pp.world_size() > 1 ? (stage + o.pp - 1) % o.pp : 0;
   const int next = (stage + 1) % o.pp;
 
   for (int mb = 0; mb < o.microbatches; ++mb) {
-    Matrix hidden, residual;
+    Tensor hidden, residual;
     auto wait_start = Clock::now();
     if (first) {
       // Flow control: run at most kInFlight microbatches ahead of the next stage.
@@ -154,8 +169,7 @@ void run_rank(rankmesh::ParallelState& state, const Options& o, Trace& trace, Ra
         pp.recv_object(next);
         ++report.acks;
       }
-      hidden = pipeline::input(m, mb);
-      residual.assign(hidden.size(), 0.0f);
+      compute->input(mb, hidden, residual);
     } else {
       if (!last && mb >= kInFlight) {
         pp.recv_object(next);
@@ -166,36 +180,35 @@ void run_rank(rankmesh::ParallelState& state, const Options& o, Trace& trace, Ra
       if (in.at("step").as<std::int64_t>() != mb)
         throw Error(Errc::mismatch, "stage " + std::to_string(stage) + " expected microbatch " +
                                         std::to_string(mb));
-      hidden = to_matrix(in.at("hidden_states").as<Tensor>());
-      residual = to_matrix(in.at("residual").as<Tensor>());
+      hidden = in.at("hidden_states").as<Tensor>();
+      residual = in.at("residual").as<Tensor>();
     }
     report.wait_ms += ms_since(wait_start);
     if (tp.rank_in_group() == 0) trace.record(stage, "starts", mb);
     if (!first) pp.send_object(Value(mb), prev);  // the credit for the previous stage
 
     auto compute_start = Clock::now();
-    for (const auto& shard : shards) {
-      for (std::size_t i = 0; i < hidden.size(); ++i) residual[i] += hidden[i];
-      Matrix partial = pipeline::partial_mlp(m, shard, residual, o.tp);
+    for (int layer = 0; layer < report.layers; ++layer) {
+      Tensor partial = compute->layer(layer, hidden, residual);
       if (state.rank() == o.slow_rank) std::this_thread::sleep_for(kSlowBy);
-      hidden = to_matrix(tp.all_reduce(to_tensor(partial, m.tokens, m.hidden)));
+      hidden = tp.all_reduce(partial);
       ++report.all_reduces;
     }
     report.compute_ms += ms_since(compute_start);
     if (tp.rank_in_group() == 0) trace.record(stage, "finishes", mb);
 
     if (!last) {
-      TensorDict out{{"hidden_states", to_tensor(hidden, m.tokens, m.hidden)},
-                     {"residual", to_tensor(residual, m.tokens, m.hidden)},
+      TensorDict out{{"hidden_states", std::move(hidden)},
+                     {"residual", std::move(residual)},
                      {"step", mb}};
       pp.send_tensor_dict(std::move(out), next, &tp);  // donated: its tensors are ours to give
       ++report.dicts_sent;
     } else {
-      for (std::size_t i = 0; i < hidden.size(); ++i) hidden[i] += residual[i];
-      Matrix want = pipeline::reference(m, mb);
+      const Matrix got = compute->output(hidden, residual);
+      const Matrix want = pipeline::reference(m, mb);
       for (std::size_t i = 0; i < want.size(); ++i)
         report.max_abs_diff =
-            std::max(report.max_abs_diff, static_cast<double>(std::fabs(hidden[i] - want[i])));
+            std::max(report.max_abs_diff, static_cast<double>(std::fabs(got[i] - want[i])));
     }
   }
   if (!last) {  // the credits still owed for the last microbatches
@@ -204,6 +217,7 @@ void run_rank(rankmesh::ParallelState& state, const Options& o, Trace& trace, Ra
       ++report.acks;
     }
   }
+  compute->finish();
   // Every rank learns the worst difference, wherever the last stage runs.
   Tensor diff = Tensor::empty({1}, DType::f64);
   diff.data_as<double>()[0] = report.max_abs_diff;
@@ -219,6 +233,35 @@ int main(int argc, char** argv) {
   options.world_size = world;
   options.log = [](const std::string& line) { std::printf("%s\n", line.c_str()); };
 
+  ComputeFactory make_compute = [&o](int first, int last, int tp_rank) {
+    return std::make_unique<pipeline::HostCompute>(o.model, first, last, tp_rank, o.tp);
+  };
+#if RANKMESH_HAVE_CUDA
+  std::unique_ptr<rankmesh::CudaBackend> cuda;  // outlives the runtime, which uses it
+#endif
+  if (o.device == "cuda") {
+#if RANKMESH_HAVE_CUDA
+    if (rankmesh::CudaBackend::device_count() == 0)
+      refuse("no CUDA device: " + rankmesh::CudaBackend::unavailable_reason());
+    try {
+      // Device 0 for every rank: the ranks of this process (and of the others on the node)
+      // share the GPU host's one GPU.
+      cuda = std::make_unique<rankmesh::CudaBackend>();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "rankmesh-pipeline: %s\n", e.what());
+      return 1;
+    }
+    options.backends.push_back(cuda.get());
+    make_compute = [&o, &cuda, timeout = options.timeout](int first, int last, int tp_rank) {
+      return std::make_unique<pipeline::CudaCompute>(*cuda, o.model, first, last, tp_rank, o.tp,
+                                                     timeout);
+    };
+#else
+    refuse("--device cuda: this build has no CUDA backend (configured without a CUDA toolkit, or "
+           "with RANKMESH_CUDA=OFF)");
+#endif
+  }
+
   Trace trace;
   std::vector<RankReport> reports(static_cast<std::size_t>(world));
   std::vector<std::string> errors(static_cast<std::size_t>(world));
@@ -228,13 +271,14 @@ int main(int argc, char** argv) {
     local = runtime.local_ranks();
     if (local.front() == 0)
       std::printf("rankmesh-pipeline: %d ranks (tp %d x pp %d), %d layers, hidden %d, "
-                  "%d microbatches of %d tokens\n",
-                  world, o.tp, o.pp, o.model.layers, o.model.hidden, o.microbatches, o.model.tokens);
+                  "%d microbatches of %d tokens%s\n",
+                  world, o.tp, o.pp, o.model.layers, o.model.hidden, o.microbatches, o.model.tokens,
+                  o.device == "cuda" ? ", on cuda:0" : "");
     std::vector<std::thread> threads;
     for (int r : local)
       threads.emplace_back([&, r] {
         try {
-          run_rank(runtime.rank(r), o, trace, reports[static_cast<std::size_t>(r)]);
+          run_rank(runtime.rank(r), o, make_compute, trace, reports[static_cast<std::size_t>(r)]);
         } catch (const std::exception& e) {
           errors[static_cast<std::size_t>(r)] = e.what();
           runtime.abort("rank " + std::to_string(r) + " failed: " + e.what());

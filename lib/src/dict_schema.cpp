@@ -158,14 +158,19 @@ bool DictSchema::read_level(TensorDict& level, std::size_t depth, std::size_t& l
     switch (shape.kind) {
       case MetaEntry::Kind::tensor: {
         Shape dims = decoder.read_dims(shape.rank, shape.dtype);
-        // The placeholder is None: emplace builds the tensor where it stays.
+        // The placeholder is None: emplace builds the tensor where it stays. Device tensors
+        // that travelled as host bytes (staged), and empty ones, take the full path, which puts
+        // them back on their device.
         if (dims.numel() == 0) {
+          if (shape.device != DeviceType::cpu) return false;
           entry.value.v.emplace<Tensor>(empty(dims, shape.dtype));
           break;
         }
         if (payload >= payloads.size()) return false;
         const Tensor& received = payloads[payload++];
-        if (received.dtype() != shape.dtype || !(received.shape() == dims)) return false;
+        if (received.dtype() != shape.dtype || !(received.shape() == dims) ||
+            received.device().type != shape.device)
+          return false;
         entry.value.v.emplace<Tensor>(received);
         break;
       }

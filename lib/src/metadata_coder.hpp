@@ -332,12 +332,17 @@ public:
           TensorMeta meta;
           read_tensor(meta);
           if (meta.sliced) return false;
+          // A device tensor that travelled as host bytes (staged) is put back on its device by
+          // the full path, as is an empty one (`empty` allocates host memory).
           if (meta.shape.numel() == 0) {
+            if (meta.device_type != DeviceType::cpu) return false;
             value = Value(empty(meta.shape, meta.dtype));
           } else {
             if (next_payload >= payloads.size()) return false;
             const Tensor& payload = payloads[next_payload++];
-            if (payload.dtype() != meta.dtype || !(payload.shape() == meta.shape)) return false;
+            if (payload.dtype() != meta.dtype || !(payload.shape() == meta.shape) ||
+                payload.device().type != meta.device_type)
+              return false;
             value = Value(payload);
           }
           break;

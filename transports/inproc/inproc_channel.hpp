@@ -18,7 +18,8 @@ class InprocChannel final : public Channel {
 public:
   static constexpr std::size_t kSlots = 64;
 
-  static constexpr ChannelTraits kTraits{.shares_tensors = true, .transport = "inproc"};
+  static constexpr ChannelTraits kTraits{
+      .shares_tensors = true, .carries_device_memory = true, .transport = "inproc"};
 
   InprocChannel() : Channel(kTraits) {}
 

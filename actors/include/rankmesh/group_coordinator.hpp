@@ -59,8 +59,11 @@ public:
   GroupKind kind() const noexcept;
 
   // A graph-capture scope for this group: a side stream (`stream`, to share one with other
-  // groups, or a fresh host stream) that first waits on the current stream and is current inside
-  // the scope.
+  // groups, or a fresh stream of the rank's device — a CUDA stream on a GPU rank — else of the
+  // host) that first waits on the current stream and is current inside the scope. Operations
+  // that stage device bytes through the host (collectives on device tensors, tensor dicts to
+  // other processes) cannot be captured: issued during a CUDA capture they fail with
+  // Error(device) naming the operation.
   GraphCapture graph_capture(std::shared_ptr<Stream> stream = nullptr) const;
 
   // Why this rank has failed — a lost peer, an abort — or "" while it stands. Once failed, every

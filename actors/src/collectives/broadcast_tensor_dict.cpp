@@ -20,10 +20,10 @@ TensorDict broadcast_tensor_dict(GroupState& group, const TensorDict& dict, int 
     SplitDict parts = split(dict);
     std::vector<std::uint8_t> encoded;
     encode(parts.metadata, encoded);
-    send_to_each_peer(call, OpCode::broadcast_tensor_dict, seq, [&](Frame& frame, int) {
+    send_to_each_peer(call, OpCode::broadcast_tensor_dict, seq, [&](Frame& frame, int peer) {
       frame.metadata.assign(encoded.begin(), encoded.end());
       for (const Tensor& t : parts.tensors)
-        if (t.numel() != 0) frame.tensors.push_back(copy_for_peer(call, t));
+        if (t.numel() != 0) frame.tensors.push_back(payload_for(call, t, peer, false));
     });
     return dict;
   }

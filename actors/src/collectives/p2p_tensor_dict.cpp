@@ -28,7 +28,7 @@ void send_whole_dict_to(const Call& call, int to, std::uint64_t seq, const Tenso
   for (std::size_t i = 0; i < frame.tensors.size(); ++i) {
     Tensor t = std::move(frame.tensors[i]);
     if (t.numel() == 0) continue;  // empty tensors are never sent; their shape is in the metadata
-    frame.tensors[kept++] = donate || copied_on_send(call, t, to) ? std::move(t) : copy_for_peer(call, t);
+    frame.tensors[kept++] = payload_for(call, std::move(t), to, donate);
   }
   frame.tensors.resize(kept);
   send_numbered(call, to, OpCode::tensor_dict, seq, frame);
@@ -64,8 +64,7 @@ void send_dict_to(const Call& call, int to, std::uint64_t seq, const TensorDict&
       frame.tensors.push_back(
           flat_slice(call, t, per_slice * all_gather_group->rank_in_group, per_slice));
     } else {
-      frame.tensors.push_back(donate || copied_on_send(call, t, to) ? std::move(t)
-                                                                      : copy_for_peer(call, t));
+      frame.tensors.push_back(payload_for(call, std::move(t), to, donate));
     }
   }
   encode(parts.metadata, frame.metadata);

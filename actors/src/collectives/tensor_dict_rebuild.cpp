@@ -5,6 +5,7 @@
 #include "codec.hpp"
 #include "collectives/collectives.hpp"
 #include "collectives/send_allgather.hpp"
+#include "coordinator/device_staging.hpp"
 #include "coordinator/payloads.hpp"
 #include "dict_metadata.hpp"
 #include "schema_cache.hpp"
@@ -59,6 +60,14 @@ TensorDict rebuild_tensor_dict(const Call& call, int src, Frame& frame, GroupSta
                                          dotted_key(entry.path) + "')");
       t = std::move(payloads[next_payload++]);
       make_received_ready(call, t);
+      // A device tensor whose bytes travelled through host memory (shm, tcp) goes back onto
+      // this rank's device of its type, unless it lands in a buffer given for it.
+      const bool staged = t.device().type != meta.device_type;
+      if (staged && t.device().type != DeviceType::cpu)
+        throw call.payload_mismatch(src, t, "a " + std::string(to_string(meta.device_type)) + " tensor");
+      if (staged && (into.empty() || !into.contains(key)))
+        t = staged_to_device(call.rank(), t,
+                             receiving_device(call.rank(), meta.device_type, call.where()));
       const bool allowed = meta.sliced ? may_slice(all_gather_group, overrides, key, numel)
                                        : !forced_slicing(overrides, key).value_or(false) ||
                                              !may_slice(all_gather_group, overrides, key, numel);
@@ -94,7 +103,11 @@ TensorDict rebuild_tensor_dict(const Call& call, int src, Frame& frame, GroupSta
       if (numel != 0) copy_into(call, t, dest);
       t = dest;
     } else if (numel == 0) {
-      t = call.rank().allocate(meta.shape, meta.dtype);
+      t = meta.device_type == DeviceType::cpu
+              ? call.rank().allocate(meta.shape, meta.dtype)
+              : call.rank()
+                    .backend_for(receiving_device(call.rank(), meta.device_type, call.where()))
+                    .allocate(meta.shape, meta.dtype);
     }
     tensors.push_back(std::move(t));
   }

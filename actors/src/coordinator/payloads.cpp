@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "coordinator/device_staging.hpp"
+
 #include "rankmesh/device_backend.hpp"
 
 namespace rankmesh {
@@ -32,6 +34,13 @@ bool copied_on_send(const Call& call, const Tensor& t, int dst) {
          !call.rank().links().traits_to(call.group().global_rank(dst)).reads_after_send(t.nbytes());
 }
 
+Tensor payload_for(const Call& call, Tensor t, int dst, bool donated) {
+  if (on_device(t) &&
+      !call.rank().links().traits_to(call.group().global_rank(dst)).carries_device_memory)
+    return staged_to_host(call.rank(), t, call.left(), call.where());
+  return donated || copied_on_send(call, t, dst) ? std::move(t) : copy_for_peer(call, t);
+}
+
 void require_host_ready(const Call& call, const Tensor& t) {
   if (!t.defined()) throw Error(Errc::invalid_argument, call.where() + ": undefined tensor");
   if (t.device().type != DeviceType::cpu)
@@ -54,6 +63,12 @@ void copy_into(const Call& call, const Tensor& received, const Tensor& dest) {
   if (received.device() == dest.device() && dest.device().type == DeviceType::cpu &&
       (!dest.ready_event() || dest.ready_event()->query())) {
     std::memcpy(dest.data(), received.data(), dest.nbytes());
+    return;
+  }
+  if (received.device().type == DeviceType::cpu && on_device(dest)) {
+    Tensor target = dest;  // a staged payload lands: host bytes onto the device
+    stage_into(call.rank(), received, target);
+    make_received_ready(call, target);
     return;
   }
   if (!(received.device() == dest.device()))

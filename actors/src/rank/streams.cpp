@@ -15,6 +15,12 @@ DeviceBackend& RankStreams::backend_for(const Device& device) {
                                           to_string(device) + " (pass it in RuntimeOptions::backends)");
 }
 
+DeviceBackend* RankStreams::backend_of_type(DeviceType type) const noexcept {
+  for (DeviceBackend* backend : backends_)
+    if (backend->device().type == type) return backend;
+  return nullptr;
+}
+
 Stream& RankStreams::stream_for(const Device& device) {
   std::lock_guard lock(mutex_);
   auto& stream = streams_[{static_cast<int>(device.type), device.index}];

@@ -21,6 +21,8 @@ public:
 
   // The backend of a device; Error(invalid_argument) for a device nobody registered.
   DeviceBackend& backend_for(const Device& device);
+  // The first registered backend of `type` (the rank's GPU, say), or null.
+  DeviceBackend* backend_of_type(DeviceType type) const noexcept;
   // This rank's stream on a device, created on first use.
   Stream& stream_for(const Device& device);
   // Waits, until the deadline, for the work queued on every stream.

@@ -1,0 +1,51 @@
+// DeviceStaging: device tensors where rankmesh moves or computes host bytes only. Collectives
+// compute on the host, and shm and tcp carry host memory, so a device tensor (a GPU's) is
+// staged: its bytes copied into host memory its device copies fastest (page-locked for a GPU:
+// DeviceBackend::allocate_host) on the caller's current stream of that device, once its ready
+// event has completed; the host bytes used; and what comes back copied to the device on the same
+// stream, the new tensor's ready event set so that the caller's later work waits on the device,
+// never its thread. Only the copy to host is waited for, since the host must read its bytes.
+#pragma once
+
+#include <chrono>
+#include <string>
+
+#include "coordinator/group_state.hpp"
+#include "rankmesh/device_backend.hpp"
+
+namespace rankmesh {
+
+class RankContext;
+
+inline bool on_device(const Tensor& t) noexcept {
+  return t.defined() && t.device().type != DeviceType::cpu;
+}
+
+// `t`'s bytes in host memory, waited for at most `timeout`. `what` ("all_reduce on tp:0") names
+// the operation in errors: a CUDA graph capture in progress on the stream (the copy would only
+// run when the graph is replayed) or a copy that does not finish in time.
+Tensor staged_to_host(RankContext& rank, const Tensor& t, std::chrono::nanoseconds timeout,
+                      const std::string& what);
+// A new tensor on `device` holding `host`'s bytes, ready once the copy has run on the caller's
+// current stream (`host` is kept alive until then).
+Tensor staged_to_device(RankContext& rank, const Tensor& host, Device device);
+// `host`'s bytes into `dst` (same size), on the caller's current stream of dst's device.
+void stage_into(RankContext& rank, const Tensor& host, Tensor& dst);
+// The device of `type` this rank keeps received tensors on (its backend of that type), for
+// tensors that travelled as host bytes. Error(invalid_argument) naming `what` without one.
+Device receiving_device(RankContext& rank, DeviceType type, const std::string& what);
+
+// A collective computed on the host, run on `input`: as it is for a host tensor; for a device
+// tensor on its bytes staged to host, the result (when defined: gather's non-destinations get
+// none) staged back onto the input's device.
+template <class HostCollective>
+Tensor through_host(GroupState& group, const char* operation, const Tensor& input,
+                    HostCollective&& collective) {
+  if (!on_device(input)) return collective(input);
+  RankContext& rank = *group.rank_context;
+  const std::string what = std::string(operation) + " on " + group.name;
+  Tensor result = collective(staged_to_host(rank, input, group.timeout, what));
+  return result.defined() ? staged_to_device(rank, result, input.device()) : result;
+}
+
+}  // namespace rankmesh
