@@ -34,11 +34,13 @@ bool copied_on_send(const Call& call, const Tensor& t, int dst) {
          !call.rank().links().traits_to(call.group().global_rank(dst)).reads_after_send(t.nbytes());
 }
 
-Tensor payload_for(const Call& call, Tensor t, int dst, bool donated) {
+void make_payload(const Call& call, Tensor& t, int dst, bool donated) {
   if (on_device(t) &&
-      !call.rank().links().traits_to(call.group().global_rank(dst)).carries_device_memory)
-    return staged_to_host(call.rank(), t, call.left(), call.where());
-  return donated || copied_on_send(call, t, dst) ? std::move(t) : copy_for_peer(call, t);
+      !call.rank().links().traits_to(call.group().global_rank(dst)).carries_device_memory) {
+    t = staged_to_host(call.rank(), t, call.left(), call.where());
+  } else if (!donated && !copied_on_send(call, t, dst)) {
+    t = copy_for_peer(call, t);
+  }
 }
 
 void require_host_ready(const Call& call, const Tensor& t) {
