@@ -169,14 +169,15 @@ elif step gpu_tests 90 env RANKMESH_TOOL="$here/rankmesh" RANKMESH_GPU_RANKS="$h
   fi
 fi
 
-# --- the suite's cross-process cases again with CUDA IPC on (RANKMESH_CUDA_IPC=1, opt-in until
-# it has passed here): device tensors between the processes travel as exported device memory
-# instead of staged through host memory. (Embedded ranks share their process: inproc carries
-# device memory itself, so the other cases would run as before.)
+# --- the suite's cases between processes and over shm again with CUDA IPC on
+# (RANKMESH_CUDA_IPC=1, opt-in until it has passed here): device tensor dicts to a rank of this
+# node travel as exported device memory instead of staged through host memory (embedded ranks
+# over shm take the backend's same-process branch). Inproc carries device memory itself, so the
+# other cases would run as before.
 if [ -x ./rankmesh-gpu-tests ] &&
     step gpu_tests_ipc 60 env RANKMESH_CUDA_IPC=1 RANKMESH_TOOL="$here/rankmesh" \
       RANKMESH_GPU_RANKS="$here/rankmesh-gpu-ranks" \
-      ./rankmesh-gpu-tests --test-case='*process*' --reporters=console --duration=true --no-version; then
+      ./rankmesh-gpu-tests --test-case='*process*,*<shm>*' --reporters=console --duration=true --no-version; then
   cases=$(body | grep -m1 '^\[doctest\] test cases:' | sed 's/^\[doctest\] //' | oneline)
   if [ "$rc" -eq 0 ] && [ -n "$gpu_missing" ]; then
     verdict SKIP gpu_tests_ipc "no usable GPU: $gpu_missing"

@@ -6,6 +6,8 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <mutex>
+#include <string>
 #include <numeric>
 #include <thread>
 #include <vector>
@@ -191,4 +193,40 @@ TEST_CASE("an export the receiver never takes is dropped after the timeout; a la
   CHECK(dropped);
   // The receiver learns the export is gone; it never reads memory its exporter gave up.
   CHECK(late.find("is gone") != std::string::npos);
+}
+
+TEST_CASE("a device that cannot share its memory is staged, and the log says so once") {
+  DeviceIpcOn on;
+  testing::OpaqueBackend device(Device{DeviceType::xpu, 0}, /*shares=*/false);
+  const std::vector<float> values = ramp(200, 5.0f);
+  std::vector<std::vector<float>> got;
+  std::mutex lines_mutex;
+  std::vector<std::string> lines;
+  RuntimeOptions options = with_device<OverShm>(2, device);
+  options.log = [&](const std::string& line) {
+    std::lock_guard lock(lines_mutex);
+    lines.push_back(line);
+  };
+  auto errors = run_world(
+      [&](ParallelState& s) {
+        if (s.rank() == 0) {
+          const TensorDict dict{{"x", device_tensor(device, values, Shape{200})}};
+          s.world().send_tensor_dict(dict, 1);
+          s.world().send_tensor_dict(dict, 1);
+        } else {
+          for (int i = 0; i < 2; ++i)
+            got.push_back(read_back(device, s.world().recv_tensor_dict(0).at("x").as<Tensor>()));
+        }
+      },
+      options);
+  REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+  REQUIRE(got.size() == 2);
+  CHECK(got[0] == values);
+  CHECK(got[1] == values);
+  CHECK(testing::OpaqueBackend::exports_held() == 0);
+  std::size_t said = 0;
+  for (const std::string& line : lines)
+    if (line.find("are staged through host memory") != std::string::npos) ++said;
+  // Once per process, whatever the number of tensors (no other case here falls back).
+  CHECK(said == 1);
 }

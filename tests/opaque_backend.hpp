@@ -33,9 +33,11 @@ class OpaqueBackend final : public DeviceBackend {
 public:
   static constexpr unsigned char kDecoy = 0xDB;
 
-  // xpu:0 by default: any device that is not the host's.
-  explicit OpaqueBackend(Device device = Device{DeviceType::xpu, 0})
-      : device_(device), arena_(std::make_shared<Arena>()), default_stream_(make_host_stream(*this)) {}
+  // xpu:0 by default: any device that is not the host's. `shares`: false for a device that
+  // cannot share its memory (export_to_peer and import_from_peer refuse, as DeviceBackend's).
+  explicit OpaqueBackend(Device device = Device{DeviceType::xpu, 0}, bool shares = true)
+      : device_(device), shares_(shares), arena_(std::make_shared<Arena>()),
+        default_stream_(make_host_stream(*this)) {}
 
   Device device() const noexcept override { return device_; }
 
@@ -59,6 +61,7 @@ public:
 
   std::vector<std::uint8_t> export_to_peer(const Tensor& t, Stream& stream,
                                            std::chrono::steady_clock::time_point hold_until) override {
+    if (!shares_) return DeviceBackend::export_to_peer(t, stream, hold_until);
     if (t.device() != device_ || t.nbytes() == 0)
       throw Error(Errc::invalid_argument, "export_to_peer: a non-empty tensor of " + to_string(device_));
     (void)arena_->real(t);  // ours, or Error(invalid_argument)
@@ -79,6 +82,7 @@ public:
 
   Tensor import_from_peer(std::span<const std::uint8_t> descriptor, Shape shape, DType dtype,
                           Stream& stream) override {
+    if (!shares_) return DeviceBackend::import_from_peer(descriptor, shape, dtype, stream);
     Descriptor d;
     if (descriptor.size() != sizeof d)
       throw Error(Errc::malformed, "import_from_peer: " + std::to_string(descriptor.size()) +
@@ -212,6 +216,7 @@ private:
   }
 
   Device device_;
+  bool shares_;
   std::shared_ptr<Arena> arena_;
   std::shared_ptr<Stream> default_stream_;
 };
