@@ -166,7 +166,7 @@ TEST_CASE_TEMPLATE("exported device tensors: cached schemas, buffers to land in,
   CHECK(eventually([] { return testing::OpaqueBackend::exports_held() == 0; }));
 }
 
-TEST_CASE("an export the receiver never takes is dropped after the timeout; a late import fails") {
+TEST_CASE("an export the receiver never takes is dropped after the timeout, and a late import fails") {
   DeviceIpcOn on;
   testing::OpaqueBackend device;
   RuntimeOptions options = with_device<OverShm>(2, device);

@@ -66,9 +66,9 @@ public:
   //
   // Exporter: descriptor bytes naming `t`'s memory and the point of `stream` after which its
   // bytes are final (all work enqueued on `stream` so far). `t` must be the exporter's own copy,
-  // written by nothing once exported: the backend holds it until the importer's copy of it has
-  // completed, or — an importer that died or gave up — until `hold_until` has passed, whichever
-  // comes first (an import after that fails, it never reads reused memory unnoticed).
+  // written by nothing once exported: held until the importer's copy of it has completed, else
+  // (an importer that died or never receives) a while past `hold_until` (CUDA: as long again),
+  // from which on imports are refused; an accepted import's copy has that while to run.
   virtual std::vector<std::uint8_t> export_to_peer(const Tensor& t, Stream& stream,
                                                    std::chrono::steady_clock::time_point hold_until);
   // Importer: a new tensor of `shape` x `dtype` on this device with the exported bytes, copied
