@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <span>
 
@@ -41,7 +42,12 @@ Tensor DeviceExports::try_export(const Call& call, const Tensor& t, int dst, boo
     } else if (const auto& ready = t.ready_event()) {
       stream.wait(*ready);
     }
-    const auto hold_until = std::chrono::steady_clock::now() + call.group().timeout;
+    const auto now = std::chrono::steady_clock::now();
+    const auto hold = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        call.group().timeout);
+    const auto hold_until = hold < std::chrono::steady_clock::time_point::max() - now
+                                ? now + hold
+                                : std::chrono::steady_clock::time_point::max();
     std::vector<std::uint8_t> descriptor = backend.export_to_peer(exported, stream, hold_until);
     Tensor payload = rank.allocate(Shape{static_cast<std::int64_t>(descriptor.size())}, DType::u8);
     std::memcpy(payload.data(), descriptor.data(), descriptor.size());

@@ -193,7 +193,12 @@ IpcDescriptor IpcExporter::export_tensor(const Tensor& t, CudaStream& stream,
       throw Error(Errc::device, "CUDA IPC: the exporter's stream did not reach its record in time");
     }
   }
-  slots_[slot] = Held{t, event.event, event.handle, d.generation, accept_until + (accept_until - now)};
+  // Held as long again as imports are accepted (saturating: a timeout may be "for ever").
+  const auto span = accept_until > now ? accept_until - now : std::chrono::steady_clock::duration{};
+  const auto until = span < std::chrono::steady_clock::time_point::max() - accept_until
+                         ? accept_until + span
+                         : std::chrono::steady_clock::time_point::max();
+  slots_[slot] = Held{t, event.event, event.handle, d.generation, until};
   ++held_;
   next_slot_ = (slot + 1) % kSlots;
   return d;
