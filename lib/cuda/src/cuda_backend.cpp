@@ -249,6 +249,7 @@ Tensor CudaBackend::import_from_peer(std::span<const std::uint8_t> descriptor, S
   Tensor ack = allocate_pinned(Shape{1}, DType::i32);
   std::memcpy(ack.data(), &d.generation, sizeof d.generation);
   importer_->import_into(d, dst, ack, on);
+  exporter_->reclaim();
   auto copied = Event::create();
   stream.record(*copied);
   dst.set_ready_event(std::move(copied));

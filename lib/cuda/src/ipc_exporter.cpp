@@ -117,12 +117,16 @@ void IpcExporter::reclaim_locked() {
   polling_ = true;
 }
 
-std::size_t IpcExporter::held() {
+void IpcExporter::reclaim() {
   std::lock_guard lock(mutex_);
-  if (set_up_) {
-    DeviceScope scope(device_);
-    reclaim_locked();
-  }
+  if (held_ == 0 && !polling_) return;
+  DeviceScope scope(device_);
+  reclaim_locked();
+}
+
+std::size_t IpcExporter::held() {
+  reclaim();
+  std::lock_guard lock(mutex_);
   return held_;
 }
 

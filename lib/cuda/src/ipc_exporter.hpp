@@ -5,8 +5,8 @@
 // the device: every export gets a slot of a small array of this backend's (exported once) and a
 // generation number; the importer's stream writes the generation into the slot after its copy.
 // The exporter reads the array back without waiting: an asynchronous copy into page-locked
-// memory on a stream of its own, whose result the next export looks at (and then starts the next
-// read). An export whose importer never writes (it died, it never received) is dropped once its
+// memory on a stream of its own, whose result the next export or import looks at (and then
+// starts the next read). An export whose importer never writes (it died, it never received) is dropped once its
 // hold has passed.
 #pragma once
 
@@ -39,7 +39,11 @@ public:
   // Error(device) where CUDA refuses, or when kSlots exports are held already.
   IpcDescriptor export_tensor(const Tensor& t, CudaStream& stream,
                               std::chrono::steady_clock::time_point accept_until);
-  // Exports still held (their importers' copies not yet seen to have completed).
+  // Releases what the last read-back shows copied (and what is past its hold) and starts the
+  // next read-back; never waits. Exports call it, and so do imports, so that a rank that has
+  // stopped sending still lets go of what it sent.
+  void reclaim();
+  // Exports still held (their importers' copies not yet seen to have completed), after reclaim().
   std::size_t held();
 
   static constexpr std::uint32_t kSlots = 4096;
