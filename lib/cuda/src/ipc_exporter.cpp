@@ -100,16 +100,17 @@ void IpcExporter::release_locked(std::uint32_t slot) {
 void IpcExporter::reclaim_locked() {
   if (polling_) {
     const cudaError_t state = cudaEventQuery(polled_);
-    if (state == cudaErrorNotReady) return;
-    check(state, "cudaEventQuery (IPC acknowledgements)", device_);
-    polling_ = false;
-    for (std::uint32_t slot = 0; slot < kSlots; ++slot)
-      if (slots_[slot] && mirror_[slot] == slots_[slot]->generation) release_locked(slot);
+    if (state != cudaErrorNotReady) {
+      check(state, "cudaEventQuery (IPC acknowledgements)", device_);
+      polling_ = false;
+      for (std::uint32_t slot = 0; slot < kSlots; ++slot)
+        if (slots_[slot] && mirror_[slot] == slots_[slot]->generation) release_locked(slot);
+    }
   }
   const auto now = std::chrono::steady_clock::now();
   for (std::uint32_t slot = 0; slot < kSlots; ++slot)
     if (slots_[slot] && slots_[slot]->until <= now) release_locked(slot);
-  if (held_ == 0) return;
+  if (held_ == 0 || polling_) return;
   check(cudaMemcpyAsync(mirror_, acks_, kSlots * sizeof(std::uint32_t), cudaMemcpyDeviceToHost,
                         poll_stream_),
         "cudaMemcpyAsync (IPC acknowledgements)", device_);
