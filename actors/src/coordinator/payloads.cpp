@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "coordinator/device_ipc.hpp"
 #include "coordinator/device_staging.hpp"
 
 #include "rankmesh/device_backend.hpp"
@@ -34,9 +35,15 @@ bool copied_on_send(const Call& call, const Tensor& t, int dst) {
          !call.rank().links().traits_to(call.group().global_rank(dst)).reads_after_send(t.nbytes());
 }
 
-void make_payload(const Call& call, Tensor& t, int dst, bool donated) {
+void make_payload(const Call& call, Tensor& t, int dst, bool donated, DeviceExports* exports,
+                  std::size_t index) {
   if (on_device(t) &&
       !call.rank().links().traits_to(call.group().global_rank(dst)).carries_device_memory) {
+    if (exports != nullptr)
+      if (Tensor descriptor = exports->try_export(call, t, dst, donated, index); descriptor.defined()) {
+        t = std::move(descriptor);
+        return;
+      }
     t = staged_to_host(call.rank(), t, call.left(), call.where());
   } else if (!donated && !copied_on_send(call, t, dst)) {
     t = copy_for_peer(call, t);

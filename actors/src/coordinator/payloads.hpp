@@ -27,8 +27,12 @@ bool copied_on_send(const Call& call, const Tensor& t, int dst);
 // Turns the caller's `t` into what travels to group rank `dst`, in place: the tensor itself
 // where the caller donated it or the channel copies it on send anyway, a device tensor's bytes
 // staged to host where the channel carries host memory only (shm, tcp: the receiver puts them
-// back on its device), else a copy for the peer.
-void make_payload(const Call& call, Tensor& t, int dst, bool donated);
+// back on its device), else a copy for the peer. With `exports` (the frame's), a device tensor
+// to another process of this node may travel as exported device memory instead, as payload
+// `index` (device_ipc.hpp).
+class DeviceExports;
+void make_payload(const Call& call, Tensor& t, int dst, bool donated,
+                  DeviceExports* exports = nullptr, std::size_t index = 0);
 
 // Collectives compute on the host: their inputs must be host tensors whose bytes are ready.
 void require_host_ready(const Call& call, const Tensor& t);
