@@ -23,12 +23,13 @@ void send_whole_dict_to(const Call& call, int to, std::uint64_t seq, const Tenso
                         bool donate) {
   Frame& frame = call.frame();
   frame.tensors.clear();
+  frame.chunked.clear();
   call.group().schemas.to(to).encode(dict, frame.metadata, frame.tensors);
   std::size_t kept = 0;
   for (std::size_t i = 0; i < frame.tensors.size(); ++i) {
     Tensor t = std::move(frame.tensors[i]);
     if (t.numel() == 0) continue;  // empty tensors are never sent; their shape is in the metadata
-    frame.tensors[kept++] = payload_for(call, std::move(t), to, donate);
+    frame.tensors[kept++] = payload_for(call, std::move(t), to, donate, frame);
   }
   frame.tensors.resize(kept);
   send_numbered(call, to, OpCode::tensor_dict, seq, frame);
@@ -42,6 +43,7 @@ void send_dict_to(const Call& call, int to, std::uint64_t seq, const TensorDict&
   const bool leaves_node = links_leave_node(call, all_gather_group, to);
   Frame& frame = call.frame();
   frame.tensors.clear();
+  frame.chunked.clear();
   std::size_t index = 0;
   for (MetaEntry& entry : parts.metadata.entries) {
     if (entry.kind != MetaEntry::Kind::tensor) continue;
@@ -64,7 +66,7 @@ void send_dict_to(const Call& call, int to, std::uint64_t seq, const TensorDict&
       frame.tensors.push_back(
           flat_slice(call, t, per_slice * all_gather_group->rank_in_group, per_slice));
     } else {
-      frame.tensors.push_back(payload_for(call, std::move(t), to, donate));
+      frame.tensors.push_back(payload_for(call, std::move(t), to, donate, frame));
     }
   }
   encode(parts.metadata, frame.metadata);
