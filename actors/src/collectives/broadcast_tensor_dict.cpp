@@ -23,7 +23,7 @@ TensorDict broadcast_tensor_dict(GroupState& group, const TensorDict& dict, int 
     send_to_each_peer(call, OpCode::broadcast_tensor_dict, seq, [&](Frame& frame, int peer) {
       frame.metadata.assign(encoded.begin(), encoded.end());
       for (const Tensor& t : parts.tensors)
-        if (t.numel() != 0) frame.tensors.push_back(payload_for(call, t, peer, false, frame));
+        if (t.numel() != 0) make_payload(call, frame.tensors.emplace_back(t), peer, false, frame);
     });
     return dict;
   }

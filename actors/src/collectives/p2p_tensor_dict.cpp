@@ -27,9 +27,9 @@ void send_whole_dict_to(const Call& call, int to, std::uint64_t seq, const Tenso
   call.group().schemas.to(to).encode(dict, frame.metadata, frame.tensors);
   std::size_t kept = 0;
   for (std::size_t i = 0; i < frame.tensors.size(); ++i) {
-    Tensor t = std::move(frame.tensors[i]);
-    if (t.numel() == 0) continue;  // empty tensors are never sent; their shape is in the metadata
-    frame.tensors[kept++] = payload_for(call, std::move(t), to, donate, frame);
+    if (frame.tensors[i].numel() == 0) continue;  // never sent: the shape is in the metadata
+    if (kept != i) frame.tensors[kept] = std::move(frame.tensors[i]);
+    make_payload(call, frame.tensors[kept++], to, donate, frame);
   }
   frame.tensors.resize(kept);
   send_numbered(call, to, OpCode::tensor_dict, seq, frame);
@@ -66,7 +66,7 @@ void send_dict_to(const Call& call, int to, std::uint64_t seq, const TensorDict&
       frame.tensors.push_back(
           flat_slice(call, t, per_slice * all_gather_group->rank_in_group, per_slice));
     } else {
-      frame.tensors.push_back(payload_for(call, std::move(t), to, donate, frame));
+      make_payload(call, frame.tensors.emplace_back(std::move(t)), to, donate, frame);
     }
   }
   encode(parts.metadata, frame.metadata);

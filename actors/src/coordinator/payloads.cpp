@@ -34,17 +34,20 @@ bool copied_on_send(const Call& call, const Tensor& t, int dst) {
          !call.rank().links().traits_to(call.group().global_rank(dst)).reads_after_send(t.nbytes());
 }
 
-Tensor payload_for(const Call& call, Tensor t, int dst, bool donated, Frame& frame) {
+void make_payload(const Call& call, Tensor& t, int dst, bool donated, Frame& frame) {
   if (on_device(t)) {
     const ChannelTraits& traits = call.rank().links().traits_to(call.group().global_rank(dst));
     if (!traits.carries_device_memory) {
-      if (!traits.writes_progressively || t.nbytes() <= kStagingChunkBytes)
-        return staged_to_host(call.rank(), t, call.left(), call.where());
-      frame.chunked.push_back(staged_to_host_in_chunks(call.rank(), t, call.where()));
-      return frame.chunked.back().tensor;
+      if (traits.writes_progressively && t.nbytes() > kStagingChunkBytes) {
+        frame.chunked.push_back(staged_to_host_in_chunks(call.rank(), t, call.where()));
+        t = frame.chunked.back().tensor;
+      } else {
+        t = staged_to_host(call.rank(), t, call.left(), call.where());
+      }
+      return;
     }
   }
-  return donated || copied_on_send(call, t, dst) ? std::move(t) : copy_for_peer(call, t);
+  if (!donated && !copied_on_send(call, t, dst)) t = copy_for_peer(call, t);
 }
 
 void require_host_ready(const Call& call, const Tensor& t) {

@@ -24,13 +24,14 @@ Tensor copy_for_peer(const Call& call, const Tensor& t);
 // no copy to keep the caller's tensor safe from the transfer (small payloads over shm).
 bool copied_on_send(const Call& call, const Tensor& t, int dst);
 
-// What travels to group rank `dst` for the caller's `t`, in `frame`: the tensor itself where
-// the caller donated it or the channel copies it on send anyway, a device tensor's bytes staged
-// to host where the channel carries host memory only (shm, tcp: the receiver puts them back on
-// its device), else a copy for the peer. A device tensor of more than kStagingChunkBytes to a
-// channel that writes payloads progressively (tcp) is staged in chunks, not waited for: it is
-// recorded in frame.chunked, and the channel sends each chunk once it is in host memory.
-Tensor payload_for(const Call& call, Tensor t, int dst, bool donated, Frame& frame);
+// Turns the caller's `t` into what travels to group rank `dst`, in place: the tensor itself
+// where the caller donated it or the channel copies it on send anyway, a device tensor's bytes
+// staged to host where the channel carries host memory only (shm, tcp: the receiver puts them
+// back on its device), else a copy for the peer. A device tensor of more than
+// kStagingChunkBytes bound for a channel that writes payloads progressively (tcp) is staged in
+// chunks, not waited for: it is recorded in frame.chunked (`t` is one of frame's tensors), and
+// the channel sends each chunk once it is in host memory.
+void make_payload(const Call& call, Tensor& t, int dst, bool donated, Frame& frame);
 
 // Collectives compute on the host: their inputs must be host tensors whose bytes are ready.
 void require_host_ready(const Call& call, const Tensor& t);

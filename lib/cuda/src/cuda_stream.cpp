@@ -99,8 +99,9 @@ struct CudaStream::State : std::enable_shared_from_this<CudaStream::State> {
     if (!error) error = std::move(e);
   }
 
-  // The front item, once it may run: gates reached, waited events complete.
-  bool front_ready_locked() {
+  // The front item, once it may run: gates reached, waited events complete. May release the
+  // lock for a moment (the front item stays: only this thread pops).
+  bool front_ready_locked(std::unique_lock<std::mutex>& lock) {
     Item& item = deferred.front();
     switch (item.kind) {
       case Item::Kind::host_work:
@@ -120,13 +121,19 @@ struct CudaStream::State : std::enable_shared_from_this<CudaStream::State> {
         if (stopping) return true;  // dropped below: nobody will complete it for us
         if (!item.watching) {
           item.watching = true;
+          // Registered without the lock: an event completing meanwhile runs the callback right
+          // here, and the callback takes the lock.
+          std::shared_ptr<const Event> waited = item.waited;
           std::weak_ptr<State> weak = shared_from_this();
-          item.waited->on_complete([weak] {
+          lock.unlock();
+          waited->on_complete([weak] {
             if (auto self = weak.lock()) {
-              std::lock_guard lock(self->mutex);
+              std::lock_guard relock(self->mutex);
               self->cv.notify_one();
             }
           });
+          lock.lock();
+          return waited->query();
         }
         return item.waited->query();
       default: return true;
@@ -232,7 +239,7 @@ struct CudaStream::State : std::enable_shared_from_this<CudaStream::State> {
         handle(notice, lock);
         continue;
       }
-      if (!deferred.empty() && !busy && front_ready_locked()) {
+      if (!deferred.empty() && !busy && front_ready_locked(lock)) {
         run_front(lock);
         continue;
       }
