@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "coordinator/device_staging.hpp"
+#include "rankmesh/event.hpp"
 #include "rankmesh/device_backend.hpp"
 #include "world.hpp"
 
@@ -24,11 +25,14 @@ namespace {
 constexpr auto kWait = std::chrono::seconds(10);
 
 // A device whose memory is plain host memory (the opaque backend's decoys are not the point
-// here), whose copies to host run on host streams, are counted, and fail from `fail_from` on.
+// here), whose copies to host run on host streams, are counted, fail from `fail_from` on, and
+// from `hold_from` on wait for `hold`.
 class CountingDevice final : public DeviceBackend {
 public:
   std::atomic<int> copies_to_host{0};
   std::atomic<int> fail_from{-1};  // the index of the first copy to host that fails; -1: none
+  std::atomic<int> hold_from{-1};  // the index of the first copy to host held back; -1: none
+  std::shared_ptr<Event> hold = Event::user();
 
   Device device() const noexcept override { return Device{DeviceType::xpu, 1}; }
   Tensor allocate(Shape shape, DType dtype) override {
@@ -44,6 +48,7 @@ protected:
                             std::size_t bytes, Stream& stream) override {
     const int index = copies_to_host++;
     const bool fails = fail_from >= 0 && index >= fail_from;
+    if (hold_from >= 0 && index >= hold_from) stream.wait(*hold);
     stream.enqueue([src, src_offset, host_dst, bytes, fails, index] {
       if (fails)
         throw Error(Errc::device, "test device: copy to host #" + std::to_string(index) + " failed");
@@ -86,10 +91,11 @@ bool counts_from(const Tensor& t, std::int32_t start) {
   return true;
 }
 
-RuntimeOptions over_tcp(CountingDevice& device) {
+RuntimeOptions over_tcp(CountingDevice& device,
+                        std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
   RuntimeOptions options = options_for<OverTcp>(2);
   options.backends = {&device};
-  options.timeout = std::chrono::seconds(20);
+  options.timeout = timeout;
   return options;
 }
 
@@ -188,4 +194,66 @@ TEST_CASE("a first chunk whose copy fails fails the send before anything leaves"
   CHECK(sent_error.find("the link is closed") == std::string::npos);
   CHECK(gap_error.find("failed there") != std::string::npos);
   CHECK(counts_from(second.at("host").as<Tensor>(), 9));
+}
+
+TEST_CASE("a first chunk not copied by the deadline fails the send with the link intact") {
+  CountingDevice device;
+  device.hold_from = 0;
+  std::string sent_error, first_receive_error;
+  TensorDict second;
+  auto errors = run_world(
+      [&](ParallelState& s) {
+        if (s.rank() == 0) {
+          try {
+            s.world().send_tensor_dict(TensorDict{{"big", counted_on(device, kElements, 0)}}, 1);
+          } catch (const Error& e) {
+            sent_error = e.what();
+          }
+          // The copies run now, into host memory the staging still holds.
+          device.hold->complete();
+          Tensor host = Tensor::empty({2}, DType::i32);
+          std::iota(host.data_as<std::int32_t>(), host.data_as<std::int32_t>() + 2, 9);
+          s.world().send_tensor_dict(TensorDict{{"host", host}}, 1);
+        } else {
+          try {
+            (void)s.world().recv_tensor_dict(0);
+          } catch (const Error& e) {
+            first_receive_error = e.what();  // its own timeout, or the gap the failed send left
+          }
+          second = s.world().recv_tensor_dict(0);
+        }
+      },
+      over_tcp(device, std::chrono::milliseconds(1000)));
+  REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+  CAPTURE(sent_error);
+  CHECK(sent_error.find("tensor 0's bytes [0, 4194304) did not reach host memory before the "
+                        "deadline") != std::string::npos);
+  CHECK(sent_error.find("the link is closed") == std::string::npos);
+  CHECK(!first_receive_error.empty());
+  CHECK(counts_from(second.at("host").as<Tensor>(), 9));
+}
+
+TEST_CASE("a later chunk not copied by the deadline fails the send and closes the link") {
+  CountingDevice device;
+  device.hold_from = 1;
+  std::string sent_error, received_error;
+  auto errors = run_world(
+      [&](ParallelState& s) {
+        try {
+          if (s.rank() == 0)
+            s.world().send_tensor_dict(TensorDict{{"big", counted_on(device, kElements, 0)}}, 1);
+          else
+            (void)s.world().recv_tensor_dict(0);
+        } catch (const Error& e) {
+          (s.rank() == 0 ? sent_error : received_error) = e.what();
+        }
+        if (s.rank() == 0) device.hold->complete();
+      },
+      over_tcp(device, std::chrono::milliseconds(1000)));
+  REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+  CAPTURE(sent_error);
+  CHECK(sent_error.find("tensor 0's bytes [4194304, 8388608) did not reach host memory before "
+                        "the deadline") != std::string::npos);
+  CHECK(sent_error.find("the link is closed") != std::string::npos);
+  CHECK(!received_error.empty());  // the link's close, or its own timeout: never the frame
 }

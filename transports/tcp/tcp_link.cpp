@@ -270,15 +270,13 @@ void TcpLink::wait_chunk(const Gate& gate, Deadline deadline, bool sent_any) {
       describe(gate) + (error ? " did not reach host memory: " + message_of(error)
                               : " did not reach host memory before the deadline (its " +
                                     ready.describe() + " did not complete)");
-  if (!sent_any) {
-    // Nothing of the frame has left: the link stays as it was.
-    if (!error) throw ChannelTimeout("sending to " + peer_name_ + ": " + why);
-    throw Error(code_of(error), "sending to " + peer_name_ + ": " + why);
-  }
+  // An Error, not a ChannelTimeout: the peer is not the one that was late.
+  const Errc code = error ? code_of(error) : Errc::timeout;
+  if (!sent_any)  // nothing of the frame has left: the link stays as it was
+    throw Error(code, "sending to " + peer_name_ + ": " + why);
   close_with_error("a frame was cut short, since " + why);
-  throw Error(error ? code_of(error) : Errc::timeout,
-              "sending to " + peer_name_ + ": " + why +
-                  "; part of the frame had left, so the link is closed");
+  throw Error(code, "sending to " + peer_name_ + ": " + why +
+                        "; part of the frame had left, so the link is closed");
 }
 
 void TcpLink::hand_to_writer(Frame& frame, std::size_t first) {
