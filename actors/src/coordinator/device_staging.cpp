@@ -47,18 +47,26 @@ ChunkedPayload staged_to_host_in_chunks(RankContext& rank, const Tensor& t,
   ChunkedPayload out{backend.allocate_host(t.shape(), t.dtype()), kStagingChunkBytes, {}};
   const std::size_t nbytes = t.nbytes();
   if (nbytes == 0) return out;
+  // The copies write into the host memory until they have run, even when the send gives up on
+  // them first (its deadline) or a later copy cannot be issued: it is held until the last one
+  // issued has run. (A tensor without the ready event, which would otherwise hold itself.)
+  auto hold_until_copied = [&] {
+    Tensor keep = out.tensor;
+    keep.set_ready_event(nullptr);
+    if (!out.ready.empty()) out.ready.back()->on_complete([keep = std::move(keep)] {});
+  };
   auto* bytes = static_cast<std::byte*>(out.tensor.data());
   out.ready.reserve((nbytes + kStagingChunkBytes - 1) / kStagingChunkBytes);
-  for (std::size_t begin = 0; begin < nbytes; begin += kStagingChunkBytes) {
-    const std::size_t size = std::min(kStagingChunkBytes, nbytes - begin);
-    out.ready.push_back(backend.copy_to_host(t, begin, bytes + begin, size, stream));
+  try {
+    for (std::size_t begin = 0; begin < nbytes; begin += kStagingChunkBytes) {
+      const std::size_t size = std::min(kStagingChunkBytes, nbytes - begin);
+      out.ready.push_back(backend.copy_to_host(t, begin, bytes + begin, size, stream));
+    }
+  } catch (...) {
+    hold_until_copied();
+    throw;
   }
-  // The copies write into the host memory until they have run, even when the send gives up on
-  // them first (its deadline): hold it until then. (A view without the ready event, which would
-  // otherwise hold itself.)
-  Tensor keep = out.tensor;
-  keep.set_ready_event(nullptr);
-  out.ready.back()->on_complete([keep = std::move(keep)] {});
+  hold_until_copied();
   out.tensor.set_ready_event(out.ready.back());
   return out;
 }
