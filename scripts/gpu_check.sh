@@ -169,6 +169,27 @@ elif step gpu_tests 90 env RANKMESH_TOOL="$here/rankmesh" RANKMESH_GPU_RANKS="$h
   fi
 fi
 
+# --- the suite's cases between processes and over shm again with CUDA IPC on
+# (RANKMESH_CUDA_IPC=1, opt-in until it has passed here): device tensor dicts to a rank of this
+# node travel as exported device memory instead of staged through host memory (embedded ranks
+# over shm take the backend's same-process branch). Inproc carries device memory itself, so the
+# other cases would run as before.
+if [ -x ./rankmesh-gpu-tests ] &&
+    step gpu_tests_ipc 60 env RANKMESH_CUDA_IPC=1 RANKMESH_TOOL="$here/rankmesh" \
+      RANKMESH_GPU_RANKS="$here/rankmesh-gpu-ranks" \
+      ./rankmesh-gpu-tests --test-case='*process*,*<shm>*' --reporters=console --duration=true --no-version; then
+  cases=$(body | grep -m1 '^\[doctest\] test cases:' | sed 's/^\[doctest\] //' | oneline)
+  if [ "$rc" -eq 0 ] && [ -n "$gpu_missing" ]; then
+    verdict SKIP gpu_tests_ipc "no usable GPU: $gpu_missing"
+  elif [ "$rc" -eq 0 ]; then
+    verdict OK gpu_tests_ipc "$cases"
+  elif [ "$rc" -eq 124 ]; then
+    verdict FAIL gpu_tests_ipc "timed out (log: gpu_tests_ipc.log)"
+  else
+    verdict FAIL gpu_tests_ipc "exit $rc: $cases; $(body | grep -m3 -E 'ERROR|FATAL' | oneline 300)"
+  fi
+fi
+
 # --- the pipeline example with --device cuda: the program compares the last stage's output with
 # the one-rank host reference and exits non-zero beyond its tolerance; its last line says by how
 # much (prefixed '[rank 0] ' under the launcher).

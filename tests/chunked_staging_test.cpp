@@ -38,7 +38,8 @@ public:
   Tensor allocate(Shape shape, DType dtype) override {
     const auto bytes = static_cast<std::size_t>(shape.numel()) * dtype_size(dtype);
     if (bytes == 0) return Tensor::wrap(nullptr, shape, dtype, device(), nullptr);
-    return Tensor::wrap(std::calloc(bytes, 1), shape, dtype, device(), [](void* p) { std::free(p); });
+    return Tensor::wrap(std::calloc(bytes, 1), shape, dtype, device(),
+                        [](void* p) { std::free(p); });
   }
   std::shared_ptr<Stream> create_stream() override { return make_host_stream(*this); }
   Stream& default_stream() override { return *default_stream_; }
@@ -51,7 +52,8 @@ protected:
     if (hold_from >= 0 && index >= hold_from) stream.wait(*hold);
     stream.enqueue([src, src_offset, host_dst, bytes, fails, index] {
       if (fails)
-        throw Error(Errc::device, "test device: copy to host #" + std::to_string(index) + " failed");
+        throw Error(Errc::device,
+                    "test device: copy to host #" + std::to_string(index) + " failed");
       std::memcpy(host_dst, static_cast<const std::byte*>(src.data()) + src_offset, bytes);
     });
   }

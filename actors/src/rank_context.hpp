@@ -12,9 +12,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "channel.hpp"
@@ -50,6 +52,10 @@ public:
   }
   bool same_node(int rank) const noexcept { return links_.same_node(rank); }
   bool shares_memory_with(int rank) const noexcept { return links_.shares_memory_with(rank); }
+  // Whether device tensors to other processes of this node travel as exported device memory
+  // (CUDA IPC, device_ipc.hpp) instead of staged through host memory: RANKMESH_CUDA_IPC=1 when
+  // the rank was made. Opt-in until the path has run on a GPU host.
+  bool device_ipc() const noexcept { return device_ipc_; }
 
   static std::uint32_t group_id(GroupKind kind, int index, std::uint32_t epoch) {
     return rankmesh::group_id(kind, index, epoch);
@@ -165,6 +171,10 @@ private:
   const int world_size_;
   const int local_rank_;
   const std::chrono::nanoseconds timeout_;
+  const bool device_ipc_ = [] {
+    const char* on = std::getenv("RANKMESH_CUDA_IPC");
+    return on != nullptr && std::string_view(on) == "1";
+  }();
   Allocator allocator_;
   const std::shared_ptr<Tracer> tracer_;
   double watchdog_ = 0.5;

@@ -20,6 +20,15 @@ void wait_ready(Stream& stream, const Tensor& tensor) {
 
 DeviceBackend::~DeviceBackend() = default;
 
+std::vector<std::uint8_t> DeviceBackend::export_to_peer(const Tensor&, Stream&,
+                                                        std::chrono::steady_clock::time_point) {
+  throw Error(Errc::device, to_string(device()) + " cannot share its memory with other processes");
+}
+
+Tensor DeviceBackend::import_from_peer(std::span<const std::uint8_t>, Shape, DType, Stream&) {
+  throw Error(Errc::device, to_string(device()) + " cannot read another process's memory");
+}
+
 void DeviceBackend::check_stream(const Stream& stream, const char* op) const {
   if (&stream.backend() != this) {
     throw Error(Errc::invalid_argument, std::string(op) + ": " + stream.name() +

@@ -4,7 +4,9 @@
 //   --mode exchange (default): rank 0 sends device tensor dicts produced by a still-running
 //     kernel, rank 1 answers with its own, three rounds (the same cached blocks come back, so
 //     exported handles are reused); then all_reduce and all_gather of device tensors. Each rank
-//     checks every result on the host and prints "rank R: ok".
+//     checks every result on the host and prints "rank R: ok". With RANKMESH_CUDA_IPC=1 the dicts
+//     travel through CUDA IPC; each rank then checks that its exports were all released and
+//     prints "rank R: CUDA IPC exports all released".
 //   --mode dead-peer: one exchange, then rank 1 starts sending a 16 MiB device tensor whose
 //     kernel still runs and leaves with _exit(0) at once, in the middle of the transfer. Rank 0's
 //     receive (or the received tensor's ready event: receiving is stream-ordered) must fail with
@@ -15,9 +17,11 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "cuda_tensors.hpp"
 #include "rankmesh/error.hpp"
@@ -81,6 +85,18 @@ void exchange(CudaBackend& cuda, Stream& stream, ParallelState& state) {
   for (int round = 0; round < 3; ++round) exchange_round(cuda, stream, state.world(), round);
   collectives(cuda, stream, state.world());
   state.world().barrier();
+  const char* ipc = std::getenv("RANKMESH_CUDA_IPC");
+  if (ipc == nullptr || std::strcmp(ipc, "1") != 0) return;
+  // With CUDA IPC every exported copy is released once the peer's copy has completed; both peers
+  // have read their results on the host by now, so the acknowledgements are on the device.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  std::size_t held = cuda.exports_held();
+  while (held != 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    held = cuda.exports_held();
+  }
+  expect(held == 0, std::to_string(held) + " CUDA IPC exports still held after the peer's copies");
+  say("rank " + std::to_string(state.world().rank()) + ": CUDA IPC exports all released");
 }
 
 // Returns normally on rank 0 only; rank 1 leaves the process in the middle of a send.

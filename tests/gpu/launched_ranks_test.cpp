@@ -119,6 +119,27 @@ TEST_CASE("two processes on one GPU exchange CUDA tensor dicts and reduce CUDA t
   CHECK(has_line(done.output, "rank 1: ok"));
 }
 
+TEST_CASE("two processes on one GPU exchange CUDA tensor dicts through CUDA IPC (RANKMESH_CUDA_IPC=1)") {
+  RANKMESH_REQUIRE_CUDA_OR_SKIP();
+  // The launcher and its ranks inherit the environment.
+  const char* before = std::getenv("RANKMESH_CUDA_IPC");
+  const std::string saved = before != nullptr ? before : "";
+  ::setenv("RANKMESH_CUDA_IPC", "1", 1);
+  Finished done = launch_gpu_ranks("exchange");
+  if (before != nullptr) {
+    ::setenv("RANKMESH_CUDA_IPC", saved.c_str(), 1);
+  } else {
+    ::unsetenv("RANKMESH_CUDA_IPC");
+  }
+  CHECK(done.status == 0);
+  CHECK(has_line(done.output, "rank 0: ok"));
+  CHECK(has_line(done.output, "rank 1: ok"));
+  CHECK(has_line(done.output, "rank 0: CUDA IPC exports all released"));
+  CHECK(has_line(done.output, "rank 1: CUDA IPC exports all released"));
+  // The fallback to staging says so once; here IPC must have carried the tensors.
+  CHECK(done.output.find("are staged through host memory") == std::string::npos);
+}
+
 TEST_CASE("a peer process dying in the middle of a CUDA transfer fails the receive with peer failed, no hang") {
   RANKMESH_REQUIRE_CUDA_OR_SKIP();
   Finished done = launch_gpu_ranks("dead-peer");

@@ -5,6 +5,7 @@
 #include "codec.hpp"
 #include "collectives/collectives.hpp"
 #include "collectives/tensor_dict_rebuild.hpp"
+#include "coordinator/device_ipc.hpp"
 #include "coordinator/fan_out.hpp"
 #include "dict_metadata.hpp"
 
@@ -22,8 +23,13 @@ TensorDict broadcast_tensor_dict(GroupState& group, const TensorDict& dict, int 
     encode(parts.metadata, encoded);
     send_to_each_peer(call, OpCode::broadcast_tensor_dict, seq, [&](Frame& frame, int peer) {
       frame.metadata.assign(encoded.begin(), encoded.end());
+      DeviceExports exports;
       for (const Tensor& t : parts.tensors)
-        if (t.numel() != 0) make_payload(call, frame.tensors.emplace_back(t), peer, false, frame);
+        if (t.numel() != 0) {
+          const std::size_t index = frame.tensors.size();
+          make_payload(call, frame.tensors.emplace_back(t), peer, false, frame, &exports, index);
+        }
+      exports.finish(frame);
     });
     return dict;
   }

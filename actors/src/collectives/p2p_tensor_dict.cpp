@@ -9,6 +9,7 @@
 #include "collectives/collectives.hpp"
 #include "collectives/send_allgather.hpp"
 #include "collectives/tensor_dict_rebuild.hpp"
+#include "coordinator/device_ipc.hpp"
 #include "coordinator/matcher.hpp"
 #include "coordinator/payloads.hpp"
 #include "dict_metadata.hpp"
@@ -26,12 +27,15 @@ void send_whole_dict_to(const Call& call, int to, std::uint64_t seq, const Tenso
   frame.chunked.clear();
   call.group().schemas.to(to).encode(dict, frame.metadata, frame.tensors);
   std::size_t kept = 0;
+  DeviceExports exports;
   for (std::size_t i = 0; i < frame.tensors.size(); ++i) {
     if (frame.tensors[i].numel() == 0) continue;  // never sent: the shape is in the metadata
     if (kept != i) frame.tensors[kept] = std::move(frame.tensors[i]);
-    make_payload(call, frame.tensors[kept++], to, donate, frame);
+    make_payload(call, frame.tensors[kept], to, donate, frame, &exports, kept);
+    ++kept;
   }
   frame.tensors.resize(kept);
+  exports.finish(frame);
   send_numbered(call, to, OpCode::tensor_dict, seq, frame);
 }
 
@@ -44,6 +48,7 @@ void send_dict_to(const Call& call, int to, std::uint64_t seq, const TensorDict&
   Frame& frame = call.frame();
   frame.tensors.clear();
   frame.chunked.clear();
+  DeviceExports exports;
   std::size_t index = 0;
   for (MetaEntry& entry : parts.metadata.entries) {
     if (entry.kind != MetaEntry::Kind::tensor) continue;
@@ -66,9 +71,12 @@ void send_dict_to(const Call& call, int to, std::uint64_t seq, const TensorDict&
       frame.tensors.push_back(
           flat_slice(call, t, per_slice * all_gather_group->rank_in_group, per_slice));
     } else {
-      make_payload(call, frame.tensors.emplace_back(std::move(t)), to, donate, frame);
+      const std::size_t index = frame.tensors.size();
+      make_payload(call, frame.tensors.emplace_back(std::move(t)), to, donate, frame, &exports,
+                   index);
     }
   }
+  exports.finish(frame);
   encode(parts.metadata, frame.metadata);
   send_numbered(call, to, OpCode::tensor_dict, seq, frame);
 }

@@ -5,6 +5,7 @@
 #include "codec.hpp"
 #include "collectives/collectives.hpp"
 #include "collectives/send_allgather.hpp"
+#include "coordinator/device_ipc.hpp"
 #include "coordinator/device_staging.hpp"
 #include "coordinator/payloads.hpp"
 #include "dict_metadata.hpp"
@@ -44,6 +45,10 @@ TensorDict rebuild_tensor_dict(const Call& call, int src, Frame& frame, GroupSta
   // payloads apart (swapped, so the frame's capacity comes back afterwards).
   std::vector<Tensor> payloads;
   payloads.swap(frame.tensors);
+  std::size_t listed = 0;  // the payloads the metadata lists: one per non-empty tensor
+  for (const MetaEntry& entry : metadata.entries)
+    if (entry.kind == MetaEntry::Kind::tensor && entry.tensor.shape.numel() != 0) ++listed;
+  const DeviceImports imports(call, src, payloads, listed);
   std::vector<Tensor> tensors;
   tensors.reserve(payloads.size());
   std::size_t next_payload = 0;
@@ -58,7 +63,12 @@ TensorDict rebuild_tensor_dict(const Call& call, int src, Frame& frame, GroupSta
         throw Error(Errc::malformed, call.where() + ": " + call.who(src) +
                                          " sent fewer payloads than its metadata lists (missing '" +
                                          dotted_key(entry.path) + "')");
-      t = std::move(payloads[next_payload++]);
+      if (imports.is_descriptor(next_payload)) {
+        // Exported device memory of a process of this node: copied straight onto our device.
+        t = imports.import(call, src, payloads[next_payload++], meta);
+      } else {
+        t = std::move(payloads[next_payload++]);
+      }
       make_received_ready(call, t);
       // A device tensor whose bytes travelled through host memory (shm, tcp) goes back onto
       // this rank's device of its type, unless it lands in a buffer given for it.

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "coordinator/device_ipc.hpp"
 #include "coordinator/device_staging.hpp"
 
 #include "rankmesh/device_backend.hpp"
@@ -34,10 +35,17 @@ bool copied_on_send(const Call& call, const Tensor& t, int dst) {
          !call.rank().links().traits_to(call.group().global_rank(dst)).reads_after_send(t.nbytes());
 }
 
-void make_payload(const Call& call, Tensor& t, int dst, bool donated, Frame& frame) {
+void make_payload(const Call& call, Tensor& t, int dst, bool donated, Frame& frame,
+                  DeviceExports* exports, std::size_t index) {
   if (on_device(t)) {
     const ChannelTraits& traits = call.rank().links().traits_to(call.group().global_rank(dst));
     if (!traits.carries_device_memory) {
+      if (exports != nullptr)
+        if (Tensor descriptor = exports->try_export(call, t, dst, donated, index);
+            descriptor.defined()) {
+          t = std::move(descriptor);
+          return;
+        }
       if (traits.writes_progressively && t.nbytes() > kStagingChunkBytes) {
         frame.chunked.push_back(staged_to_host_in_chunks(call.rank(), t, call.where()));
         t = frame.chunked.back().tensor;

@@ -2,10 +2,14 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cstring>
+
 #include "cuda_check.hpp"
 #include "cuda_stream.hpp"
 #include "device_allocator.hpp"
 #include "event_pool.hpp"
+#include "ipc_exporter.hpp"
+#include "ipc_importer.hpp"
 #include "pinned_pool.hpp"
 #include "rankmesh/error.hpp"
 
@@ -33,6 +37,16 @@ namespace {
 
 cuda::CudaStream& cuda_stream(Stream& stream) {
   // DeviceBackend's checks made sure the stream is one of this backend's.
+  return static_cast<cuda::CudaStream&>(stream);
+}
+
+// `stream` as one of `backend`'s CUDA streams, checked (the hooks are called from outside
+// DeviceBackend's checked copy entry points).
+cuda::CudaStream& own_stream(const CudaBackend& backend, Stream& stream, const char* op) {
+  if (&stream.backend() != &backend)
+    throw Error(Errc::invalid_argument, std::string(op) + ": " + stream.name() +
+                                            " belongs to another backend than the one of " +
+                                            to_string(backend.device()));
   return static_cast<cuda::CudaStream&>(stream);
 }
 
@@ -88,6 +102,8 @@ CudaBackend::CudaBackend(CudaBackendOptions options) {
     check(cudaFree(nullptr), "creating the CUDA context", impl_->device);
   }
   default_stream_ = create_stream();
+  exporter_ = std::make_unique<cuda::IpcExporter>(impl_->device);
+  importer_ = std::make_unique<cuda::IpcImporter>(impl_->device);
 }
 
 CudaBackend::~CudaBackend() = default;
@@ -200,5 +216,46 @@ void CudaBackend::enqueue_copy(const Tensor& src, std::size_t src_offset, const 
       },
       src, dst);
 }
+
+std::vector<std::uint8_t> CudaBackend::export_to_peer(
+    const Tensor& t, Stream& stream, std::chrono::steady_clock::time_point hold_until) {
+  if (t.device() != device() || t.nbytes() == 0)
+    throw Error(Errc::invalid_argument, "export_to_peer: a non-empty tensor of " + to_string(device()));
+  const cuda::IpcDescriptor d =
+      exporter_->export_tensor(t, own_stream(*this, stream, "export_to_peer"), hold_until);
+  std::vector<std::uint8_t> bytes(sizeof d);
+  std::memcpy(bytes.data(), &d, sizeof d);
+  return bytes;
+}
+
+Tensor CudaBackend::import_from_peer(std::span<const std::uint8_t> descriptor, Shape shape,
+                                     DType dtype, Stream& stream) {
+  cuda::IpcDescriptor d;
+  if (descriptor.size() != sizeof d)
+    throw Error(Errc::malformed, "import_from_peer: " + std::to_string(descriptor.size()) +
+                                     " bytes are no CUDA IPC descriptor");
+  std::memcpy(&d, descriptor.data(), sizeof d);
+  if (d.magic != cuda::IpcDescriptor::kMagic || d.version != cuda::IpcDescriptor::kVersion)
+    throw Error(Errc::malformed, "import_from_peer: the bytes are no CUDA IPC descriptor of this "
+                                 "version");
+  const auto bytes = static_cast<std::size_t>(shape.numel()) * dtype_size(dtype);
+  if (d.nbytes != bytes || d.slot >= cuda::IpcExporter::kSlots)
+    throw Error(Errc::malformed, "import_from_peer: the export holds " + std::to_string(d.nbytes) +
+                                     " bytes, " + to_string(shape) + " " + to_string(dtype) +
+                                     " needs " + std::to_string(bytes));
+  cuda::CudaStream& on = own_stream(*this, stream, "import_from_peer");
+  Tensor dst = allocate(shape, dtype);
+  // The acknowledgement's source: page-locked, so that its copy is ordered on the stream.
+  Tensor ack = allocate_pinned(Shape{1}, DType::i32);
+  std::memcpy(ack.data(), &d.generation, sizeof d.generation);
+  importer_->import_into(d, dst, ack, on);
+  exporter_->reclaim();
+  auto copied = Event::create();
+  stream.record(*copied);
+  dst.set_ready_event(std::move(copied));
+  return dst;
+}
+
+std::size_t CudaBackend::exports_held() { return exporter_->held(); }
 
 }  // namespace rankmesh

@@ -17,6 +17,11 @@
 
 namespace rankmesh {
 
+namespace cuda {
+class IpcExporter;
+class IpcImporter;
+}  // namespace cuda
+
 // Where a CudaBackend's tensors get their device memory. Both calls run on the thread that
 // allocates or drops a tensor; `stream` is the cudaStream_t (as void*) the memory will first
 // be used on. An engine hands its own allocator here (torch's caching allocator), so that
@@ -83,6 +88,17 @@ public:
   // Returns the cached free device blocks to the driver.
   void empty_cache();
 
+  // CUDA IPC with other processes of this node: the tensor's base allocation's handle, its
+  // offset and an interprocess event recorded on `stream`; the importer's stream waits on the
+  // event, copies device-to-device and then acknowledges on the device (ipc_exporter.hpp), after
+  // which the exporter drops its hold. Handles are opened once per exporter and allocation.
+  std::vector<std::uint8_t> export_to_peer(const Tensor& t, Stream& stream,
+                                           std::chrono::steady_clock::time_point hold_until) override;
+  Tensor import_from_peer(std::span<const std::uint8_t> descriptor, Shape shape, DType dtype,
+                          Stream& stream) override;
+  // Exports still held, waiting for their importers' copies (for tests: none stay for ever).
+  std::size_t exports_held();
+
   class Impl;  // private, in lib/cuda/src
 
 protected:
@@ -96,6 +112,9 @@ protected:
 private:
   std::shared_ptr<Impl> impl_;  // shared with tensors' deleters, which may outlive the backend
   std::shared_ptr<Stream> default_stream_;
+  // The backend's own, not Impl's: held exports hold tensors, whose deleters hold Impl.
+  std::unique_ptr<cuda::IpcExporter> exporter_;
+  std::unique_ptr<cuda::IpcImporter> importer_;
 };
 
 }  // namespace rankmesh

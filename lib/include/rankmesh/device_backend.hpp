@@ -1,8 +1,12 @@
 // DeviceBackend: what a device offers the rest of rankmesh: memory, streams and copies.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
+#include <span>
+#include <vector>
 
 #include "rankmesh/device.hpp"
 #include "rankmesh/dtype.hpp"
@@ -55,6 +59,25 @@ public:
   // `bytes` bytes of `src` from `src_offset` into `dst` at `dst_offset`.
   std::shared_ptr<Event> copy(const Tensor& src, std::size_t src_offset, Tensor& dst,
                               std::size_t dst_offset, std::size_t bytes, Stream& stream);
+
+  // Same-node sharing (CUDA IPC): another process of this node copies a tensor straight out of
+  // this device's memory, instead of its bytes being staged through host memory and back. A
+  // backend that cannot (the default) throws Error(device) from both; callers then stage.
+  //
+  // Exporter: descriptor bytes naming `t`'s memory and the point of `stream` after which its
+  // bytes are final (all work enqueued on `stream` so far). `t` must be the exporter's own copy,
+  // written by nothing once exported: held until the importer's copy of it has completed, else
+  // (an importer that died or never receives) a while past `hold_until` (CUDA: as long again),
+  // from which on imports are refused; an accepted import's copy has that while to run.
+  virtual std::vector<std::uint8_t> export_to_peer(const Tensor& t, Stream& stream,
+                                                   std::chrono::steady_clock::time_point hold_until);
+  // Importer: a new tensor of `shape` x `dtype` on this device with the exported bytes, copied
+  // device-to-device on `stream` once the exporter's point has passed; its ready event is the
+  // copy's, and the exporter's hold ends once that copy has completed. Error(malformed) for
+  // bytes that are no descriptor of this backend or do not fit `shape` x `dtype`,
+  // Error(peer_failed) for an export that is gone, Error(device) where it cannot import.
+  virtual Tensor import_from_peer(std::span<const std::uint8_t> descriptor, Shape shape,
+                                  DType dtype, Stream& stream);
 
 protected:
   // Enqueue the byte moves on `stream`. Called with checked arguments, bytes > 0, and the stream
