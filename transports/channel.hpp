@@ -30,6 +30,9 @@ struct ChannelTraits {
   bool lands_payloads = false;
   // Payloads may live in device memory (touched only through the device's copies).
   bool carries_device_memory = false;
+  // send() writes each of the frame's chunked payloads (Frame::chunked) chunk by chunk as its
+  // chunks become ready, so a payload still being copied to host is already on its way.
+  bool writes_progressively = false;
   // The transport's name ("inproc", "shm", "tcp"), as timelines show it; static storage.
   const char* transport = "";
 

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "frame_limits.hpp"  // FrameLimits, lib/src
@@ -19,10 +20,30 @@ struct FrameHeader {
   std::int32_t src = 0;     // sender's global rank
 };
 
+// A payload whose bytes become ready in order, a chunk at a time: a device tensor's bytes being
+// copied into host memory chunk by chunk. A channel that writes payloads progressively
+// (ChannelTraits::writes_progressively) sends chunk k once ready[k] has completed, while the
+// later chunks are still being copied; any other channel waits for the tensor's ready event,
+// which is the last chunk's, as for any payload.
+struct ChunkedPayload {
+  Tensor tensor;  // the host tensor, one of the frame's (found by its memory, not its index)
+  std::size_t chunk_bytes = 0;                // every chunk's size but the last's
+  std::vector<std::shared_ptr<Event>> ready;  // chunk k's bytes are in host memory
+
+  // Whether `t` is this payload's tensor (the same bytes).
+  bool is(const Tensor& t) const noexcept {
+    return t.nbytes() != 0 && t.data() == tensor.data() && t.nbytes() == tensor.nbytes();
+  }
+};
+
 struct Frame {
   FrameHeader header;
   std::vector<std::uint8_t> metadata;  // msgpack bytes; buffers circulate, never reallocated
   std::vector<Tensor> tensors;         // payloads, in metadata order
+  // Payloads among `tensors` that become ready chunk by chunk; empty for host tensors. Whoever
+  // fills `tensors` clears it too. An entry whose tensor is not among `tensors` is ignored (it
+  // holds its memory, so no other tensor can be mistaken for it).
+  std::vector<ChunkedPayload> chunked;
 };
 
 // Where a receiver wants the payloads of one particular frame: the frame with this group,

@@ -178,10 +178,13 @@ void check_frame_limits(const Frame& frame, const FrameLimits& limits) {
                                           std::to_string(limits.max_payload_bytes));
 }
 
-void wait_payloads_ready(const Frame& frame, Deadline deadline) {
+void wait_payloads_ready(const Frame& frame, Deadline deadline, bool except_chunked) {
   for (std::size_t i = 0; i < frame.tensors.size(); ++i) {
     const std::shared_ptr<Event>& event = frame.tensors[i].ready_event();
     if (!event) continue;
+    if (except_chunked && std::any_of(frame.chunked.begin(), frame.chunked.end(),
+                                      [&](const ChunkedPayload& c) { return c.is(frame.tensors[i]); }))
+      continue;
     if (!event->query()) {
       const auto left = std::max(Clock::duration::zero(), deadline - Clock::now());
       if (!event->wait_for(left))

@@ -89,7 +89,9 @@ void check_frame_limits(const Frame& frame, const FrameLimits& limits);
 
 // Waits until every tensor's ready event has completed, so that its bytes may be read. Throws
 // Error(timeout) naming the tensor at the deadline, or the event's own error when it failed.
-void wait_payloads_ready(const Frame& frame, Deadline deadline);
+// `except_chunked`: the frame's chunked payloads are skipped (a channel that writes them chunk
+// by chunk waits for each chunk instead).
+void wait_payloads_ready(const Frame& frame, Deadline deadline, bool except_chunked = false);
 
 // Lays out frames for one scatter-gather write. Reuses its buffers: encoding allocates nothing
 // once they have grown to the largest frame's needs.

@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "rankmesh/error.hpp"
+#include "rankmesh/event.hpp"
 #include "parker.hpp"
 #include "tcp/socket_io.hpp"
 
@@ -26,7 +27,25 @@ namespace {
 
 constexpr std::size_t kStagingBytes = 64 * 1024;
 
+std::string message_of(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "an unknown error";
+  }
+}
 
+Errc code_of(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const Error& e) {
+    return e.code();
+  } catch (...) {
+    return Errc::device;
+  }
+}
 
 }  // namespace
 
@@ -145,31 +164,119 @@ bool TcpLink::finish_writing(Deadline deadline) {
 void TcpLink::send(Frame& frame, Deadline deadline) {
   std::lock_guard lock(send_mutex_);
   if (closed()) throw_closed();
+  // The chunked payloads' events belong to this frame only, however the send ends.
+  struct ClearChunked {
+    Frame& frame;
+    ~ClearChunked() { frame.chunked.clear(); }
+  } clear_chunked{frame};
   check_frame_limits(frame, limits_);
   try {
-    wait_payloads_ready(frame, deadline);
+    wait_payloads_ready(frame, deadline, true);
   } catch (const Error& error) {
     if (error.code() != Errc::timeout) throw;
     throw ChannelTimeout("sending to " + peer_name_ + ": " + error.what());
   }
   if (!finish_writing(deadline))
     throw ChannelTimeout(peer_name_ + " has not taken the previous frame before the deadline");
-  const std::span<const iovec> spans = encoder_.encode(frame, next_seq_);
-  unsent_.assign(spans.begin(), spans.end());
+  lay_out(frame, encoder_.encode(frame, next_seq_));
+  if (!gates_.empty()) wait_chunk(gates_.front(), deadline, false);
   std::size_t first = 0;  // unsent_[first] is the next span with bytes left
+  bool handed = false;
   while (first < unsent_.size()) {
-    const ssize_t n = write_some(first);
+    std::exception_ptr failed;
+    const std::size_t end = writable_end(failed);
+    if (failed || end == first) {
+      wait_chunk(gates_[open_gates_], deadline, true);
+      continue;
+    }
+    const ssize_t n = write_some(first, end);
     if (n > 0 || (n < 0 && errno == EINTR)) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       if (closed()) throw_closed();
       hand_to_writer(frame, first);  // the peer's buffers are full
+      handed = true;
       break;
     }
     if (closed()) throw_closed();
     fail(std::string("sending failed: ") + std::strerror(errno));
   }
+  // The writer sends the chunks still being copied as they arrive; this send fails unless they
+  // all do (waiting for the device's copies, never for the peer). gates_ stays as it is while
+  // the writer holds the frame; only open_gates_ is the writer's.
+  if (handed)
+    for (const Gate& gate : gates_) wait_chunk(gate, deadline, true);
   ++next_seq_;
   frame.tensors.clear();
+}
+
+void TcpLink::lay_out(const Frame& frame, std::span<const iovec> spans) {
+  gates_.clear();
+  open_gates_ = 0;
+  if (frame.chunked.empty()) {
+    unsent_.assign(spans.begin(), spans.end());
+    return;
+  }
+  // The encoder's spans: header and descriptors, the metadata when there is any, then each
+  // non-empty tensor's bytes in order.
+  std::size_t next = frame.metadata.empty() ? 1 : 2;
+  unsent_.assign(spans.begin(), spans.begin() + static_cast<std::ptrdiff_t>(next));
+  for (std::size_t i = 0; i < frame.tensors.size(); ++i) {
+    const std::size_t nbytes = frame.tensors[i].nbytes();
+    if (nbytes == 0) continue;
+    const iovec span = spans[next++];
+    auto chunked = std::find_if(frame.chunked.begin(), frame.chunked.end(),
+                                [&](const ChunkedPayload& c) { return c.is(frame.tensors[i]); });
+    if (chunked == frame.chunked.end()) {
+      unsent_.push_back(span);
+      continue;
+    }
+    const std::size_t chunk = chunked->chunk_bytes;
+    if (chunk == 0 || chunked->ready.size() != (nbytes + chunk - 1) / chunk)
+      throw Error(Errc::invalid_argument,
+                  "sending to " + peer_name_ + ": tensor " + std::to_string(i) + " of " +
+                      std::to_string(nbytes) + " bytes is chunked as " +
+                      std::to_string(chunked->ready.size()) + " chunks of " +
+                      std::to_string(chunk) + " bytes");
+    auto* bytes = static_cast<std::uint8_t*>(span.iov_base);
+    for (std::size_t k = 0; k < chunked->ready.size(); ++k) {
+      const std::size_t begin = k * chunk;
+      const std::size_t end = std::min(begin + chunk, nbytes);
+      gates_.push_back(Gate{unsent_.size(), chunked->ready[k], i, begin, end});
+      unsent_.push_back(iovec{bytes + begin, end - begin});
+    }
+  }
+}
+
+std::size_t TcpLink::writable_end(std::exception_ptr& failed) {
+  while (open_gates_ < gates_.size() && gates_[open_gates_].ready->query()) {
+    if ((failed = gates_[open_gates_].ready->error())) return gates_[open_gates_].span;
+    ++open_gates_;
+  }
+  return open_gates_ < gates_.size() ? gates_[open_gates_].span : unsent_.size();
+}
+
+std::string TcpLink::describe(const Gate& gate) {
+  return "tensor " + std::to_string(gate.tensor) + "'s bytes [" + std::to_string(gate.begin) +
+         ", " + std::to_string(gate.end) + ")";
+}
+
+void TcpLink::wait_chunk(const Gate& gate, Deadline deadline, bool sent_any) {
+  const Event& ready = *gate.ready;
+  const bool in_time =
+      ready.query() || ready.wait_for(std::max(Clock::duration::zero(), deadline - Clock::now()));
+  const std::exception_ptr error = in_time ? ready.error() : nullptr;
+  if (in_time && !error) return;
+  const std::string why =
+      describe(gate) + (error ? " did not reach host memory: " + message_of(error)
+                              : " did not reach host memory before the deadline (its " +
+                                    ready.describe() + " did not complete)");
+  // An Error, not a ChannelTimeout: the peer is not the one that was late.
+  const Errc code = error ? code_of(error) : Errc::timeout;
+  if (!sent_any)  // nothing of the frame has left: the link stays as it was
+    throw Error(code, "sending to " + peer_name_ + ": " + why);
+  close_with_error("a frame was cut short, since " + why);
+  throw Error(code, "sending to " + peer_name_ + ": " + why +
+                        "; part of the frame had left, so the link is closed");
 }
 
 void TcpLink::hand_to_writer(Frame& frame, std::size_t first) {
@@ -194,10 +301,10 @@ void TcpLink::hand_to_writer(Frame& frame, std::size_t first) {
   writer_cv_.notify_all();
 }
 
-ssize_t TcpLink::write_some(std::size_t& first) {
+ssize_t TcpLink::write_some(std::size_t& first, std::size_t end) {
   msghdr message{};
   message.msg_iov = unsent_.data() + first;
-  message.msg_iovlen = std::min<std::size_t>(unsent_.size() - first, IOV_MAX);
+  message.msg_iovlen = std::min<std::size_t>(end - first, IOV_MAX);
   const ssize_t n = ::sendmsg(fd_, &message, MSG_NOSIGNAL);
   auto left = static_cast<std::size_t>(std::max<ssize_t>(n, 0));
   while (left > 0 && left >= unsent_[first].iov_len) left -= unsent_[first++].iov_len;
@@ -211,7 +318,17 @@ ssize_t TcpLink::write_some(std::size_t& first) {
 std::string TcpLink::write_rest(std::size_t first) {
   while (first < unsent_.size()) {
     if (closed()) return "";
-    const ssize_t n = write_some(first);
+    std::exception_ptr failed;
+    const std::size_t end = writable_end(failed);
+    // A chunk whose copy failed or is late fails the send() still waiting for it, which closes
+    // the link; the writer only stops.
+    if (failed) return "";
+    if (end == first) {
+      // Short slices, so that a close is noticed promptly.
+      gates_[open_gates_].ready->wait_for(std::chrono::milliseconds(100));
+      continue;
+    }
+    const ssize_t n = write_some(first, end);
     if (n > 0 || (n < 0 && errno == EINTR)) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       // Short slices, so that a close is noticed promptly.

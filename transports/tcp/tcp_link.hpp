@@ -2,6 +2,14 @@
 // frames both ways. A frame goes out as one scatter-gather write (header, metadata, payloads straight
 // from the tensors); the receiving thread reads the socket itself, payloads straight into fresh
 // tensors. Bad input from a peer closes that one link with a logged error naming the peer.
+//
+// A chunked payload (Frame::chunked: a device tensor being copied to host chunk by chunk) is
+// written chunk by chunk as each chunk's copy completes, so the copy of chunk k+1 overlaps the
+// sending of chunk k; the bytes on the wire are the same as for any payload. Nothing leaves
+// before the frame's first chunk is in host memory, so a copy that fails there (a failed producer
+// or stream) fails the send with the link intact. A later chunk whose copy fails or misses the
+// deadline fails the send too, and closes the link: part of the frame has left and the rest
+// cannot be sent, and a closed link is what tells the peer (never bytes that were not copied).
 #pragma once
 
 #include <sys/uio.h>
@@ -10,9 +18,11 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -42,7 +52,8 @@ class TcpLink {
 public:
   // The writer thread may still read payloads after send() returns; recv() reads payloads
   // straight into a landing's tensors.
-  static constexpr ChannelTraits kOutboundTraits{.copies_up_to = 0, .transport = "tcp"};
+  static constexpr ChannelTraits kOutboundTraits{.copies_up_to = 0, .writes_progressively = true,
+                                                 .transport = "tcp"};
   static constexpr ChannelTraits kInboundTraits{.copies_up_to = 0, .lands_payloads = true,
                                                 .transport = "tcp"};
 
@@ -72,6 +83,16 @@ private:
   class Outbound;
   class Inbound;
 
+  // A span of unsent_ that may be written only once `ready` has completed: one chunk, bytes
+  // [begin, end) of tensor `tensor` of the frame.
+  struct Gate {
+    std::size_t span = 0;
+    std::shared_ptr<Event> ready;
+    std::size_t tensor = 0;
+    std::size_t begin = 0;
+    std::size_t end = 0;
+  };
+
   void send(Frame& frame, Deadline deadline);
   // Hands the rest of the frame being sent, from unsent_[first], to the writer thread, with
   // everything it reads. Closes the link (ChannelClosed) when the thread cannot be started.
@@ -88,8 +109,20 @@ private:
   // Writes the rest of unsent_ from unsent_[first]; returns why it could not ("" when done or
   // when the link was closed meanwhile).
   std::string write_rest(std::size_t first);
-  // One sendmsg of unsent_ from unsent_[first], advancing `first` past what it wrote.
-  ssize_t write_some(std::size_t& first);
+  // One sendmsg of unsent_[first, end), advancing `first` past what it wrote.
+  ssize_t write_some(std::size_t& first, std::size_t end);
+  // unsent_ and gates_ for `frame` from the encoder's `spans`: each chunked payload's span cut
+  // into its chunks, each gated by its chunk's event.
+  void lay_out(const Frame& frame, std::span<const iovec> spans);
+  // Passes the gates whose chunks are ready; returns where writing must stop for now: the span
+  // of the first gate not passed, else unsent_.size(). `failed`: that gate's copy failed.
+  std::size_t writable_end(std::exception_ptr& failed);
+  // "tensor 0's bytes [0, 4194304)".
+  static std::string describe(const Gate& gate);
+  // Waits for `gate`'s chunk until the deadline; a copy that failed or did not finish in time
+  // fails the send: the link is closed when part of the frame has left (`sent_any`), and the
+  // error names the chunk.
+  void wait_chunk(const Gate& gate, Deadline deadline, bool sent_any);
   void writer_loop();
   [[noreturn]] void throw_closed() const;
 
@@ -107,6 +140,8 @@ private:
   std::mutex send_mutex_;
   FrameEncoder encoder_;
   std::vector<iovec> unsent_;
+  std::vector<Gate> gates_;     // in span order; the writer's with unsent_
+  std::size_t open_gates_ = 0;  // gates_[0, open_gates_) have passed
   // A frame the peer did not take at once is finished by the writer thread, so that send never
   // waits for the peer to read (two ranks sending to each other before receiving, as every
   // collective does, would otherwise wait on each other). The next send waits for it before it

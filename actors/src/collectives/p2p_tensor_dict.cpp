@@ -24,13 +24,14 @@ void send_whole_dict_to(const Call& call, int to, std::uint64_t seq, const Tenso
                         bool donate) {
   Frame& frame = call.frame();
   frame.tensors.clear();
+  frame.chunked.clear();
   call.group().schemas.to(to).encode(dict, frame.metadata, frame.tensors);
   std::size_t kept = 0;
   DeviceExports exports;
   for (std::size_t i = 0; i < frame.tensors.size(); ++i) {
     if (frame.tensors[i].numel() == 0) continue;  // never sent: the shape is in the metadata
     if (kept != i) frame.tensors[kept] = std::move(frame.tensors[i]);
-    make_payload(call, frame.tensors[kept], to, donate, &exports, kept);
+    make_payload(call, frame.tensors[kept], to, donate, frame, &exports, kept);
     ++kept;
   }
   frame.tensors.resize(kept);
@@ -46,6 +47,7 @@ void send_dict_to(const Call& call, int to, std::uint64_t seq, const TensorDict&
   const bool leaves_node = links_leave_node(call, all_gather_group, to);
   Frame& frame = call.frame();
   frame.tensors.clear();
+  frame.chunked.clear();
   DeviceExports exports;
   std::size_t index = 0;
   for (MetaEntry& entry : parts.metadata.entries) {
@@ -70,7 +72,8 @@ void send_dict_to(const Call& call, int to, std::uint64_t seq, const TensorDict&
           flat_slice(call, t, per_slice * all_gather_group->rank_in_group, per_slice));
     } else {
       const std::size_t index = frame.tensors.size();
-      make_payload(call, frame.tensors.emplace_back(std::move(t)), to, donate, &exports, index);
+      make_payload(call, frame.tensors.emplace_back(std::move(t)), to, donate, frame, &exports,
+                   index);
     }
   }
   exports.finish(frame);

@@ -1,5 +1,7 @@
 #include "coordinator/device_staging.hpp"
 
+#include <algorithm>
+#include <cstddef>
 #include <cstring>
 
 #include "rank_context.hpp"
@@ -7,15 +9,26 @@
 
 namespace rankmesh {
 
-Tensor staged_to_host(RankContext& rank, const Tensor& t, std::chrono::nanoseconds timeout,
-                      const std::string& what) {
-  DeviceBackend& backend = rank.backend_for(t.device());
+namespace {
+
+// The caller's current stream of `backend`, where staging copies run. Error(device) naming
+// `what` while it is being captured into a CUDA graph (the copies would run only on replay).
+Stream& staging_stream(DeviceBackend& backend, const std::string& what) {
   Stream& stream = current_stream(backend);
   if (stream.capturing())
     throw Error(Errc::device, what + ": " + stream.name() +
                                   " is being captured into a CUDA graph, and this operation "
                                   "stages the tensor's bytes through host memory, which a graph "
                                   "cannot capture; run it outside the capture");
+  return stream;
+}
+
+}  // namespace
+
+Tensor staged_to_host(RankContext& rank, const Tensor& t, std::chrono::nanoseconds timeout,
+                      const std::string& what) {
+  DeviceBackend& backend = rank.backend_for(t.device());
+  Stream& stream = staging_stream(backend, what);
   Tensor host = backend.allocate_host(t.shape(), t.dtype());
   if (t.nbytes() == 0) return host;
   auto copied = backend.copy_to_host(t, host.data(), stream);
@@ -25,6 +38,37 @@ Tensor staged_to_host(RankContext& rank, const Tensor& t, std::chrono::nanosecon
                                    stream.name() + " (the work producing it is still running?)");
   if (auto error = copied->error()) std::rethrow_exception(error);
   return host;
+}
+
+ChunkedPayload staged_to_host_in_chunks(RankContext& rank, const Tensor& t,
+                                        const std::string& what) {
+  DeviceBackend& backend = rank.backend_for(t.device());
+  Stream& stream = staging_stream(backend, what);
+  ChunkedPayload out{backend.allocate_host(t.shape(), t.dtype()), kStagingChunkBytes, {}};
+  const std::size_t nbytes = t.nbytes();
+  if (nbytes == 0) return out;
+  // The copies write into the host memory until they have run, even when the send gives up on
+  // them first (its deadline) or a later copy cannot be issued: it is held until the last one
+  // issued has run. (A tensor without the ready event, which would otherwise hold itself.)
+  auto hold_until_copied = [&] {
+    Tensor keep = out.tensor;
+    keep.set_ready_event(nullptr);
+    if (!out.ready.empty()) out.ready.back()->on_complete([keep = std::move(keep)] {});
+  };
+  auto* bytes = static_cast<std::byte*>(out.tensor.data());
+  out.ready.reserve((nbytes + kStagingChunkBytes - 1) / kStagingChunkBytes);
+  try {
+    for (std::size_t begin = 0; begin < nbytes; begin += kStagingChunkBytes) {
+      const std::size_t size = std::min(kStagingChunkBytes, nbytes - begin);
+      out.ready.push_back(backend.copy_to_host(t, begin, bytes + begin, size, stream));
+    }
+  } catch (...) {
+    hold_until_copied();
+    throw;
+  }
+  hold_until_copied();
+  out.tensor.set_ready_event(out.ready.back());
+  return out;
 }
 
 Tensor staged_to_device(RankContext& rank, const Tensor& host, Device device) {

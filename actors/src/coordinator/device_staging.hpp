@@ -8,9 +8,11 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <string>
 
 #include "coordinator/group_state.hpp"
+#include "frame.hpp"
 #include "rankmesh/device_backend.hpp"
 
 namespace rankmesh {
@@ -26,6 +28,18 @@ inline bool on_device(const Tensor& t) noexcept {
 // run when the graph is replayed) or a copy that does not finish in time.
 Tensor staged_to_host(RankContext& rank, const Tensor& t, std::chrono::nanoseconds timeout,
                       const std::string& what);
+// Device tensors of more bytes than this go to a channel that writes payloads progressively
+// (tcp) in chunks of this size, so that the copy of one chunk overlaps the sending of the one
+// before. A few MiB: large enough that a chunk's copy and its event cost little beside it, small
+// enough that the first chunk leaves early.
+inline constexpr std::size_t kStagingChunkBytes = std::size_t{4} << 20;
+
+// `t`'s bytes copied into host memory chunk by chunk (kStagingChunkBytes) on the caller's
+// current stream, nothing waited for: each chunk's copy has its event, and the host tensor's
+// ready event is the last chunk's. The channel waits for each chunk, bounded by the operation's
+// deadline. `what` names the operation in errors (a CUDA graph capture in progress).
+ChunkedPayload staged_to_host_in_chunks(RankContext& rank, const Tensor& t,
+                                        const std::string& what);
 // A new tensor on `device` holding `host`'s bytes, ready once the copy has run on the caller's
 // current stream (`host` is kept alive until then).
 Tensor staged_to_device(RankContext& rank, const Tensor& host, Device device);

@@ -23,6 +23,7 @@ void send_to_each_peer(const Call& call, OpCode op, std::uint64_t seq, Fill&& fi
   for_each_peer(call, [&](int peer) {
     frame.metadata.clear();
     frame.tensors.clear();
+    frame.chunked.clear();
     fill(frame, peer);
     send_numbered(call, peer, op, seq, frame);
   });

@@ -35,19 +35,27 @@ bool copied_on_send(const Call& call, const Tensor& t, int dst) {
          !call.rank().links().traits_to(call.group().global_rank(dst)).reads_after_send(t.nbytes());
 }
 
-void make_payload(const Call& call, Tensor& t, int dst, bool donated, DeviceExports* exports,
-                  std::size_t index) {
-  if (on_device(t) &&
-      !call.rank().links().traits_to(call.group().global_rank(dst)).carries_device_memory) {
-    if (exports != nullptr)
-      if (Tensor descriptor = exports->try_export(call, t, dst, donated, index); descriptor.defined()) {
-        t = std::move(descriptor);
-        return;
+void make_payload(const Call& call, Tensor& t, int dst, bool donated, Frame& frame,
+                  DeviceExports* exports, std::size_t index) {
+  if (on_device(t)) {
+    const ChannelTraits& traits = call.rank().links().traits_to(call.group().global_rank(dst));
+    if (!traits.carries_device_memory) {
+      if (exports != nullptr)
+        if (Tensor descriptor = exports->try_export(call, t, dst, donated, index);
+            descriptor.defined()) {
+          t = std::move(descriptor);
+          return;
+        }
+      if (traits.writes_progressively && t.nbytes() > kStagingChunkBytes) {
+        frame.chunked.push_back(staged_to_host_in_chunks(call.rank(), t, call.where()));
+        t = frame.chunked.back().tensor;
+      } else {
+        t = staged_to_host(call.rank(), t, call.left(), call.where());
       }
-    t = staged_to_host(call.rank(), t, call.left(), call.where());
-  } else if (!donated && !copied_on_send(call, t, dst)) {
-    t = copy_for_peer(call, t);
+      return;
+    }
   }
+  if (!donated && !copied_on_send(call, t, dst)) t = copy_for_peer(call, t);
 }
 
 void require_host_ready(const Call& call, const Tensor& t) {

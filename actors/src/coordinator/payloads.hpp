@@ -29,9 +29,12 @@ bool copied_on_send(const Call& call, const Tensor& t, int dst);
 // staged to host where the channel carries host memory only (shm, tcp: the receiver puts them
 // back on its device), else a copy for the peer. With `exports` (the frame's), a device tensor
 // to another process of this node may travel as exported device memory instead, as payload
-// `index` (device_ipc.hpp).
+// `index` (device_ipc.hpp). A device tensor staged for a channel that writes payloads
+// progressively (tcp), of more than kStagingChunkBytes, is staged in chunks, not waited for:
+// recorded in frame.chunked (`t` is one of `frame`'s tensors), and the channel sends each chunk
+// once it is in host memory.
 class DeviceExports;
-void make_payload(const Call& call, Tensor& t, int dst, bool donated,
+void make_payload(const Call& call, Tensor& t, int dst, bool donated, Frame& frame,
                   DeviceExports* exports = nullptr, std::size_t index = 0);
 
 // Collectives compute on the host: their inputs must be host tensors whose bytes are ready.
