@@ -14,6 +14,7 @@
 
 #include "opaque_backend.hpp"
 #include "rankmesh/device_backend.hpp"
+#include "device_tensors.hpp"
 #include "world.hpp"
 
 using namespace rankmesh;
@@ -21,7 +22,6 @@ using namespace rankmesh::test;
 
 namespace {
 
-constexpr auto kWait = std::chrono::seconds(10);
 
 // RANKMESH_CUDA_IPC=1 for the ranks made while it lives.
 struct DeviceIpcOn {
@@ -29,37 +29,11 @@ struct DeviceIpcOn {
   ~DeviceIpcOn() { ::unsetenv("RANKMESH_CUDA_IPC"); }
 };
 
-Tensor device_tensor(DeviceBackend& device, const std::vector<float>& values, Shape shape) {
-  Tensor t = device.allocate(shape, DType::f32);
-  device.copy_from_host(values.data(), t, current_stream(device))->synchronize(kWait);
-  return t;
-}
 
-std::vector<float> read_back(DeviceBackend& device, const Tensor& t) {
-  REQUIRE(t.defined());
-  REQUIRE(t.device() == device.device());
-  std::vector<float> values(static_cast<std::size_t>(t.numel()));
-  device.copy_to_host(t, values.data(), current_stream(device))->synchronize(kWait);
-  return values;
-}
-
-std::vector<float> ramp(int n, float start) {
-  std::vector<float> v(static_cast<std::size_t>(n));
-  std::iota(v.begin(), v.end(), start);
-  return v;
-}
-
-template <class Over>
-RuntimeOptions with_device(int world, DeviceBackend& device) {
-  RuntimeOptions options = options_for<Over>(world);
-  options.backends = {&device};
-  return options;
-}
-
-// Polls `done` for up to kWait; no timing is asserted, only that it happens at all.
+// Polls `done` for up to kDeviceWait; no timing is asserted, only that it happens at all.
 template <class Done>
 bool eventually(Done&& done) {
-  const auto until = std::chrono::steady_clock::now() + kWait;
+  const auto until = std::chrono::steady_clock::now() + kDeviceWait;
   while (!done()) {
     if (std::chrono::steady_clock::now() > until) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -92,7 +66,7 @@ TEST_CASE_TEMPLATE("device tensors travel as exported memory, held until the rec
           s.world().send_tensor_dict(dict, 1);
           // The export is the sender's own copy: the caller may overwrite its tensor at once.
           std::vector<float> zeros(values.size(), 0.0f);
-          device.copy_from_host(zeros.data(), mine, current_stream(device))->synchronize(kWait);
+          device.copy_from_host(zeros.data(), mine, current_stream(device))->synchronize(kDeviceWait);
           held_after_send = testing::OpaqueBackend::exports_held();
           sent = true;
         } else {

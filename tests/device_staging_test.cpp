@@ -4,48 +4,15 @@
 // for a GPU: code that read its memory directly instead of through its copies would see decoys.
 #include <doctest/doctest.h>
 
-#include <numeric>
 #include <vector>
 
 #include "opaque_backend.hpp"
 #include "rankmesh/device_backend.hpp"
+#include "device_tensors.hpp"
 #include "world.hpp"
 
 using namespace rankmesh;
 using namespace rankmesh::test;
-
-namespace {
-
-constexpr auto kWait = std::chrono::seconds(10);
-
-Tensor device_tensor(DeviceBackend& device, const std::vector<float>& values, Shape shape) {
-  Tensor t = device.allocate(shape, DType::f32);
-  device.copy_from_host(values.data(), t, current_stream(device))->synchronize(kWait);
-  return t;
-}
-
-std::vector<float> read_back(DeviceBackend& device, const Tensor& t) {
-  REQUIRE(t.defined());
-  REQUIRE(t.device() == device.device());
-  std::vector<float> values(static_cast<std::size_t>(t.numel()));
-  device.copy_to_host(t, values.data(), current_stream(device))->synchronize(kWait);
-  return values;
-}
-
-std::vector<float> ramp(int n, float start) {
-  std::vector<float> v(static_cast<std::size_t>(n));
-  std::iota(v.begin(), v.end(), start);
-  return v;
-}
-
-template <class Over>
-RuntimeOptions with_device(int world, DeviceBackend& device) {
-  RuntimeOptions options = options_for<Over>(world);
-  options.backends = {&device};
-  return options;
-}
-
-}  // namespace
 
 TEST_CASE_TEMPLATE("a dict mixing host and device tensors arrives with each key on its device", Over,
                    RANKMESH_EVERY_TRANSPORT) {
