@@ -4,19 +4,21 @@
 #include <pthread.h>
 #include <sys/mman.h>
 
+#include <array>
 #include <atomic>
 #include <bit>
 #include <cstdlib>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <new>
 #include <optional>
 #include <string>
 #include <thread>
-#include <unordered_map>
 #include <vector>
 
 #include "rankmesh/error.hpp"
+#include "spin_lock.hpp"
 
 namespace rankmesh {
 namespace {
@@ -63,21 +65,72 @@ void count_forks() {
 }  // namespace
 
 struct BufferPool::State {
-  // One block of memory, recycled with it. While a tensor holds the block, `owner` keeps the
-  // pool alive; a cached block holds no reference (the pool owns it).
-  struct Block {
-    void* data;
+  // One block of memory, recycled with its bookkeeping: handing it out as a tensor allocates
+  // nothing. While a tensor holds the block, `owner` keeps the pool alive; a cached block holds
+  // no reference (the pool owns it) and waits in its size's free list.
+  struct Block final : TensorMemory {
+    Block(void* data, std::size_t bytes) : TensorMemory(data, &State::release), size(bytes) {}
     std::size_t size;
     std::shared_ptr<State> owner;
     std::uint64_t cached_in = 0;  // the trimmer's round when the block last entered the cache
+    Block* next_free = nullptr;
   };
+  // Cached blocks of one size, most recently cached first (the warmest is reused first).
+  struct FreeList {
+    Block* head = nullptr;
+    void push(Block* block) noexcept {
+      block->next_free = head;
+      head = block;
+    }
+    Block* pop() noexcept {
+      Block* block = head;
+      if (block != nullptr) head = block->next_free;
+      return block;
+    }
+    // Unlinks the blocks `take` picks and hands each to `out`.
+    template <class Pick, class Out>
+    void remove_if(Pick take, Out out) {
+      for (Block** link = &head; *link != nullptr;) {
+        Block* block = *link;
+        if (take(block)) {
+          out(block);  // first: should it throw, the block stays listed
+          *link = block->next_free;
+        } else {
+          link = &block->next_free;
+        }
+      }
+    }
+  };
+  // Heap blocks are powers of two from kAlignment up to below kHugePage: one list each, found
+  // by index (a message's allocations must not search); huge blocks are rare and big.
+  static constexpr std::size_t kHeapSizes =
+      static_cast<std::size_t>(std::countr_zero(kHugePage) - std::countr_zero(kAlignment));
 
   explicit State(BufferPoolOptions o) : options(o) {}
   State(const State&) = delete;
   State& operator=(const State&) = delete;
   ~State();
 
-  static void release(Block* block) noexcept;
+  static std::size_t heap_index(std::size_t size) noexcept {
+    return static_cast<std::size_t>(std::countr_zero(size) - std::countr_zero(kAlignment));
+  }
+  // The list a block of `size` is cached in (a huge size's first one is made: may throw).
+  FreeList& free_list(std::size_t size) {
+    return size < kHugePage ? heap_free[heap_index(size)] : huge_free[size];
+  }
+  // A cached block of `size`, or null.
+  Block* take_cached(std::size_t size) noexcept {
+    if (size < kHugePage) return heap_free[heap_index(size)].pop();
+    const auto it = huge_free.find(size);
+    return it == huge_free.end() ? nullptr : it->second.pop();
+  }
+  template <class Visit>
+  void for_each_free_list(Visit visit) {
+    for (FreeList& list : heap_free) visit(list);
+    for (auto& [size, list] : huge_free) visit(list);
+  }
+
+  static void release(TensorMemory* memory) noexcept;
   // Starts the trimmer (none runs in this process); called with `mutex` held.
   static void ensure_trimmer(const std::shared_ptr<State>& state) noexcept;
   // The trimmer's loop: every idle_release, gives back the blocks cached before its previous
@@ -87,8 +140,9 @@ struct BufferPool::State {
   static void free_blocks(std::vector<Block*>& blocks) noexcept;
 
   BufferPoolOptions options;
-  std::mutex mutex;
-  std::unordered_map<std::size_t, std::vector<Block*>> free;
+  SpinLock mutex;  // held for a few instructions per allocation and release
+  std::array<FreeList, kHeapSizes> heap_free;
+  std::map<std::size_t, FreeList> huge_free;
   Stats stats;
   std::uint64_t round = 0;  // the trimmer's rounds so far
   // The fork count when this process's trimmer started; none runs unless it equals g_forks.
@@ -96,15 +150,16 @@ struct BufferPool::State {
 };
 
 BufferPool::State::~State() {
-  for (auto& [size, blocks] : free) {
-    for (Block* block : blocks) {
-      free_memory(block->data, block->size);
+  for_each_free_list([](FreeList& list) {
+    while (Block* block = list.pop()) {
+      free_memory(block->data(), block->size);
       delete block;
     }
-  }
+  });
 }
 
-void BufferPool::State::release(Block* block) noexcept {
+void BufferPool::State::release(TensorMemory* memory) noexcept {
+  auto* block = static_cast<Block*>(memory);
   std::shared_ptr<State> owner = std::move(block->owner);
   bool keep = false;
   {
@@ -112,7 +167,7 @@ void BufferPool::State::release(Block* block) noexcept {
     owner->stats.in_use_bytes -= block->size;
     if (owner->stats.cached_bytes + block->size <= owner->options.max_cached_bytes) {
       try {
-        owner->free[block->size].push_back(block);
+        owner->free_list(block->size).push(block);  // a huge size's first list may allocate
         owner->stats.cached_bytes += block->size;
         block->cached_in = owner->round;
         keep = true;
@@ -123,7 +178,7 @@ void BufferPool::State::release(Block* block) noexcept {
       ensure_trimmer(owner);
   }
   if (!keep) {
-    free_memory(block->data, block->size);
+    free_memory(block->data(), block->size);
     delete block;
   }
   // `owner` goes last: when it was the final reference, the pool frees its cache now.
@@ -145,22 +200,23 @@ void BufferPool::State::trim_idle(std::shared_ptr<State> state) noexcept {
     std::this_thread::sleep_for(state->options.idle_release);
     std::vector<Block*> idle;
     bool done = false;
-    {
+    try {
       std::lock_guard lock(state->mutex);
       // The last reference: nobody can allocate from the pool any more.
       const bool orphaned = state.use_count() == 1;
-      for (auto& [size, blocks] : state->free) {
-        std::erase_if(blocks, [&](Block* block) {
-          if (!orphaned && block->cached_in >= state->round) return false;  // since last round
-          idle.push_back(block);
-          state->stats.cached_bytes -= block->size;
-          ++state->stats.released;
-          return true;
-        });
-      }
+      state->for_each_free_list([&](FreeList& list) {
+        list.remove_if(
+            [&](Block* block) { return orphaned || block->cached_in < state->round; },
+            [&](Block* block) {
+              idle.push_back(block);  // may throw bad_alloc: the block stays unlinked, listed
+              state->stats.cached_bytes -= block->size;
+              ++state->stats.released;
+            });
+      });
       ++state->round;
       done = state->stats.cached_bytes == 0;
       if (done) state->trimmer_forks.reset();
+    } catch (const std::bad_alloc&) {  // no room to list idle blocks: try again next round
     }
     free_blocks(idle);
     if (done) return;
@@ -171,7 +227,7 @@ void BufferPool::State::free_blocks(std::vector<Block*>& blocks) noexcept {
   bool heap = false;
   for (Block* block : blocks) {
     heap = heap || block->size < kHugePage;
-    free_memory(block->data, block->size);
+    free_memory(block->data(), block->size);
     delete block;
   }
   if (heap) malloc_trim(0);  // free() keeps small blocks in the heap; hand its idle pages back
@@ -202,10 +258,8 @@ Tensor BufferPool::allocate(const Shape& shape, DType dtype) const {
   State::Block* block = nullptr;
   {
     std::lock_guard lock(state_->mutex);
-    auto it = state_->free.find(size);
-    if (it != state_->free.end() && !it->second.empty()) {
-      block = it->second.back();
-      it->second.pop_back();
+    block = state_->take_cached(size);
+    if (block != nullptr) {
       state_->stats.cached_bytes -= size;
       ++state_->stats.reused;
     } else {
@@ -214,22 +268,19 @@ Tensor BufferPool::allocate(const Shape& shape, DType dtype) const {
     state_->stats.in_use_bytes += size;
   }
   if (block == nullptr) {
+    void* data = nullptr;
     try {
-      block = new State::Block{allocate_memory(size), size, nullptr};
+      data = allocate_memory(size);
+      block = new State::Block(data, size);
     } catch (...) {
+      if (data != nullptr) free_memory(data, size);
       std::lock_guard lock(state_->mutex);
       state_->stats.in_use_bytes -= size;
       throw;
     }
   }
   block->owner = state_;
-  try {
-    return Tensor::wrap(block->data, shape, dtype, Device{},
-                        [block](void*) { State::release(block); });
-  } catch (...) {
-    State::release(block);
-    throw;
-  }
+  return Tensor::adopt(*block, shape, dtype, Device{});
 }
 
 Allocator BufferPool::allocator() const {
@@ -245,9 +296,12 @@ void BufferPool::trim() const {
   std::vector<State::Block*> blocks;
   {
     std::lock_guard lock(state_->mutex);
-    for (auto& [size, list] : state_->free) blocks.insert(blocks.end(), list.begin(), list.end());
-    state_->free.clear();
-    state_->stats.cached_bytes = 0;
+    state_->for_each_free_list([&](State::FreeList& list) {
+      while (list.head != nullptr) {
+        blocks.push_back(list.head);  // first: should it throw, the block stays listed
+        state_->stats.cached_bytes -= list.pop()->size;
+      }
+    });
   }
   State::free_blocks(blocks);
 }

@@ -237,9 +237,9 @@ private:
   // Not packer::pack_double: msgpack-c 4.x writes integral doubles as integers, so 1.0 would
   // come back as the int 1.
   void write_float64(double d) {
-    const auto bits = std::bit_cast<std::uint64_t>(d);
+    const std::uint64_t big_endian = __builtin_bswap64(std::bit_cast<std::uint64_t>(d));
     char buffer[9] = {static_cast<char>(0xcb)};
-    for (int i = 0; i < 8; ++i) buffer[1 + i] = static_cast<char>(bits >> (56 - 8 * i));
+    std::memcpy(buffer + 1, &big_endian, sizeof big_endian);
     sink_.write(buffer, sizeof buffer);
   }
 
@@ -499,21 +499,14 @@ private:
   Shape read_shape_body(std::size_t offset, std::size_t rank, DType dtype) {
     const std::size_t max_rank = std::min(static_cast<std::size_t>(std::max(0, limits_.max_rank)),
                                           static_cast<std::size_t>(Shape::kMaxRank));
-    if (rank > max_rank) {
-      reader_.fail(Errc::limit_exceeded, offset,
-                   "a shape of rank " + std::to_string(rank) + " exceeds max_rank " +
-                       std::to_string(max_rank));
-    }
+    if (rank > max_rank) [[unlikely]] rank_exceeds(offset, rank, max_rank);
     Shape shape;
     std::int64_t numel = 1;
     bool overflow = false;
     for (std::size_t i = 0; i < rank; ++i) {
       const std::size_t dim_offset = reader_.offset();
       const std::int64_t dim = reader_.read_int("a dimension");
-      if (dim < 0) {
-        reader_.fail(Errc::malformed, dim_offset,
-                     "dimension " + std::to_string(dim) + " is negative");
-      }
+      if (dim < 0) [[unlikely]] negative_dimension(dim_offset, dim);
       shape.push_back(dim);
       overflow = overflow || __builtin_mul_overflow(numel, dim, &numel);
     }
@@ -522,13 +515,28 @@ private:
         overflow ||
         __builtin_mul_overflow(static_cast<std::uint64_t>(numel), dtype_size(dtype), &bytes) ||
         __builtin_add_overflow(payload_bytes_, bytes, &payload_bytes_);
-    if (overflow || payload_bytes_ > limits_.max_payload_bytes) {
-      reader_.fail(Errc::limit_exceeded, offset,
-                   "tensor of shape " + to_string(shape) + " " + to_string(dtype) +
-                       " brings the declared payload past max_payload_bytes " +
-                       std::to_string(limits_.max_payload_bytes));
-    }
+    if (overflow || payload_bytes_ > limits_.max_payload_bytes) [[unlikely]]
+      payload_exceeds(offset, shape, dtype);
     return shape;
+  }
+  // read_shape_body's failures, out of line so that their messages are not made in its frame.
+  [[noreturn, gnu::cold, gnu::noinline]] void rank_exceeds(std::size_t offset, std::size_t rank,
+                                                           std::size_t max_rank) const {
+    reader_.fail(Errc::limit_exceeded, offset,
+                 "a shape of rank " + std::to_string(rank) + " exceeds max_rank " +
+                     std::to_string(max_rank));
+  }
+  [[noreturn, gnu::cold, gnu::noinline]] void negative_dimension(std::size_t offset,
+                                                                 std::int64_t dim) const {
+    reader_.fail(Errc::malformed, offset, "dimension " + std::to_string(dim) + " is negative");
+  }
+  [[noreturn, gnu::cold, gnu::noinline]] void payload_exceeds(std::size_t offset,
+                                                              const Shape& shape,
+                                                              DType dtype) const {
+    reader_.fail(Errc::limit_exceeded, offset,
+                 "tensor of shape " + to_string(shape) + " " + to_string(dtype) +
+                     " brings the declared payload past max_payload_bytes " +
+                     std::to_string(limits_.max_payload_bytes));
   }
 
   void spend_entries(std::size_t count, std::size_t offset) {

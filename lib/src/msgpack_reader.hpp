@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <span>
 #include <string>
@@ -15,6 +16,9 @@
 #include "rankmesh/error.hpp"
 
 namespace rankmesh::detail {
+
+// The reads and writes of msgpack's big-endian numbers swap bytes with one instruction.
+static_assert(std::endian::native == std::endian::little, "rankmesh's codecs assume a little-endian host");
 
 // One msgpack item as read: scalars carry their value, str/bin their body, arrays their count
 // (the elements follow). Every integer form arrives as int64; maps and ext are rejected.
@@ -64,7 +68,7 @@ public:
   MsgpackItem next() {
     MsgpackItem item;
     item.offset = pos_;
-    const std::uint8_t tag = static_cast<std::uint8_t>(take(1));
+    const std::uint8_t tag = static_cast<std::uint8_t>(take<1>());
     auto integer = [&](std::int64_t value) {
       item.type = Type::integer;
       item.integer = value;
@@ -91,37 +95,37 @@ public:
         item.type = Type::boolean;
         item.boolean = tag == 0xc3;
         return item;
-      case 0xc4: return with_body(Type::bin, take(1));
-      case 0xc5: return with_body(Type::bin, take(2));
-      case 0xc6: return with_body(Type::bin, take(4));
+      case 0xc4: return with_body(Type::bin, take<1>());
+      case 0xc5: return with_body(Type::bin, take<2>());
+      case 0xc6: return with_body(Type::bin, take<4>());
       case 0xca:
         item.type = Type::real;
-        item.real = std::bit_cast<float>(static_cast<std::uint32_t>(take(4)));
+        item.real = std::bit_cast<float>(static_cast<std::uint32_t>(take<4>()));
         return item;
       case 0xcb:
         item.type = Type::real;
-        item.real = std::bit_cast<double>(take(8));
+        item.real = std::bit_cast<double>(take<8>());
         return item;
-      case 0xcc: return integer(static_cast<std::int64_t>(take(1)));
-      case 0xcd: return integer(static_cast<std::int64_t>(take(2)));
-      case 0xce: return integer(static_cast<std::int64_t>(take(4)));
+      case 0xcc: return integer(static_cast<std::int64_t>(take<1>()));
+      case 0xcd: return integer(static_cast<std::int64_t>(take<2>()));
+      case 0xce: return integer(static_cast<std::int64_t>(take<4>()));
       case 0xcf: {
-        const std::uint64_t value = take(8);
+        const std::uint64_t value = take<8>();
         if (value > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
           fail(Errc::malformed, item.offset,
                "unsigned integer " + std::to_string(value) + " exceeds INT64_MAX");
         }
         return integer(static_cast<std::int64_t>(value));
       }
-      case 0xd0: return integer(static_cast<std::int8_t>(take(1)));
-      case 0xd1: return integer(static_cast<std::int16_t>(take(2)));
-      case 0xd2: return integer(static_cast<std::int32_t>(take(4)));
-      case 0xd3: return integer(static_cast<std::int64_t>(take(8)));
-      case 0xd9: return with_body(Type::str, take(1));
-      case 0xda: return with_body(Type::str, take(2));
-      case 0xdb: return with_body(Type::str, take(4));
-      case 0xdc: return array(take(2));
-      case 0xdd: return array(take(4));
+      case 0xd0: return integer(static_cast<std::int8_t>(take<1>()));
+      case 0xd1: return integer(static_cast<std::int16_t>(take<2>()));
+      case 0xd2: return integer(static_cast<std::int32_t>(take<4>()));
+      case 0xd3: return integer(static_cast<std::int64_t>(take<8>()));
+      case 0xd9: return with_body(Type::str, take<1>());
+      case 0xda: return with_body(Type::str, take<2>());
+      case 0xdb: return with_body(Type::str, take<4>());
+      case 0xdc: return array(take<2>());
+      case 0xdd: return array(take<4>());
       default: break;
     }
     char hex[8];
@@ -162,20 +166,37 @@ public:
   }
 
   // One byte as it is, outside msgpack (a frame marker); fails at the end of the input.
-  std::uint8_t read_raw_byte() { return static_cast<std::uint8_t>(take(1)); }
+  std::uint8_t read_raw_byte() { return static_cast<std::uint8_t>(take<1>()); }
 
 private:
-  // A big-endian unsigned integer of `width` bytes.
-  std::uint64_t take(std::size_t width) {
-    if (remaining() < width) {
-      fail(Errc::malformed, pos_,
-           "input ends early: " + std::to_string(width) + " more bytes needed, " +
-               std::to_string(remaining()) + " left");
+  // A big-endian unsigned integer of `Width` bytes (1, 2, 4 or 8): one load and a byte swap.
+  template <std::size_t Width>
+  std::uint64_t take() {
+    if (remaining() < Width) [[unlikely]] ends_early(Width);
+    const std::uint8_t* at = bytes_.data() + pos_;
+    pos_ += Width;
+    if constexpr (Width == 1) {
+      return *at;
+    } else if constexpr (Width == 2) {
+      std::uint16_t value;
+      std::memcpy(&value, at, Width);
+      return __builtin_bswap16(value);
+    } else if constexpr (Width == 4) {
+      std::uint32_t value;
+      std::memcpy(&value, at, Width);
+      return __builtin_bswap32(value);
+    } else {
+      static_assert(Width == 8, "msgpack integers are 1, 2, 4 or 8 bytes wide");
+      std::uint64_t value;
+      std::memcpy(&value, at, Width);
+      return __builtin_bswap64(value);
     }
-    std::uint64_t value = 0;
-    for (std::size_t i = 0; i < width; ++i) value = value << 8 | bytes_[pos_ + i];
-    pos_ += width;
-    return value;
+  }
+  // Out of line: the message's making stays out of the reads that every message makes.
+  [[noreturn, gnu::cold, gnu::noinline]] void ends_early(std::size_t width) const {
+    fail(Errc::malformed, pos_,
+         "input ends early: " + std::to_string(width) + " more bytes needed, " +
+             std::to_string(remaining()) + " left");
   }
 
   std::span<const std::uint8_t> take_body(std::uint64_t length, std::size_t offset,

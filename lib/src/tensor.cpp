@@ -55,21 +55,28 @@ std::string to_string(const Shape& shape) {
   return out + "]";
 }
 
-struct Tensor::Storage {
-  void* data;
-  Deleter deleter;
+namespace {
 
-  Storage(void* d, Deleter del) : data(d), deleter(std::move(del)) {}
-  Storage(const Storage&) = delete;
-  Storage& operator=(const Storage&) = delete;
-  ~Storage() {
-    if (deleter) deleter(data);
+// The TensorMemory of a tensor made by empty() or wrap(): the memory's own deleter, kept with the
+// bookkeeping in one allocation.
+struct DeletingMemory final : TensorMemory {
+  DeletingMemory(void* data, Tensor::Deleter deleter)
+      : TensorMemory(data, &DeletingMemory::release), deleter(std::move(deleter)) {}
+  static void release(TensorMemory* memory) noexcept {
+    auto* self = static_cast<DeletingMemory*>(memory);
+    if (self->deleter) self->deleter(self->data());
+    delete self;
   }
+  Tensor::Deleter deleter;
 };
 
-Tensor::Tensor(std::shared_ptr<Storage> storage, Shape shape, DType dtype, Device device)
-    : storage_(std::move(storage)), shape_(shape), numel_(shape_.numel()), dtype_(dtype),
-      device_(device) {}
+}  // namespace
+
+// Callers count the shape's elements first: numel_ would throw here after `storage` was made.
+Tensor::Tensor(TensorMemory* storage, Shape shape, DType dtype, Device device)
+    : storage_(storage), shape_(shape), numel_(shape_.numel()), dtype_(dtype), device_(device) {
+  hold();
+}
 
 Tensor Tensor::empty(Shape shape, DType dtype) {
   const auto numel = static_cast<std::uint64_t>(shape.numel());
@@ -84,20 +91,28 @@ Tensor Tensor::empty(Shape shape, DType dtype) {
   if (base == nullptr) throw std::bad_alloc();
   const auto address = reinterpret_cast<std::uintptr_t>(base);
   void* aligned = reinterpret_cast<void*>((address + kAlignment - 1) & ~(kAlignment - 1));
-  auto storage = std::make_shared<Storage>(aligned, [base](void*) { std::free(base); });
-  return Tensor(std::move(storage), shape, dtype, Device{});
+  DeletingMemory* storage = nullptr;
+  try {
+    storage = new DeletingMemory(aligned, [base](void*) { std::free(base); });
+  } catch (...) {
+    std::free(base);
+    throw;
+  }
+  return Tensor(storage, shape, dtype, Device{});
 }
 
 Tensor Tensor::wrap(void* data, Shape shape, DType dtype, Device device, Deleter deleter) {
-  if (data == nullptr && shape.numel() != 0) {
+  const std::int64_t numel = shape.numel();  // throws before anything is made (see the constructor)
+  if (data == nullptr && numel != 0) {
     throw Error(Errc::invalid_argument,
                 "wrap: null data for a tensor of shape " + to_string(shape) + " with elements");
   }
-  auto storage = std::make_shared<Storage>(data, std::move(deleter));
-  return Tensor(std::move(storage), shape, dtype, device);
+  return Tensor(new DeletingMemory(data, std::move(deleter)), shape, dtype, device);
 }
 
-void* Tensor::data() const noexcept { return storage_ ? storage_->data : nullptr; }
+Tensor Tensor::adopt(TensorMemory& memory, Shape shape, DType dtype, Device device) {
+  return Tensor(&memory, shape, dtype, device);
+}
 
 Tensor Tensor::view(Shape shape) const {
   if (shape.numel() != numel())

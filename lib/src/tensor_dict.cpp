@@ -17,9 +17,14 @@ constexpr std::size_t kIndexThreshold = 16;
 }  // namespace
 
 TensorDict::TensorDict() = default;
-TensorDict::TensorDict(const TensorDict&) = default;
+TensorDict::TensorDict(const TensorDict& other)
+    : entries_(other.entries_),
+      index_(other.index_ != nullptr ? std::make_unique<Index>(*other.index_) : nullptr) {}
 TensorDict::TensorDict(TensorDict&&) noexcept = default;
-TensorDict& TensorDict::operator=(const TensorDict&) = default;
+TensorDict& TensorDict::operator=(const TensorDict& other) {
+  if (this != &other) *this = TensorDict(other);
+  return *this;
+}
 TensorDict& TensorDict::operator=(TensorDict&&) noexcept = default;
 TensorDict::~TensorDict() = default;
 
@@ -46,17 +51,23 @@ void TensorDict::append(std::string&& key, Value&& value) {
   Entry& entry = entries_.emplace_back();
   entry.key = std::move(key);
   entry.value = std::move(value);
-  if (entries_.size() == kIndexThreshold + 1) {
-    for (std::size_t i = 0; i < entries_.size(); ++i) index_.emplace(entries_[i].key, i);
-  } else if (!index_.empty()) {
-    index_.emplace(entries_.back().key, entries_.size() - 1);
+  if (index_ != nullptr) {
+    index_->emplace(entries_.back().key, entries_.size() - 1);
+  } else if (entries_.size() > kIndexThreshold) {
+    index_ = make_index();
   }
 }
 
+std::unique_ptr<TensorDict::Index> TensorDict::make_index() const {
+  auto index = std::make_unique<Index>();
+  for (std::size_t i = 0; i < entries_.size(); ++i) index->emplace(entries_[i].key, i);
+  return index;
+}
+
 std::size_t TensorDict::position_of(std::string_view key) const noexcept {
-  if (!index_.empty()) {
-    const auto it = index_.find(key);
-    return it == index_.end() ? npos : it->second;
+  if (index_ != nullptr) {
+    const auto it = index_->find(key);
+    return it == index_->end() ? npos : it->second;
   }
   for (std::size_t i = 0; i < entries_.size(); ++i) {
     if (entries_[i].key == key) return i;
@@ -84,10 +95,7 @@ bool TensorDict::erase(std::string_view key) {
   if (position == npos) return false;
   entries_.erase(entries_.begin() + static_cast<std::ptrdiff_t>(position));
   // Positions after the erased key shift, so the index is rebuilt (or dropped when small).
-  index_.clear();
-  if (entries_.size() > kIndexThreshold) {
-    for (std::size_t i = 0; i < entries_.size(); ++i) index_.emplace(entries_[i].key, i);
-  }
+  index_ = entries_.size() > kIndexThreshold ? make_index() : nullptr;
   return true;
 }
 

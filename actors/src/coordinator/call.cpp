@@ -13,10 +13,7 @@ Call::Call(GroupState& group, const char* operation)
   // A group that failed as a whole (here or on another member: RankContext::fail_group) fails
   // every later operation on it at once, as receives waiting on it fail (watchdog.cpp).
   // While no group of the rank ever failed: one relaxed load and a branch.
-  if (rank_.any_group_failed()) [[unlikely]] {
-    if (const std::string failure = rank_.group_failure(group_.id); !failure.empty())
-      throw rank_.reported(Error(Errc::mismatch, where() + ": the group failed: " + failure));
-  }
+  if (rank_.any_group_failed()) [[unlikely]] refuse_if_group_failed();
   rank_.drain(deadline_);
 #ifndef NDEBUG
   const std::thread::id self = std::this_thread::get_id();
@@ -31,6 +28,11 @@ Call::Call(GroupState& group, const char* operation)
   }
 #endif
   if (rank_.tracer().on()) begin_trace();
+}
+
+void Call::refuse_if_group_failed() const {
+  if (const std::string failure = rank_.group_failure(group_.id); !failure.empty())
+    throw rank_.reported(Error(Errc::mismatch, where() + ": the group failed: " + failure));
 }
 
 Call::~Call() {
@@ -109,17 +111,21 @@ std::string Call::who(int group_rank) const {
 std::string Call::where() const { return group_.name + " " + who(rank_in_group()) + " " + operation_; }
 
 int Call::check_peer(int group_rank, const char* role) const {
-  if (group_rank < 0 || group_rank >= size())
-    throw Error(Errc::invalid_argument, where() + ": " + role + " " + std::to_string(group_rank) +
-                                            " is outside the group of " + std::to_string(size()));
+  if (group_rank < 0 || group_rank >= size()) [[unlikely]] refuse_peer(group_rank, role);
   return group_rank;
 }
 
 int Call::check_other_peer(int group_rank, const char* role) const {
-  check_peer(group_rank, role);
+  if (group_rank < 0 || group_rank >= size() || group_rank == rank_in_group()) [[unlikely]]
+    refuse_peer(group_rank, role);
+  return group_rank;
+}
+
+void Call::refuse_peer(int group_rank, const char* role) const {
   if (group_rank == rank_in_group())
     throw Error(Errc::invalid_argument, where() + ": " + role + " is this rank itself");
-  return group_rank;
+  throw Error(Errc::invalid_argument, where() + ": " + role + " " + std::to_string(group_rank) +
+                                          " is outside the group of " + std::to_string(size()));
 }
 
 int Call::resolve_dim(const Tensor& tensor, int dim) const {

@@ -78,6 +78,9 @@ public:
   void trace_message(std::uint64_t seq, int peer, bool sent, std::size_t bytes) const noexcept;
 
 private:
+  // The failures of the checks every call makes, out of line: the hot path stays small.
+  [[noreturn, gnu::cold, gnu::noinline]] void refuse_peer(int group_rank, const char* role) const;
+  [[gnu::cold, gnu::noinline]] void refuse_if_group_failed() const;
   void begin_trace() noexcept;
   void end_trace() noexcept;
 

@@ -38,6 +38,34 @@ void send_numbered(const Call& call, int dst, OpCode op, std::uint64_t seq, Fram
   call.rank().send(call.group().global_rank(dst), frame, call.deadline(), call.describe());
 }
 
+namespace {
+
+// receive_point_to_point's failures, out of line: their messages are made only when they happen.
+[[noreturn, gnu::cold, gnu::noinline]] void throw_nothing_came(const Call& call, int src, OpCode op,
+                                                               std::uint64_t expected) {
+  throw call.rank().reported(Error(Errc::timeout, call.where() + " waited " +
+                                                      milliseconds_text(call.group().timeout) +
+                                                      " for " + op_name(static_cast<std::uint32_t>(op)) +
+                                                      " #" + std::to_string(expected) + " from " +
+                                                      call.who(src) + ", which did not come"));
+}
+
+[[noreturn, gnu::cold, gnu::noinline]] void throw_sends_failed(const Call& call, int src, OpCode op,
+                                                               std::uint64_t expected,
+                                                               std::uint64_t got) {
+  const std::string failed = got - expected > 1
+                                 ? "s #" + std::to_string(expected) + "..#" + std::to_string(got - 1)
+                                 : " #" + std::to_string(expected);
+  throw call.rank().reported(
+      Error(Errc::mismatch, call.where() + " expected " + op_name(static_cast<std::uint32_t>(op)) +
+                                " #" + std::to_string(expected) + " from " + call.who(src) +
+                                ", whose send" + failed +
+                                " failed there, so nothing came for this receive; its next "
+                                "message, #" + std::to_string(got) + ", is left for the next receive"));
+}
+
+}  // namespace
+
 void receive_point_to_point(const Call& call, int src, OpCode op, Frame& frame) {
   GroupState& group = call.group();
   RankContext& rank = call.rank();
@@ -45,12 +73,8 @@ void receive_point_to_point(const Call& call, int src, OpCode op, Frame& frame) 
   const std::uint64_t expected = next++;
   const int from = group.global_rank(src);
   auto fetch = [&] {
-    if (!receive_watched(call, src, false, frame, op, expected))
-      throw rank.reported(Error(Errc::timeout, call.where() + " waited " +
-                                                   milliseconds_text(group.timeout) + " for " +
-                                                   op_name(static_cast<std::uint32_t>(op)) + " #" +
-                                                   std::to_string(expected) + " from " +
-                                                   call.who(src) + ", which did not come"));
+    if (!receive_watched(call, src, false, frame, op, expected)) [[unlikely]]
+      throw_nothing_came(call, src, op, expected);
     // Whatever becomes of this frame (delivered, discarded as late, refused as out of order),
     // the schema it defines stays defined: the sender counts on it (schema_cache.hpp).
     if (frame.header.op == static_cast<std::uint32_t>(OpCode::tensor_dict))
@@ -64,16 +88,7 @@ void receive_point_to_point(const Call& call, int src, OpCode op, Frame& frame) 
     next = got;
     rank.put_back(from, std::move(frame));
     frame = Frame{};
-    const std::string failed = got - expected > 1
-                                   ? "s #" + std::to_string(expected) + "..#" + std::to_string(got - 1)
-                                   : " #" + std::to_string(expected);
-    throw rank.reported(Error(Errc::mismatch,
-                              call.where() + " expected " + op_name(static_cast<std::uint32_t>(op)) +
-                                  " #" + std::to_string(expected) + " from " + call.who(src) +
-                                  ", whose send" + failed +
-                                  " failed there, so nothing came for this receive; its next "
-                                  "message, #" + std::to_string(got) +
-                                  ", is left for the next receive"));
+    throw_sends_failed(call, src, op, expected, got);
   };
   await_numbered(expected, fetch, discard, gap);
   record_message(call, frame, src, false);

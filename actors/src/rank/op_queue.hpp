@@ -2,6 +2,7 @@
 // wait that lets a blocking call run after everything issued before it.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <functional>
@@ -29,7 +30,9 @@ private:
   const int rank_;
   std::mutex mutex_;
   std::condition_variable done_;
-  std::size_t unfinished_ = 0;  // submitted and not yet run
+  // Submitted and not yet run. Changed under mutex_ (the condition's waiters need that); read
+  // without it by drain(), which every blocking call makes and which usually finds zero.
+  std::atomic<std::size_t> unfinished_{0};
 };
 
 }  // namespace rankmesh

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -62,6 +63,28 @@ private:
 
 std::string to_string(const Shape& shape);  // "[2, 3]"
 
+// The bookkeeping of a tensor's memory, shared by every Tensor that sees it: where the bytes
+// are, how many Tensors hold them, and what to do when the last one lets go. An owner that
+// manages its memory itself (a buffer pool's block, recycled per message) embeds one, so that
+// handing out a tensor allocates nothing; Tensor::wrap makes one around a deleter.
+class TensorMemory {
+public:
+  // Called once, when the last Tensor holding `memory` goes away.
+  using Release = void (*)(TensorMemory* memory) noexcept;
+
+  TensorMemory(void* data, Release release) noexcept : data_(data), release_(release) {}
+  TensorMemory(const TensorMemory&) = delete;
+  TensorMemory& operator=(const TensorMemory&) = delete;
+
+  void* data() const noexcept { return data_; }
+
+private:
+  friend class Tensor;
+  std::atomic<std::size_t> holders_{0};
+  void* data_;
+  Release release_;
+};
+
 class Tensor {
 public:
   using Deleter = std::function<void(void*)>;
@@ -75,9 +98,39 @@ public:
   // Wraps memory the caller owns (the DLPack idea): `deleter(data)` runs when the last Tensor
   // sharing it goes away. `data` may be null only for a tensor of zero elements.
   static Tensor wrap(void* data, Shape shape, DType dtype, Device device, Deleter deleter);
+  // A tensor over memory whose bookkeeping its owner keeps (see TensorMemory): `memory` must
+  // not be held by any Tensor yet, and its release runs when the last one goes.
+  static Tensor adopt(TensorMemory& memory, Shape shape, DType dtype, Device device);
+
+  Tensor(const Tensor& other) noexcept
+      : storage_(other.storage_), shape_(other.shape_), numel_(other.numel_),
+        dtype_(other.dtype_), device_(other.device_), ready_(other.ready_) {
+    hold();
+  }
+  Tensor(Tensor&& other) noexcept
+      : storage_(std::exchange(other.storage_, nullptr)), shape_(other.shape_),
+        numel_(other.numel_), dtype_(other.dtype_), device_(other.device_),
+        ready_(std::move(other.ready_)) {}
+  Tensor& operator=(const Tensor& other) noexcept {
+    if (this != &other) *this = Tensor(other);
+    return *this;
+  }
+  Tensor& operator=(Tensor&& other) noexcept {
+    if (this != &other) {
+      let_go();
+      storage_ = std::exchange(other.storage_, nullptr);
+      shape_ = other.shape_;
+      numel_ = other.numel_;
+      dtype_ = other.dtype_;
+      device_ = other.device_;
+      ready_ = std::move(other.ready_);
+    }
+    return *this;
+  }
+  ~Tensor() { let_go(); }
 
   bool defined() const noexcept { return storage_ != nullptr; }
-  void* data() const noexcept;
+  void* data() const noexcept { return storage_ != nullptr ? storage_->data_ : nullptr; }
   template <class T>
   T* data_as() const noexcept { return static_cast<T*>(data()); }
   const Shape& shape() const noexcept { return shape_; }
@@ -98,10 +151,20 @@ public:
   void set_ready_event(std::shared_ptr<Event> event) noexcept { ready_ = std::move(event); }
 
 private:
-  struct Storage;
-  Tensor(std::shared_ptr<Storage> storage, Shape shape, DType dtype, Device device);
+  // Takes one hold on `storage` (null for an undefined tensor).
+  Tensor(TensorMemory* storage, Shape shape, DType dtype, Device device);
+  // Inline: every copy of a tensor along a message's path pays them. Taking a hold needs no
+  // ordering (the holder already sees the bytes); the last release must see every write.
+  void hold() const noexcept {
+    if (storage_ != nullptr) storage_->holders_.fetch_add(1, std::memory_order_relaxed);
+  }
+  void let_go() noexcept {
+    if (storage_ != nullptr && storage_->holders_.fetch_sub(1, std::memory_order_acq_rel) == 1)
+      storage_->release_(storage_);
+    storage_ = nullptr;
+  }
 
-  std::shared_ptr<Storage> storage_;
+  TensorMemory* storage_ = nullptr;
   Shape shape_;
   std::int64_t numel_ = 0;  // of shape_, counted once: asked for on every hop of a message
   DType dtype_ = DType::f32;

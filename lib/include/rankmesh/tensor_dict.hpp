@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -62,10 +63,6 @@ private:
   // Fills the values of a received dict in place, key by key (lib/src/dict_schema.cpp).
   friend class DictSchema;
 
-  static constexpr std::size_t npos = static_cast<std::size_t>(-1);
-  std::size_t position_of(std::string_view key) const noexcept;
-  void append(std::string&& key, Value&& value);  // a key known to be new
-
   struct KeyHash {
     using is_transparent = void;
     std::size_t operator()(std::string_view key) const noexcept {
@@ -73,10 +70,18 @@ private:
     }
   };
 
+  using Index = std::unordered_map<std::string, std::size_t, KeyHash, std::equal_to<>>;
+
+  static constexpr std::size_t npos = static_cast<std::size_t>(-1);
+  std::size_t position_of(std::string_view key) const noexcept;
+  std::unique_ptr<Index> make_index() const;  // of every entry
+  void append(std::string&& key, Value&& value);  // a key known to be new
+
   std::vector<Entry> entries_;
   // Key -> position, kept only for large dicts so that building one from hostile metadata
-  // stays linear; small dicts (the common case) are searched in place.
-  std::unordered_map<std::string, std::size_t, KeyHash, std::equal_to<>> index_;
+  // stays linear; small dicts (the common case) are searched in place and, holding no index,
+  // are copied, moved and destroyed without touching one.
+  std::unique_ptr<Index> index_;
 };
 
 // One value of a dict. A List holds plain values only (no tensors, no dicts).
