@@ -72,3 +72,55 @@ TEST_CASE("buffer pool: idle_release 0 keeps the cache until trim()") {
   pool.trim();
   CHECK(pool.stats().cached_bytes == 0);
 }
+
+TEST_CASE("buffer pool: each size class reuses its own blocks, the last one cached first") {
+  BufferPool pool(BufferPoolOptions{.idle_release = 0ms});
+  // Heap classes (64 B, 128 B, 4 KiB, 1 MiB) and huge ones (2 MiB, 6 MiB): one list each.
+  const std::vector<std::int64_t> sizes = {64, 65, 4096, 1 << 20, 2 << 20, 5 << 20};
+  std::vector<void*> first;
+  {
+    std::vector<Tensor> held;
+    for (std::int64_t size : sizes) {
+      held.push_back(pool.allocate({size}, DType::u8));
+      first.push_back(held.back().data());
+    }
+    CHECK(pool.stats().fresh == sizes.size());
+  }
+  std::size_t cached = 0;
+  for (std::int64_t size : sizes) cached += BufferPool::block_size(static_cast<std::size_t>(size));
+  CHECK(pool.stats().cached_bytes == cached);
+  CHECK(pool.stats().in_use_bytes == 0);
+  // The same sizes again, in reverse: every one is served by its own class's block.
+  for (std::size_t i = sizes.size(); i-- > 0;) {
+    const Tensor again = pool.allocate({sizes[i]}, DType::u8);
+    CHECK(again.data() == first[i]);
+  }
+  CHECK(pool.stats().reused == sizes.size());
+  CHECK(pool.stats().fresh == sizes.size());
+  // Two blocks of one class: the one cached last comes back first (it is the warmest).
+  Tensor a = pool.allocate({4096}, DType::u8);
+  Tensor b = pool.allocate({4096}, DType::u8);
+  void* b_data = b.data();
+  a = Tensor();
+  b = Tensor();
+  CHECK(pool.allocate({4096}, DType::u8).data() == b_data);
+  pool.trim();
+  CHECK(pool.stats().cached_bytes == 0);
+}
+
+TEST_CASE("buffer pool: tensors handed out and dropped on many threads at once all come back") {
+  BufferPool pool(BufferPoolOptions{.idle_release = 0ms});
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&pool, t] {
+      for (int i = 0; i < 2000; ++i) {
+        Tensor x = pool.allocate({64 << (i % 4)}, DType::u8);
+        std::memset(x.data(), t, x.nbytes());
+        Tensor shared = x;  // dropped after x: the last holder gives the block back
+      }
+    });
+  for (std::thread& thread : threads) thread.join();
+  CHECK(pool.stats().in_use_bytes == 0);
+  CHECK(pool.stats().fresh + pool.stats().reused == 8000);
+  CHECK(pool.stats().fresh <= 16);  // at most one block per thread and class ever made
+}

@@ -6,6 +6,9 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <thread>
+#include <utility>
+#include <vector>
 
 #include "rankmesh/error.hpp"
 #include "rankmesh/tensor.hpp"
@@ -141,6 +144,50 @@ TEST_CASE("a wrapped tensor runs its deleter once, when the last copy goes away"
   }
   CHECK(deleted == 1);
   CHECK(deleted_pointer == storage);
+}
+
+TEST_CASE("an adopted TensorMemory is released once, when the last tensor seeing it goes") {
+  // An owner's own bookkeeping (a buffer pool's block does this): nothing is allocated per tensor.
+  struct CountingMemory : TensorMemory {
+    explicit CountingMemory(void* data) : TensorMemory(data, &CountingMemory::released) {}
+    static void released(TensorMemory* memory) noexcept {
+      ++static_cast<CountingMemory*>(memory)->releases;
+    }
+    int releases = 0;
+  };
+  float storage[6] = {1, 2, 3, 4, 5, 6};
+  CountingMemory memory(storage);
+  {
+    Tensor t = Tensor::adopt(memory, {2, 3}, DType::f32, Device{});
+    CHECK(t.data() == storage);
+    CHECK(t.numel() == 6);
+    Tensor copy = t;
+    Tensor view = t.view({6});
+    CHECK(view.shares_storage_with(t));
+    Tensor moved = std::move(copy);
+    CHECK_FALSE(copy.defined());  // NOLINT(bugprone-use-after-move): a moved-from tensor is empty
+    CHECK(moved.shares_storage_with(t));
+    const Tensor& same = moved;
+    moved = same;  // self-assignment keeps the one hold it has
+    moved = std::move(view);
+    t = Tensor();
+    CHECK(memory.releases == 0);
+  }
+  CHECK(memory.releases == 1);
+
+  // Holds taken and dropped from many threads at once still end in exactly one release.
+  CountingMemory shared(storage);
+  {
+    const Tensor first = Tensor::adopt(shared, {6}, DType::f32, Device{});
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 4; ++i)
+      threads.emplace_back([&first] {
+        for (int j = 0; j < 10000; ++j) Tensor copy = first;
+      });
+    for (std::thread& thread : threads) thread.join();
+    CHECK(shared.releases == 0);
+  }
+  CHECK(shared.releases == 1);
 }
 
 TEST_CASE("wrap accepts null data only for a tensor without elements") {
