@@ -8,7 +8,6 @@
 #include <cstdlib>
 #include <mutex>
 #include <string>
-#include <numeric>
 #include <thread>
 #include <vector>
 

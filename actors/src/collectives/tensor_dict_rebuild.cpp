@@ -113,11 +113,7 @@ TensorDict rebuild_tensor_dict(const Call& call, int src, Frame& frame, GroupSta
       if (numel != 0) copy_into(call, t, dest);
       t = dest;
     } else if (numel == 0) {
-      t = meta.device_type == DeviceType::cpu
-              ? call.rank().allocate(meta.shape, meta.dtype)
-              : call.rank()
-                    .backend_for(receiving_device(call.rank(), meta.device_type, call.where()))
-                    .allocate(meta.shape, meta.dtype);
+      t = allocate_received(call.rank(), meta.device_type, meta.shape, meta.dtype, call.where());
     }
     tensors.push_back(std::move(t));
   }

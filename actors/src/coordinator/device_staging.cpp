@@ -101,4 +101,10 @@ Device receiving_device(RankContext& rank, DeviceType type, const std::string& w
                   " backend to put it on (pass one in RuntimeOptions::backends)");
 }
 
+Tensor allocate_received(RankContext& rank, DeviceType type, const Shape& shape, DType dtype,
+                         const std::string& what) {
+  if (type == DeviceType::cpu) return rank.allocate(shape, dtype);
+  return rank.backend_for(receiving_device(rank, type, what)).allocate(shape, dtype);
+}
+
 }  // namespace rankmesh

@@ -48,6 +48,10 @@ void stage_into(RankContext& rank, const Tensor& host, Tensor& dst);
 // The device of `type` this rank keeps received tensors on (its backend of that type), for
 // tensors that travelled as host bytes. Error(invalid_argument) naming `what` without one.
 Device receiving_device(RankContext& rank, DeviceType type, const std::string& what);
+// A fresh tensor of `shape` x `dtype` where this rank keeps received tensors of `type`: host
+// memory from the rank's allocator, or its backend of that type (receiving_device()).
+Tensor allocate_received(RankContext& rank, DeviceType type, const Shape& shape, DType dtype,
+                         const std::string& what);
 
 // A collective computed on the host, run on `input`: as it is for a host tensor; for a device
 // tensor on its bytes staged to host, the result (when defined: gather's non-destinations get
