@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <numeric>
 #include <vector>
 
@@ -101,6 +102,44 @@ RuntimeOptions over_tcp(CountingDevice& device,
   return options;
 }
 
+// What each side saw when rank 0's first dict (a device tensor of `device`, several chunks) failed
+// to send and its second (a host tensor counting from 9) followed on the same link; `between`
+// runs on rank 0 after the failure.
+struct FailedThenNext {
+  std::string sent_error;
+  std::string first_receive_error;
+  TensorDict second;
+};
+
+FailedThenNext send_failing_then_next(CountingDevice& device, const RuntimeOptions& options,
+                                      const std::function<void()>& between) {
+  FailedThenNext seen;
+  auto errors = run_world(
+      [&](ParallelState& s) {
+        if (s.rank() == 0) {
+          try {
+            s.world().send_tensor_dict(TensorDict{{"big", counted_on(device, kElements, 0)}}, 1);
+          } catch (const Error& e) {
+            seen.sent_error = e.what();
+          }
+          between();
+          Tensor host = Tensor::empty({2}, DType::i32);
+          std::iota(host.data_as<std::int32_t>(), host.data_as<std::int32_t>() + 2, 9);
+          s.world().send_tensor_dict(TensorDict{{"host", host}}, 1);
+        } else {
+          try {
+            (void)s.world().recv_tensor_dict(0);
+          } catch (const Error& e) {
+            seen.first_receive_error = e.what();
+          }
+          seen.second = s.world().recv_tensor_dict(0);
+        }
+      },
+      options);
+  REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+  return seen;
+}
+
 }  // namespace
 
 TEST_CASE("a device tensor of several chunks crosses tcp chunk by chunk, its bytes intact") {
@@ -165,74 +204,30 @@ TEST_CASE("a chunk whose copy fails after the frame began fails the send and clo
 TEST_CASE("a first chunk whose copy fails fails the send before anything leaves") {
   CountingDevice device;
   device.fail_from = 0;
-  std::string sent_error, gap_error;
-  TensorDict second;
-  auto errors = run_world(
-      [&](ParallelState& s) {
-        if (s.rank() == 0) {
-          try {
-            s.world().send_tensor_dict(TensorDict{{"big", counted_on(device, kElements, 0)}}, 1);
-          } catch (const Error& e) {
-            sent_error = e.what();
-          }
-          // The link is intact: the next message goes through it.
-          Tensor host = Tensor::empty({2}, DType::i32);
-          std::iota(host.data_as<std::int32_t>(), host.data_as<std::int32_t>() + 2, 9);
-          s.world().send_tensor_dict(TensorDict{{"host", host}}, 1);
-        } else {
-          try {
-            (void)s.world().recv_tensor_dict(0);
-          } catch (const Error& e) {
-            gap_error = e.what();  // the failed send's number: nothing came for it
-          }
-          second = s.world().recv_tensor_dict(0);
-        }
-      },
-      over_tcp(device));
-  REQUIRE_MESSAGE(all_ok(errors), joined(errors));
-  CAPTURE(sent_error);
-  CHECK(sent_error.find("tensor 0's bytes [0, 4194304) did not reach host memory") !=
+  const FailedThenNext seen = send_failing_then_next(device, over_tcp(device), [] {});
+  CAPTURE(seen.sent_error);
+  CHECK(seen.sent_error.find("tensor 0's bytes [0, 4194304) did not reach host memory") !=
         std::string::npos);
-  CHECK(sent_error.find("the link is closed") == std::string::npos);
-  CHECK(gap_error.find("failed there") != std::string::npos);
-  CHECK(counts_from(second.at("host").as<Tensor>(), 9));
+  CHECK(seen.sent_error.find("the link is closed") == std::string::npos);
+  // The failed send's number: nothing came for it.
+  CHECK(seen.first_receive_error.find("failed there") != std::string::npos);
+  CHECK(counts_from(seen.second.at("host").as<Tensor>(), 9));
 }
 
 TEST_CASE("a first chunk not copied by the deadline fails the send with the link intact") {
   CountingDevice device;
   device.hold_from = 0;
-  std::string sent_error, first_receive_error;
-  TensorDict second;
-  auto errors = run_world(
-      [&](ParallelState& s) {
-        if (s.rank() == 0) {
-          try {
-            s.world().send_tensor_dict(TensorDict{{"big", counted_on(device, kElements, 0)}}, 1);
-          } catch (const Error& e) {
-            sent_error = e.what();
-          }
-          // The copies run now, into host memory the staging still holds.
-          device.hold->complete();
-          Tensor host = Tensor::empty({2}, DType::i32);
-          std::iota(host.data_as<std::int32_t>(), host.data_as<std::int32_t>() + 2, 9);
-          s.world().send_tensor_dict(TensorDict{{"host", host}}, 1);
-        } else {
-          try {
-            (void)s.world().recv_tensor_dict(0);
-          } catch (const Error& e) {
-            first_receive_error = e.what();  // its own timeout, or the gap the failed send left
-          }
-          second = s.world().recv_tensor_dict(0);
-        }
-      },
-      over_tcp(device, std::chrono::milliseconds(1000)));
-  REQUIRE_MESSAGE(all_ok(errors), joined(errors));
-  CAPTURE(sent_error);
-  CHECK(sent_error.find("tensor 0's bytes [0, 4194304) did not reach host memory before the "
-                        "deadline") != std::string::npos);
-  CHECK(sent_error.find("the link is closed") == std::string::npos);
-  CHECK(!first_receive_error.empty());
-  CHECK(counts_from(second.at("host").as<Tensor>(), 9));
+  // After the failure the copies run, into host memory the staging still holds.
+  const FailedThenNext seen =
+      send_failing_then_next(device, over_tcp(device, std::chrono::milliseconds(1000)),
+                             [&device] { device.hold->complete(); });
+  CAPTURE(seen.sent_error);
+  CHECK(seen.sent_error.find("tensor 0's bytes [0, 4194304) did not reach host memory before the "
+                             "deadline") != std::string::npos);
+  CHECK(seen.sent_error.find("the link is closed") == std::string::npos);
+  // Its own timeout, or the gap the failed send left.
+  CHECK(!seen.first_receive_error.empty());
+  CHECK(counts_from(seen.second.at("host").as<Tensor>(), 9));
 }
 
 TEST_CASE("a later chunk not copied by the deadline fails the send and closes the link") {
