@@ -125,9 +125,16 @@ bool DictSchema::write_level(const TensorDict& dict, const TensorDict& prototype
         if (!value.is<TensorDict>()) return false;
         break;
       case MetaEntry::Kind::value:
-        // A value that is not plain goes the full way, whose error names it.
-        if (value.is<Tensor>() || value.is<TensorDict>() || !is_plain(value)) return false;
-        encoder.write_value(value, Where{nullptr, "a value"});
+        // The scalars a stream's dicts carry (a step, a temperature) are written directly.
+        if (const auto* integer = std::get_if<std::int64_t>(&value.v)) {
+          encoder.write_int(*integer);
+        } else if (const auto* real = std::get_if<double>(&value.v)) {
+          encoder.write_float64(*real);
+        } else {
+          // A value that is not plain goes the full way, whose error names it.
+          if (value.is<Tensor>() || value.is<TensorDict>() || !is_plain(value)) return false;
+          encoder.write_value(value, Where{nullptr, "a value"});
+        }
         break;
     }
   }
@@ -175,7 +182,7 @@ bool DictSchema::read_level(TensorDict& level, std::size_t depth, std::size_t& l
         break;
       }
       case MetaEntry::Kind::empty_dict: break;
-      case MetaEntry::Kind::value: entry.value.v = std::move(decoder.read_value(depth).v); break;
+      case MetaEntry::Kind::value: decoder.read_value_into(entry.value, depth); break;
     }
   }
   return true;

@@ -43,9 +43,19 @@ inline constexpr std::size_t kFieldsOfKind[] = {3, 6, 2};
 // writes a few bytes at a time: a plain copy behind a size check, not vector::insert's general
 // path (which cost ~2.8k instructions per small dict). The vector grows in steps and is cut to
 // what was written at the end (finish()).
+// Writes over `out` from its start; finish() cuts it to what was written. `out` keeps its size
+// until then: a frame's metadata vector, reused message after message, is not zero-filled anew
+// each time it grows back to the size of the last one.
 struct VectorSink {
   std::vector<std::uint8_t>& out;
   std::size_t written = 0;
+  void write_byte(std::uint8_t byte) {
+    if (written < out.size()) {
+      out[written++] = byte;
+    } else {
+      write(reinterpret_cast<const char*>(&byte), 1);
+    }
+  }
   void write(const char* data, std::size_t size) {
     if (size == 0) return;  // an empty str or bin body may come with a null pointer
     if (out.size() - written < size) {
@@ -87,7 +97,7 @@ inline std::size_t count_entries(const TensorDict& dict) {
 
 class Encoder {
 public:
-  explicit Encoder(std::vector<std::uint8_t>& out) : sink_{out}, packer_(sink_) { out.clear(); }
+  explicit Encoder(std::vector<std::uint8_t>& out) : sink_{out}, packer_(sink_) {}
 
   void write_metadata(const Metadata& metadata) {
     packer_.pack_array(2);
@@ -118,10 +128,26 @@ public:
 
   // The pieces of the schema cache's frames (schema_cache.hpp). Each write_* above ends the
   // bytes itself; after these pieces alone, finish() does.
-  void write_byte(std::uint8_t byte) { sink_.write(reinterpret_cast<const char*>(&byte), 1); }
+  void write_byte(std::uint8_t byte) { sink_.write_byte(byte); }
   void write_uint(std::uint64_t value) { packer_.pack_uint64(value); }
+  // msgpack's one-byte form for 0..127 (dimensions, steps) without the packer's general case.
+  void write_int(std::int64_t value) {
+    if (value >= 0 && value <= 0x7f) {
+      sink_.write_byte(static_cast<std::uint8_t>(value));
+    } else {
+      packer_.pack_int64(value);
+    }
+  }
+  // A plain value that is a float. Not packer::pack_double: msgpack-c 4.x writes integral doubles as integers, so 1.0 would
+  // come back as the int 1.
+  void write_float64(double d) {
+    const std::uint64_t big_endian = __builtin_bswap64(std::bit_cast<std::uint64_t>(d));
+    char buffer[9] = {static_cast<char>(0xcb)};
+    std::memcpy(buffer + 1, &big_endian, sizeof big_endian);
+    sink_.write(buffer, sizeof buffer);
+  }
   void write_dims(const Shape& shape) {
-    for (std::int64_t dim : shape) packer_.pack_int64(dim);
+    for (std::int64_t dim : shape) write_int(dim);
   }
   void finish() { sink_.finish(); }
 
@@ -234,14 +260,6 @@ private:
     }
   }
 
-  // Not packer::pack_double: msgpack-c 4.x writes integral doubles as integers, so 1.0 would
-  // come back as the int 1.
-  void write_float64(double d) {
-    const std::uint64_t big_endian = __builtin_bswap64(std::bit_cast<std::uint64_t>(d));
-    char buffer[9] = {static_cast<char>(0xcb)};
-    std::memcpy(buffer + 1, &big_endian, sizeof big_endian);
-    sink_.write(buffer, sizeof buffer);
-  }
 
   void write_string(const std::string& s, const Where& where) {
     packer_.pack_str(checked_length(s.size(), where));
@@ -383,16 +401,26 @@ public:
   }
   // `depth`: how many levels (keys of the path, enclosing lists) this value sits below the top.
   Value read_value(std::size_t depth) {
+    Value value;
+    read_value_into(value, depth);
+    return value;
+  }
+  // read_value() into a value that exists (a received dict's placeholder): scalars are written
+  // in place, with no temporary Value to move and destroy.
+  void read_value_into(Value& out, std::size_t depth) {
     const MsgpackItem item = reader_.next();
     switch (item.type) {
-      case MsgpackItem::Type::nil: return Value(None{});
-      case MsgpackItem::Type::boolean: return Value(item.boolean);
-      case MsgpackItem::Type::integer: return Value(item.integer);
-      case MsgpackItem::Type::real: return Value(item.real);
+      case MsgpackItem::Type::nil: out.v.emplace<None>(); return;
+      case MsgpackItem::Type::boolean: out.v.emplace<bool>(item.boolean); return;
+      case MsgpackItem::Type::integer: out.v.emplace<std::int64_t>(item.integer); return;
+      case MsgpackItem::Type::real: out.v.emplace<double>(item.real); return;
       case MsgpackItem::Type::str:
-        return Value(
-            std::string(reinterpret_cast<const char*>(item.body.data()), item.body.size()));
-      case MsgpackItem::Type::bin: return Value(Bytes(item.body.begin(), item.body.end()));
+        out.v.emplace<std::string>(reinterpret_cast<const char*>(item.body.data()),
+                                   item.body.size());
+        return;
+      case MsgpackItem::Type::bin:
+        out.v.emplace<Bytes>(item.body.begin(), item.body.end());
+        return;
       case MsgpackItem::Type::array: break;
     }
     if (depth >= limits_.max_depth) {
@@ -402,10 +430,9 @@ public:
     spend_entries(item.count, item.offset);
     List list;
     list.reserve(item.count);
-    for (std::size_t i = 0; i < item.count; ++i) list.push_back(read_value(depth + 1));
-    return Value(std::move(list));
+    for (std::size_t i = 0; i < item.count; ++i) read_value_into(list.emplace_back(), depth + 1);
+    out.v.emplace<List>(std::move(list));
   }
-
 
 private:
   // [version, body]: the version comes first so that a future format is named as such.

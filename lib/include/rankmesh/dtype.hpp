@@ -14,23 +14,25 @@ enum class DType : std::uint8_t {
 };
 inline constexpr std::size_t kDTypeCount = 12;
 
-// Bytes per element. Inline: every message asks it per tensor.
+// Bytes per element, by wire code. Inline and a table: every message asks it per tensor, and
+// a DType only ever holds a known code (dtype_from_code() checks what arrives).
 constexpr std::size_t dtype_size(DType dtype) noexcept {
-  switch (dtype) {
-    case DType::f64:
-    case DType::i64: return 8;
-    case DType::f32:
-    case DType::i32: return 4;
-    case DType::f16:
-    case DType::bf16:
-    case DType::i16: return 2;
-    case DType::i8:
-    case DType::u8:
-    case DType::boolean:
-    case DType::fp8_e4m3:
-    case DType::fp8_e5m2: return 1;
-  }
-  return 1;
+  constexpr std::uint8_t kSizes[kDTypeCount] = {
+      4,  // f32
+      2,  // f16
+      2,  // bf16
+      8,  // f64
+      1,  // i8
+      2,  // i16
+      4,  // i32
+      8,  // i64
+      1,  // u8
+      1,  // boolean
+      1,  // fp8_e4m3
+      1,  // fp8_e5m2
+  };
+  const auto code = static_cast<std::size_t>(dtype);
+  return code < kDTypeCount ? kSizes[code] : 1;
 }
 const char* to_string(DType dtype) noexcept;      // "float32", "bfloat16", "float8_e4m3fn", ...
 std::optional<DType> dtype_from_string(std::string_view name) noexcept;
