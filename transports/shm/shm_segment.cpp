@@ -90,9 +90,11 @@ std::optional<SegmentName> parse_name(const std::string& name) {
 // where a path lookup in /proc costs 100-300 µs on the first message of a pair in a VM (it
 // makes the creator's /proc entries). Else through /proc, which Yama's ptrace_scope does not
 // restrict (see shm_segment.hpp). Either way the caller checks what it got (inode, owner, mode).
+// Not for a segment of our own process (ranks of one process, tests): there the pidfd could
+// take the number of the descriptor just closed and fetch itself.
 int take_descriptor(const SegmentName& name) {
 #if defined(SYS_pidfd_open) && defined(SYS_pidfd_getfd)
-  const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, name.pid, 0));
+  const int pidfd = name.pid == getpid() ? -1 : static_cast<int>(syscall(SYS_pidfd_open, name.pid, 0));
   if (pidfd >= 0) {
     const int fd = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, name.fd, 0));  // close-on-exec
     ::close(pidfd);
