@@ -49,7 +49,9 @@ def svg(rows, path):
         out.append(f'<text x="{x0 + pw / 2 - 60:.0f}" y="18">{title}</text>')
         out.append(f'<line x1="{x0}" y1="{height - pad}" x2="{x0 + pw - 20}" y2="{height - pad}" stroke="black"/>')
         out.append(f'<line x1="{x0}" y1="30" x2="{x0}" y2="{height - pad}" stroke="black"/>')
-        out.append(f'<text x="{x0 - 45}" y="36">{top:.3g}</text>')
+        # The scale's top, inside the panel (the left margin belongs to the panel before).
+        out.append(f'<text x="{x0 + 4}" y="40">{top:,.0f}</text>' if top >= 100 else
+                   f'<text x="{x0 + 4}" y="40">{top:.3g}</text>')
         bar = (pw - 30) / len(rows)
         for j, r in enumerate(rows):
             h = (height - pad - 30) * r[key] / top

@@ -1,8 +1,8 @@
 // Shm channels made on first use (shm_peers.hpp): the first message on a lazily made channel,
-// first sends both ways at once (small, and far beyond the ring), channels that outlive their
-// endpoint, a ring that grows under a stream of medium messages, and a peer that dies before the
-// pair ever talked. Two ranks of one process each have their own ShmPeers and inbox, as two
-// processes would.
+// a direction attached (and the way back made) ahead of its first send, first sends both ways at
+// once (small, and far beyond the ring), channels that outlive their endpoint, a ring that grows
+// under a stream of medium messages, and a peer that dies before the pair ever talked. Two ranks
+// of one process each have their own ShmPeers and inbox, as two processes would.
 #include <doctest/doctest.h>
 
 #include <sys/wait.h>
@@ -68,6 +68,24 @@ TEST_CASE("lazy shm: the first message makes the channel, through the peer's inb
   REQUIRE(ranks.to[1].inbound->recv(in, deadline_after(5s)));
   check(in, 7);
   CHECK(ranks.to[1].inbound->peer_pid() == getpid());
+}
+
+TEST_CASE("lazy shm: a direction the peer offers is attached, and the way back made, before the first send") {
+  TwoRanks ranks;
+  // Rank 1 makes and offers the direction 0 -> 1, as a first receive does.
+  ShmChannel& from_zero = ranks.peers[1]->receiver(0);
+  // Rank 0's inbox thread attaches to it with no send of rank 0's.
+  const Deadline give_up = deadline_after(5s);
+  while (from_zero.peer_pid() == 0 && Clock::now() < give_up) std::this_thread::sleep_for(1ms);
+  CHECK(from_zero.peer_pid() == getpid());
+  // ... and has made and offered the way back: with rank 0's inbox thread stopped, rank 1's first
+  // send finds it without asking.
+  ranks.peers[0]->stop();
+  Frame out = message(5);
+  ranks.to[1].outbound->send(out, deadline_after(5s));
+  Frame in;
+  REQUIRE(ranks.to[0].inbound->recv(in, deadline_after(5s)));
+  check(in, 5);
 }
 
 // Each rank sends first, then receives (as every rank of an all_reduce does).

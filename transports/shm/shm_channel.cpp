@@ -178,6 +178,13 @@ bool ShmChannel::wait_peer(Deadline deadline) {
   return true;
 }
 
+void ShmChannel::prefault() noexcept {
+  // Best effort: a kernel without MADV_POPULATE_WRITE (before 5.14) leaves the faults to the
+  // first frame. A fresh channel's first frames land at the start of the ring.
+  constexpr std::size_t kFirstFrames = 16 << 10;
+  madvise(base_, Layout::kControlBytes + std::min(kFirstFrames, ring_bytes_), MADV_POPULATE_WRITE);
+}
+
 // ---- the peer -----------------------------------------------------------------------------
 
 std::string ShmChannel::who() const {

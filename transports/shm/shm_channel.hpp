@@ -157,6 +157,11 @@ public:
   // it may lend payloads, with no handshake.
   void probe_sender(int pid, std::uint64_t address, std::uint64_t expected) noexcept;
 
+  // Makes the pages a first frame touches (the control page, the start of the ring) in this
+  // process now, so that the frame does not wait for their page faults (tens of µs each in a
+  // VM). For a side that has time now: a thread making the channel ahead of its first use.
+  void prefault() noexcept;
+
   bool is_receiver() const noexcept { return receiver_; }
   const std::string& name() const noexcept { return name_; }
   // The other side's pid; 0 while no sender has attached.

@@ -113,6 +113,10 @@ std::string ShmInbox::offer(int from) const {
   return std::string(source->offer, std::min<std::size_t>(size, kOfferBytes));
 }
 
+bool ShmInbox::has_offer(int from) const noexcept {
+  return shm::at(slot(from)->offer_size).load(std::memory_order_seq_cst) != 0;
+}
+
 std::uint32_t ShmInbox::epoch() const noexcept {
   return shm::at(header()->epoch).load(std::memory_order_seq_cst);
 }

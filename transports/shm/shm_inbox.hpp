@@ -44,6 +44,8 @@ public:
   void post_offer(int from, const std::string& segment) noexcept;
   // The segment peer `from` offered, or "".
   std::string offer(int from) const;
+  // Whether peer `from` has offered one (no copy of its name).
+  bool has_offer(int from) const noexcept;
 
   // Sleeps until something was posted since `seen` (epoch()), `until`, or wake().
   std::uint32_t epoch() const noexcept;

@@ -5,7 +5,8 @@
 // the peer's inbox for it and waits (deadline, peer liveness) for the offer, which a thread
 // answering this rank's inbox makes without the peer's application thread. Neither side ever
 // waits for the other to connect a direction of its own, so first sends both ways at once cannot
-// deadlock.
+// deadlock. The same thread attaches to a direction a peer offers before this rank sends on it,
+// so that the first send finds it made.
 #pragma once
 
 #include <atomic>
@@ -48,6 +49,9 @@ public:
   // Makes and offers the direction from `peer` now, before it is received on (after a first
   // send: the answer needs it). Failures are left to the receive.
   void receive_ahead(int peer) noexcept;
+  // Attaches now to the direction to `peer` if it has offered it (a send is coming; see the
+  // definition). Failures are left to the send.
+  void send_ahead(int peer) noexcept;
   int pid_of(int peer) const noexcept;
   ChannelTraits traits(bool receiving) const noexcept;
 
@@ -56,6 +60,7 @@ private:
   explicit ShmPeers(const TransportContext& context);
   Peer& at(int peer) const;
   ShmInbox& inbox_of(Peer& peer);
+  void attach(Peer& peer, const std::string& segment);
   void answer();
 
   const TransportContext context_;

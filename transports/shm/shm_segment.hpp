@@ -5,11 +5,12 @@
 // A segment is a memfd, never a name in /dev/shm: the kernel frees it once the last mapping and
 // descriptor are gone, so a process killed at any moment (SIGKILL included, before or after its
 // peer attached) leaves nothing behind, and nobody has to sweep. The creator keeps the memfd open
-// while peers may still attach; its "name" is "/proc/<pid>/fd/<fd>#<inode>", which a peer opens.
-// Opening another process's descriptor through /proc needs the same rights over that process
-// as reading its /proc entries (same user, or CAP_SYS_PTRACE; ptrace_may_access READ, which
-// Yama's ptrace_scope does not restrict, unlike pidfd_getfd and process_vm_readv) — the
-// protection a 0600 name in /dev/shm had. The opener checks the inode (a descriptor number
+// while peers may still attach; its "name" is "/proc/<pid>/fd/<fd>#<inode>", which a peer takes
+// with pidfd_getfd (one system call) or, where that is refused, opens through /proc. Opening
+// another process's descriptor through /proc needs the same rights over that process as reading
+// its /proc entries (same user, or CAP_SYS_PTRACE; ptrace_may_access READ, which Yama's
+// ptrace_scope does not restrict, unlike pidfd_getfd and process_vm_readv, which need ATTACH) —
+// the protection a 0600 name in /dev/shm had. The opener checks the inode (a descriptor number
 // reused for another file is refused), the owner (this user) and the mode (0600).
 #pragma once
 
