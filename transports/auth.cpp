@@ -1,6 +1,10 @@
 #include "auth.hpp"
 
-#include <sys/random.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
 #include <sys/stat.h>
 
 #include <array>
@@ -9,10 +13,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <span>
 #include <sstream>
 
-#include "hmac_sha256.hpp"
 #include "rankmesh/error.hpp"
 #include "tcp/socket_io.hpp"
 
@@ -101,25 +103,16 @@ Proof prove(std::string_view secret, AuthRole prover, const Hello& client, const
     put32(out, static_cast<std::uint32_t>(hello->identity.rank));
     put32(out, static_cast<std::uint32_t>(hello->identity.world_size));
   }
-  static_assert(std::tuple_size_v<Sha256Digest> == kProofBytes);
-  return hmac_sha256(secret, message);
+  Proof proof{};
+  unsigned int length = 0;
+  if (HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()), message.data(),
+           message.size(), proof.data(), &length) == nullptr ||
+      length != kProofBytes)
+    throw Error(Errc::invalid_argument, "HMAC-SHA256 failed in libcrypto");
+  return proof;
 }
 
-bool same(const Proof& a, const Proof& b) { return equal_in_constant_time(a, b); }
-
-// From the kernel's generator, which blocks only until it was first seeded at boot.
-void fill_random(std::span<std::uint8_t> bytes, const char* purpose) {
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t got = getrandom(bytes.data() + done, bytes.size() - done, 0);
-    if (got > 0) {
-      done += static_cast<std::size_t>(got);
-    } else if (got < 0 && errno != EINTR) {
-      throw Error(Errc::invalid_argument, std::string("getrandom failed: no randomness for ") +
-                                              purpose + ": " + std::strerror(errno));
-    }
-  }
-}
+bool same(const Proof& a, const Proof& b) { return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0; }
 
 std::string identity_problem(const PeerIdentity& self, const PeerIdentity& peer) {
   if (peer.world_size != self.world_size)
@@ -166,7 +159,8 @@ std::optional<std::string> load_secret() {
 
 std::string random_secret() {
   Nonce bytes{};
-  fill_random(bytes, "a secret");
+  if (RAND_bytes(bytes.data(), static_cast<int>(bytes.size())) != 1)
+    throw Error(Errc::invalid_argument, "RAND_bytes failed: no randomness for a secret");
   static const char digits[] = "0123456789abcdef";
   std::string secret;
   for (std::uint8_t byte : bytes) {
@@ -186,7 +180,8 @@ PeerIdentity authenticate(int fd, AuthRole role, std::string_view secret, PeerId
   const AuthRole other = role == AuthRole::client ? AuthRole::server : AuthRole::client;
 
   Hello mine{role, {}, self};
-  fill_random(mine.nonce, "a handshake nonce");
+  if (RAND_bytes(mine.nonce.data(), static_cast<int>(kNonceBytes)) != 1)
+    throw Error(Errc::invalid_argument, "RAND_bytes failed: no randomness for a handshake nonce");
   auto read_hello = [&] {
     std::array<std::uint8_t, kHelloBytes> bytes{};
     net::read_exact(fd, bytes.data(), bytes.size(), deadline, during);
