@@ -23,10 +23,7 @@ TensorDict rebuild_tensor_dict(const Call& call, int src, Frame& frame, GroupSta
     // The common case: the dict is built straight from the metadata bytes (through the cached
     // schema). A frame that does not fit goes the full way below, which names what is wrong.
     for (const Tensor& t : frame.tensors) make_received_ready(call, t);
-    const RankContext& rank = call.rank();
-    const Allocator empty = [&rank](const Shape& shape, DType dtype) {
-      return rank.allocate(shape, dtype);
-    };
+    const Allocator& empty = call.rank().allocator();  // tensors without elements
     std::optional<TensorDict> dict = cached ? schemas->read_dict(frame.metadata, frame.tensors, empty)
                                             : decode_plain_dict(frame.metadata, frame.tensors, empty);
     if (dict) {
