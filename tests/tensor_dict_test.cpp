@@ -6,6 +6,8 @@
 #include <numeric>
 #include <optional>
 #include <string>
+#include <variant>
+#include <vector>
 
 #include "rankmesh/error.hpp"
 #include "rankmesh/tensor_dict.hpp"
@@ -132,6 +134,46 @@ TEST_CASE("values are equal when kind and content are equal") {
   CHECK(Value(iota({3}, DType::f32)) == Value(iota({3}, DType::f32)));
   CHECK(Value(iota({3}, DType::f32)) != Value(Tensor::empty({3}, DType::f32)));
   CHECK(Value(TensorDict{{"a", 1}, {"b", 2}}) != Value(TensorDict{{"b", 2}, {"a", 1}}));
+}
+
+TEST_CASE("a copied value of every kind equals its original and does not change with it") {
+  const Tensor tensor = iota({3}, DType::f32);
+  std::vector<Value> originals = {Value(),        Value(true),           Value(-7),
+                                  Value(0.25),    Value("text"),         Value(Bytes{1, 2}),
+                                  Value(List{1}), Value(TensorDict{{"a", 1}}), Value(tensor)};
+  REQUIRE(originals.size() == std::variant_size_v<Value::Variant>);
+  for (std::size_t kind = 0; kind < originals.size(); ++kind) {
+    CAPTURE(kind);
+    const Value& original = originals[kind];
+    CHECK(original.v.index() == kind);
+    Value copy = original;
+    CHECK(copy == original);
+    Value assigned;
+    assigned = original;
+    CHECK(assigned == original);
+    copy = Value(99);  // the copy is its own: the original keeps its value
+    CHECK(original.v.index() == kind);
+  }
+  // A copied tensor shares the memory, as a copied Tensor does.
+  CHECK(Value(originals[8]).as<Tensor>().shares_storage_with(tensor));
+}
+
+TEST_CASE("a copy of a large dict has its own index") {
+  TensorDict dict;
+  for (int i = 0; i < 100; ++i) dict.set("k" + std::to_string(i), i);
+  TensorDict copy = dict;
+  copy.set("k50", -1);
+  copy.set("new", 1);
+  CHECK(copy.erase("k3"));
+  CHECK(dict.at("k50") == Value(50));
+  CHECK_FALSE(dict.contains("new"));
+  CHECK(dict.contains("k3"));
+  CHECK(copy.at("k50") == Value(-1));
+  CHECK(copy.at("k99") == Value(99));
+  CHECK(copy.size() == 100);
+  dict = copy;
+  CHECK(dict.at("new") == Value(1));
+  CHECK(dict == copy);
 }
 
 TEST_CASE("floats compare by bit pattern, so NaN equals itself and -0 differs from 0") {

@@ -408,6 +408,16 @@ public:
   // read_value() into a value that exists (a received dict's placeholder): scalars are written
   // in place, with no temporary Value to move and destroy.
   void read_value_into(Value& out, std::size_t depth) {
+    // The forms a stream's scalars take (a step, a temperature), read without a general item.
+    const int tag = reader_.peek();
+    if (tag >= 0 && tag <= 0x7f) {
+      out.v.emplace<std::int64_t>(reader_.read_int("a value"));
+      return;
+    }
+    if (tag == 0xcb) {
+      out.v.emplace<double>(reader_.read_real("a value"));
+      return;
+    }
     const MsgpackItem item = reader_.next();
     switch (item.type) {
       case MsgpackItem::Type::nil: out.v.emplace<None>(); return;

@@ -142,6 +142,16 @@ public:
     return expect(Type::integer, what).integer;
   }
   bool read_bool(const char* what) { return expect(Type::boolean, what).boolean; }
+  // The next item's first byte, not read; -1 at the end of the input.
+  int peek() const noexcept { return pos_ < bytes_.size() ? bytes_[pos_] : -1; }
+  // A float64 (the form rankmesh writes floats in) read directly; any other form through next().
+  double read_real(const char* what) {
+    if (peek() == 0xcb && remaining() > 8) {
+      ++pos_;
+      return std::bit_cast<double>(take<8>());
+    }
+    return expect(Type::real, what).real;
+  }
   std::size_t read_array(const char* what) {
     if (pos_ < bytes_.size() && (bytes_[pos_] & 0xf0u) == 0x90) {
       const std::size_t count = bytes_[pos_] & 0x0fu;

@@ -99,19 +99,7 @@ bool TensorDict::erase(std::string_view key) {
   return true;
 }
 
-std::size_t TensorDict::size() const noexcept { return entries_.size(); }
-
 void TensorDict::reserve(std::size_t keys) { entries_.reserve(keys); }
-
-bool TensorDict::empty() const noexcept { return entries_.empty(); }
-
-std::vector<TensorDict::Entry>::const_iterator TensorDict::begin() const noexcept {
-  return entries_.begin();
-}
-
-std::vector<TensorDict::Entry>::const_iterator TensorDict::end() const noexcept {
-  return entries_.end();
-}
 
 bool TensorDict::operator==(const TensorDict& other) const {
   if (entries_.size() != other.entries_.size()) return false;

@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <type_traits>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -103,6 +104,14 @@ struct Value {
   Value(TensorDict d) : v(std::move(d)) {}
   Value(Tensor t) : v(std::move(t)) {}
 
+  // A copy dispatches on the alternative only where it owns something: plain scalars (most of a
+  // stream's values, and every placeholder of a received dict's prototype) are copied as they are.
+  Value(const Value& other) : v(copied(other.v)) {}
+  Value(Value&&) noexcept = default;
+  Value& operator=(const Value&) = default;
+  Value& operator=(Value&&) noexcept = default;
+  ~Value() = default;
+
   template <class T>
   bool is() const noexcept { return std::holds_alternative<T>(v); }
   template <class T>
@@ -112,11 +121,36 @@ struct Value {
 
   // Floats compare by bit pattern, like tensor bytes, so a NaN survives a round trip equal.
   bool operator==(const Value& other) const;
+
+private:
+  static Variant copied(const Variant& from) {
+    static_assert(std::is_same_v<std::variant_alternative_t<0, Variant>, None> &&
+                  std::is_same_v<std::variant_alternative_t<1, Variant>, bool> &&
+                  std::is_same_v<std::variant_alternative_t<2, Variant>, std::int64_t> &&
+                  std::is_same_v<std::variant_alternative_t<3, Variant>, double>);
+    switch (from.index()) {
+      case 0: return Variant(std::in_place_index<0>);
+      case 1: return Variant(std::in_place_index<1>, *std::get_if<1>(&from));
+      case 2: return Variant(std::in_place_index<2>, *std::get_if<2>(&from));
+      case 3: return Variant(std::in_place_index<3>, *std::get_if<3>(&from));
+      default: return from;
+    }
+  }
 };
 
 struct TensorDict::Entry {
   std::string key;
   Value value;
 };
+
+// Inline, here where Entry is complete: every message walks its dict's entries.
+inline std::size_t TensorDict::size() const noexcept { return entries_.size(); }
+inline bool TensorDict::empty() const noexcept { return entries_.empty(); }
+inline std::vector<TensorDict::Entry>::const_iterator TensorDict::begin() const noexcept {
+  return entries_.begin();
+}
+inline std::vector<TensorDict::Entry>::const_iterator TensorDict::end() const noexcept {
+  return entries_.end();
+}
 
 }  // namespace rankmesh
