@@ -131,8 +131,9 @@ struct BufferPool::State {
   }
 
   static void release(TensorMemory* memory) noexcept;
-  // Starts the trimmer (none runs in this process); called with `mutex` held.
-  static void ensure_trimmer(const std::shared_ptr<State>& state) noexcept;
+  // Starts the trimmer that the caller claimed (set trimmer_forks under `mutex`); called
+  // without `mutex` held.
+  static void start_trimmer(const std::shared_ptr<State>& state) noexcept;
   // The trimmer's loop: every idle_release, gives back the blocks cached before its previous
   // round; ends once the cache is empty. It holds the state, so the pool outlives it.
   static void trim_idle(std::shared_ptr<State> state) noexcept;
@@ -162,6 +163,7 @@ void BufferPool::State::release(TensorMemory* memory) noexcept {
   auto* block = static_cast<Block*>(memory);
   std::shared_ptr<State> owner = std::move(block->owner);
   bool keep = false;
+  bool start_trimmer = false;
   {
     std::lock_guard lock(owner->mutex);
     owner->stats.in_use_bytes -= block->size;
@@ -174,9 +176,14 @@ void BufferPool::State::release(TensorMemory* memory) noexcept {
       } catch (const std::bad_alloc&) {
       }
     }
-    if (keep && owner->trimmer_forks != g_forks.load(std::memory_order_relaxed))
-      ensure_trimmer(owner);
+    // Claimed here, started once the lock is let go: making a thread takes far longer than
+    // the few instructions others may wait on this lock for.
+    const std::uint64_t forks = g_forks.load(std::memory_order_relaxed);
+    start_trimmer = keep && owner->options.idle_release > std::chrono::milliseconds::zero() &&
+                    owner->trimmer_forks != forks;
+    if (start_trimmer) owner->trimmer_forks = forks;
   }
+  if (start_trimmer) State::start_trimmer(owner);
   if (!keep) {
     free_memory(block->data(), block->size);
     delete block;
@@ -184,14 +191,13 @@ void BufferPool::State::release(TensorMemory* memory) noexcept {
   // `owner` goes last: when it was the final reference, the pool frees its cache now.
 }
 
-void BufferPool::State::ensure_trimmer(const std::shared_ptr<State>& state) noexcept {
-  const std::uint64_t forks = g_forks.load(std::memory_order_relaxed);
-  if (state->options.idle_release <= std::chrono::milliseconds::zero()) return;
+void BufferPool::State::start_trimmer(const std::shared_ptr<State>& state) noexcept {
   try {
     count_forks();
     std::thread(trim_idle, state).detach();
-    state->trimmer_forks = forks;
-  } catch (...) {  // no thread to be had (system_error, bad_alloc): the cache waits for trim()
+  } catch (...) {  // no thread to be had (system_error, bad_alloc): a later release tries again
+    std::lock_guard lock(state->mutex);
+    state->trimmer_forks.reset();
   }
 }
 
@@ -296,10 +302,16 @@ void BufferPool::trim() const {
   std::vector<State::Block*> blocks;
   {
     std::lock_guard lock(state_->mutex);
+    // Room for every cached block first: taking blocks off their lists cannot fail halfway.
+    std::size_t cached = 0;
     state_->for_each_free_list([&](State::FreeList& list) {
-      while (list.head != nullptr) {
-        blocks.push_back(list.head);  // first: should it throw, the block stays listed
-        state_->stats.cached_bytes -= list.pop()->size;
+      for (State::Block* block = list.head; block != nullptr; block = block->next_free) ++cached;
+    });
+    blocks.reserve(cached);
+    state_->for_each_free_list([&](State::FreeList& list) {
+      while (State::Block* block = list.pop()) {
+        blocks.push_back(block);
+        state_->stats.cached_bytes -= block->size;
       }
     });
   }

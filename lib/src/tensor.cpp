@@ -111,6 +111,7 @@ Tensor Tensor::wrap(void* data, Shape shape, DType dtype, Device device, Deleter
 }
 
 Tensor Tensor::adopt(TensorMemory& memory, Shape shape, DType dtype, Device device) {
+  (void)shape.numel();  // throws before the hold is taken (see the constructor)
   return Tensor(&memory, shape, dtype, device);
 }
 

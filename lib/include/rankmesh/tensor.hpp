@@ -99,7 +99,9 @@ public:
   // sharing it goes away. `data` may be null only for a tensor of zero elements.
   static Tensor wrap(void* data, Shape shape, DType dtype, Device device, Deleter deleter);
   // A tensor over memory whose bookkeeping its owner keeps (see TensorMemory): `memory` must
-  // not be held by any Tensor yet, and its release runs when the last one goes.
+  // not be held by any Tensor yet, and its release runs when the last one goes. Throws
+  // Error(limit_exceeded) for a shape whose element count overflows; the caller then still
+  // owns `memory`.
   static Tensor adopt(TensorMemory& memory, Shape shape, DType dtype, Device device);
 
   Tensor(const Tensor& other) noexcept
@@ -117,13 +119,14 @@ public:
   }
   Tensor& operator=(Tensor&& other) noexcept {
     if (this != &other) {
-      let_go();
-      storage_ = std::exchange(other.storage_, nullptr);
+      // The old memory is let go last: its release may run a deleter that owns `other`.
+      TensorMemory* old = std::exchange(storage_, std::exchange(other.storage_, nullptr));
       shape_ = other.shape_;
       numel_ = other.numel_;
       dtype_ = other.dtype_;
       device_ = other.device_;
       ready_ = std::move(other.ready_);
+      release(old);
     }
     return *this;
   }
@@ -158,10 +161,10 @@ private:
   void hold() const noexcept {
     if (storage_ != nullptr) storage_->holders_.fetch_add(1, std::memory_order_relaxed);
   }
-  void let_go() noexcept {
-    if (storage_ != nullptr && storage_->holders_.fetch_sub(1, std::memory_order_acq_rel) == 1)
-      storage_->release_(storage_);
-    storage_ = nullptr;
+  void let_go() noexcept { release(std::exchange(storage_, nullptr)); }
+  static void release(TensorMemory* storage) noexcept {
+    if (storage != nullptr && storage->holders_.fetch_sub(1, std::memory_order_acq_rel) == 1)
+      storage->release_(storage);
   }
 
   TensorMemory* storage_ = nullptr;
