@@ -125,7 +125,8 @@ bool DictSchema::write_level(const TensorDict& dict, const TensorDict& prototype
         if (!value.is<TensorDict>()) return false;
         break;
       case MetaEntry::Kind::value:
-        // The scalars a stream's dicts carry (a step, a temperature) are written directly.
+        // The scalars a stream's dicts carry (a step, a temperature) are written without
+        // is_plain's walk and write_value's dispatch on the value's kind.
         if (const auto* integer = std::get_if<std::int64_t>(&value.v)) {
           encoder.write_int(*integer);
         } else if (const auto* real = std::get_if<double>(&value.v)) {

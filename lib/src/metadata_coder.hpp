@@ -138,8 +138,8 @@ public:
       packer_.pack_int64(value);
     }
   }
-  // A plain value that is a float. Not packer::pack_double: msgpack-c 4.x writes integral doubles as integers, so 1.0 would
-  // come back as the int 1.
+  // A plain value that is a float. Not packer::pack_double: msgpack-c 4.x writes integral
+  // doubles as integers, so 1.0 would come back as the int 1.
   void write_float64(double d) {
     const std::uint64_t big_endian = __builtin_bswap64(std::bit_cast<std::uint64_t>(d));
     char buffer[9] = {static_cast<char>(0xcb)};
@@ -229,7 +229,7 @@ public:
           } else if constexpr (std::is_same_v<T, bool>) {
             write_bool(v);
           } else if constexpr (std::is_same_v<T, std::int64_t>) {
-            packer_.pack_int64(v);
+            write_int(v);
           } else if constexpr (std::is_same_v<T, double>) {
             write_float64(v);
           } else if constexpr (std::is_same_v<T, std::string>) {
