@@ -159,6 +159,9 @@ public:
 
   // A frame whose buffers this rank reuses for its sends and receives (ops are serialised).
   Frame& scratch() noexcept { return scratch_; }
+  // The tensors of the dict being sent, as the encoder lists them (send_tensor_dict), kept so
+  // that their room is reused.
+  std::vector<const Tensor*>& dict_tensors() noexcept { return dict_tensors_; }
 
   // The rank's timeline recording (rank/tracer.hpp).
   Tracer& tracer() const noexcept { return *tracer_; }
@@ -187,6 +190,7 @@ private:
   BroadcastRings rings_;
   OpQueue queue_;
   Frame scratch_;
+  std::vector<const Tensor*> dict_tensors_;
   // Declared last: destroyed first, so work still queued on them finds the rest alive.
   RankStreams streams_;
 };

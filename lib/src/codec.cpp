@@ -26,7 +26,8 @@ Result<Metadata> decode_metadata(std::span<const std::uint8_t> bytes, const Fram
   }
 }
 
-void encode(const TensorDict& dict, std::vector<std::uint8_t>& out, std::vector<Tensor>& tensors) {
+void encode(const TensorDict& dict, std::vector<std::uint8_t>& out,
+            std::vector<const Tensor*>& tensors) {
   Encoder(out).write_dict(dict, tensors);
 }
 

@@ -20,9 +20,11 @@ namespace rankmesh {
 void encode(const Metadata& metadata, std::vector<std::uint8_t>& out);
 std::vector<std::uint8_t> encode(const Metadata& metadata);
 // What encode(split(dict).metadata, out) writes (no tensor sliced), straight from the dict:
-// the per-message send path copies no key or value. Appends the dict's tensors to `tensors` in
-// metadata order. Throws Error(invalid_argument) naming the key path where split() would.
-void encode(const TensorDict& dict, std::vector<std::uint8_t>& out, std::vector<Tensor>& tensors);
+// the per-message send path copies no key, value or tensor. Appends pointers to the dict's
+// tensors to `tensors` in metadata order (valid while `dict` is unchanged). Throws
+// Error(invalid_argument) naming the key path where split() would.
+void encode(const TensorDict& dict, std::vector<std::uint8_t>& out,
+            std::vector<const Tensor*>& tensors);
 Result<Metadata> decode_metadata(std::span<const std::uint8_t> bytes,
                                  const FrameLimits& limits = {});
 

@@ -28,6 +28,14 @@ void leaf_paths(const TensorDict& dict, std::vector<std::string>& path,
   }
 }
 
+// A value leaf's placeholder in a prototype: a plain int or float keeps its kind (not its
+// value), so that an instance's scalar of the same kind is assigned in place (read_value_into).
+Value placeholder_of(const Value& value) {
+  if (value.is<std::int64_t>()) return Value(std::int64_t{0});
+  if (value.is<double>()) return Value(0.0);
+  return Value(None{});
+}
+
 }  // namespace
 
 DictSchema DictSchema::of(const TensorDict& dict) {
@@ -49,7 +57,7 @@ DictSchema DictSchema::of(const TensorDict& dict) {
       leaf.kind = MetaEntry::Kind::empty_dict;
       schema.prototype_.set(key, TensorDict{});
     } else {
-      schema.prototype_.set(key, None{});
+      schema.prototype_.set(key, placeholder_of(value));
     }
     schema.leaves_.push_back(leaf);
   }
@@ -71,7 +79,9 @@ std::optional<DictSchema> DictSchema::of(const Metadata& metadata) {
       if (!step->is<TensorDict>()) return std::nullopt;
       parent = &step->as<TensorDict>();
     }
-    Value placeholder = entry.kind == MetaEntry::Kind::empty_dict ? Value(TensorDict{}) : Value(None{});
+    Value placeholder = entry.kind == MetaEntry::Kind::empty_dict ? Value(TensorDict{})
+                        : entry.kind == MetaEntry::Kind::value    ? placeholder_of(entry.value)
+                                                                  : Value(None{});
     if (!parent->try_emplace(std::string(entry.path.back()), std::move(placeholder)))
       return std::nullopt;
     schema.leaves_.push_back(Leaf{entry.kind, entry.tensor.device_type, entry.tensor.dtype,
@@ -90,14 +100,14 @@ std::optional<DictSchema> DictSchema::of(const Metadata& metadata) {
 }
 
 bool DictSchema::write_instance(const TensorDict& dict, Encoder& encoder,
-                                std::vector<Tensor>& tensors) const {
+                                std::vector<const Tensor*>& tensors) const {
   std::size_t leaf = 0;
   return write_level(dict, prototype_, leaf, encoder, tensors);
 }
 
 bool DictSchema::write_level(const TensorDict& dict, const TensorDict& prototype,
                              std::size_t& leaf, Encoder& encoder,
-                             std::vector<Tensor>& tensors) const {
+                             std::vector<const Tensor*>& tensors) const {
   if (dict.size() != prototype.size()) return false;
   auto expected = prototype.entries_.begin();
   for (const auto& [key, value] : dict) {
@@ -118,7 +128,7 @@ bool DictSchema::write_level(const TensorDict& dict, const TensorDict& prototype
             tensor->device().type != shape.device || tensor->shape().rank() != shape.rank)
           return false;
         encoder.write_dims(tensor->shape());
-        tensors.push_back(*tensor);
+        tensors.push_back(tensor);
         break;
       }
       case MetaEntry::Kind::empty_dict:
@@ -165,18 +175,19 @@ bool DictSchema::read_level(TensorDict& level, std::size_t depth, std::size_t& l
     const Leaf& shape = leaves_[leaf++];
     switch (shape.kind) {
       case MetaEntry::Kind::tensor: {
-        Shape dims = decoder.read_dims(shape.rank, shape.dtype);
+        std::int64_t numel = 0;
+        Shape dims = decoder.read_dims(shape.rank, shape.dtype, numel);
         // The placeholder is None: emplace builds the tensor where it stays. Device tensors
         // that travelled as host bytes (staged), and empty ones, take the full path, which puts
         // them back on their device.
-        if (dims.numel() == 0) {
+        if (numel == 0) {
           if (shape.device != DeviceType::cpu) return false;
           entry.value.v.emplace<Tensor>(empty(dims, shape.dtype));
           break;
         }
         if (payload >= payloads.size()) return false;
         const Tensor& received = payloads[payload++];
-        if (received.dtype() != shape.dtype || !(received.shape() == dims) ||
+        if (received.numel() != numel || received.dtype() != shape.dtype || !(received.shape() == dims) ||
             received.device().type != shape.device)
           return false;
         entry.value.v.emplace<Tensor>(received);
@@ -193,7 +204,8 @@ Metadata DictSchema::read_metadata(Decoder& decoder) const {
   Metadata metadata = skeleton_;
   for (MetaEntry& entry : metadata.entries) {
     if (entry.kind == MetaEntry::Kind::tensor) {
-      entry.tensor.shape = decoder.read_dims(entry.tensor.shape.rank(), entry.tensor.dtype);
+      std::int64_t numel = 0;
+      entry.tensor.shape = decoder.read_dims(entry.tensor.shape.rank(), entry.tensor.dtype, numel);
     } else if (entry.kind == MetaEntry::Kind::value) {
       entry.value = decoder.read_value(entry.path.size());
     }

@@ -27,7 +27,7 @@ public:
   // Sender: when `dict` has this schema, appends its instance to `encoder` and its tensors to
   // `tensors` and returns true. False otherwise, and what was appended is to be dropped.
   bool write_instance(const TensorDict& dict, detail::Encoder& encoder,
-                      std::vector<Tensor>& tensors) const;
+                      std::vector<const Tensor*>& tensors) const;
 
   // Receiver: the dict of the instance at `decoder`, its tensors `payloads` in order (tensors
   // without elements made by `empty`). Nullopt when the payloads do not fit it (count, dtype,
@@ -52,13 +52,14 @@ private:
   };
 
   bool write_level(const TensorDict& dict, const TensorDict& prototype, std::size_t& leaf,
-                   detail::Encoder& encoder, std::vector<Tensor>& tensors) const;
+                   detail::Encoder& encoder, std::vector<const Tensor*>& tensors) const;
   bool read_level(TensorDict& level, std::size_t depth, std::size_t& leaf,
                   detail::Decoder& decoder, std::span<const Tensor> payloads, std::size_t& payload,
                   const Allocator& empty) const;
 
-  // Keys and nesting of the dicts of this schema; every leaf holds None until an instance fills
-  // it (a received dict starts as a copy).
+  // Keys and nesting of the dicts of this schema; a leaf holds a placeholder until an instance
+  // fills it (a received dict starts as a copy): None, an empty dict, or a plain int or float
+  // of the kind the schema was learnt from (placeholder_of in dict_schema.cpp).
   TensorDict prototype_;
   std::vector<Leaf> leaves_;
   // Receiver only: the entries' paths and kinds, for read_metadata().

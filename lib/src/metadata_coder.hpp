@@ -108,8 +108,9 @@ public:
   }
 
   // The bytes write_metadata(split(dict).metadata) writes, straight from the dict (no key path
-  // or value is copied); its tensors are appended to `tensors` in metadata order.
-  void write_dict(const TensorDict& dict, std::vector<Tensor>& tensors) {
+  // or value is copied); its tensors are appended to `tensors` in metadata order, as pointers
+  // into `dict` (what travels is decided from them: no hold is taken on a tensor to be copied).
+  void write_dict(const TensorDict& dict, std::vector<const Tensor*>& tensors) {
     packer_.pack_array(2);
     packer_.pack_int64(kFormatVersion);
     write_array_header(count_entries(dict), Where{nullptr, "the metadata entries"});
@@ -153,7 +154,7 @@ public:
 
 private:
   void write_dict_entries(const TensorDict& dict, std::vector<const std::string*>& keys,
-                          std::vector<Tensor>& tensors) {
+                          std::vector<const Tensor*>& tensors) {
     for (const auto& [key, value] : dict) {
       keys.push_back(&key);
       const Where where{nullptr, "", &keys};
@@ -183,7 +184,7 @@ private:
         packer_.pack_array(static_cast<std::uint32_t>(tensor->shape().rank()));
         for (std::int64_t dim : tensor->shape()) packer_.pack_int64(dim);
         write_bool(false);  // whole: slicing goes through split() and write_metadata()
-        tensors.push_back(*tensor);
+        tensors.push_back(tensor);
       } else if (kind == MetaEntry::Kind::value) {
         if (!is_plain(value))
           throw Error(Errc::invalid_argument,
@@ -388,8 +389,11 @@ public:
     if (value < 0) reader_.fail(Errc::malformed, at, std::string(what) + " is negative");
     return static_cast<std::uint64_t>(value);
   }
-  // A shape of `rank` dimensions whose count the caller knows, checked as a shape is.
-  Shape read_dims(std::size_t rank, DType dtype) { return read_shape_body(reader_.offset(), rank, dtype); }
+  // A shape of `rank` dimensions whose count the caller knows, checked as a shape is; `numel`
+  // gets its element count (counted while checking the payload's size anyway).
+  Shape read_dims(std::size_t rank, DType dtype, std::int64_t& numel) {
+    return read_shape_body(reader_.offset(), rank, dtype, numel);
+  }
   [[noreturn]] void fail(Errc code, std::size_t at, const std::string& message) const {
     reader_.fail(code, at, message);
   }
@@ -409,13 +413,23 @@ public:
   // in place, with no temporary Value to move and destroy.
   void read_value_into(Value& out, std::size_t depth) {
     // The forms a stream's scalars take (a step, a temperature), read without a general item.
-    const int tag = reader_.peek();
-    if (tag >= 0 && tag <= 0x7f) {
-      out.v.emplace<std::int64_t>(reader_.read_int("a value"));
+    // A placeholder of the kind that arrives (a schema's placeholders take the kind of the
+    // value it was learnt from) is assigned to, without the variant's reset.
+    if (std::int64_t integer = 0; reader_.try_read_int(integer)) {
+      if (auto* held = std::get_if<std::int64_t>(&out.v)) {
+        *held = integer;
+      } else {
+        out.v.emplace<std::int64_t>(integer);
+      }
       return;
     }
-    if (tag == 0xcb) {
-      out.v.emplace<double>(reader_.read_real("a value"));
+    if (reader_.peek() == 0xcb) {
+      const double real = reader_.read_real("a value");
+      if (auto* held = std::get_if<double>(&out.v)) {
+        *held = real;
+      } else {
+        out.v.emplace<double>(real);
+      }
       return;
     }
     const MsgpackItem item = reader_.next();
@@ -529,16 +543,18 @@ private:
   Shape read_shape(DType dtype) {
     const std::size_t offset = reader_.offset();
     const std::size_t rank = reader_.read_array("a shape");
-    return read_shape_body(offset, rank, dtype);
+    std::int64_t numel = 0;
+    return read_shape_body(offset, rank, dtype, numel);
   }
 
-  // The `rank` dimensions of a shape that starts at `offset`, checked against the limits.
-  Shape read_shape_body(std::size_t offset, std::size_t rank, DType dtype) {
+  // The `rank` dimensions of a shape that starts at `offset`, checked against the limits;
+  // `numel` gets their product.
+  Shape read_shape_body(std::size_t offset, std::size_t rank, DType dtype, std::int64_t& numel) {
     const std::size_t max_rank = std::min(static_cast<std::size_t>(std::max(0, limits_.max_rank)),
                                           static_cast<std::size_t>(Shape::kMaxRank));
     if (rank > max_rank) [[unlikely]] rank_exceeds(offset, rank, max_rank);
     Shape shape;
-    std::int64_t numel = 1;
+    numel = 1;
     bool overflow = false;
     for (std::size_t i = 0; i < rank; ++i) {
       const std::size_t dim_offset = reader_.offset();

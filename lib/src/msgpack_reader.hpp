@@ -106,21 +106,8 @@ public:
         item.type = Type::real;
         item.real = std::bit_cast<double>(take<8>());
         return item;
-      case 0xcc: return integer(static_cast<std::int64_t>(take<1>()));
-      case 0xcd: return integer(static_cast<std::int64_t>(take<2>()));
-      case 0xce: return integer(static_cast<std::int64_t>(take<4>()));
-      case 0xcf: {
-        const std::uint64_t value = take<8>();
-        if (value > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
-          fail(Errc::malformed, item.offset,
-               "unsigned integer " + std::to_string(value) + " exceeds INT64_MAX");
-        }
-        return integer(static_cast<std::int64_t>(value));
-      }
-      case 0xd0: return integer(static_cast<std::int8_t>(take<1>()));
-      case 0xd1: return integer(static_cast<std::int16_t>(take<2>()));
-      case 0xd2: return integer(static_cast<std::int32_t>(take<4>()));
-      case 0xd3: return integer(static_cast<std::int64_t>(take<8>()));
+      case 0xcc: case 0xcd: case 0xce: case 0xcf: case 0xd0: case 0xd1: case 0xd2: case 0xd3:
+        return integer(sized_integer(tag, item.offset));
       case 0xd9: return with_body(Type::str, take<1>());
       case 0xda: return with_body(Type::str, take<2>());
       case 0xdb: return with_body(Type::str, take<4>());
@@ -140,6 +127,20 @@ public:
   std::int64_t read_int(const char* what) {
     if (pos_ < bytes_.size() && bytes_[pos_] <= 0x7f) return bytes_[pos_++];
     return expect(Type::integer, what).integer;
+  }
+  // The next item when it is an integer of any form: true with `value` set (a step counting
+  // past 127 has a sized form), false with nothing read otherwise.
+  bool try_read_int(std::int64_t& value) {
+    const int tag = peek();
+    if (tag >= 0 && tag <= 0x7f) {
+      ++pos_;
+      value = tag;
+      return true;
+    }
+    if (tag < 0xcc || tag > 0xd3) return false;
+    const std::size_t offset = pos_++;
+    value = sized_integer(static_cast<std::uint8_t>(tag), offset);
+    return true;
   }
   bool read_bool(const char* what) { return expect(Type::boolean, what).boolean; }
   // The next item's first byte, not read; -1 at the end of the input.
@@ -179,6 +180,28 @@ public:
   std::uint8_t read_raw_byte() { return static_cast<std::uint8_t>(take<1>()); }
 
 private:
+  // The body of an integer of tag 0xcc..0xd3 (uint8..uint64, int8..int64), whose tag at
+  // `offset` is read.
+  std::int64_t sized_integer(std::uint8_t tag, std::size_t offset) {
+    switch (tag) {
+      case 0xcc: return static_cast<std::int64_t>(take<1>());
+      case 0xcd: return static_cast<std::int64_t>(take<2>());
+      case 0xce: return static_cast<std::int64_t>(take<4>());
+      case 0xcf: {
+        const std::uint64_t value = take<8>();
+        if (value > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+          fail(Errc::malformed, offset,
+               "unsigned integer " + std::to_string(value) + " exceeds INT64_MAX");
+        }
+        return static_cast<std::int64_t>(value);
+      }
+      case 0xd0: return static_cast<std::int8_t>(take<1>());
+      case 0xd1: return static_cast<std::int16_t>(take<2>());
+      case 0xd2: return static_cast<std::int32_t>(take<4>());
+      default: return static_cast<std::int64_t>(take<8>());  // 0xd3
+    }
+  }
+
   // A big-endian unsigned integer of `Width` bytes (1, 2, 4 or 8): one load and a byte swap.
   template <std::size_t Width>
   std::uint64_t take() {

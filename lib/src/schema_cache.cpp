@@ -49,7 +49,7 @@ Header read_header(Decoder& decoder) {
 }  // namespace
 
 void SchemaSender::encode(const TensorDict& dict, std::vector<std::uint8_t>& out,
-                          std::vector<Tensor>& tensors) {
+                          std::vector<const Tensor*>& tensors) {
   const std::size_t first_tensor = tensors.size();
   // The schema used last is tried first: a stream repeats one schema or alternates a few.
   auto try_slot = [&](std::size_t index) {

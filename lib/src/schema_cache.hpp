@@ -45,9 +45,11 @@ inline constexpr std::size_t kMaxCachedLeaves = 1024;
 // What the sender knows it has defined at one peer.
 class SchemaSender {
 public:
-  // Writes the metadata of `dict` into `out` and appends its tensors to `tensors`: a use of a
-  // cached schema when the dict has one, a definition otherwise. Throws what encode(dict) throws.
-  void encode(const TensorDict& dict, std::vector<std::uint8_t>& out, std::vector<Tensor>& tensors);
+  // Writes the metadata of `dict` into `out` and appends pointers to its tensors to `tensors`
+  // (as codec.hpp's encode(dict)): a use of a cached schema when the dict has one, a
+  // definition otherwise. Throws what encode(dict) throws.
+  void encode(const TensorDict& dict, std::vector<std::uint8_t>& out,
+              std::vector<const Tensor*>& tensors);
   // After a send that failed: the peer may lack any definition, so each is sent again.
   void forget() noexcept;
   // Definitions sent so far (they number the definitions).

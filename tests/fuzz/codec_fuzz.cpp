@@ -123,10 +123,10 @@ void check_cached_frame(std::span<const std::uint8_t> bytes) {
   SchemaReceiver receiver;
   SchemaSender sender;
   std::vector<std::uint8_t> definition;
-  std::vector<Tensor> tensors;
-  sender.encode(TensorDict{{"x", t({2, 1}, DType::f16)}, {"n", 1}, {"e", TensorDict{}},
-                           {"inner", TensorDict{{"y", t({1}, DType::u8)}}}},
-                definition, tensors);
+  const TensorDict defined{{"x", t({2, 1}, DType::f16)}, {"n", 1}, {"e", TensorDict{}},
+                          {"inner", TensorDict{{"y", t({1}, DType::u8)}}}};
+  std::vector<const Tensor*> tensors;
+  sender.encode(defined, definition, tensors);
   receiver.take_in(definition);
   receiver.take_in(bytes);
   check_fast_path(bytes, [&](auto b) { return receiver.metadata(b); },

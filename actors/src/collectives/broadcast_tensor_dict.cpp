@@ -27,7 +27,7 @@ TensorDict broadcast_tensor_dict(GroupState& group, const TensorDict& dict, int 
       for (const Tensor& t : parts.tensors)
         if (t.numel() != 0) {
           const std::size_t index = frame.tensors.size();
-          make_payload(call, frame.tensors.emplace_back(t), peer, false, frame, &exports, index);
+          frame.tensors.push_back(make_payload(call, t, peer, false, frame, &exports, index));
         }
       exports.finish(frame);
     });

@@ -25,16 +25,15 @@ void send_whole_dict_to(const Call& call, int to, std::uint64_t seq, const Tenso
   Frame& frame = call.frame();
   frame.tensors.clear();
   frame.chunked.clear();
-  call.group().schemas.to(to).encode(dict, frame.metadata, frame.tensors);
-  std::size_t kept = 0;
+  std::vector<const Tensor*>& leaves = call.rank().dict_tensors();
+  leaves.clear();
+  call.group().schemas.to(to).encode(dict, frame.metadata, leaves);
   DeviceExports exports;
-  for (std::size_t i = 0; i < frame.tensors.size(); ++i) {
-    if (frame.tensors[i].numel() == 0) continue;  // never sent: the shape is in the metadata
-    if (kept != i) frame.tensors[kept] = std::move(frame.tensors[i]);
-    make_payload(call, frame.tensors[kept], to, donate, frame, &exports, kept);
-    ++kept;
+  for (const Tensor* t : leaves) {
+    if (t->numel() == 0) continue;  // never sent: the shape is in the metadata
+    const std::size_t index = frame.tensors.size();
+    frame.tensors.push_back(make_payload(call, *t, to, donate, frame, &exports, index));
   }
-  frame.tensors.resize(kept);
   exports.finish(frame);
   send_numbered(call, to, OpCode::tensor_dict, seq, frame);
 }
@@ -72,8 +71,7 @@ void send_dict_to(const Call& call, int to, std::uint64_t seq, const TensorDict&
           flat_slice(call, t, per_slice * all_gather_group->rank_in_group, per_slice));
     } else {
       const std::size_t index = frame.tensors.size();
-      make_payload(call, frame.tensors.emplace_back(std::move(t)), to, donate, frame, &exports,
-                   index);
+      frame.tensors.push_back(make_payload(call, t, to, donate, frame, &exports, index));
     }
   }
   exports.finish(frame);

@@ -35,27 +35,24 @@ bool copied_on_send(const Call& call, const Tensor& t, int dst) {
          !call.rank().links().traits_to(call.group().global_rank(dst)).reads_after_send(t.nbytes());
 }
 
-void make_payload(const Call& call, Tensor& t, int dst, bool donated, Frame& frame,
-                  DeviceExports* exports, std::size_t index) {
+Tensor make_payload(const Call& call, const Tensor& t, int dst, bool donated, Frame& frame,
+                    DeviceExports* exports, std::size_t index) {
   if (on_device(t)) {
     const ChannelTraits& traits = call.rank().links().traits_to(call.group().global_rank(dst));
     if (!traits.carries_device_memory) {
       if (exports != nullptr)
         if (Tensor descriptor = exports->try_export(call, t, dst, donated, index);
-            descriptor.defined()) {
-          t = std::move(descriptor);
-          return;
-        }
+            descriptor.defined())
+          return descriptor;
       if (traits.writes_progressively && t.nbytes() > kStagingChunkBytes) {
         frame.chunked.push_back(staged_to_host_in_chunks(call.rank(), t, call.where()));
-        t = frame.chunked.back().tensor;
-      } else {
-        t = staged_to_host(call.rank(), t, call.left(), call.where());
+        return frame.chunked.back().tensor;
       }
-      return;
+      return staged_to_host(call.rank(), t, call.left(), call.where());
     }
   }
-  if (!donated && !copied_on_send(call, t, dst)) t = copy_for_peer(call, t);
+  if (!donated && !copied_on_send(call, t, dst)) return copy_for_peer(call, t);
+  return t;
 }
 
 void require_host_ready(const Call& call, const Tensor& t) {

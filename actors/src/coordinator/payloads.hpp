@@ -24,18 +24,19 @@ Tensor copy_for_peer(const Call& call, const Tensor& t);
 // no copy to keep the caller's tensor safe from the transfer (small payloads over shm).
 bool copied_on_send(const Call& call, const Tensor& t, int dst);
 
-// Turns the caller's `t` into what travels to group rank `dst`, in place: the tensor itself
-// where the caller donated it or the channel copies it on send anyway, a device tensor's bytes
-// staged to host where the channel carries host memory only (shm, tcp: the receiver puts them
-// back on its device), else a copy for the peer. With `exports` (the frame's), a device tensor
-// to another process of this node may travel as exported device memory instead, as payload
-// `index` (device_ipc.hpp). A device tensor staged for a channel that writes payloads
-// progressively (tcp), of more than kStagingChunkBytes, is staged in chunks, not waited for:
-// recorded in frame.chunked (`t` is one of `frame`'s tensors), and the channel sends each chunk
-// once it is in host memory.
+// What travels to group rank `dst` for the caller's `t` (which the caller puts among `frame`'s
+// tensors): the tensor itself where the caller donated it or the channel copies it on send
+// anyway, a device tensor's bytes staged to host where the channel carries host memory only
+// (shm, tcp: the receiver puts them back on its device), else a copy for the peer (made
+// straight from `t`: no hold is taken on the caller's tensor). With `exports` (the frame's), a
+// device tensor to another process of this node may travel as exported device memory instead,
+// as payload `index` (device_ipc.hpp). A device tensor staged for a channel that writes
+// payloads progressively (tcp), of more than kStagingChunkBytes, is staged in chunks, not
+// waited for: recorded in frame.chunked, and the channel sends each chunk once it is in host
+// memory.
 class DeviceExports;
-void make_payload(const Call& call, Tensor& t, int dst, bool donated, Frame& frame,
-                  DeviceExports* exports = nullptr, std::size_t index = 0);
+Tensor make_payload(const Call& call, const Tensor& t, int dst, bool donated, Frame& frame,
+                    DeviceExports* exports = nullptr, std::size_t index = 0);
 
 // Collectives compute on the host: their inputs must be host tensors whose bytes are ready.
 void require_host_ready(const Call& call, const Tensor& t);
