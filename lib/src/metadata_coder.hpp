@@ -391,8 +391,26 @@ public:
   }
   // A shape of `rank` dimensions whose count the caller knows, checked as a shape is; `numel`
   // gets its element count (counted while checking the payload's size anyway).
-  Shape read_dims(std::size_t rank, DType dtype, std::int64_t& numel) {
-    return read_shape_body(reader_.offset(), rank, dtype, numel);
+  [[gnu::always_inline]] Shape read_dims(std::size_t rank, DType dtype, std::int64_t& numel) {
+    // Dimensions below 128 (a small message's, most of a stream's) take one byte each: they
+    // are read in one pass, where neither a dimension nor their product (below 2^56 for 8 of
+    // them) can be out of range; the payload limit is still checked. Others: the general way.
+    const std::size_t offset = reader_.offset();
+    if (rank <= static_cast<std::size_t>(std::max(0, std::min(limits_.max_rank, Shape::kMaxRank))))
+      if (const std::uint8_t* dims = reader_.take_fixints(rank)) {
+        Shape shape;
+        numel = 1;
+        for (std::size_t i = 0; i < rank; ++i) {
+          shape.push_back(dims[i]);
+          numel *= dims[i];
+        }
+        if (__builtin_add_overflow(payload_bytes_, static_cast<std::uint64_t>(numel) * dtype_size(dtype),
+                                   &payload_bytes_) ||
+            payload_bytes_ > limits_.max_payload_bytes) [[unlikely]]
+          payload_exceeds(offset, shape, dtype);
+        return shape;
+      }
+    return read_dims_in_general(offset, rank, dtype, numel);
   }
   [[noreturn]] void fail(Errc code, std::size_t at, const std::string& message) const {
     reader_.fail(code, at, message);
@@ -544,6 +562,12 @@ private:
     const std::size_t offset = reader_.offset();
     const std::size_t rank = reader_.read_array("a shape");
     std::int64_t numel = 0;
+    return read_shape_body(offset, rank, dtype, numel);
+  }
+
+  // read_dims' general way, out of line: the one-byte way stays small where it is inlined.
+  [[gnu::noinline]] Shape read_dims_in_general(std::size_t offset, std::size_t rank, DType dtype,
+                                               std::int64_t& numel) {
     return read_shape_body(offset, rank, dtype, numel);
   }
 

@@ -145,6 +145,16 @@ public:
   bool read_bool(const char* what) { return expect(Type::boolean, what).boolean; }
   // The next item's first byte, not read; -1 at the end of the input.
   int peek() const noexcept { return pos_ < bytes_.size() ? bytes_[pos_] : -1; }
+  // When the next `count` items are all positive fixints (0..127, one byte each), they are
+  // read and returned (a pointer to their bytes); null, with nothing read, otherwise.
+  const std::uint8_t* take_fixints(std::size_t count) noexcept {
+    if (remaining() < count) return nullptr;
+    const std::uint8_t* at = bytes_.data() + pos_;
+    for (std::size_t i = 0; i < count; ++i)
+      if (at[i] > 0x7f) return nullptr;
+    pos_ += count;
+    return at;
+  }
   // A float64 (the form rankmesh writes floats in) read directly; any other form through next().
   double read_real(const char* what) {
     if (peek() == 0xcb && remaining() > 8) {
