@@ -6,9 +6,12 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
+#include "payload_block.hpp"
 #include "rankmesh/error.hpp"
 #include "world.hpp"
 
@@ -217,6 +220,55 @@ TEST_CASE_TEMPLATE("a tensor not donated reaches the receiver as a copy", Over, 
   REQUIRE_MESSAGE(all_ok(errors), joined(errors));
   CHECK_FALSE(theirs.shares_storage_with(mine));
   CHECK(holds(theirs, 1));
+}
+
+TEST_CASE_TEMPLATE("small tensors not donated reach the receiver as copies, in one shared block "
+                   "where they are copied for the peer; large ones each in their own", Over,
+                   RANKMESH_EVERY_TRANSPORT) {
+  // Over inproc the sender copies what it does not donate (the receiver reads after send()
+  // returns): the small ones into parts of one pooled block. Over shm the channel copies, and
+  // the receiver lands the small ones in parts of one block.
+  constexpr std::int64_t kLarge = static_cast<std::int64_t>(PayloadBlock::kSharedBytes / 4) + 1;
+  TensorDict mine{{"a", filled({3}, 1)},    {"n", 5},           {"b", filled({2, 5}, 20)},
+                  {"empty", filled({0}, 0)}, {"big", filled({kLarge}, 300)},
+                  {"c", TensorDict{{"d", filled({17}, 40)}}}};
+  TensorDict theirs;
+  auto errors = run_world<Over>(2, [&](ParallelState& s) {
+    if (s.rank() == 0) {
+      s.world().send_tensor_dict(mine, 1);
+      // The caller's tensors are its own again once send() returns.
+      for (const char* key : {"a", "b", "big"}) {
+        const Tensor& t = mine.at(key).as<Tensor>();
+        for (std::int64_t i = 0; i < t.numel(); ++i) t.data_as<float>()[i] = -1;
+      }
+      s.world().send_object(Value(1), 1);
+    } else {
+      theirs = s.world().recv_tensor_dict(0);
+      CHECK(s.world().recv_object(0) == Value(1));
+    }
+  });
+  REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+  const Tensor& a = theirs.at("a").as<Tensor>();
+  const Tensor& b = theirs.at("b").as<Tensor>();
+  const Tensor& big = theirs.at("big").as<Tensor>();
+  const Tensor& d = theirs.at("c").as<TensorDict>().at("d").as<Tensor>();
+  CHECK(holds(a, 1));
+  CHECK(holds(b, 20));
+  CHECK(b.shape() == Shape{2, 5});
+  CHECK(holds(big, 300));
+  CHECK(holds(d, 40));
+  CHECK(theirs.at("n") == Value(5));
+  CHECK(theirs.at("empty").as<Tensor>().numel() == 0);
+  for (const Tensor* t : {&a, &b, &big, &d}) {
+    CHECK(reinterpret_cast<std::uintptr_t>(t->data()) % 64 == 0);
+    for (const char* key : {"a", "b", "big"}) CHECK_FALSE(t->shares_storage_with(mine.at(key).as<Tensor>()));
+  }
+  CHECK_FALSE(big.shares_storage_with(a));
+  // Inproc: the sender's copies share a block; shm: the receiver's landing tensors do.
+  if (std::string(Over::transport) != "tcp") {
+    CHECK(a.shares_storage_with(b));
+    CHECK(a.shares_storage_with(d));
+  }
 }
 
 TEST_CASE_TEMPLATE("recv_tensor_dict lands tensors in the caller's buffers, checked against the metadata", Over, RANKMESH_EVERY_TRANSPORT) {

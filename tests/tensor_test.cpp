@@ -219,6 +219,42 @@ TEST_CASE("equal refuses to read the bytes of distinct tensors off the host") {
   CHECK(code_of_error([&] { equal(a, b); }) == Errc::invalid_argument);
 }
 
+TEST_CASE("a part sees its tensor's bytes from an offset and holds the whole memory") {
+  std::uint8_t storage[256] = {};
+  for (int i = 0; i < 256; ++i) storage[i] = static_cast<std::uint8_t>(i);
+  int deleted = 0;
+  Tensor a, b;
+  {
+    const Tensor whole =
+        Tensor::wrap(storage, {256}, DType::u8, Device{}, [&](void*) { ++deleted; });
+    a = whole.part(64, {4, 2}, DType::i32);  // bytes 64..95
+    b = whole.part(192, {64}, DType::u8);    // the last 64 bytes, up to the end exactly
+    CHECK(a.data() == storage + 64);
+    CHECK(a.shape() == Shape{4, 2});
+    CHECK(a.dtype() == DType::i32);
+    CHECK(a.nbytes() == 32);
+    CHECK(b.data() == storage + 192);
+    CHECK(a.shares_storage_with(whole));
+    CHECK(a.shares_storage_with(b));
+    CHECK(whole.part(256, {0}, DType::f32).numel() == 0);  // nothing, at the end
+    CHECK(code_of_error([&] { whole.part(193, {64}, DType::u8); }) == Errc::invalid_argument);
+    CHECK(code_of_error([&] { whole.part(0, {65}, DType::f32); }) == Errc::invalid_argument);
+    CHECK(code_of_error([&] { whole.part(257, {0}, DType::u8); }) == Errc::invalid_argument);
+    CHECK(code_of_error([&] { Tensor().part(0, {0}, DType::u8); }) == Errc::invalid_argument);
+  }
+  CHECK(deleted == 0);  // the parts hold the memory
+  // A part's view and a moved part keep its offset.
+  CHECK(a.view({8}).data() == storage + 64);
+  Tensor moved = std::move(b);
+  CHECK(moved.data() == storage + 192);
+  CHECK(b.data() == nullptr);
+  CHECK(static_cast<const std::uint8_t*>(moved.data())[0] == 192);
+  a = Tensor();
+  CHECK(deleted == 0);
+  moved = Tensor();
+  CHECK(deleted == 1);
+}
+
 TEST_CASE("a view sees the same memory with another shape of as many elements") {
   const Tensor t = Tensor::empty({2, 6}, DType::f32);
   const Tensor v = t.view({3, 4});

@@ -1,5 +1,7 @@
 #include "rankmesh/tensor.hpp"
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -72,12 +74,6 @@ struct DeletingMemory final : TensorMemory {
 
 }  // namespace
 
-// Callers count the shape's elements first: numel_ would throw here after `storage` was made.
-Tensor::Tensor(TensorMemory* storage, Shape shape, DType dtype, Device device)
-    : storage_(storage), shape_(shape), numel_(shape_.numel()), dtype_(dtype), device_(device) {
-  hold();
-}
-
 Tensor Tensor::empty(Shape shape, DType dtype) {
   const auto numel = static_cast<std::uint64_t>(shape.numel());
   const std::size_t element = dtype_size(dtype);
@@ -98,30 +94,50 @@ Tensor Tensor::empty(Shape shape, DType dtype) {
     std::free(base);
     throw;
   }
-  return Tensor(storage, shape, dtype, Device{});
+  return Tensor(storage, aligned, shape, static_cast<std::int64_t>(numel), dtype, Device{});
 }
 
 Tensor Tensor::wrap(void* data, Shape shape, DType dtype, Device device, Deleter deleter) {
-  const std::int64_t numel = shape.numel();  // throws before anything is made (see the constructor)
+  const std::int64_t numel = shape.numel();  // throws before anything is made
   if (data == nullptr && numel != 0) {
     throw Error(Errc::invalid_argument,
                 "wrap: null data for a tensor of shape " + to_string(shape) + " with elements");
   }
-  return Tensor(new DeletingMemory(data, std::move(deleter)), shape, dtype, device);
+  return Tensor(new DeletingMemory(data, std::move(deleter)), data, shape, numel, dtype, device);
 }
 
 Tensor Tensor::adopt(TensorMemory& memory, Shape shape, DType dtype, Device device) {
-  (void)shape.numel();  // throws before the hold is taken (see the constructor)
-  return Tensor(&memory, shape, dtype, device);
+  const std::int64_t numel = shape.numel();  // throws before the hold is taken
+  return Tensor(&memory, memory.data(), shape, numel, dtype, device);
 }
 
 Tensor Tensor::view(Shape shape) const {
   if (shape.numel() != numel())
     throw Error(Errc::invalid_argument, "cannot view " + to_string(shape_) + " as " +
                                             to_string(shape) + ": element counts differ");
-  Tensor out(storage_, shape, dtype_, device_);
+  Tensor out(storage_, data_, shape, numel_, dtype_, device_);
   out.ready_ = ready_;
   return out;
+}
+
+Tensor Tensor::part(std::size_t byte_offset, const Shape& shape, DType dtype) const {
+  const std::int64_t numel = shape.numel();
+  std::size_t bytes = 0;
+  if (!defined() || byte_offset > nbytes() ||
+      __builtin_mul_overflow(static_cast<std::size_t>(numel), dtype_size(dtype), &bytes) ||
+      bytes > nbytes() - byte_offset) [[unlikely]]
+    refuse_part(byte_offset, shape, dtype);
+  Tensor out(storage_, static_cast<std::byte*>(data_) + byte_offset, shape, numel, dtype, device_);
+  out.ready_ = ready_;
+  return out;
+}
+
+void Tensor::refuse_part(std::size_t byte_offset, const Shape& shape, DType dtype) const {
+  if (!defined()) throw Error(Errc::invalid_argument, "part: the tensor is undefined");
+  throw Error(Errc::invalid_argument,
+              "part: " + to_string(shape) + " " + to_string(dtype) + " from byte " +
+                  std::to_string(byte_offset) + " does not fit in the " +
+                  std::to_string(nbytes()) + " bytes of the tensor");
 }
 
 bool Tensor::shares_storage_with(const Tensor& other) const noexcept {

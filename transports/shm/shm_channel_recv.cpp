@@ -10,6 +10,7 @@
 
 #include "frame_codec.hpp"
 #include "parker.hpp"
+#include "payload_block.hpp"
 #include "rankmesh/error.hpp"
 #include "shm/shm_channel.hpp"
 #include "shm/shm_channel_layout.hpp"
@@ -135,14 +136,24 @@ bool ShmChannel::start_frame(Deadline deadline) {
          std::to_string(header.payload_bytes) + " bytes but its tensors need " + std::to_string(payload));
 
   const FrameHeader& frame_header = header.frame;
-  // Memory for every payload first: if the allocator throws, nothing has been consumed.
+  // Memory for every payload first: if the allocator throws, nothing has been consumed. The
+  // small ones that land in no buffer given for them share one block (payload_block.hpp).
   in.frame.tensors.clear();
+  auto lands = [&](std::size_t i) {
+    return landing_ != nullptr &&
+           landing_->fits(frame_header, i, described[i].shape, described[i].dtype);
+  };
+  PayloadBlock block;
+  for (std::size_t i = 0; i < described.size(); ++i)
+    if (!described[i].lent && PayloadBlock::small(described[i].nbytes) && !lands(i))
+      block.count(i, described[i].nbytes);
+  block.allocate(options_.allocator);
   for (std::size_t i = 0; i < described.size(); ++i) {
     const Shape& shape = described[i].shape;
     const DType dtype = described[i].dtype;
-    Tensor tensor = landing_ != nullptr && landing_->fits(frame_header, i, shape, dtype)
-                        ? landing_->tensors[i]
-                        : options_.allocator(shape, dtype);
+    Tensor tensor = lands(i)           ? landing_->tensors[i]
+                    : block.shares(i) ? block.take(shape, dtype)
+                                      : options_.allocator(shape, dtype);
     if (!tensor.defined() || tensor.device().type != DeviceType::cpu || !(tensor.shape() == shape) ||
         tensor.dtype() != dtype) {
       in.frame.tensors.clear();

@@ -29,11 +29,7 @@ void send_whole_dict_to(const Call& call, int to, std::uint64_t seq, const Tenso
   leaves.clear();
   call.group().schemas.to(to).encode(dict, frame.metadata, leaves);
   DeviceExports exports;
-  for (const Tensor* t : leaves) {
-    if (t->numel() == 0) continue;  // never sent: the shape is in the metadata
-    const std::size_t index = frame.tensors.size();
-    frame.tensors.push_back(make_payload(call, *t, to, donate, frame, &exports, index));
-  }
+  append_payloads(call, leaves, to, donate, frame, &exports);
   exports.finish(frame);
   send_numbered(call, to, OpCode::tensor_dict, seq, frame);
 }

@@ -4,6 +4,7 @@
 
 #include "coordinator/device_ipc.hpp"
 #include "coordinator/device_staging.hpp"
+#include "payload_block.hpp"
 
 #include "rankmesh/device_backend.hpp"
 
@@ -53,6 +54,34 @@ Tensor make_payload(const Call& call, const Tensor& t, int dst, bool donated, Fr
   }
   if (!donated && !copied_on_send(call, t, dst)) return copy_for_peer(call, t);
   return t;
+}
+
+void append_payloads(const Call& call, std::span<const Tensor* const> tensors, int dst,
+                     bool donated, Frame& frame, DeviceExports* exports) {
+  PayloadBlock block;
+  if (!donated) {
+    // The tensors make_payload() would copy for the peer (copied_on_send() decides so), with
+    // the link's traits looked up once.
+    const ChannelTraits& traits = call.rank().links().traits_to(call.group().global_rank(dst));
+    for (std::size_t i = 0; i < tensors.size(); ++i) {
+      const Tensor& t = *tensors[i];
+      if (PayloadBlock::small(t.nbytes()) && host_bytes_ready(t) &&
+          traits.reads_after_send(t.nbytes()))
+        block.count(i, t.nbytes());
+    }
+    block.allocate(call.rank().allocator());
+  }
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const Tensor& t = *tensors[i];
+    if (t.numel() == 0) continue;
+    if (block.shares(i)) {
+      const Tensor& part = frame.tensors.emplace_back(block.take(t.shape(), t.dtype()));
+      std::memcpy(part.data(), t.data(), t.nbytes());
+      continue;
+    }
+    const std::size_t index = frame.tensors.size();
+    frame.tensors.push_back(make_payload(call, t, dst, donated, frame, exports, index));
+  }
 }
 
 void require_host_ready(const Call& call, const Tensor& t) {

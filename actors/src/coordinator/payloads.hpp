@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 
 #include "coordinator/call.hpp"
@@ -37,6 +38,13 @@ bool copied_on_send(const Call& call, const Tensor& t, int dst);
 class DeviceExports;
 Tensor make_payload(const Call& call, const Tensor& t, int dst, bool donated, Frame& frame,
                     DeviceExports* exports = nullptr, std::size_t index = 0);
+
+// Appends to frame.tensors the payloads for `tensors` (the caller's, in metadata order; those
+// without elements never travel and are skipped) as make_payload() makes them, except that the
+// small host tensors it would copy one by one are copied into parts of one pooled block
+// (payload_block.hpp): one allocation and one release per message, not per tensor.
+void append_payloads(const Call& call, std::span<const Tensor* const> tensors, int dst,
+                     bool donated, Frame& frame, DeviceExports* exports);
 
 // Collectives compute on the host: their inputs must be host tensors whose bytes are ready.
 void require_host_ready(const Call& call, const Tensor& t);

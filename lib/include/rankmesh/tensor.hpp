@@ -105,12 +105,13 @@ public:
   static Tensor adopt(TensorMemory& memory, Shape shape, DType dtype, Device device);
 
   Tensor(const Tensor& other) noexcept
-      : storage_(other.storage_), shape_(other.shape_), numel_(other.numel_),
+      : storage_(other.storage_), data_(other.data_), shape_(other.shape_), numel_(other.numel_),
         dtype_(other.dtype_), device_(other.device_), ready_(other.ready_) {
     hold();
   }
   Tensor(Tensor&& other) noexcept
-      : storage_(std::exchange(other.storage_, nullptr)), shape_(other.shape_),
+      : storage_(std::exchange(other.storage_, nullptr)),
+        data_(std::exchange(other.data_, nullptr)), shape_(other.shape_),
         numel_(other.numel_), dtype_(other.dtype_), device_(other.device_),
         ready_(std::move(other.ready_)) {}
   Tensor& operator=(const Tensor& other) noexcept {
@@ -121,6 +122,7 @@ public:
     if (this != &other) {
       // The old memory is let go last: its release may run a deleter that owns `other`.
       TensorMemory* old = std::exchange(storage_, std::exchange(other.storage_, nullptr));
+      data_ = std::exchange(other.data_, nullptr);
       shape_ = other.shape_;
       numel_ = other.numel_;
       dtype_ = other.dtype_;
@@ -133,7 +135,7 @@ public:
   ~Tensor() { let_go(); }
 
   bool defined() const noexcept { return storage_ != nullptr; }
-  void* data() const noexcept { return storage_ != nullptr ? storage_->data_ : nullptr; }
+  void* data() const noexcept { return data_; }
   template <class T>
   T* data_as() const noexcept { return static_cast<T*>(data()); }
   const Shape& shape() const noexcept { return shape_; }
@@ -146,6 +148,10 @@ public:
   // The same memory seen with another shape of as many elements (and the same ready event).
   // Throws Error(invalid_argument) when the element counts differ.
   Tensor view(Shape shape) const;
+  // A tensor of `shape` x `dtype` over this one's bytes from `byte_offset` on, sharing its
+  // memory (held until the last of them goes) and its ready event: one allocation cut into
+  // several tensors. Throws Error(invalid_argument) for an undefined tensor or bytes past the end.
+  Tensor part(std::size_t byte_offset, const Shape& shape, DType dtype) const;
 
   // The event that completes when the work producing this tensor's bytes has finished (the
   // event of the stream that produced it). Null means the bytes are ready now. Readers make
@@ -154,8 +160,16 @@ public:
   void set_ready_event(std::shared_ptr<Event> event) noexcept { ready_ = std::move(event); }
 
 private:
-  // Takes one hold on `storage` (null for an undefined tensor).
-  Tensor(TensorMemory* storage, Shape shape, DType dtype, Device device);
+  // Takes one hold on `storage` (null for an undefined tensor); the tensor's bytes start at
+  // `data` (the memory's own start unless a part()); `numel` is the shape's, counted by the
+  // caller (which throws on overflow before anything is held).
+  Tensor(TensorMemory* storage, void* data, const Shape& shape, std::int64_t numel, DType dtype,
+         Device device) noexcept
+      : storage_(storage), data_(data), shape_(shape), numel_(numel), dtype_(dtype),
+        device_(device) {
+    hold();
+  }
+  [[noreturn]] void refuse_part(std::size_t byte_offset, const Shape& shape, DType dtype) const;
   // Inline: every copy of a tensor along a message's path pays them. Taking a hold needs no
   // ordering (the holder already sees the bytes); the last release must see every write.
   void hold() const noexcept {
@@ -168,6 +182,7 @@ private:
   }
 
   TensorMemory* storage_ = nullptr;
+  void* data_ = nullptr;  // the first byte: read per message, so not through storage_
   Shape shape_;
   std::int64_t numel_ = 0;  // of shape_, counted once: asked for on every hop of a message
   DType dtype_ = DType::f32;
