@@ -25,10 +25,7 @@ TensorDict broadcast_tensor_dict(GroupState& group, const TensorDict& dict, int 
       frame.metadata.assign(encoded.begin(), encoded.end());
       DeviceExports exports;
       for (const Tensor& t : parts.tensors)
-        if (t.numel() != 0) {
-          const std::size_t index = frame.tensors.size();
-          frame.tensors.push_back(make_payload(call, t, peer, false, frame, &exports, index));
-        }
+        if (t.numel() != 0) append_payload(call, t, peer, false, frame, &exports);
       exports.finish(frame);
     });
     return dict;

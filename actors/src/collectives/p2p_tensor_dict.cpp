@@ -66,8 +66,7 @@ void send_dict_to(const Call& call, int to, std::uint64_t seq, const TensorDict&
       frame.tensors.push_back(
           flat_slice(call, t, per_slice * all_gather_group->rank_in_group, per_slice));
     } else {
-      const std::size_t index = frame.tensors.size();
-      frame.tensors.push_back(make_payload(call, t, to, donate, frame, &exports, index));
+      append_payload(call, t, to, donate, frame, &exports);
     }
   }
   exports.finish(frame);

@@ -36,31 +36,38 @@ bool copied_on_send(const Call& call, const Tensor& t, int dst) {
          !call.rank().links().traits_to(call.group().global_rank(dst)).reads_after_send(t.nbytes());
 }
 
-Tensor make_payload(const Call& call, const Tensor& t, int dst, bool donated, Frame& frame,
-                    DeviceExports* exports, std::size_t index) {
+void append_payload(const Call& call, const Tensor& t, int dst, bool donated, Frame& frame,
+                    DeviceExports* exports) {
   if (on_device(t)) {
     const ChannelTraits& traits = call.rank().links().traits_to(call.group().global_rank(dst));
     if (!traits.carries_device_memory) {
       if (exports != nullptr)
-        if (Tensor descriptor = exports->try_export(call, t, dst, donated, index);
-            descriptor.defined())
-          return descriptor;
+        if (Tensor descriptor = exports->try_export(call, t, dst, donated, frame.tensors.size());
+            descriptor.defined()) {
+          frame.tensors.push_back(std::move(descriptor));
+          return;
+        }
       if (traits.writes_progressively && t.nbytes() > kStagingChunkBytes) {
         frame.chunked.push_back(staged_to_host_in_chunks(call.rank(), t, call.where()));
-        return frame.chunked.back().tensor;
+        frame.tensors.push_back(frame.chunked.back().tensor);
+      } else {
+        frame.tensors.push_back(staged_to_host(call.rank(), t, call.left(), call.where()));
       }
-      return staged_to_host(call.rank(), t, call.left(), call.where());
+      return;
     }
   }
-  if (!donated && !copied_on_send(call, t, dst)) return copy_for_peer(call, t);
-  return t;
+  if (!donated && !copied_on_send(call, t, dst)) {
+    frame.tensors.push_back(copy_for_peer(call, t));
+  } else {
+    frame.tensors.push_back(t);
+  }
 }
 
 void append_payloads(const Call& call, std::span<const Tensor* const> tensors, int dst,
                      bool donated, Frame& frame, DeviceExports* exports) {
   PayloadBlock block;
   if (!donated) {
-    // The tensors make_payload() would copy for the peer (copied_on_send() decides so), with
+    // The tensors append_payload() would copy for the peer (copied_on_send() decides so), with
     // the link's traits looked up once.
     const ChannelTraits& traits = call.rank().links().traits_to(call.group().global_rank(dst));
     for (std::size_t i = 0; i < tensors.size(); ++i) {
@@ -79,8 +86,7 @@ void append_payloads(const Call& call, std::span<const Tensor* const> tensors, i
       std::memcpy(part.data(), t.data(), t.nbytes());
       continue;
     }
-    const std::size_t index = frame.tensors.size();
-    frame.tensors.push_back(make_payload(call, t, dst, donated, frame, exports, index));
+    append_payload(call, t, dst, donated, frame, exports);
   }
 }
 

@@ -25,22 +25,20 @@ Tensor copy_for_peer(const Call& call, const Tensor& t);
 // no copy to keep the caller's tensor safe from the transfer (small payloads over shm).
 bool copied_on_send(const Call& call, const Tensor& t, int dst);
 
-// What travels to group rank `dst` for the caller's `t` (which the caller puts among `frame`'s
-// tensors): the tensor itself where the caller donated it or the channel copies it on send
-// anyway, a device tensor's bytes staged to host where the channel carries host memory only
+// Appends to frame.tensors what travels to group rank `dst` for the caller's `t`: the tensor
+// itself where the caller donated it or the channel copies it on send anyway, a device tensor's bytes staged to host where the channel carries host memory only
 // (shm, tcp: the receiver puts them back on its device), else a copy for the peer (made
 // straight from `t`: no hold is taken on the caller's tensor). With `exports` (the frame's), a
 // device tensor to another process of this node may travel as exported device memory instead,
-// as payload `index` (device_ipc.hpp). A device tensor staged for a channel that writes
-// payloads progressively (tcp), of more than kStagingChunkBytes, is staged in chunks, not
-// waited for: recorded in frame.chunked, and the channel sends each chunk once it is in host
-// memory.
+// (device_ipc.hpp). A device tensor staged for a channel that writes payloads progressively
+// (tcp), of more than kStagingChunkBytes, is staged in chunks, not waited for: recorded in
+// frame.chunked, and the channel sends each chunk once it is in host memory.
 class DeviceExports;
-Tensor make_payload(const Call& call, const Tensor& t, int dst, bool donated, Frame& frame,
-                    DeviceExports* exports = nullptr, std::size_t index = 0);
+void append_payload(const Call& call, const Tensor& t, int dst, bool donated, Frame& frame,
+                    DeviceExports* exports = nullptr);
 
 // Appends to frame.tensors the payloads for `tensors` (the caller's, in metadata order; those
-// without elements never travel and are skipped) as make_payload() makes them, except that the
+// without elements never travel and are skipped) as append_payload() does, except that the
 // small host tensors it would copy one by one are copied into parts of one pooled block
 // (payload_block.hpp): one allocation and one release per message, not per tensor.
 void append_payloads(const Call& call, std::span<const Tensor* const> tensors, int dst,
