@@ -175,6 +175,16 @@ bool DictSchema::read_level(TensorDict& level, std::size_t depth, std::size_t& l
     const Leaf& shape = leaves_[leaf++];
     switch (shape.kind) {
       case MetaEntry::Kind::tensor: {
+        // The payload that comes next, when its shape is the one the bytes give, lands at once.
+        if (payload < payloads.size()) {
+          const Tensor& received = payloads[payload];
+          if (received.dtype() == shape.dtype && received.device().type == shape.device &&
+              received.numel() != 0 && decoder.read_dims_of(received, shape.rank)) {
+            ++payload;
+            entry.value.v.emplace<Tensor>(received);
+            break;
+          }
+        }
         std::int64_t numel = 0;
         Shape dims = decoder.read_dims(shape.rank, shape.dtype, numel);
         // The placeholder is None: emplace builds the tensor where it stays. Device tensors

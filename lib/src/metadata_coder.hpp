@@ -389,6 +389,25 @@ public:
     if (value < 0) reader_.fail(Errc::malformed, at, std::string(what) + " is negative");
     return static_cast<std::uint64_t>(value);
   }
+  // A tensor leaf whose payload is `received` (of the leaf's dtype, with elements), in the
+  // common case: its dimensions, `rank` of them, are one byte each and those of `received`.
+  // Then they are read (the payload counted against the limit) and true is returned, with no
+  // Shape built; false, with nothing read, otherwise (read_dims() then takes the general way).
+  bool read_dims_of(const Tensor& received, std::size_t rank) {
+    const Shape& shape = received.shape();
+    if (static_cast<std::size_t>(shape.rank()) != rank) return false;
+    const std::uint8_t* dims = reader_.peek_fixints(rank);
+    if (dims == nullptr) return false;
+    for (std::size_t i = 0; i < rank; ++i)
+      if (dims[i] != shape[static_cast<int>(i)]) return false;
+    const std::size_t offset = reader_.offset();
+    if (__builtin_add_overflow(payload_bytes_, received.nbytes(), &payload_bytes_) ||
+        payload_bytes_ > limits_.max_payload_bytes) [[unlikely]]
+      payload_exceeds(offset, shape, received.dtype());
+    reader_.skip(rank);
+    return true;
+  }
+
   // A shape of `rank` dimensions whose count the caller knows, checked as a shape is; `numel`
   // gets its element count (counted while checking the payload's size anyway).
   [[gnu::always_inline]] Shape read_dims(std::size_t rank, DType dtype, std::int64_t& numel) {

@@ -4,6 +4,7 @@
 // because it reserves `declared count * sizeof(object)` before reading a single element.
 #pragma once
 
+#include <algorithm>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -148,13 +149,19 @@ public:
   // When the next `count` items are all positive fixints (0..127, one byte each), they are
   // read and returned (a pointer to their bytes); null, with nothing read, otherwise.
   const std::uint8_t* take_fixints(std::size_t count) noexcept {
+    const std::uint8_t* at = peek_fixints(count);
+    if (at != nullptr) pos_ += count;
+    return at;
+  }
+  // take_fixints() without reading them; skip() reads them after.
+  const std::uint8_t* peek_fixints(std::size_t count) const noexcept {
     if (remaining() < count) return nullptr;
     const std::uint8_t* at = bytes_.data() + pos_;
     for (std::size_t i = 0; i < count; ++i)
       if (at[i] > 0x7f) return nullptr;
-    pos_ += count;
     return at;
   }
+  void skip(std::size_t count) noexcept { pos_ += std::min(count, remaining()); }
   // A float64 (the form rankmesh writes floats in) read directly; any other form through next().
   double read_real(const char* what) {
     if (peek() == 0xcb && remaining() > 8) {
