@@ -94,6 +94,40 @@ TEST_CASE("schema cache: the first dict defines its schema, the next ones of it 
   CHECK(pair.receiver.definitions() == 1);
 }
 
+TEST_CASE("schema cache: a dict whose keys change in place is a new schema, though it is the same "
+          "object (and its copies, moves and nested dicts are followed)") {
+  // The sender skips comparing the keys of a dict whose structure it matched before: every
+  // insertion and erasure must make that structure new, at every level, and a copy of a dict
+  // must carry its keys' structure, not another's.
+  Pair pair;
+  TensorDict dict{{"x", filled(4, 1)}, {"n", 1}, {"inner", TensorDict{{"y", filled(2, 2)}, {"z", 3}}}};
+  CHECK(pair.round_trip(dict));
+  CHECK_FALSE(pair.round_trip(dict));
+  dict.set("n", 2);  // a value: the same schema
+  CHECK_FALSE(pair.round_trip(dict));
+  dict.erase("n");
+  dict.set("m", 2);  // as many keys, one other
+  CHECK(pair.round_trip(dict));
+  CHECK_FALSE(pair.round_trip(dict));
+  TensorDict& inner = dict.find("inner")->as<TensorDict>();
+  inner.erase("z");
+  inner.set("w", 3);  // a nested dict changed in place
+  CHECK(pair.round_trip(dict));
+  TensorDict copy = dict;  // the same keys: the same schema
+  CHECK_FALSE(pair.round_trip(copy));
+  copy.erase("x");
+  copy.set("x", filled(4, 1));  // the same keys, in another order
+  CHECK(pair.round_trip(copy));
+  TensorDict moved = std::move(copy);
+  CHECK_FALSE(pair.round_trip(moved));
+  copy = TensorDict{{"inner", TensorDict{{"y", filled(2, 2)}, {"w", 3}}}, {"m", 2}, {"x", filled(4, 1)}};
+  CHECK_FALSE(pair.round_trip(copy));  // built anew with the same keys: compared, and equal
+  copy = std::move(dict);  // the third schema's order, still cached
+  CHECK_FALSE(pair.round_trip(copy));
+  CHECK(copy.size() == 3);
+  CHECK(pair.sender.definitions() == 4);
+}
+
 TEST_CASE("schema cache: a scalar leaf takes every integer width and any other kind within one "
           "schema") {
   // The receiver's prototype keeps the kind of the value the schema was learnt from (an int

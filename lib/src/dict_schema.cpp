@@ -100,24 +100,37 @@ std::optional<DictSchema> DictSchema::of(const Metadata& metadata) {
 }
 
 bool DictSchema::write_instance(const TensorDict& dict, Encoder& encoder,
-                                std::vector<const Tensor*>& tensors) const {
+                                std::vector<const Tensor*>& tensors,
+                                std::vector<std::uint64_t>& matched) const {
   std::size_t leaf = 0;
-  return write_level(dict, prototype_, leaf, encoder, tensors);
+  std::size_t level = 0;
+  return write_level(dict, prototype_, leaf, level, encoder, tensors, matched);
 }
 
 bool DictSchema::write_level(const TensorDict& dict, const TensorDict& prototype,
-                             std::size_t& leaf, Encoder& encoder,
-                             std::vector<const Tensor*>& tensors) const {
+                             std::size_t& leaf, std::size_t& level, Encoder& encoder,
+                             std::vector<const Tensor*>& tensors,
+                             std::vector<std::uint64_t>& matched) const {
   if (dict.size() != prototype.size()) return false;
+  // This level's keys are the schema's when a dict of the same structure had them before;
+  // else they are compared, and the structure remembered once they are found equal.
+  const std::size_t here = level++;
+  if (matched.size() <= here) matched.resize(here + 1, 0);
+  if (dict.structure_ == 0 || matched[here] != dict.structure_) {
+    auto expected = prototype.entries_.begin();
+    for (const auto& entry : dict.entries_)
+      if (entry.key != (expected++)->key) return false;
+    matched[here] = dict.structure_;
+  }
   auto expected = prototype.entries_.begin();
   for (const auto& [key, value] : dict) {
-    if (key != expected->key) return false;
     const TensorDict* nested = non_empty_dict(value);
     const TensorDict* expected_nested = non_empty_dict(expected->value);
     ++expected;
     if ((nested != nullptr) != (expected_nested != nullptr)) return false;
     if (nested != nullptr) {
-      if (!write_level(*nested, *expected_nested, leaf, encoder, tensors)) return false;
+      if (!write_level(*nested, *expected_nested, leaf, level, encoder, tensors, matched))
+        return false;
       continue;
     }
     const Leaf& shape = leaves_[leaf++];

@@ -26,8 +26,12 @@ public:
 
   // Sender: when `dict` has this schema, appends its instance to `encoder` and its tensors to
   // `tensors` and returns true. False otherwise, and what was appended is to be dropped.
+  // `matched`: the sender's memory of this schema, the structure number (TensorDict) of each
+  // nested dict level whose keys were found equal to the schema's before, by level in walking
+  // order: a level of the same number is not compared key by key again.
   bool write_instance(const TensorDict& dict, detail::Encoder& encoder,
-                      std::vector<const Tensor*>& tensors) const;
+                      std::vector<const Tensor*>& tensors,
+                      std::vector<std::uint64_t>& matched) const;
 
   // Receiver: the dict of the instance at `decoder`, its tensors `payloads` in order (tensors
   // without elements made by `empty`). Nullopt when the payloads do not fit it (count, dtype,
@@ -52,7 +56,8 @@ private:
   };
 
   bool write_level(const TensorDict& dict, const TensorDict& prototype, std::size_t& leaf,
-                   detail::Encoder& encoder, std::vector<const Tensor*>& tensors) const;
+                   std::size_t& level, detail::Encoder& encoder,
+                   std::vector<const Tensor*>& tensors, std::vector<std::uint64_t>& matched) const;
   bool read_level(TensorDict& level, std::size_t depth, std::size_t& leaf,
                   detail::Decoder& decoder, std::span<const Tensor> payloads, std::size_t& payload,
                   const Allocator& empty) const;

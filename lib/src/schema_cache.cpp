@@ -57,7 +57,7 @@ void SchemaSender::encode(const TensorDict& dict, std::vector<std::uint8_t>& out
     if (!slot.schema) return false;
     Encoder encoder(out);
     write_header(encoder, kUse, index, slot.definition);
-    if (!slot.schema->write_instance(dict, encoder, tensors)) {
+    if (!slot.schema->write_instance(dict, encoder, tensors, slot.matched)) {
       tensors.resize(first_tensor);
       return false;
     }
@@ -80,7 +80,7 @@ void SchemaSender::encode(const TensorDict& dict, std::vector<std::uint8_t>& out
   Encoder encoder(out);
   write_header(encoder, kDefinition, victim, definitions_ + 1);
   encoder.write_dict(dict, tensors);  // throws for a dict the codec cannot carry: nothing changed
-  slots_[victim] = Slot{DictSchema::of(dict), ++definitions_, ++clock_};
+  slots_[victim] = Slot{DictSchema::of(dict), ++definitions_, ++clock_, {}};
   last_used_ = victim;
 }
 

@@ -60,6 +60,7 @@ private:
     std::optional<DictSchema> schema;
     std::uint64_t definition = 0;
     std::uint64_t last_used = 0;
+    std::vector<std::uint64_t> matched;  // DictSchema::write_instance's memory of keys matched
   };
   std::array<Slot, kCachedSchemas> slots_;
   std::uint64_t definitions_ = 0;

@@ -1,5 +1,6 @@
 #include "rankmesh/tensor_dict.hpp"
 
+#include <atomic>
 #include <bit>
 #include <cstddef>
 #include <string>
@@ -16,16 +17,30 @@ constexpr std::size_t kIndexThreshold = 16;
 
 }  // namespace
 
+std::uint64_t TensorDict::new_structure() noexcept {
+  static std::atomic<std::uint64_t> last{0};
+  return last.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
 TensorDict::TensorDict() = default;
 TensorDict::TensorDict(const TensorDict& other)
-    : entries_(other.entries_),
+    : structure_(other.structure_), entries_(other.entries_),
       index_(other.index_ != nullptr ? std::make_unique<Index>(*other.index_) : nullptr) {}
-TensorDict::TensorDict(TensorDict&&) noexcept = default;
+TensorDict::TensorDict(TensorDict&& other) noexcept
+    : structure_(std::exchange(other.structure_, 0)), entries_(std::move(other.entries_)),
+      index_(std::move(other.index_)) {}
 TensorDict& TensorDict::operator=(const TensorDict& other) {
   if (this != &other) *this = TensorDict(other);
   return *this;
 }
-TensorDict& TensorDict::operator=(TensorDict&&) noexcept = default;
+TensorDict& TensorDict::operator=(TensorDict&& other) noexcept {
+  if (this != &other) {
+    structure_ = std::exchange(other.structure_, 0);
+    entries_ = std::move(other.entries_);
+    index_ = std::move(other.index_);
+  }
+  return *this;
+}
 TensorDict::~TensorDict() = default;
 
 TensorDict::TensorDict(std::initializer_list<Entry> entries) {
@@ -51,6 +66,7 @@ void TensorDict::append(std::string&& key, Value&& value) {
   Entry& entry = entries_.emplace_back();
   entry.key = std::move(key);
   entry.value = std::move(value);
+  structure_ = new_structure();
   if (index_ != nullptr) {
     index_->emplace(entries_.back().key, entries_.size() - 1);
   } else if (entries_.size() > kIndexThreshold) {
@@ -94,6 +110,7 @@ bool TensorDict::erase(std::string_view key) {
   const std::size_t position = position_of(key);
   if (position == npos) return false;
   entries_.erase(entries_.begin() + static_cast<std::ptrdiff_t>(position));
+  structure_ = new_structure();
   // Positions after the erased key shift, so the index is rebuilt (or dropped when small).
   index_ = entries_.size() > kIndexThreshold ? make_index() : nullptr;
   return true;

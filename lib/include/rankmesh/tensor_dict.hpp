@@ -78,6 +78,11 @@ private:
   std::unique_ptr<Index> make_index() const;  // of every entry
   void append(std::string&& key, Value&& value);  // a key known to be new
 
+  // The keys and their order, as a number: a new one (never used before, by any dict) at every
+  // insertion and erasure, shared by copies, 0 where unknown (a moved-from dict). A schema
+  // cache that matched a dict's keys once skips comparing them for a dict of the same number.
+  static std::uint64_t new_structure() noexcept;
+  std::uint64_t structure_ = 0;
   std::vector<Entry> entries_;
   // Key -> position, kept only for large dicts so that building one from hostile metadata
   // stays linear; small dicts (the common case) are searched in place and, holding no index,
