@@ -144,8 +144,8 @@ public:
   // even an empty string while none has (Call's constructor).
   bool any_group_failed() const noexcept { return group_failures_.any(); }
 
-  void record(std::uint32_t op, const std::string& group, int peer, bool sent, std::uint64_t seq,
-              std::size_t bytes) noexcept {
+  void record(std::uint32_t op, const OpHistory::GroupLabel& group, int peer, bool sent,
+              std::uint64_t seq, std::size_t bytes) noexcept {
     history_.record(op, group, peer, sent, seq, bytes);
   }
   void log(const std::string& line) const { history_.log(line); }

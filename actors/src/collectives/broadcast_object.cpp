@@ -60,8 +60,8 @@ Value send_object_to_members(const Call& call, const Value& object, std::uint64_
     // In the operation history like a send over each reader's channel would be.
     for_each_peer(call, [&](int peer) {
       if (reads_ring(peer))
-        rank.record(static_cast<std::uint32_t>(OpCode::broadcast_object), call.group().name,
-                    call.group().global_rank(peer), true, seq, 0);
+        rank.record(static_cast<std::uint32_t>(OpCode::broadcast_object),
+                    call.group().history_label, call.group().global_rank(peer), true, seq, 0);
     });
   }
   for_each_peer(call, [&](int peer) {
@@ -125,8 +125,8 @@ void read_from_ring(const Call& call, RingReader& ring, int src, std::uint64_t s
                              ": broadcasts issued in a different order on each side");
   };
   await_numbered(seq, fetch, discard, early);
-  call.rank().record(static_cast<std::uint32_t>(OpCode::broadcast_object), call.group().name,
-                     call.group().global_rank(src), false, seq, 0);
+  call.rank().record(static_cast<std::uint32_t>(OpCode::broadcast_object),
+                     call.group().history_label, call.group().global_rank(src), false, seq, 0);
   check_request(call, src, seq, bytes);
 }
 

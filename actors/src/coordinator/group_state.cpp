@@ -22,6 +22,7 @@ GroupState::GroupState(std::shared_ptr<RankContext> context, GroupKind kind, int
                                kind == GroupKind::world ? 0 : rank_context->layout_epoch())),
       members(std::move(members)),
       name(std::string(to_string(kind)) + ":" + std::to_string(index)),
+      history_label(OpHistory::label_of(name)),
       rank_in_group(rank_in(this->members, rank_context->rank(), name)),
       timeout(rank_context->default_timeout()),
       sequences(this->members.size()),

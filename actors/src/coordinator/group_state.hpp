@@ -18,6 +18,7 @@
 #include "coordinator/collective_request.hpp"
 #include "rankmesh/group_coordinator.hpp"
 #include "rankmesh/layout.hpp"
+#include "rank/op_history.hpp"
 #include "schema_cache.hpp"
 
 namespace rankmesh {
@@ -88,6 +89,7 @@ struct GroupState {
   const std::uint32_t id;  // in every frame's header (RankContext::group_id)
   const Group members;     // global ranks, by group rank
   const std::string name;  // "tp:0"
+  const OpHistory::GroupLabel history_label;  // the name as the rank's op history keeps it
   const int rank_in_group;
   std::chrono::nanoseconds timeout;
 

@@ -23,7 +23,8 @@ void record_message(const Call& call, const Frame& frame, int group_rank, bool s
   std::size_t bytes = 0;
   for (const Tensor& t : frame.tensors) bytes += t.nbytes();
   const int peer = call.group().global_rank(group_rank);
-  call.rank().record(frame.header.op, call.group().name, peer, sent, frame.header.seq, bytes);
+  call.rank().record(frame.header.op, call.group().history_label, peer, sent, frame.header.seq,
+                     bytes);
   // The timeline counts what a message moves, metadata too (objects travel in it).
   if (call.tracing()) call.trace_message(frame.header.seq, peer, sent, bytes + frame.metadata.size());
 }

@@ -7,13 +7,17 @@
 
 namespace rankmesh {
 
-void OpHistory::record(std::uint32_t op, const std::string& group, int peer, bool sent,
+OpHistory::GroupLabel OpHistory::label_of(const std::string& group) noexcept {
+  GroupLabel label{};
+  std::memcpy(label.data(), group.data(), std::min(group.size(), label.size() - 1));
+  return label;
+}
+
+void OpHistory::record(std::uint32_t op, const GroupLabel& group, int peer, bool sent,
                        std::uint64_t seq, std::size_t bytes) noexcept {
   Entry& entry = entries_[recorded_++ % kEntries];
   entry.op = op;
-  const std::size_t length = std::min(group.size(), sizeof entry.group - 1);
-  std::memcpy(entry.group, group.data(), length);
-  entry.group[length] = '\0';
+  entry.group = group;
   entry.peer = peer;
   entry.sent = sent;
   entry.seq = seq;
@@ -25,7 +29,8 @@ std::string OpHistory::last_from(int peer) const {
   for (std::uint64_t i = recorded_; i > first; --i) {
     const Entry& entry = entries_[(i - 1) % kEntries];
     if (entry.peer == peer && !entry.sent)
-      return std::string(op_name(entry.op)) + " #" + std::to_string(entry.seq) + " on " + entry.group;
+      return std::string(op_name(entry.op)) + " #" + std::to_string(entry.seq) + " on " +
+             entry.group.data();
   }
   return "";
 }
@@ -37,8 +42,8 @@ Error OpHistory::reported(Error error) const {
   for (std::uint64_t i = first; i < recorded_; ++i) {
     const Entry& entry = entries_[i % kEntries];
     text += "\n    " + std::string(op_name(entry.op)) + " #" + std::to_string(entry.seq) + " on " +
-            entry.group + (entry.sent ? ": sent " : ": received ") + std::to_string(entry.bytes) +
-            " payload bytes " + (entry.sent ? "to" : "from") + " rank " + std::to_string(entry.peer);
+            entry.group.data() + (entry.sent ? ": sent " : ": received ") +
+            std::to_string(entry.bytes) + " payload bytes " + (entry.sent ? "to" : "from") + " rank " + std::to_string(entry.peer);
   }
   if (first == recorded_) text += " none";
   log(text);

@@ -15,10 +15,14 @@ namespace rankmesh {
 class OpHistory {
 public:
   using Log = std::function<void(const std::string&)>;
+  // A group's name as the history keeps it (cut to 15 characters), made once per group so
+  // that recording a message copies 16 bytes rather than a string.
+  using GroupLabel = std::array<char, 16>;
+  static GroupLabel label_of(const std::string& group) noexcept;
   OpHistory(int rank, Log log) : rank_(rank), log_(std::move(log)) {}
 
   // One message of an operation (by the thread running the rank's operations; no allocation).
-  void record(std::uint32_t op, const std::string& group, int peer, bool sent, std::uint64_t seq,
+  void record(std::uint32_t op, const GroupLabel& group, int peer, bool sent, std::uint64_t seq,
               std::size_t bytes) noexcept;
   // A line for the operator (the runtime's log).
   void log(const std::string& line) const {
@@ -37,7 +41,7 @@ public:
 private:
   struct Entry {
     std::uint32_t op = 0;
-    char group[16] = {};
+    GroupLabel group{};
     int peer = -1;  // global rank
     bool sent = false;
     std::uint64_t seq = 0;
