@@ -226,8 +226,8 @@ TEST_CASE_TEMPLATE("small tensors not donated reach the receiver as copies, in o
                    "where they are copied for the peer; large ones each in their own", Over,
                    RANKMESH_EVERY_TRANSPORT) {
   // Over inproc the sender copies what it does not donate (the receiver reads after send()
-  // returns): the small ones into parts of one pooled block. Over shm the channel copies, and
-  // the receiver lands the small ones in parts of one block.
+  // returns): the small ones into parts of one pooled block. Over shm and tcp the channel
+  // copies, and the receiver lands the small ones in parts of one block.
   constexpr std::int64_t kLarge = static_cast<std::int64_t>(PayloadBlock::kSharedBytes / 4) + 1;
   TensorDict mine{{"a", filled({3}, 1)},    {"n", 5},           {"b", filled({2, 5}, 20)},
                   {"empty", filled({0}, 0)}, {"big", filled({kLarge}, 300)},
@@ -264,11 +264,9 @@ TEST_CASE_TEMPLATE("small tensors not donated reach the receiver as copies, in o
     for (const char* key : {"a", "b", "big"}) CHECK_FALSE(t->shares_storage_with(mine.at(key).as<Tensor>()));
   }
   CHECK_FALSE(big.shares_storage_with(a));
-  // Inproc: the sender's copies share a block; shm: the receiver's landing tensors do.
-  if (std::string(Over::transport) != "tcp") {
-    CHECK(a.shares_storage_with(b));
-    CHECK(a.shares_storage_with(d));
-  }
+  // Inproc: the sender's copies share a block; shm and tcp: the receiver's landing tensors do.
+  CHECK(a.shares_storage_with(b));
+  CHECK(a.shares_storage_with(d));
 }
 
 TEST_CASE_TEMPLATE("recv_tensor_dict lands tensors in the caller's buffers, checked against the metadata", Over, RANKMESH_EVERY_TRANSPORT) {

@@ -403,13 +403,31 @@ void FrameDecoder::after_descriptors() {
 }
 
 void FrameDecoder::start_payloads(std::size_t first) {
+  auto lands = [&](std::size_t i) {
+    const TensorDescriptor& desc = descriptors_[i];
+    return landing_ != nullptr && landing_->fits(header_.frame, i, desc.shape, desc.dtype);
+  };
+  if (first == 0) {
+    // The small payloads that land in no buffer given for them share one block, made before
+    // the first payload's bytes are read.
+    block_ = PayloadBlock();
+    for (std::size_t i = 0; i < descriptors_.size(); ++i)
+      if (!descriptors_[i].lent && PayloadBlock::small(descriptors_[i].nbytes) && !lands(i))
+        block_.count(i, descriptors_[i].nbytes);
+    try {
+      block_.allocate(allocate_);
+    } catch (const std::exception& error) {
+      fail(Errc::limit_exceeded, std::string("cannot allocate the block of the frame's small "
+                                             "tensors: ") + error.what());
+    }
+  }
   for (std::size_t i = first; i < descriptors_.size(); ++i) {
     const TensorDescriptor& desc = descriptors_[i];
     Tensor tensor;
     try {
-      tensor = landing_ != nullptr && landing_->fits(header_.frame, i, desc.shape, desc.dtype)
-                   ? landing_->tensors[i]
-                   : allocate_(desc.shape, desc.dtype);
+      tensor = lands(i)            ? landing_->tensors[i]
+               : block_.shares(i) ? block_.take(desc.shape, desc.dtype)
+                                  : allocate_(desc.shape, desc.dtype);
     } catch (const std::exception& error) {
       fail(Errc::limit_exceeded, "cannot allocate tensor " + std::to_string(i) + " of shape " +
                                      to_string(desc.shape) + " and dtype " + to_string(desc.dtype) +
@@ -428,6 +446,7 @@ void FrameDecoder::start_payloads(std::size_t first) {
       return;
     }
   }
+  block_ = PayloadBlock();  // its parts are the frame's: the block goes when they go
   expect(Phase::ready, 0);
 }
 

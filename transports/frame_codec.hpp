@@ -28,6 +28,7 @@
 
 #include "deadline.hpp"
 #include "frame.hpp"
+#include "payload_block.hpp"
 #include "rankmesh/error.hpp"
 
 namespace rankmesh {
@@ -182,6 +183,7 @@ private:
   std::vector<std::uint8_t> metadata_;
   std::vector<Tensor> tensors_;
   std::size_t current_ = 0;  // descriptor or tensor index
+  PayloadBlock block_;       // the frame's small payloads (payload_block.hpp)
 };
 
 }  // namespace rankmesh

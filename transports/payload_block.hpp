@@ -1,6 +1,6 @@
 // Small payloads of one message cut from one block of memory (Tensor::part): one allocation
 // and one release per message instead of one per tensor, on the path every small message takes
-// (a sender's copies for its peer, a shared-memory receiver's landing tensors).
+// (a sender's copies for its peer, the landing tensors of a shm or tcp receiver).
 //
 // A receiver keeps all of a block while it keeps any part of it, so only tensors of at most
 // kSharedBytes share one, and a block is made only for two of them or more. Used in two passes
