@@ -239,6 +239,9 @@ void ShmChannel::probe_peer_memory(int pid, std::uint64_t address, std::uint64_t
 }
 
 void ShmChannel::peer_died() {
+  // A peer that closed the channel before it went away said why, and that reason stands: its
+  // exit may be seen before the closure it wrote when the waiter checks liveness first.
+  if (closed()) throw_closed();
   const std::string why = who() + " died";
   close(why);
   throw ChannelClosed(why);
