@@ -210,8 +210,8 @@ bool DictSchema::read_level(TensorDict& level, std::size_t depth, std::size_t& l
         }
         if (payload >= payloads.size()) return false;
         const Tensor& received = payloads[payload++];
-        if (received.numel() != numel || received.dtype() != shape.dtype || !(received.shape() == dims) ||
-            received.device().type != shape.device)
+        if (received.numel() != numel || received.dtype() != shape.dtype ||
+            !(received.shape() == dims) || received.device().type != shape.device)
           return false;
         entry.value.v.emplace<Tensor>(received);
         break;

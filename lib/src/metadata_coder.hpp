@@ -400,10 +400,7 @@ public:
     if (dims == nullptr) return false;
     for (std::size_t i = 0; i < rank; ++i)
       if (dims[i] != shape[static_cast<int>(i)]) return false;
-    const std::size_t offset = reader_.offset();
-    if (__builtin_add_overflow(payload_bytes_, received.nbytes(), &payload_bytes_) ||
-        payload_bytes_ > limits_.max_payload_bytes) [[unlikely]]
-      payload_exceeds(offset, shape, received.dtype());
+    count_payload(reader_.offset(), received.nbytes(), shape, received.dtype());
     reader_.skip(rank);
     return true;
   }
@@ -415,7 +412,7 @@ public:
     // are read in one pass, where neither a dimension nor their product (below 2^56 for 8 of
     // them) can be out of range; the payload limit is still checked. Others: the general way.
     const std::size_t offset = reader_.offset();
-    if (rank <= static_cast<std::size_t>(std::max(0, std::min(limits_.max_rank, Shape::kMaxRank))))
+    if (rank <= max_rank())
       if (const std::uint8_t* dims = reader_.take_fixints(rank)) {
         Shape shape;
         numel = 1;
@@ -423,10 +420,7 @@ public:
           shape.push_back(dims[i]);
           numel *= dims[i];
         }
-        if (__builtin_add_overflow(payload_bytes_, static_cast<std::uint64_t>(numel) * dtype_size(dtype),
-                                   &payload_bytes_) ||
-            payload_bytes_ > limits_.max_payload_bytes) [[unlikely]]
-          payload_exceeds(offset, shape, dtype);
+        count_payload(offset, static_cast<std::uint64_t>(numel) * dtype_size(dtype), shape, dtype);
         return shape;
       }
     return read_dims_in_general(offset, rank, dtype, numel);
@@ -593,9 +587,7 @@ private:
   // The `rank` dimensions of a shape that starts at `offset`, checked against the limits;
   // `numel` gets their product.
   Shape read_shape_body(std::size_t offset, std::size_t rank, DType dtype, std::int64_t& numel) {
-    const std::size_t max_rank = std::min(static_cast<std::size_t>(std::max(0, limits_.max_rank)),
-                                          static_cast<std::size_t>(Shape::kMaxRank));
-    if (rank > max_rank) [[unlikely]] rank_exceeds(offset, rank, max_rank);
+    if (rank > max_rank()) [[unlikely]] rank_exceeds(offset, rank, max_rank());
     Shape shape;
     numel = 1;
     bool overflow = false;
@@ -607,13 +599,24 @@ private:
       overflow = overflow || __builtin_mul_overflow(numel, dim, &numel);
     }
     std::uint64_t bytes = 0;
-    overflow =
-        overflow ||
-        __builtin_mul_overflow(static_cast<std::uint64_t>(numel), dtype_size(dtype), &bytes) ||
-        __builtin_add_overflow(payload_bytes_, bytes, &payload_bytes_);
-    if (overflow || payload_bytes_ > limits_.max_payload_bytes) [[unlikely]]
+    if (overflow ||
+        __builtin_mul_overflow(static_cast<std::uint64_t>(numel), dtype_size(dtype), &bytes))
+        [[unlikely]]
       payload_exceeds(offset, shape, dtype);
+    count_payload(offset, bytes, shape, dtype);
     return shape;
+  }
+
+  // The dimensions a shape may have: the limits', and never more than a Shape holds.
+  std::size_t max_rank() const noexcept {
+    return static_cast<std::size_t>(std::max(0, std::min(limits_.max_rank, Shape::kMaxRank)));
+  }
+  // Counts a tensor's payload of `bytes` against max_payload_bytes; the error names the tensor
+  // whose shape starts at `offset`.
+  void count_payload(std::size_t offset, std::uint64_t bytes, const Shape& shape, DType dtype) {
+    if (__builtin_add_overflow(payload_bytes_, bytes, &payload_bytes_) ||
+        payload_bytes_ > limits_.max_payload_bytes) [[unlikely]]
+      payload_exceeds(offset, shape, dtype);
   }
   // read_shape_body's failures, out of line so that their messages are not made in its frame.
   [[noreturn, gnu::cold, gnu::noinline]] void rank_exceeds(std::size_t offset, std::size_t rank,
