@@ -75,7 +75,7 @@ bool same_shape(const TensorDict& a, const TensorDict& b) {
 
 // The receive path's shortcut (`fast`: decode_plain_dict, or a schema receiver's read_dict) builds
 // what the full path (`full`: decode_metadata, or the receiver's metadata) then join() build, or
-// declines; it never accepts what the full path refuses.
+// declines where it may; it never accepts what the full path refuses.
 template <class Full, class Fast>
 void check_fast_path(std::span<const std::uint8_t> bytes, Full full, Fast fast) {
   static std::uint8_t stand_in;
@@ -103,9 +103,14 @@ void check_fast_path(std::span<const std::uint8_t> bytes, Full full, Fast fast) 
     if (plain) std::abort();  // join refuses it: the shortcut must decline too
     return;
   }
-  bool sliced = false;
-  for (const MetaEntry& entry : metadata.value().entries) sliced = sliced || entry.tensor.sliced;
-  if (plain ? !same_shape(*plain, joined) : !sliced) std::abort();
+  // What the shortcut leaves to the full path on purpose: slices, and tensors without elements
+  // on a device (the full path makes them there; the shortcut's `empty` makes host memory).
+  bool declinable = false;
+  for (const MetaEntry& entry : metadata.value().entries)
+    declinable = declinable || entry.tensor.sliced ||
+                 (entry.kind == MetaEntry::Kind::tensor && entry.tensor.shape.numel() == 0 &&
+                  entry.tensor.device_type != DeviceType::cpu);
+  if (plain ? !same_shape(*plain, joined) : !declinable) std::abort();
 }
 
 void check_plain_dict(std::span<const std::uint8_t> bytes) {
