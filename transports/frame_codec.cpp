@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "rankmesh/event.hpp"
+#include "received_payloads.hpp"
 
 namespace rankmesh {
 namespace {
@@ -347,8 +348,8 @@ void FrameDecoder::finish_part() {
   switch (phase_) {
     case Phase::header: parse_header(); break;
     case Phase::descriptor: parse_descriptor(); break;
-    case Phase::metadata: start_payloads(0); break;
-    case Phase::payload: start_payloads(current_ + 1); break;
+    case Phase::metadata: start_payloads(); break;
+    case Phase::payload: next_payload(current_ + 1); break;
     case Phase::ready:
     case Phase::failed: break;
   }
@@ -398,55 +399,30 @@ void FrameDecoder::after_descriptors() {
   if (header_.metadata_bytes != 0) {
     expect(Phase::metadata, header_.metadata_bytes);
   } else {
-    start_payloads(0);
+    start_payloads();
   }
 }
 
-void FrameDecoder::start_payloads(std::size_t first) {
-  auto lands = [&](std::size_t i) {
-    const TensorDescriptor& desc = descriptors_[i];
-    return landing_ != nullptr && landing_->fits(header_.frame, i, desc.shape, desc.dtype);
-  };
-  if (first == 0) {
-    // The small payloads that land in no buffer given for them share one block, made before
-    // the first payload's bytes are read.
-    block_ = PayloadBlock();
-    for (std::size_t i = 0; i < descriptors_.size(); ++i)
-      if (!descriptors_[i].lent && PayloadBlock::small(descriptors_[i].nbytes) && !lands(i))
-        block_.count(i, descriptors_[i].nbytes);
-    try {
-      block_.allocate(allocate_);
-    } catch (const std::exception& error) {
-      fail(Errc::limit_exceeded, std::string("cannot allocate the block of the frame's small "
-                                             "tensors: ") + error.what());
-    }
+void FrameDecoder::start_payloads() {
+  // Memory for every payload before the first payload byte is read.
+  try {
+    allocate_received_payloads(header_.frame, descriptors_, landing_, allocate_, tensors_);
+  } catch (const Error& error) {
+    fail(error.code(), error.what());
+  } catch (const std::exception& error) {
+    fail(Errc::limit_exceeded, std::string("cannot allocate the frame's tensors: ") + error.what());
   }
-  for (std::size_t i = first; i < descriptors_.size(); ++i) {
-    const TensorDescriptor& desc = descriptors_[i];
-    Tensor tensor;
-    try {
-      tensor = lands(i)            ? landing_->tensors[i]
-               : block_.shares(i) ? block_.take(desc.shape, desc.dtype)
-                                  : allocate_(desc.shape, desc.dtype);
-    } catch (const std::exception& error) {
-      fail(Errc::limit_exceeded, "cannot allocate tensor " + std::to_string(i) + " of shape " +
-                                     to_string(desc.shape) + " and dtype " + to_string(desc.dtype) +
-                                     ": " + error.what());
-    }
-    if (!tensor.defined() || tensor.device().type != DeviceType::cpu ||
-        !(tensor.shape() == desc.shape) || tensor.dtype() != desc.dtype ||
-        (desc.nbytes != 0 && tensor.data() == nullptr))
-      fail(Errc::invalid_argument, "the allocator did not return a host tensor of shape " +
-                                       to_string(desc.shape) + " and dtype " +
-                                       to_string(desc.dtype) + " for tensor " + std::to_string(i));
-    tensors_.push_back(std::move(tensor));
-    if (desc.nbytes != 0) {
+  next_payload(0);
+}
+
+void FrameDecoder::next_payload(std::size_t from) {
+  for (std::size_t i = from; i < descriptors_.size(); ++i) {
+    if (descriptors_[i].nbytes != 0) {
       current_ = i;
-      expect(Phase::payload, static_cast<std::size_t>(desc.nbytes));
+      expect(Phase::payload, static_cast<std::size_t>(descriptors_[i].nbytes));
       return;
     }
   }
-  block_ = PayloadBlock();  // its parts are the frame's: the block goes when they go
   expect(Phase::ready, 0);
 }
 

@@ -28,7 +28,6 @@
 
 #include "deadline.hpp"
 #include "frame.hpp"
-#include "payload_block.hpp"
 #include "rankmesh/error.hpp"
 
 namespace rankmesh {
@@ -162,7 +161,8 @@ private:
   void parse_descriptor();
   void after_descriptors();
   std::string which() const;
-  void start_payloads(std::size_t first);
+  void start_payloads();
+  void next_payload(std::size_t from);  // the next tensor from `from` with bytes, or ready
   void expect(Phase phase, std::size_t bytes);
 
   Allocator allocate_;
@@ -183,7 +183,6 @@ private:
   std::vector<std::uint8_t> metadata_;
   std::vector<Tensor> tensors_;
   std::size_t current_ = 0;  // descriptor or tensor index
-  PayloadBlock block_;       // the frame's small payloads (payload_block.hpp)
 };
 
 }  // namespace rankmesh

@@ -126,11 +126,11 @@ public:
   // The typed reads take the one-byte forms (small integers, short arrays and strings: nearly
   // everything in a metadata blob) without going through next().
   std::int64_t read_int(const char* what) {
-    if (pos_ < bytes_.size() && bytes_[pos_] <= 0x7f) return bytes_[pos_++];
-    return expect(Type::integer, what).integer;
+    if (std::int64_t value = 0; try_read_int(value)) return value;
+    return expect(Type::integer, what).integer;  // a negative fixint, or an error naming `what`
   }
-  // The next item when it is an integer of any form: true with `value` set (a step counting
-  // past 127 has a sized form), false with nothing read otherwise.
+  // The next item when it is a positive fixint or a sized integer (a step counting past 127
+  // has a sized form): true with `value` set, false with nothing read otherwise.
   bool try_read_int(std::int64_t& value) {
     const int tag = peek();
     if (tag >= 0 && tag <= 0x7f) {

@@ -130,7 +130,8 @@ bool TensorDict::operator==(const TensorDict& other) const {
 bool Value::operator==(const Value& other) const {
   if (v.index() != other.v.index()) return false;
   // The kinds a stream's dicts carry are compared without the visit's dispatch.
-  if (const auto* tensor = std::get_if<Tensor>(&v)) return equal(*tensor, *std::get_if<Tensor>(&other.v));
+  if (const auto* tensor = std::get_if<Tensor>(&v))
+    return equal(*tensor, *std::get_if<Tensor>(&other.v));
   if (const auto* integer = std::get_if<std::int64_t>(&v))
     return *integer == *std::get_if<std::int64_t>(&other.v);
   return std::visit(

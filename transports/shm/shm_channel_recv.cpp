@@ -10,7 +10,7 @@
 
 #include "frame_codec.hpp"
 #include "parker.hpp"
-#include "payload_block.hpp"
+#include "received_payloads.hpp"
 #include "rankmesh/error.hpp"
 #include "shm/shm_channel.hpp"
 #include "shm/shm_channel_layout.hpp"
@@ -136,32 +136,17 @@ bool ShmChannel::start_frame(Deadline deadline) {
          std::to_string(header.payload_bytes) + " bytes but its tensors need " + std::to_string(payload));
 
   const FrameHeader& frame_header = header.frame;
-  // Memory for every payload first: if the allocator throws, nothing has been consumed. The
-  // small ones that land in no buffer given for them share one block (payload_block.hpp).
+  // Memory for every payload first: if the allocator throws, nothing has been consumed.
   in.frame.tensors.clear();
-  auto lands = [&](std::size_t i) {
-    return landing_ != nullptr &&
-           landing_->fits(frame_header, i, described[i].shape, described[i].dtype);
-  };
-  PayloadBlock block;
-  for (std::size_t i = 0; i < described.size(); ++i)
-    if (!described[i].lent && PayloadBlock::small(described[i].nbytes) && !lands(i))
-      block.count(i, described[i].nbytes);
-  block.allocate(options_.allocator);
-  for (std::size_t i = 0; i < described.size(); ++i) {
-    const Shape& shape = described[i].shape;
-    const DType dtype = described[i].dtype;
-    Tensor tensor = lands(i)           ? landing_->tensors[i]
-                    : block.shares(i) ? block.take(shape, dtype)
-                                      : options_.allocator(shape, dtype);
-    if (!tensor.defined() || tensor.device().type != DeviceType::cpu || !(tensor.shape() == shape) ||
-        tensor.dtype() != dtype) {
-      in.frame.tensors.clear();
-      throw Error(Errc::invalid_argument, "shm channel from " + who() +
-                                              ": the allocator did not return a host tensor of " +
-                                              to_string(shape) + " " + to_string(dtype));
-    }
-    in.frame.tensors.push_back(std::move(tensor));
+  try {
+    allocate_received_payloads(frame_header, described, landing_, options_.allocator,
+                               in.frame.tensors);
+  } catch (const Error& error) {
+    in.frame.tensors.clear();
+    throw Error(error.code(), "shm channel from " + who() + ": " + error.what());
+  } catch (...) {
+    in.frame.tensors.clear();
+    throw;
   }
   in.frame.metadata.resize(header.metadata_bytes);
   if (header.metadata_bytes > 0)

@@ -14,6 +14,15 @@ bool host_bytes_ready(const Tensor& t) {
   const auto& ready = t.ready_event();
   return t.device().type == DeviceType::cpu && (!ready || ready->query());
 }
+
+const ChannelTraits& traits_to(const Call& call, int dst) {
+  return call.rank().links().traits_to(call.group().global_rank(dst));
+}
+
+// copied_on_send() over a link whose traits are known.
+bool copied_by(const ChannelTraits& traits, const Tensor& t) {
+  return host_bytes_ready(t) && !traits.reads_after_send(t.nbytes());
+}
 }  // namespace
 
 Tensor copy_for_peer(const Call& call, const Tensor& t) {
@@ -32,14 +41,13 @@ Tensor copy_for_peer(const Call& call, const Tensor& t) {
 }
 
 bool copied_on_send(const Call& call, const Tensor& t, int dst) {
-  return host_bytes_ready(t) &&
-         !call.rank().links().traits_to(call.group().global_rank(dst)).reads_after_send(t.nbytes());
+  return copied_by(traits_to(call, dst), t);
 }
 
 void append_payload(const Call& call, const Tensor& t, int dst, bool donated, Frame& frame,
                     DeviceExports* exports) {
   if (on_device(t)) {
-    const ChannelTraits& traits = call.rank().links().traits_to(call.group().global_rank(dst));
+    const ChannelTraits& traits = traits_to(call, dst);
     if (!traits.carries_device_memory) {
       if (exports != nullptr)
         if (Tensor descriptor = exports->try_export(call, t, dst, donated, frame.tensors.size());
@@ -67,13 +75,12 @@ void append_payloads(const Call& call, std::span<const Tensor* const> tensors, i
                      bool donated, Frame& frame, DeviceExports* exports) {
   PayloadBlock block;
   if (!donated) {
-    // The tensors append_payload() would copy for the peer (copied_on_send() decides so), with
-    // the link's traits looked up once.
-    const ChannelTraits& traits = call.rank().links().traits_to(call.group().global_rank(dst));
+    // The host tensors append_payload() would copy for the peer, the link's traits looked up
+    // once.
+    const ChannelTraits& traits = traits_to(call, dst);
     for (std::size_t i = 0; i < tensors.size(); ++i) {
       const Tensor& t = *tensors[i];
-      if (PayloadBlock::small(t.nbytes()) && host_bytes_ready(t) &&
-          traits.reads_after_send(t.nbytes()))
+      if (PayloadBlock::small(t.nbytes()) && host_bytes_ready(t) && !copied_by(traits, t))
         block.count(i, t.nbytes());
     }
     block.allocate(call.rank().allocator());
