@@ -103,12 +103,13 @@ void check_fast_path(std::span<const std::uint8_t> bytes, Full full, Fast fast) 
     if (plain) std::abort();  // join refuses it: the shortcut must decline too
     return;
   }
-  // What the shortcut leaves to the full path on purpose: slices, and tensors without elements
-  // on a device (the full path makes them there; the shortcut's `empty` makes host memory).
+  // What the shortcut leaves to the full path on purpose: slices, and tensors of a device (their
+  // payloads travel as host bytes, or not at all when empty: the full path puts them back on
+  // their device).
   bool declinable = false;
   for (const MetaEntry& entry : metadata.value().entries)
     declinable = declinable || entry.tensor.sliced ||
-                 (entry.kind == MetaEntry::Kind::tensor && entry.tensor.shape.numel() == 0 &&
+                 (entry.kind == MetaEntry::Kind::tensor &&
                   entry.tensor.device_type != DeviceType::cpu);
   if (plain ? !same_shape(*plain, joined) : !declinable) std::abort();
 }
