@@ -105,9 +105,9 @@ void require_host_ready(const Call& call, const Tensor& t) {
   if (const auto& ready = t.ready_event(); ready && !ready->query()) ready->synchronize(call.left());
 }
 
-void make_received_ready(const Call& call, const Tensor& t) {
+void wait_for_ready_event(const Call& call, const Tensor& t) {
   const auto& ready = t.ready_event();
-  if (!ready || ready->query()) return;
+  if (ready->query()) return;
   if (t.device().type == DeviceType::cpu) {
     ready->synchronize(call.left());
   } else {

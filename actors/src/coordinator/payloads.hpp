@@ -49,7 +49,11 @@ void require_host_ready(const Call& call, const Tensor& t);
 
 // A received tensor made usable: host bytes are ready before the call returns (the engine may
 // read them at once); a device tensor's event is handed to the caller's current stream instead.
-void make_received_ready(const Call& call, const Tensor& t);
+// Inline for the common case, a payload that came ready (no event): called per tensor.
+void wait_for_ready_event(const Call& call, const Tensor& t);
+inline void make_received_ready(const Call& call, const Tensor& t) {
+  if (t.ready_event()) wait_for_ready_event(call, t);
+}
 
 // Copies a received tensor into the caller's buffer, through the buffer's device.
 void copy_into(const Call& call, const Tensor& received, const Tensor& dest);
