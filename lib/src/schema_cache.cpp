@@ -158,16 +158,12 @@ Result<Metadata> SchemaReceiver::metadata(std::span<const std::uint8_t> metadata
   }
 }
 
-SchemaSender& SchemaCaches::to(int peer) {
-  auto& cache = to_[static_cast<std::size_t>(peer)];
-  if (!cache) cache = std::make_unique<SchemaSender>();
-  return *cache;
+SchemaSender& SchemaCaches::make_to(int peer) {
+  return *(to_[static_cast<std::size_t>(peer)] = std::make_unique<SchemaSender>());
 }
 
-SchemaReceiver& SchemaCaches::from(int peer) {
-  auto& cache = from_[static_cast<std::size_t>(peer)];
-  if (!cache) cache = std::make_unique<SchemaReceiver>();
-  return *cache;
+SchemaReceiver& SchemaCaches::make_from(int peer) {
+  return *(from_[static_cast<std::size_t>(peer)] = std::make_unique<SchemaReceiver>());
 }
 
 }  // namespace rankmesh

@@ -107,10 +107,20 @@ private:
 class SchemaCaches {
 public:
   explicit SchemaCaches(std::size_t members) : to_(members), from_(members) {}
-  SchemaSender& to(int peer);
-  SchemaReceiver& from(int peer);
+  // Inline: asked for on every message; a pair's cache is made on its first.
+  SchemaSender& to(int peer) {
+    const auto& cache = to_[static_cast<std::size_t>(peer)];
+    return cache ? *cache : make_to(peer);
+  }
+  SchemaReceiver& from(int peer) {
+    const auto& cache = from_[static_cast<std::size_t>(peer)];
+    return cache ? *cache : make_from(peer);
+  }
 
 private:
+  [[gnu::noinline]] SchemaSender& make_to(int peer);
+  [[gnu::noinline]] SchemaReceiver& make_from(int peer);
+
   std::vector<std::unique_ptr<SchemaSender>> to_;
   std::vector<std::unique_ptr<SchemaReceiver>> from_;
 };

@@ -110,17 +110,6 @@ std::string Call::who(int group_rank) const {
 
 std::string Call::where() const { return group_.name + " " + who(rank_in_group()) + " " + operation_; }
 
-int Call::check_peer(int group_rank, const char* role) const {
-  if (group_rank < 0 || group_rank >= size()) [[unlikely]] refuse_peer(group_rank, role);
-  return group_rank;
-}
-
-int Call::check_other_peer(int group_rank, const char* role) const {
-  if (group_rank < 0 || group_rank >= size() || group_rank == rank_in_group()) [[unlikely]]
-    refuse_peer(group_rank, role);
-  return group_rank;
-}
-
 void Call::refuse_peer(int group_rank, const char* role) const {
   if (group_rank == rank_in_group())
     throw Error(Errc::invalid_argument, where() + ": " + role + " is this rank itself");

@@ -47,8 +47,15 @@ public:
 
   // A group rank passed by the caller; Error(invalid_argument) outside the group (or, for
   // check_other_peer, this rank itself). Returns it.
-  int check_peer(int group_rank, const char* role) const;
-  int check_other_peer(int group_rank, const char* role) const;
+  int check_peer(int group_rank, const char* role) const {
+    if (group_rank < 0 || group_rank >= size()) [[unlikely]] refuse_peer(group_rank, role);
+    return group_rank;
+  }
+  int check_other_peer(int group_rank, const char* role) const {
+    if (group_rank < 0 || group_rank >= size() || group_rank == rank_in_group()) [[unlikely]]
+      refuse_peer(group_rank, role);
+    return group_rank;
+  }
   // A dimension of `tensor` passed by the caller: negative ones count from the end (-1: the
   // last). Returns it as 0 .. rank-1; Error(invalid_argument) outside the tensor.
   int resolve_dim(const Tensor& tensor, int dim) const;
