@@ -141,13 +141,20 @@ DumpSignal& dump_signal() {
   return *state;
 }
 
-// Async-signal-safe: one byte into the pipe wakes the dumping thread.
+// Async-signal-safe: one byte into the pipe wakes the dumping thread. The handler the process
+// had before (an engine's own) runs after it: tracing adds to SIGUSR2, it does not take it over.
 int g_pipe_write = -1;
-void on_dump_signal(int) {
+struct sigaction g_previous {};
+void on_dump_signal(int signal, siginfo_t* info, void* context) {
   const int saved = errno;
   const char byte = 1;
   [[maybe_unused]] const ssize_t n = ::write(g_pipe_write, &byte, 1);
   errno = saved;
+  if ((g_previous.sa_flags & SA_SIGINFO) != 0) {
+    if (g_previous.sa_sigaction != nullptr) g_previous.sa_sigaction(signal, info, context);
+  } else if (g_previous.sa_handler != SIG_DFL && g_previous.sa_handler != SIG_IGN) {
+    g_previous.sa_handler(signal);
+  }
 }
 
 }  // namespace
@@ -181,10 +188,10 @@ void watch_dump_signal(const std::shared_ptr<Tracer>& tracer) {
     }
   }).detach();
   struct sigaction action {};
-  action.sa_handler = on_dump_signal;
+  action.sa_sigaction = on_dump_signal;
   sigemptyset(&action.sa_mask);
-  action.sa_flags = SA_RESTART;
-  ::sigaction(SIGUSR2, &action, nullptr);
+  action.sa_flags = SA_RESTART | SA_SIGINFO;
+  ::sigaction(SIGUSR2, &action, &g_previous);
 }
 
 }  // namespace rankmesh

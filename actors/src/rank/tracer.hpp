@@ -73,7 +73,8 @@ private:
 
 // SIGUSR2 makes every tracer of this process that has a directory dump its ring (rotating
 // files). Installed once, by the first runtime that traces; a thread of its own does the
-// writing, since a signal handler may not.
+// writing, since a signal handler may not. The handler the process had for SIGUSR2 before (an
+// engine's own) still runs on each signal, after the dump is asked for.
 void watch_dump_signal(const std::shared_ptr<Tracer>& tracer);
 
 }  // namespace rankmesh
