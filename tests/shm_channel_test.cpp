@@ -36,6 +36,7 @@
 using namespace rankmesh;
 using namespace std::chrono_literals;
 using rankmesh::testing::Child;
+using rankmesh::testing::error_code_of;
 using rankmesh::testing::Pipe;
 using rankmesh::testing::shm_leftovers;
 using rankmesh::testing::configured;
@@ -391,6 +392,12 @@ TEST_CASE("shm: open refuses what is not a channel, and a name already taken") {
   CHECK_THROWS_AS(ShmChannel::open(created.name), std::system_error);  // no longer offered
   CHECK_THROWS_WITH_AS(ShmChannel::open("/rankmesh-no-such-segment"),
                        doctest::Contains("does not name a shared-memory segment"), Error);
+  // A name that is not a segment's does not decode; a segment that fails the checks is an offer
+  // that cannot be trusted (the peer's), not a wrong argument of the caller.
+  CHECK(error_code_of([] { ShmChannel::open("/rankmesh-no-such-segment"); }) == Errc::malformed);
+  auto second = ShmChannel::create();
+  auto first_sender = ShmChannel::open(second.name);
+  CHECK(error_code_of([&] { ShmChannel::open(second.name); }) == Errc::peer_failed);
 }
 
 TEST_CASE("shm: open takes only a 0600 segment of this user offered by the announced peer") {
@@ -399,6 +406,7 @@ TEST_CASE("shm: open takes only a 0600 segment of this user offered by the annou
     REQUIRE(fchmod(handoff_of(created.name), 0644) == 0);
     CHECK_THROWS_WITH_AS(ShmChannel::open(created.name), doctest::Contains("has mode 0644, not 0600"),
                          Error);
+    CHECK(error_code_of([&] { ShmChannel::open(created.name); }) == Errc::peer_failed);
   }
   SUBCASE("a segment of another user is refused") {
     if (geteuid() != 0) {
@@ -418,6 +426,7 @@ TEST_CASE("shm: open takes only a 0600 segment of this user offered by the annou
                          doctest::Contains(("is offered by pid " + std::to_string(getpid()) +
                                             ", not by pid " + std::to_string(getpid() + 1)).c_str()),
                          Error);
+    CHECK(error_code_of([&] { ShmChannel::open(created.name, options); }) == Errc::peer_failed);
   }
   SUBCASE("a sender other than the announced peer fails the receiver's channel") {
     ShmOptions options;

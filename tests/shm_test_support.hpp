@@ -1,6 +1,6 @@
 // Helpers of the shared-memory transport tests (shm_channel_test, shm_broadcast_test): whether a
-// segment is still offered, its creator's descriptor, whether a thread is parked, and bounds
-// that scale with RANKMESH_TIMEOUT_SCALE.
+// segment is still offered, its creator's descriptor, whether a thread is parked, bounds that
+// scale with RANKMESH_TIMEOUT_SCALE, and the code of an error thrown.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -10,9 +10,11 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 
+#include "rankmesh/error.hpp"
 #include "rankmesh/runtime.hpp"
 
 namespace rankmesh::testing {
@@ -20,6 +22,16 @@ namespace rankmesh::testing {
 // Whether the creator of segment `name` ("/proc/<pid>/fd/<fd>#<inode>") still offers it.
 inline bool offered(const std::string& name) {
   return access(name.substr(0, name.find('#')).c_str(), F_OK) == 0;
+}
+
+// The code of the Error that `action` throws; nullopt when it throws none.
+inline std::optional<Errc> error_code_of(auto&& action) {
+  try {
+    action();
+  } catch (const Error& error) {
+    return error.code();
+  }
+  return std::nullopt;
 }
 
 // The descriptor through which this process offers its segment `name`.

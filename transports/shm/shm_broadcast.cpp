@@ -142,7 +142,7 @@ std::unique_ptr<ShmBroadcastRing> ShmBroadcastRing::open(const std::string& name
     problem = "already has its reader " + std::to_string(reader);
   if (!problem.empty()) {
     shm::unmap(mapping);
-    throw Error(Errc::invalid_argument, "shm segment " + name + " " + problem);
+    throw Error(Errc::peer_failed, "shm segment " + name + " " + problem);
   }
   std::unique_ptr<ShmBroadcastRing> ring;
   try {

@@ -66,9 +66,10 @@ public:
   // Error(invalid_argument) for impossible options, std::system_error when the segment cannot
   // be made.
   static Created create(int readers, ShmBroadcastOptions options = {});
-  // Attaches to the ring `name` as reader `reader`. Throws Error(invalid_argument) for a name
-  // that is not a broadcast ring, an index out of range or already taken; std::system_error
-  // when it cannot be opened.
+  // Attaches to the ring `name` as reader `reader`. Throws Error(malformed) for a name that is
+  // not a segment's, Error(peer_failed) for a segment that is not a broadcast ring or has no
+  // free reader `reader` (out of range or already taken); std::system_error when it cannot be
+  // opened.
   static std::unique_ptr<ShmBroadcastRing> open(const std::string& name, int reader,
                                                 ShmBroadcastOptions options = {});
 

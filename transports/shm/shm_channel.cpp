@@ -99,7 +99,7 @@ std::unique_ptr<ShmChannel> ShmChannel::open(const std::string& name, ShmOptions
     problem = "already has a sender";
   if (!problem.empty()) {
     shm::unmap(mapping);
-    throw Error(Errc::invalid_argument, "shm segment " + name + " " + problem);
+    throw Error(Errc::peer_failed, "shm segment " + name + " " + problem);
   }
   // The receiver stops offering the segment once it sees us attached (on_attached).
   try {

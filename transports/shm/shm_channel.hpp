@@ -110,10 +110,11 @@ public:
   // Creates a segment with this process as the receiver. Throws Error(invalid_argument) for
   // impossible options, std::system_error when the segment cannot be made.
   static Created create(ShmOptions options = {});
-  // Attaches to the segment `name` as its sender. Throws Error(invalid_argument) for a name
-  // that is not a rankmesh segment, already has a sender, or fails the checks of
-  // shm::open_segment (owner, mode, offered by options.peer_pid); std::system_error when it
-  // cannot be opened (its receiver has exited or stopped offering it).
+  // Attaches to the segment `name` as its sender. Throws Error(malformed) for a name that is
+  // not a segment's, Error(peer_failed) for a segment that is not a rankmesh channel, already
+  // has a sender, or fails the checks of shm::open_segment (owner, mode, offered by
+  // options.peer_pid): the offer cannot be trusted; std::system_error when it cannot be opened
+  // (its receiver has exited or stopped offering it).
   static std::unique_ptr<ShmChannel> open(const std::string& name, ShmOptions options = {});
 
   ShmChannel(Private, bool receiver, std::string name, void* base, std::size_t mapped,

@@ -51,7 +51,7 @@ ShmInbox ShmInbox::open(const std::string& name, int owner, int world) {
   inbox.name_ = name;
   if (shm::at(inbox.header()->magic).load(std::memory_order_acquire) != kInboxMagic ||
       inbox.header()->slots != static_cast<std::uint32_t>(world))
-    throw Error(Errc::invalid_argument, "shm segment " + name + " is not a rankmesh inbox for " +
+    throw Error(Errc::peer_failed, "shm segment " + name + " is not a rankmesh inbox for " +
                                             std::to_string(world) + " ranks");
   return inbox;
 }

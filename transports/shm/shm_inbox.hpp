@@ -22,8 +22,9 @@ public:
   // This rank's inbox, for a world of `world` ranks; `probe_word` must live as long as the
   // inbox. Throws std::system_error.
   static ShmInbox create(int world, const std::uint64_t& probe_word);
-  // A peer's inbox `name`, offered by pid `owner`. Throws Error(invalid_argument) for a segment
-  // that is not one, std::system_error when it cannot be opened.
+  // A peer's inbox `name`, offered by pid `owner`. Throws Error(malformed) for a name that is
+  // not a segment's, Error(peer_failed) for a segment that is not one, std::system_error when
+  // it cannot be opened.
   static ShmInbox open(const std::string& name, int owner, int world);
 
   ShmInbox() = default;

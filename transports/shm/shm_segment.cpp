@@ -119,9 +119,9 @@ Mapping open_segment(const std::string& name, std::size_t min_bytes, std::size_t
                      const char* kind, int expected_creator, bool populate) {
   const std::optional<SegmentName> parsed = parse_name(name);
   if (!parsed)
-    throw Error(Errc::invalid_argument, "'" + name + "' does not name a shared-memory segment");
+    throw Error(Errc::malformed, "'" + name + "' does not name a shared-memory segment");
   if (expected_creator != 0 && parsed->pid != expected_creator)
-    throw Error(Errc::invalid_argument, "shm segment " + name + " is offered by pid " +
+    throw Error(Errc::peer_failed, "shm segment " + name + " is offered by pid " +
                                             std::to_string(parsed->pid) + ", not by pid " +
                                             std::to_string(expected_creator) + " (the peer)");
   const int fd = take_descriptor(*parsed);
@@ -150,7 +150,7 @@ Mapping open_segment(const std::string& name, std::size_t min_bytes, std::size_t
     problem = std::string("is not a ") + kind + " (" + std::to_string(bytes) + " bytes)";
   if (!problem.empty()) {
     ::close(fd);
-    throw Error(Errc::invalid_argument, "shm segment " + name + " " + problem);
+    throw Error(Errc::peer_failed, "shm segment " + name + " " + problem);
   }
   void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | (populate ? MAP_POPULATE : 0),
                     fd, 0);

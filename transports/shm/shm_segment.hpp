@@ -49,11 +49,12 @@ Mapping create_segment(std::size_t bytes, std::string& name, int& handoff, bool 
 void end_handoff(int handoff) noexcept;
 // The pid in a segment name, 0 when `name` is not one.
 int creator_of(const std::string& name) noexcept;
-// Maps the existing segment `name`. It must be this user's, mode 0600, and (unless
-// `expected_creator` is 0) offered by that pid, else Error(invalid_argument) saying what is wrong;
-// its size must lie in [min_bytes, max_bytes], else Error(invalid_argument) saying it is not a
-// `kind`. Throws std::system_error when it cannot be opened (its creator exited or stopped
-// offering it). `populate` as for create_segment (populating a shared mapping makes the pages).
+// Maps the existing segment `name` (as a peer offered it). A name that is not a segment's is
+// Error(malformed). The segment must be this user's, mode 0600, and (unless `expected_creator`
+// is 0) offered by that pid, else Error(peer_failed) saying what is wrong: the peer's offer
+// cannot be trusted; its size must lie in [min_bytes, max_bytes], else Error(peer_failed)
+// saying it is not a `kind`. Throws std::system_error when it cannot be opened (its creator
+// exited or stopped offering it). `populate` as for create_segment (populating a shared mapping makes the pages).
 Mapping open_segment(const std::string& name, std::size_t min_bytes, std::size_t max_bytes,
                      const char* kind, int expected_creator = 0, bool populate = true);
 void unmap(Mapping mapping) noexcept;
