@@ -1,6 +1,7 @@
-// rankmesh-instructions N: the small-dict round trip of `rankmesh bench` (a), N times, in an
-// embedded runtime of 2 ranks whose waits park at once (spin 0), so that callgrind counts work,
-// not spinning. scripts/instructions.sh runs it under callgrind for two values of N: the
+// rankmesh-instructions N [TRANSPORT]: the small-dict round trip of `rankmesh bench` (a), N
+// times, in an embedded runtime of 2 ranks whose waits park at once (spin 0), so that callgrind
+// counts work, not spinning; its channels inproc (issue 12's figure), or shm or tcp between the
+// two threads. scripts/instructions.sh runs it under callgrind for two values of N: the
 // difference of the totals over the difference of N is the cost of one round trip, free of the
 // runtime's start and end.
 #include <cstdio>
@@ -24,13 +25,18 @@ rankmesh::Tensor filled(std::int64_t bytes, float seed) {
 
 int main(int argc, char** argv) {
   const int iterations = argc > 1 ? std::atoi(argv[1]) : 0;
-  if (argc != 2 || iterations <= 0 || std::to_string(iterations) != argv[1]) {
-    std::fprintf(stderr, "usage: rankmesh-instructions ITERATIONS (a whole number > 0)\n");
+  const std::string transport = argc == 3 ? argv[2] : "inproc";
+  if (argc < 2 || argc > 3 || iterations <= 0 || std::to_string(iterations) != argv[1] ||
+      (transport != "inproc" && transport != "shm" && transport != "tcp")) {
+    std::fprintf(stderr,
+                 "usage: rankmesh-instructions ITERATIONS [TRANSPORT]\n"
+                 "  ITERATIONS: a whole number > 0; TRANSPORT: inproc (the default), shm or tcp\n");
     return 2;
   }
   rankmesh::RuntimeOptions options;
   options.world_size = 2;
   options.spin = std::chrono::microseconds(0);
+  if (argc == 3) options.transport = transport;  // else the embedded default, inproc
   rankmesh::Runtime runtime(options);
   bool same = true;
   std::thread echo([&] {

@@ -3,7 +3,8 @@
 # counted by callgrind: scripts/instructions.sh [BUILD_DIR] (default build/, built if missing).
 # Runs N=1000 and N=3000 round trips over the whole process (all threads), as issue 12 defines
 # the figure: (I3000 - I1000) / 2000 is one round trip without start-up.
-# Repeatable to a fraction of a percent, unlike times on this machine.
+# Repeatable to about half a percent, unlike times on this machine.
+# RANKMESH_INSTRUCTIONS_TRANSPORT=shm|tcp: the same round trip over that transport's channels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -15,12 +16,13 @@ command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get ins
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 total() {
-  valgrind --tool=callgrind --callgrind-out-file="$out/cg.$1" "$build/bench/rankmesh-instructions" "$1" \
+  valgrind --tool=callgrind --callgrind-out-file="$out/cg.$1" "$build/bench/rankmesh-instructions" "$1" $transport \
     2>"$out/log.$1" || { cat "$out/log.$1" >&2; exit 1; }
   sed -n 's/^summary: //p' "$out/cg.$1"
 }
+transport=${RANKMESH_INSTRUCTIONS_TRANSPORT:-}  # empty: the embedded default, inproc (issue 12's figure)
 low=${RANKMESH_INSTRUCTIONS_LOW:-1000}
 high=${RANKMESH_INSTRUCTIONS_HIGH:-3000}
 a=$(total $low)
 b=$(total $high)
-echo "instructions per small-dict round trip: $(( (b - a) / (high - low) ))  (callgrind: $a at N=$low, $b at N=$high)"
+echo "instructions per small-dict round trip (${transport:-inproc}): $(( (b - a) / (high - low) ))  (callgrind: $a at N=$low, $b at N=$high)"
