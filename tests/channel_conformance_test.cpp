@@ -288,6 +288,37 @@ TEST_CASE_TEMPLATE_DEFINE("channel conformance: a frame matching the landing is 
   }
 }
 
+TEST_CASE_TEMPLATE_DEFINE("channel conformance: a landing withdrawn before its frame is whole is not written after", T,
+                          withdrawn_landing) {
+  // A receive that ends at its deadline withdraws its landing; what of the frame arrives later
+  // must not reach the tensor, which the caller (a broadcast filling its own tensor) has back.
+  Connected link(T::transport());
+  const std::int64_t elements = 4 << 20;  // 16 MiB: more than a socket buffer or a ring
+  Tensor target = Tensor::empty({elements}, DType::f32);
+  Landing landing{7, 3, 1, {target}};
+  link.in(1).land(&landing);
+  Frame sent;
+  sent.header = FrameHeader{7, 3, 1, 1};
+  sent.tensors.push_back(patterned({elements}, DType::f32, 2));
+  std::thread sender([&] { link.out(0).send(sent, within(60s)); });
+  // The sender has filled what the channel holds (a socket's buffers) and waits for room: a
+  // receive of 1 ms then ends in the middle of the payload where bytes come as they are read.
+  std::this_thread::sleep_for(50ms);
+  Frame got;
+  const bool whole = link.in(1).recv(got, deadline_after(1ms));
+  link.in(1).land(nullptr);
+  if (whole) {  // it all came within the receive (shm pulls a lent payload at once)
+    CHECK(matches(got.tensors[0], 2));
+  } else {
+    const std::vector<std::byte> before(static_cast<std::byte*>(target.data()),
+                                        static_cast<std::byte*>(target.data()) + target.nbytes());
+    REQUIRE(link.in(1).recv(got, within(60s)));
+    CHECK(got.tensors[0].data() != target.data());
+    CHECK(std::memcmp(target.data(), before.data(), before.size()) == 0);
+  }
+  sender.join();
+}
+
 TEST_CASE_TEMPLATE_DEFINE("channel conformance: a sent tensor is the sender's again once copied or released", T,
                           lending) {
   Connected link(T::transport());
@@ -493,6 +524,7 @@ TEST_CASE_TEMPLATE_APPLY(ordering, ConformingTransports);
 TEST_CASE_TEMPLATE_APPLY(both_ways, ConformingTransports);
 TEST_CASE_TEMPLATE_APPLY(sizes, ConformingTransports);
 TEST_CASE_TEMPLATE_APPLY(landing, ConformingTransports);
+TEST_CASE_TEMPLATE_APPLY(withdrawn_landing, ConformingTransports);
 TEST_CASE_TEMPLATE_APPLY(lending, ConformingTransports);
 TEST_CASE_TEMPLATE_APPLY(deadline, ConformingTransports);
 TEST_CASE_TEMPLATE_APPLY(close, ConformingTransports);

@@ -190,6 +190,45 @@ TEST_CASE("frame codec: received payloads land in tensors from the allocator") {
   CHECK(decoder.expected_sequence() == 1);
 }
 
+TEST_CASE("frame codec: a landing withdrawn in the middle of its payload is not written after") {
+  // A receive that ends at its deadline withdraws its landing (Channel::land(nullptr)); the
+  // frame goes on arriving later, and its bytes must not reach memory the caller has back.
+  const Frame f = make_frame(1, 1, {}, {patterned({64}, DType::u8, 3), patterned({256}, DType::f32, 4)});
+  const Bytes b = encode_bytes(f);
+  Tensor first = Tensor::empty({64}, DType::u8);
+  Tensor second = Tensor::empty({256}, DType::f32);
+  std::memset(first.data(), 0xee, first.nbytes());
+  std::memset(second.data(), 0xee, second.nbytes());
+  Landing landing{1, 7, 1, {first, second}};
+  FrameDecoder decoder(nullptr);
+  decoder.land(&landing);
+  // Everything up to half of the second tensor's payload.
+  const std::size_t cut = b.size() - second.nbytes() / 2;
+  REQUIRE(decoder.feed({b.data(), cut}) == cut);
+  REQUIRE(decoder.mid_frame());
+  decoder.land(nullptr);
+  const Bytes second_before(second.data_as<std::uint8_t>(), second.data_as<std::uint8_t>() + second.nbytes());
+  REQUIRE(decoder.feed({b.data() + cut, b.size() - cut}) == b.size() - cut);
+  REQUIRE(decoder.ready());
+  Frame got;
+  decoder.take(got);
+  // The first payload, complete before the withdrawal, is where it landed; the second's rest
+  // went elsewhere, and the caller's tensor kept what it held at the withdrawal.
+  CHECK(got.tensors[0].data() == first.data());
+  CHECK(std::memcmp(first.data(), f.tensors[0].data(), first.nbytes()) == 0);
+  CHECK(got.tensors[1].data() != second.data());
+  CHECK(Bytes(second.data_as<std::uint8_t>(), second.data_as<std::uint8_t>() + second.nbytes()) ==
+        second_before);
+  CHECK(std::memcmp(second.data_as<std::uint8_t>() + second.nbytes() / 2,
+                    Bytes(second.nbytes() / 2, 0xee).data(), second.nbytes() / 2) == 0);
+  // The next frame decodes as usual.
+  const Bytes next = encode_bytes(make_frame(1, 2, {}, {patterned({8}, DType::u8, 5)}), 1);
+  REQUIRE(decoder.feed({next.data(), next.size()}) == next.size());
+  REQUIRE(decoder.ready());
+  decoder.take(got);
+  CHECK(got.tensors[0].nbytes() == 8);
+}
+
 TEST_CASE("frame codec: every truncation leaves the decoder waiting for more, never a frame") {
   for (const Frame& f : varied_frames()) {
     const Bytes b = encode_bytes(f);

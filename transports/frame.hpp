@@ -56,10 +56,13 @@ struct Landing {
   std::uint64_t seq = 0;
   std::vector<Tensor> tensors;  // host tensors
 
+  // Receivers track landed tensors as one bit each (received_payloads.hpp).
+  static constexpr std::size_t kMaxTensors = 64;
+
   bool fits(const FrameHeader& header, std::size_t index, const Shape& shape,
             DType dtype) const noexcept {
     return header.group == group && header.op == op && header.seq == seq &&
-           index < tensors.size() && tensors[index].defined() &&
+           index < tensors.size() && index < kMaxTensors && tensors[index].defined() &&
            tensors[index].shape() == shape && tensors[index].dtype() == dtype;
   }
 };

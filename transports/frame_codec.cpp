@@ -319,6 +319,7 @@ std::span<std::uint8_t> FrameDecoder::next_buffer() {
     case Phase::descriptor: return {scratch_.data() + filled_, want_ - filled_};
     case Phase::metadata: return {metadata_.data() + filled_, want_ - filled_};
     case Phase::payload:
+      if (withdrawn_ != 0) divert();
       return {tensors_[current_].data_as<std::uint8_t>() + filled_, want_ - filled_};
     case Phase::ready: return {};
     case Phase::failed: break;
@@ -375,6 +376,7 @@ void FrameDecoder::parse_header() {
     fail(error.code, error.what);
   descriptors_.clear();
   tensors_.clear();
+  landed_ = withdrawn_ = 0;
   described_bytes_ = 0;
   current_ = 0;
   if (header_.tensors == 0) {
@@ -421,13 +423,28 @@ void FrameDecoder::after_descriptors() {
 void FrameDecoder::start_payloads() {
   // Memory for every payload before the first payload byte is read.
   try {
-    allocate_received_payloads(header_.frame, descriptors_, landing_, allocate_, tensors_);
+    landed_ = allocate_received_payloads(header_.frame, descriptors_, landing_, allocate_, tensors_);
   } catch (const Error& error) {
     fail(error.code(), error.what());
   } catch (const std::exception& error) {
     fail(Errc::limit_exceeded, std::string("cannot allocate the frame's tensors: ") + error.what());
   }
   next_payload(0);
+}
+
+void FrameDecoder::land(const Landing* landing) noexcept {
+  if (landing == nullptr && phase_ == Phase::payload) withdrawn_ |= withdrawn_from(landed_, current_);
+  landing_ = landing;
+}
+
+void FrameDecoder::divert() {
+  try {
+    divert_withdrawn(withdrawn_, descriptors_, allocate_, tensors_);
+  } catch (const Error& error) {
+    fail(error.code(), error.what());
+  } catch (const std::exception& error) {
+    fail(Errc::limit_exceeded, std::string("cannot allocate a withdrawn landing's tensors: ") + error.what());
+  }
 }
 
 void FrameDecoder::next_payload(std::size_t from) {

@@ -149,8 +149,9 @@ public:
   bool mid_frame() const noexcept;
   // The link sequence number the next (or current) frame must carry.
   std::uint64_t expected_sequence() const noexcept { return expected_seq_; }
-  // Payloads of a frame matching `landing` are read into its tensors (Channel::land).
-  void land(const Landing* landing) noexcept { landing_ = landing; }
+  // Payloads of a frame matching `landing` are read into its tensors (Channel::land). Withdrawn
+  // (null) in the middle of a landed payload, the rest of the frame goes to memory of its own.
+  void land(const Landing* landing) noexcept;
 
 private:
   enum class Phase { header, descriptor, metadata, payload, ready, failed };
@@ -163,11 +164,14 @@ private:
   std::string which() const;
   void start_payloads();
   void next_payload(std::size_t from);  // the next tensor from `from` with bytes, or ready
+  void divert();  // withdrawn_ tensors to memory of their own
   void expect(Phase phase, std::size_t bytes);
 
   Allocator allocate_;
   FrameLimits limits_;
   const Landing* landing_ = nullptr;
+  std::uint64_t landed_ = 0;     // the current frame's landed tensors (LandedTensors)
+  std::uint64_t withdrawn_ = 0;  // of which to divert before the next payload byte
   Phase phase_ = Phase::header;
   std::array<std::uint8_t, kDescriptorBytes> scratch_{};  // header or descriptor
   std::size_t want_ = kFrameHeaderBytes;  // bytes of the current part

@@ -7,10 +7,10 @@
 
 namespace rankmesh {
 
-void allocate_received_payloads(const FrameHeader& header,
-                                std::span<const TensorDescriptor> described,
-                                const Landing* landing, const Allocator& allocate,
-                                std::vector<Tensor>& tensors) {
+LandedTensors allocate_received_payloads(const FrameHeader& header,
+                                         std::span<const TensorDescriptor> described,
+                                         const Landing* landing, const Allocator& allocate,
+                                         std::vector<Tensor>& tensors) {
   auto lands = [&](std::size_t i) {
     return landing != nullptr && landing->fits(header, i, described[i].shape, described[i].dtype);
   };
@@ -19,8 +19,10 @@ void allocate_received_payloads(const FrameHeader& header,
     if (!described[i].lent && PayloadBlock::small(described[i].nbytes) && !lands(i))
       block.count(i, described[i].nbytes);
   block.allocate(allocate);
+  LandedTensors landed = 0;
   for (std::size_t i = 0; i < described.size(); ++i) {
     const TensorDescriptor& desc = described[i];
+    if (lands(i)) landed |= LandedTensors{1} << i;
     Tensor tensor = lands(i)           ? landing->tensors[i]
                     : block.shares(i) ? block.take(desc.shape, desc.dtype)
                                       : allocate(desc.shape, desc.dtype);
@@ -31,6 +33,17 @@ void allocate_received_payloads(const FrameHeader& header,
                   "the allocator did not return a host tensor of shape " + to_string(desc.shape) +
                       " and dtype " + to_string(desc.dtype) + " for tensor " + std::to_string(i));
     tensors.push_back(std::move(tensor));
+  }
+  return landed;
+}
+
+void divert_withdrawn(LandedTensors& withdrawn, std::span<const TensorDescriptor> described,
+                      const Allocator& allocate, std::vector<Tensor>& tensors) {
+  for (std::size_t i = 0; withdrawn != 0; ++i) {
+    const LandedTensors bit = LandedTensors{1} << i;
+    if ((withdrawn & bit) == 0) continue;
+    tensors[i] = allocate(described[i].shape, described[i].dtype);
+    withdrawn &= ~bit;  // after the allocation: one that throws leaves the bit for a retry
   }
 }
 

@@ -2,6 +2,7 @@
 // that reads payload bytes itself (the shm channel, the tcp frame decoder).
 #pragma once
 
+#include <cstdint>
 #include <span>
 #include <vector>
 
@@ -10,15 +11,31 @@
 
 namespace rankmesh {
 
+// Which of a frame's tensors are a landing's, one bit per index (Landing::kMaxTensors).
+using LandedTensors = std::uint64_t;
+
 // Appends to `tensors` one tensor per descriptor, in order: `landing`'s own where it fits (may
 // be null), a part of one shared block (payload_block.hpp) for the small ones read inline, fresh
 // memory from `allocate` for the rest. All of it is made before any payload byte is read, so a
 // receiver that fails here has consumed nothing. What `allocate` throws passes through; a tensor
 // from it that is not on the host, of the described shape and dtype, with memory where it has
-// bytes, throws Error(invalid_argument) naming the tensor.
-void allocate_received_payloads(const FrameHeader& header,
-                                std::span<const TensorDescriptor> described,
-                                const Landing* landing, const Allocator& allocate,
-                                std::vector<Tensor>& tensors);
+// bytes, throws Error(invalid_argument) naming the tensor. Returns which tensors are landed.
+LandedTensors allocate_received_payloads(const FrameHeader& header,
+                                         std::span<const TensorDescriptor> described,
+                                         const Landing* landing, const Allocator& allocate,
+                                         std::vector<Tensor>& tensors);
+
+// The landed tensors of a frame still arriving from index `from` on (the one being filled
+// included) when its landing is withdrawn: the receive that set it ended (at its deadline), and
+// the caller may use that memory again, so the rest of the frame must not be read into it.
+inline LandedTensors withdrawn_from(LandedTensors landed, std::size_t from) noexcept {
+  return from >= Landing::kMaxTensors ? 0 : landed & (~LandedTensors{0} << from);
+}
+
+// Gives each `withdrawn` tensor memory of its own from `allocate` for the rest of its frame (a
+// frame whose receive has ended: its bytes are not delivered to that caller) and clears
+// `withdrawn`. What `allocate` throws passes through.
+void divert_withdrawn(LandedTensors& withdrawn, std::span<const TensorDescriptor> described,
+                      const Allocator& allocate, std::vector<Tensor>& tensors);
 
 }  // namespace rankmesh

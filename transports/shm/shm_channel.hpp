@@ -136,7 +136,9 @@ public:
   void close(const std::string& reason) override;
   // Payloads up to copy_threshold are copied by send(), into the ring or a buffer it lends
   // (traits).
-  void land(const Landing* landing) noexcept override { landing_ = landing; }
+  // Withdrawn (null) in the middle of a landed payload, the rest of the frame goes to memory of
+  // its own: the receive that set the landing has ended.
+  void land(const Landing* landing) noexcept override;
   bool wait_released(Deadline deadline) override { return receiver_ || flush(deadline); }
 
   // The handshake after set-up. Receiver: waits until the sender has attached, stops offering

@@ -139,8 +139,8 @@ bool ShmChannel::start_frame(Deadline deadline) {
   // Memory for every payload first: if the allocator throws, nothing has been consumed.
   in.frame.tensors.clear();
   try {
-    allocate_received_payloads(frame_header, described, landing_, options_.allocator,
-                               in.frame.tensors);
+    in.landed = allocate_received_payloads(frame_header, described, landing_, options_.allocator,
+                                           in.frame.tensors);
   } catch (const Error& error) {
     in.frame.tensors.clear();
     throw Error(error.code(), "shm channel from " + who() + ": " + error.what());
@@ -161,6 +161,12 @@ bool ShmChannel::start_frame(Deadline deadline) {
   return true;
 }
 
+void ShmChannel::land(const Landing* landing) noexcept {
+  if (landing == nullptr && incoming_ && incoming_->active)
+    incoming_->withdrawn |= withdrawn_from(incoming_->landed, incoming_->tensor);
+  landing_ = landing;
+}
+
 bool ShmChannel::recv(Frame& frame, Deadline deadline) {
   if (!receiver_)
     throw Error(Errc::invalid_argument, "recv on the sending end of shm channel " + name_);
@@ -174,6 +180,7 @@ bool ShmChannel::recv(Frame& frame, Deadline deadline) {
   // for it may have seen the frame before its check of the peer did (a lazily made channel has
   // no handshake on this side).
   if (peer_pid_ == 0) on_attached();
+  if (in.withdrawn != 0) divert_withdrawn(in.withdrawn, in.described, options_.allocator, in.frame.tensors);
   while (in.tensor < in.frame.tensors.size()) {
     Tensor& tensor = in.frame.tensors[in.tensor];
     const std::size_t nbytes = tensor.nbytes();

@@ -10,13 +10,13 @@ namespace rankmesh {
 LentMemory::LentMemory(const Call& call)
     : call_(call), lent_(static_cast<std::size_t>(call.size()), false) {}
 
-Tensor LentMemory::lend(const Tensor& part, int peer, bool pooled) {
+Tensor LentMemory::lend(const Tensor& part, int peer, bool read_in_place) {
   const auto& ready = part.ready_event();
   const bool host = part.device().type == DeviceType::cpu && (!ready || ready->query());
   if (host && copied_on_send(call_, part, peer)) return part;
   const int global = call_.group().global_rank(peer);
   const bool pinned_by_reader = call_.rank().links().shares_memory_with(global);
-  if (host && (pooled || !pinned_by_reader) && call_.rank().links().traits_to(global).lends()) {
+  if (host && (read_in_place || !pinned_by_reader) && call_.rank().links().traits_to(global).lends()) {
     lent_[static_cast<std::size_t>(peer)] = true;
     return part;
   }

@@ -21,13 +21,14 @@ public:
   LentMemory(const LentMemory&) = delete;
   LentMemory& operator=(const LentMemory&) = delete;
   // What to send group rank `peer` for `part`, a host view of the caller's memory: the part
-  // itself (noted as lent where the channel reads it later) or a copy. `pooled`: the part lies
-  // in memory from the rank's allocator (huge pages); other memory, often 4 KiB pages, is
-  // copied into pooled memory for shm peers, as their process_vm_readv pins every page it reads
-  // and that costs more than the copy (all_reduce of 16 MiB: 6.3 against 8.5 ms of CPU on 2
-  // ranks, 17.8 against 22.4 on 4; README, "Collectives"). One copy serves every peer that
-  // `part` goes to in a row.
-  Tensor lend(const Tensor& part, int peer, bool pooled);
+  // itself (noted as lent where the channel reads it later) or a copy. `read_in_place`: shm
+  // peers may read the part where it is. Their process_vm_readv pins every page it reads, which
+  // is cheap for memory from the rank's allocator (huge pages) and costs more than a copy into
+  // it for other memory, often 4 KiB pages, read by several peers (all_reduce of 16 MiB: 6.3
+  // against 8.5 ms of CPU on 2 ranks, 17.8 against 22.4 on 4; README, "Collectives") — but
+  // less than that copy for a single reader (broadcast to one peer). One copy serves every peer
+  // that `part` goes to in a row.
+  Tensor lend(const Tensor& part, int peer, bool read_in_place);
   // Waits until the channels of the peers lent anything have let go of it, as receives wait
   // (wait_watched: the watchdog speaks for message `seq` of `op`, a failed group ends it);
   // throws Error(timeout) at the deadline, Error(peer_failed) for a closed channel.
