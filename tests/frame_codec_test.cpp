@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -188,6 +189,22 @@ TEST_CASE("frame codec: received payloads land in tensors from the allocator") {
   CHECK(calls == 1);
   check_same(got, f);
   CHECK(decoder.expected_sequence() == 1);
+}
+
+TEST_CASE("frame codec: an allocator that fails names the tensor it could not make") {
+  // 1 MiB: more than the small tensors that share one block.
+  const Bytes b = encode_bytes(make_frame(1, 1, {}, {patterned({1 << 18}, DType::f32, 2)}));
+  FrameDecoder decoder([](const Shape&, DType) -> Tensor { throw std::bad_alloc(); });
+  try {
+    decoder.feed({b.data(), b.size()});
+    FAIL("the decoder took a frame whose tensor it could not allocate");
+  } catch (const Error& error) {
+    CHECK(error.code() == Errc::limit_exceeded);
+    const std::string what = error.what();
+    CHECK(what.find("tensor 0") != std::string::npos);
+    CHECK(what.find(to_string(Shape{1 << 18})) != std::string::npos);
+    CHECK(what.find("float32") != std::string::npos);
+  }
 }
 
 TEST_CASE("frame codec: a landing withdrawn in the middle of its payload is not written after") {

@@ -1,11 +1,29 @@
 #include "received_payloads.hpp"
 
+#include <exception>
 #include <string>
 
 #include "payload_block.hpp"
 #include "rankmesh/error.hpp"
 
 namespace rankmesh {
+namespace {
+
+// What the allocator throws, named: an Error passes as it is, anything else (std::bad_alloc)
+// becomes Error(limit_exceeded) saying which tensor could not be had.
+Tensor allocate_tensor(const Allocator& allocate, const TensorDescriptor& desc, std::size_t index) {
+  try {
+    return allocate(desc.shape, desc.dtype);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& error) {
+    throw Error(Errc::limit_exceeded, "cannot allocate tensor " + std::to_string(index) + " (" +
+                                          to_string(desc.shape) + ", " + to_string(desc.dtype) +
+                                          "): " + error.what());
+  }
+}
+
+}  // namespace
 
 LandedTensors allocate_received_payloads(const FrameHeader& header,
                                          std::span<const TensorDescriptor> described,
@@ -25,7 +43,7 @@ LandedTensors allocate_received_payloads(const FrameHeader& header,
     if (lands(i)) landed |= LandedTensors{1} << i;
     Tensor tensor = lands(i)           ? landing->tensors[i]
                     : block.shares(i) ? block.take(desc.shape, desc.dtype)
-                                      : allocate(desc.shape, desc.dtype);
+                                      : allocate_tensor(allocate, desc, i);
     if (!tensor.defined() || tensor.device().type != DeviceType::cpu ||
         !(tensor.shape() == desc.shape) || tensor.dtype() != desc.dtype ||
         (desc.nbytes != 0 && tensor.data() == nullptr))

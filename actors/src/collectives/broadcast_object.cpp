@@ -10,6 +10,11 @@
 namespace rankmesh::collectives {
 namespace {
 
+// Object `seq` of this call, for error texts (formatted only for one).
+std::string numbered(const Call& call, std::uint64_t seq) {
+  return call.where() + " #" + std::to_string(seq);
+}
+
 // The source's first broadcast: a ring to the same-node members, announced to each of them in
 // place of this broadcast's object — or, where none can be made, the reason in the log.
 void set_up_ring(const Call& call, ObjectRings& rings, std::uint64_t seq) {
@@ -56,7 +61,7 @@ Value send_object_to_members(const Call& call, const Value& object, std::uint64_
     const auto request = call.request().trailer();
     rings.encoded.insert(rings.encoded.end(), request.begin(), request.end());
     rings.out->write(seq, rings.encoded.data(), rings.encoded.size(), call.deadline(),
-                     call.where() + " #" + std::to_string(seq));
+                     [&] { return numbered(call, seq); });
     // In the operation history like a send over each reader's channel would be.
     for_each_peer(call, [&](int peer) {
       if (reads_ring(peer))
@@ -101,13 +106,13 @@ RingReader& attach(const Call& call, ObjectRings& rings, int src) {
 // are discarded.
 void read_from_ring(const Call& call, RingReader& ring, int src, std::uint64_t seq,
                     std::vector<std::uint8_t>& bytes) {
-  const std::string what = call.where() + " #" + std::to_string(seq);
+  const PeerLinks::Describe what = [&] { return numbered(call, seq); };
   auto fetch = [&] {
     std::uint64_t tag = 0;
     // Waited for in slices, as a channel's receive: a group failed on another member ends it.
     if (!wait_watched(call, src, OpCode::broadcast_object, seq,
                       [&](Deadline until) { return ring.read(tag, bytes, until, what); }))
-      throw call.rank().reported(Error(Errc::timeout, what + " waited " +
+      throw call.rank().reported(Error(Errc::timeout, what() + " waited " +
                                                           milliseconds_text(call.group().timeout) +
                                                           " for " + call.who(src) +
                                                           ", which did not broadcast its object"));

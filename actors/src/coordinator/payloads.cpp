@@ -23,6 +23,11 @@ const ChannelTraits& traits_to(const Call& call, int dst) {
 bool copied_by(const ChannelTraits& traits, const Tensor& t) {
   return host_bytes_ready(t) && !traits.reads_after_send(t.nbytes());
 }
+// The other case of a ready host tensor: the channel reads it after send() returns, so the
+// peer needs a copy (unless donated).
+bool copied_for_peer(const ChannelTraits& traits, const Tensor& t) {
+  return host_bytes_ready(t) && traits.reads_after_send(t.nbytes());
+}
 }  // namespace
 
 Tensor copy_for_peer(const Call& call, const Tensor& t) {
@@ -80,7 +85,7 @@ void append_payloads(const Call& call, std::span<const Tensor* const> tensors, i
     const ChannelTraits& traits = traits_to(call, dst);
     for (std::size_t i = 0; i < tensors.size(); ++i) {
       const Tensor& t = *tensors[i];
-      if (PayloadBlock::small(t.nbytes()) && host_bytes_ready(t) && !copied_by(traits, t))
+      if (PayloadBlock::small(t.nbytes()) && copied_for_peer(traits, t))
         block.count(i, t.nbytes());
     }
     block.allocate(call.rank().allocator());

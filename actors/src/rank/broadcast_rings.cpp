@@ -23,13 +23,13 @@ ShmBroadcastOptions ring_options(int writer, const OpHistory::Log& log) {
 
 // Runs `body` on a ring, its channel exceptions turned into reported Errors.
 template <class Body>
-auto through_ring(const OpHistory& history, const std::string& what, Body body) {
+auto through_ring(const OpHistory& history, const PeerLinks::Describe& what, Body body) {
   try {
     return body();
   } catch (const ChannelTimeout& e) {
-    throw history.reported(Error(Errc::timeout, what + ": " + e.what()));
+    throw history.reported(Error(Errc::timeout, what() + ": " + e.what()));
   } catch (const ChannelClosed& e) {
-    throw history.reported(Error(Errc::peer_failed, what + ": " + e.what()));
+    throw history.reported(Error(Errc::peer_failed, what() + ": " + e.what()));
   }
 }
 
@@ -40,7 +40,7 @@ RingWriter::RingWriter(std::shared_ptr<ShmBroadcastRing> ring, const OpHistory& 
 RingWriter::~RingWriter() = default;
 
 void RingWriter::write(std::uint64_t tag, const std::uint8_t* data, std::size_t size,
-                       Deadline deadline, const std::string& what) {
+                       Deadline deadline, const PeerLinks::Describe& what) {
   through_ring(history_, what, [&] { ring_->write(tag, data, size, deadline); });
 }
 
@@ -51,7 +51,7 @@ RingReader::RingReader(std::shared_ptr<ShmBroadcastRing> ring, const OpHistory& 
 RingReader::~RingReader() = default;
 
 bool RingReader::read(std::uint64_t& tag, std::vector<std::uint8_t>& bytes, Deadline deadline,
-                      const std::string& what) {
+                      const PeerLinks::Describe& what) {
   return through_ring(history_, what, [&] { return ring_->read(tag, bytes, deadline); });
 }
 

@@ -24,9 +24,10 @@ public:
   RingWriter(std::shared_ptr<ShmBroadcastRing> ring, const OpHistory& history);
   ~RingWriter();
   // Hands `size` bytes under `tag` to every reader. Error(timeout) when a reader leaves the
-  // ring full until the deadline, Error(peer_failed) once it is closed; `what` starts the text.
+  // ring full until the deadline, Error(peer_failed) once it is closed; `what()` starts the
+  // text (called for an error only).
   void write(std::uint64_t tag, const std::uint8_t* data, std::size_t size, Deadline deadline,
-             const std::string& what);
+             const PeerLinks::Describe& what);
   // Until every reader has attached (true), or the ring is closed or the deadline passes.
   bool wait_attached(Deadline deadline);
 
@@ -41,9 +42,9 @@ public:
   RingReader(std::shared_ptr<ShmBroadcastRing> ring, const OpHistory& history);
   ~RingReader();
   // The next object into `bytes`, its tag into `tag`; false at the deadline. Error(peer_failed)
-  // once the ring is closed and empty or its writer died.
+  // once the ring is closed and empty or its writer died, whose text `what()` starts.
   bool read(std::uint64_t& tag, std::vector<std::uint8_t>& bytes, Deadline deadline,
-            const std::string& what);
+            const PeerLinks::Describe& what);
 
 private:
   std::shared_ptr<ShmBroadcastRing> ring_;
