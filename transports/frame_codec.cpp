@@ -136,13 +136,8 @@ WireError parse_descriptor(const std::uint8_t* bytes, std::size_t index, TensorD
   out.shape = Shape{};
   const std::uint8_t* in = bytes + 8;
   std::int64_t numel = 1;  // counted as Shape::numel counts: a product that overflows is refused
-  for (int d = 0; d < Shape::kMaxRank; ++d) {
+  for (int d = 0; d < rank; ++d) {
     const auto dim = get<std::int64_t>(in);
-    if (d >= rank) {
-      if (dim != 0)
-        return {Errc::malformed, which() + " has a malformed descriptor (a dimension beyond its rank)"};
-      continue;
-    }
     if (dim < 0)
       return {Errc::malformed, which() + " has a negative dimension " + std::to_string(dim)};
     out.shape.push_back(dim);
@@ -150,6 +145,10 @@ WireError parse_descriptor(const std::uint8_t* bytes, std::size_t index, TensorD
       return {Errc::malformed, which() + " of shape " + to_string(out.shape) +
                                    " has more elements than 64 bits count"};
   }
+  std::uint64_t beyond_rank = 0;  // the unused dimensions, all zero
+  for (int d = rank; d < Shape::kMaxRank; ++d) beyond_rank |= get<std::uint64_t>(in);
+  if (beyond_rank != 0)
+    return {Errc::malformed, which() + " has a malformed descriptor (a dimension beyond its rank)"};
   // More bytes than 64 bits count need more than any payload length: the caller says so.
   if (__builtin_mul_overflow(static_cast<std::uint64_t>(numel),
                              static_cast<std::uint64_t>(dtype_size(out.dtype)), &out.nbytes))
