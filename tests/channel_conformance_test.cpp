@@ -315,8 +315,37 @@ TEST_CASE_TEMPLATE_DEFINE("channel conformance: a landing withdrawn before its f
     REQUIRE(link.in(1).recv(got, within(60s)));
     CHECK(got.tensors[0].data() != target.data());
     CHECK(std::memcmp(target.data(), before.data(), before.size()) == 0);
+    CHECK(matches(got.tensors[0], 2));  // what arrived before the withdrawal is kept too
   }
   sender.join();
+}
+
+TEST_CASE_TEMPLATE_DEFINE("channel conformance: a landing set again for each slice of one receive lands the whole frame", T,
+                          sliced_landing) {
+  // A wait in slices (watchdog.hpp wait_watched, PeerLinks::receive) lands, receives until the
+  // slice's end and withdraws, again and again: the frame must arrive whole, in the landing.
+  Connected link(T::transport());
+  const bool lands = link.in(1).traits().lands_payloads;
+  const std::int64_t elements = 4 << 20;  // 16 MiB: more than a socket buffer or a ring
+  Tensor target = Tensor::empty({elements}, DType::f32);
+  Landing landing{7, 3, 1, {target}};
+  Frame sent;
+  sent.header = FrameHeader{7, 3, 1, 1};
+  sent.tensors.push_back(patterned({elements}, DType::f32, 3));
+  std::thread sender([&] { link.out(0).send(sent, within(60s)); });
+  std::this_thread::sleep_for(50ms);
+  const Deadline give_up = within(60s);
+  Frame got;
+  bool whole = false;
+  while (!whole && Clock::now() < give_up) {
+    link.in(1).land(&landing);
+    whole = link.in(1).recv(got, deadline_after(1ms));
+    link.in(1).land(nullptr);
+  }
+  sender.join();
+  REQUIRE(whole);
+  CHECK(matches(got.tensors[0], 3));
+  if (lands) CHECK(got.tensors[0].data() == target.data());
 }
 
 TEST_CASE_TEMPLATE_DEFINE("channel conformance: a sent tensor is the sender's again once copied or released", T,
@@ -525,6 +554,7 @@ TEST_CASE_TEMPLATE_APPLY(both_ways, ConformingTransports);
 TEST_CASE_TEMPLATE_APPLY(sizes, ConformingTransports);
 TEST_CASE_TEMPLATE_APPLY(landing, ConformingTransports);
 TEST_CASE_TEMPLATE_APPLY(withdrawn_landing, ConformingTransports);
+TEST_CASE_TEMPLATE_APPLY(sliced_landing, ConformingTransports);
 TEST_CASE_TEMPLATE_APPLY(lending, ConformingTransports);
 TEST_CASE_TEMPLATE_APPLY(deadline, ConformingTransports);
 TEST_CASE_TEMPLATE_APPLY(close, ConformingTransports);

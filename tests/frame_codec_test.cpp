@@ -238,12 +238,53 @@ TEST_CASE("frame codec: a landing withdrawn in the middle of its payload is not 
         second_before);
   CHECK(std::memcmp(second.data_as<std::uint8_t>() + second.nbytes() / 2,
                     Bytes(second.nbytes() / 2, 0xee).data(), second.nbytes() / 2) == 0);
+  // The frame itself is whole: the bytes read before the withdrawal moved with it.
+  check_same(got, f);
   // The next frame decodes as usual.
   const Bytes next = encode_bytes(make_frame(1, 2, {}, {patterned({8}, DType::u8, 5)}), 1);
   REQUIRE(decoder.feed({next.data(), next.size()}) == next.size());
   REQUIRE(decoder.ready());
   decoder.take(got);
   CHECK(got.tensors[0].nbytes() == 8);
+}
+
+TEST_CASE("frame codec: a landing withdrawn and set again within one receive keeps landing") {
+  // A receive waits in slices: each ends with land(nullptr), the next lands the same tensors.
+  const Frame f = make_frame(1, 1, {}, {patterned({256}, DType::f32, 4)});
+  const Bytes b = encode_bytes(f);
+  Tensor target = Tensor::empty({256}, DType::f32);
+  Landing landing{1, 7, 1, {target}};
+  FrameDecoder decoder(nullptr);
+  for (std::size_t at = 0; at < b.size(); at += 100) {  // a slice per 100 bytes
+    decoder.land(&landing);
+    const std::size_t n = std::min<std::size_t>(100, b.size() - at);
+    REQUIRE(decoder.feed({b.data() + at, n}) == n);
+    decoder.land(nullptr);
+  }
+  REQUIRE(decoder.ready());
+  Frame got;
+  decoder.take(got);
+  CHECK(got.tensors[0].data() == target.data());
+  check_same(got, f);
+  // Set again with other memory of the same shape: the frame's rest goes to memory of its own,
+  // the bytes so far with it.
+  Tensor other = Tensor::empty({256}, DType::f32);
+  Landing moved{1, 7, 2, {target}};
+  Landing elsewhere{1, 7, 2, {other}};
+  const Frame g = make_frame(1, 2, {}, {patterned({256}, DType::f32, 6)});
+  const Bytes c = encode_bytes(g, 1);
+  const std::size_t half = c.size() - 512;
+  decoder.land(&moved);
+  REQUIRE(decoder.feed({c.data(), half}) == half);
+  decoder.land(nullptr);
+  decoder.land(&elsewhere);
+  REQUIRE(decoder.feed({c.data() + half, c.size() - half}) == c.size() - half);
+  decoder.land(nullptr);
+  REQUIRE(decoder.ready());
+  decoder.take(got);
+  CHECK(got.tensors[0].data() != target.data());
+  CHECK(got.tensors[0].data() != other.data());
+  check_same(got, g);
 }
 
 TEST_CASE("frame codec: every truncation leaves the decoder waiting for more, never a frame") {

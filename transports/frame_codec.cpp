@@ -432,13 +432,18 @@ void FrameDecoder::start_payloads() {
 }
 
 void FrameDecoder::land(const Landing* landing) noexcept {
-  if (landing == nullptr && phase_ == Phase::payload) withdrawn_ |= withdrawn_from(landed_, current_);
+  if (landing == nullptr) {
+    if (phase_ == Phase::payload) withdrawn_ |= withdrawn_from(landed_, current_);
+  } else if (withdrawn_ != 0 &&
+             relanded(*landing, header_.frame, descriptors_, tensors_, withdrawn_)) {
+    withdrawn_ = 0;
+  }
   landing_ = landing;
 }
 
 void FrameDecoder::divert() {
   try {
-    divert_withdrawn(withdrawn_, descriptors_, allocate_, tensors_);
+    divert_withdrawn(withdrawn_, descriptors_, allocate_, tensors_, current_, filled_);
   } catch (const Error& error) {
     fail(error.code(), error.what());
   } catch (const std::exception& error) {

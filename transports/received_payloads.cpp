@@ -1,5 +1,6 @@
 #include "received_payloads.hpp"
 
+#include <cstring>
 #include <exception>
 #include <string>
 
@@ -55,12 +56,27 @@ LandedTensors allocate_received_payloads(const FrameHeader& header,
   return landed;
 }
 
+bool relanded(const Landing& landing, const FrameHeader& header,
+              std::span<const TensorDescriptor> described, const std::vector<Tensor>& tensors,
+              LandedTensors withdrawn) noexcept {
+  for (std::size_t i = 0; withdrawn != 0; ++i, withdrawn >>= 1) {
+    if ((withdrawn & 1) == 0) continue;
+    if (!landing.fits(header, i, described[i].shape, described[i].dtype) ||
+        landing.tensors[i].data() != tensors[i].data())
+      return false;
+  }
+  return true;
+}
+
 void divert_withdrawn(LandedTensors& withdrawn, std::span<const TensorDescriptor> described,
-                      const Allocator& allocate, std::vector<Tensor>& tensors) {
+                      const Allocator& allocate, std::vector<Tensor>& tensors,
+                      std::size_t current, std::size_t done) {
   for (std::size_t i = 0; withdrawn != 0; ++i) {
     const LandedTensors bit = LandedTensors{1} << i;
     if ((withdrawn & bit) == 0) continue;
-    tensors[i] = allocate(described[i].shape, described[i].dtype);
+    Tensor own = allocate_tensor(allocate, described[i], i);
+    if (i == current && done != 0) std::memcpy(own.data(), tensors[i].data(), done);
+    tensors[i] = std::move(own);
     withdrawn &= ~bit;  // after the allocation: one that throws leaves the bit for a retry
   }
 }

@@ -26,16 +26,26 @@ LandedTensors allocate_received_payloads(const FrameHeader& header,
                                          std::vector<Tensor>& tensors);
 
 // The landed tensors of a frame still arriving from index `from` on (the one being filled
-// included) when its landing is withdrawn: the receive that set it ended (at its deadline), and
-// the caller may use that memory again, so the rest of the frame must not be read into it.
+// included) when its landing is withdrawn (Channel::land(nullptr), after each recv()). The
+// receive may go on — a wait in slices lands the same tensors again (relanded()) — or it has
+// ended (a timeout) and the caller may use that memory again: before more of the frame is read,
+// each withdrawn tensor not landed again gets memory of its own (divert_withdrawn()).
 inline LandedTensors withdrawn_from(LandedTensors landed, std::size_t from) noexcept {
   return from >= Landing::kMaxTensors ? 0 : landed & (~LandedTensors{0} << from);
 }
 
-// Gives each `withdrawn` tensor memory of its own from `allocate` for the rest of its frame (a
-// frame whose receive has ended: its bytes are not delivered to that caller) and clears
-// `withdrawn`. What `allocate` throws passes through.
+// Whether `landing` lands every `withdrawn` tensor of the frame `header` in the very memory it
+// has been read into so far (`tensors`): the receive goes on, and so may the landing.
+bool relanded(const Landing& landing, const FrameHeader& header,
+              std::span<const TensorDescriptor> described, const std::vector<Tensor>& tensors,
+              LandedTensors withdrawn) noexcept;
+
+// Gives each `withdrawn` tensor memory of its own from `allocate` for the rest of its frame,
+// the `done` bytes tensor `current` holds so far copied over (the frame stays whole, should its
+// receive still take it), and clears `withdrawn`. What `allocate` throws passes through, the
+// bits of the tensors not yet moved left set.
 void divert_withdrawn(LandedTensors& withdrawn, std::span<const TensorDescriptor> described,
-                      const Allocator& allocate, std::vector<Tensor>& tensors);
+                      const Allocator& allocate, std::vector<Tensor>& tensors,
+                      std::size_t current, std::size_t done);
 
 }  // namespace rankmesh

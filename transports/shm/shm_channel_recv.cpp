@@ -162,8 +162,15 @@ bool ShmChannel::start_frame(Deadline deadline) {
 }
 
 void ShmChannel::land(const Landing* landing) noexcept {
-  if (landing == nullptr && incoming_ && incoming_->active)
-    incoming_->withdrawn |= withdrawn_from(incoming_->landed, incoming_->tensor);
+  if (incoming_ && incoming_->active) {
+    Incoming& in = *incoming_;
+    if (landing == nullptr) {
+      in.withdrawn |= withdrawn_from(in.landed, in.tensor);
+    } else if (in.withdrawn != 0 &&
+               relanded(*landing, in.frame.header, in.described, in.frame.tensors, in.withdrawn)) {
+      in.withdrawn = 0;
+    }
+  }
   landing_ = landing;
 }
 
@@ -180,7 +187,9 @@ bool ShmChannel::recv(Frame& frame, Deadline deadline) {
   // for it may have seen the frame before its check of the peer did (a lazily made channel has
   // no handshake on this side).
   if (peer_pid_ == 0) on_attached();
-  if (in.withdrawn != 0) divert_withdrawn(in.withdrawn, in.described, options_.allocator, in.frame.tensors);
+  if (in.withdrawn != 0)
+    divert_withdrawn(in.withdrawn, in.described, options_.allocator, in.frame.tensors, in.tensor,
+                     in.described[in.tensor].lent ? 0 : in.done);
   while (in.tensor < in.frame.tensors.size()) {
     Tensor& tensor = in.frame.tensors[in.tensor];
     const std::size_t nbytes = tensor.nbytes();
