@@ -306,6 +306,36 @@ TEST_CASE_TEMPLATE("gather, broadcast, barrier and all_to_all", Over, RANKMESH_E
   }
 }
 
+TEST_CASE_TEMPLATE("broadcast into a tensor and all_gather of 16 MiB on 4 ranks are exact, receives spanning wait slices", Over, RANKMESH_EVERY_TRANSPORT) {
+  // Payloads land in the receivers' memory (a broadcast's tensor to fill, all_gather's result)
+  // while a receive waits in slices (watchdog.hpp): a frame still arriving when a slice ends
+  // must go on landing in the same memory, whole (over tcp this once returned wrong bytes).
+  constexpr std::int64_t kCount = 4 << 20;  // float32: 16 MiB
+  constexpr int kWorld = 4;
+  std::vector<std::string> wrong(kWorld);
+  auto errors = run_world<Over>(kWorld, [&](ParallelState& s) {
+    GroupCoordinator& g = s.world();
+    const int r = s.rank();
+    Tensor mine = input_of(r, {kCount});
+    Tensor filled = Tensor::empty({kCount}, DType::f32);
+    for (int round = 0; round < 3; ++round) {
+      const int root = round % kWorld;
+      Tensor& target = r == root ? mine : filled;
+      g.broadcast(target, root);
+      for (std::int64_t i = 0; i < kCount; i += 4099)
+        if (target.data_as<float>()[i] != static_cast<float>(root * 1000.0 + static_cast<double>(i)))
+          wrong[r] = "broadcast from " + std::to_string(root) + ": element " + std::to_string(i);
+      Tensor all = g.all_gather(mine, 0);
+      for (int src = 0; src < kWorld; ++src)
+        for (std::int64_t i = 0; i < kCount; i += 4099)
+          if (all.data_as<float>()[src * kCount + i] != static_cast<float>(src * 1000.0 + static_cast<double>(i)))
+            wrong[r] = "all_gather: rank " + std::to_string(src) + "'s element " + std::to_string(i);
+    }
+  });
+  REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+  for (int r = 0; r < kWorld; ++r) CHECK_MESSAGE(wrong[r].empty(), "rank ", r, ": ", wrong[r]);
+}
+
 TEST_CASE_TEMPLATE("objects: send/recv around a ring and broadcast_object", Over, RANKMESH_EVERY_TRANSPORT) {
   for (int world : kSizes) {
     CAPTURE(world);
