@@ -23,7 +23,7 @@ constexpr const char* kVariables[] = {
     "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
     "OMPI_COMM_WORLD_LOCAL_SIZE",
     "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE",
-    "MASTER_ADDR", "MASTER_PORT",
+    "MASTER_ADDR", "MASTER_PORT", "RANKMESH_REGISTRY_FD",
 };
 
 // Sets exactly `variables` among kVariables for its lifetime, then puts back what was there.
@@ -86,6 +86,29 @@ TEST_CASE("environment: torchrun's variables, as rankmesh launch sets them") {
   CHECK(place->local_world_size == 4);
   CHECK(place->master_addr == "10.0.0.1");
   CHECK(place->master_port == 29500);
+}
+
+TEST_CASE("environment: RANKMESH_REGISTRY_FD hands rank 0 its registry socket; other ranks ignore it") {
+  {
+    ScopedEnvironment environment(
+        with_master({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"RANKMESH_REGISTRY_FD", "7"}}));
+    std::optional<ProcessPlace> place = process_place_from_environment();
+    REQUIRE(place);
+    CHECK(place->registry_fd == 7);
+  }
+  {
+    ScopedEnvironment environment(with_master({{"RANK", "0"}, {"WORLD_SIZE", "2"}}));
+    CHECK(process_place_from_environment()->registry_fd == -1);
+  }
+  {
+    ScopedEnvironment environment(
+        with_master({{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"RANKMESH_REGISTRY_FD", "7"}}));
+    CHECK(process_place_from_environment()->registry_fd == -1);
+  }
+  CHECK(error_reading(with_master({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"RANKMESH_REGISTRY_FD", "1"}}))
+            .find("RANKMESH_REGISTRY_FD='1'") != std::string::npos);
+  CHECK(error_reading(with_master({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"RANKMESH_REGISTRY_FD", "x"}}))
+            .find("RANKMESH_REGISTRY_FD='x'") != std::string::npos);
 }
 
 TEST_CASE("environment: OpenMPI's variables") {

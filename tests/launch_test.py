@@ -228,6 +228,35 @@ def test_environment():
     check("multi-node values", values == want, f"{values} != {want}")
 
 
+def test_registry_socket_handed_to_rank_0():
+    # One node: the launcher binds rank 0's MASTER_PORT itself and hands rank 0 the socket,
+    # listening, so that the port is never free for another local process to take between its
+    # choice and the registry's bind. Only rank 0 gets it; neither its supervisor nor the
+    # launcher keeps a copy (the registry's end closes the socket for good); rank 1 has none.
+    probe = (
+        "import os, socket, sys\n"
+        "rank = os.environ['RANK']\n"
+        "fd = os.environ.get('RANKMESH_REGISTRY_FD')\n"
+        "if rank != '0':\n"
+        "    print('none' if fd is None else 'unexpected ' + fd); sys.exit(0)\n"
+        "s = socket.socket(fileno=os.dup(int(fd)))\n"
+        "listening = s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)\n"
+        "port = s.getsockname()[1]; s.detach()\n"
+        "mine = os.readlink(f'/proc/self/fd/{fd}')\n"
+        "def holds(pid):\n"
+        "    d = f'/proc/{pid}/fd'\n"
+        "    return any(os.readlink(os.path.join(d, n)) == mine for n in os.listdir(d))\n"
+        "supervisor = os.getppid()\n"
+        "launcher = int(open(f'/proc/{supervisor}/stat').read().rsplit(')', 1)[1].split()[1])\n"
+        "print(listening, port == int(os.environ['MASTER_PORT']), holds(supervisor), holds(launcher))\n"
+    )
+    r = launch("--nproc-per-node", "2", *python(probe))
+    check("registry socket exit", r.returncode == 0, r.stderr)
+    lines = sorted(r.stdout.splitlines())
+    check("registry socket to rank 0 only",
+          lines == ["[rank 0] 1 True False False", "[rank 1] none"], r.stdout)
+
+
 def test_output_prefixes():
     # stdout lines to stdout, stderr lines to stderr, each behind its rank; an unterminated last
     # line still arrives whole.
@@ -463,6 +492,7 @@ def test_usage_errors():
 
 try:
     test_environment()
+    test_registry_socket_handed_to_rank_0()
     test_output_prefixes()
     test_failing_rank_stops_the_others()
     test_killed_rank_is_named()

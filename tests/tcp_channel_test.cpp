@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -85,8 +86,10 @@ private:
 class Server {
 public:
   explicit Server(std::chrono::nanoseconds handshake_timeout = 5s, FrameLimits limits = {},
-                  std::size_t max_handshakes = TcpListenerOptions{}.max_handshakes) {
+                  std::size_t max_handshakes = TcpListenerOptions{}.max_handshakes,
+                  int listening_fd = -1) {
     TcpListenerOptions options;
+    options.listening_fd = listening_fd;
     options.secret = kSecret;
     options.self = PeerIdentity{0, 2};
     options.handshake_timeout = handshake_timeout;
@@ -218,6 +221,65 @@ TEST_CASE("tcp: the listener binds loopback on an ephemeral port by default") {
   Server server;
   CHECK(server.listener->port() != 0);
   CHECK(server.listener->address() == "127.0.0.1:" + std::to_string(server.listener->port()));
+}
+
+namespace {
+
+// A TCP socket bound to an ephemeral loopback port; listening if asked. Returns it and its port.
+std::pair<int, std::uint16_t> loopback_socket(bool listening) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  if (listening) REQUIRE(::listen(fd, 16) == 0);
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+  return {fd, ntohs(address.sin_port)};
+}
+
+// The Error(invalid_config) a listener handed `fd` for `port` throws.
+std::string refusal(int fd, std::uint16_t port) {
+  TcpListenerOptions options;
+  options.secret = kSecret;
+  options.port = port;
+  options.listening_fd = fd;
+  try {
+    TcpListener listener(options, [](std::shared_ptr<TcpLink>) {});
+  } catch (const Error& error) {
+    CHECK(error.code() == Errc::invalid_config);
+    return error.what();
+  }
+  FAIL("the listener took descriptor " << fd);
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("tcp: a listener serves a socket handed over already listening (rankmesh launch's registry port)") {
+  auto [fd, port] = loopback_socket(true);
+  Server server(5s, {}, TcpListenerOptions{}.max_handshakes, fd);
+  CHECK(server.listener->port() == port);
+  CHECK(server.listener->address() == "127.0.0.1:" + std::to_string(port));
+  auto client = connect_to(server);
+  auto accepted = server.next_link();
+  CHECK(accepted->peer() == PeerIdentity{1, 2});
+}
+
+TEST_CASE("tcp: a handed-over descriptor that is not a listening socket of the port is refused, named") {
+  auto [bound, port] = loopback_socket(false);
+  CHECK(contains(refusal(bound, port), "is not a listening stream socket"));
+  ::close(bound);
+  auto [listening, listening_port] = loopback_socket(true);
+  CHECK(contains(refusal(listening, static_cast<std::uint16_t>(listening_port == 1 ? 2 : 1)),
+                 "is bound to 127.0.0.1:" + std::to_string(listening_port) + ", not port"));
+  ::close(listening);
+  int pipe_fds[2];
+  REQUIRE(::pipe2(pipe_fds, O_CLOEXEC) == 0);
+  CHECK(contains(refusal(pipe_fds[0], 0), "is not a socket"));
+  ::close(pipe_fds[0]);
+  ::close(pipe_fds[1]);
 }
 
 TEST_CASE("tcp: each end of a link knows its authenticated peer") {

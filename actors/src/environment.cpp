@@ -73,6 +73,9 @@ std::optional<ProcessPlace> process_place_from_environment() {
     if (place.master_port > 65535)
       throw Error(Errc::invalid_argument, "MASTER_PORT=" + std::to_string(place.master_port) +
                                               " is not a port");
+    // Only rank 0 hosts the registry; a descriptor 0-2 would be a standard stream.
+    if (place.rank == 0 && get("RANKMESH_REGISTRY_FD"))
+      place.registry_fd = integer("RANKMESH_REGISTRY_FD", 3);
     return place;
   }
   return std::nullopt;

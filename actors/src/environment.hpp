@@ -14,6 +14,9 @@ struct ProcessPlace {
   int local_world_size = 1;
   std::string master_addr;
   int master_port = 0;
+  // Rank 0: RANKMESH_REGISTRY_FD, the registry's socket that rankmesh launch bound to
+  // MASTER_PORT and handed over (no other process can take the port in between); -1: none.
+  int registry_fd = -1;
   std::string source;  // which launcher's variables: "torchrun", "OpenMPI", "Slurm"
 };
 

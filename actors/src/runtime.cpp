@@ -277,6 +277,7 @@ struct Runtime::Impl {
     bootstrap_options.secret = secret;
     bootstrap_options.registry_host = place.master_addr;
     bootstrap_options.registry_port = static_cast<std::uint16_t>(place.master_port);
+    bootstrap_options.registry_fd = place.registry_fd;
     bootstrap_options.join_timeout = options.join_timeout;
     bootstrap_options.failure_timeout = options.failure_timeout;
     bootstrap_options.leave_timeout = options.timeout;

@@ -1,5 +1,6 @@
 // `rankmesh launch`: runs a program once per local rank, with torchrun's environment.
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/random.h>
@@ -12,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -35,8 +37,10 @@ constexpr const char* kHelp =
     "pass, the other ranks are stopped and the launcher exits non-zero naming the cause.\n"
     "SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to the ranks. Nothing a rank starts\n"
     "outlives the rank, nor the launcher, even when the launcher is killed with SIGKILL.\n"
-    "One node picks a free MASTER_PORT and, unless RANKMESH_SECRET or RANKMESH_SECRET_FILE is\n"
-    "set, a random RANKMESH_SECRET for its ranks. Several nodes need --master-port and a secret.\n";
+    "One node binds a free MASTER_PORT itself and hands rank 0 the socket, listening\n"
+    "(RANKMESH_REGISTRY_FD), so no other process can take the port; unless RANKMESH_SECRET or\n"
+    "RANKMESH_SECRET_FILE is set, it makes a random RANKMESH_SECRET for its ranks. Several nodes\n"
+    "need --master-port and a secret.\n";
 
 // How long stopped ranks get to exit before SIGKILL.
 constexpr std::chrono::seconds kGrace{5};
@@ -99,25 +103,41 @@ Launch parse(const std::vector<std::string>& argv) {
   throw std::system_error(errno, std::generic_category(), what);
 }
 
-// A TCP port that is free now. Rank 0 binds it later, so another process may take it first;
-// torchrun accepts the same race. The wildcard address makes it free on every interface,
-// whichever --master-addr names.
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw_errno("cannot pick a free port: socket");
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_ANY);
-  socklen_t length = sizeof address;
-  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
-            ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0;
-  int error = errno;
-  ::close(fd);
-  if (!ok) {
+// Rank 0's registry socket: bound to --master-addr on a port the kernel picks, listening, and
+// handed to rank 0 (RANKMESH_REGISTRY_FD), which serves the registry on it. Choosing a free
+// port and letting rank 0 bind it later (torchrun's way) leaves it free in between for any local
+// process to take, and with it the world's start: the port is never free here.
+struct RegistrySocket {
+  int fd = -1;
+  int port = 0;
+};
+
+RegistrySocket registry_socket(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  if (int rc = ::getaddrinfo(host.c_str(), "0", &hints, &found); rc != 0)
+    throw UsageError("--master-addr " + host + " does not resolve: " + ::gai_strerror(rc));
+  std::unique_ptr<addrinfo, void (*)(addrinfo*)> owned(found, ::freeaddrinfo);
+  RegistrySocket registry;
+  registry.fd = ::socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (registry.fd < 0) throw_errno("cannot make rank 0's registry socket");
+  sockaddr_storage bound{};
+  socklen_t length = sizeof bound;
+  if (::bind(registry.fd, found->ai_addr, found->ai_addrlen) != 0 ||
+      ::listen(registry.fd, SOMAXCONN) != 0 ||
+      ::getsockname(registry.fd, reinterpret_cast<sockaddr*>(&bound), &length) != 0) {
+    const int error = errno;
+    ::close(registry.fd);
     errno = error;
-    throw_errno("cannot pick a free port");
+    throw_errno("cannot listen on --master-addr " + host + " for rank 0's registry");
   }
-  return ntohs(address.sin_port);
+  registry.port = ntohs(bound.ss_family == AF_INET6
+                            ? reinterpret_cast<const sockaddr_in6*>(&bound)->sin6_port
+                            : reinterpret_cast<const sockaddr_in*>(&bound)->sin_port);
+  return registry;
 }
 
 // 32 random bytes, hex-encoded.
@@ -181,8 +201,12 @@ int launch_command(const std::vector<std::string>& argv) {
       {"LOCAL_WORLD_SIZE", std::to_string(launch.nproc_per_node)},
       {"NODE_RANK", std::to_string(launch.node_rank)},
       {"MASTER_ADDR", launch.master_addr},
-      {"MASTER_PORT", std::to_string(launch.master_port ? launch.master_port : free_port())},
   };
+  // --master-port given (several nodes): rank 0 binds it itself.
+  RegistrySocket registry;
+  if (launch.master_port == 0) registry = registry_socket(launch.master_addr);
+  shared.emplace_back("MASTER_PORT",
+                      std::to_string(launch.master_port ? launch.master_port : registry.port));
   if (!set_in_environment("RANKMESH_SECRET") && !set_in_environment("RANKMESH_SECRET_FILE")) {
     // Every node must hold the same secret, and only the operator can hand it to all of them.
     if (launch.nnodes > 1)
@@ -198,7 +222,10 @@ int launch_command(const std::vector<std::string>& argv) {
     Variables variables = shared;
     variables.emplace_back("RANK", std::to_string(rank));
     variables.emplace_back("LOCAL_RANK", std::to_string(local));
-    children.push_back({launch.program, environment_with(variables), "[rank " + std::to_string(rank) + "] "});
+    const int handed = rank == 0 ? registry.fd : -1;
+    if (handed >= 0) variables.emplace_back("RANKMESH_REGISTRY_FD", std::to_string(handed));
+    children.push_back({launch.program, environment_with(variables),
+                        "[rank " + std::to_string(rank) + "] ", handed});
   }
 
   GroupEnding ending = run_process_group(children, launch.timeout, scaled_timeout(kGrace));

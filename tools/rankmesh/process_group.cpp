@@ -231,7 +231,7 @@ public:
     envp.push_back(nullptr);
     std::string exec_failed = "rankmesh launch: cannot execute '" + spec.argv[0] + "': ";
     const SupervisedRank rank{argv.data(), envp.data(), exec_failed.c_str(), rank_mask, ::getpid(),
-                              dev_null, out_write.get(), err_write.get()};
+                              dev_null, out_write.get(), err_write.get(), spec.handed_fd};
 
     // The supervisor starts with every signal blocked, so that none can end it before it has
     // routed them (a forwarded one) or set up the tree it must end (its death signal).
@@ -242,6 +242,7 @@ public:
     if (pid == 0) supervise(rank);  // never returns
     int fork_error = errno;
     ::sigprocmask(SIG_SETMASK, &current, nullptr);
+    if (pid > 0 && spec.handed_fd >= 0) ::close(spec.handed_fd);  // the supervisor holds it now
     if (pid < 0) {
       errno = fork_error;
       throw_errno("fork");

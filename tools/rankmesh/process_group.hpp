@@ -17,6 +17,9 @@ struct ChildSpec {
   std::vector<std::string> argv;  // argv[0] is searched in PATH
   std::vector<std::string> env;   // the child's whole environment, "NAME=value" entries
   std::string prefix;             // written before each line of its stdout and stderr
+  // A descriptor the program inherits under the same number (rank 0's registry socket), or -1.
+  // The launcher closes its own copy once this child has started, so no later child gets it.
+  int handed_fd = -1;
 };
 
 // How a child ended: its exit status, or the signal that killed it.

@@ -140,6 +140,7 @@ private:
       ::setpgid(0, 0);
       if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != supervisor) ::_exit(kSetupFailed);
       ::sigprocmask(SIG_SETMASK, &rank_.rank_mask, nullptr);
+      if (rank_.handed_fd >= 0 && ::fcntl(rank_.handed_fd, F_SETFD, 0) != 0) ::_exit(kSetupFailed);
       ::execvpe(rank_.argv[0], rank_.argv, rank_.envp);
       const char* reason = std::strerror(errno);
       (void)!::write(STDERR_FILENO, rank_.exec_failed, std::strlen(rank_.exec_failed));
@@ -149,6 +150,7 @@ private:
     }
     rank_pid_ = pid;
     ::setpgid(rank_pid_, rank_pid_);
+    if (rank_.handed_fd >= 0) ::close(rank_.handed_fd);  // the rank's now
   }
 
   // The rank's process group holds its descendants unless they moved; the rank itself is

@@ -27,6 +27,7 @@ struct SupervisedRank {
   sigset_t rank_mask;       // the signal mask the rank program starts with
   pid_t launcher;           // the parent the supervisor must still have once it dies with it
   int stdin_fd, stdout_fd, stderr_fd;
+  int handed_fd;  // inherited by the rank program under its number (ChildSpec::handed_fd), or -1
 };
 
 // Runs in the child the launcher has just forked, with every signal blocked; never returns.

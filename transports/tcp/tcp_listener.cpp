@@ -70,17 +70,18 @@ struct TcpListener::Impl {
   void make_room();
 };
 
-TcpListener::TcpListener(TcpListenerOptions options, OnLink on_link)
-    : impl_(std::make_unique<Impl>()) {
-  Impl& impl = *impl_;
-  impl.log = log_or_stderr(options.link.log);
-  impl.options = std::move(options);
-  impl.options.link.log = impl.log;
-  impl.on_link = std::move(on_link);
-  const std::string where = impl.options.address + ":" + std::to_string(impl.options.port);
-  if (impl.options.secret.empty())
-    throw Error(Errc::invalid_config, "tcp listener on " + where + ": no shared secret");
+namespace {
 
+// "127.0.0.1:41234" or "[::1]:41234".
+std::string endpoint_text(const asio::ip::tcp::endpoint& endpoint) {
+  return (endpoint.address().is_v6() ? "[" + endpoint.address().to_string() + "]"
+                                     : endpoint.address().to_string()) +
+         ":" + std::to_string(endpoint.port());
+}
+
+}  // namespace
+
+void TcpListener::bind_and_listen(Impl& impl, const std::string& where) {
   asio::io_context io;
   asio::error_code ec;
   asio::ip::tcp::resolver resolver(io);
@@ -100,10 +101,54 @@ TcpListener::TcpListener(TcpListenerOptions options, OnLink on_link)
   if (ec) throw Error(Errc::invalid_config, "cannot listen on " + where + ": " + ec.message());
   const asio::ip::tcp::endpoint bound = acceptor.local_endpoint(ec);
   impl.port = bound.port();
-  impl.address = (bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
-                                          : bound.address().to_string()) +
-                 ":" + std::to_string(impl.port);
+  impl.address = endpoint_text(bound);
   impl.listen_fd = acceptor.release(ec);
+}
+
+void TcpListener::adopt_listening_socket(Impl& impl, const std::string& where) {
+  const int fd = impl.options.listening_fd;
+  const std::string what = "the listening socket handed over for " + where + " (descriptor " +
+                           std::to_string(fd) + ")";
+  int type = 0, listening = 0;
+  socklen_t length = sizeof type;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) != 0)
+    throw Error(Errc::invalid_config, what + " is not a socket: " + std::strerror(errno));
+  length = sizeof listening;
+  if (type != SOCK_STREAM ||
+      ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &length) != 0 || listening == 0)
+    throw Error(Errc::invalid_config, what + " is not a listening stream socket");
+  sockaddr_storage storage{};
+  length = sizeof storage;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &length) != 0 ||
+      (storage.ss_family != AF_INET && storage.ss_family != AF_INET6))
+    throw Error(Errc::invalid_config, what + " is not bound to an IP address");
+  asio::ip::tcp::endpoint bound;
+  std::memcpy(bound.data(), &storage, std::min<std::size_t>(length, bound.capacity()));
+  bound.resize(length);
+  if (impl.options.port != 0 && bound.port() != impl.options.port)
+    throw Error(Errc::invalid_config, what + " is bound to " + endpoint_text(bound) +
+                                          ", not port " + std::to_string(impl.options.port));
+  impl.port = bound.port();
+  impl.address = endpoint_text(bound);
+  impl.listen_fd = fd;
+}
+
+TcpListener::TcpListener(TcpListenerOptions options, OnLink on_link)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& impl = *impl_;
+  impl.log = log_or_stderr(options.link.log);
+  impl.options = std::move(options);
+  impl.options.link.log = impl.log;
+  impl.on_link = std::move(on_link);
+  const std::string where = impl.options.address + ":" + std::to_string(impl.options.port);
+  if (impl.options.secret.empty())
+    throw Error(Errc::invalid_config, "tcp listener on " + where + ": no shared secret");
+
+  if (impl.options.listening_fd >= 0) {
+    adopt_listening_socket(impl, where);
+  } else {
+    bind_and_listen(impl, where);
+  }
   net::set_nonblocking(impl.listen_fd);
   ::fcntl(impl.listen_fd, F_SETFD, FD_CLOEXEC);
   impl.wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

@@ -15,6 +15,11 @@ namespace rankmesh {
 struct TcpListenerOptions {
   std::string address = "127.0.0.1";  // where to listen; "0.0.0.0" only when asked for
   std::uint16_t port = 0;             // 0: an ephemeral port (see TcpListener::port)
+  // A socket already bound and listening, handed over by whoever chose the port (rankmesh
+  // launch binds rank 0's registry port itself, so that no other process can take it between
+  // the choice and the bind): used instead of binding `address`, and owned from then on (a
+  // listener that throws leaves it to the caller). Its port must be `port` where that is not 0.
+  int listening_fd = -1;
   std::string secret;
   PeerIdentity self;
   // How long an unauthenticated connection may take to prove the secret.
@@ -54,6 +59,8 @@ public:
 
 private:
   struct Impl;
+  static void bind_and_listen(Impl& impl, const std::string& where);
+  static void adopt_listening_socket(Impl& impl, const std::string& where);
   std::unique_ptr<Impl> impl_;
 };
 

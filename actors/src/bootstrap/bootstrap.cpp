@@ -23,7 +23,8 @@ Bootstrap::Bootstrap(caf::actor_system& system, BootstrapOptions options, Deadli
                                                             options_.failure_timeout, options_.log});
     try {
       server_ = std::make_unique<RegistryServer>(system, registry_, options_.registry_host,
-                                                 options_.registry_port, link);
+                                                 options_.registry_port, options_.registry_fd,
+                                                 link);
     } catch (...) {
       // No destructor runs for a constructor that throws: stop the registry here, or the
       // runtime's actor system would wait for it until its join timer ends it.

@@ -30,6 +30,9 @@ struct BootstrapOptions {
   std::string secret;  // proves every link (auth.hpp)
   std::string registry_host;  // where rank 0 listens: MASTER_ADDR, MASTER_PORT
   std::uint16_t registry_port = 0;
+  // Rank 0: the registry's socket, already bound to that port and listening (from rankmesh
+  // launch), or -1 to bind it here.
+  int registry_fd = -1;
   // How long the registry waits for every rank to join.
   std::chrono::milliseconds join_timeout{30000};
   // A rank (or the registry) silent this long is lost; also bounds a link's handshake and writes.

@@ -295,12 +295,13 @@ struct RegistryServer::Impl {
 };
 
 RegistryServer::RegistryServer(caf::actor_system& system, caf::actor registry,
-                               const std::string& host, std::uint16_t port,
+                               const std::string& host, std::uint16_t port, int listening_fd,
                                RegistryLinkOptions options)
     : impl_(std::make_unique<Impl>(system, std::move(registry), std::move(options))) {
   TcpListenerOptions listen;
   listen.address = host;
   listen.port = port;
+  listen.listening_fd = listening_fd;
   listen.secret = impl_->options.secret;
   listen.self = PeerIdentity{0, impl_->options.world_size};
   listen.handshake_timeout = impl_->options.handshake_timeout;

@@ -34,9 +34,10 @@ struct RegistryLinkOptions {
 // `registry` (as that rank's actor: the registry monitors it and sends it failures).
 class RegistryServer {
 public:
-  // Throws Error(invalid_config) when it cannot listen there.
+  // Throws Error(invalid_config) when it cannot listen there. `listening_fd`: a socket already
+  // bound to host:port and listening (TcpListenerOptions::listening_fd), or -1 to bind here.
   RegistryServer(caf::actor_system& system, caf::actor registry, const std::string& host,
-                 std::uint16_t port, RegistryLinkOptions options);
+                 std::uint16_t port, int listening_fd, RegistryLinkOptions options);
   ~RegistryServer();
   RegistryServer(const RegistryServer&) = delete;
   RegistryServer& operator=(const RegistryServer&) = delete;
