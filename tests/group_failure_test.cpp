@@ -143,6 +143,43 @@ TEST_CASE_TEMPLATE("group failure: members waiting on other peers fail within a 
   }
 }
 
+TEST_CASE_TEMPLATE("group failure: a send blocked on a full channel ends with the group's failure, "
+                   "not at its deadline", Over, OverInproc, OverShm, OverTcp) {
+  RuntimeOptions options = options_for<Over>(3);
+  options.timeout = 20s;  // a send still blocked would end in a timeout error, not the reason
+  Runtime runtime(options);
+  std::string text;
+  Errc code = Errc::invalid_argument;
+  std::atomic<double> failed_after{-1};
+  auto errors = run_ranks(runtime, [&](ParallelState& state) {
+    const int rank = state.rank();
+    state.initialize_model_parallel(3);
+    GroupCoordinator& tp = state.tp();
+    if (rank == 0) {
+      std::this_thread::sleep_for(1s);  // rank 1's sends have filled its channel to rank 2
+      GroupState& group = state_of(tp);
+      group.rank_context->fail_group(group.id, group.members, kReason);
+    } else if (rank == 1) {
+      // Rank 2 never receives: 1 MiB dicts fill any channel (inproc's 64 slots, shm's pending
+      // lent payloads, tcp's socket buffers and writer) well before 256 of them.
+      TensorDict dict{{"x", filled(1 << 18, 1)}};
+      const auto start = Clock::now();
+      text = error_of([&] {
+        for (int i = 0; i < 256; ++i) tp.send_tensor_dict(dict, 2);
+      }, code);
+      failed_after = seconds_since(start);
+    } else {
+      Errc ignored = Errc::invalid_argument;
+      error_of([&] { tp.barrier(); }, ignored);  // ends with the group's failure too
+    }
+  });
+  REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+  CHECK(code == Errc::mismatch);
+  CHECK_MESSAGE(text.find("send_tensor_dict: the group failed: " + std::string(kReason)) !=
+                    std::string::npos, text);
+  MESSAGE("rank 1's send failed after " << failed_after.load() << " s");
+}
+
 TEST_CASE("group failure: a notice fails only the named group, and only its members learn it") {
   // Two tp groups of two: {0, 1} and {2, 3}. Rank 1 fails tp:0 while rank 0 waits on it.
   RuntimeOptions options = options_for<OverInproc>(4);

@@ -38,11 +38,11 @@ class NotingChannel final : public Channel {
 public:
   explicit NotingChannel(std::shared_ptr<Channel> inner)
       : Channel(inner->traits()), inner_(std::move(inner)) {}
-  void send(Frame& frame, Deadline deadline) override {
+  void send(Frame& frame, Deadline start_by, Deadline deadline) override {
     std::size_t bytes = 0;
     for (const Tensor& t : frame.tensors) bytes += t.nbytes();
     const std::uint32_t op = frame.header.op;
-    inner_->send(frame, deadline);
+    inner_->send(frame, start_by, deadline);
     std::lock_guard lock(mutex_);
     sent_.push_back(Sent{op, bytes});
   }

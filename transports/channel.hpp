@@ -50,8 +50,13 @@ public:
 
   // Hands `frame` over. Its buffers are swapped with spent ones (so the caller's vectors keep
   // their capacity and the steady state allocates nothing); its tensors are moved. Waits while
-  // the channel is full. Throws ChannelClosed once closed, ChannelTimeout at the deadline.
-  virtual void send(Frame& frame, Deadline deadline) = 0;
+  // the channel is full: until `start_by` for room to begin the frame — ChannelTimeout then,
+  // with nothing of it sent, so the caller may try again (a sender waiting in slices) — and
+  // until `deadline` for room for the rest of a frame begun — ChannelTimeout then closes the
+  // channel, whose stream is cut. Throws ChannelClosed once closed.
+  virtual void send(Frame& frame, Deadline start_by, Deadline deadline) = 0;
+  // Both waits end at `deadline`.
+  void send(Frame& frame, Deadline deadline) { send(frame, deadline, deadline); }
 
   // Takes the next frame into `frame`, swapping buffers the same way. Returns false at the
   // deadline; throws ChannelClosed once closed and drained.

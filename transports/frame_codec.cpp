@@ -8,6 +8,7 @@
 #include <optional>
 #include <utility>
 
+#include "channel.hpp"
 #include "rankmesh/event.hpp"
 #include "received_payloads.hpp"
 
@@ -203,9 +204,9 @@ void wait_payloads_ready(const Frame& frame, Deadline deadline, bool except_chun
     if (!event->query()) {
       const auto left = std::max(Clock::duration::zero(), deadline - Clock::now());
       if (!event->wait_for(left))
-        throw Error(Errc::timeout, describe(frame) + ": tensor " + std::to_string(i) +
-                                       " was not ready before the deadline (its " +
-                                       event->describe() + " did not complete)");
+        throw ChannelTimeout(describe(frame) + ": tensor " + std::to_string(i) +
+                             " was not ready before the deadline (its " + event->describe() +
+                             " did not complete)");
     }
     if (std::exception_ptr error = event->error()) std::rethrow_exception(error);
   }
@@ -223,8 +224,9 @@ std::span<const iovec> FrameEncoder::encode(const Frame& frame, std::uint64_t li
   const std::size_t count = frame.tensors.size();
   std::uint64_t payload = 0;
   std::size_t wire_payload = 0;
-  lent_.assign(count, false);
+  lent_.assign(count, 0);
   lent_bytes_ = 0;
+  std::size_t lent_count = 0;
   for (std::size_t i = 0; i < count; ++i) {
     const Tensor& tensor = frame.tensors[i];
     if (!tensor.defined())
@@ -237,7 +239,8 @@ std::span<const iovec> FrameEncoder::encode(const Frame& frame, std::uint64_t li
     const std::size_t nbytes = tensor.nbytes();
     payload += nbytes;
     if (nbytes > lend_above) {
-      lent_[i] = true;
+      lent_[i] = 1;
+      ++lent_count;
       lent_bytes_ += nbytes;
       wire_payload += kLentPayloadBytes;
     } else {
@@ -248,8 +251,7 @@ std::span<const iovec> FrameEncoder::encode(const Frame& frame, std::uint64_t li
   const std::size_t head_bytes = kFrameHeaderBytes + count * kDescriptorBytes;
   // The lent payloads' addresses follow the descriptors in the same buffer (sized once, so that
   // the spans into it stay valid).
-  head_.resize(head_bytes + kLentPayloadBytes * static_cast<std::size_t>(
-                                                    std::count(lent_.begin(), lent_.end(), true)));
+  head_.resize(head_bytes + kLentPayloadBytes * lent_count);
   std::uint8_t* out = head_.data();
   put(out, kFrameMagic);
   put(out, kFrameVersion);
@@ -263,7 +265,7 @@ std::span<const iovec> FrameEncoder::encode(const Frame& frame, std::uint64_t li
   put(out, static_cast<std::uint32_t>(count));
   put(out, payload);
   for (std::size_t i = 0; i < count; ++i, out += kDescriptorBytes)
-    write_descriptor(out, frame.tensors[i], lent_[i]);
+    write_descriptor(out, frame.tensors[i], lent_[i] != 0);
 
   spans_.clear();
   spans_.push_back(iovec{head_.data(), head_bytes});
@@ -272,7 +274,7 @@ std::span<const iovec> FrameEncoder::encode(const Frame& frame, std::uint64_t li
         iovec{const_cast<std::uint8_t*>(frame.metadata.data()), frame.metadata.size()});
   for (std::size_t i = 0; i < count; ++i) {
     const Tensor& tensor = frame.tensors[i];
-    if (lent_[i]) {
+    if (lent_[i] != 0) {
       std::uint8_t* address = out;
       put(out, static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(tensor.data())));
       put(out, static_cast<std::uint64_t>(tensor.nbytes()));
@@ -444,10 +446,8 @@ void FrameDecoder::land(const Landing* landing) noexcept {
 void FrameDecoder::divert() {
   try {
     divert_withdrawn(withdrawn_, descriptors_, allocate_, tensors_, current_, filled_);
-  } catch (const Error& error) {
+  } catch (const Error& error) {  // the allocator's failures come as Errors naming the tensor
     fail(error.code(), error.what());
-  } catch (const std::exception& error) {
-    fail(Errc::limit_exceeded, std::string("cannot allocate a withdrawn landing's tensors: ") + error.what());
   }
 }
 

@@ -75,9 +75,10 @@ public:
   BroadcastRings& broadcast_rings() noexcept { return rings_; }
 
   using Describe = PeerLinks::Describe;
-  // Hands a frame to global rank `dst` (PeerLinks::send).
-  void send(int dst, Frame& frame, Deadline deadline, const Describe& what) {
-    links_.send(dst, frame, deadline, what);
+  // Hands a frame to global rank `dst`; false where it could not (PeerLinks::try_send).
+  bool try_send(int dst, Frame& frame, Deadline start_by, Deadline deadline, const Describe& what,
+                std::string& why) {
+    return links_.try_send(dst, frame, start_by, deadline, what, why);
   }
   // The next frame from global rank `src` for `group` and message class (point-to-point or
   // collective): from the stash if one is kept, else from the channel, where frames for other

@@ -53,7 +53,9 @@ private:
   class Outbound final : public Channel {
   public:
     explicit Outbound(PipeLink& link) : Channel(ChannelTraits{.lands_payloads = true}), link_(link) {}
-    void send(Frame& frame, Deadline deadline) override { link_.send(frame, deadline); }
+    void send(Frame& frame, Deadline start_by, Deadline deadline) override {
+      link_.send(frame, start_by, deadline);
+    }
     bool recv(Frame&, Deadline) override {
       throw Error(Errc::invalid_argument, "recv on the sending direction of a pipe link");
     }
@@ -65,7 +67,7 @@ private:
   class Inbound final : public Channel {
   public:
     explicit Inbound(PipeLink& link) : Channel(ChannelTraits{.lands_payloads = true}), link_(link) {}
-    void send(Frame&, Deadline) override {
+    void send(Frame&, Deadline, Deadline) override {
       throw Error(Errc::invalid_argument, "send on the receiving direction of a pipe link");
     }
     bool recv(Frame& frame, Deadline deadline) override { return link_.recv(frame, deadline); }
@@ -90,17 +92,17 @@ private:
     throw_closed();
   }
 
-  void send(Frame& frame, Deadline deadline) {
+  void send(Frame& frame, Deadline start_by, Deadline deadline) {
     std::lock_guard lock(send_mutex_);
     if (closed()) throw_closed();
     check_frame_limits(frame, limits_);
-    wait_payloads_ready(frame, deadline);
+    wait_payloads_ready(frame, start_by);
     std::span<const iovec> spans = encoder_.encode(frame, next_seq_);
     std::vector<iovec> unsent(spans.begin(), spans.end());
     std::size_t first = 0;
     bool started = false;
     while (first < unsent.size()) {
-      if (!ready(fd_, POLLOUT, deadline)) {
+      if (!ready(fd_, POLLOUT, started ? deadline : start_by)) {
         if (!started) throw ChannelTimeout("pipe link: the peer took nothing until the deadline");
         fail("the peer stopped taking a frame halfway until the deadline");
       }

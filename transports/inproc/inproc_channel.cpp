@@ -4,13 +4,13 @@
 
 namespace rankmesh {
 
-void InprocChannel::send(Frame& frame, Deadline deadline) {
+void InprocChannel::send(Frame& frame, Deadline start_by, Deadline /*deadline*/) {
   const std::uint64_t tail = tail_.load(std::memory_order_relaxed);
   auto has_room = [&] {
     return closed_.load(std::memory_order_acquire) ||
            tail - head_.load(std::memory_order_seq_cst) < kSlots;
   };
-  if (!not_full_.wait_until(has_room, deadline))
+  if (!not_full_.wait_until(has_room, start_by))
     throw ChannelTimeout("inproc channel stayed full until the deadline");
   if (closed_.load(std::memory_order_acquire)) throw_closed();
 

@@ -23,7 +23,9 @@ public:
 
   InprocChannel() : Channel(kTraits) {}
 
-  void send(Frame& frame, Deadline deadline) override;
+  using Channel::send;
+  // A frame goes into a slot whole: only `start_by` bounds the wait.
+  void send(Frame& frame, Deadline start_by, Deadline deadline) override;
   bool recv(Frame& frame, Deadline deadline) override;
   void close(const std::string& reason) override;
 

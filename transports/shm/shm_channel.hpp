@@ -126,9 +126,10 @@ public:
   ShmChannel& operator=(const ShmChannel&) = delete;
 
   // Sender only. Throws Error(invalid_argument) for an undefined or non-host tensor,
-  // Error(limit_exceeded) for a frame beyond the options' bounds, Error(timeout) when a tensor's
-  // ready event does not complete before the deadline; nothing is sent then.
-  void send(Frame& frame, Deadline deadline) override;
+  // Error(limit_exceeded) for a frame beyond the options' bounds, ChannelTimeout when a tensor's
+  // ready event does not complete before `start_by`; nothing is sent then.
+  using Channel::send;
+  void send(Frame& frame, Deadline start_by, Deadline deadline) override;
   // Receiver only. Tensors come from the allocator. A deadline that passes in the middle of a
   // frame keeps what has arrived; the next recv() goes on from there.
   bool recv(Frame& frame, Deadline deadline) override;

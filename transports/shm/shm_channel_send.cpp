@@ -100,7 +100,7 @@ void ShmChannel::stream_out(const std::uint8_t* src, std::size_t n, Deadline dea
   }
 }
 
-void ShmChannel::send(Frame& frame, Deadline deadline) {
+void ShmChannel::send(Frame& frame, Deadline start_by, Deadline deadline) {
   if (receiver_)
     throw Error(Errc::invalid_argument, "send on the receiving end of shm channel " + name_);
   if (broken_ || closed()) throw_closed();
@@ -122,7 +122,7 @@ void ShmChannel::send(Frame& frame, Deadline deadline) {
                     " bytes) do not fit the ring of " + std::to_string(ring_capacity_) + " bytes");
 
   // The bytes must be final before anyone reads them.
-  wait_payloads_ready(frame, deadline);
+  wait_payloads_ready(frame, start_by);
 
   release_consumed();
   if (one_copy && !fits_at_once(encoder_.size()) && copy_to_lend(frame))
@@ -140,7 +140,7 @@ void ShmChannel::send(Frame& frame, Deadline deadline) {
     if (drop > 0) {
       const std::uint64_t needed = lent_[drop - 1].end;
       auto taken = [&] { return closed() || raw_head() >= needed; };
-      if (!wait(taken, &control_->space_epoch, &control_->space_sleepers, deadline))
+      if (!wait(taken, &control_->space_epoch, &control_->space_sleepers, start_by))
         throw ChannelTimeout(to() + ": the receiver did not take earlier payloads before the deadline");
       if (closed()) throw_closed();
       release_consumed();
@@ -148,11 +148,11 @@ void ShmChannel::send(Frame& frame, Deadline deadline) {
   }
 
   const std::uint64_t record = encoder_.size();
-  grow_for(static_cast<std::size_t>(std::min<std::uint64_t>(record, ring_capacity_)), deadline);
+  grow_for(static_cast<std::size_t>(std::min<std::uint64_t>(record, ring_capacity_)), start_by);
   if (record <= ring_bytes_) {
-    wait_space(static_cast<std::size_t>(record), deadline, "waiting for room for a frame");
+    wait_space(static_cast<std::size_t>(record), start_by, "waiting for room for a frame");
   } else {
-    wait_space(prefix, deadline, "waiting for room for a frame's header");
+    wait_space(prefix, start_by, "waiting for room for a frame's header");
   }
   // Everything below writes the frame; only a receiver that stops for good interrupts it. The
   // prefix (header, descriptors, metadata) goes in at once, the payloads may stream.

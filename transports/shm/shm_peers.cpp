@@ -15,9 +15,9 @@ public:
       : Channel(peers->traits(receiving)), peers_(std::move(peers)), peer_(peer),
         receiving_(receiving) {}
 
-  void send(Frame& frame, Deadline deadline) override {
+  void send(Frame& frame, Deadline start_by, Deadline deadline) override {
     const bool first = made_.load(std::memory_order_acquire) == nullptr;
-    made(deadline).send(frame, deadline);
+    made(start_by).send(frame, start_by, deadline);
     if (first) peers_->receive_ahead(peer_);  // while the peer takes it in
   }
   bool recv(Frame& frame, Deadline deadline) override { return made(deadline).recv(frame, deadline); }

@@ -52,7 +52,9 @@ Errc code_of(const std::exception_ptr& error) {
 class TcpLink::Outbound final : public Channel {
 public:
   explicit Outbound(TcpLink& link) : Channel(kOutboundTraits), link_(link) {}
-  void send(Frame& frame, Deadline deadline) override { link_.send(frame, deadline); }
+  void send(Frame& frame, Deadline start_by, Deadline deadline) override {
+    link_.send(frame, start_by, deadline);
+  }
   bool recv(Frame&, Deadline) override {
     throw Error(Errc::invalid_argument, "recv on the outbound tcp channel to " + link_.peer_name());
   }
@@ -66,7 +68,7 @@ private:
 class TcpLink::Inbound final : public Channel {
 public:
   explicit Inbound(TcpLink& link) : Channel(kInboundTraits), link_(link) {}
-  void send(Frame&, Deadline) override {
+  void send(Frame&, Deadline, Deadline) override {
     throw Error(Errc::invalid_argument, "send on the inbound tcp channel from " + link_.peer_name());
   }
   bool recv(Frame& frame, Deadline deadline) override { return link_.recv(frame, deadline); }
@@ -161,25 +163,29 @@ bool TcpLink::finish_writing(Deadline deadline) {
   return true;
 }
 
-void TcpLink::send(Frame& frame, Deadline deadline) {
+void TcpLink::send(Frame& frame, Deadline start_by, Deadline deadline) {
   std::lock_guard lock(send_mutex_);
   if (closed()) throw_closed();
-  // The chunked payloads' events belong to this frame only, however the send ends.
+  // The chunked payloads' events belong to this frame only, however the send ends — but for a
+  // ChannelTimeout before anything left, after which the same frame may be sent again.
   struct ClearChunked {
     Frame& frame;
-    ~ClearChunked() { frame.chunked.clear(); }
+    bool keep = false;
+    ~ClearChunked() {
+      if (!keep) frame.chunked.clear();
+    }
   } clear_chunked{frame};
   check_frame_limits(frame, limits_);
   try {
-    wait_payloads_ready(frame, deadline, true);
-  } catch (const Error& error) {
-    if (error.code() != Errc::timeout) throw;
-    throw ChannelTimeout("sending to " + peer_name_ + ": " + error.what());
+    wait_payloads_ready(frame, start_by, true);
+    if (!finish_writing(start_by))
+      throw ChannelTimeout(peer_name_ + " has not taken the previous frame before the deadline");
+    lay_out(frame, encoder_.encode(frame, next_seq_));
+    if (!gates_.empty()) wait_chunk(gates_.front(), start_by, false);
+  } catch (const ChannelTimeout&) {
+    clear_chunked.keep = true;
+    throw;
   }
-  if (!finish_writing(deadline))
-    throw ChannelTimeout(peer_name_ + " has not taken the previous frame before the deadline");
-  lay_out(frame, encoder_.encode(frame, next_seq_));
-  if (!gates_.empty()) wait_chunk(gates_.front(), deadline, false);
   std::size_t first = 0;  // unsent_[first] is the next span with bytes left
   bool handed = false;
   while (first < unsent_.size()) {
@@ -270,10 +276,13 @@ void TcpLink::wait_chunk(const Gate& gate, Deadline deadline, bool sent_any) {
       describe(gate) + (error ? " did not reach host memory: " + message_of(error)
                               : " did not reach host memory before the deadline (its " +
                                     ready.describe() + " did not complete)");
-  // An Error, not a ChannelTimeout: the peer is not the one that was late.
   const Errc code = error ? code_of(error) : Errc::timeout;
-  if (!sent_any)  // nothing of the frame has left: the link stays as it was
+  if (!sent_any) {  // nothing of the frame has left: the link stays as it was
+    // Late (not failed): a ChannelTimeout, as for a full channel, so a sender waiting in
+    // slices tries again until its own deadline.
+    if (!error) throw ChannelTimeout("sending to " + peer_name_ + ": " + why);
     throw Error(code, "sending to " + peer_name_ + ": " + why);
+  }
   close_with_error("a frame was cut short, since " + why);
   throw Error(code, "sending to " + peer_name_ + ": " + why +
                         "; part of the frame had left, so the link is closed");

@@ -93,7 +93,7 @@ private:
     std::size_t end = 0;
   };
 
-  void send(Frame& frame, Deadline deadline);
+  void send(Frame& frame, Deadline start_by, Deadline deadline);
   // Hands the rest of the frame being sent, from unsent_[first], to the writer thread, with
   // everything it reads. Closes the link (ChannelClosed) when the thread cannot be started.
   void hand_to_writer(Frame& frame, std::size_t first);
@@ -121,7 +121,7 @@ private:
   static std::string describe(const Gate& gate);
   // Waits for `gate`'s chunk until the deadline; a copy that failed or did not finish in time
   // fails the send: the link is closed when part of the frame has left (`sent_any`), and the
-  // error names the chunk.
+  // error names the chunk. Late before anything left: ChannelTimeout (the send may be retried).
   void wait_chunk(const Gate& gate, Deadline deadline, bool sent_any);
   void writer_loop();
   [[noreturn]] void throw_closed() const;

@@ -36,7 +36,17 @@ void send_numbered(const Call& call, int dst, OpCode op, std::uint64_t seq, Fram
   }
   frame.header = FrameHeader{call.group().id, static_cast<std::uint32_t>(op), seq, call.rank().rank()};
   record_message(call, frame, dst, true);
-  call.rank().send(call.group().global_rank(dst), frame, call.deadline(), call.describe());
+  RankContext& rank = call.rank();
+  const int peer = call.group().global_rank(dst);
+  // Waited for in slices, as a receive is: a peer that stopped reading leaves the channel full,
+  // and a member that failed the group meanwhile must end the wait, which nothing else wakes.
+  // The first try may wait one slice from the call's start (no clock read; a send rarely waits,
+  // so the watchdog's point is left to watch::next_until).
+  Deadline until = call.deadline() - call.group().timeout + watch::kSlice;
+  std::string why;
+  while (!rank.try_send(peer, frame, until, call.deadline(), call.describe(), why))
+    if (!watch::next_until(call, dst, op, seq, until))
+      throw rank.links().not_sent(peer, call.describe(), why);
 }
 
 namespace {

@@ -15,15 +15,23 @@ void PeerLinks::connect(std::vector<std::shared_ptr<Channel>> outbound,
     if (channel) channel->close(failure_);
 }
 
-void PeerLinks::send(int dst, Frame& frame, Deadline deadline, const Describe& what) {
+bool PeerLinks::try_send(int dst, Frame& frame, Deadline start_by, Deadline deadline,
+                         const Describe& what, std::string& why) {
   try {
-    outbound_[static_cast<std::size_t>(dst)]->send(frame, deadline);
-  } catch (const ChannelTimeout&) {
-    throw history_.reported(Error(Errc::timeout, what() + ": rank " + std::to_string(dst) +
-                                                     " did not take the message before the deadline"));
+    outbound_[static_cast<std::size_t>(dst)]->send(frame, start_by, deadline);
+    return true;
+  } catch (const ChannelTimeout& timeout) {
+    why = timeout.what();
+    return false;
   } catch (const ChannelClosed& closed) {
     throw closed_error(what() + ": channel to rank " + std::to_string(dst), closed);
   }
+}
+
+Error PeerLinks::not_sent(int dst, const Describe& what, const std::string& why) const {
+  return history_.reported(Error(Errc::timeout, what() + ": the message to rank " +
+                                                    std::to_string(dst) +
+                                                    " was not sent before the deadline: " + why));
 }
 
 bool PeerLinks::receive(int src, Frame& frame, Deadline deadline, const Describe& what,

@@ -41,8 +41,16 @@ public:
            locality_.shared_memory[static_cast<std::size_t>(rank)];
   }
 
-  // Hands a frame to global rank `dst`; Error(timeout) or Error(peer_failed), reported.
-  void send(int dst, Frame& frame, Deadline deadline, const Describe& what);
+  // Hands a frame to global rank `dst`: false where the channel had no room to begin it by
+  // `start_by` (nothing sent: the caller may try again), or stopped taking it halfway until
+  // `deadline` (then the channel has closed itself, and the next try says so);
+  // Error(peer_failed), reported, once the channel is closed (Channel::send).
+  // `why`: what the channel said when it returned false.
+  bool try_send(int dst, Frame& frame, Deadline start_by, Deadline deadline, const Describe& what,
+                std::string& why);
+  // Error(timeout), reported: a message to rank `dst` was not sent before the call's deadline,
+  // `why` (the last try's).
+  Error not_sent(int dst, const Describe& what, const std::string& why) const;
   // The next frame from global rank `src`, its payloads landing where `landing` says (may be
   // null). False at the deadline; Error(peer_failed), reported, once the channel is closed.
   bool receive(int src, Frame& frame, Deadline deadline, const Describe& what,
