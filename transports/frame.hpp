@@ -20,6 +20,15 @@ struct FrameHeader {
   std::int32_t src = 0;     // sender's global rank
 };
 
+// One tensor as a frame's descriptor of it says (frame_codec.hpp writes and parses them).
+struct TensorDescriptor {
+  Shape shape;
+  DType dtype = DType::u8;
+  Device device;
+  bool lent = false;        // its payload travels as an address in the sender
+  std::uint64_t nbytes = 0;  // of its payload
+};
+
 // A payload whose bytes become ready in order, a chunk at a time: a device tensor's bytes being
 // copied into host memory chunk by chunk. A channel that writes payloads progressively
 // (ChannelTraits::writes_progressively) sends chunk k once ready[k] has completed, while the

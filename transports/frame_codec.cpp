@@ -320,7 +320,7 @@ std::span<std::uint8_t> FrameDecoder::next_buffer() {
     case Phase::descriptor: return {scratch_.data() + filled_, want_ - filled_};
     case Phase::metadata: return {metadata_.data() + filled_, want_ - filled_};
     case Phase::payload:
-      if (withdrawn_ != 0) divert();
+      if (landed_.withdrawn()) divert();
       return {tensors_[current_].data_as<std::uint8_t>() + filled_, want_ - filled_};
     case Phase::ready: return {};
     case Phase::failed: break;
@@ -377,7 +377,7 @@ void FrameDecoder::parse_header() {
     fail(error.code, error.what);
   descriptors_.clear();
   tensors_.clear();
-  landed_ = withdrawn_ = 0;
+  landed_.start(0);
   described_bytes_ = 0;
   current_ = 0;
   if (header_.tensors == 0) {
@@ -424,7 +424,8 @@ void FrameDecoder::after_descriptors() {
 void FrameDecoder::start_payloads() {
   // Memory for every payload before the first payload byte is read.
   try {
-    landed_ = allocate_received_payloads(header_.frame, descriptors_, landing_, allocate_, tensors_);
+    landed_.start(
+        allocate_received_payloads(header_.frame, descriptors_, landing_, allocate_, tensors_));
   } catch (const Error& error) {
     fail(error.code(), error.what());
   } catch (const std::exception& error) {
@@ -434,18 +435,13 @@ void FrameDecoder::start_payloads() {
 }
 
 void FrameDecoder::land(const Landing* landing) noexcept {
-  if (landing == nullptr) {
-    if (phase_ == Phase::payload) withdrawn_ |= withdrawn_from(landed_, current_);
-  } else if (withdrawn_ != 0 &&
-             relanded(*landing, header_.frame, descriptors_, tensors_, withdrawn_)) {
-    withdrawn_ = 0;
-  }
+  landed_.land(landing, phase_ == Phase::payload, current_, header_.frame, descriptors_, tensors_);
   landing_ = landing;
 }
 
 void FrameDecoder::divert() {
   try {
-    divert_withdrawn(withdrawn_, descriptors_, allocate_, tensors_, current_, filled_);
+    landed_.divert(descriptors_, allocate_, tensors_, current_, filled_);
   } catch (const Error& error) {  // the allocator's failures come as Errors naming the tensor
     fail(error.code(), error.what());
   }

@@ -28,6 +28,7 @@
 
 #include "deadline.hpp"
 #include "frame.hpp"
+#include "received_payloads.hpp"
 #include "rankmesh/error.hpp"
 
 namespace rankmesh {
@@ -49,15 +50,6 @@ struct WireHeader {
   std::uint64_t prefix_bytes() const noexcept {
     return kFrameHeaderBytes + std::uint64_t{tensors} * kDescriptorBytes + metadata_bytes;
   }
-};
-
-// One tensor as its descriptor describes it.
-struct TensorDescriptor {
-  Shape shape;
-  DType dtype = DType::u8;
-  Device device;
-  bool lent = false;        // its payload travels as an address in the sender
-  std::uint64_t nbytes = 0;  // of its payload
 };
 
 // What is wrong with bytes that claim to be (part of) a frame; empty `what` when nothing.
@@ -166,14 +158,13 @@ private:
   std::string which() const;
   void start_payloads();
   void next_payload(std::size_t from);  // the next tensor from `from` with bytes, or ready
-  void divert();  // withdrawn_ tensors to memory of their own
+  void divert();  // landed_.divert(), a failure failing the decoder
   void expect(Phase phase, std::size_t bytes);
 
   Allocator allocate_;
   FrameLimits limits_;
   const Landing* landing_ = nullptr;
-  std::uint64_t landed_ = 0;     // the current frame's landed tensors (LandedTensors)
-  std::uint64_t withdrawn_ = 0;  // of which to divert before the next payload byte
+  LandedPayloads landed_;
   Phase phase_ = Phase::header;
   std::array<std::uint8_t, kDescriptorBytes> scratch_{};  // header or descriptor
   std::size_t want_ = kFrameHeaderBytes;  // bytes of the current part

@@ -56,28 +56,33 @@ LandedTensors allocate_received_payloads(const FrameHeader& header,
   return landed;
 }
 
-bool relanded(const Landing& landing, const FrameHeader& header,
-              std::span<const TensorDescriptor> described, const std::vector<Tensor>& tensors,
-              LandedTensors withdrawn) noexcept {
-  for (std::size_t i = 0; withdrawn != 0; ++i, withdrawn >>= 1) {
-    if ((withdrawn & 1) == 0) continue;
-    if (!landing.fits(header, i, described[i].shape, described[i].dtype) ||
-        landing.tensors[i].data() != tensors[i].data())
-      return false;
+void LandedPayloads::land(const Landing* landing, bool reading, std::size_t current,
+                          const FrameHeader& header, std::span<const TensorDescriptor> described,
+                          const std::vector<Tensor>& tensors) noexcept {
+  if (!reading) return;
+  if (landing == nullptr) {
+    if (current < Landing::kMaxTensors) withdrawn_ |= landed_ & (~LandedTensors{0} << current);
+    return;
   }
-  return true;
+  LandedTensors left = withdrawn_;
+  for (std::size_t i = 0; left != 0; ++i, left >>= 1) {
+    if ((left & 1) == 0) continue;
+    if (!landing->fits(header, i, described[i].shape, described[i].dtype) ||
+        landing->tensors[i].data() != tensors[i].data())
+      return;  // other memory: what is withdrawn stays so
+  }
+  withdrawn_ = 0;
 }
 
-void divert_withdrawn(LandedTensors& withdrawn, std::span<const TensorDescriptor> described,
-                      const Allocator& allocate, std::vector<Tensor>& tensors,
-                      std::size_t current, std::size_t done) {
-  for (std::size_t i = 0; withdrawn != 0; ++i) {
+void LandedPayloads::divert(std::span<const TensorDescriptor> described, const Allocator& allocate,
+                            std::vector<Tensor>& tensors, std::size_t current, std::size_t done) {
+  for (std::size_t i = 0; withdrawn_ != 0; ++i) {
     const LandedTensors bit = LandedTensors{1} << i;
-    if ((withdrawn & bit) == 0) continue;
+    if ((withdrawn_ & bit) == 0) continue;
     Tensor own = allocate_tensor(allocate, described[i], i);
     if (i == current && done != 0) std::memcpy(own.data(), tensors[i].data(), done);
     tensors[i] = std::move(own);
-    withdrawn &= ~bit;  // after the allocation: one that throws leaves the bit for a retry
+    withdrawn_ &= ~bit;  // after the allocation: one that throws leaves the bit for a retry
   }
 }
 

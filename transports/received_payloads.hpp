@@ -7,7 +7,6 @@
 #include <vector>
 
 #include "frame.hpp"
-#include "frame_codec.hpp"
 
 namespace rankmesh {
 
@@ -25,27 +24,38 @@ LandedTensors allocate_received_payloads(const FrameHeader& header,
                                          const Landing* landing, const Allocator& allocate,
                                          std::vector<Tensor>& tensors);
 
-// The landed tensors of a frame still arriving from index `from` on (the one being filled
-// included) when its landing is withdrawn (Channel::land(nullptr), after each recv()). The
-// receive may go on — a wait in slices lands the same tensors again (relanded()) — or it has
-// ended (a timeout) and the caller may use that memory again: before more of the frame is read,
-// each withdrawn tensor not landed again gets memory of its own (divert_withdrawn()).
-inline LandedTensors withdrawn_from(LandedTensors landed, std::size_t from) noexcept {
-  return from >= Landing::kMaxTensors ? 0 : landed & (~LandedTensors{0} << from);
-}
+// The landed tensors of the frame a receiver is reading, across the withdrawals of its landing
+// (Channel::land(nullptr), after each recv()): one state and its rules for both receivers that
+// read payload bytes themselves (FrameDecoder, ShmChannel). A withdrawn receive may go on — a
+// wait in slices lands the same tensors again — or it has ended (a timeout) and the caller may
+// use that memory again: before more of the frame is read, each withdrawn tensor not landed
+// again gets memory of its own.
+class LandedPayloads {
+public:
+  // A frame's payloads were allocated, `landed` of them a landing's (0: none yet).
+  void start(LandedTensors landed) noexcept {
+    landed_ = landed;
+    withdrawn_ = 0;
+  }
+  // Channel::land(`landing`) while the frame whose header, descriptors and payloads are given
+  // is being read from tensor `current` on (`reading`; else there is nothing to track): null
+  // withdraws the landed tensors not yet complete; a landing with the very memory they have
+  // been read into so far lands them again.
+  void land(const Landing* landing, bool reading, std::size_t current, const FrameHeader& header,
+            std::span<const TensorDescriptor> described,
+            const std::vector<Tensor>& tensors) noexcept;
+  // Whether divert() must run before more of the frame is read.
+  bool withdrawn() const noexcept { return withdrawn_ != 0; }
+  // Gives each withdrawn tensor memory of its own from `allocate` for the rest of its frame, the
+  // `done` bytes tensor `current` holds so far copied over (the frame stays whole, should its
+  // receive still take it). What `allocate` throws passes through (as allocate_received_payloads
+  // names it), the tensors not yet moved still withdrawn.
+  void divert(std::span<const TensorDescriptor> described, const Allocator& allocate,
+              std::vector<Tensor>& tensors, std::size_t current, std::size_t done);
 
-// Whether `landing` lands every `withdrawn` tensor of the frame `header` in the very memory it
-// has been read into so far (`tensors`): the receive goes on, and so may the landing.
-bool relanded(const Landing& landing, const FrameHeader& header,
-              std::span<const TensorDescriptor> described, const std::vector<Tensor>& tensors,
-              LandedTensors withdrawn) noexcept;
-
-// Gives each `withdrawn` tensor memory of its own from `allocate` for the rest of its frame,
-// the `done` bytes tensor `current` holds so far copied over (the frame stays whole, should its
-// receive still take it), and clears `withdrawn`. What `allocate` throws passes through, the
-// bits of the tensors not yet moved left set.
-void divert_withdrawn(LandedTensors& withdrawn, std::span<const TensorDescriptor> described,
-                      const Allocator& allocate, std::vector<Tensor>& tensors,
-                      std::size_t current, std::size_t done);
+private:
+  LandedTensors landed_ = 0;
+  LandedTensors withdrawn_ = 0;  // of landed_, to divert before the next payload byte
+};
 
 }  // namespace rankmesh

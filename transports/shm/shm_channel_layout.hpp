@@ -62,8 +62,7 @@ struct ShmChannel::Incoming {
   std::uint64_t end = 0;   // ring position where the record ends
   std::size_t tensor = 0;  // the payload in progress
   std::size_t done = 0;    // its bytes taken so far (or of its reference)
-  std::uint64_t landed = 0;     // its landed tensors (received_payloads.hpp LandedTensors)
-  std::uint64_t withdrawn = 0;  // of which to divert before reading more (land(nullptr))
+  LandedPayloads landed;   // which of its tensors are a landing's, withdrawn or not
   std::uint8_t reference[kLentPayloadBytes] = {};
 };
 

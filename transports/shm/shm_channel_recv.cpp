@@ -139,8 +139,8 @@ bool ShmChannel::start_frame(Deadline deadline) {
   // Memory for every payload first: if the allocator throws, nothing has been consumed.
   in.frame.tensors.clear();
   try {
-    in.landed = allocate_received_payloads(frame_header, described, landing_, options_.allocator,
-                                           in.frame.tensors);
+    in.landed.start(allocate_received_payloads(frame_header, described, landing_,
+                                               options_.allocator, in.frame.tensors));
   } catch (const Error& error) {
     in.frame.tensors.clear();
     throw Error(error.code(), "shm channel from " + who() + ": " + error.what());
@@ -162,14 +162,9 @@ bool ShmChannel::start_frame(Deadline deadline) {
 }
 
 void ShmChannel::land(const Landing* landing) noexcept {
-  if (incoming_ && incoming_->active) {
+  if (incoming_) {
     Incoming& in = *incoming_;
-    if (landing == nullptr) {
-      in.withdrawn |= withdrawn_from(in.landed, in.tensor);
-    } else if (in.withdrawn != 0 &&
-               relanded(*landing, in.frame.header, in.described, in.frame.tensors, in.withdrawn)) {
-      in.withdrawn = 0;
-    }
+    in.landed.land(landing, in.active, in.tensor, in.frame.header, in.described, in.frame.tensors);
   }
   landing_ = landing;
 }
@@ -187,8 +182,8 @@ bool ShmChannel::recv(Frame& frame, Deadline deadline) {
   // for it may have seen the frame before its check of the peer did (a lazily made channel has
   // no handshake on this side).
   if (peer_pid_ == 0) on_attached();
-  if (in.withdrawn != 0)
-    divert_withdrawn(in.withdrawn, in.described, options_.allocator, in.frame.tensors, in.tensor,
+  if (in.landed.withdrawn())
+    in.landed.divert(in.described, options_.allocator, in.frame.tensors, in.tensor,
                      in.described[in.tensor].lent ? 0 : in.done);
   while (in.tensor < in.frame.tensors.size()) {
     Tensor& tensor = in.frame.tensors[in.tensor];

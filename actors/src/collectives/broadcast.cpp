@@ -27,7 +27,8 @@ Tensor broadcast(GroupState& group, Tensor& tensor, int src) {
     });
     LentMemory lent(call);
     send_tensor_to_each_peer(call, OpCode::broadcast, seq, [&](int peer) {
-      if (!links.traits_to(call.group().global_rank(peer)).lends()) return copy_for_peer(call, tensor);
+      if (!links.traits_to(call.group().global_rank(peer)).lends())
+        return copy_for_peer(call, tensor);
       return lent.lend(tensor, peer, pinning_readers == 1);
     });
     lent.take_back(OpCode::broadcast, seq);

@@ -16,7 +16,8 @@ Tensor LentMemory::lend(const Tensor& part, int peer, bool read_in_place) {
   if (host && copied_on_send(call_, part, peer)) return part;
   const int global = call_.group().global_rank(peer);
   const bool pinned_by_reader = call_.rank().links().shares_memory_with(global);
-  if (host && (read_in_place || !pinned_by_reader) && call_.rank().links().traits_to(global).lends()) {
+  if (host && (read_in_place || !pinned_by_reader) &&
+      call_.rank().links().traits_to(global).lends()) {
     lent_[static_cast<std::size_t>(peer)] = true;
     return part;
   }
