@@ -402,6 +402,47 @@ TEST_CASE_TEMPLATE("tensor dicts: send/recv to next/prev, empty tensors keep the
   }
 }
 
+TEST_CASE_TEMPLATE("tensor dicts: the caller may change a large tensor once send returns, the "
+                   "receiver gets what was sent", Over, RANKMESH_EVERY_TRANSPORT) {
+  // 16 MiB goes by reference over shm (copied while the receiver reads it) and by the writer
+  // over tcp: the receiver starts only after the sender has overwritten its tensor.
+  constexpr std::int64_t kElements = std::int64_t{4} << 20;
+  constexpr int kRounds = 3;
+  std::vector<std::vector<float>> sums(kRounds);
+  auto errors = run_world<Over>(2, [&](ParallelState& s) {
+    GroupCoordinator& g = s.world();
+    Tensor mine = Tensor::empty({kElements}, DType::f32);
+    for (int round = 0; round < kRounds; ++round) {
+      if (s.rank() == 0) {
+        std::iota(mine.data_as<float>(), mine.data_as<float>() + kElements,
+                  static_cast<float>(round));
+        const TensorDict dict{{"hidden_states", mine}, {"round", round}};
+        g.send_tensor_dict(dict, 1);  // not donated: the dict stays the caller's
+        std::fill_n(mine.data_as<float>(), kElements, -1.0f);
+        g.barrier();
+      } else {
+        g.barrier();
+        TensorDict got = g.recv_tensor_dict(0);
+        const Tensor& t = got.at("hidden_states").as<Tensor>();
+        REQUIRE(t.numel() == kElements);
+        const float* p = t.data_as<float>();
+        sums[round] = {p[0], p[kElements / 2], p[kElements - 1]};
+        for (std::int64_t i = 0; i < kElements; i += 4093)
+          if (p[i] != static_cast<float>(round) + static_cast<float>(i) && sums[round].size() == 3) {
+            sums[round].push_back(static_cast<float>(i));  // the first element that differs
+            sums[round].push_back(got.at("round").as<std::int64_t>());
+          }
+      }
+    }
+  });
+  REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+  for (int round = 0; round < kRounds; ++round) {
+    const float r = static_cast<float>(round);
+    CHECK(sums[round] == std::vector<float>{r, r + static_cast<float>(kElements / 2),
+                                            r + static_cast<float>(kElements - 1)});
+  }
+}
+
 TEST_CASE_TEMPLATE("every group kind runs collectives among its own members", Over, RANKMESH_EVERY_TRANSPORT) {
   // world 16 = dp 2 x pp 2 x tp 2 x external dp 2, dcp 2.
   std::vector<std::array<float, kGroupKindCount>> sums(16);

@@ -93,6 +93,22 @@ bool frame_ok(const Frame& f, std::uint64_t i) {
   return true;
 }
 
+// Both ends of a channel in this process, attached, large payloads lent (one copy).
+struct Connected {
+  ShmChannel::Created created;
+  std::unique_ptr<ShmChannel> sender;
+  ShmChannel& receiver() { return *created.channel; }
+};
+
+Connected connected(const ShmOptions& options) {
+  Connected pair{ShmChannel::create(options), nullptr};
+  pair.sender = ShmChannel::open(pair.created.name, options);
+  REQUIRE(pair.receiver().wait_peer(deadline_after(5s)));
+  REQUIRE(pair.sender->wait_peer(deadline_after(5s)));
+  REQUIRE(pair.sender->single_copy());
+  return pair;
+}
+
 ShmOptions named(std::string peer) {
   ShmOptions options;
   options.peer_name = std::move(peer);
@@ -239,6 +255,116 @@ TEST_CASE("shm: a medium payload goes inline when its frame fits the ring, else 
     REQUIRE(got.tensors.size() == 1);
     CHECK(matches(got.tensors[0], i, 0));
   }
+  CHECK(sender->flush(deadline_after(5s)));
+}
+
+TEST_CASE("shm: a borrowed payload is copied while the receiver reads it; the caller may change "
+          "it once send returns") {
+  // Frames of [lent as it is (donated), borrowed, small inline, borrowed]: the receiver takes
+  // them with deadlines that pass at once, so that its reads of the borrowed ones stop and go
+  // on where the sender's copy has got to.
+  Connected pair = connected(ShmOptions{});
+  auto& sender = pair.sender;
+  constexpr std::uint64_t kFrames = 12;
+  constexpr std::int64_t kBig = std::int64_t{6} << 20;  // beyond copy_threshold: lent
+  std::vector<Frame> got(kFrames);
+  std::thread receiver([&] {
+    for (std::uint64_t i = 0; i < kFrames; ++i) {
+      const auto give_up = deadline_after(configured(20s));
+      while (!pair.receiver().recv(got[i], deadline_after(0ms)) && Clock::now() < give_up) {
+      }
+    }
+  });
+  Tensor borrowed_a = Tensor::empty({kBig}, DType::u8);
+  Tensor borrowed_b = Tensor::empty({kBig + 4096}, DType::u8);
+  for (std::uint64_t i = 0; i < kFrames; ++i) {
+    Frame f;
+    f.header.seq = i;
+    f.tensors.push_back(patterned({kBig / 2}, DType::u8, i, 0));
+    std::memcpy(borrowed_a.data(), patterned({kBig}, DType::u8, i, 1).data(), borrowed_a.nbytes());
+    std::memcpy(borrowed_b.data(), patterned({kBig + 4096}, DType::u8, i, 3).data(),
+                borrowed_b.nbytes());
+    f.tensors.push_back(borrowed_a);
+    f.tensors.push_back(patterned({100}, DType::f32, i, 2));
+    f.tensors.push_back(borrowed_b);
+    f.borrowed = {1, 3};
+    sender->send(f, deadline_after(configured(10s)));
+    CHECK(f.borrowed.empty());
+    std::memset(borrowed_a.data(), 0xee, borrowed_a.nbytes());  // the caller's again
+    std::memset(borrowed_b.data(), 0xee, borrowed_b.nbytes());
+  }
+  receiver.join();
+  for (std::uint64_t i = 0; i < kFrames; ++i) {
+    CAPTURE(i);
+    REQUIRE(got[i].tensors.size() == 4);
+    CHECK(got[i].header.seq == i);
+    for (std::size_t t = 0; t < 4; ++t) CHECK(matches(got[i].tensors[t], i, t));
+  }
+  CHECK(sender->flush(deadline_after(5s)));
+}
+
+TEST_CASE("shm: a frame that streams through a small ring copies its borrowed payloads first") {
+  // Its inline payload, after a borrowed one, does not fit the ring: the receiver must take it
+  // while the sender is still writing, so the borrowed one must be readable before that.
+  ShmOptions options;
+  options.ring_bytes = 64 << 10;
+  Connected pair = connected(options);
+  auto& sender = pair.sender;
+  Frame got;
+  bool received = false;
+  std::string failed;
+  std::thread receiver([&] {
+    try {
+      received = pair.receiver().recv(got, deadline_after(configured(10s)));
+    } catch (const std::exception& e) {
+      failed = e.what();
+    }
+  });
+  Tensor mine = patterned({std::int64_t{4} << 20}, DType::u8, 7, 0);
+  Frame f;
+  f.tensors.push_back(mine);
+  f.tensors.push_back(patterned({64 << 10}, DType::u8, 7, 1));  // inline, beyond the ring's room
+  f.metadata.assign(1000, 7);
+  f.borrowed = {0};
+  const auto start = Clock::now();
+  sender->send(f, deadline_after(configured(10s)));
+  std::memset(mine.data(), 0xee, mine.nbytes());
+  receiver.join();
+  CHECK(Clock::now() - start < 5s);
+  CHECK(failed == "");
+  REQUIRE(received);
+  REQUIRE(got.tensors.size() == 2);
+  CHECK(matches(got.tensors[0], 7, 0));
+  CHECK(matches(got.tensors[1], 7, 1));
+  CHECK(sender->flush(deadline_after(5s)));
+}
+
+TEST_CASE("shm: a send that times out before its frame went out gives the borrowed tensors back") {
+  ShmOptions options;
+  options.ring_bytes = 64 << 10;
+  Connected pair = connected(options);
+  auto& sender = pair.sender;
+  Frame filler;
+  filler.metadata.assign(60000, 1);  // the ring has no room for another frame's header now
+  sender->send(filler, deadline_after(1s));
+  Tensor mine = patterned({std::int64_t{3} << 20}, DType::u8, 4, 0);
+  Frame f;
+  f.tensors.push_back(mine);
+  f.metadata.assign(8000, 2);
+  f.borrowed = {0};
+  CHECK_THROWS_AS(sender->send(f, deadline_after(30ms)), ChannelTimeout);
+  // Nothing went out: the frame holds the caller's tensor again, still marked, and goes as it is.
+  REQUIRE(f.tensors.size() == 1);
+  CHECK(f.tensors[0].data() == mine.data());
+  CHECK(f.borrowed == std::vector<std::uint32_t>{0});
+  Frame got;
+  REQUIRE(pair.receiver().recv(got, deadline_after(1s)));
+  CHECK(got.metadata.size() == 60000);
+  sender->send(f, deadline_after(configured(5s)));
+  std::memset(mine.data(), 0xee, mine.nbytes());
+  REQUIRE(pair.receiver().recv(got, deadline_after(configured(5s))));
+  REQUIRE(got.tensors.size() == 1);
+  CHECK(matches(got.tensors[0], 4, 0));
   CHECK(sender->flush(deadline_after(5s)));
 }
 

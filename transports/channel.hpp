@@ -33,6 +33,10 @@ struct ChannelTraits {
   // send() writes each of the frame's chunked payloads (Frame::chunked) chunk by chunk as its
   // chunks become ready, so a payload still being copied to host is already on its way.
   bool writes_progressively = false;
+  // send() copies the frame's borrowed payloads (Frame::borrowed; beyond copies_up_to) itself
+  // before it returns, the receiver reading each part as soon as it is copied, so that the two
+  // copies overlap instead of following each other.
+  bool copies_while_sending = false;
   // The transport's name ("inproc", "shm", "tcp"), as timelines show it; static storage.
   const char* transport = "";
 

@@ -53,6 +53,18 @@ struct Frame {
   // fills `tensors` clears it too. An entry whose tensor is not among `tensors` is ignored (it
   // holds its memory, so no other tensor can be mistaken for it).
   std::vector<ChunkedPayload> chunked;
+  // Indices of payloads among `tensors` that are the caller's own memory, which the caller may
+  // change once send() returns: a channel whose traits say copies_while_sending copies them
+  // before it returns, while its receiver is already reading (others never get any). An index
+  // that is not the caller's memory only costs a copy. Whoever fills `tensors` clears it too.
+  std::vector<std::uint32_t> borrowed;
+
+  // Empties the payloads and what describes them (metadata and header stay).
+  void clear_payloads() noexcept {
+    tensors.clear();
+    chunked.clear();
+    borrowed.clear();
+  }
 };
 
 // Where a receiver wants the payloads of one particular frame: the frame with this group,

@@ -25,7 +25,7 @@ namespace rankmesh {
 namespace {
 
 constexpr std::uint64_t kControlMagic = 0x3142434d48534d52;  // "RMSHMCB1"
-constexpr std::uint32_t kControlVersion = 3;
+constexpr std::uint32_t kControlVersion = 4;
 constexpr std::size_t kMinRing = std::size_t{64} << 10;
 constexpr std::size_t kMaxRing = std::size_t{1} << 30;
 
@@ -112,8 +112,7 @@ std::unique_ptr<ShmChannel> ShmChannel::open(const std::string& name, ShmOptions
 
 ShmChannel::ShmChannel(Private, bool receiver, std::string name, void* base, std::size_t mapped,
                        ShmOptions options)
-    : Channel(ChannelTraits{.copies_up_to = copied_up_to(options), .lands_payloads = receiver,
-                            .transport = "shm"}),
+    : Channel(shm_traits(options, receiver)),
       receiver_(receiver), name_(std::move(name)), base_(static_cast<std::uint8_t*>(base)),
       mapped_(mapped), options_(std::move(options)), control_(static_cast<Control*>(base)),
       ring_(base_ + Layout::kControlBytes), ring_capacity_(mapped - Layout::kControlBytes),
@@ -131,6 +130,7 @@ ShmChannel::ShmChannel(Private, bool receiver, std::string name, void* base, std
     return;
   }
   tail_ = published_tail_ = seen_head_ = at(control_->tail).load(std::memory_order_acquire);
+  lent_ready_ = at(control_->lent_ready).load(std::memory_order_acquire);
   probe_word_ = shm::random_u64();
   control_->probe_address = reinterpret_cast<std::uintptr_t>(&probe_word_);
   control_->probe_value = probe_word_;
@@ -327,6 +327,10 @@ void ShmChannel::publish_head() noexcept {
 
 std::uint64_t ShmChannel::raw_head() const noexcept {
   return at(control_->head).load(std::memory_order_seq_cst);
+}
+
+std::uint64_t ShmChannel::raw_lent_ready() const noexcept {
+  return at(control_->lent_ready).load(std::memory_order_seq_cst);
 }
 
 std::uint64_t ShmChannel::raw_tail() const noexcept {

@@ -17,9 +17,12 @@
 // receiver copies them out while the sender is still copying them in, and a copy out of shared
 // memory is 1.5-3x as fast as process_vm_readv (which pins the sender's pages on every call).
 // Where the frame does not fit, they are copied into memory of the sender's and lent, so a
-// sender never waits for a receiver that is busy itself. Where the kernel refuses
-// cross-process reads (ptrace policy), large payloads go inline too, pipelined through the
-// ring in chunks.
+// sender never waits for a receiver that is busy itself. A large payload the caller still owns
+// (Frame::borrowed) is lent from memory of the sender's that send() fills after the frame is
+// out, a part at a time: the receiver reads each part as soon as a counter in the control
+// page (lent_ready) says it is there, so the sender's copy and the receiver's read overlap.
+// Where the kernel refuses cross-process reads (ptrace policy), large payloads go inline too,
+// pipelined through the ring in chunks.
 //
 // Every wait spins briefly, then parks on a futex in the segment, and watches the peer through
 // a pidfd: a peer that dies makes every call fail within ~50 ms with ChannelClosed naming it.
@@ -58,8 +61,9 @@ struct ShmOptions {
   std::size_t inline_threshold = std::size_t{64} << 10;
   // Payloads up to this size (and above inline_threshold) are copied before send() returns:
   // inline when the whole frame fits the ring's free room at once, else into a buffer from
-  // `allocator` that is lent. Larger ones are lent as they are, the caller's own memory (sender
-  // only; up to inline_threshold: no copies beyond what always goes inline).
+  // `allocator` that is lent. Larger ones are lent as they are (memory the caller gave away),
+  // or, borrowed (Frame::borrowed), copied into such a buffer while the receiver reads it
+  // (sender only; up to inline_threshold: no copies beyond what always goes inline).
   std::size_t copy_threshold = std::size_t{2} << 20;
   // false: every payload goes through the ring, two copies (sender only; for tests, benchmarks).
   bool single_copy = true;
@@ -90,6 +94,13 @@ struct ShmOptions {
 // Payloads up to this many bytes are copied by send() (ChannelTraits::copies_up_to).
 inline std::size_t copied_up_to(const ShmOptions& options) noexcept {
   return std::max(options.inline_threshold, options.copy_threshold);
+}
+
+// A shm channel's traits (`receiving`: its receiving end), for the channel and for whoever
+// describes one before it is made.
+inline ChannelTraits shm_traits(const ShmOptions& options, bool receiving) noexcept {
+  return ChannelTraits{.copies_up_to = copied_up_to(options), .lands_payloads = receiving,
+                       .copies_while_sending = true, .transport = "shm"};
 }
 
 class ShmChannel final : public Channel {
@@ -176,6 +187,10 @@ public:
 private:
   struct Control;   // the segment's first page
   struct Incoming;  // a frame partly received
+  struct Borrowed {  // a payload of the caller's, copied into memory of ours while sending
+    std::size_t index;  // in the frame
+    Tensor source;      // the caller's
+  };
   struct Pending {  // payloads lent to the receiver
     std::uint64_t end;  // they are read once the receiver's counter reaches this
     std::size_t bytes;
@@ -211,6 +226,12 @@ private:
   void wait_space(std::size_t bytes, Deadline deadline, const char* what);
   bool fits_at_once(std::size_t record) const noexcept;
   bool copy_to_lend(Frame& frame);
+  void take_borrowed(Frame& frame, std::size_t lend_above);
+  void give_back_borrowed(Frame& frame) noexcept;
+  std::size_t make_lent_ready(Frame& frame, std::size_t from, bool copy) noexcept;
+  void publish_lent_ready(bool wake) noexcept;
+  std::uint64_t raw_lent_ready() const noexcept;
+  bool pull_lent(void* dst, std::uint64_t address, std::size_t length, Deadline deadline);
   void grow_for(std::size_t bytes, Deadline deadline);
   void stream_out(const std::uint8_t* src, std::size_t n, Deadline deadline);
   bool start_frame(Deadline deadline);
@@ -241,6 +262,8 @@ private:
   std::uint64_t probe_word_ = 0;  // the receiver reads it to learn whether it may read us
   std::deque<Pending> lent_;
   std::size_t lent_bytes_ = 0;
+  std::uint64_t lent_ready_ = 0;     // Control::lent_ready, ours to advance
+  std::vector<Borrowed> borrowed_;   // of the frame being sent
   FrameEncoder encoder_;
 
   // Receiver.
@@ -248,6 +271,7 @@ private:
   std::uint64_t published_head_ = 0;  // of which the sender knows
   std::uint64_t seen_tail_ = 0;
   std::uint64_t expected_seq_ = 0;
+  std::uint64_t lent_taken_ = 0;  // bytes of lent payloads read whole (Control::lent_ready's count)
   std::unique_ptr<Incoming> incoming_;
   const Landing* landing_ = nullptr;
 };

@@ -47,6 +47,9 @@ struct ShmChannel::Control {
   std::uint32_t space_sleepers;    // senders parked on space_epoch
   std::uint64_t ring_in_use;       // written by the sender while the ring is empty (it grows)
   std::uint32_t sender_cpu;        // where the sender last ran (shm::Cores)
+  // Bytes of lent payloads, counted over the channel's life in frame order, that the receiver
+  // may read (a borrowed payload's copy advances it a part at a time).
+  std::uint64_t lent_ready;
   alignas(64) std::uint64_t head;  // written by the receiver
   std::uint32_t space_epoch;       // bumped by the receiver: "space or news for the sender"
   std::uint32_t data_sleepers;     // receivers parked on data_epoch
@@ -62,6 +65,7 @@ struct ShmChannel::Incoming {
   std::uint64_t end = 0;   // ring position where the record ends
   std::size_t tensor = 0;  // the payload in progress
   std::size_t done = 0;    // its bytes taken so far (or of its reference)
+  std::size_t pulled = 0;  // a lent payload's bytes read so far
   LandedPayloads landed;   // which of its tensors are a landing's, withdrawn or not
   std::uint8_t reference[kLentPayloadBytes] = {};
 };

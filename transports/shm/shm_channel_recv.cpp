@@ -89,6 +89,29 @@ void ShmChannel::pull(void* dst, std::uint64_t address, std::size_t length) {
   if (!peer_alive()) peer_died();
 }
 
+// Reads the lent payload at `address` into `dst` as the sender makes it readable (lent_ready:
+// a borrowed payload is still being copied there); false at the deadline (progress is kept in
+// the frame's `pulled`).
+bool ShmChannel::pull_lent(void* dst, std::uint64_t address, std::size_t length, Deadline deadline) {
+  Incoming& in = *incoming_;
+  auto* out = static_cast<std::uint8_t*>(dst);
+  while (in.pulled < length) {
+    const std::uint64_t before = lent_taken_ + in.pulled;  // lent bytes before the next one
+    auto readable = [&] { return raw_lent_ready() > before || closed(); };
+    if (!readable() && !wait(readable, &control_->data_epoch, &control_->data_sleepers, deadline))
+      return false;
+    const std::uint64_t ready = raw_lent_ready();
+    if (ready <= before) throw_closed();
+    const std::size_t k =
+        static_cast<std::size_t>(std::min<std::uint64_t>(ready - before, length - in.pulled));
+    pull(out + in.pulled, address + in.pulled, k);
+    in.pulled += k;
+  }
+  lent_taken_ += length;
+  in.pulled = 0;
+  return true;
+}
+
 bool ShmChannel::start_frame(Deadline deadline) {
   auto have = [&](std::uint64_t n) {
     return [this, n] { return raw_tail() - head_ >= n || closed(); };
@@ -184,7 +207,7 @@ bool ShmChannel::recv(Frame& frame, Deadline deadline) {
   if (peer_pid_ == 0) on_attached();
   if (in.landed.withdrawn())
     in.landed.divert(in.described, options_.allocator, in.frame.tensors, in.tensor,
-                     in.described[in.tensor].lent ? 0 : in.done);
+                     in.described[in.tensor].lent ? in.pulled : in.done);
   while (in.tensor < in.frame.tensors.size()) {
     Tensor& tensor = in.frame.tensors[in.tensor];
     const std::size_t nbytes = tensor.nbytes();
@@ -194,7 +217,7 @@ bool ShmChannel::recv(Frame& frame, Deadline deadline) {
       if (length != nbytes)
         fail("frame " + std::to_string(expected_seq_) + " lends " + std::to_string(length) +
              " bytes for tensor " + std::to_string(in.tensor) + " of " + std::to_string(nbytes));
-      pull(tensor.data(), address, nbytes);
+      if (!pull_lent(tensor.data(), address, nbytes, deadline)) return false;
     } else if (!fill(static_cast<std::uint8_t*>(tensor.data()), nbytes, in.done, deadline)) {
       return false;
     }

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <utility>
 
 #include "frame_codec.hpp"
 #include "parker.hpp"
@@ -100,6 +101,71 @@ void ShmChannel::stream_out(const std::uint8_t* src, std::size_t n, Deadline dea
   }
 }
 
+// Gives each borrowed payload that will be lent memory of ours, filled only once the frame is
+// out (make_lent_ready); the caller's tensors wait in borrowed_ (empty between sends, however
+// they end). Indices out of order or out of
+// range are skipped: a stale one only costs a copy, a repeated one must not take our buffer
+// for the caller's.
+void ShmChannel::take_borrowed(Frame& frame, std::size_t lend_above) {
+  try {
+    for (const std::uint32_t index : frame.borrowed) {
+      if (index >= frame.tensors.size() || (!borrowed_.empty() && index <= borrowed_.back().index))
+        continue;
+      Tensor& tensor = frame.tensors[index];
+      if (tensor.nbytes() <= lend_above) continue;  // inline: in the ring before send() returns
+      Tensor own = options_.allocator(tensor.shape(), tensor.dtype());
+      borrowed_.push_back(Borrowed{index, std::exchange(tensor, std::move(own))});
+    }
+  } catch (...) {
+    give_back_borrowed(frame);
+    throw;
+  }
+}
+
+// Puts the caller's tensors back where a send that did not go out had taken them.
+void ShmChannel::give_back_borrowed(Frame& frame) noexcept {
+  for (Borrowed& taken : borrowed_) frame.tensors[taken.index] = std::move(taken.source);
+  borrowed_.clear();
+}
+
+// Advances lent_ready over the frame's lent payloads from tensor `from` on, in order. A borrowed
+// one is copied a part at a time, each part published (and the receiver woken) as it is done
+// (`copy`); without `copy` the walk stops at the first borrowed one and wakes nobody: the
+// frame's tail, published after, does. Returns the tensor index where it stopped.
+std::size_t ShmChannel::make_lent_ready(Frame& frame, std::size_t from, bool copy) noexcept {
+  constexpr std::size_t kPart = std::size_t{1} << 18;  // 256 KiB: measured best of 128 KiB-4 MiB
+  const std::uint64_t before = lent_ready_;
+  auto next = std::find_if(borrowed_.begin(), borrowed_.end(),
+                           [&](const Borrowed& b) { return b.index >= from; });
+  std::size_t i = from;
+  for (; i < frame.tensors.size(); ++i) {
+    if (!encoder_.lent(i)) continue;
+    const std::size_t bytes = frame.tensors[i].nbytes();
+    if (next == borrowed_.end() || next->index != i) {
+      lent_ready_ += bytes;
+      continue;
+    }
+    if (!copy) break;
+    const auto* src = static_cast<const std::uint8_t*>(next->source.data());
+    auto* dst = static_cast<std::uint8_t*>(frame.tensors[i].data());
+    for (std::size_t done = 0; done < bytes;) {
+      const std::size_t k = std::min(kPart, bytes - done);
+      std::memcpy(dst + done, src + done, k);
+      done += k;
+      lent_ready_ += k;
+      publish_lent_ready(true);
+    }
+    ++next;
+  }
+  if (lent_ready_ != before) publish_lent_ready(copy);
+  return i;
+}
+
+void ShmChannel::publish_lent_ready(bool wake) noexcept {
+  at(control_->lent_ready).store(lent_ready_, std::memory_order_seq_cst);
+  if (wake) shm::notify(control_->data_epoch, control_->data_sleepers);
+}
+
 void ShmChannel::send(Frame& frame, Deadline start_by, Deadline deadline) {
   if (receiver_)
     throw Error(Errc::invalid_argument, "send on the receiving end of shm channel " + name_);
@@ -113,62 +179,88 @@ void ShmChannel::send(Frame& frame, Deadline start_by, Deadline deadline) {
   // the medium ones, which we copy, go inline if the frame fits the ring at once.
   const bool one_copy = options_.single_copy &&
                         at(control_->cma_state).load(std::memory_order_acquire) == kCmaWorks;
-  std::span<const iovec> spans =
-      encoder_.encode(frame, link_seq_, one_copy ? copied_up_to(options_) : FrameEncoder::kNeverLend);
-  const std::size_t prefix = encoder_.prefix_bytes();
-  if (prefix > ring_capacity_)
-    throw Error(Errc::limit_exceeded,
-                to() + ": the frame's header, descriptors and metadata (" + std::to_string(prefix) +
-                    " bytes) do not fit the ring of " + std::to_string(ring_capacity_) + " bytes");
+  const std::size_t lend_above = one_copy ? copied_up_to(options_) : FrameEncoder::kNeverLend;
+  if (!frame.borrowed.empty()) take_borrowed(frame, lend_above);
+  std::span<const iovec> spans;
+  std::size_t prefix = 0;
+  std::size_t lent = 0;
+  std::uint64_t record = 0;
+  try {
+    spans = encoder_.encode(frame, link_seq_, lend_above);
+    prefix = encoder_.prefix_bytes();
+    if (prefix > ring_capacity_)
+      throw Error(Errc::limit_exceeded,
+                  to() + ": the frame's header, descriptors and metadata (" + std::to_string(prefix) +
+                      " bytes) do not fit the ring of " + std::to_string(ring_capacity_) + " bytes");
 
-  // The bytes must be final before anyone reads them.
-  wait_payloads_ready(frame, start_by);
+    // The bytes must be final before anyone reads them.
+    wait_payloads_ready(frame, start_by);
 
-  release_consumed();
-  if (one_copy && !fits_at_once(encoder_.size()) && copy_to_lend(frame))
-    spans = encoder_.encode(frame, link_seq_, options_.inline_threshold);
-  const std::size_t lent = encoder_.lent_bytes();
-  if (lent > 0 && !lent_.empty()) {
-    // Wait until enough of what we lent before has been read.
-    std::size_t drop = 0;
-    std::size_t bytes = lent_bytes_;
-    while (drop < lent_.size() && (lent_.size() - drop >= options_.max_pending_frames ||
-                                   bytes + lent > options_.max_pending_bytes)) {
-      bytes -= lent_[drop].bytes;
-      ++drop;
+    release_consumed();
+    if (one_copy && !fits_at_once(encoder_.size()) && copy_to_lend(frame))
+      spans = encoder_.encode(frame, link_seq_, options_.inline_threshold);
+    lent = encoder_.lent_bytes();
+    if (lent > 0 && !lent_.empty()) {
+      // Wait until enough of what we lent before has been read.
+      std::size_t drop = 0;
+      std::size_t bytes = lent_bytes_;
+      while (drop < lent_.size() && (lent_.size() - drop >= options_.max_pending_frames ||
+                                     bytes + lent > options_.max_pending_bytes)) {
+        bytes -= lent_[drop].bytes;
+        ++drop;
+      }
+      if (drop > 0) {
+        const std::uint64_t needed = lent_[drop - 1].end;
+        auto taken = [&] { return closed() || raw_head() >= needed; };
+        if (!wait(taken, &control_->space_epoch, &control_->space_sleepers, start_by))
+          throw ChannelTimeout(to() + ": the receiver did not take earlier payloads before the deadline");
+        if (closed()) throw_closed();
+        release_consumed();
+      }
     }
-    if (drop > 0) {
-      const std::uint64_t needed = lent_[drop - 1].end;
-      auto taken = [&] { return closed() || raw_head() >= needed; };
-      if (!wait(taken, &control_->space_epoch, &control_->space_sleepers, start_by))
-        throw ChannelTimeout(to() + ": the receiver did not take earlier payloads before the deadline");
-      if (closed()) throw_closed();
-      release_consumed();
-    }
-  }
 
-  const std::uint64_t record = encoder_.size();
-  grow_for(static_cast<std::size_t>(std::min<std::uint64_t>(record, ring_capacity_)), start_by);
-  if (record <= ring_bytes_) {
-    wait_space(static_cast<std::size_t>(record), start_by, "waiting for room for a frame");
-  } else {
-    wait_space(prefix, start_by, "waiting for room for a frame's header");
+    record = encoder_.size();
+    grow_for(static_cast<std::size_t>(std::min<std::uint64_t>(record, ring_capacity_)), start_by);
+    if (record <= ring_bytes_) {
+      wait_space(static_cast<std::size_t>(record), start_by, "waiting for room for a frame");
+    } else {
+      wait_space(prefix, start_by, "waiting for room for a frame's header");
+    }
+  } catch (...) {
+    // Nothing went out: the frame is the caller's as it came (it may be sent again).
+    give_back_borrowed(frame);
+    throw;
   }
   // Everything below writes the frame; only a receiver that stops for good interrupts it. The
-  // prefix (header, descriptors, metadata) goes in at once, the payloads may stream.
+  // prefix (header, descriptors, metadata) goes in at once, the payloads may stream. The lent
+  // payloads before the first borrowed one are readable with the frame. A frame that streams
+  // waits for the receiver to take its inline payloads, which it reads in order: a borrowed one
+  // before them must be copied first, or each side would wait for the other.
+  const bool streams = record > ring_bytes_;
+  const std::size_t first_borrowed = lent > 0 ? make_lent_ready(frame, 0, streams) : 0;
   std::size_t unwritten_prefix = prefix;
-  for (const iovec& span : spans) {
-    const auto* bytes = static_cast<const std::uint8_t*>(span.iov_base);
-    const std::size_t at_once = std::min(unwritten_prefix, span.iov_len);
-    write_ring(tail_, bytes, at_once);
-    tail_ += at_once;
-    unwritten_prefix -= at_once;
-    if (at_once == span.iov_len) continue;
-    if (record > ring_bytes_) publish_tail();  // the receiver may start while we stream the rest
-    stream_out(bytes + at_once, span.iov_len - at_once, deadline);
+  try {
+    for (const iovec& span : spans) {
+      const auto* bytes = static_cast<const std::uint8_t*>(span.iov_base);
+      const std::size_t at_once = std::min(unwritten_prefix, span.iov_len);
+      write_ring(tail_, bytes, at_once);
+      tail_ += at_once;
+      unwritten_prefix -= at_once;
+      if (at_once == span.iov_len) continue;
+      if (streams) publish_tail();  // the receiver may start while we stream the rest
+      stream_out(bytes + at_once, span.iov_len - at_once, deadline);
+    }
+  } catch (...) {
+    borrowed_.clear();  // the channel is closed: this frame will never be read
+    throw;
   }
   publish_tail();
   ++link_seq_;
+  // The receiver reads the borrowed payloads while we copy them.
+  if (!borrowed_.empty()) {
+    if (!streams) make_lent_ready(frame, first_borrowed, true);
+    borrowed_.clear();
+  }
 
   if (lent > 0) {
     Pending pending{tail_, lent, {}};
@@ -177,7 +269,7 @@ void ShmChannel::send(Frame& frame, Deadline start_by, Deadline deadline) {
     lent_.push_back(std::move(pending));
     lent_bytes_ += lent;
   }
-  frame.tensors.clear();
+  frame.clear_payloads();
   frame.metadata.clear();
 }
 

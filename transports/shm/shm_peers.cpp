@@ -117,8 +117,7 @@ ShmPeers::Peer& ShmPeers::at(int peer) const { return *peers_.at(static_cast<std
 int ShmPeers::pid_of(int peer) const noexcept { return peers_[static_cast<std::size_t>(peer)]->pid; }
 
 ChannelTraits ShmPeers::traits(bool receiving) const noexcept {
-  return ChannelTraits{.copies_up_to = copied_up_to(options_), .lands_payloads = receiving,
-                       .transport = "shm"};
+  return shm_traits(options_, receiving);
 }
 
 ShmInbox& ShmPeers::inbox_of(Peer& peer) {

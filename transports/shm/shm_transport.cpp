@@ -34,8 +34,7 @@ public:
   std::string_view name() const noexcept override { return "shm"; }
   Reach reach() const noexcept override { return Reach::same_node; }
   ChannelTraits traits() const noexcept override {
-    return ChannelTraits{.copies_up_to = copied_up_to(ShmOptions{}), .lands_payloads = true,
-                         .transport = "shm"};
+    return shm_traits(ShmOptions{}, true);
   }
   bool shares_memory_segments() const noexcept override { return true; }
   std::unique_ptr<TransportEndpoint> open(const TransportContext& context) const override {

@@ -23,8 +23,7 @@ namespace {
 void send_whole_dict_to(const Call& call, int to, std::uint64_t seq, const TensorDict& dict,
                         bool donate) {
   Frame& frame = call.frame();
-  frame.tensors.clear();
-  frame.chunked.clear();
+  frame.clear_payloads();
   std::vector<const Tensor*>& leaves = call.rank().dict_tensors();
   leaves.clear();
   call.group().schemas.to(to).encode(dict, frame.metadata, leaves);
@@ -41,8 +40,7 @@ void send_dict_to(const Call& call, int to, std::uint64_t seq, const TensorDict&
   // Before the frame is filled: it may run an all_reduce on the all-gather group.
   const bool leaves_node = links_leave_node(call, all_gather_group, to);
   Frame& frame = call.frame();
-  frame.tensors.clear();
-  frame.chunked.clear();
+  frame.clear_payloads();
   DeviceExports exports;
   std::size_t index = 0;
   for (MetaEntry& entry : parts.metadata.entries) {

@@ -22,8 +22,7 @@ void send_to_each_peer(const Call& call, OpCode op, std::uint64_t seq, Fill&& fi
   Frame& frame = call.frame();
   for_each_peer(call, [&](int peer) {
     frame.metadata.clear();
-    frame.tensors.clear();
-    frame.chunked.clear();
+    frame.clear_payloads();
     fill(frame, peer);
     send_numbered(call, peer, op, seq, frame);
   });

@@ -70,6 +70,13 @@ void append_payload(const Call& call, const Tensor& t, int dst, bool donated, Fr
     }
   }
   if (!donated && !copied_on_send(call, t, dst)) {
+    // A channel that copies while it sends gets the caller's tensor, marked: its copy overlaps
+    // the receiver's reads instead of coming before them.
+    if (traits_to(call, dst).copies_while_sending && host_bytes_ready(t)) {
+      frame.borrowed.push_back(static_cast<std::uint32_t>(frame.tensors.size()));
+      frame.tensors.push_back(t);
+      return;
+    }
     frame.tensors.push_back(copy_for_peer(call, t));
   } else {
     frame.tensors.push_back(t);
