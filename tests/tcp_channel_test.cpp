@@ -340,6 +340,34 @@ TEST_CASE("tcp: a send never waits for the peer to read, the next one waits for 
   CHECK(got.metadata == small_frame(1).metadata);
 }
 
+TEST_CASE("tcp: borrowed payloads the peer has not taken when send returns are copied first; "
+          "the caller may change them at once") {
+  // Nobody reads while the frame goes out: the socket takes its start, the writer thread must
+  // send the rest from a copy. The same tensor twice, and a small borrowed one the socket takes
+  // whole, check that a copy starts from the lowest byte still unsent and only where needed.
+  Server server;
+  auto client = connect_to(server);
+  auto accepted = server.next_link();
+  constexpr std::size_t kBytes = std::size_t{24} << 20;  // beyond socket buffers
+  Tensor big = patterned(kBytes, 1);
+  Tensor small = patterned(4096, 2);
+  Frame f;
+  f.tensors = {small, big, patterned(kBytes, 3), big};
+  f.borrowed = {0, 1, 3};
+  client->outbound().send(f, within(5s));
+  CHECK(f.borrowed.empty());
+  CHECK_FALSE(client->outbound().wait_released(Clock::now()));  // the writer holds the rest
+  std::memset(big.data(), 0xee, big.nbytes());  // the caller's again
+  std::memset(small.data(), 0xee, small.nbytes());
+  Frame got;
+  REQUIRE(accepted->inbound().recv(got, within(20s)));
+  REQUIRE(got.tensors.size() == 4);
+  CHECK(equal(got.tensors[0], patterned(4096, 2)));
+  CHECK(equal(got.tensors[1], patterned(kBytes, 1)));
+  CHECK(equal(got.tensors[2], patterned(kBytes, 3)));
+  CHECK(equal(got.tensors[3], patterned(kBytes, 1)));
+}
+
 TEST_CASE("tcp: once close returns, the writer thread no longer holds a frame's payload") {
   // all_gather lends the caller's tensor to the channel and, when it fails, closes the channel
   // before the caller may overwrite the tensor: nothing may read it after close returns.

@@ -92,6 +92,10 @@ TcpLink::TcpLink(int fd, PeerIdentity peer, TcpOptions options)
                                          : [](std::function<void()> body) {
                                              return std::thread(std::move(body));
                                            }),
+      copy_allocator_(options.allocator ? options.allocator
+                                        : [](const Shape& shape, DType dtype) {
+                                            return Tensor::empty(shape, dtype);
+                                          }),
       decoder_(std::move(options.allocator), options.limits),
       staging_(new std::uint8_t[kStagingBytes]),
       outbound_(std::make_unique<Outbound>(*this)),
@@ -166,13 +170,16 @@ bool TcpLink::finish_writing(Deadline deadline) {
 void TcpLink::send(Frame& frame, Deadline start_by, Deadline deadline) {
   std::lock_guard lock(send_mutex_);
   if (closed()) throw_closed();
-  // The chunked payloads' events belong to this frame only, however the send ends — but for a
-  // ChannelTimeout before anything left, after which the same frame may be sent again.
+  // The chunked payloads' events and the borrowed marks belong to this frame only, however the
+  // send ends — but for a ChannelTimeout before anything left, after which the same frame may be
+  // sent again.
   struct ClearChunked {
     Frame& frame;
     bool keep = false;
     ~ClearChunked() {
-      if (!keep) frame.chunked.clear();
+      if (keep) return;
+      frame.chunked.clear();
+      frame.borrowed.clear();
     }
   } clear_chunked{frame};
   check_frame_limits(frame, limits_);
@@ -299,6 +306,12 @@ void TcpLink::hand_to_writer(Frame& frame, std::size_t first) {
            error.what());
     }
   }
+  try {
+    copy_unsent_borrowed(frame, first);
+  } catch (const std::exception& error) {
+    // As above: the rest of the frame cannot go without its bytes.
+    fail(std::string("cannot copy what the peer has not taken of a payload: ") + error.what());
+  }
   std::lock_guard writer(writer_mutex_);
   writing_first_ = first;
   // The caller may reuse its frame as soon as send returns. A vector swap keeps each buffer
@@ -308,6 +321,36 @@ void TcpLink::hand_to_writer(Frame& frame, std::size_t first) {
   frame.metadata.clear();
   writing_ = true;
   writer_cv_.notify_all();
+}
+
+void TcpLink::copy_unsent_borrowed(Frame& frame, std::size_t first) {
+  std::size_t previous = 0;
+  for (std::size_t k = 0; k < frame.borrowed.size(); ++k) {
+    const std::size_t index = frame.borrowed[k];
+    // A repeated index would copy our copy; out of range, it marks nothing.
+    if (index >= frame.tensors.size() || (k > 0 && index <= previous)) continue;
+    previous = index;
+    Tensor& source = frame.tensors[index];
+    auto* const begin = static_cast<std::uint8_t*>(source.data());
+    auto* const end = begin + source.nbytes();
+    auto inside = [&](const iovec& span) {
+      const auto* at = static_cast<const std::uint8_t*>(span.iov_base);
+      return span.iov_len > 0 && at >= begin && at < end;
+    };
+    // From the lowest unsent byte: a tensor given twice has spans of both in this memory.
+    std::uint8_t* lowest = end;
+    for (std::size_t s = first; s < unsent_.size(); ++s)
+      if (inside(unsent_[s]))
+        lowest = std::min(lowest, static_cast<std::uint8_t*>(unsent_[s].iov_base));
+    if (lowest == end) continue;  // all on the wire already
+    Tensor copy = copy_allocator_(source.shape(), source.dtype());
+    auto* const to = static_cast<std::uint8_t*>(copy.data());
+    std::memcpy(to + (lowest - begin), lowest, static_cast<std::size_t>(end - lowest));
+    for (std::size_t s = first; s < unsent_.size(); ++s)
+      if (inside(unsent_[s]))
+        unsent_[s].iov_base = to + (static_cast<std::uint8_t*>(unsent_[s].iov_base) - begin);
+    source = std::move(copy);
+  }
 }
 
 ssize_t TcpLink::write_some(std::size_t& first, std::size_t end) {

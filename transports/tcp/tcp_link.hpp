@@ -3,6 +3,10 @@
 // from the tensors); the receiving thread reads the socket itself, payloads straight into fresh
 // tensors. Bad input from a peer closes that one link with a logged error naming the peer.
 //
+// A borrowed payload (Frame::borrowed: the caller's memory) goes straight from there; where the
+// peer does not take the whole frame at once, the bytes left for the writer thread are copied
+// first, so send() never returns with the caller's memory still to be read.
+//
 // A chunked payload (Frame::chunked: a device tensor being copied to host chunk by chunk) is
 // written chunk by chunk as each chunk's copy completes, so the copy of chunk k+1 overlaps the
 // sending of chunk k; the bytes on the wire are the same as for any payload. Nothing leaves
@@ -52,7 +56,10 @@ class TcpLink {
 public:
   // The writer thread may still read payloads after send() returns; recv() reads payloads
   // straight into a landing's tensors.
+  // Borrowed payloads (Frame::borrowed) go from the caller's memory; only what the writer
+  // thread would still read after send() returns is copied first.
   static constexpr ChannelTraits kOutboundTraits{.copies_up_to = 0, .writes_progressively = true,
+                                                 .copies_while_sending = true,
                                                  .transport = "tcp"};
   static constexpr ChannelTraits kInboundTraits{.copies_up_to = 0, .lands_payloads = true,
                                                 .transport = "tcp"};
@@ -97,6 +104,9 @@ private:
   // Hands the rest of the frame being sent, from unsent_[first], to the writer thread, with
   // everything it reads. Closes the link (ChannelClosed) when the thread cannot be started.
   void hand_to_writer(Frame& frame, std::size_t first);
+  // Gives each borrowed payload with bytes still in unsent_ from `first` on memory of its own,
+  // holding those bytes, and points the spans there.
+  void copy_unsent_borrowed(Frame& frame, std::size_t first);
   bool recv(Frame& frame, Deadline deadline);
   // Waits until the writer thread has finished the frame it holds (false at the deadline);
   // throws ChannelClosed once closed.
@@ -132,6 +142,7 @@ private:
   LogFn log_;
   FrameLimits limits_;
   ThreadStarter start_thread_;
+  Allocator copy_allocator_;  // memory for what the writer sends of borrowed payloads
 
   std::atomic<bool> closed_{false};
   mutable std::mutex close_mutex_;

@@ -29,7 +29,7 @@ bool copied_on_send(const Call& call, const Tensor& t, int dst);
 // itself where the caller donated it or the channel copies it on send anyway, a device
 // tensor's bytes staged to host where the channel carries host memory only (shm, tcp: the
 // receiver puts them back on its device), the caller's ready host tensor marked borrowed
-// (frame.borrowed) for a channel that copies while it sends (shm), else a copy for the peer
+// (frame.borrowed) for a channel that copies while it sends (shm, tcp), else a copy for the peer
 // (made straight from `t`: no hold is taken on the caller's tensor). With `exports` (the frame's), a
 // device tensor to another process of this node may travel as exported device memory instead,
 // (device_ipc.hpp). A device tensor staged for a channel that writes payloads progressively
