@@ -331,24 +331,24 @@ void TcpLink::copy_unsent_borrowed(Frame& frame, std::size_t first) {
     if (index >= frame.tensors.size() || (k > 0 && index <= previous)) continue;
     previous = index;
     Tensor& source = frame.tensors[index];
-    auto* const begin = static_cast<std::uint8_t*>(source.data());
-    auto* const end = begin + source.nbytes();
-    auto inside = [&](const iovec& span) {
-      const auto* at = static_cast<const std::uint8_t*>(span.iov_base);
-      return span.iov_len > 0 && at >= begin && at < end;
+    const auto begin = reinterpret_cast<std::uintptr_t>(source.data());
+    const std::size_t nbytes = source.nbytes();
+    // Where in `source` a span's next byte is; nbytes for a span of other memory.
+    auto offset_of = [&](const iovec& span) {
+      const auto at = reinterpret_cast<std::uintptr_t>(span.iov_base);
+      return span.iov_len > 0 && at >= begin && at - begin < nbytes ? at - begin : nbytes;
     };
     // From the lowest unsent byte: a tensor given twice has spans of both in this memory.
-    std::uint8_t* lowest = end;
+    std::size_t lowest = nbytes;
     for (std::size_t s = first; s < unsent_.size(); ++s)
-      if (inside(unsent_[s]))
-        lowest = std::min(lowest, static_cast<std::uint8_t*>(unsent_[s].iov_base));
-    if (lowest == end) continue;  // all on the wire already
+      lowest = std::min(lowest, offset_of(unsent_[s]));
+    if (lowest == nbytes) continue;  // all on the wire already
     Tensor copy = copy_allocator_(source.shape(), source.dtype());
     auto* const to = static_cast<std::uint8_t*>(copy.data());
-    std::memcpy(to + (lowest - begin), lowest, static_cast<std::size_t>(end - lowest));
+    std::memcpy(to + lowest, static_cast<const std::uint8_t*>(source.data()) + lowest,
+                nbytes - lowest);
     for (std::size_t s = first; s < unsent_.size(); ++s)
-      if (inside(unsent_[s]))
-        unsent_[s].iov_base = to + (static_cast<std::uint8_t*>(unsent_[s].iov_base) - begin);
+      if (const std::size_t at = offset_of(unsent_[s]); at < nbytes) unsent_[s].iov_base = to + at;
     source = std::move(copy);
   }
 }
