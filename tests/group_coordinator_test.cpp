@@ -402,13 +402,14 @@ TEST_CASE_TEMPLATE("tensor dicts: send/recv to next/prev, empty tensors keep the
   }
 }
 
-TEST_CASE_TEMPLATE("tensor dicts: the caller may change a large tensor once send returns, the "
-                   "receiver gets what was sent", Over, RANKMESH_EVERY_TRANSPORT) {
+TEST_CASE_TEMPLATE("tensor dicts and gather: the caller may change a large tensor once the call "
+                   "returns, the receiver gets what was sent", Over, RANKMESH_EVERY_TRANSPORT) {
   // 16 MiB goes by reference over shm (copied while the receiver reads it) and by the writer
   // over tcp: the receiver starts only after the sender has overwritten its tensor.
   constexpr std::int64_t kElements = std::int64_t{4} << 20;
   constexpr int kRounds = 3;
   std::vector<std::vector<float>> sums(kRounds);
+  std::vector<float> gathered;
   auto errors = run_world<Over>(2, [&](ParallelState& s) {
     GroupCoordinator& g = s.world();
     Tensor mine = Tensor::empty({kElements}, DType::f32);
@@ -428,11 +429,24 @@ TEST_CASE_TEMPLATE("tensor dicts: the caller may change a large tensor once send
         const float* p = t.data_as<float>();
         sums[round] = {p[0], p[kElements / 2], p[kElements - 1]};
         for (std::int64_t i = 0; i < kElements; i += 4093)
-          if (p[i] != static_cast<float>(round) + static_cast<float>(i) && sums[round].size() == 3) {
+          if (p[i] != static_cast<float>(round) + static_cast<float>(i) && sums[round].size() == 3)
             sums[round].push_back(static_cast<float>(i));  // the first element that differs
-            sums[round].push_back(got.at("round").as<std::int64_t>());
-          }
       }
+    }
+    // gather to rank 1, which asks for rank 0's part only once rank 0 has changed it (a message
+    // outside the collectives says so).
+    if (s.rank() == 0) {
+      std::iota(mine.data_as<float>(), mine.data_as<float>() + kElements, 7.0f);
+      g.gather(mine, 1);
+      std::fill_n(mine.data_as<float>(), kElements, -1.0f);
+      g.send_object(Value("changed"), 1);
+    } else {
+      REQUIRE(g.recv_object(0) == Value("changed"));
+      std::fill_n(mine.data_as<float>(), kElements, 0.0f);
+      const Tensor all = g.gather(mine, 1);
+      REQUIRE(all.numel() == 2 * kElements);
+      gathered = {all.data_as<float>()[0], all.data_as<float>()[kElements - 1],
+                  all.data_as<float>()[kElements]};
     }
   });
   REQUIRE_MESSAGE(all_ok(errors), joined(errors));
@@ -441,6 +455,7 @@ TEST_CASE_TEMPLATE("tensor dicts: the caller may change a large tensor once send
     CHECK(sums[round] == std::vector<float>{r, r + static_cast<float>(kElements / 2),
                                             r + static_cast<float>(kElements - 1)});
   }
+  CHECK(gathered == std::vector<float>{7.0f, 7.0f + static_cast<float>(kElements - 1), 0.0f});
 }
 
 TEST_CASE_TEMPLATE("every group kind runs collectives among its own members", Over, RANKMESH_EVERY_TRANSPORT) {

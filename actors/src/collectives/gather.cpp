@@ -19,7 +19,9 @@ Tensor gather(GroupState& group, const Tensor& input, int dst, int dim) {
   if (call.rank_in_group() != dst) {
     Frame& frame = call.frame();
     frame.metadata.clear();
-    frame.tensors.assign(1, copy_for_peer(call, input));
+    frame.clear_payloads();
+    // Copied for the root only where its channel would still read it after send() returns.
+    append_payload(call, input, dst, false, frame);
     send_numbered(call, dst, OpCode::gather, seq, frame);
     return Tensor{};
   }
