@@ -105,8 +105,13 @@ WireError parse_frame_header(const std::uint8_t* bytes, std::uint64_t expected_s
   return {};
 }
 
-WireError parse_descriptor(const std::uint8_t* bytes, std::size_t index, TensorDescriptor& out) {
-  // Named only in an error: every message parses its descriptors.
+namespace {
+
+// What is wrong with the first 8 bytes of descriptor `index` (dtype, device, payload kind, rank,
+// padding), which parse_descriptor found not to be a plain host tensor's. Out of line: only a
+// bad frame gets here.
+[[gnu::cold, gnu::noinline]] WireError descriptor_error(const std::uint8_t* bytes,
+                                                        std::size_t index) {
   const auto which = [index] { return "tensor " + std::to_string(index); };
   const std::optional<DType> dtype = dtype_from_code(bytes[0]);
   if (!dtype)
@@ -119,20 +124,32 @@ WireError parse_descriptor(const std::uint8_t* bytes, std::size_t index, TensorD
   if (*device != DeviceType::cpu)
     return {Errc::malformed, which() + " is described as a " + to_string(*device) +
                                  " tensor; frames carry host tensors only"};
-  if (*device == DeviceType::cpu && bytes[2] != 0)
+  if (bytes[2] != 0)
     return {Errc::malformed, which() + " is described as cpu:" + std::to_string(bytes[2]) +
                                  "; the host is cpu:0"};
   if (bytes[3] > 1)
     return {Errc::malformed, which() + " has payload kind " + std::to_string(bytes[3]) +
                                  " (0: inline, 1: lent)"};
+  if (bytes[4] > Shape::kMaxRank)
+    return {Errc::malformed, which() + " has " + std::to_string(bytes[4]) +
+                                 " dimensions (at most " + std::to_string(Shape::kMaxRank) + ")"};
+  return {Errc::malformed, which() + " has a malformed descriptor (padding not zero)"};
+}
+
+}  // namespace
+
+WireError parse_descriptor(const std::uint8_t* bytes, std::size_t index, TensorDescriptor& out) {
+  // Named only in an error: every message parses its descriptors.
+  const auto which = [index] { return "tensor " + std::to_string(index); };
+  // A known dtype, a host tensor of cpu:0, inline or lent, a rank that fits, zero padding: one
+  // test for what every descriptor of a good frame is.
   const int rank = bytes[4];
-  if (rank > Shape::kMaxRank)
-    return {Errc::malformed, which() + " has " + std::to_string(rank) + " dimensions (at most " +
-                                 std::to_string(Shape::kMaxRank) + ")"};
-  if (bytes[5] != 0 || bytes[6] != 0 || bytes[7] != 0)
-    return {Errc::malformed, which() + " has a malformed descriptor (padding not zero)"};
-  out.dtype = *dtype;
-  out.device = Device{*device, bytes[2]};
+  if (bytes[0] >= kDTypeCount || bytes[1] != static_cast<std::uint8_t>(DeviceType::cpu) ||
+      bytes[2] != 0 || bytes[3] > 1 || rank > Shape::kMaxRank ||
+      (bytes[5] | bytes[6] | bytes[7]) != 0) [[unlikely]]
+    return descriptor_error(bytes, index);
+  out.dtype = static_cast<DType>(bytes[0]);
+  out.device = Device{};
   out.lent = bytes[3] == 1;
   out.shape = Shape{};
   const std::uint8_t* in = bytes + 8;

@@ -92,7 +92,8 @@ void ShmChannel::pull(void* dst, std::uint64_t address, std::size_t length) {
 // Reads the lent payload at `address` into `dst` as the sender makes it readable (lent_ready:
 // a borrowed payload is still being copied there); false at the deadline (progress is kept in
 // the frame's `pulled`).
-bool ShmChannel::pull_lent(void* dst, std::uint64_t address, std::size_t length, Deadline deadline) {
+bool ShmChannel::pull_lent(void* dst, std::uint64_t address, std::size_t length,
+                           Deadline deadline) {
   Incoming& in = *incoming_;
   auto* out = static_cast<std::uint8_t*>(dst);
   while (in.pulled < length) {

@@ -190,8 +190,9 @@ void ShmChannel::send(Frame& frame, Deadline start_by, Deadline deadline) {
     prefix = encoder_.prefix_bytes();
     if (prefix > ring_capacity_)
       throw Error(Errc::limit_exceeded,
-                  to() + ": the frame's header, descriptors and metadata (" + std::to_string(prefix) +
-                      " bytes) do not fit the ring of " + std::to_string(ring_capacity_) + " bytes");
+                  to() + ": the frame's header, descriptors and metadata (" +
+                      std::to_string(prefix) + " bytes) do not fit the ring of " +
+                      std::to_string(ring_capacity_) + " bytes");
 
     // The bytes must be final before anyone reads them.
     wait_payloads_ready(frame, start_by);
@@ -213,7 +214,8 @@ void ShmChannel::send(Frame& frame, Deadline start_by, Deadline deadline) {
         const std::uint64_t needed = lent_[drop - 1].end;
         auto taken = [&] { return closed() || raw_head() >= needed; };
         if (!wait(taken, &control_->space_epoch, &control_->space_sleepers, start_by))
-          throw ChannelTimeout(to() + ": the receiver did not take earlier payloads before the deadline");
+          throw ChannelTimeout(to() +
+                               ": the receiver did not take earlier payloads before the deadline");
         if (closed()) throw_closed();
         release_consumed();
       }

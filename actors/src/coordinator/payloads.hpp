@@ -30,11 +30,11 @@ bool copied_on_send(const Call& call, const Tensor& t, int dst);
 // tensor's bytes staged to host where the channel carries host memory only (shm, tcp: the
 // receiver puts them back on its device), the caller's ready host tensor marked borrowed
 // (frame.borrowed) for a channel that copies while it sends (shm, tcp), else a copy for the peer
-// (made straight from `t`: no hold is taken on the caller's tensor). With `exports` (the frame's), a
-// device tensor to another process of this node may travel as exported device memory instead,
-// (device_ipc.hpp). A device tensor staged for a channel that writes payloads progressively
-// (tcp), of more than kStagingChunkBytes, is staged in chunks, not waited for: recorded in
-// frame.chunked, and the channel sends each chunk once it is in host memory.
+// (made straight from `t`: no hold is taken on the caller's tensor). With `exports` (the
+// frame's), a device tensor to another process of this node may travel as exported device
+// memory instead (device_ipc.hpp). A device tensor staged for a channel that writes payloads
+// progressively (tcp), of more than kStagingChunkBytes, is staged in chunks, not waited for:
+// recorded in frame.chunked, and the channel sends each chunk once it is in host memory.
 class DeviceExports;
 void append_payload(const Call& call, const Tensor& t, int dst, bool donated, Frame& frame,
                     DeviceExports* exports = nullptr);
