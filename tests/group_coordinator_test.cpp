@@ -6,6 +6,7 @@
 #include <cstring>
 #include <mutex>
 #include <numeric>
+#include <thread>
 
 #include "rankmesh/error.hpp"
 #include "half.hpp"
@@ -402,14 +403,15 @@ TEST_CASE_TEMPLATE("tensor dicts: send/recv to next/prev, empty tensors keep the
   }
 }
 
-TEST_CASE_TEMPLATE("tensor dicts and gather: the caller may change a large tensor once the call "
-                   "returns, the receiver gets what was sent", Over, RANKMESH_EVERY_TRANSPORT) {
+TEST_CASE_TEMPLATE("tensor dicts, gather and broadcast: the caller may change a large tensor "
+                   "once the call returns, the receiver gets what was sent", Over,
+                   RANKMESH_EVERY_TRANSPORT) {
   // 16 MiB goes by reference over shm (copied while the receiver reads it) and by the writer
   // over tcp: the receiver starts only after the sender has overwritten its tensor.
   constexpr std::int64_t kElements = std::int64_t{4} << 20;
   constexpr int kRounds = 3;
   std::vector<std::vector<float>> sums(kRounds);
-  std::vector<float> gathered;
+  std::vector<float> gathered, broadcasted;
   auto errors = run_world<Over>(2, [&](ParallelState& s) {
     GroupCoordinator& g = s.world();
     Tensor mine = Tensor::empty({kElements}, DType::f32);
@@ -448,6 +450,17 @@ TEST_CASE_TEMPLATE("tensor dicts and gather: the caller may change a large tenso
       gathered = {all.data_as<float>()[0], all.data_as<float>()[kElements - 1],
                   all.data_as<float>()[kElements]};
     }
+    // broadcast from rank 0, which changes its tensor as soon as broadcast returns; rank 1
+    // comes late.
+    if (s.rank() == 0) {
+      std::iota(mine.data_as<float>(), mine.data_as<float>() + kElements, 3.0f);
+      g.broadcast(mine, 0);
+      std::fill_n(mine.data_as<float>(), kElements, -1.0f);
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      g.broadcast(mine, 0);
+      broadcasted = {mine.data_as<float>()[0], mine.data_as<float>()[kElements - 1]};
+    }
   });
   REQUIRE_MESSAGE(all_ok(errors), joined(errors));
   for (int round = 0; round < kRounds; ++round) {
@@ -456,6 +469,7 @@ TEST_CASE_TEMPLATE("tensor dicts and gather: the caller may change a large tenso
                                             r + static_cast<float>(kElements - 1)});
   }
   CHECK(gathered == std::vector<float>{7.0f, 7.0f + static_cast<float>(kElements - 1), 0.0f});
+  CHECK(broadcasted == std::vector<float>{3.0f, 3.0f + static_cast<float>(kElements - 1)});
 }
 
 TEST_CASE_TEMPLATE("every group kind runs collectives among its own members", Over, RANKMESH_EVERY_TRANSPORT) {

@@ -15,21 +15,31 @@ Tensor broadcast(GroupState& group, Tensor& tensor, int src) {
   const std::uint64_t seq = begin_collective(call);
   if (call.rank_in_group() == src) {
     // The caller may change its tensor once this returns, and a receiver may return what it got
-    // (below). Peers in this process (inproc), which keep what they get, get a copy each; the
-    // others get the tensor lent where their channel reads it after send() and taken back before
-    // returning, or one copy between them (LentMemory::lend): shm peers read it in place only
-    // where there is one of them (16 MiB to one peer: ~4.1 against ~4.7 ms with a copy; to three:
-    // 8.5 against 6.3 ms).
+    // (below). Peers in this process (inproc), which keep what they get, get a copy each; a
+    // single shm peer gets it borrowed (its channel copies it while the peer reads: 16 MiB
+    // 2.6-2.8 -> 1.6-2.0 ms against reading it in place); the others get the tensor lent where
+    // their channel reads it after send() and taken back before returning, or one copy between
+    // them (LentMemory::lend; shm peers pinning pages of the caller's for three readers cost
+    // more than a copy first: 8.5 against 6.3 ms).
     PeerLinks& links = call.rank().links();
     int pinning_readers = 0;
     for_each_peer(call, [&](int peer) {
       if (links.shares_memory_with(call.group().global_rank(peer))) ++pinning_readers;
     });
     LentMemory lent(call);
-    send_tensor_to_each_peer(call, OpCode::broadcast, seq, [&](int peer) {
-      if (!links.traits_to(call.group().global_rank(peer)).lends())
-        return copy_for_peer(call, tensor);
-      return lent.lend(tensor, peer, pinning_readers == 1);
+    send_to_each_peer(call, OpCode::broadcast, seq, [&](Frame& frame, int peer) {
+      const int global = call.group().global_rank(peer);
+      const ChannelTraits& traits = links.traits_to(global);
+      if (!traits.lends()) {
+        frame.tensors.push_back(copy_for_peer(call, tensor));
+      } else if (pinning_readers == 1 && links.shares_memory_with(global) &&
+                 traits.copies_while_sending && copied_for_peer(traits, tensor)) {
+        // The one shm reader: the channel copies while the peer reads (below).
+        frame.borrowed.push_back(0);
+        frame.tensors.push_back(tensor);
+      } else {
+        frame.tensors.push_back(lent.lend(tensor, peer, false));
+      }
     });
     lent.take_back(OpCode::broadcast, seq);
     return tensor;

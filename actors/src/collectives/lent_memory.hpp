@@ -25,9 +25,9 @@ public:
   // peers may read the part where it is. Their process_vm_readv pins every page it reads, which
   // is cheap for memory from the rank's allocator (huge pages) and costs more than a copy into
   // it for other memory, often 4 KiB pages, read by several peers (all_reduce of 16 MiB: 6.3
-  // against 8.5 ms of CPU on 2 ranks, 17.8 against 22.4 on 4; README, "Collectives") — but
-  // less than that copy for a single reader (broadcast to one peer). One copy serves every peer
-  // that `part` goes to in a row.
+  // against 8.5 ms of CPU on 2 ranks, 17.8 against 22.4 on 4; README, "Collectives"); a single
+  // reader is served better still by a channel that copies while it sends (broadcast marks the
+  // tensor borrowed for one). One copy serves every peer that `part` goes to in a row.
   Tensor lend(const Tensor& part, int peer, bool read_in_place);
   // Waits until the channels of the peers lent anything have let go of it, as receives wait
   // (wait_watched: the watchdog speaks for message `seq` of `op`, a failed group ends it);

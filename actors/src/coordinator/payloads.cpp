@@ -23,12 +23,11 @@ const ChannelTraits& traits_to(const Call& call, int dst) {
 bool copied_by(const ChannelTraits& traits, const Tensor& t) {
   return host_bytes_ready(t) && !traits.reads_after_send(t.nbytes());
 }
-// The other case of a ready host tensor: the channel reads it after send() returns, so the
-// peer needs a copy (unless donated).
+}  // namespace
+
 bool copied_for_peer(const ChannelTraits& traits, const Tensor& t) {
   return host_bytes_ready(t) && traits.reads_after_send(t.nbytes());
 }
-}  // namespace
 
 Tensor copy_for_peer(const Call& call, const Tensor& t) {
   RankContext& rank = call.rank();

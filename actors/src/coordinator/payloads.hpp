@@ -21,6 +21,11 @@ inline std::byte* bytes_of(Tensor& t) { return static_cast<std::byte*>(t.data())
 // may overwrite the tensor.
 Tensor copy_for_peer(const Call& call, const Tensor& t);
 
+// Whether `t` is a ready host tensor that a channel of `traits` would still read after send()
+// returns, so that its peer needs a copy (unless donated) — or, where the channel copies while
+// it sends, the tensor marked borrowed.
+bool copied_for_peer(const ChannelTraits& traits, const Tensor& t);
+
 // A ready host tensor that the channel to group rank `dst` copies before send() returns needs
 // no copy to keep the caller's tensor safe from the transfer (small payloads over shm).
 bool copied_on_send(const Call& call, const Tensor& t, int dst);
