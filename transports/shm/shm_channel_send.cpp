@@ -103,9 +103,8 @@ void ShmChannel::stream_out(const std::uint8_t* src, std::size_t n, Deadline dea
 
 // Gives each borrowed payload that will be lent memory of ours, filled only once the frame is
 // out (make_lent_ready); the caller's tensors wait in borrowed_ (empty between sends, however
-// they end). Indices out of order or out of
-// range are skipped: a stale one only costs a copy, a repeated one must not take our buffer
-// for the caller's.
+// they end). Indices out of order or out of range are skipped: a stale one only costs a copy, a
+// repeated one must not take our buffer for the caller's.
 void ShmChannel::take_borrowed(Frame& frame, std::size_t lend_above) {
   try {
     for (const std::uint32_t index : frame.borrowed) {
@@ -140,6 +139,7 @@ std::size_t ShmChannel::make_lent_ready(Frame& frame, std::size_t from, bool cop
   std::size_t i = from;
   for (; i < frame.tensors.size(); ++i) {
     if (!encoder_.lent(i)) continue;
+    while (next != borrowed_.end() && next->index < i) ++next;  // every borrowed one is lent
     const std::size_t bytes = frame.tensors[i].nbytes();
     if (next == borrowed_.end() || next->index != i) {
       lent_ready_ += bytes;
