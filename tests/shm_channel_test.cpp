@@ -817,8 +817,11 @@ TEST_CASE("shm: close wakes the waiting peer with the reason, either way") {
 TEST_CASE("shm: a peer killed in the middle of a 64 MiB transfer fails the survivor within 20 liveness checks") {
   // A parked wait checks the peer every liveness_interval; a busy one between chunks.
   const auto kNoticed = configured(20 * ShmOptions{}.liveness_interval);
-  for (bool single_copy : {true, false}) {
-    CAPTURE(single_copy);
+  // Lent as they are, through the ring, and borrowed (the receiver waits for the sender's copy).
+  for (const char* mode : {"lent", "ring", "borrowed"}) {
+    CAPTURE(mode);
+    const bool single_copy = std::string(mode) != "ring";
+    const bool borrowed = std::string(mode) == "borrowed";
     SUBCASE("the sender dies") {
       auto created = ShmChannel::create(named("rank 0"));
       Child child([&]() -> int {
@@ -830,6 +833,7 @@ TEST_CASE("shm: a peer killed in the middle of a 64 MiB transfer fails the survi
         const Tensor payload = patterned({k64MiB}, DType::u8, 0, 0);
         while (true) {
           f.tensors.assign(1, payload);
+          if (borrowed) f.borrowed = {0};
           sender->send(f, deadline_after(30s));
         }
       });
@@ -873,6 +877,7 @@ TEST_CASE("shm: a peer killed in the middle of a 64 MiB transfer fails the survi
       Frame f;
       for (int i = 0; i < 3; ++i) {
         f.tensors.assign(1, payload);
+        if (borrowed) f.borrowed = {0};
         sender->send(f, deadline_after(10s));
       }
       // The receiver takes frames without end: killed now, it dies in the middle of one.
@@ -883,6 +888,7 @@ TEST_CASE("shm: a peer killed in the middle of a 64 MiB transfer fails the survi
       try {
         while (true) {
           f.tensors.assign(1, payload);
+          if (borrowed) f.borrowed = {0};
           sender->send(f, deadline_after(10s));
         }
       } catch (const ChannelClosed& e) {
