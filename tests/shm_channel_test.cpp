@@ -326,12 +326,10 @@ TEST_CASE("shm: a frame that streams through a small ring copies its borrowed pa
   f.tensors.push_back(patterned({64 << 10}, DType::u8, 7, 1));  // inline, beyond the ring's room
   f.metadata.assign(1000, 7);
   f.borrowed = {0};
-  const auto start = Clock::now();
   sender->send(f, deadline_after(configured(10s)));
   std::memset(mine.data(), 0xee, mine.nbytes());
   receiver.join();
-  CHECK(Clock::now() - start < 5s);
-  CHECK(failed == "");
+  CHECK(failed == "");  // each side waiting for the other would end in the receiver's timeout
   REQUIRE(received);
   REQUIRE(got.tensors.size() == 2);
   CHECK(matches(got.tensors[0], 7, 0));

@@ -59,6 +59,19 @@ struct Frame {
   // that is not the caller's memory only costs a copy. Whoever fills `tensors` clears it too.
   std::vector<std::uint32_t> borrowed;
 
+  // Calls `each(index)` for the borrowed indices that name a tensor of the frame, in increasing
+  // order, each once: an out-of-range one marks nothing, and one out of order or repeated is
+  // skipped (a channel that copied a payload must not copy its own copy again).
+  template <class Each>
+  void for_each_borrowed(Each&& each) const {
+    std::size_t next = 0;  // the lowest index still allowed
+    for (const std::uint32_t index : borrowed) {
+      if (index >= tensors.size() || index < next) continue;
+      next = std::size_t{index} + 1;
+      each(static_cast<std::size_t>(index));
+    }
+  }
+
   // Empties the payloads and what describes them (metadata and header stay).
   void clear_payloads() noexcept {
     tensors.clear();

@@ -103,18 +103,15 @@ void ShmChannel::stream_out(const std::uint8_t* src, std::size_t n, Deadline dea
 
 // Gives each borrowed payload that will be lent memory of ours, filled only once the frame is
 // out (make_lent_ready); the caller's tensors wait in borrowed_ (empty between sends, however
-// they end). Indices out of order or out of range are skipped: a stale one only costs a copy, a
-// repeated one must not take our buffer for the caller's.
+// they end). A stale index only costs a copy.
 void ShmChannel::take_borrowed(Frame& frame, std::size_t lend_above) {
   try {
-    for (const std::uint32_t index : frame.borrowed) {
-      if (index >= frame.tensors.size() || (!borrowed_.empty() && index <= borrowed_.back().index))
-        continue;
+    frame.for_each_borrowed([&](std::size_t index) {
       Tensor& tensor = frame.tensors[index];
-      if (tensor.nbytes() <= lend_above) continue;  // inline: in the ring before send() returns
+      if (tensor.nbytes() <= lend_above) return;  // inline: in the ring before send() returns
       Tensor own = options_.allocator(tensor.shape(), tensor.dtype());
       borrowed_.push_back(Borrowed{index, std::exchange(tensor, std::move(own))});
-    }
+    });
   } catch (...) {
     give_back_borrowed(frame);
     throw;

@@ -173,15 +173,15 @@ void TcpLink::send(Frame& frame, Deadline start_by, Deadline deadline) {
   // The chunked payloads' events and the borrowed marks belong to this frame only, however the
   // send ends — but for a ChannelTimeout before anything left, after which the same frame may be
   // sent again.
-  struct ClearChunked {
+  struct ClearFrameMarks {
     Frame& frame;
     bool keep = false;
-    ~ClearChunked() {
+    ~ClearFrameMarks() {
       if (keep) return;
       frame.chunked.clear();
       frame.borrowed.clear();
     }
-  } clear_chunked{frame};
+  } clear_marks{frame};
   check_frame_limits(frame, limits_);
   try {
     wait_payloads_ready(frame, start_by, true);
@@ -190,7 +190,7 @@ void TcpLink::send(Frame& frame, Deadline start_by, Deadline deadline) {
     lay_out(frame, encoder_.encode(frame, next_seq_));
     if (!gates_.empty()) wait_chunk(gates_.front(), start_by, false);
   } catch (const ChannelTimeout&) {
-    clear_chunked.keep = true;
+    clear_marks.keep = true;
     throw;
   }
   std::size_t first = 0;  // unsent_[first] is the next span with bytes left
@@ -324,12 +324,7 @@ void TcpLink::hand_to_writer(Frame& frame, std::size_t first) {
 }
 
 void TcpLink::copy_unsent_borrowed(Frame& frame, std::size_t first) {
-  std::size_t previous = 0;
-  for (std::size_t k = 0; k < frame.borrowed.size(); ++k) {
-    const std::size_t index = frame.borrowed[k];
-    // A repeated index would copy our copy; out of range, it marks nothing.
-    if (index >= frame.tensors.size() || (k > 0 && index <= previous)) continue;
-    previous = index;
+  frame.for_each_borrowed([&](std::size_t index) {
     Tensor& source = frame.tensors[index];
     const auto begin = reinterpret_cast<std::uintptr_t>(source.data());
     const std::size_t nbytes = source.nbytes();
@@ -342,7 +337,7 @@ void TcpLink::copy_unsent_borrowed(Frame& frame, std::size_t first) {
     std::size_t lowest = nbytes;
     for (std::size_t s = first; s < unsent_.size(); ++s)
       lowest = std::min(lowest, offset_of(unsent_[s]));
-    if (lowest == nbytes) continue;  // all on the wire already
+    if (lowest == nbytes) return;  // all on the wire already
     Tensor copy = copy_allocator_(source.shape(), source.dtype());
     auto* const to = static_cast<std::uint8_t*>(copy.data());
     std::memcpy(to + lowest, static_cast<const std::uint8_t*>(source.data()) + lowest,
@@ -350,7 +345,7 @@ void TcpLink::copy_unsent_borrowed(Frame& frame, std::size_t first) {
     for (std::size_t s = first; s < unsent_.size(); ++s)
       if (const std::size_t at = offset_of(unsent_[s]); at < nbytes) unsent_[s].iov_base = to + at;
     source = std::move(copy);
-  }
+  });
 }
 
 ssize_t TcpLink::write_some(std::size_t& first, std::size_t end) {

@@ -10,11 +10,6 @@
 
 namespace rankmesh {
 namespace {
-bool host_bytes_ready(const Tensor& t) {
-  const auto& ready = t.ready_event();
-  return t.device().type == DeviceType::cpu && (!ready || ready->query());
-}
-
 const ChannelTraits& traits_to(const Call& call, int dst) {
   return call.rank().links().traits_to(call.group().global_rank(dst));
 }
@@ -24,10 +19,6 @@ bool copied_by(const ChannelTraits& traits, const Tensor& t) {
   return host_bytes_ready(t) && !traits.reads_after_send(t.nbytes());
 }
 }  // namespace
-
-bool copied_for_peer(const ChannelTraits& traits, const Tensor& t) {
-  return host_bytes_ready(t) && traits.reads_after_send(t.nbytes());
-}
 
 Tensor copy_for_peer(const Call& call, const Tensor& t) {
   RankContext& rank = call.rank();
@@ -68,18 +59,18 @@ void append_payload(const Call& call, const Tensor& t, int dst, bool donated, Fr
       return;
     }
   }
-  if (!donated && !copied_on_send(call, t, dst)) {
-    // A channel that copies while it sends gets the caller's tensor, marked: its copy overlaps
-    // the receiver's reads instead of coming before them.
-    if (traits_to(call, dst).copies_while_sending && host_bytes_ready(t)) {
-      frame.borrowed.push_back(static_cast<std::uint32_t>(frame.tensors.size()));
-      frame.tensors.push_back(t);
-      return;
+  if (!donated) {  // (a donated tensor is not looked at: the per-message path of a stream)
+    const ChannelTraits& traits = traits_to(call, dst);
+    if (!copied_by(traits, t)) {
+      // A channel that copies while it sends gets the caller's tensor, marked: its copy overlaps
+      // the receiver's reads instead of coming before them.
+      if (traits.copies_while_sending && host_bytes_ready(t))
+        frame.borrowed.push_back(static_cast<std::uint32_t>(frame.tensors.size()));
+      else
+        return frame.tensors.push_back(copy_for_peer(call, t));
     }
-    frame.tensors.push_back(copy_for_peer(call, t));
-  } else {
-    frame.tensors.push_back(t);
   }
+  frame.tensors.push_back(t);
 }
 
 void append_payloads(const Call& call, std::span<const Tensor* const> tensors, int dst,

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "coordinator/call.hpp"
+#include "rankmesh/event.hpp"
 
 namespace rankmesh {
 
@@ -21,10 +22,18 @@ inline std::byte* bytes_of(Tensor& t) { return static_cast<std::byte*>(t.data())
 // may overwrite the tensor.
 Tensor copy_for_peer(const Call& call, const Tensor& t);
 
+// Whether `t`'s bytes are in host memory and final (its ready event, if any, has completed).
+inline bool host_bytes_ready(const Tensor& t) {
+  const auto& ready = t.ready_event();
+  return t.device().type == DeviceType::cpu && (!ready || ready->query());
+}
+
 // Whether `t` is a ready host tensor that a channel of `traits` would still read after send()
 // returns, so that its peer needs a copy (unless donated) — or, where the channel copies while
-// it sends, the tensor marked borrowed.
-bool copied_for_peer(const ChannelTraits& traits, const Tensor& t);
+// it sends, the tensor marked borrowed. Inline: append_payloads asks it per tensor.
+inline bool copied_for_peer(const ChannelTraits& traits, const Tensor& t) {
+  return host_bytes_ready(t) && traits.reads_after_send(t.nbytes());
+}
 
 // A ready host tensor that the channel to group rank `dst` copies before send() returns needs
 // no copy to keep the caller's tensor safe from the transfer (small payloads over shm).
