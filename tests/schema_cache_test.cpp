@@ -128,6 +128,27 @@ TEST_CASE("schema cache: a dict whose keys change in place is a new schema, thou
   CHECK(pair.sender.definitions() == 4);
 }
 
+TEST_CASE("schema cache: a received dict changed by its receiver leaves the cached schema as it "
+          "was (received dicts share the schema's keys until they change theirs)") {
+  Pair pair;
+  TensorDict sent{{"x", filled(4, 1)}, {"n", 1}, {"inner", TensorDict{{"y", filled(2, 2)}}}};
+  pair.send(sent);
+  TensorDict first = pair.receive();
+  CHECK_FALSE(pair.send(sent));  // a use of the schema
+  TensorDict second = pair.receive();
+  first.set("added", 2);
+  CHECK(first.erase("x"));
+  first.find("inner")->as<TensorDict>().set("z", 3);
+  second.set("n", 7);
+  CHECK_FALSE(pair.send(sent));
+  TensorDict third = pair.receive();
+  CHECK(third == sent);
+  CHECK(second.size() == 3);
+  CHECK(second.at("inner").as<TensorDict>().size() == 1);
+  CHECK(first.size() == 3);
+  CHECK_FALSE(first.contains("x"));
+}
+
 TEST_CASE("schema cache: a scalar leaf takes every integer width and any other kind within one "
           "schema") {
   // The receiver's prototype keeps the kind of the value the schema was learnt from (an int

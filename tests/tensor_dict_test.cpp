@@ -176,6 +176,44 @@ TEST_CASE("a copy of a large dict has its own index") {
   CHECK(dict == copy);
 }
 
+TEST_CASE("copies share their keys until one of them adds or erases a key; then only it changes") {
+  TensorDict dict{{"a", 1}, {"b", iota({2}, DType::f32)}, {"c", TensorDict{{"d", 2}}}};
+  TensorDict copy = dict;
+  copy.set("a", 10);  // a value only: both still have the same keys
+  CHECK(dict.at("a") == Value(1));
+  CHECK(keys_of(copy) == keys_of(dict));
+  copy.set("e", 5);
+  CHECK(keys_of(dict) == std::vector<std::string>{"a", "b", "c"});
+  CHECK(keys_of(copy) == std::vector<std::string>{"a", "b", "c", "e"});
+  CHECK_FALSE(dict.contains("e"));
+  CHECK(copy.at("e") == Value(5));
+  TensorDict second = dict;
+  CHECK(dict.erase("b"));  // the original changes, its copy keeps the key
+  CHECK(keys_of(dict) == std::vector<std::string>{"a", "c"});
+  CHECK(keys_of(second) == std::vector<std::string>{"a", "b", "c"});
+  CHECK(second.at("b") == Value(iota({2}, DType::f32)));
+  CHECK_FALSE(dict.contains("b"));
+  CHECK(dict.try_emplace("b", Value(3)));
+  CHECK(keys_of(dict) == std::vector<std::string>{"a", "c", "b"});
+  CHECK(keys_of(second) == std::vector<std::string>{"a", "b", "c"});
+  // A nested dict copied along shares its keys too, and changes alone.
+  second.find("c")->as<TensorDict>().set("f", 6);
+  CHECK(keys_of(dict.at("c").as<TensorDict>()) == std::vector<std::string>{"d"});
+  CHECK(keys_of(second.at("c").as<TensorDict>()) == std::vector<std::string>{"d", "f"});
+  // Equality: the same keys compare equal whether shared or not.
+  TensorDict rebuilt{{"a", 1}, {"b", iota({2}, DType::f32)}, {"c", TensorDict{{"d", 2}, {"f", 6}}}};
+  CHECK(rebuilt == second);
+  CHECK(TensorDict(second) == second);
+  TensorDict other_keys{{"a", 1}, {"x", iota({2}, DType::f32)}, {"c", TensorDict{{"d", 2}, {"f", 6}}}};
+  CHECK_FALSE(other_keys == second);
+  // A moved-from dict is empty and takes keys of its own again.
+  TensorDict moved = std::move(second);
+  CHECK(moved.size() == 3);
+  second.set("z", 1);
+  CHECK(keys_of(second) == std::vector<std::string>{"z"});
+  CHECK(keys_of(moved) == std::vector<std::string>{"a", "b", "c"});
+}
+
 TEST_CASE("floats compare by bit pattern, so NaN equals itself and -0 differs from 0") {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   CHECK(Value(nan) == Value(nan));

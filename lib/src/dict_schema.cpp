@@ -116,17 +116,15 @@ bool DictSchema::write_level(const TensorDict& dict, const TensorDict& prototype
   // else they are compared, and the structure remembered once they are found equal.
   const std::size_t here = level++;
   if (matched.size() <= here) matched.resize(here + 1, 0);
-  if (dict.structure_ == 0 || matched[here] != dict.structure_) {
-    auto expected = prototype.entries_.begin();
-    for (const auto& entry : dict.entries_)
-      if (entry.key != (expected++)->key) return false;
-    matched[here] = dict.structure_;
+  const std::uint64_t structure = dict.structure();
+  if ((structure == 0 || matched[here] != structure) && dict.keys_ != prototype.keys_) {
+    if (!dict.empty() && dict.keys_->names != prototype.keys_->names) return false;
+    matched[here] = structure;
   }
-  auto expected = prototype.entries_.begin();
-  for (const auto& [key, value] : dict) {
+  const Value* expected = prototype.values_.data();
+  for (const Value& value : dict.values_) {
     const TensorDict* nested = non_empty_dict(value);
-    const TensorDict* expected_nested = non_empty_dict(expected->value);
-    ++expected;
+    const TensorDict* expected_nested = non_empty_dict(*expected++);
     if ((nested != nullptr) != (expected_nested != nullptr)) return false;
     if (nested != nullptr) {
       if (!write_level(*nested, *expected_nested, leaf, level, encoder, tensors, matched))
@@ -180,8 +178,8 @@ std::optional<TensorDict> DictSchema::read_instance(Decoder& decoder,
 bool DictSchema::read_level(TensorDict& level, std::size_t depth, std::size_t& leaf,
                             Decoder& decoder, std::span<const Tensor> payloads,
                             std::size_t& payload, const Allocator& empty) const {
-  for (TensorDict::Entry& entry : level.entries_) {
-    if (auto* nested = std::get_if<TensorDict>(&entry.value.v); nested && !nested->empty()) {
+  for (Value& value : level.values_) {
+    if (auto* nested = std::get_if<TensorDict>(&value.v); nested && !nested->empty()) {
       if (!read_level(*nested, depth + 1, leaf, decoder, payloads, payload, empty)) return false;
       continue;
     }
@@ -194,7 +192,7 @@ bool DictSchema::read_level(TensorDict& level, std::size_t depth, std::size_t& l
           if (received.dtype() == shape.dtype && received.device().type == shape.device &&
               received.numel() != 0 && decoder.read_dims_of(received, shape.rank)) {
             ++payload;
-            entry.value.v.emplace<Tensor>(received);
+            value.v.emplace<Tensor>(received);
             break;
           }
         }
@@ -205,7 +203,7 @@ bool DictSchema::read_level(TensorDict& level, std::size_t depth, std::size_t& l
         // them back on their device.
         if (numel == 0) {
           if (shape.device != DeviceType::cpu) return false;
-          entry.value.v.emplace<Tensor>(empty(dims, shape.dtype));
+          value.v.emplace<Tensor>(empty(dims, shape.dtype));
           break;
         }
         if (payload >= payloads.size()) return false;
@@ -213,11 +211,11 @@ bool DictSchema::read_level(TensorDict& level, std::size_t depth, std::size_t& l
         if (received.numel() != numel || received.dtype() != shape.dtype ||
             !(received.shape() == dims) || received.device().type != shape.device)
           return false;
-        entry.value.v.emplace<Tensor>(received);
+        value.v.emplace<Tensor>(received);
         break;
       }
       case MetaEntry::Kind::empty_dict: break;
-      case MetaEntry::Kind::value: decoder.read_value_into(entry.value, depth); break;
+      case MetaEntry::Kind::value: decoder.read_value_into(value, depth); break;
     }
   }
   return true;

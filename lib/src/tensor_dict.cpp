@@ -23,24 +23,10 @@ std::uint64_t TensorDict::new_structure() noexcept {
 }
 
 TensorDict::TensorDict() = default;
-TensorDict::TensorDict(const TensorDict& other)
-    : structure_(other.structure_), entries_(other.entries_),
-      index_(other.index_ != nullptr ? std::make_unique<Index>(*other.index_) : nullptr) {}
-TensorDict::TensorDict(TensorDict&& other) noexcept
-    : structure_(std::exchange(other.structure_, 0)), entries_(std::move(other.entries_)),
-      index_(std::move(other.index_)) {}
-TensorDict& TensorDict::operator=(const TensorDict& other) {
-  if (this != &other) *this = TensorDict(other);
-  return *this;
-}
-TensorDict& TensorDict::operator=(TensorDict&& other) noexcept {
-  if (this != &other) {
-    structure_ = std::exchange(other.structure_, 0);
-    entries_ = std::move(other.entries_);
-    index_ = std::move(other.index_);
-  }
-  return *this;
-}
+TensorDict::TensorDict(const TensorDict& other) = default;
+TensorDict::TensorDict(TensorDict&& other) noexcept = default;
+TensorDict& TensorDict::operator=(const TensorDict& other) = default;
+TensorDict& TensorDict::operator=(TensorDict&& other) noexcept = default;
 TensorDict::~TensorDict() = default;
 
 TensorDict::TensorDict(std::initializer_list<Entry> entries) {
@@ -61,44 +47,66 @@ bool TensorDict::try_emplace(std::string&& key, Value&& value) {
   return true;
 }
 
+TensorDict::Keys& TensorDict::own_keys() {
+  if (!keys_) {
+    keys_ = std::make_shared<Keys>();
+  } else if (keys_.use_count() > 1) {
+    // Shared with a copy: this dict's keys change, the copy's stay. No other dict can start
+    // sharing it meanwhile: only a holder copies, and this dict is the only one left.
+    auto mine = std::make_shared<Keys>();
+    mine->names = keys_->names;
+    if (keys_->index) mine->index = std::make_unique<Index>(*keys_->index);
+    mine->structure = keys_->structure;
+    keys_ = std::move(mine);
+  }
+  return *keys_;
+}
+
 void TensorDict::append(std::string&& key, Value&& value) {
-  // Made in place, then each moved once (a temporary Entry would move the value twice more).
-  Entry& entry = entries_.emplace_back();
-  entry.key = std::move(key);
-  entry.value = std::move(value);
-  structure_ = new_structure();
-  if (index_ != nullptr) {
-    index_->emplace(entries_.back().key, entries_.size() - 1);
-  } else if (entries_.size() > kIndexThreshold) {
-    index_ = make_index();
+  Keys& keys = own_keys();
+  keys.names.push_back(std::move(key));
+  try {
+    values_.push_back(std::move(value));
+  } catch (...) {
+    keys.names.pop_back();
+    throw;
+  }
+  keys.structure = new_structure();
+  if (keys.index != nullptr) {
+    keys.index->emplace(keys.names.back(), keys.names.size() - 1);
+  } else if (keys.names.size() > kIndexThreshold) {
+    keys.reindex();
   }
 }
 
-std::unique_ptr<TensorDict::Index> TensorDict::make_index() const {
-  auto index = std::make_unique<Index>();
-  for (std::size_t i = 0; i < entries_.size(); ++i) index->emplace(entries_[i].key, i);
-  return index;
+void TensorDict::Keys::reindex() {
+  index.reset();
+  if (names.size() <= kIndexThreshold) return;
+  index = std::make_unique<Index>();
+  for (std::size_t i = 0; i < names.size(); ++i) index->emplace(names[i], i);
 }
 
 std::size_t TensorDict::position_of(std::string_view key) const noexcept {
-  if (index_ != nullptr) {
-    const auto it = index_->find(key);
-    return it == index_->end() ? npos : it->second;
+  if (!keys_) return npos;
+  if (keys_->index != nullptr) {
+    const auto it = keys_->index->find(key);
+    return it == keys_->index->end() ? npos : it->second;
   }
-  for (std::size_t i = 0; i < entries_.size(); ++i) {
-    if (entries_[i].key == key) return i;
+  const std::vector<std::string>& names = keys_->names;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    if (names[i] == key) return i;
   }
   return npos;
 }
 
 const Value* TensorDict::find(std::string_view key) const {
   const std::size_t position = position_of(key);
-  return position == npos ? nullptr : &entries_[position].value;
+  return position == npos ? nullptr : &values_[position];
 }
 
 Value* TensorDict::find(std::string_view key) {
   const std::size_t position = position_of(key);
-  return position == npos ? nullptr : &entries_[position].value;
+  return position == npos ? nullptr : &values_[position];
 }
 
 const Value& TensorDict::at(std::string_view key) const {
@@ -109,21 +117,28 @@ const Value& TensorDict::at(std::string_view key) const {
 bool TensorDict::erase(std::string_view key) {
   const std::size_t position = position_of(key);
   if (position == npos) return false;
-  entries_.erase(entries_.begin() + static_cast<std::ptrdiff_t>(position));
-  structure_ = new_structure();
+  Keys& keys = own_keys();
+  const auto at = static_cast<std::ptrdiff_t>(position);
+  keys.names.erase(keys.names.begin() + at);
+  values_.erase(values_.begin() + at);
+  keys.structure = new_structure();
   // Positions after the erased key shift, so the index is rebuilt (or dropped when small).
-  index_ = entries_.size() > kIndexThreshold ? make_index() : nullptr;
+  keys.reindex();
   return true;
 }
 
-void TensorDict::reserve(std::size_t keys) { entries_.reserve(keys); }
+void TensorDict::reserve(std::size_t keys) {
+  values_.reserve(keys);
+  own_keys().names.reserve(keys);
+}
 
 bool TensorDict::operator==(const TensorDict& other) const {
-  if (entries_.size() != other.entries_.size()) return false;
-  for (std::size_t i = 0; i < entries_.size(); ++i) {
-    if (entries_[i].key != other.entries_[i].key) return false;
-    if (!(entries_[i].value == other.entries_[i].value)) return false;
-  }
+  if (values_.size() != other.values_.size()) return false;
+  // Dicts that share their keys (copies, received dicts of one schema) skip comparing them.
+  if (keys_ != other.keys_ && !values_.empty() && keys_->names != other.keys_->names) return false;
+  const Value* theirs = other.values_.data();
+  for (const Value& mine : values_)
+    if (!(mine == *theirs++)) return false;
   return true;
 }
 

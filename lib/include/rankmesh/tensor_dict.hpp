@@ -1,7 +1,10 @@
 // TensorDict: ordered string keys -> tensors, plain values, lists and nested dicts.
 #pragma once
 
+#include <compare>
+#include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <functional>
 #include <memory>
 #include <string>
@@ -25,11 +28,22 @@ struct Value;
 using List = std::vector<Value>;
 
 // Keys keep insertion order; setting an existing key replaces its value in place.
+//
+// The keys live apart from the values, in a table that copies of a dict share until one of them
+// adds or erases a key (then it takes a table of its own): a copy, and a received dict built from
+// its schema's prototype, copy no key.
 class TensorDict {
 public:
+  // An entry to build a dict from (the initializer-list constructor).
   struct Entry;
+  // What iterating a dict gives: its key and its value, in insertion order.
+  struct EntryRef {
+    const std::string& key;
+    const Value& value;
+  };
+  class const_iterator;
 
-  // Defined where Entry is complete: Entry holds a Value, which may hold a TensorDict.
+  // Defined where Value is complete: a dict holds Values, which may hold a TensorDict.
   TensorDict();
   TensorDict(const TensorDict&);
   TensorDict(TensorDict&&) noexcept;
@@ -54,8 +68,8 @@ public:
   bool empty() const noexcept;
   // Room for `keys` keys without reallocating.
   void reserve(std::size_t keys);
-  std::vector<Entry>::const_iterator begin() const noexcept;
-  std::vector<Entry>::const_iterator end() const noexcept;
+  const_iterator begin() const noexcept;
+  const_iterator end() const noexcept;
 
   // Same keys in the same order with equal values (tensors compared with equal()).
   bool operator==(const TensorDict& other) const;
@@ -70,24 +84,31 @@ private:
       return std::hash<std::string_view>{}(key);
     }
   };
-
   using Index = std::unordered_map<std::string, std::size_t, KeyHash, std::equal_to<>>;
 
-  static constexpr std::size_t npos = static_cast<std::size_t>(-1);
-  std::size_t position_of(std::string_view key) const noexcept;
-  std::unique_ptr<Index> make_index() const;  // of every entry
-  void append(std::string&& key, Value&& value);  // a key known to be new
+  // The keys and their order, never changed while two dicts share them.
+  struct Keys {
+    std::vector<std::string> names;
+    // Key -> position, kept only for large dicts so that building one from hostile metadata
+    // stays linear; small dicts (the common case) are searched in place.
+    std::unique_ptr<Index> index;
+    // The keys and their order, as a number: a new one (never used before, by any table) at
+    // every insertion and erasure. A schema cache that matched a dict's keys once skips
+    // comparing them for a dict of the same number.
+    std::uint64_t structure = 0;
+    void reindex();  // the index made again for the names (dropped for a small dict)
+  };
 
-  // The keys and their order, as a number: a new one (never used before, by any dict) at every
-  // insertion and erasure, shared by copies, 0 where unknown (a moved-from dict). A schema
-  // cache that matched a dict's keys once skips comparing them for a dict of the same number.
+  static constexpr std::size_t npos = static_cast<std::size_t>(-1);
   static std::uint64_t new_structure() noexcept;
-  std::uint64_t structure_ = 0;
-  std::vector<Entry> entries_;
-  // Key -> position, kept only for large dicts so that building one from hostile metadata
-  // stays linear; small dicts (the common case) are searched in place and, holding no index,
-  // are copied, moved and destroyed without touching one.
-  std::unique_ptr<Index> index_;
+  std::size_t position_of(std::string_view key) const noexcept;
+  void append(std::string&& key, Value&& value);  // a key known to be new
+  Keys& own_keys();  // the table, made or unshared first: the keys are about to change
+  // 0 where the dict has no keys table (empty, or moved from).
+  std::uint64_t structure() const noexcept { return keys_ ? keys_->structure : 0; }
+
+  std::shared_ptr<Keys> keys_;  // null while the dict has no keys
+  std::vector<Value> values_;   // values_[i] is the value of keys_->names[i]
 };
 
 // One value of a dict. A List holds plain values only (no tensors, no dicts).
@@ -148,14 +169,53 @@ struct TensorDict::Entry {
   Value value;
 };
 
-// Inline, here where Entry is complete: every message walks its dict's entries.
-inline std::size_t TensorDict::size() const noexcept { return entries_.size(); }
-inline bool TensorDict::empty() const noexcept { return entries_.empty(); }
-inline std::vector<TensorDict::Entry>::const_iterator TensorDict::begin() const noexcept {
-  return entries_.begin();
+class TensorDict::const_iterator {
+public:
+  using iterator_category = std::random_access_iterator_tag;
+  using value_type = EntryRef;
+  using reference = EntryRef;
+  using difference_type = std::ptrdiff_t;
+  using pointer = void;
+
+  const_iterator() = default;
+  EntryRef operator*() const noexcept { return EntryRef{names_[i_], values_[i_]}; }
+  EntryRef operator[](difference_type n) const noexcept { return *(*this + n); }
+  const_iterator& operator++() noexcept { ++i_; return *this; }
+  const_iterator operator++(int) noexcept { const_iterator was = *this; ++i_; return was; }
+  const_iterator& operator--() noexcept { --i_; return *this; }
+  const_iterator operator--(int) noexcept { const_iterator was = *this; --i_; return was; }
+  const_iterator& operator+=(difference_type n) noexcept { i_ += n; return *this; }
+  const_iterator& operator-=(difference_type n) noexcept { i_ -= n; return *this; }
+  friend const_iterator operator+(const_iterator it, difference_type n) noexcept { return it += n; }
+  friend const_iterator operator+(difference_type n, const_iterator it) noexcept { return it += n; }
+  friend const_iterator operator-(const_iterator it, difference_type n) noexcept { return it -= n; }
+  friend difference_type operator-(const const_iterator& a, const const_iterator& b) noexcept {
+    return a.i_ - b.i_;
+  }
+  friend bool operator==(const const_iterator& a, const const_iterator& b) noexcept {
+    return a.i_ == b.i_;
+  }
+  friend auto operator<=>(const const_iterator& a, const const_iterator& b) noexcept {
+    return a.i_ <=> b.i_;
+  }
+
+private:
+  friend class TensorDict;
+  const_iterator(const std::string* names, const Value* values, difference_type i) noexcept
+      : names_(names), values_(values), i_(i) {}
+  const std::string* names_ = nullptr;
+  const Value* values_ = nullptr;
+  difference_type i_ = 0;
+};
+
+// Inline, here where Value is complete: every message walks its dict's entries.
+inline std::size_t TensorDict::size() const noexcept { return values_.size(); }
+inline bool TensorDict::empty() const noexcept { return values_.empty(); }
+inline TensorDict::const_iterator TensorDict::begin() const noexcept {
+  return const_iterator(keys_ ? keys_->names.data() : nullptr, values_.data(), 0);
 }
-inline std::vector<TensorDict::Entry>::const_iterator TensorDict::end() const noexcept {
-  return entries_.end();
+inline TensorDict::const_iterator TensorDict::end() const noexcept {
+  return const_iterator(nullptr, nullptr, static_cast<std::ptrdiff_t>(values_.size()));
 }
 
 }  // namespace rankmesh
