@@ -106,13 +106,13 @@ public:
 
   Tensor(const Tensor& other) noexcept
       : storage_(other.storage_), data_(other.data_), shape_(other.shape_), numel_(other.numel_),
-        dtype_(other.dtype_), device_(other.device_), ready_(other.ready_) {
+        nbytes_(other.nbytes_), dtype_(other.dtype_), device_(other.device_), ready_(other.ready_) {
     hold();
   }
   Tensor(Tensor&& other) noexcept
       : storage_(std::exchange(other.storage_, nullptr)),
         data_(std::exchange(other.data_, nullptr)), shape_(other.shape_),
-        numel_(other.numel_), dtype_(other.dtype_), device_(other.device_),
+        numel_(other.numel_), nbytes_(other.nbytes_), dtype_(other.dtype_), device_(other.device_),
         ready_(std::move(other.ready_)) {}
   Tensor& operator=(const Tensor& other) noexcept {
     if (this != &other) *this = Tensor(other);
@@ -125,6 +125,7 @@ public:
       data_ = std::exchange(other.data_, nullptr);
       shape_ = other.shape_;
       numel_ = other.numel_;
+      nbytes_ = other.nbytes_;
       dtype_ = other.dtype_;
       device_ = other.device_;
       ready_ = std::move(other.ready_);
@@ -142,7 +143,7 @@ public:
   DType dtype() const noexcept { return dtype_; }
   Device device() const noexcept { return device_; }
   std::int64_t numel() const noexcept { return numel_; }
-  std::size_t nbytes() const noexcept { return static_cast<std::size_t>(numel_) * dtype_size(dtype_); }
+  std::size_t nbytes() const noexcept { return nbytes_; }
   // True when both share the same underlying memory.
   bool shares_storage_with(const Tensor& other) const noexcept;
   // The same memory seen with another shape of as many elements (and the same ready event).
@@ -165,7 +166,8 @@ private:
   // caller (which throws on overflow before anything is held).
   Tensor(TensorMemory* storage, void* data, const Shape& shape, std::int64_t numel, DType dtype,
          Device device) noexcept
-      : storage_(storage), data_(data), shape_(shape), numel_(numel), dtype_(dtype),
+      : storage_(storage), data_(data), shape_(shape), numel_(numel),
+        nbytes_(static_cast<std::size_t>(numel) * dtype_size(dtype)), dtype_(dtype),
         device_(device) {
     hold();
   }
@@ -184,7 +186,9 @@ private:
   TensorMemory* storage_ = nullptr;
   void* data_ = nullptr;  // the first byte: read per message, so not through storage_
   Shape shape_;
-  std::int64_t numel_ = 0;  // of shape_, counted once: asked for on every hop of a message
+  // Of shape_ and dtype_, counted once: asked for on every hop of a message.
+  std::int64_t numel_ = 0;
+  std::size_t nbytes_ = 0;
   DType dtype_ = DType::f32;
   Device device_;
   std::shared_ptr<Event> ready_;
