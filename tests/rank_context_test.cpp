@@ -29,7 +29,8 @@ TEST_CASE("rank context: channels connected after a failure are closed with its 
   try {
     std::string why;
     const Deadline deadline = deadline_after(5s);
-    context->try_send(1, frame, deadline, deadline, [] { return std::string("a send"); }, why);
+    const auto describe = [] { return std::string("a send"); };
+    context->try_send(1, frame, deadline, deadline, describe, why);
     FAIL("the send went through a channel of a failed rank");
   } catch (const Error& e) {
     CHECK(e.code() == Errc::peer_failed);

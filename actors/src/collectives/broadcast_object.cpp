@@ -60,8 +60,8 @@ Value send_object_to_members(const Call& call, const Value& object, std::uint64_
     // A ring carries the request as a channel's message does (send_numbered appends it there).
     const auto request = call.request().trailer();
     rings.encoded.insert(rings.encoded.end(), request.begin(), request.end());
-    rings.out->write(seq, rings.encoded.data(), rings.encoded.size(), call.deadline(),
-                     [&] { return numbered(call, seq); });
+    const auto describe = [&] { return numbered(call, seq); };
+    rings.out->write(seq, rings.encoded.data(), rings.encoded.size(), call.deadline(), describe);
     // In the operation history like a send over each reader's channel would be.
     for_each_peer(call, [&](int peer) {
       if (reads_ring(peer))
@@ -106,7 +106,8 @@ RingReader& attach(const Call& call, ObjectRings& rings, int src) {
 // are discarded.
 void read_from_ring(const Call& call, RingReader& ring, int src, std::uint64_t seq,
                     std::vector<std::uint8_t>& bytes) {
-  const PeerLinks::Describe what = [&] { return numbered(call, seq); };
+  const auto describe = [&] { return numbered(call, seq); };
+  const PeerLinks::Describe what = describe;
   auto fetch = [&] {
     std::uint64_t tag = 0;
     // Waited for in slices, as a channel's receive: a group failed on another member ends it.

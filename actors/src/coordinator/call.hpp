@@ -95,7 +95,12 @@ private:
   RankContext& rank_;
   const char* operation_;
   Deadline deadline_;
-  RankContext::Describe describe_ = [this] { return where(); };  // small: no allocation
+  // describe()'s callable: the call's where().
+  struct Where {
+    const Call* call;
+    std::string operator()() const { return call->where(); }
+  } where_{this};
+  RankContext::Describe describe_{where_};
   bool guarded_ = false;
   mutable std::optional<TraceEvent> trace_;  // filled by messages of a call the matcher sees as const
   std::optional<CollectiveRequest> request_;

@@ -3,10 +3,10 @@
 // Error(peer_failed) saying which operation was talking to whom.
 #pragma once
 
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "channel.hpp"
@@ -22,8 +22,26 @@ struct PeerLocality {
 
 class PeerLinks {
 public:
-  // What a failed message belonged to, asked only on failure (no string is built per message).
-  using Describe = std::function<std::string()>;
+  // What a failed message belonged to, asked only on failure (no string is built per message):
+  // a reference to a callable the caller keeps alive (two words to pass; nothing to make or
+  // destroy per message). Made from a named callable only: a temporary would be gone by the
+  // time a failure asks.
+  class Describe {
+  public:
+    template <class F>
+      requires(!std::is_same_v<std::remove_cvref_t<F>, Describe>)
+    Describe(const F& describe) noexcept  // implicit: callers pass their lambda as it is
+        : object_(&describe),
+          call_([](const void* object) { return (*static_cast<const F*>(object))(); }) {}
+    template <class F>
+      requires(!std::is_same_v<std::remove_cvref_t<F>, Describe>)
+    Describe(const F&&) = delete;
+    std::string operator()() const { return call_(object_); }
+
+  private:
+    const void* object_;
+    std::string (*call_)(const void*);
+  };
 
   explicit PeerLinks(const OpHistory& history) : history_(history) {}
 
