@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <iterator>
 #include <limits>
 #include <numeric>
 #include <optional>
@@ -178,6 +179,13 @@ TEST_CASE("a copy of a large dict has its own index") {
 
 TEST_CASE("copies share their keys until one of them adds or erases a key; then only it changes") {
   TensorDict dict{{"a", 1}, {"b", iota({2}, DType::f32)}, {"c", TensorDict{{"d", 2}}}};
+  // Iterators: an entry's key and value through * and ->, random access, in insertion order.
+  CHECK(dict.begin()->key == "a");
+  CHECK((*dict.begin()).value == Value(1));
+  CHECK((dict.begin() + 2)->key == "c");
+  CHECK(dict.begin()[1].key == "b");
+  CHECK(dict.end() - dict.begin() == 3);
+  CHECK(std::next(dict.begin(), 3) == dict.end());
   TensorDict copy = dict;
   copy.set("a", 10);  // a value only: both still have the same keys
   CHECK(dict.at("a") == Value(1));

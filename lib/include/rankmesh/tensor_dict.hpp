@@ -175,10 +175,15 @@ public:
   using value_type = EntryRef;
   using reference = EntryRef;
   using difference_type = std::ptrdiff_t;
-  using pointer = void;
+  // it->key: the entry held for the arrow to point at.
+  struct pointer {
+    EntryRef entry;
+    const EntryRef* operator->() const noexcept { return &entry; }
+  };
 
   const_iterator() = default;
   EntryRef operator*() const noexcept { return EntryRef{names_[i_], values_[i_]}; }
+  pointer operator->() const noexcept { return pointer{**this}; }
   EntryRef operator[](difference_type n) const noexcept { return *(*this + n); }
   const_iterator& operator++() noexcept { ++i_; return *this; }
   const_iterator operator++(int) noexcept { const_iterator was = *this; ++i_; return was; }
