@@ -472,6 +472,46 @@ TEST_CASE_TEMPLATE("tensor dicts, gather and broadcast: the caller may change a 
   CHECK(broadcasted == std::vector<float>{3.0f, 3.0f + static_cast<float>(kElements - 1)});
 }
 
+TEST_CASE_TEMPLATE("all_gather: a member that overwrites its result as soon as the call returns "
+                   "changes no other member's result", Over, RANKMESH_EVERY_TRANSPORT) {
+  // An in-process peer copies a member's block out of that member's own result (a loan, not a
+  // copy per peer): all_gather returns only once every peer has let go of it. In each round one
+  // member fills its result with -1 at once; the others check theirs.
+  constexpr std::int64_t kElements = std::int64_t{1} << 20;  // 4 MiB a member
+  constexpr int kMembers = 3;
+  constexpr int kRounds = 6;
+  std::vector<std::vector<std::string>> wrong(kMembers);
+  auto errors = run_world<Over>(kMembers, [&](ParallelState& s) {
+    GroupCoordinator& g = s.world();
+    Tensor mine = Tensor::empty({kElements}, DType::f32);
+    for (int round = 0; round < kRounds; ++round) {
+      const float base = static_cast<float>(100 * round + 10 * s.rank());
+      std::iota(mine.data_as<float>(), mine.data_as<float>() + kElements, base);
+      Tensor all = g.all_gather(mine);
+      float* p = all.data_as<float>();
+      if (round % kMembers == s.rank()) {
+        std::fill_n(p, all.numel(), -1.0f);
+      } else {
+        for (int member = 0; member < kMembers; ++member)
+          for (std::int64_t i = 0; i < kElements; i += 1021) {
+            const float expected = static_cast<float>(100 * round + 10 * member) + static_cast<float>(i);
+            if (p[member * kElements + i] != expected) {
+              wrong[s.rank()].push_back("round " + std::to_string(round) + ", member " +
+                                        std::to_string(member) + ", element " + std::to_string(i));
+              break;
+            }
+          }
+      }
+      g.barrier();
+    }
+  });
+  REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+  for (int rank = 0; rank < kMembers; ++rank) {
+    CAPTURE(rank);
+    CHECK(wrong[static_cast<std::size_t>(rank)].empty());
+  }
+}
+
 TEST_CASE_TEMPLATE("every group kind runs collectives among its own members", Over, RANKMESH_EVERY_TRANSPORT) {
   // world 16 = dp 2 x pp 2 x tp 2 x external dp 2, dcp 2.
   std::vector<std::array<float, kGroupKindCount>> sums(16);

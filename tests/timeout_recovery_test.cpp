@@ -136,57 +136,60 @@ TEST_CASE("p2p: the receive paired with a failed send reports it naming both sid
 }
 
 TEST_CASE("all_gather: a caller's input overwritten after a timeout never reaches a late peer") {
-  // Over shm, all_gather lends the caller's tensor to the peers' channels. Rank 0 gives up on
-  // rank 2, which comes late, overwrites its input and calls all_gather again with it (as an
-  // engine retrying would). Rank 2 must fail, or return rank 0's input as it was — never the
-  // bytes written after rank 0's all_gather failed.
-  RankWorld world({0, 0, 0}, shm_transport(), shm_transport(), kLong);
-  constexpr std::int64_t kElements = 256 << 10;  // 1 MiB: lent, not copied through the ring
-  constexpr auto kPatient = 2s;  // rank 1 waits for rank 2 this long, and no longer
-  Signal overwritten;
-  std::string late_outcome;
-  auto errors = world.run([&](int rank) {
-    GroupCoordinator group(make_group_state(world.context(rank), GroupKind::world, 0, Group{0, 1, 2}));
-    Tensor input = Tensor::empty({kElements}, DType::f32);
-    std::fill_n(input.data_as<float>(), kElements, static_cast<float>(rank + 1));
-    if (rank == 0) {
-      group.set_timeout(kShort);
-      try {
-        group.all_gather(input);
-        expect(false, "all_gather without rank 2 to time out");
-      } catch (const Error& e) {
-        expect(e.code() == Errc::timeout, std::string("a timeout, got: ") + e.what());
+  // Over shm, all_gather lends its block of the result to the peers' channels; inproc, it loans
+  // it to the peers themselves. Rank 0 gives up on rank 2, which comes late, overwrites its input
+  // and calls all_gather again with it (as an engine retrying would). Rank 2 must fail, or return
+  // rank 0's input as it was — never the bytes written after rank 0's all_gather failed.
+  for (const Transport* transport : {&shm_transport(), &inproc_transport()}) {
+    CAPTURE(std::string(transport->name()));
+    RankWorld world({0, 0, 0}, *transport, *transport, kLong);
+    constexpr std::int64_t kElements = 256 << 10;  // 1 MiB: lent (loaned), not copied
+    constexpr auto kPatient = 2s;  // rank 1 waits for rank 2 this long, and no longer
+    Signal overwritten;
+    std::string late_outcome;
+    auto errors = world.run([&](int rank) {
+      GroupCoordinator group(make_group_state(world.context(rank), GroupKind::world, 0, Group{0, 1, 2}));
+      Tensor input = Tensor::empty({kElements}, DType::f32);
+      std::fill_n(input.data_as<float>(), kElements, static_cast<float>(rank + 1));
+      if (rank == 0) {
+        group.set_timeout(kShort);
+        try {
+          group.all_gather(input);
+          expect(false, "all_gather without rank 2 to time out");
+        } catch (const Error& e) {
+          expect(e.code() == Errc::timeout, std::string("a timeout, got: ") + e.what());
+        }
+        std::fill_n(input.data_as<float>(), kElements, -1.0f);  // the caller reuses its buffer
+        overwritten.raise();
+        group.set_timeout(kPatient);
+        try {
+          group.all_gather(input);  // whether the retry succeeds is not the question here
+        } catch (const Error&) {
+        }
+        return;
       }
-      std::fill_n(input.data_as<float>(), kElements, -1.0f);  // the caller reuses its buffer
-      overwritten.raise();
       group.set_timeout(kPatient);
+      if (rank == 2) expect(overwritten.wait(), "rank 0 to give up and overwrite its input");
       try {
-        group.all_gather(input);  // whether the retry succeeds is not the question here
+        Tensor gathered = group.all_gather(input);
+        if (rank == 2) {
+          const float* first = gathered.data_as<float>();
+          late_outcome = std::all_of(first, first + kElements, [](float x) { return x == 1.0f; })
+                             ? "returned rank 0's input as it was sent"
+                             : "returned bytes rank 0 wrote after its all_gather failed";
+        }
+      } catch (const Error& e) {
+        if (rank == 2) late_outcome = std::string("failed: ") + to_string(e.code()) + ": " + e.what();
+      }
+      try {
+        group.all_gather(input);  // rank 0's retry
       } catch (const Error&) {
       }
-      return;
-    }
-    group.set_timeout(kPatient);
-    if (rank == 2) expect(overwritten.wait(), "rank 0 to give up and overwrite its input");
-    try {
-      Tensor gathered = group.all_gather(input);
-      if (rank == 2) {
-        const float* first = gathered.data_as<float>();
-        late_outcome = std::all_of(first, first + kElements, [](float x) { return x == 1.0f; })
-                           ? "returned rank 0's input as it was sent"
-                           : "returned bytes rank 0 wrote after its all_gather failed";
-      }
-    } catch (const Error& e) {
-      if (rank == 2) late_outcome = std::string("failed: ") + to_string(e.code()) + ": " + e.what();
-    }
-    try {
-      group.all_gather(input);  // rank 0's retry
-    } catch (const Error&) {
-    }
-  });
-  REQUIRE_MESSAGE(all_ok(errors), joined(errors));
-  CHECK_MESSAGE(late_outcome.find("after its all_gather failed") == std::string::npos, late_outcome);
-  MESSAGE(late_outcome);
+    });
+    REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+    CHECK_MESSAGE(late_outcome.find("after its all_gather failed") == std::string::npos, late_outcome);
+    MESSAGE(late_outcome);
+  }
 }
 
 TEST_CASE("all_reduce: a caller's input overwritten after a timeout never reaches a late peer") {

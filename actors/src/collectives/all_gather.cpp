@@ -13,7 +13,8 @@ namespace {
 
 // Along dim 0 every member's part is one contiguous block of the result: the parts are read
 // straight into their blocks (shm, tcp), so the result costs no gathering copy. This rank's
-// block is filled first and sent from there: peers read pooled memory (LentMemory::lend).
+// block is filled first and sent from there: peers read pooled memory (LentMemory::lend), and
+// in-process peers copy it into their blocks from there (a loan, not a copy for each).
 Tensor gather_rows(const Call& call, const Tensor& input, OpCode op) {
   Shape shape;
   shape.push_back(input.shape()[0] * call.size());
@@ -25,14 +26,10 @@ Tensor gather_rows(const Call& call, const Tensor& input, OpCode op) {
     slots[static_cast<std::size_t>(member)] = view_of(out, member * input.numel(), input.shape());
   const Tensor& own = slots[static_cast<std::size_t>(call.rank_in_group())];
   if (block != 0) std::memcpy(own.data(), input.data(), block);
-  std::vector<Tensor> all = exchange(call, own, true, op, &slots);
-  for (int member = 0; member < call.size(); ++member) {
-    const Tensor& part = all[static_cast<std::size_t>(member)];
-    const Tensor& slot = slots[static_cast<std::size_t>(member)];
-    if (member != call.rank_in_group()) check_matches(call, member, part, input, 0, false);
-    if (block != 0 && part.data() != slot.data())  // did not land in place (inproc, stashed)
-      std::memcpy(slot.data(), part.data(), block);
-  }
+  const std::vector<Tensor> all = exchange(call, own, true, op, &slots);
+  for (int member = 0; member < call.size(); ++member)
+    if (member != call.rank_in_group())
+      check_matches(call, member, all[static_cast<std::size_t>(member)], input, 0, false);
   return out;
 }
 

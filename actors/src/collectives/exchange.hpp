@@ -25,8 +25,9 @@ void for_each_peer_after_self(const Call& call, Each&& each) {
 
 // Sends `mine` to every peer and returns every member's tensor in group-rank order (`pooled`:
 // `mine` lies in memory from the rank's allocator, LentMemory::lend). With `slots` (one per
-// member), each peer's tensor is read straight into its slot where the transport allows and it
-// fits; the caller checks which ones landed.
+// member), each peer's tensor ends in its slot — read straight into it where the transport
+// allows, copied there otherwise — when it has the slot's dtype and shape; one that has not is
+// returned as it came, for the caller to refuse.
 std::vector<Tensor> exchange(const Call& call, const Tensor& mine, bool pooled, OpCode op,
                              const std::vector<Tensor>* slots = nullptr);
 

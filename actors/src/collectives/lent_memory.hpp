@@ -2,12 +2,19 @@
 // peers without a copy. A channel that copies a payload before send() returns (shm up to its
 // inline threshold) gets the part itself; one that reads it after send() returns gets it lent
 // (shm: the receiver's process_vm_readv, tcp: the link's writer thread), and the operation
-// takes it back before returning; inproc peers, which keep what they get, get a copy.
+// takes it back before returning. Inproc peers keep what they get, so they get a copy — or,
+// where the collective's receivers let go of what they receive before they take back what they
+// lent (exchange with slots), a loan: a tensor over the part whose release the operation waits
+// for.
 // However the operation ends, no peer may read lent memory afterwards, when the caller may
 // already be changing it: each channel has either let go of it or is closed, so that its peer's
-// receive fails instead of returning bytes that mix old and new.
+// receive fails instead of returning bytes that mix old and new. (A loan outlives a failed
+// operation only in a frame its peer has not taken: it keeps the memory, which the operation
+// never handed to its caller, alive.) Lent or loaned, the operation completes only once its peers
+// have taken what it sent: one whose peer abandoned the collective fails at its deadline.
 #pragma once
 
+#include <memory>
 #include <vector>
 
 #include "coordinator/call.hpp"
@@ -28,7 +35,11 @@ public:
   // against 8.5 ms of CPU on 2 ranks, 17.8 against 22.4 on 4; README, "Collectives"); a single
   // reader is served better still by a channel that copies while it sends (broadcast marks the
   // tensor borrowed for one). One copy serves every peer that `part` goes to in a row.
-  Tensor lend(const Tensor& part, int peer, bool read_in_place);
+  // `receivers_let_go`: the peers' side of this collective drops what it receives before it
+  // takes back what it lent, so that an in-process peer may be loaned a part of at least
+  // kLoanBytes instead of getting a copy (smaller parts cost less to copy than to wait for).
+  Tensor lend(const Tensor& part, int peer, bool read_in_place, bool receivers_let_go = false);
+  static constexpr std::size_t kLoanBytes = 256 * 1024;
   // Waits until the channels of the peers lent anything have let go of it, as receives wait
   // (wait_watched: the watchdog speaks for message `seq` of `op`, a failed group ends it);
   // throws Error(timeout) at the deadline, Error(peer_failed) for a closed channel.
@@ -37,8 +48,13 @@ public:
   ~LentMemory();
 
 private:
+  // In-process loans still held, by group rank; shared with the loans themselves, which a
+  // peer may drop after this operation has ended (it failed).
+  struct Loans;
+
   const Call& call_;
   std::vector<bool> lent_;  // by group rank: holds memory it has not let go of
+  std::shared_ptr<Loans> loans_;  // made with the first loan
   Tensor last_part_, last_copy_;
 };
 
