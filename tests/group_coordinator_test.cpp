@@ -512,6 +512,38 @@ TEST_CASE_TEMPLATE("all_gather: a member that overwrites its result as soon as t
   }
 }
 
+TEST_CASE_TEMPLATE("broadcast: a receiver that passes no tensor gets memory of its own, which the "
+                   "root's changes after the call do not reach", Over, RANKMESH_EVERY_TRANSPORT) {
+  // In-process receivers are loaned a large tensor of the root's: one that has no tensor to
+  // fill copies it into memory of its own before it returns (the root waits for that).
+  constexpr std::int64_t kElements = std::int64_t{1} << 18;  // 1 MiB
+  std::vector<std::vector<float>> seen(3);
+  std::vector<const void*> memory(3, nullptr);
+  auto errors = run_world<Over>(3, [&](ParallelState& s) {
+    GroupCoordinator& g = s.world();
+    Tensor t;
+    if (s.rank() == 0) {
+      t = Tensor::empty({kElements}, DType::f32);
+      std::iota(t.data_as<float>(), t.data_as<float>() + kElements, 5.0f);
+    }
+    Tensor got = g.broadcast(t, 0);
+    memory[static_cast<std::size_t>(s.rank())] = got.data();
+    if (s.rank() == 0) std::fill_n(t.data_as<float>(), kElements, -1.0f);
+    g.barrier();  // the root has changed its tensor
+    if (s.rank() != 0)
+      seen[static_cast<std::size_t>(s.rank())] = {got.data_as<float>()[0],
+                                                   got.data_as<float>()[kElements - 1]};
+  });
+  REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+  for (int rank = 1; rank < 3; ++rank) {
+    CAPTURE(rank);
+    CHECK(memory[static_cast<std::size_t>(rank)] != memory[0]);
+    CHECK(seen[static_cast<std::size_t>(rank)] ==
+          std::vector<float>{5.0f, 5.0f + static_cast<float>(kElements - 1)});
+  }
+  CHECK(memory[1] != memory[2]);
+}
+
 TEST_CASE_TEMPLATE("every group kind runs collectives among its own members", Over, RANKMESH_EVERY_TRANSPORT) {
   // world 16 = dp 2 x pp 2 x tp 2 x external dp 2, dcp 2.
   std::vector<std::array<float, kGroupKindCount>> sums(16);

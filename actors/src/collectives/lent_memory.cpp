@@ -29,24 +29,30 @@ Tensor LentMemory::lend(const Tensor& part, int peer, bool read_in_place, bool r
     lent_[static_cast<std::size_t>(peer)] = true;
     return part;
   }
-  if (host && receivers_let_go && traits.shares_tensors && part.nbytes() >= kLoanBytes) {
-    // The peer reads the part itself (one copy, into its result, instead of two); the loan keeps
-    // the memory alive, and its release, on the peer's thread, tells this operation.
-    if (!loans_) loans_ = std::make_shared<Loans>(call_.size());
-    std::atomic<int>& held = loans_->held[static_cast<std::size_t>(peer)];
-    held.fetch_add(1, std::memory_order_relaxed);
-    return Tensor::wrap(part.data(), part.shape(), part.dtype(), part.device(),
-                        [loans = loans_, &held, keep = part](void*) {
-                          held.fetch_sub(1, std::memory_order_acq_rel);
-                          loans->released.notify();
-                        });
-  }
+  if (receivers_let_go && traits.shares_tensors && loanable(part)) return loan(part, peer);
   if (!last_part_.defined() || last_part_.data() != part.data() ||
       last_part_.nbytes() != part.nbytes()) {
     last_copy_ = copy_for_peer(call_, part);
     last_part_ = part;
   }
   return last_copy_;
+}
+
+bool LentMemory::loanable(const Tensor& part) {
+  return host_bytes_ready(part) && part.nbytes() >= kLoanBytes;
+}
+
+Tensor LentMemory::loan(const Tensor& part, int peer) {
+  // The peer reads the part itself (one copy, into its own memory, instead of two); the loan
+  // keeps the memory alive, and its release, on the peer's thread, tells this operation.
+  if (!loans_) loans_ = std::make_shared<Loans>(call_.size());
+  std::atomic<int>& held = loans_->held[static_cast<std::size_t>(peer)];
+  held.fetch_add(1, std::memory_order_relaxed);
+  return Tensor::wrap(part.data(), part.shape(), part.dtype(), part.device(),
+                      [loans = loans_, &held, keep = part](void*) {
+                        held.fetch_sub(1, std::memory_order_acq_rel);
+                        loans->released.notify();
+                      });
 }
 
 void LentMemory::take_back(OpCode op, std::uint64_t seq) {

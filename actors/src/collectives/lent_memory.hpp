@@ -36,9 +36,15 @@ public:
   // reader is served better still by a channel that copies while it sends (broadcast marks the
   // tensor borrowed for one). One copy serves every peer that `part` goes to in a row.
   // `receivers_let_go`: the peers' side of this collective drops what it receives before it
-  // takes back what it lent, so that an in-process peer may be loaned a part of at least
-  // kLoanBytes instead of getting a copy (smaller parts cost less to copy than to wait for).
+  // takes back what it lent, so that an in-process peer may be loaned a loanable() part instead
+  // of getting a copy.
   Tensor lend(const Tensor& part, int peer, bool read_in_place, bool receivers_let_go = false);
+  // A tensor over `part` for in-process group rank `peer`, whose release take_back() waits for.
+  // The peer must let go of it (copy what it keeps) before it waits for anything of this rank's.
+  Tensor loan(const Tensor& part, int peer);
+  // Host bytes ready to read, of at least kLoanBytes: smaller parts cost less to copy than to
+  // wait for.
+  static bool loanable(const Tensor& part);
   static constexpr std::size_t kLoanBytes = 256 * 1024;
   // Waits until the channels of the peers lent anything have let go of it, as receives wait
   // (wait_watched: the watchdog speaks for message `seq` of `op`, a failed group ends it);
