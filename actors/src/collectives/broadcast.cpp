@@ -15,9 +15,8 @@ Tensor broadcast(GroupState& group, Tensor& tensor, int src) {
   const std::uint64_t seq = begin_collective(call);
   if (call.rank_in_group() == src) {
     // The caller may change its tensor once this returns, and a receiver may return what it got
-    // (below). Peers in this process (inproc), which keep what they get, are loaned a large
-    // tensor (each copies it into its own, and the root waits for that) and get a copy of a small
-    // one each; a single shm peer gets it borrowed (its channel copies it while the peer reads: 16 MiB
+    // (below). Peers in this process (inproc), which keep what they get, get a copy each; a
+    // single shm peer gets it borrowed (its channel copies it while the peer reads: 16 MiB
     // 2.6-2.8 -> 1.6-2.0 ms against reading it in place); the others get the tensor lent where
     // their channel reads it after send() and taken back before returning, or one copy between
     // them (LentMemory::lend; shm peers pinning pages of the caller's for three readers cost
@@ -32,8 +31,7 @@ Tensor broadcast(GroupState& group, Tensor& tensor, int src) {
       const int global = call.group().global_rank(peer);
       const ChannelTraits& traits = links.traits_to(global);
       if (!traits.lends()) {
-        frame.tensors.push_back(LentMemory::loanable(tensor) ? lent.loan(tensor, peer)
-                                                             : copy_for_peer(call, tensor));
+        frame.tensors.push_back(copy_for_peer(call, tensor));
       } else if (pinning_readers == 1 && links.shares_memory_with(global) &&
                  traits.copies_while_sending && copied_for_peer(traits, tensor)) {
         // The one shm reader: the channel copies while the peer reads (below).
@@ -58,11 +56,7 @@ Tensor broadcast(GroupState& group, Tensor& tensor, int src) {
                      lands ? &landing : nullptr);
   Tensor received = take_only_tensor(call, src, frame);
   if (!tensor.defined()) {  // nothing to fill: the caller gets the tensor that came
-    // From a root in this process, a loanable tensor is a loan (above): the root's own memory,
-    // copied into this rank's.
-    const Channel* from = call.rank().links().inbound(call.group().global_rank(src));
-    const bool loaned = from != nullptr && from->traits().shares_tensors && LentMemory::loanable(received);
-    tensor = loaned ? copy_for_peer(call, received) : std::move(received);
+    tensor = std::move(received);
     return tensor;
   }
   if (received.dtype() != tensor.dtype() || !(received.shape() == tensor.shape()))

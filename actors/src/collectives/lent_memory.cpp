@@ -29,17 +29,14 @@ Tensor LentMemory::lend(const Tensor& part, int peer, bool read_in_place, bool r
     lent_[static_cast<std::size_t>(peer)] = true;
     return part;
   }
-  if (receivers_let_go && traits.shares_tensors && loanable(part)) return loan(part, peer);
+  if (host && receivers_let_go && traits.shares_tensors && part.nbytes() >= kLoanBytes)
+    return loan(part, peer);
   if (!last_part_.defined() || last_part_.data() != part.data() ||
       last_part_.nbytes() != part.nbytes()) {
     last_copy_ = copy_for_peer(call_, part);
     last_part_ = part;
   }
   return last_copy_;
-}
-
-bool LentMemory::loanable(const Tensor& part) {
-  return host_bytes_ready(part) && part.nbytes() >= kLoanBytes;
 }
 
 Tensor LentMemory::loan(const Tensor& part, int peer) {

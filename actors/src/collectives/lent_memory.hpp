@@ -4,14 +4,15 @@
 // (shm: the receiver's process_vm_readv, tcp: the link's writer thread), and the operation
 // takes it back before returning. Inproc peers keep what they get, so they get a copy — or,
 // where the collective's receivers let go of what they receive before they take back what they
-// lent (exchange with slots), a loan: a tensor over the part whose release the operation waits
-// for.
+// lent (all_gather's exchange with slots), a loan: a tensor over the part whose release the
+// operation waits for.
 // However the operation ends, no peer may read lent memory afterwards, when the caller may
 // already be changing it: each channel has either let go of it or is closed, so that its peer's
-// receive fails instead of returning bytes that mix old and new. (A loan outlives a failed
-// operation only in a frame its peer has not taken: it keeps the memory, which the operation
-// never handed to its caller, alive.) Lent or loaned, the operation completes only once its peers
-// have taken what it sent: one whose peer abandoned the collective fails at its deadline.
+// receive fails instead of returning bytes that mix old and new. A loan may outlive a failed
+// operation (a peer that took its frame late, or drains it from the closed channel): it keeps
+// its memory alive, and since that memory never reaches the caller, nothing changes it. Lent or
+// loaned, the operation completes only once its peers have taken what it sent: one whose peer
+// abandoned the collective fails at its deadline.
 #pragma once
 
 #include <memory>
@@ -38,13 +39,10 @@ public:
   // `receivers_let_go`: the peers' side of this collective drops what it receives before it
   // takes back what it lent, so that an in-process peer may be loaned a loanable() part instead
   // of getting a copy.
+  // Loans are only for memory the operation never hands its caller when it fails (all_gather's
+  // block of its result): a peer late enough may still read a loan after a failure.
   Tensor lend(const Tensor& part, int peer, bool read_in_place, bool receivers_let_go = false);
-  // A tensor over `part` for in-process group rank `peer`, whose release take_back() waits for.
-  // The peer must let go of it (copy what it keeps) before it waits for anything of this rank's.
-  Tensor loan(const Tensor& part, int peer);
-  // Host bytes ready to read, of at least kLoanBytes: smaller parts cost less to copy than to
-  // wait for.
-  static bool loanable(const Tensor& part);
+  // Host bytes of at least this many are loaned: smaller parts cost less to copy than to wait for.
   static constexpr std::size_t kLoanBytes = 256 * 1024;
   // Waits until the channels of the peers lent anything have let go of it, as receives wait
   // (wait_watched: the watchdog speaks for message `seq` of `op`, a failed group ends it);
@@ -57,6 +55,8 @@ private:
   // In-process loans still held, by group rank; shared with the loans themselves, which a
   // peer may drop after this operation has ended (it failed).
   struct Loans;
+  // A tensor over `part` for in-process group rank `peer`, whose release take_back() waits for.
+  Tensor loan(const Tensor& part, int peer);
 
   const Call& call_;
   std::vector<bool> lent_;  // by group rank: holds memory it has not let go of
