@@ -186,6 +186,7 @@ TEST_CASE("copies share their keys until one of them adds or erases a key; then 
   CHECK(dict.begin()[1].key == "b");
   CHECK(dict.end() - dict.begin() == 3);
   CHECK(std::next(dict.begin(), 3) == dict.end());
+  static_assert(std::random_access_iterator<TensorDict::const_iterator>);
   TensorDict copy = dict;
   copy.set("a", 10);  // a value only: both still have the same keys
   CHECK(dict.at("a") == Value(1));

@@ -171,7 +171,10 @@ struct TensorDict::Entry {
 
 class TensorDict::const_iterator {
 public:
-  using iterator_category = std::random_access_iterator_tag;
+  // Entries are given by value (a pair of references), so to pre-C++20 algorithms this is an
+  // input iterator; to C++20's (std::ranges, the iterator concepts) it is random access.
+  using iterator_category = std::input_iterator_tag;
+  using iterator_concept = std::random_access_iterator_tag;
   using value_type = EntryRef;
   using reference = EntryRef;
   using difference_type = std::ptrdiff_t;
