@@ -1,9 +1,8 @@
 #include "collectives/exchange.hpp"
 
-#include <cstring>
-
 #include "collectives/lent_memory.hpp"
 #include "coordinator/fan_out.hpp"
+#include "coordinator/payloads.hpp"
 
 namespace rankmesh {
 
@@ -39,7 +38,7 @@ std::vector<Tensor> exchange(const Call& call, const Tensor& mine, bool pooled, 
     // as it came, for the caller to refuse.
     if (slot != nullptr && part.data() != slot->data() && part.dtype() == slot->dtype() &&
         part.shape() == slot->shape() && part.device() == slot->device()) {
-      if (part.nbytes() != 0) std::memcpy(slot->data(), part.data(), part.nbytes());
+      if (part.nbytes() != 0) copy_into(call, part, *slot);
       part = *slot;
     }
   });
