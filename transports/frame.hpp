@@ -1,14 +1,16 @@
 // The unit every channel carries: one message of one group operation. A tensor dict is one frame:
-// its msgpack metadata plus its tensors.
+// its msgpack metadata plus its tensors — or, in one process, the dict itself.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "frame_limits.hpp"  // FrameLimits, lib/src
 #include "rankmesh/tensor.hpp"
+#include "rankmesh/tensor_dict.hpp"
 
 namespace rankmesh {
 
@@ -58,6 +60,10 @@ struct Frame {
   // before it returns, while its receiver is already reading (others never get any). An index
   // that is not the caller's memory only costs a copy. Whoever fills `tensors` clears it too.
   std::vector<std::uint32_t> borrowed;
+  // A tensor dict handed over whole, holding `tensors` in place of the caller's (its metadata
+  // is then empty): only over a channel whose traits say shares_tensors, the one kind that
+  // carries it. Nothing is encoded or decoded, so no schema is cached for the pair either.
+  std::optional<TensorDict> dict;
 
   // Calls `each(index)` for the borrowed indices that name a tensor of the frame, in increasing
   // order, each once: an out-of-range one marks nothing, and one out of order or repeated is
@@ -77,6 +83,7 @@ struct Frame {
     tensors.clear();
     chunked.clear();
     borrowed.clear();
+    dict.reset();
   }
 };
 

@@ -163,6 +163,8 @@ public:
   // The tensors of the dict being sent, as the encoder lists them (send_tensor_dict), kept so
   // that their room is reused.
   std::vector<const Tensor*>& dict_tensors() noexcept { return dict_tensors_; }
+  // The tensors of a dict handed over whole in one process, to be replaced by the peer's copies.
+  std::vector<Tensor*>& dict_leaves() noexcept { return dict_leaves_; }
 
   // The rank's timeline recording (rank/tracer.hpp).
   Tracer& tracer() const noexcept { return *tracer_; }
@@ -192,6 +194,7 @@ private:
   OpQueue queue_;
   Frame scratch_;
   std::vector<const Tensor*> dict_tensors_;
+  std::vector<Tensor*> dict_leaves_;
   // Declared last: destroyed first, so work still queued on them finds the rest alive.
   RankStreams streams_;
 };

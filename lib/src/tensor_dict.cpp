@@ -58,6 +58,11 @@ TensorDict::Keys& TensorDict::own_keys() {
     if (keys_->index) mine->index = std::make_unique<Index>(*keys_->index);
     mine->structure = keys_->structure;
     keys_ = std::move(mine);
+  } else {
+    // The last holder: a copy on another thread (a dict handed over in one process) may have
+    // read the table until it let go. Its release of the count, read by use_count(), happens
+    // before the writes that follow this fence.
+    std::atomic_thread_fence(std::memory_order_acquire);
   }
   return *keys_;
 }

@@ -18,6 +18,7 @@ void InprocChannel::send(Frame& frame, Deadline start_by, Deadline /*deadline*/)
   slot.header = frame.header;
   slot.metadata.swap(frame.metadata);
   slot.tensors.swap(frame.tensors);
+  slot.dict.swap(frame.dict);
   frame.tensors.clear();  // drops references the consumer handed back in this slot
   tail_.store(tail + 1, std::memory_order_seq_cst);
   not_empty_.notify();
@@ -35,7 +36,9 @@ bool InprocChannel::recv(Frame& frame, Deadline deadline) {
   frame.header = slot.header;
   frame.metadata.swap(slot.metadata);
   frame.tensors.swap(slot.tensors);
+  frame.dict.swap(slot.dict);
   slot.tensors.clear();
+  slot.dict.reset();
   head_.store(head + 1, std::memory_order_seq_cst);
   not_full_.notify();
   return true;

@@ -10,12 +10,45 @@
 #include "collectives/send_allgather.hpp"
 #include "collectives/tensor_dict_rebuild.hpp"
 #include "coordinator/device_ipc.hpp"
+#include "coordinator/device_staging.hpp"
 #include "coordinator/matcher.hpp"
 #include "coordinator/payloads.hpp"
+#include "dict_leaves.hpp"
 #include "dict_metadata.hpp"
 
 namespace rankmesh::collectives {
 namespace {
+
+// In one process (a channel that shares tensors) the dict itself changes hands: a copy of it,
+// whose tensors are those append_payloads() gives the peer (the copy rule above) and whose
+// empty tensors are fresh, as a receiver makes them. Nothing is encoded or decoded, so nothing
+// is cached either. False, with nothing sent, for a dict the codec refuses (encoding it then
+// names what is wrong) or one with an empty device tensor (the receiver makes that one on its
+// own device).
+bool hand_over_dict(const Call& call, int to, const TensorDict& dict, bool donate, Frame& frame) {
+  const int peer = call.group().global_rank(to);
+  if (!call.rank().links().traits_to(peer).shares_tensors) return false;
+  TensorDict& copy = frame.dict.emplace(dict);
+  std::vector<Tensor*>& leaves = call.rank().dict_leaves();
+  leaves.clear();
+  bool plain = DictLeaves::collect(copy, leaves);
+  for (const Tensor* t : leaves) plain = plain && (t->numel() != 0 || !on_device(*t));
+  if (!plain) {
+    frame.dict.reset();
+    return false;
+  }
+  frame.metadata.clear();
+  append_payloads(call, leaves, to, donate, frame, nullptr);
+  std::size_t next = 0;  // the payloads are the non-empty tensors, in order
+  for (Tensor* t : leaves) {
+    if (t->numel() == 0) {
+      *t = call.rank().allocate(t->shape(), t->dtype());
+    } else if (Tensor& payload = frame.tensors[next++]; !donate) {
+      *t = payload;
+    }
+  }
+  return true;
+}
 
 // Without send-allgather nothing is decided per key: the metadata is written straight from the
 // dict through the pair's schema cache, and its tensors go whole. (With send-allgather frames
@@ -24,6 +57,8 @@ void send_whole_dict_to(const Call& call, int to, std::uint64_t seq, const Tenso
                         bool donate) {
   Frame& frame = call.frame();
   frame.clear_payloads();
+  if (hand_over_dict(call, to, dict, donate, frame))
+    return send_numbered(call, to, OpCode::tensor_dict, seq, frame);
   std::vector<const Tensor*>& leaves = call.rank().dict_tensors();
   leaves.clear();
   call.group().schemas.to(to).encode(dict, frame.metadata, leaves);

@@ -1,5 +1,7 @@
 #include "collectives/tensor_dict_rebuild.hpp"
 
+#include <optional>
+#include <utility>
 #include <vector>
 
 #include "codec.hpp"
@@ -12,32 +14,14 @@
 #include "schema_cache.hpp"
 
 namespace rankmesh {
+namespace {
 
-TensorDict rebuild_tensor_dict(const Call& call, int src, Frame& frame, GroupState* all_gather_group,
-                               const AllGatherTensors& overrides, const RecvInto& into) {
-  // Keys are spelled out only where a per-key rule may apply (not per message otherwise).
+// The dict that `metadata` describes, its tensors the frame's payloads in order: every per-key
+// rule applied (buffers given, send-allgather), and everything that does not fit named.
+TensorDict rebuild_from_metadata(const Call& call, int src, Frame& frame, Metadata metadata,
+                                 GroupState* all_gather_group, const AllGatherTensors& overrides,
+                                 const RecvInto& into) {
   const bool keyed = all_gather_group != nullptr || !overrides.empty() || !into.empty();
-  const bool cached = SchemaReceiver::is_cached_frame(frame.metadata);
-  const SchemaReceiver* schemas = cached ? &call.group().schemas.from(src) : nullptr;
-  if (!keyed) {
-    // The common case: the dict is built straight from the metadata bytes (through the cached
-    // schema). A frame that does not fit goes the full way below, which names what is wrong.
-    for (const Tensor& t : frame.tensors) make_received_ready(call, t);
-    const Allocator& empty = call.rank().allocator();  // tensors without elements
-    std::optional<TensorDict> dict = cached ? schemas->read_dict(frame.metadata, frame.tensors, empty)
-                                            : decode_plain_dict(frame.metadata, frame.tensors, empty);
-    if (dict) {
-      frame.tensors.clear();
-      return std::move(*dict);
-    }
-  }
-  Result<Metadata> decoded =
-      cached ? schemas->metadata(frame.metadata) : decode_metadata(frame.metadata);
-  if (!decoded)
-    throw Error(decoded.error().code() == Errc::mismatch ? Errc::mismatch : Errc::malformed,
-                call.where() + ": metadata from " + call.who(src) +
-                    " does not decode: " + decoded.error().what());
-  Metadata& metadata = decoded.value();
   // Undoing a slice runs an all-gather, which reuses the rank's scratch frame: hold the
   // payloads apart (swapped, so the frame's capacity comes back afterwards).
   std::vector<Tensor> payloads;
@@ -122,6 +106,52 @@ TensorDict rebuild_tensor_dict(const Call& call, int src, Frame& frame, GroupSta
   payloads.clear();
   frame.tensors.swap(payloads);
   return join(std::move(metadata), std::move(tensors));
+}
+
+}  // namespace
+
+TensorDict rebuild_tensor_dict(const Call& call, int src, Frame& frame, GroupState* all_gather_group,
+                               const AllGatherTensors& overrides, const RecvInto& into) {
+  // Keys are spelled out only where a per-key rule may apply (not per message otherwise).
+  const bool keyed = all_gather_group != nullptr || !overrides.empty() || !into.empty();
+  if (frame.dict) {
+    // Handed over whole (one process): it is the dict, unless a per-key rule applies, which
+    // the full way below applies to it as to a decoded one.
+    std::optional<TensorDict> handed = std::exchange(frame.dict, std::nullopt);
+    for (const Tensor& t : frame.tensors) make_received_ready(call, t);
+    if (!keyed) {
+      frame.tensors.clear();
+      return std::move(*handed);
+    }
+    SplitDict parts = split(*handed);
+    frame.tensors.clear();
+    for (Tensor& t : parts.tensors)
+      if (t.numel() != 0) frame.tensors.push_back(std::move(t));
+    return rebuild_from_metadata(call, src, frame, std::move(parts.metadata), all_gather_group,
+                                 overrides, into);
+  }
+  const bool cached = SchemaReceiver::is_cached_frame(frame.metadata);
+  const SchemaReceiver* schemas = cached ? &call.group().schemas.from(src) : nullptr;
+  if (!keyed) {
+    // The common case: the dict is built straight from the metadata bytes (through the cached
+    // schema). A frame that does not fit goes the full way below, which names what is wrong.
+    for (const Tensor& t : frame.tensors) make_received_ready(call, t);
+    const Allocator& empty = call.rank().allocator();  // tensors without elements
+    std::optional<TensorDict> dict = cached ? schemas->read_dict(frame.metadata, frame.tensors, empty)
+                                            : decode_plain_dict(frame.metadata, frame.tensors, empty);
+    if (dict) {
+      frame.tensors.clear();
+      return std::move(*dict);
+    }
+  }
+  Result<Metadata> decoded =
+      cached ? schemas->metadata(frame.metadata) : decode_metadata(frame.metadata);
+  if (!decoded)
+    throw Error(decoded.error().code() == Errc::mismatch ? Errc::mismatch : Errc::malformed,
+                call.where() + ": metadata from " + call.who(src) +
+                    " does not decode: " + decoded.error().what());
+  return rebuild_from_metadata(call, src, frame, std::move(decoded.value()), all_gather_group,
+                               overrides, into);
 }
 
 }  // namespace rankmesh

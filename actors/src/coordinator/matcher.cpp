@@ -35,6 +35,8 @@ void send_numbered(const Call& call, int dst, OpCode op, std::uint64_t seq, Fram
     frame.metadata.insert(frame.metadata.end(), request.begin(), request.end());
   }
   frame.header = FrameHeader{call.group().id, static_cast<std::uint32_t>(op), seq, call.rank().rank()};
+  // Only a tensor dict's own frame carries a dict (not one left from a frame received before).
+  if (op != OpCode::tensor_dict) frame.dict.reset();
   record_message(call, frame, dst, true);
   RankContext& rank = call.rank();
   const int peer = call.group().global_rank(dst);

@@ -48,6 +48,8 @@ bool PeerLinks::receive(int src, Frame& frame, Deadline deadline, const Describe
     channel.land(landing);
     landed.channel = &channel;
   }
+  // Only inproc channels fill it: a dict left from an earlier frame must not pass for this one's.
+  frame.dict.reset();
   try {
     return channel.recv(frame, deadline);
   } catch (const ChannelClosed& closed) {

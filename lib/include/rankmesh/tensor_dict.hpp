@@ -77,6 +77,8 @@ public:
 private:
   // Fills the values of a received dict in place, key by key (lib/src/dict_schema.cpp).
   friend class DictSchema;
+  // Replaces the tensors of a dict handed over in one process by the peer's copies (dict_leaves.hpp).
+  friend struct DictLeaves;
 
   struct KeyHash {
     using is_transparent = void;
