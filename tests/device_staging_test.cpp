@@ -18,7 +18,7 @@ TEST_CASE_TEMPLATE("a dict mixing host and device tensors arrives with each key 
                    RANKMESH_EVERY_TRANSPORT) {
   testing::OpaqueBackend device;
   std::vector<float> on_device_values = ramp(300, 1.0f);
-  TensorDict received;
+  TensorDict received, handed;
   auto errors = run_world(
       [&](ParallelState& s) {
         if (s.rank() == 0) {
@@ -31,9 +31,13 @@ TEST_CASE_TEMPLATE("a dict mixing host and device tensors arrives with each key 
           // Twice: the second goes through the pair's cached schema.
           s.world().send_tensor_dict(dict, 1);
           s.world().send_tensor_dict(dict, 1);
+          // Without an empty device tensor: in one process the dict itself changes hands.
+          dict.erase("nothing");
+          s.world().send_tensor_dict(dict, 1);
         } else {
           (void)s.world().recv_tensor_dict(0);
           received = s.world().recv_tensor_dict(0);
+          handed = s.world().recv_tensor_dict(0);
         }
       },
       with_device<Over>(2, device));
@@ -48,6 +52,11 @@ TEST_CASE_TEMPLATE("a dict mixing host and device tensors arrives with each key 
   CHECK(nothing.device() == device.device());
   CHECK(nothing.shape() == Shape{0, 8});
   CHECK(received.at("step").as<std::int64_t>() == 7);
+  const Tensor& handed_hidden = handed.at("hidden").as<Tensor>();
+  CHECK(handed_hidden.device() == device.device());
+  CHECK(read_back(device, handed_hidden) == on_device_values);
+  CHECK(handed.at("positions").as<Tensor>().data_as<float>()[3] == 1.5f);
+  CHECK_FALSE(handed.contains("nothing"));
 }
 
 TEST_CASE_TEMPLATE("a staged device tensor lands in the receiver's device buffer", Over,
