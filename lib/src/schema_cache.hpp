@@ -1,8 +1,8 @@
 // The schema cache of tensor-dict channels: a pipeline stage sends dicts whose keys, dtypes and
 // nesting repeat every step, so the first dict of a schema on a (group, sender, receiver) pair
 // defines it and the next ones name it and carry only what changes (DictSchema's instance).
-// Between ranks of one process nothing is encoded (the dict itself changes hands, Frame::dict),
-// so only pairs across processes have caches that fill.
+// Between ranks of one process a dict is not encoded (the dict itself changes hands,
+// Frame::dict), except one with an empty device tensor, so such pairs' caches rarely fill.
 //
 // Wire format of a cached frame's metadata (a plain frame's is codec.hpp's format, which begins
 // with a msgpack array; 0xc1 is the one byte msgpack never uses, so the two cannot be confused):
