@@ -62,7 +62,7 @@ struct Frame {
   std::vector<std::uint32_t> borrowed;
   // A tensor dict handed over whole, holding `tensors` in place of the caller's (its metadata
   // is then empty): only over a channel whose traits say shares_tensors, the one kind that
-  // carries it. Nothing is encoded or decoded, so no schema is cached for the pair either.
+  // carries it. Such a dict is neither encoded nor decoded: no schema cache sees it.
   std::optional<TensorDict> dict;
 
   // Calls `each(index)` for the borrowed indices that name a tensor of the frame, in increasing
