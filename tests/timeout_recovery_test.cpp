@@ -192,6 +192,60 @@ TEST_CASE("all_gather: a caller's input overwritten after a timeout never reache
   }
 }
 
+TEST_CASE("broadcast: a root's tensor overwritten after a timeout never reaches a late receiver") {
+  // Inproc, broadcast loans the root's tensor to the receivers themselves (behind a LoanGate). Rank 0 gives up on rank 2, which comes late, and overwrites its tensor. Rank 2 must
+  // fail, or fill its tensor with rank 0's as it was — never the bytes written after rank 0's
+  // broadcast failed. Inproc it fails: the loan it finds was withdrawn.
+  for (const Transport* transport : {&inproc_transport(), &shm_transport(), &tcp_transport()}) {
+    const std::string name(transport->name());
+    CAPTURE(name);
+    RankWorld world({0, 0, 0}, *transport, *transport, kLong);
+    constexpr std::int64_t kElements = 256 << 10;  // 1 MiB: loaned or lent, not copied
+    Signal overwritten;
+    std::string late_outcome;
+    auto errors = world.run([&](int rank) {
+      GroupCoordinator group(make_group_state(world.context(rank), GroupKind::world, 0, Group{0, 1, 2}));
+      Tensor tensor = Tensor::empty({kElements}, DType::f32);
+      std::fill_n(tensor.data_as<float>(), kElements, rank == 0 ? 1.0f : 0.0f);
+      if (rank == 0) {
+        group.set_timeout(kShort);
+        try {
+          // Returns where its channels copied the tensor while it left (shm's two readers get
+          // one copy; tcp's writers copy what the socket does not take at once); inproc, times
+          // out waiting for rank 2 to take its loan.
+          group.broadcast(tensor, 0);
+          expect(name != "inproc", "broadcast without rank 2 to time out");
+        } catch (const Error& e) {
+          expect(e.code() == Errc::timeout, std::string("a timeout, got: ") + e.what());
+        }
+        std::fill_n(tensor.data_as<float>(), kElements, -1.0f);  // the caller reuses its buffer
+        overwritten.raise();
+        return;
+      }
+      group.set_timeout(kLong);
+      if (rank == 2) expect(overwritten.wait(), "rank 0 to give up and overwrite its tensor");
+      try {
+        group.broadcast(tensor, 0);
+        if (rank == 2) {
+          const float* first = tensor.data_as<float>();
+          late_outcome = std::all_of(first, first + kElements, [](float x) { return x == 1.0f; })
+                             ? "filled with rank 0's tensor as it was sent"
+                             : "filled with bytes rank 0 wrote after its broadcast failed";
+        }
+      } catch (const Error& e) {
+        if (rank == 2) late_outcome = std::string("failed: ") + to_string(e.code()) + ": " + e.what();
+      }
+    });
+    REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+    CHECK_MESSAGE(late_outcome.find("after its broadcast failed") == std::string::npos, late_outcome);
+    if (name == "inproc") {
+      CHECK_MESSAGE(late_outcome.find("failed: peer failed") == 0, late_outcome);
+      CHECK_MESSAGE(late_outcome.find("withdrew the memory it lent") != std::string::npos, late_outcome);
+    }
+    MESSAGE(late_outcome);
+  }
+}
+
 TEST_CASE("all_reduce: a caller's input overwritten after a timeout never reaches a late peer") {
   // Over tcp, all_reduce lends pieces of the caller's input to the peers' channels (over shm,
   // pooled copies of them). Rank 0 gives up on rank 2, which comes late; rank 0 then overwrites

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "frame_limits.hpp"  // FrameLimits, lib/src
+#include "loan_gate.hpp"
 #include "rankmesh/tensor.hpp"
 #include "rankmesh/tensor_dict.hpp"
 
@@ -64,6 +65,10 @@ struct Frame {
   // is then empty): only over a channel whose traits say shares_tensors, the one kind that
   // carries it. Such a dict is neither encoded nor decoded: no schema cache sees it.
   std::optional<TensorDict> dict;
+  // Set where `tensors` are the sender's own memory loaned (LoanGate): read them only under a
+  // claim on it. Only over a channel whose traits say shares_tensors, the one kind that carries
+  // it.
+  std::shared_ptr<LoanGate> loan;
 
   // Calls `each(index)` for the borrowed indices that name a tensor of the frame, in increasing
   // order, each once: an out-of-range one marks nothing, and one out of order or repeated is
@@ -84,6 +89,7 @@ struct Frame {
     chunked.clear();
     borrowed.clear();
     dict.reset();
+    loan.reset();
   }
 };
 

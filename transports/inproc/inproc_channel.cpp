@@ -19,6 +19,7 @@ void InprocChannel::send(Frame& frame, Deadline start_by, Deadline /*deadline*/)
   slot.metadata.swap(frame.metadata);
   slot.tensors.swap(frame.tensors);
   slot.dict.swap(frame.dict);
+  slot.loan.swap(frame.loan);
   frame.tensors.clear();  // drops references the consumer handed back in this slot
   tail_.store(tail + 1, std::memory_order_seq_cst);
   not_empty_.notify();
@@ -37,8 +38,10 @@ bool InprocChannel::recv(Frame& frame, Deadline deadline) {
   frame.metadata.swap(slot.metadata);
   frame.tensors.swap(slot.tensors);
   frame.dict.swap(slot.dict);
+  frame.loan.swap(slot.loan);
   slot.tensors.clear();
   slot.dict.reset();
+  slot.loan.reset();
   head_.store(head + 1, std::memory_order_seq_cst);
   not_full_.notify();
   return true;

@@ -15,12 +15,14 @@ Tensor broadcast(GroupState& group, Tensor& tensor, int src) {
   const std::uint64_t seq = begin_collective(call);
   if (call.rank_in_group() == src) {
     // The caller may change its tensor once this returns, and a receiver may return what it got
-    // (below). Peers in this process (inproc), which keep what they get, get a copy each; a
-    // single shm peer gets it borrowed (its channel copies it while the peer reads: 16 MiB
-    // 2.6-2.8 -> 1.6-2.0 ms against reading it in place); the others get the tensor lent where
-    // their channel reads it after send() and taken back before returning, or one copy between
-    // them (LentMemory::lend; shm peers pinning pages of the caller's for three readers cost
-    // more than a copy first: 8.5 against 6.3 ms).
+    // (below). Peers in this process (inproc) get it loaned behind a gate, which they claim while
+    // they copy it into their own tensor and which a failed broadcast revokes (LentMemory::
+    // lend_gated; 16 MiB: 3.2 -> 0.6 ms on 2 ranks, 8.9 -> 1.8 ms on 4, against a copy made for
+    // each, which it then copied again); a single shm peer gets it borrowed (its channel copies
+    // it while the peer reads: 16 MiB 2.6-2.8 -> 1.6-2.0 ms against reading it in place); the
+    // others get the tensor lent where their channel reads it after send() and taken back before
+    // returning, or one copy between them (LentMemory::lend; shm peers pinning pages of the
+    // caller's for three readers cost more than a copy first: 8.5 against 6.3 ms).
     PeerLinks& links = call.rank().links();
     int pinning_readers = 0;
     for_each_peer(call, [&](int peer) {
@@ -31,7 +33,7 @@ Tensor broadcast(GroupState& group, Tensor& tensor, int src) {
       const int global = call.group().global_rank(peer);
       const ChannelTraits& traits = links.traits_to(global);
       if (!traits.lends()) {
-        frame.tensors.push_back(copy_for_peer(call, tensor));
+        frame.tensors.push_back(lent.lend_gated(tensor, peer, frame));
       } else if (pinning_readers == 1 && links.shares_memory_with(global) &&
                  traits.copies_while_sending && copied_for_peer(traits, tensor)) {
         // The one shm reader: the channel copies while the peer reads (below).
@@ -55,8 +57,9 @@ Tensor broadcast(GroupState& group, Tensor& tensor, int src) {
   receive_collective(call, src, OpCode::broadcast, seq, frame, std::nullopt,
                      lands ? &landing : nullptr);
   Tensor received = take_only_tensor(call, src, frame);
-  if (!tensor.defined()) {  // nothing to fill: the caller gets the tensor that came
-    tensor = std::move(received);
+  const ClaimedLoan loan(call, src, frame);  // the root's memory is read only under its claim
+  if (!tensor.defined()) {  // nothing to fill: the caller gets the tensor that came, its own
+    tensor = loan.held() ? copy_for_peer(call, received) : std::move(received);
     return tensor;
   }
   if (received.dtype() != tensor.dtype() || !(received.shape() == tensor.shape()))

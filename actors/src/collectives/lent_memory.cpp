@@ -39,6 +39,16 @@ Tensor LentMemory::lend(const Tensor& part, int peer, bool read_in_place, bool r
   return last_copy_;
 }
 
+Tensor LentMemory::lend_gated(const Tensor& part, int peer, Frame& frame) {
+  const ChannelTraits& traits = call_.rank().links().traits_to(call_.group().global_rank(peer));
+  if (!traits.shares_tensors) return lend(part, peer, false);
+  // A peer in this process keeps what it gets unless it is a loan: a copy of its own.
+  if (!host_bytes_ready(part) || part.nbytes() < kLoanBytes) return copy_for_peer(call_, part);
+  if (!gate_) gate_ = std::make_shared<LoanGate>();
+  frame.loan = gate_;
+  return loan(part, peer);
+}
+
 Tensor LentMemory::loan(const Tensor& part, int peer) {
   // The peer reads the part itself (one copy, into its own memory, instead of two); the loan
   // keeps the memory alive, and its release, on the peer's thread, tells this operation.
@@ -74,6 +84,7 @@ void LentMemory::take_back(OpCode op, std::uint64_t seq) {
 
 LentMemory::~LentMemory() {
   PeerLinks& links = call_.rank().links();
+  if (gate_) gate_->revoke();  // after a success no frame carries it any more: a no-op
   for (int member = 0; member < call_.size(); ++member) {
     const bool loaned =
         loans_ && loans_->held[static_cast<std::size_t>(member)].load(std::memory_order_acquire) != 0;
@@ -89,6 +100,20 @@ LentMemory::~LentMemory() {
       // A channel that cannot even close is already closed: nobody reads through it.
     }
   }
+}
+
+ClaimedLoan::ClaimedLoan(const Call& call, int src, const Frame& frame) {
+  if (!frame.loan) return;
+  if (!frame.loan->claim())
+    throw Error(Errc::peer_failed,
+                call.where() + ": " + call.who(src) + " withdrew the memory it lent this rank " +
+                    "before this rank read it (its side of the call failed first, and its " +
+                    "caller may be changing that memory): nothing was received");
+  gate_ = frame.loan;
+}
+
+ClaimedLoan::~ClaimedLoan() {
+  if (gate_ != nullptr) gate_->release();
 }
 
 }  // namespace rankmesh

@@ -5,7 +5,8 @@
 // takes it back before returning. Inproc peers keep what they get, so they get a copy — or,
 // where the collective's receivers let go of what they receive before they take back what they
 // lent (all_gather's exchange with slots), a loan: a tensor over the part whose release the
-// operation waits for.
+// operation waits for; or, where the part is the caller's own memory (broadcast's root), a loan
+// behind a LoanGate that the receivers claim while they read it (lend_gated).
 // However the operation ends, no peer may read lent memory afterwards, when the caller may
 // already be changing it: each channel has either let go of it or is closed, so that its peer's
 // receive fails instead of returning bytes that mix old and new. A loan may outlive a failed
@@ -42,13 +43,21 @@ public:
   // Loans are only for memory the operation never hands its caller when it fails (all_gather's
   // block of its result): a peer late enough may still read a loan after a failure.
   Tensor lend(const Tensor& part, int peer, bool read_in_place, bool receivers_let_go = false);
+  // What to send in-process group rank `peer` for `part`, the caller's own memory, which the
+  // caller may change after a failed operation too (broadcast's root): a loan behind a LoanGate,
+  // put in `frame` for the peer to claim while it reads (ClaimedLoan), and revoked should the
+  // operation fail with it still out, so that a peer reading late fails instead of returning
+  // bytes the caller is changing. Parts too small to loan, or not yet in host memory, are
+  // copied for the peer, and peers over other channels get what lend() gives them.
+  Tensor lend_gated(const Tensor& part, int peer, Frame& frame);
   // Host bytes of at least this many are loaned: smaller parts cost less to copy than to wait for.
   static constexpr std::size_t kLoanBytes = 256 * 1024;
   // Waits until the channels of the peers lent anything have let go of it, as receives wait
   // (wait_watched: the watchdog speaks for message `seq` of `op`, a failed group ends it);
   // throws Error(timeout) at the deadline, Error(peer_failed) for a closed channel.
   void take_back(OpCode op, std::uint64_t seq);
-  // Closes the channel of every peer that may still read lent memory.
+  // Revokes the gate of gated loans still out, then closes the channel of every peer that may
+  // still read lent memory.
   ~LentMemory();
 
 private:
@@ -61,7 +70,26 @@ private:
   const Call& call_;
   std::vector<bool> lent_;  // by group rank: holds memory it has not let go of
   std::shared_ptr<Loans> loans_;  // made with the first loan
+  std::shared_ptr<LoanGate> gate_;  // made with the first gated loan, one for all its peers
   Tensor last_part_, last_copy_;
+};
+
+// A receiver's claim on the loan its frame carries (frame.loan, put there by lend_gated), held
+// while it reads the frame's tensors: taken on construction, let go on destruction. Where the
+// sender revoked the loan (its operation failed first), construction throws Error(peer_failed)
+// naming the sender and this call. A frame without a loan holds nothing.
+class ClaimedLoan {
+public:
+  ClaimedLoan(const Call& call, int src, const Frame& frame);
+  ClaimedLoan(const ClaimedLoan&) = delete;
+  ClaimedLoan& operator=(const ClaimedLoan&) = delete;
+  ~ClaimedLoan();
+  // Whether the tensors read under this claim are the sender's memory, not the receiver's to
+  // keep.
+  bool held() const noexcept { return gate_ != nullptr; }
+
+private:
+  std::shared_ptr<LoanGate> gate_;  // claimed
 };
 
 }  // namespace rankmesh

@@ -48,8 +48,10 @@ bool PeerLinks::receive(int src, Frame& frame, Deadline deadline, const Describe
     channel.land(landing);
     landed.channel = &channel;
   }
-  // Only inproc channels fill it: a dict left from an earlier frame must not pass for this one's.
+  // Only inproc channels fill them: a dict or loan left from an earlier frame must not pass for
+  // this one's.
   frame.dict.reset();
+  frame.loan.reset();
   try {
     return channel.recv(frame, deadline);
   } catch (const ChannelClosed& closed) {
