@@ -25,8 +25,9 @@ public:
   }
   void release() noexcept { state_.fetch_sub(1, std::memory_order_release); }
 
-  // Sender: no claim succeeds from now on. Returns once no claim is held; a holder is copying
-  // the memory, which takes no longer than that copy.
+  // Sender: no claim succeeds from now on. Returns once no claim is held: a holder only copies
+  // the memory out (it takes its claim after everything else it needs is ready), so the wait
+  // lasts no longer than that copy.
   void revoke() noexcept {
     state_.fetch_or(kRevoked, std::memory_order_acq_rel);
     while ((state_.load(std::memory_order_acquire) & ~kRevoked) != 0) std::this_thread::yield();

@@ -1,10 +1,30 @@
 // broadcast: group rank `src`'s tensor into every member's, in place (vLLM's broadcast).
+#include <cstring>
+
 #include "collectives/collectives.hpp"
 #include "collectives/lent_memory.hpp"
 #include "coordinator/fan_out.hpp"
 #include "coordinator/payloads.hpp"
 
 namespace rankmesh::collectives {
+namespace {
+
+// The root's own memory, loaned (`loaned`, a ready host tensor; LentMemory::lend_gated), read
+// under the claim on its gate into memory of this rank's: `tensor` itself where it is a host
+// tensor ready to be written that fits (nothing to copy after), else memory of its own. The claim
+// covers the memcpy alone — whatever else the read needs is ready first — since the root, should
+// its broadcast fail meanwhile, waits for it before its caller may change that memory.
+Tensor read_loan(const Call& call, int src, const Frame& frame, const Tensor& loaned,
+                 const Tensor& tensor) {
+  const bool fills = tensor.defined() && host_bytes_ready(tensor) &&
+                     tensor.dtype() == loaned.dtype() && tensor.shape() == loaned.shape();
+  Tensor into = fills ? tensor : call.rank().allocate(loaned.shape(), loaned.dtype());
+  const ClaimedLoan claim(call, src, frame);
+  std::memcpy(into.data(), loaned.data(), loaned.nbytes());
+  return into;
+}
+
+}  // namespace
 
 Tensor broadcast(GroupState& group, Tensor& tensor, int src) {
   Call call(group, "broadcast");
@@ -57,9 +77,9 @@ Tensor broadcast(GroupState& group, Tensor& tensor, int src) {
   receive_collective(call, src, OpCode::broadcast, seq, frame, std::nullopt,
                      lands ? &landing : nullptr);
   Tensor received = take_only_tensor(call, src, frame);
-  const ClaimedLoan loan(call, src, frame);  // the root's memory is read only under its claim
-  if (!tensor.defined()) {  // nothing to fill: the caller gets the tensor that came, its own
-    tensor = loan.held() ? copy_for_peer(call, received) : std::move(received);
+  if (frame.loan) received = read_loan(call, src, frame, received, tensor);
+  if (!tensor.defined()) {  // nothing to fill: the caller gets the tensor that came
+    tensor = std::move(received);
     return tensor;
   }
   if (received.dtype() != tensor.dtype() || !(received.shape() == tensor.shape()))

@@ -16,7 +16,9 @@ struct LentMemory::Loans {
 };
 
 LentMemory::LentMemory(const Call& call)
-    : call_(call), lent_(static_cast<std::size_t>(call.size()), false) {}
+    : call_(call),
+      lent_(static_cast<std::size_t>(call.size()), false),
+      gated_(static_cast<std::size_t>(call.size()), false) {}
 
 Tensor LentMemory::lend(const Tensor& part, int peer, bool read_in_place, bool receivers_let_go) {
   const auto& ready = part.ready_event();
@@ -46,6 +48,7 @@ Tensor LentMemory::lend_gated(const Tensor& part, int peer, Frame& frame) {
   if (!host_bytes_ready(part) || part.nbytes() < kLoanBytes) return copy_for_peer(call_, part);
   if (!gate_) gate_ = std::make_shared<LoanGate>();
   frame.loan = gate_;
+  gated_[static_cast<std::size_t>(peer)] = true;
   return loan(part, peer);
 }
 
@@ -84,10 +87,14 @@ void LentMemory::take_back(OpCode op, std::uint64_t seq) {
 
 LentMemory::~LentMemory() {
   PeerLinks& links = call_.rank().links();
-  if (gate_) gate_->revoke();  // after a success no frame carries it any more: a no-op
+  // After a success no claim is held and nobody claims any more: a no-op then.
+  if (gate_) gate_->revoke();
   for (int member = 0; member < call_.size(); ++member) {
+    // A gated loan, revoked, is read by nobody: its peer's channel stays open (the peer's own
+    // call fails when it finds the loan withdrawn, and the pair goes on with the next one).
     const bool loaned =
-        loans_ && loans_->held[static_cast<std::size_t>(member)].load(std::memory_order_acquire) != 0;
+        loans_ && !gated_[static_cast<std::size_t>(member)] &&
+        loans_->held[static_cast<std::size_t>(member)].load(std::memory_order_acquire) != 0;
     if (!lent_[static_cast<std::size_t>(member)] && !loaned) continue;
     const int peer = call_.group().global_rank(member);
     if (!loaned && links.released(peer)) continue;

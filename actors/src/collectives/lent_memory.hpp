@@ -56,8 +56,8 @@ public:
   // (wait_watched: the watchdog speaks for message `seq` of `op`, a failed group ends it);
   // throws Error(timeout) at the deadline, Error(peer_failed) for a closed channel.
   void take_back(OpCode op, std::uint64_t seq);
-  // Revokes the gate of gated loans still out, then closes the channel of every peer that may
-  // still read lent memory.
+  // Revokes the gate of gated loans, then closes the channel of every other peer that may still
+  // read lent memory.
   ~LentMemory();
 
 private:
@@ -71,6 +71,7 @@ private:
   std::vector<bool> lent_;  // by group rank: holds memory it has not let go of
   std::shared_ptr<Loans> loans_;  // made with the first loan
   std::shared_ptr<LoanGate> gate_;  // made with the first gated loan, one for all its peers
+  std::vector<bool> gated_;         // by group rank: loaned behind gate_
   Tensor last_part_, last_copy_;
 };
 
@@ -84,9 +85,6 @@ public:
   ClaimedLoan(const ClaimedLoan&) = delete;
   ClaimedLoan& operator=(const ClaimedLoan&) = delete;
   ~ClaimedLoan();
-  // Whether the tensors read under this claim are the sender's memory, not the receiver's to
-  // keep.
-  bool held() const noexcept { return gate_ != nullptr; }
 
 private:
   std::shared_ptr<LoanGate> gate_;  // claimed

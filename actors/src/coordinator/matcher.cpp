@@ -37,6 +37,8 @@ void send_numbered(const Call& call, int dst, OpCode op, std::uint64_t seq, Fram
   frame.header = FrameHeader{call.group().id, static_cast<std::uint32_t>(op), seq, call.rank().rank()};
   // Only a tensor dict's own frame carries a dict (not one left from a frame received before).
   if (op != OpCode::tensor_dict) frame.dict.reset();
+  // Nor a loan, other than a broadcast's own (one left from a broadcast received before).
+  if (op != OpCode::broadcast) frame.loan.reset();
   record_message(call, frame, dst, true);
   RankContext& rank = call.rank();
   const int peer = call.group().global_rank(dst);
