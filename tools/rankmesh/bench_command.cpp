@@ -169,6 +169,29 @@ private:
   std::optional<std::string> saved_;
 };
 
+// Places the calling thread, rank `rank` of `ranks` on this node, as mpirun places the MPI side of
+// the comparison (scripts/bench.sh): a world of at most 2 ranks that fit the cores this process
+// may use gets a core per rank (mpirun binds 2 ranks to cores; more to sockets, or none
+// oversubscribed: those are left to the scheduler). Unbound, two ranks that the scheduler puts
+// on one core pay a switch per message (~15 us a round trip on the 2-core machine while others
+// build) where MPI's pay none. Launched ranks bind their process, inproc ranks their own thread;
+// threads the caller starts afterwards inherit the core.
+void bind_like_mpirun(int rank, int ranks) {
+  cpu_set_t allowed;
+  if (ranks > 2 || sched_getaffinity(0, sizeof allowed, &allowed) != 0 ||
+      ranks > CPU_COUNT(&allowed) || rank < 0 || rank >= ranks)
+    return;
+  int seen = -1;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (!CPU_ISSET(cpu, &allowed) || ++seen != rank) continue;
+    cpu_set_t mine;
+    CPU_ZERO(&mine);
+    CPU_SET(cpu, &mine);
+    sched_setaffinity(0, sizeof mine, &mine);  // a hint: unbound, the numbers are only noisier
+    return;
+  }
+}
+
 // A world of `ranks` inside this process; the measurements of rank 0. `timeout` aborts it.
 std::vector<bench::Measurement> run_inproc(int ranks, const bench::Settings& settings,
                                            std::chrono::seconds timeout, std::string& error) {
@@ -193,6 +216,7 @@ std::vector<bench::Measurement> run_inproc(int ranks, const bench::Settings& set
   std::vector<std::thread> threads;
   for (int r : runtime.local_ranks())
     threads.emplace_back([&, r] {
+      bind_like_mpirun(r, ranks);  // the rank's own thread, as a launched rank's process is
       try {
         bench::run_patterns(runtime.rank(r), one_process,
                             [&](const bench::Measurement& m) { results.push_back(m); });
@@ -275,35 +299,13 @@ std::vector<std::string> run_launched(int ranks, const bench::Settings& settings
   return lines;
 }
 
-// Places this rank as mpirun places the MPI side of the comparison (scripts/bench.sh): a world of
-// at most 2 ranks that fit the cores this process may use gets a core per rank (mpirun binds 2
-// ranks to cores; more to sockets, or none oversubscribed: those are left to the scheduler).
-// Unbound, two ranks that the scheduler puts on one core pay a switch per message (~15 us a
-// round trip on the 2-core machine while others build) where MPI's pay none.
-void bind_like_mpirun() {
-  const char* local_rank = std::getenv("LOCAL_RANK");
-  const char* local_world = std::getenv("LOCAL_WORLD_SIZE");
-  if (local_rank == nullptr || local_world == nullptr) return;
-  const int rank = std::atoi(local_rank);
-  const int ranks = std::atoi(local_world);
-  cpu_set_t allowed;
-  if (ranks > 2 || sched_getaffinity(0, sizeof allowed, &allowed) != 0 ||
-      ranks > CPU_COUNT(&allowed) || rank < 0 || rank >= ranks)
-    return;
-  int seen = -1;
-  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
-    if (!CPU_ISSET(cpu, &allowed) || ++seen != rank) continue;
-    cpu_set_t mine;
-    CPU_ZERO(&mine);
-    CPU_SET(cpu, &mine);
-    sched_setaffinity(0, sizeof mine, &mine);  // a hint: unbound, the numbers are only noisier
-    return;
-  }
-}
-
 // One process's rank of a launched world (`rankmesh bench --worker FILE`).
 int worker(const std::string& out_path, const bench::Settings& given) {
-  bind_like_mpirun();  // before the runtime starts its threads, which inherit the core
+  // Before the runtime starts its threads, which inherit the core.
+  const char* local_rank = std::getenv("LOCAL_RANK");
+  const char* local_world = std::getenv("LOCAL_WORLD_SIZE");
+  if (local_rank != nullptr && local_world != nullptr)
+    bind_like_mpirun(std::atoi(local_rank), std::atoi(local_world));
   bench::Settings settings = given;
   const char* transport = std::getenv("RANKMESH_TRANSPORT");
   settings.transport = transport && *transport ? transport : "auto";
