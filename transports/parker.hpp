@@ -5,6 +5,8 @@
 // one process-wide policy and one spinner count govern them all.
 #pragma once
 
+#include <sched.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -59,6 +61,24 @@ bool spin_until(Ready& ready, Deadline deadline, std::chrono::nanoseconds budget
   return done;
 }
 
+// Notes in `word` (an atomic of std::uint32_t, or an atomic_ref to one) where this thread runs
+// now and returns it: CPU + 1, so that 0 stays "not known yet". sched_getcpu() is a vDSO call:
+// a few ns.
+template <class Word>
+std::uint32_t note_cpu(Word&& word) noexcept {
+  const auto cpu = static_cast<std::uint32_t>(sched_getcpu() + 1);
+  word.store(cpu, std::memory_order_relaxed);
+  return cpu;
+}
+
+// spin_until's offer for a wait whose peer notes where it runs in `peer` (note_cpu) as this side
+// does in `mine`: true where the peer last ran on this core, or is not known yet.
+template <class Mine, class Peer>
+bool peer_runs_here(Mine&& mine, Peer&& peer) noexcept {
+  const std::uint32_t there = peer.load(std::memory_order_relaxed);
+  return there == 0 || there == note_cpu(mine);
+}
+
 // For waits that cannot tell where their peer runs: the core is offered every 64 polls.
 template <class Ready>
 bool spin_until(Ready& ready, Deadline deadline, std::chrono::nanoseconds budget) {
@@ -70,11 +90,12 @@ public:
   // Wakes every waiter whose condition may have changed. Call after publishing the change.
   void notify() noexcept;
 
-  // Waits until `ready()` is true (returns true) or the deadline passes (returns false).
-  template <class Ready>
-  bool wait_until(Ready&& ready, Deadline deadline) {
+  // Waits until `ready()` is true (returns true) or the deadline passes (returns false),
+  // offering the core while it spins where `offer()` says so (spin_until).
+  template <class Ready, class Offer>
+  bool wait_until(Ready&& ready, Deadline deadline, Offer&& offer) {
     if (ready()) return true;
-    if (spin_until(ready, deadline, spin_budget())) return true;
+    if (spin_until(ready, deadline, spin_budget(), offer)) return true;
     while (true) {
       std::uint32_t seen = epoch_.load(std::memory_order_seq_cst);
       sleepers_.fetch_add(1, std::memory_order_seq_cst);
@@ -87,6 +108,12 @@ public:
       if (ready()) return true;
       if (timed_out) return false;
     }
+  }
+
+  // The same for a wait that cannot tell where its peer runs: the core is offered every 64 polls.
+  template <class Ready>
+  bool wait_until(Ready&& ready, Deadline deadline) {
+    return wait_until(ready, deadline, [] { return true; });
   }
 
 private:

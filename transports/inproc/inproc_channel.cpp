@@ -6,11 +6,13 @@ namespace rankmesh {
 
 void InprocChannel::send(Frame& frame, Deadline start_by, Deadline /*deadline*/) {
   const std::uint64_t tail = tail_.load(std::memory_order_relaxed);
+  note_cpu(producer_cpu_);
   auto has_room = [&] {
     return closed_.load(std::memory_order_acquire) ||
            tail - head_.load(std::memory_order_seq_cst) < kSlots;
   };
-  if (!not_full_.wait_until(has_room, start_by))
+  if (!not_full_.wait_until(has_room, start_by,
+                            [this] { return peer_runs_here(producer_cpu_, consumer_cpu_); }))
     throw ChannelTimeout("inproc channel stayed full until the deadline");
   if (closed_.load(std::memory_order_acquire)) throw_closed();
 
@@ -27,10 +29,13 @@ void InprocChannel::send(Frame& frame, Deadline start_by, Deadline /*deadline*/)
 
 bool InprocChannel::recv(Frame& frame, Deadline deadline) {
   const std::uint64_t head = head_.load(std::memory_order_relaxed);
+  note_cpu(consumer_cpu_);
   auto has_frame = [&] {
     return tail_.load(std::memory_order_seq_cst) != head || closed_.load(std::memory_order_acquire);
   };
-  if (!not_empty_.wait_until(has_frame, deadline)) return false;
+  if (!not_empty_.wait_until(has_frame, deadline,
+                             [this] { return peer_runs_here(consumer_cpu_, producer_cpu_); }))
+    return false;
   if (tail_.load(std::memory_order_acquire) == head) throw_closed();
 
   Frame& slot = slots_[head % kSlots];

@@ -34,9 +34,14 @@ private:
 
   std::array<Frame, kSlots> slots_;
   // head_: next slot the consumer reads; tail_: next slot the producer writes. Each is written
-  // by one side only; they sit on their own cache lines so the sides do not false-share.
+  // by one side only; they sit on their own cache lines so the sides do not false-share. Beside
+  // each, where its side last ran: a spinning waiter offers its core (parker.hpp) only to a
+  // peer that last ran on it — offered every 64 polls, a sched_yield whose system call costs
+  // microseconds in a paravirtualized guest delayed every message the waiter was spinning for.
   alignas(64) std::atomic<std::uint64_t> head_{0};
+  std::atomic<std::uint32_t> consumer_cpu_{0};  // where the consumer last ran (note_cpu)
   alignas(64) std::atomic<std::uint64_t> tail_{0};
+  std::atomic<std::uint32_t> producer_cpu_{0};  // where the producer last ran
   alignas(64) std::atomic<bool> closed_{false};
   Parker not_empty_;
   Parker not_full_;

@@ -14,8 +14,6 @@
 // reused for another file is refused), the owner (this user) and the mode (0600).
 #pragma once
 
-#include <sched.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -93,13 +91,8 @@ struct Cores {
   std::uint32_t* peer = nullptr;
 };
 
-// Notes in `word` where this thread runs now and returns it (CPU + 1). sched_getcpu() is a vDSO
-// call: a few ns.
-inline std::uint32_t note_cpu(std::uint32_t& word) noexcept {
-  const auto cpu = static_cast<std::uint32_t>(sched_getcpu() + 1);
-  at(word).store(cpu, std::memory_order_relaxed);
-  return cpu;
-}
+// Notes in `word`, in shared memory, where this thread runs now (parker.hpp's note_cpu).
+inline std::uint32_t note_cpu(std::uint32_t& word) noexcept { return rankmesh::note_cpu(at(word)); }
 
 // Waits until `ready()` (true) or the deadline (false): spins for up to `spin` first (parker.hpp),
 // then parks on `epoch` in slices of `slice`, calling `check()` before each — it throws when the
@@ -111,9 +104,7 @@ bool wait_for(Ready&& ready, std::uint32_t& epoch, std::uint32_t& sleepers, Dead
   if (ready()) return true;
   if (cores.mine != nullptr) note_cpu(*cores.mine);
   auto peer_here = [&] {
-    if (cores.mine == nullptr) return true;
-    const std::uint32_t peer = at(*cores.peer).load(std::memory_order_relaxed);
-    return peer == 0 || peer == note_cpu(*cores.mine);
+    return cores.mine == nullptr || peer_runs_here(at(*cores.mine), at(*cores.peer));
   };
   if (spin_until(ready, deadline, spin, peer_here)) return true;
   while (true) {
