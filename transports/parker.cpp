@@ -15,6 +15,7 @@ namespace {
 
 std::atomic<std::int64_t> g_spin_ns{std::chrono::nanoseconds(SpinPolicy{}.spin_for).count()};
 std::atomic<int> g_max_spinners{0};
+std::atomic<bool> g_sockets_spin{true};
 std::atomic<int> g_spinners{0};
 
 int max_spinners() noexcept {
@@ -30,10 +31,16 @@ int max_spinners() noexcept {
 void set_spin_policy(const SpinPolicy& policy) {
   g_spin_ns.store(policy.spin_for.count(), std::memory_order_relaxed);
   g_max_spinners.store(policy.max_spinners, std::memory_order_relaxed);
+  g_sockets_spin.store(policy.sockets_spin, std::memory_order_relaxed);
 }
 
 std::chrono::nanoseconds spin_budget() noexcept {
   return std::chrono::nanoseconds(g_spin_ns.load(std::memory_order_relaxed));
+}
+
+std::chrono::nanoseconds socket_spin_budget() noexcept {
+  return g_sockets_spin.load(std::memory_order_relaxed) ? spin_budget()
+                                                        : std::chrono::nanoseconds::zero();
 }
 
 namespace detail {

@@ -18,12 +18,18 @@ namespace rankmesh {
 struct SpinPolicy {
   std::chrono::nanoseconds spin_for{std::chrono::microseconds(50)};
   int max_spinners = 0;  // 0: one per core
+  // Whether waits that poll a socket (tcp: a system call per poll) spin too. Not where
+  // processes outnumber cores: their spinners' system calls take the time their peers need
+  // (8 pairs over tcp, 16 processes on 2 cores: 155-186 -> 706 us a round trip when they spun).
+  bool sockets_spin = true;
 };
 
 // Process-wide; set before ranks start waiting.
 void set_spin_policy(const SpinPolicy& policy);
 // How long a wait spins under the policy.
 std::chrono::nanoseconds spin_budget() noexcept;
+// How long a wait that polls a socket spins: spin_budget(), or nothing where sockets do not spin.
+std::chrono::nanoseconds socket_spin_budget() noexcept;
 
 namespace detail {
 bool acquire_spinner() noexcept;  // false when every spinner slot is taken

@@ -37,14 +37,18 @@ std::chrono::milliseconds default_timeout() { return scaled_timeout(std::chrono:
 
 namespace {
 
-// At most one spinner per core on the whole node: the cores are shared out among this node's
-// processes (a world started by a launcher has LOCAL_WORLD_SIZE of them), and where there are
-// more processes than cores nobody spins — a spinner would take the core its peer needs.
+// The cores are shared out among this node's processes (a world started by a launcher has
+// LOCAL_WORLD_SIZE of them): at most one spinner per core on the node — and, where there are
+// more processes than cores, one per process, polling memory only. A spinner there offers its
+// core to a peer that last ran on it (parker.hpp), so it does not hold the core that peer
+// needs; parking at once instead, as before, made every message a futex wake-up, which costs
+// more in a paravirtualized guest: 8 pairs over shm (16 processes on 2 cores) 120-124 -> 66-68
+// us a round trip and its CPU 37-40 -> 21-24 us, 2 pairs 19-20 -> 15-16.5 us (back to back, two
+// runs each). Socket polls (tcp) do not spin there (SpinPolicy::sockets_spin).
 SpinPolicy spin_policy(std::chrono::microseconds spin, int processes_on_node) {
   const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   const int share = cores / std::max(1, processes_on_node);
-  if (share == 0) return SpinPolicy{std::chrono::nanoseconds::zero(), 1};
-  return SpinPolicy{spin, share};
+  return SpinPolicy{spin, std::max(1, share), share > 0};
 }
 
 // RANKMESH_SPIN_US overrides RuntimeOptions::spin, launched or embedded: the trade-off between

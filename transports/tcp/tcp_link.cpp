@@ -435,7 +435,7 @@ bool TcpLink::recv(Frame& frame, Deadline deadline) {
           pollfd entry{fd_, POLLIN, 0};
           return ::poll(&entry, 1, 0) != 0;
         };
-        if (!spin_until(readable, deadline, spin_budget()) &&
+        if (!spin_until(readable, deadline, socket_spin_budget()) &&
             !net::wait_until(fd_, POLLIN, deadline))
           return false;
         continue;
