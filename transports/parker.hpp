@@ -1,8 +1,10 @@
 // Waiting that spins briefly, then parks on a futex. Waking a parked thread on the other core
-// costs ~20 us on the machines rankmesh targets, so a waiter spins first — but only while fewer
-// spinners than cores are active, since a spinner that steals the core its peer needs is worse
-// than parking. Every transport's waits (inproc, shm, tcp) spin through spin_until() below, so
-// one process-wide policy and one spinner count govern them all.
+// costs ~20 us on the machines rankmesh targets, so a waiter spins first — but only while a
+// spinner slot of its process is free (SpinPolicy: a share of the node's cores, or one slot
+// where processes outnumber cores), and it offers its core to a peer that runs there, since a
+// spinner that steals the core its peer needs is worse than parking. Every transport's waits
+// (inproc, shm, tcp receives) spin through spin_until() below, so one process-wide policy and
+// one spinner count govern them all.
 #pragma once
 
 #include <sched.h>

@@ -32,8 +32,9 @@ struct RuntimeOptions {
   // CAF worker threads; 0: one per core. Each rank adds one stream thread (payload copies,
   // asynchronous operations) when it first needs one.
   int scheduler_threads = 0;
-  // How long a waiting rank spins before it parks; at most one spinner per core. Spinning buys
-  // latency with CPU (docs/bench/cpu.md); RANKMESH_SPIN_US overrides it.
+  // How long a waiting rank spins before it parks; at most one spinner per core (one per
+  // process where processes outnumber cores). Spinning buys latency with CPU
+  // (docs/bench/cpu.md); RANKMESH_SPIN_US overrides it.
   std::chrono::microseconds spin{50};
   // Fresh tensors for received data come from here; default: a process-wide pool of recycled
   // host blocks (huge pages for large ones).
