@@ -16,7 +16,22 @@ namespace {
 std::atomic<std::int64_t> g_spin_ns{std::chrono::nanoseconds(SpinPolicy{}.spin_for).count()};
 std::atomic<int> g_max_spinners{0};
 std::atomic<bool> g_sockets_spin{true};
-std::atomic<int> g_spinners{0};
+
+// The spinner slots, one per cache line: a waiter holds one while it spins. A single counter
+// of spinners was read-modify-written by every wait of every thread, so ranks of one process
+// took the line from each other on every message, and a receiver paid that cache miss between
+// seeing its frame and reading it. A thread comes back to the slot it held last, so in steady
+// state each touches its own line.
+constexpr int kSpinnerSlots = 256;
+struct alignas(64) SpinnerSlot {
+  std::atomic<bool> taken{false};
+};
+SpinnerSlot g_spinner_slots[kSpinnerSlots];
+// The slot this thread holds or held last; threads start spread over the slots.
+thread_local int t_spinner_slot = [] {
+  static std::atomic<int> threads{0};
+  return threads.fetch_add(1, std::memory_order_relaxed) % kSpinnerSlots;
+}();
 
 int max_spinners() noexcept {
   int configured = g_max_spinners.load(std::memory_order_relaxed);
@@ -46,20 +61,36 @@ std::chrono::nanoseconds socket_spin_budget() noexcept {
 namespace detail {
 
 bool acquire_spinner() noexcept {
-  if (g_spinners.fetch_add(1, std::memory_order_acq_rel) < max_spinners()) return true;
-  g_spinners.fetch_sub(1, std::memory_order_acq_rel);
+  const int slots = std::min(max_spinners(), kSpinnerSlots);
+  const int first = t_spinner_slot % slots;
+  for (int k = 0; k < slots; ++k) {
+    const int i = (first + k) % slots;
+    std::atomic<bool>& taken = g_spinner_slots[i].taken;
+    if (!taken.load(std::memory_order_relaxed) &&
+        !taken.exchange(true, std::memory_order_acquire)) {
+      t_spinner_slot = i;
+      return true;
+    }
+  }
   return false;
 }
 
-void release_spinner() noexcept { g_spinners.fetch_sub(1, std::memory_order_acq_rel); }
+void release_spinner() noexcept {
+  g_spinner_slots[t_spinner_slot].taken.store(false, std::memory_order_release);
+}
 
 void yield_core() noexcept { sched_yield(); }
 
 }  // namespace detail
 
 void Parker::notify() noexcept {
-  epoch_.fetch_add(1, std::memory_order_seq_cst);
+  // A waiter about to park counts itself in sleepers_, fences, then checks its condition once
+  // more (wait_until): with this fence between the caller's publishing and the read of
+  // sleepers_, either that check sees the change or this read sees the waiter. The epoch moves
+  // only when someone may sleep on it — after the waiter read it, so its futex wait returns.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   if (sleepers_.load(std::memory_order_seq_cst) != 0) {
+    epoch_.fetch_add(1, std::memory_order_seq_cst);
     syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&epoch_), FUTEX_WAKE_PRIVATE, INT32_MAX,
             nullptr, nullptr, 0);
   }

@@ -19,7 +19,7 @@ namespace rankmesh {
 
 struct SpinPolicy {
   std::chrono::nanoseconds spin_for{std::chrono::microseconds(50)};
-  int max_spinners = 0;  // 0: one per core
+  int max_spinners = 0;  // 0: one per core; at most 256
   // Whether waits that poll a socket (tcp: a system call per poll) spin too. Not where
   // processes outnumber cores: their spinners' system calls take the time their peers need
   // (8 pairs over tcp, 16 processes on 2 cores: 155-186 -> 706 us a round trip when they spun).
@@ -96,6 +96,9 @@ bool spin_until(Ready& ready, Deadline deadline, std::chrono::nanoseconds budget
 class Parker {
 public:
   // Wakes every waiter whose condition may have changed. Call after publishing the change.
+  // Without a parked waiter it only reads: it writes nothing that the other side polls, so the
+  // line holding the Parker stays in both cores' caches (a notify per message used to take it
+  // back from the waiter's core with a locked add, a cache miss on every message).
   void notify() noexcept;
 
   // Waits until `ready()` is true (returns true) or the deadline passes (returns false),
@@ -107,6 +110,9 @@ public:
     while (true) {
       std::uint32_t seen = epoch_.load(std::memory_order_seq_cst);
       sleepers_.fetch_add(1, std::memory_order_seq_cst);
+      // Pairs with notify()'s fence: either notify() sees this sleeper, or ready() below sees
+      // what was published before it.
+      std::atomic_thread_fence(std::memory_order_seq_cst);
       if (ready()) {
         sleepers_.fetch_sub(1, std::memory_order_relaxed);
         return true;

@@ -1,0 +1,99 @@
+// Parker and the spinner slots (transports/parker.hpp): a notify reaches a waiter that parks at
+// once, however the two interleave, and no more waiters spin at a time than the policy allows.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "parker.hpp"
+
+using namespace rankmesh;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Sets the process-wide spin policy for one test and puts the default back after it.
+struct ScopedSpinPolicy {
+  explicit ScopedSpinPolicy(const SpinPolicy& policy) { set_spin_policy(policy); }
+  ~ScopedSpinPolicy() { set_spin_policy(SpinPolicy{}); }
+};
+
+}  // namespace
+
+TEST_CASE("parker: a notify never misses a waiter that parks at once") {
+  // No spinning: every wait that finds nothing parks, so each message races a notify against
+  // the waiter counting itself in and parking. A lost wake-up would sleep to the deadline.
+  ScopedSpinPolicy no_spin({.spin_for = 0ns});
+  constexpr std::uint64_t kMessages = 20'000;
+  std::atomic<std::uint64_t> sent{0}, echoed{0};
+  Parker to_echo, to_sender;
+  std::atomic<bool> echo_ok{true};
+  std::thread echo([&] {
+    for (std::uint64_t i = 1; i <= kMessages; ++i) {
+      auto arrived = [&] { return sent.load(std::memory_order_seq_cst) >= i; };
+      if (!to_echo.wait_until(arrived, Clock::now() + 10s)) {
+        echo_ok = false;
+        return;
+      }
+      echoed.store(i, std::memory_order_seq_cst);
+      to_sender.notify();
+    }
+  });
+  std::uint64_t answered = 0;
+  for (std::uint64_t i = 1; i <= kMessages; ++i) {
+    sent.store(i, std::memory_order_seq_cst);
+    to_echo.notify();
+    auto back = [&] { return echoed.load(std::memory_order_seq_cst) >= i; };
+    if (!to_sender.wait_until(back, Clock::now() + 10s)) break;
+    answered = i;
+  }
+  echo.join();
+  CHECK(echo_ok.load());
+  CHECK(answered == kMessages);
+}
+
+TEST_CASE("parker: a wait whose condition never holds returns false at its deadline") {
+  Parker parker;
+  auto never = [] { return false; };
+  CHECK_FALSE(parker.wait_until(never, Clock::now() + 20ms));
+}
+
+TEST_CASE("spinner slots: no more spinners at a time than the policy allows") {
+  ScopedSpinPolicy two({.max_spinners = 2});
+  std::atomic<int> holding{0}, held{0};
+  std::atomic<bool> let_go{false};
+  auto hold_one = [&] {
+    const bool got = detail::acquire_spinner();
+    held.fetch_add(got ? 1 : 0);
+    holding.fetch_add(1);
+    while (!let_go.load()) std::this_thread::yield();
+    if (got) detail::release_spinner();
+  };
+  std::thread first(hold_one), second(hold_one);
+  while (holding.load() < 2) std::this_thread::yield();
+  CHECK(held.load() == 2);
+  if (held.load() == 2) {
+    // Both slots are held: a third waiter gets none, and spin_until gives up without polling.
+    CHECK_FALSE(detail::acquire_spinner());
+    int polls = 0;
+    auto count_polls = [&] { return ++polls, false; };
+    CHECK_FALSE(spin_until(count_polls, Clock::now() + 1s, 1s));
+    CHECK(polls == 0);
+  }
+  let_go = true;
+  first.join();
+  second.join();
+  // Released, a slot is free again; with one slot allowed, only one holder at a time.
+  set_spin_policy({.max_spinners = 1});
+  REQUIRE(detail::acquire_spinner());
+  std::thread other([] { CHECK_FALSE(detail::acquire_spinner()); });
+  other.join();
+  detail::release_spinner();
+  std::thread again([] {
+    const bool got = detail::acquire_spinner();
+    CHECK(got);
+    if (got) detail::release_spinner();
+  });
+  again.join();
+}
