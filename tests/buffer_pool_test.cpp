@@ -1,10 +1,15 @@
 // The buffer pool's bounds: what it caches stays under max_cached_bytes, and what sits unused
 // goes back to the system after idle_release (buffer_pool.hpp).
 #include <doctest/doctest.h>
+#include <pthread.h>
+#include <sched.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -123,4 +128,43 @@ TEST_CASE("buffer pool: tensors handed out and dropped on many threads at once a
   CHECK(pool.stats().in_use_bytes == 0);
   CHECK(pool.stats().fresh + pool.stats().reused == 8000);
   CHECK(pool.stats().fresh <= 16);  // at most one block per thread and class ever made
+}
+
+TEST_CASE("buffer pool: the trimmer runs on the process's cores, not on those of the thread that started it") {
+  cpu_set_t process_cores;
+  REQUIRE(sched_getaffinity(getpid(), sizeof process_cores, &process_cores) == 0);
+  if (CPU_COUNT(&process_cores) < 2) return;  // one core: every thread is bound to it anyway
+  int first = 0;
+  while (!CPU_ISSET(first, &process_cores)) ++first;
+  BufferPool pool(BufferPoolOptions{.idle_release = 1s});
+  // A rank thread bound to one core (as rankmesh bench binds them) lets go of a block: the
+  // release starts the trimmer from that thread.
+  std::thread bound([&] {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(first, &one);
+    REQUIRE(pthread_setaffinity_np(pthread_self(), sizeof one, &one) == 0);
+    Tensor block = pool.allocate({64}, DType::u8);
+  });
+  bound.join();
+  REQUIRE(pool.stats().cached_bytes > 0);
+  // Every trimmer of this process (the process-wide pool may have one too) may use the cores
+  // the main thread may.
+  int trimmers = 0;
+  for (auto until = std::chrono::steady_clock::now() + 5s;
+       trimmers == 0 && std::chrono::steady_clock::now() < until;
+       std::this_thread::sleep_for(1ms)) {
+    for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+      std::ifstream comm(task.path() / "comm");
+      std::string name;
+      std::getline(comm, name);
+      if (name != "rankmesh-trim") continue;
+      cpu_set_t cores;
+      const pid_t tid = static_cast<pid_t>(std::stoi(task.path().filename().string()));
+      if (sched_getaffinity(tid, sizeof cores, &cores) != 0) continue;  // ended meanwhile
+      CHECK(CPU_EQUAL(&cores, &process_cores));
+      ++trimmers;
+    }
+  }
+  CHECK(trimmers > 0);
 }

@@ -97,3 +97,23 @@ TEST_CASE("spinner slots: no more spinners at a time than the policy allows") {
   });
   again.join();
 }
+
+TEST_CASE("spin policy: a node's cores are shared out among its processes, one spinner each at least") {
+  const auto spin = std::chrono::microseconds(50);
+  // Fewer processes than cores: each gets its share; every wait kind spins.
+  SpinPolicy alone = SpinPolicy::for_node(spin, 1, 8);
+  CHECK(alone.spin_for == spin);
+  CHECK(alone.max_spinners == 8);
+  CHECK(alone.sockets_spin);
+  CHECK(SpinPolicy::for_node(spin, 3, 8).max_spinners == 2);
+  CHECK(SpinPolicy::for_node(spin, 2, 2).max_spinners == 1);
+  CHECK(SpinPolicy::for_node(spin, 2, 2).sockets_spin);
+  // More processes than cores: one spinner per process, on memory only.
+  SpinPolicy crowded = SpinPolicy::for_node(spin, 16, 2);
+  CHECK(crowded.max_spinners == 1);
+  CHECK_FALSE(crowded.sockets_spin);
+  CHECK(crowded.spin_for == spin);
+  // Nonsense counts are read as one.
+  CHECK(SpinPolicy::for_node(spin, 0, 0).max_spinners == 1);
+  CHECK(SpinPolicy::for_node(spin, 0, 0).sockets_spin);
+}

@@ -2,7 +2,9 @@
 
 #include <malloc.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <array>
 #include <atomic>
@@ -202,6 +204,12 @@ void BufferPool::State::start_trimmer(const std::shared_ptr<State>& state) noexc
 }
 
 void BufferPool::State::trim_idle(std::shared_ptr<State> state) noexcept {
+  // The release that started this thread may run on a thread bound to one core (a rank's, as
+  // rankmesh bench binds them); the trimmer runs where the process may, as its main thread.
+  cpu_set_t process_cores;
+  if (sched_getaffinity(getpid(), sizeof process_cores, &process_cores) == 0)
+    pthread_setaffinity_np(pthread_self(), sizeof process_cores, &process_cores);
+  pthread_setname_np(pthread_self(), "rankmesh-trim");
   while (true) {
     std::this_thread::sleep_for(state->options.idle_release);
     std::vector<Block*> idle;

@@ -6,7 +6,8 @@
 // Bounded: the cache holds at most max_cached_bytes (1 GiB by default; a block that would exceed
 // it is freed at once), and a block left unused in the cache for idle_release (2 s by default) to
 // twice that goes back to the system, so a process that stops receiving gives its burst's
-// memory back. A trimmer thread runs while the cache holds blocks and ends when it is empty.
+// memory back. A trimmer thread ("rankmesh-trim", on the cores the process's main thread may
+// use, whichever thread started it) runs while the cache holds blocks and ends when it is empty.
 #pragma once
 
 #include <chrono>

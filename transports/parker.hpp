@@ -9,6 +9,7 @@
 
 #include <sched.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -24,6 +25,19 @@ struct SpinPolicy {
   // processes outnumber cores: their spinners' system calls take the time their peers need
   // (8 pairs over tcp, 16 processes on 2 cores: 155-186 -> 706 us a round trip when they spun).
   bool sockets_spin = true;
+
+  // The policy for a process among `processes_on_node` on a node of `cores` cores (a world
+  // started by a launcher has LOCAL_WORLD_SIZE of them): the cores are shared out, at most one
+  // spinner per core on the node — and, where there are more processes than cores, one per
+  // process, polling memory only. A spinner there offers its core to a peer that last ran on it
+  // (spin_until), so it does not hold the core that peer needs; parking at once instead, as
+  // before, made every message a futex wake-up, which costs more in a paravirtualized guest: 8
+  // pairs over shm (16 processes on 2 cores) 120-124 -> 66-68 us a round trip and its CPU 37-40
+  // -> 21-24 us, 2 pairs 19-20 -> 15-16.5 us (back to back, two runs each).
+  static SpinPolicy for_node(std::chrono::nanoseconds spin, int processes_on_node, int cores) {
+    const int share = std::max(1, cores) / std::max(1, processes_on_node);
+    return SpinPolicy{spin, std::max(1, share), share > 0};
+  }
 };
 
 // Process-wide; set before ranks start waiting.

@@ -37,20 +37,6 @@ std::chrono::milliseconds default_timeout() { return scaled_timeout(std::chrono:
 
 namespace {
 
-// The cores are shared out among this node's processes (a world started by a launcher has
-// LOCAL_WORLD_SIZE of them): at most one spinner per core on the node — and, where there are
-// more processes than cores, one per process, polling memory only. A spinner there offers its
-// core to a peer that last ran on it (parker.hpp), so it does not hold the core that peer
-// needs; parking at once instead, as before, made every message a futex wake-up, which costs
-// more in a paravirtualized guest: 8 pairs over shm (16 processes on 2 cores) 120-124 -> 66-68
-// us a round trip and its CPU 37-40 -> 21-24 us, 2 pairs 19-20 -> 15-16.5 us (back to back, two
-// runs each). Socket polls (tcp) do not spin there (SpinPolicy::sockets_spin).
-SpinPolicy spin_policy(std::chrono::microseconds spin, int processes_on_node) {
-  const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  const int share = cores / std::max(1, processes_on_node);
-  return SpinPolicy{spin, std::max(1, share), share > 0};
-}
-
 // RANKMESH_SPIN_US overrides RuntimeOptions::spin, launched or embedded: the trade-off between
 // latency and idle CPU is the operator's to choose without rebuilding the engine.
 std::chrono::microseconds spin_from_environment(std::chrono::microseconds spin) {
@@ -354,7 +340,8 @@ Runtime::Runtime(RuntimeOptions options) {
     options.watchdog = std::atof(fraction);
   if (const char* events = std::getenv("RANKMESH_TRACE_EVENTS"); events != nullptr && *events != '\0')
     options.trace_events = static_cast<std::size_t>(std::max(1L, std::atol(events)));
-  set_spin_policy(spin_policy(options.spin, place ? place->local_world_size : 1));
+  set_spin_policy(SpinPolicy::for_node(options.spin, place ? place->local_world_size : 1,
+                                       static_cast<int>(std::thread::hardware_concurrency())));
   impl_ = std::make_unique<Impl>(std::move(options));
   const int world = place ? place->world_size : impl_->options.world_size;
   const int per_node = place ? place->local_world_size : impl_->options.ranks_per_node;
