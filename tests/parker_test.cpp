@@ -24,6 +24,7 @@ struct ScopedSpinPolicy {
 TEST_CASE("parker: a notify never misses a waiter that parks at once") {
   // No spinning: every wait that finds nothing parks, so each message races a notify against
   // the waiter counting itself in and parking. A lost wake-up would sleep to the deadline.
+  // Published with release stores, the weakest that notify() allows: its fence does the rest.
   ScopedSpinPolicy no_spin({.spin_for = 0ns});
   constexpr std::uint64_t kMessages = 20'000;
   std::atomic<std::uint64_t> sent{0}, echoed{0};
@@ -31,20 +32,20 @@ TEST_CASE("parker: a notify never misses a waiter that parks at once") {
   std::atomic<bool> echo_ok{true};
   std::thread echo([&] {
     for (std::uint64_t i = 1; i <= kMessages; ++i) {
-      auto arrived = [&] { return sent.load(std::memory_order_seq_cst) >= i; };
+      auto arrived = [&] { return sent.load(std::memory_order_acquire) >= i; };
       if (!to_echo.wait_until(arrived, Clock::now() + 10s)) {
         echo_ok = false;
         return;
       }
-      echoed.store(i, std::memory_order_seq_cst);
+      echoed.store(i, std::memory_order_release);
       to_sender.notify();
     }
   });
   std::uint64_t answered = 0;
   for (std::uint64_t i = 1; i <= kMessages; ++i) {
-    sent.store(i, std::memory_order_seq_cst);
+    sent.store(i, std::memory_order_release);
     to_echo.notify();
-    auto back = [&] { return echoed.load(std::memory_order_seq_cst) >= i; };
+    auto back = [&] { return echoed.load(std::memory_order_acquire) >= i; };
     if (!to_sender.wait_until(back, Clock::now() + 10s)) break;
     answered = i;
   }
@@ -64,18 +65,18 @@ TEST_CASE("spinner slots: no more spinners at a time than the policy allows") {
   std::atomic<int> holding{0}, held{0};
   std::atomic<bool> let_go{false};
   auto hold_one = [&] {
-    const bool got = detail::acquire_spinner();
-    held.fetch_add(got ? 1 : 0);
+    const int slot = detail::acquire_spinner();
+    held.fetch_add(slot >= 0 ? 1 : 0);
     holding.fetch_add(1);
     while (!let_go.load()) std::this_thread::yield();
-    if (got) detail::release_spinner();
+    if (slot >= 0) detail::release_spinner(slot);
   };
   std::thread first(hold_one), second(hold_one);
   while (holding.load() < 2) std::this_thread::yield();
   CHECK(held.load() == 2);
   if (held.load() == 2) {
     // Both slots are held: a third waiter gets none, and spin_until gives up without polling.
-    CHECK_FALSE(detail::acquire_spinner());
+    CHECK(detail::acquire_spinner() < 0);
     int polls = 0;
     auto count_polls = [&] { return ++polls, false; };
     CHECK_FALSE(spin_until(count_polls, Clock::now() + 1s, 1s));
@@ -86,14 +87,15 @@ TEST_CASE("spinner slots: no more spinners at a time than the policy allows") {
   second.join();
   // Released, a slot is free again; with one slot allowed, only one holder at a time.
   set_spin_policy({.max_spinners = 1});
-  REQUIRE(detail::acquire_spinner());
-  std::thread other([] { CHECK_FALSE(detail::acquire_spinner()); });
+  const int mine = detail::acquire_spinner();
+  REQUIRE(mine >= 0);
+  std::thread other([] { CHECK(detail::acquire_spinner() < 0); });
   other.join();
-  detail::release_spinner();
+  detail::release_spinner(mine);
   std::thread again([] {
-    const bool got = detail::acquire_spinner();
-    CHECK(got);
-    if (got) detail::release_spinner();
+    const int slot = detail::acquire_spinner();
+    CHECK(slot >= 0);
+    if (slot >= 0) detail::release_spinner(slot);
   });
   again.join();
 }

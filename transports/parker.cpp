@@ -27,7 +27,7 @@ struct alignas(64) SpinnerSlot {
   std::atomic<bool> taken{false};
 };
 SpinnerSlot g_spinner_slots[kSpinnerSlots];
-// The slot this thread holds or held last; threads start spread over the slots.
+// The slot this thread held last (where it looks first); threads start spread over the slots.
 thread_local int t_spinner_slot = [] {
   static std::atomic<int> threads{0};
   return threads.fetch_add(1, std::memory_order_relaxed) % kSpinnerSlots;
@@ -60,7 +60,7 @@ std::chrono::nanoseconds socket_spin_budget() noexcept {
 
 namespace detail {
 
-bool acquire_spinner() noexcept {
+int acquire_spinner() noexcept {
   const int slots = std::min(max_spinners(), kSpinnerSlots);
   const int first = t_spinner_slot % slots;
   for (int k = 0; k < slots; ++k) {
@@ -69,14 +69,14 @@ bool acquire_spinner() noexcept {
     if (!taken.load(std::memory_order_relaxed) &&
         !taken.exchange(true, std::memory_order_acquire)) {
       t_spinner_slot = i;
-      return true;
+      return i;
     }
   }
-  return false;
+  return -1;
 }
 
-void release_spinner() noexcept {
-  g_spinner_slots[t_spinner_slot].taken.store(false, std::memory_order_release);
+void release_spinner(int slot) noexcept {
+  g_spinner_slots[slot].taken.store(false, std::memory_order_release);
 }
 
 void yield_core() noexcept { sched_yield(); }

@@ -48,8 +48,9 @@ std::chrono::nanoseconds spin_budget() noexcept;
 std::chrono::nanoseconds socket_spin_budget() noexcept;
 
 namespace detail {
-bool acquire_spinner() noexcept;  // false when every spinner slot is taken
-void release_spinner() noexcept;
+// A spinner slot held while a wait spins: its index, -1 when every slot is taken.
+int acquire_spinner() noexcept;
+void release_spinner(int slot) noexcept;
 void yield_core() noexcept;
 }  // namespace detail
 
@@ -64,7 +65,9 @@ void yield_core() noexcept;
 // 2.8 us every 1,024. Waits that know where their peer runs offer only when it runs here.
 template <class Ready, class Offer>
 bool spin_until(Ready& ready, Deadline deadline, std::chrono::nanoseconds budget, Offer&& offer) {
-  if (budget <= std::chrono::nanoseconds::zero() || !detail::acquire_spinner()) return false;
+  if (budget <= std::chrono::nanoseconds::zero()) return false;
+  const int slot = detail::acquire_spinner();
+  if (slot < 0) return false;
   Deadline stop = Clock::now() + budget;
   if (deadline < stop) stop = deadline;
   bool done = false;
@@ -79,7 +82,7 @@ bool spin_until(Ready& ready, Deadline deadline, std::chrono::nanoseconds budget
     __builtin_ia32_pause();
 #endif
   }
-  detail::release_spinner();
+  detail::release_spinner(slot);
   return done;
 }
 
