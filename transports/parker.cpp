@@ -27,11 +27,9 @@ struct alignas(64) SpinnerSlot {
   std::atomic<bool> taken{false};
 };
 SpinnerSlot g_spinner_slots[kSpinnerSlots];
-// The slot this thread held last (where it looks first); threads start spread over the slots.
-thread_local int t_spinner_slot = [] {
-  static std::atomic<int> threads{0};
-  return threads.fetch_add(1, std::memory_order_relaxed) % kSpinnerSlots;
-}();
+// The slot this thread held last, where it looks first (constant-initialized: no TLS wrapper
+// call on the wait path; a new thread probes from slot 0 and keeps the first free one).
+thread_local int t_spinner_slot = 0;
 
 int max_spinners() noexcept {
   int configured = g_max_spinners.load(std::memory_order_relaxed);

@@ -4,7 +4,7 @@
 // where processes outnumber cores), and it offers its core to a peer that runs there, since a
 // spinner that steals the core its peer needs is worse than parking. Every transport's waits
 // (inproc, shm, tcp receives) spin through spin_until() below, so one process-wide policy and
-// one spinner count govern them all.
+// one set of spinner slots govern them all.
 #pragma once
 
 #include <sched.h>
