@@ -1,5 +1,7 @@
 #include "bootstrap/bootstrap.hpp"
 
+#include <algorithm>
+
 #include "bootstrap/control_messages.hpp"
 #include "bootstrap/rank_actor.hpp"
 #include "bootstrap/registry.hpp"
@@ -65,6 +67,18 @@ std::vector<Member> Bootstrap::join(const std::string& node_id, const std::strin
 
 void Bootstrap::leave(Deadline deadline) {
   leave_world(system_, rank_actor_, options_.rank, deadline);
+  if (!server_) return;
+  // A member that has its answer hangs up at once; one that does not within the failure
+  // timeout is stuck elsewhere, and its link is closed with the others at shutdown.
+  const std::vector<int> stuck =
+      server_->wait_for_hang_ups(std::min(deadline, deadline_after(options_.failure_timeout)));
+  if (!stuck.empty() && options_.log) {
+    std::string ranks;
+    for (int rank : stuck) ranks += (ranks.empty() ? "" : ", ") + std::to_string(rank);
+    options_.log("rankmesh: rank 0: rank(s) " + ranks + " had not hung up " +
+                 std::to_string(options_.failure_timeout.count()) +
+                 " ms after the world left; closing their links");
+  }
 }
 
 }  // namespace rankmesh

@@ -1,7 +1,9 @@
 #include "bootstrap/registry_link.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <charconv>
+#include <condition_variable>
 #include <list>
 #include <map>
 #include <mutex>
@@ -289,6 +291,9 @@ struct RegistryServer::Impl {
   std::mutex mutex;
   std::list<Linked> links;
   std::unique_ptr<TcpListener> listener;
+  // Told whenever a link's reader ends (its link has closed): wait_for_hang_ups waits on it.
+  std::mutex hang_up_mutex;
+  std::condition_variable hung_up;
 
   Impl(caf::actor_system& sys, caf::actor reg, RegistryLinkOptions opts)
       : system(sys), registry(std::move(reg)), options(std::move(opts)) {}
@@ -322,8 +327,28 @@ RegistryServer::RegistryServer(caf::actor_system& system, caf::actor registry,
     Linked& linked = impl.links.emplace_back();
     linked.link = link;
     linked.actor = impl.system.spawn(member_link, link, impl.registry, impl.options, impl.left);
-    linked.reader = std::thread([link, actor = linked.actor] { read_control(link, actor); });
+    linked.reader = std::thread([&impl, link, actor = linked.actor] {
+      read_control(link, actor);
+      { std::lock_guard hang_up(impl.hang_up_mutex); }
+      impl.hung_up.notify_all();
+    });
   });
+}
+
+std::vector<int> RegistryServer::wait_for_hang_ups(Deadline deadline) {
+  Impl& impl = *impl_;
+  // Nobody joins a world that has left; with the acceptor stopped the list of links is fixed.
+  impl.listener->stop();
+  std::unique_lock lock(impl.hang_up_mutex);
+  auto all_closed = [&] {
+    return std::all_of(impl.links.begin(), impl.links.end(),
+                       [](const Linked& linked) { return linked.link->closed(); });
+  };
+  impl.hung_up.wait_until(lock, deadline, all_closed);
+  std::vector<int> linked;
+  for (const Linked& l : impl.links)
+    if (!l.link->closed()) linked.push_back(l.link->peer().rank);
+  return linked;
 }
 
 RegistryServer::~RegistryServer() {

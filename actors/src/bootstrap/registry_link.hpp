@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <caf/all.hpp>
 
@@ -40,6 +41,13 @@ public:
                  std::uint16_t port, int listening_fd, RegistryLinkOptions options);
   ~RegistryServer();
   RegistryServer(const RegistryServer&) = delete;
+
+  // Once the world has left together: stops accepting links and waits until every member has
+  // hung up (a member closes its link once it has the registry's answer to its leave) or the
+  // deadline passes; returns the ranks still linked then. Rank 0 answers last, so it must close
+  // last: closing first could drop an answer not yet written, and the member would report that
+  // rank 0 did not answer.
+  std::vector<int> wait_for_hang_ups(Deadline deadline);
   RegistryServer& operator=(const RegistryServer&) = delete;
 
 private:
