@@ -82,28 +82,21 @@ void yield_core() noexcept { sched_yield(); }
 }  // namespace detail
 
 void Parker::notify() noexcept {
-  // A waiter about to park counts itself in sleepers_, fences, then checks its condition once
-  // more (wait_until): with this fence between the caller's publishing and the read of
-  // sleepers_, either that check sees the change or this read sees the waiter. The epoch moves
-  // only when someone may sleep on it — after the waiter read it, so its futex wait returns.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (sleepers_.load(std::memory_order_seq_cst) != 0) {
-    epoch_.fetch_add(1, std::memory_order_seq_cst);
+  notify_sleepers(epoch_, sleepers_, [this] {
     syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&epoch_), FUTEX_WAKE_PRIVATE, INT32_MAX,
             nullptr, nullptr, 0);
-  }
+  });
 }
 
-bool Parker::park(std::uint32_t seen, Deadline deadline) noexcept {
+void Parker::park(std::uint32_t seen, Deadline deadline) noexcept {
   auto left = deadline - Clock::now();
-  if (left <= Clock::duration::zero()) return false;
+  if (left <= Clock::duration::zero()) return;
   auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
   timespec timeout{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
   // The futex word is the epoch: a notify() between our read of it and this call changes it,
   // so the kernel returns at once instead of sleeping through the wake-up.
   syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&epoch_), FUTEX_WAIT_PRIVATE, seen, &timeout,
           nullptr, 0);
-  return Clock::now() < deadline;
 }
 
 }  // namespace rankmesh

@@ -110,12 +110,51 @@ bool spin_until(Ready& ready, Deadline deadline, std::chrono::nanoseconds budget
   return spin_until(ready, deadline, budget, [] { return true; });
 }
 
+// The wake-up protocol of every wait that parks — Parker's words in one process, the futex words
+// in shared memory across processes (shm_segment.hpp) — so that both are one protocol:
+// - a waiter reads `epoch`, counts itself in `sleepers`, fences, checks its condition once more
+//   and sleeps on `epoch` while it still holds what it read (park_until);
+// - a notifier, after publishing, fences and reads `sleepers`; only where somebody may sleep
+//   does it bump `epoch` (after that waiter read it, so its sleep returns) and wake it
+//   (notify_sleepers). Without a sleeper a notify writes nothing: the line holding the words
+//   stays in both sides' caches (a locked add per message took it from the waiter's core).
+// Either the notifier's read sees the sleeper, or the waiter's check sees what was published.
+// `Epoch` and `Sleepers` are std::atomic<std::uint32_t>& or std::atomic_ref<std::uint32_t>.
+template <class Epoch, class Sleepers, class Wake>
+void notify_sleepers(Epoch&& epoch, Sleepers&& sleepers, Wake&& wake) noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (sleepers.load(std::memory_order_seq_cst) != 0) {
+    epoch.fetch_add(1, std::memory_order_seq_cst);
+    wake();
+  }
+}
+
+// Parks until `ready()` (true) or the deadline (false). `sleep(seen, deadline)` sleeps while
+// the epoch still reads `seen`, until a wake-up or the deadline (it may return earlier);
+// `check()` runs before every sleep and may throw (a peer found gone).
+template <class Ready, class Epoch, class Sleepers, class Sleep, class Check>
+bool park_until(Ready& ready, Epoch&& epoch, Sleepers&& sleepers, Deadline deadline, Sleep&& sleep,
+                Check&& check) {
+  while (true) {
+    check();
+    const std::uint32_t seen = epoch.load(std::memory_order_seq_cst);
+    sleepers.fetch_add(1, std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with notify_sleepers' fence
+    if (ready()) {
+      sleepers.fetch_sub(1, std::memory_order_relaxed);
+      return true;
+    }
+    sleep(seen, deadline);
+    sleepers.fetch_sub(1, std::memory_order_relaxed);
+    if (ready()) return true;
+    if (Clock::now() >= deadline) return false;
+  }
+}
+
 class Parker {
 public:
   // Wakes every waiter whose condition may have changed. Call after publishing the change.
-  // Without a parked waiter it only reads: it writes nothing that the other side polls, so the
-  // line holding the Parker stays in both cores' caches (a notify per message used to take it
-  // back from the waiter's core with a locked add, a cache miss on every message).
+  // Without a parked waiter it only reads (notify_sleepers).
   void notify() noexcept;
 
   // Waits until `ready()` is true (returns true) or the deadline passes (returns false),
@@ -124,21 +163,8 @@ public:
   bool wait_until(Ready&& ready, Deadline deadline, Offer&& offer) {
     if (ready()) return true;
     if (spin_until(ready, deadline, spin_budget(), offer)) return true;
-    while (true) {
-      std::uint32_t seen = epoch_.load(std::memory_order_seq_cst);
-      sleepers_.fetch_add(1, std::memory_order_seq_cst);
-      // Pairs with notify()'s fence: either notify() sees this sleeper, or ready() below sees
-      // what was published before it.
-      std::atomic_thread_fence(std::memory_order_seq_cst);
-      if (ready()) {
-        sleepers_.fetch_sub(1, std::memory_order_relaxed);
-        return true;
-      }
-      bool timed_out = !park(seen, deadline);
-      sleepers_.fetch_sub(1, std::memory_order_relaxed);
-      if (ready()) return true;
-      if (timed_out) return false;
-    }
+    return park_until(ready, epoch_, sleepers_, deadline,
+                      [this](std::uint32_t seen, Deadline until) { park(seen, until); }, [] {});
   }
 
   // The same for a wait that cannot tell where its peer runs: the core is offered every 64 polls.
@@ -148,8 +174,8 @@ public:
   }
 
 private:
-  // futex wait while epoch_ == seen; false once the deadline has passed.
-  bool park(std::uint32_t seen, Deadline deadline) noexcept;
+  // futex wait while epoch_ == seen, until a wake-up or the deadline.
+  void park(std::uint32_t seen, Deadline deadline) noexcept;
 
   std::atomic<std::uint32_t> epoch_{0};
   std::atomic<std::uint32_t> sleepers_{0};

@@ -127,6 +127,13 @@ void ShmInbox::wait(std::uint32_t seen, Deadline until) noexcept {
   shm::at(header()->sleepers).fetch_sub(1, std::memory_order_seq_cst);
 }
 
-void ShmInbox::wake() noexcept { shm::notify(header()->epoch, header()->sleepers); }
+// The epoch counts posts: a waiter reads it before it looks at the slots and sleeps only while it
+// has not moved since, so every post moves it — unlike a channel's notify (shm::notify), whose
+// waiters look again after counting themselves in. Posts are rare (a channel's set-up).
+void ShmInbox::wake() noexcept {
+  shm::at(header()->epoch).fetch_add(1, std::memory_order_seq_cst);
+  if (shm::at(header()->sleepers).load(std::memory_order_seq_cst) != 0)
+    shm::futex_wake(&header()->epoch);
+}
 
 }  // namespace rankmesh

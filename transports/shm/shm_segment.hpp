@@ -62,12 +62,11 @@ void futex_wait(std::uint32_t* word, std::uint32_t seen, Deadline until) noexcep
 // Wakes every process sleeping on *word.
 void futex_wake(std::uint32_t* word) noexcept;
 
-// A word pair that lets one side sleep until the other has news: the waiter counts itself in
-// `sleepers` around its futex wait on `epoch`; the notifier bumps `epoch` and makes the system
-// call only when somebody sleeps.
+// A word pair in the segment that lets one side sleep until the other has news (wait_for):
+// parker.hpp's protocol, across processes. Call after publishing the news; without a sleeper it
+// only reads.
 inline void notify(std::uint32_t& epoch, std::uint32_t& sleepers) noexcept {
-  at(epoch).fetch_add(1, std::memory_order_seq_cst);
-  if (at(sleepers).load(std::memory_order_seq_cst) != 0) futex_wake(&epoch);
+  notify_sleepers(at(epoch), at(sleepers), [&epoch] { futex_wake(&epoch); });
 }
 
 // "Closed, and why", in a segment both sides read. Whoever closes first writes the reason.
@@ -107,19 +106,10 @@ bool wait_for(Ready&& ready, std::uint32_t& epoch, std::uint32_t& sleepers, Dead
     return cores.mine == nullptr || peer_runs_here(at(*cores.mine), at(*cores.peer));
   };
   if (spin_until(ready, deadline, spin, peer_here)) return true;
-  while (true) {
-    check();
-    const std::uint32_t seen = at(epoch).load(std::memory_order_seq_cst);
-    at(sleepers).fetch_add(1, std::memory_order_seq_cst);
-    if (ready()) {
-      at(sleepers).fetch_sub(1, std::memory_order_seq_cst);
-      return true;
-    }
-    futex_wait(&epoch, seen, std::min(deadline, Clock::now() + slice));
-    at(sleepers).fetch_sub(1, std::memory_order_seq_cst);
-    if (ready()) return true;
-    if (Clock::now() >= deadline) return false;
-  }
+  auto sleep = [&epoch, slice](std::uint32_t seen, Deadline until) {
+    futex_wait(&epoch, seen, std::min(until, Clock::now() + slice));
+  };
+  return park_until(ready, at(epoch), at(sleepers), deadline, sleep, check);
 }
 
 // Another process of this node, watched through a pidfd where the kernel offers them (a pidfd
