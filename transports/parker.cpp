@@ -21,9 +21,10 @@ std::atomic<bool> g_sockets_spin{true};
 // of spinners was read-modify-written by every wait of every thread, so ranks of one process
 // took the line from each other on every message, and a receiver paid that cache miss between
 // seeing its frame and reading it. A thread comes back to the slot it held last, so in steady
-// state each touches its own line.
+// state each touches its own line. A slot takes two lines: x86's adjacent-line prefetcher
+// fetches lines in 128-byte pairs, so neighbours on one pair would still pull each other's slot.
 constexpr int kSpinnerSlots = 256;
-struct alignas(64) SpinnerSlot {
+struct alignas(128) SpinnerSlot {
   std::atomic<bool> taken{false};
 };
 SpinnerSlot g_spinner_slots[kSpinnerSlots];
