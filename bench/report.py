@@ -184,8 +184,11 @@ class Report:
         showing that pass's a: each side's best pass could pair one pass's fast minute with
         another's slow one and report a ratio that no pass showed."""
         verdict, ratio_text = "", "—"
+        # Passes pair up by position only where both have every pass: a pass that failed or
+        # crashed part-way leaves no line, and the passes after it would pair with the wrong ones
+        # (such a row is marked failed anyway, below).
         ratios = [(a["median"] / b["median"], a) for a, b in zip(a_passes, b_passes)
-                  if a and b and b["median"] > 0]
+                  if a and b and b["median"] > 0] if len(a_passes) == len(b_passes) else []
         ratio, rm_a = min(ratios, key=lambda r: r[0], default=(None, best_of(a_passes)))
         if ratio is not None:
             ratio_text = f"{ratio:.2f}"

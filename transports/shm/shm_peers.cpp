@@ -162,11 +162,12 @@ ShmChannel& ShmPeers::sender(int rank, Deadline deadline) {
   std::lock_guard lock(peer.out_mutex);
   bool asked = false;
   while (!peer.out) {
+    // Read before anything is looked at: a close() or an offer after this moves it (wake()).
+    const std::uint32_t seen = inbox_.epoch();
     {
       std::lock_guard closed(peer.closed_mutex);
       if (!peer.out_closed.empty()) throw ChannelClosed(peer.out_closed);
     }
-    const std::uint32_t seen = inbox_.epoch();
     if (const std::string segment = inbox_.offer(rank); !segment.empty()) {
       attach(peer, segment);
       break;

@@ -67,17 +67,23 @@ std::vector<Member> Bootstrap::join(const std::string& node_id, const std::strin
 
 void Bootstrap::leave(Deadline deadline) {
   leave_world(system_, rank_actor_, options_.rank, deadline);
-  if (!server_) return;
-  // A member that has its answer hangs up at once; one that does not within the failure
+  if (client_) {
+    // Answered: nothing more goes over the link (the rank actor is quiet now), and rank 0
+    // waits for this side to close it before it closes its own.
+    client_->hang_up();
+    return;
+  }
+  // A member hangs up as soon as it has its answer; one that does not within the failure
   // timeout is stuck elsewhere, and its link is closed with the others at shutdown.
+  const auto start = Clock::now();
   const std::vector<int> stuck =
-      server_->wait_for_hang_ups(std::min(deadline, deadline_after(options_.failure_timeout)));
+      server_->wait_for_hang_ups(std::min(deadline, start + options_.failure_timeout));
   if (!stuck.empty() && options_.log) {
     std::string ranks;
     for (int rank : stuck) ranks += (ranks.empty() ? "" : ", ") + std::to_string(rank);
+    const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
     options_.log("rankmesh: rank 0: rank(s) " + ranks + " had not hung up " +
-                 std::to_string(options_.failure_timeout.count()) +
-                 " ms after the world left; closing their links");
+                 std::to_string(waited.count()) + " ms after the world left; closing their links");
   }
 }
 

@@ -327,11 +327,19 @@ RegistryServer::RegistryServer(caf::actor_system& system, caf::actor registry,
     Linked& linked = impl.links.emplace_back();
     linked.link = link;
     linked.actor = impl.system.spawn(member_link, link, impl.registry, impl.options, impl.left);
-    linked.reader = std::thread([&impl, link, actor = linked.actor] {
-      read_control(link, actor);
-      { std::lock_guard hang_up(impl.hang_up_mutex); }
-      impl.hung_up.notify_all();
-    });
+    try {
+      linked.reader = std::thread([&impl, link, actor = linked.actor] {
+        read_control(link, actor);
+        { std::lock_guard hang_up(impl.hang_up_mutex); }
+        impl.hung_up.notify_all();
+      });
+    } catch (...) {
+      // No reader: the link is refused (the listener logs why), not kept open unread.
+      link->close("rank 0 could not start a thread to read the link");
+      caf::anon_send_exit(linked.actor, caf::exit_reason::user_shutdown);
+      impl.links.pop_back();
+      throw;
+    }
   });
 }
 
@@ -388,6 +396,8 @@ RegistryClient::RegistryClient(caf::actor_system& system, const std::string& hos
 }
 
 RegistryClient::~RegistryClient() { shut_down(impl_->link); }
+
+void RegistryClient::hang_up() { shut_down(impl_->link); }
 
 const caf::actor& RegistryClient::registry() const noexcept { return impl_->link.front().actor; }
 

@@ -43,7 +43,7 @@ public:
   RegistryServer(const RegistryServer&) = delete;
 
   // Once the world has left together: stops accepting links and waits until every member has
-  // hung up (a member closes its link once it has the registry's answer to its leave) or the
+  // hung up (RegistryClient::hang_up, once it has the registry's answer to its leave) or the
   // deadline passes; returns the ranks still linked then. Rank 0 answers last, so it must close
   // last: closing first could drop an answer not yet written, and the member would report that
   // rank 0 did not answer.
@@ -70,7 +70,11 @@ public:
   RegistryClient(const RegistryClient&) = delete;
   RegistryClient& operator=(const RegistryClient&) = delete;
 
+  // The actor standing in for the registry (valid until hang_up).
   const caf::actor& registry() const noexcept;
+  // Closes the link once the world has left together (RegistryServer::wait_for_hang_ups);
+  // the destructor does the same.
+  void hang_up();
 
 private:
   struct Impl;
