@@ -8,10 +8,11 @@ void InprocChannel::send(Frame& frame, Deadline start_by, Deadline /*deadline*/)
   const std::uint64_t tail = tail_.load(std::memory_order_relaxed);
   note_cpu(producer_cpu_);
   auto has_room = [&] {
-    return closed_.load(std::memory_order_acquire) ||
-           tail - head_.load(std::memory_order_seq_cst) < kSlots;
+    seen_head_ = head_.load(std::memory_order_seq_cst);
+    return closed_.load(std::memory_order_acquire) || tail - seen_head_ < kSlots;
   };
-  if (!not_full_.wait_until(has_room, start_by,
+  if (tail - seen_head_ >= kSlots &&
+      !not_full_.wait_until(has_room, start_by,
                             [this] { return peer_runs_here(producer_cpu_, consumer_cpu_); }))
     throw ChannelTimeout("inproc channel stayed full until the deadline");
   if (closed_.load(std::memory_order_acquire)) throw_closed();
@@ -23,7 +24,8 @@ void InprocChannel::send(Frame& frame, Deadline start_by, Deadline /*deadline*/)
   slot.dict.swap(frame.dict);
   slot.loan.swap(frame.loan);
   frame.tensors.clear();  // drops references the consumer handed back in this slot
-  tail_.store(tail + 1, std::memory_order_seq_cst);
+  // Release stores: the notify right after fences (parker.hpp's protocol).
+  tail_.store(tail + 1, std::memory_order_release);
   not_empty_.notify();
 }
 
@@ -47,7 +49,7 @@ bool InprocChannel::recv(Frame& frame, Deadline deadline) {
   slot.tensors.clear();
   slot.dict.reset();
   slot.loan.reset();
-  head_.store(head + 1, std::memory_order_seq_cst);
+  head_.store(head + 1, std::memory_order_release);
   not_full_.notify();
   return true;
 }

@@ -42,6 +42,10 @@ private:
   std::atomic<std::uint32_t> consumer_cpu_{0};  // where the consumer last ran (note_cpu)
   alignas(64) std::atomic<std::uint64_t> tail_{0};
   std::atomic<std::uint32_t> producer_cpu_{0};  // where the producer last ran
+  // The producer's copy of head_, read again only when it says the ring is full: reading head_
+  // on every send took its line from the consumer's core each message, and the consumer's next
+  // store to it waited for the line to come back.
+  std::uint64_t seen_head_ = 0;
   alignas(64) std::atomic<bool> closed_{false};
   Parker not_empty_;
   Parker not_full_;

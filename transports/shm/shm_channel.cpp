@@ -25,7 +25,7 @@ namespace rankmesh {
 namespace {
 
 constexpr std::uint64_t kControlMagic = 0x3142434d48534d52;  // "RMSHMCB1"
-constexpr std::uint32_t kControlVersion = 4;
+constexpr std::uint32_t kControlVersion = 5;
 constexpr std::size_t kMinRing = std::size_t{64} << 10;
 constexpr std::size_t kMaxRing = std::size_t{1} << 30;
 
@@ -311,17 +311,19 @@ void ShmChannel::read_ring(std::uint64_t pos, void* dst, std::size_t n) const no
   if (first < n) std::memcpy(static_cast<std::uint8_t*>(dst) + first, ring_, n - first);
 }
 
+// The counters are published with release stores: the notify right after fences (parker.hpp's
+// protocol), one full barrier where a sequentially consistent store added a second.
 void ShmChannel::publish_tail() noexcept {
   if (tail_ == published_tail_) return;
   published_tail_ = tail_;
-  at(control_->tail).store(tail_, std::memory_order_seq_cst);
+  at(control_->tail).store(tail_, std::memory_order_release);
   shm::notify(control_->data_epoch, control_->data_sleepers);
 }
 
 void ShmChannel::publish_head() noexcept {
   if (head_ == published_head_) return;
   published_head_ = head_;
-  at(control_->head).store(head_, std::memory_order_seq_cst);
+  at(control_->head).store(head_, std::memory_order_release);
   shm::notify(control_->space_epoch, control_->space_sleepers);
 }
 

@@ -223,8 +223,9 @@ private:
   void refresh_tail();
 
   void release_consumed();
+  bool room_for(std::size_t bytes);
   void wait_space(std::size_t bytes, Deadline deadline, const char* what);
-  bool fits_at_once(std::size_t record) const noexcept;
+  bool fits_at_once(std::size_t record);
   bool copy_to_lend(Frame& frame);
   void take_borrowed(Frame& frame, std::size_t lend_above);
   void give_back_borrowed(Frame& frame) noexcept;
@@ -257,6 +258,10 @@ private:
   // Sender.
   std::uint64_t tail_ = 0;            // bytes written
   std::uint64_t published_tail_ = 0;  // of which the receiver may read
+  // The receiver's head as last read. A send reads the shared one only when this one says the
+  // frame does not fit (room_for) or lent payloads wait for it: reading it on every send took
+  // its line from the receiver's core each message, and the receiver's next publish_head then
+  // waited for the line to come back (two transfers between the cores per message).
   std::uint64_t seen_head_ = 0;
   std::uint64_t link_seq_ = 0;
   std::uint64_t probe_word_ = 0;  // the receiver reads it to learn whether it may read us

@@ -44,7 +44,6 @@ struct ShmChannel::Control {
   std::uint32_t unused0;
   alignas(64) std::uint64_t tail;  // written by the sender
   std::uint32_t data_epoch;        // bumped by the sender: "bytes or news for the receiver"
-  std::uint32_t space_sleepers;    // senders parked on space_epoch
   std::uint64_t ring_in_use;       // written by the sender while the ring is empty (it grows)
   std::uint32_t sender_cpu;        // where the sender last ran (shm::Cores)
   // Bytes of lent payloads, counted over the channel's life in frame order, that the receiver
@@ -52,8 +51,12 @@ struct ShmChannel::Control {
   std::uint64_t lent_ready;
   alignas(64) std::uint64_t head;  // written by the receiver
   std::uint32_t space_epoch;       // bumped by the receiver: "space or news for the sender"
-  std::uint32_t data_sleepers;     // receivers parked on data_epoch
   std::uint32_t receiver_cpu;      // where the receiver last ran (shm::Cores)
+  // Read by every notify, written only by a side about to park: a line of their own, so that
+  // neither side reads the line the other writes on every message (the sender's notify read
+  // data_sleepers beside the head, taking that line from the receiver's core each message).
+  alignas(64) std::uint32_t data_sleepers;  // receivers parked on data_epoch
+  std::uint32_t space_sleepers;             // senders parked on space_epoch
   alignas(64) shm::Closure closure;
 };
 

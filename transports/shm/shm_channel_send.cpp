@@ -18,7 +18,16 @@ using shm::kCmaWorks;
 
 }  // namespace
 
+// Whether `bytes` fit the ring's free room now: first by the head last read, then by the
+// receiver's (seen_head_).
+bool ShmChannel::room_for(std::size_t bytes) {
+  if (seen_head_ + ring_bytes_ >= tail_ + bytes) return true;
+  refresh_head();
+  return seen_head_ + ring_bytes_ >= tail_ + bytes;
+}
+
 void ShmChannel::wait_space(std::size_t bytes, Deadline deadline, const char* what) {
+  if (room_for(bytes)) return;
   auto room = [&] { return closed() || raw_head() + ring_bytes_ >= tail_ + bytes; };
   if (!wait(room, &control_->space_epoch, &control_->space_sleepers, deadline)) {
     throw ChannelTimeout("shm channel to " + who() + ": the ring stayed full until the deadline (" +
@@ -31,7 +40,7 @@ void ShmChannel::wait_space(std::size_t bytes, Deadline deadline, const char* wh
 // Doubles the ring, up to the segment, while `bytes` do not fit what is free now. It changes only
 // once the receiver has taken everything, so that both sides read every byte at the same size.
 void ShmChannel::grow_for(std::size_t bytes, Deadline deadline) {
-  if (ring_bytes_ >= ring_capacity_ || raw_head() + ring_bytes_ >= tail_ + bytes) return;
+  if (ring_bytes_ >= ring_capacity_ || room_for(bytes)) return;
   std::size_t size = ring_bytes_ * 2;
   while (size < bytes && size < ring_capacity_) size *= 2;
   size = std::min(size, ring_capacity_);
@@ -48,10 +57,9 @@ void ShmChannel::grow_for(std::size_t bytes, Deadline deadline) {
 
 // Whether a record of `record` bytes can be written now without waiting for the receiver: it
 // fits the free room, or the ring is empty and may grow to hold it.
-bool ShmChannel::fits_at_once(std::size_t record) const noexcept {
-  const std::uint64_t head = raw_head();
-  if (head + ring_bytes_ >= tail_ + record) return true;
-  return head == tail_ && record <= ring_capacity_;
+bool ShmChannel::fits_at_once(std::size_t record) {
+  if (room_for(record)) return true;  // else seen_head_ is the receiver's head now
+  return seen_head_ == tail_ && record <= ring_capacity_;
 }
 
 // Replaces the payloads that send() must copy but that do not go inline by copies of ours, to
@@ -284,6 +292,7 @@ bool ShmChannel::flush(Deadline deadline) {
 }
 
 void ShmChannel::release_consumed() {
+  if (lent_.empty()) return;  // nothing waits for the head: it is read when room runs out
   refresh_head();
   while (!lent_.empty() && lent_.front().end <= seen_head_) {
     lent_bytes_ -= lent_.front().bytes;
