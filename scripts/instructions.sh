@@ -3,7 +3,8 @@
 # counted by callgrind: scripts/instructions.sh [BUILD_DIR] (default build/, built if missing).
 # Runs N=1000 and N=3000 round trips over the whole process (all threads), as issue 12 defines
 # the figure: (I3000 - I1000) / 2000 is one round trip without start-up.
-# Repeatable to about half a percent, unlike times on this machine.
+# Repeatable to about 1% on a quiet machine (other work on the cores changes how the two threads
+# interleave, and the counts by up to 3%), unlike times on this machine.
 # RANKMESH_INSTRUCTIONS_TRANSPORT=shm|tcp: the same round trip over that transport's channels.
 # RANKMESH_INSTRUCTIONS_PATTERN=p2p: the smallest p2p iteration of the bench (f) instead.
 set -euo pipefail

@@ -461,7 +461,11 @@ TEST_CASE("shm: malformed control data closes the channel with a message saying 
       CHECK(sent > 0);
       // What was complete in the ring before still arrives (the first frame and those sent
       // since); then the close.
-      for (int k = 0; k <= sent; ++k) REQUIRE(created.channel->recv(got, deadline_after(1s)));
+      // Each whole: the sender never wrote over what the receiver had not read.
+      for (int k = 0; k <= sent; ++k) {
+        REQUIRE(created.channel->recv(got, deadline_after(1s)));
+        REQUIRE(got.metadata == std::vector<std::uint8_t>(100, 9));
+      }
       CHECK_THROWS_WITH_AS(created.channel->recv(got, deadline_after(1s)),
                            doctest::Contains(c.expect), ChannelClosed);
     } else {

@@ -224,6 +224,7 @@ private:
 
   void release_consumed();
   bool room_for(std::size_t bytes);
+  bool head_frees(std::size_t bytes) const noexcept;
   void wait_space(std::size_t bytes, Deadline deadline, const char* what);
   bool fits_at_once(std::size_t record);
   bool copy_to_lend(Frame& frame);

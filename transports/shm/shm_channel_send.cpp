@@ -26,9 +26,16 @@ bool ShmChannel::room_for(std::size_t bytes) {
   return seen_head_ + ring_bytes_ >= tail_ + bytes;
 }
 
+// A wait's condition: room for `bytes`, or a head that refresh_head() will refuse (beyond what
+// was sent: unchecked, a head near 2^64 would wrap the sum and hold the wait to its deadline).
+bool ShmChannel::head_frees(std::size_t bytes) const noexcept {
+  const std::uint64_t head = raw_head();
+  return head > published_tail_ || head + ring_bytes_ >= tail_ + bytes;
+}
+
 void ShmChannel::wait_space(std::size_t bytes, Deadline deadline, const char* what) {
   if (room_for(bytes)) return;
-  auto room = [&] { return closed() || raw_head() + ring_bytes_ >= tail_ + bytes; };
+  auto room = [&] { return closed() || head_frees(bytes); };
   if (!wait(room, &control_->space_epoch, &control_->space_sleepers, deadline)) {
     throw ChannelTimeout("shm channel to " + who() + ": the ring stayed full until the deadline (" +
                          what + ")");
@@ -88,7 +95,7 @@ void ShmChannel::stream_out(const std::uint8_t* src, std::size_t n, Deadline dea
     if (space < std::min(n, chunk)) {
       publish_tail();
       const std::size_t want = std::min(n, chunk);
-      auto room = [&] { return closed() || raw_head() + ring_bytes_ >= tail_ + want; };
+      auto room = [&] { return closed() || head_frees(want); };
       if (!wait(room, &control_->space_epoch, &control_->space_sleepers, deadline)) {
         // Part of the frame is in the ring: the link cannot carry another one.
         const std::string why = "shm channel to " + who() +
@@ -287,6 +294,7 @@ bool ShmChannel::flush(Deadline deadline) {
   auto taken = [&] { return closed() || raw_head() >= tail_; };
   if (!wait(taken, &control_->space_epoch, &control_->space_sleepers, deadline)) return false;
   if (raw_head() < tail_) throw_closed();
+  refresh_head();  // checks the receiver's head (send() reads it only when it needs room)
   release_consumed();
   return true;
 }
