@@ -56,11 +56,10 @@ def load(path, errors=None):
     two measurements of one pass); a benchmark that failed ({..., "error": ...}) in any pass goes
     to errors[(library, name, transport, ranks)] (the summary lists it even where another pass
     measured it: a failure is a wrong result, not a slow one)."""
-    found = {}
     by_pass = {}
     failed = {}
     if not path or not os.path.exists(path):
-        return found
+        return {}
     with open(path) as f:
         for n, line in enumerate(f, 1):
             line = line.strip()
@@ -75,11 +74,11 @@ def load(path, errors=None):
                 continue
             key = (m.get("library", "rankmesh"), m["name"], m["transport"], m.get("ranks", 2), m["size"])
             by_pass.setdefault(key, []).append(m)
-            if better(m, found.get(key)):
-                found[key] = m
-    for key, m in found.items():
-        m["by_pass"] = by_pass[key]
-        m["passes"] = len(by_pass[key])
+    found = {}
+    for key, ms in by_pass.items():
+        found[key] = m = best_of(ms)
+        m["by_pass"] = ms
+        m["passes"] = len(ms)
     if errors is not None:
         errors.update(failed)
     return found

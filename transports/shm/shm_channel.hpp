@@ -223,6 +223,11 @@ private:
   void refresh_tail();
 
   void release_consumed();
+  // Whether `bytes` fit after what we wrote while the receiver has consumed up to `head`
+  // (inline: an exported member defined in the .cpp is called, not inlined, on the send path).
+  bool fits_after(std::uint64_t head, std::size_t bytes) const noexcept {
+    return head + ring_bytes_ >= tail_ + bytes;
+  }
   bool room_for(std::size_t bytes);
   bool head_frees(std::size_t bytes) const noexcept;
   void wait_space(std::size_t bytes, Deadline deadline, const char* what);

@@ -21,16 +21,16 @@ using shm::kCmaWorks;
 // Whether `bytes` fit the ring's free room now: first by the head last read, then by the
 // receiver's (seen_head_).
 bool ShmChannel::room_for(std::size_t bytes) {
-  if (seen_head_ + ring_bytes_ >= tail_ + bytes) return true;
+  if (fits_after(seen_head_, bytes)) return true;
   refresh_head();
-  return seen_head_ + ring_bytes_ >= tail_ + bytes;
+  return fits_after(seen_head_, bytes);
 }
 
 // A wait's condition: room for `bytes`, or a head that refresh_head() will refuse (beyond what
 // was sent: unchecked, a head near 2^64 would wrap the sum and hold the wait to its deadline).
 bool ShmChannel::head_frees(std::size_t bytes) const noexcept {
   const std::uint64_t head = raw_head();
-  return head > published_tail_ || head + ring_bytes_ >= tail_ + bytes;
+  return head > published_tail_ || fits_after(head, bytes);
 }
 
 void ShmChannel::wait_space(std::size_t bytes, Deadline deadline, const char* what) {

@@ -395,7 +395,7 @@ RegistryClient::RegistryClient(caf::actor_system& system, const std::string& hos
   linked.reader = std::thread([link, actor = linked.actor] { read_control(link, actor); });
 }
 
-RegistryClient::~RegistryClient() { shut_down(impl_->link); }
+RegistryClient::~RegistryClient() { hang_up(); }
 
 void RegistryClient::hang_up() { shut_down(impl_->link); }
 
