@@ -1,6 +1,7 @@
-// In one process a tensor dict changes hands whole (Frame::dict): no metadata is written or read.
-// What a receiver gets must still be what the codec would have given it — a dict of its own,
-// equal to the one sent — and a dict handed over must never pass for another frame's.
+// In one process a tensor dict of more than a slot's bytes of tensors changes hands whole
+// (Frame::dict): no metadata is written or read. What a receiver gets must still be what the
+// codec would have given it — a dict of its own, equal to the one sent — and a dict handed over
+// must never pass for another frame's. A smaller dict is encoded, as between processes.
 #include <doctest/doctest.h>
 
 #include <cstring>
@@ -31,10 +32,10 @@ bool holds_bytes(const Tensor& t, int byte) {
   return true;
 }
 
-// Every kind of entry: small tensors (copied into one block), a nested dict, an empty tensor,
-// an empty dict, plain values of each kind.
+// Every kind of entry: tensors (copied into one block), a nested dict, an empty tensor, an empty
+// dict, plain values of each kind; 1 KiB of tensors, so that it is handed over.
 TensorDict every_kind(int byte) {
-  return TensorDict{{"hidden", filled(64, byte)},
+  return TensorDict{{"hidden", filled(256, byte)},
                     {"inner", TensorDict{{"positions", filled(4, byte + 1)}, {"n", 3}}},
                     {"empty", Tensor::empty({0, 4}, DType::f16)},
                     {"nothing", TensorDict{}},
@@ -111,7 +112,7 @@ TEST_CASE("dict hand-over: a dict left in a frame that was refused never passes 
     auto state = make_group_state(world.context(rank), GroupKind::world, 0, Group{0, 1, 2});
     GroupCoordinator group(std::move(state));
     if (rank == 0) {
-      group.send_tensor_dict(TensorDict{{"from", 0}, {"x", filled(4, 0)}}, 1);
+      group.send_tensor_dict(TensorDict{{"from", 0}, {"x", filled(256, 0)}}, 1);  // handed over
     } else if (rank == 2) {
       group.send_tensor_dict(TensorDict{{"from", 2}, {"x", filled(4, 2)}}, 1);
     } else {
@@ -129,4 +130,43 @@ TEST_CASE("dict hand-over: a dict left in a frame that was refused never passes 
   });
   REQUIRE_MESSAGE(all_ok(errors), joined(errors));
   CHECK_MESSAGE(refused.find("which sent send_tensor_dict #0") != std::string::npos, refused);
+}
+
+TEST_CASE("dict hand-over: a dict of at most hands_over_dicts_above bytes of tensors is encoded, "
+          "the receiver's tensors its own, unless it was donated") {
+  const std::size_t limit = inproc_transport().traits().hands_over_dicts_above;
+  REQUIRE(limit >= 64);
+  RankWorld world({0, 0}, inproc_transport(), inproc_transport(), 20s);
+  const auto small = [&](int byte) {
+    return TensorDict{{"hidden", filled(static_cast<std::int64_t>(limit / 4), byte)}, {"step", byte}};
+  };
+  const void* sent_hidden = nullptr;
+  const void* donated_hidden = nullptr;
+  std::uint64_t sent_definitions = 0, received_definitions = 0;
+  auto errors = world.run([&](int rank) {
+    auto state = make_group_state(world.context(rank), GroupKind::world, 0, Group{0, 1});
+    GroupState& raw = *state;
+    GroupCoordinator group(std::move(state));
+    if (rank == 0) {
+      TensorDict mine = small(3);
+      sent_hidden = mine.at("hidden").as<Tensor>().data();
+      group.send_tensor_dict(mine, 1);
+      TensorDict donated = small(4);
+      donated_hidden = donated.at("hidden").as<Tensor>().data();
+      group.send_tensor_dict(std::move(donated), 1);
+      sent_definitions = raw.schemas.to(1).definitions();
+      return;
+    }
+    const TensorDict got = group.recv_tensor_dict(0);
+    expect(got == small(3), "the dict as it was sent");
+    expect(got.at("hidden").as<Tensor>().data() != sent_hidden, "the receiver's own tensor");
+    const TensorDict donated = group.recv_tensor_dict(0);
+    expect(donated == small(4), "the donated dict");
+    expect(donated.at("hidden").as<Tensor>().data() == donated_hidden,
+           "the donated memory, however small");
+    received_definitions = raw.schemas.from(0).definitions();
+  });
+  REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+  CHECK(sent_definitions == 1);  // the first encoded through the pair's schema cache
+  CHECK(received_definitions == 1);
 }

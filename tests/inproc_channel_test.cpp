@@ -1,11 +1,14 @@
-// The inproc channel's own promises: bounded, and close drains what was sent before it fails
-// the receiver. What every channel promises: channel_conformance_test.cpp.
+// The inproc channel's own promises: bounded, close drains what was sent before it fails the
+// receiver, and a small frame travels as bytes (its tensors the receiver's) while a larger one
+// changes hands whole. What every channel promises: channel_conformance_test.cpp.
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <new>
 #include <thread>
 
 #include "inproc/inproc_channel.hpp"
+#include "rankmesh/error.hpp"
 
 using namespace rankmesh;
 using namespace std::chrono_literals;
@@ -30,4 +33,111 @@ TEST_CASE("inproc: close wakes a parked receiver with the reason, after what was
   CHECK_THROWS_WITH_AS(channel.recv(got, deadline_after(10s)), "rank 3 died", ChannelClosed);
   closer.join();
   CHECK_THROWS_AS(channel.send(f, deadline_after(1s)), ChannelClosed);
+}
+
+namespace {
+
+Tensor filled(Shape shape, DType dtype, std::uint8_t seed) {
+  Tensor t = Tensor::empty(shape, dtype);
+  auto* bytes = static_cast<std::uint8_t*>(t.data());
+  for (std::size_t i = 0; i < t.nbytes(); ++i) bytes[i] = static_cast<std::uint8_t>(seed + i);
+  return t;
+}
+
+// Tensor::empty, counting its calls; throws std::bad_alloc while `fail` is set.
+struct CountingAllocator {
+  int calls = 0;
+  bool fail = false;
+  Allocator allocator() {
+    return [this](const Shape& shape, DType dtype) {
+      if (fail) throw std::bad_alloc();
+      ++calls;
+      return Tensor::empty(shape, dtype);
+    };
+  }
+};
+
+}  // namespace
+
+TEST_CASE("inproc: a small frame travels as bytes, its tensors made by the receiver's allocator") {
+  CountingAllocator counting;
+  InprocChannel channel(counting.allocator());
+  Frame sent;
+  sent.header = FrameHeader{7, 3, 41, 2};
+  sent.metadata = {1, 2, 3, 4, 5};
+  const Tensor a = filled(Shape{2, 3}, DType::f32, 10);
+  const Tensor b = filled(Shape{5}, DType::u8, 90);
+  const Tensor empty = Tensor::empty(Shape{0, 4}, DType::i64);
+  sent.tensors = {a, b, empty};
+  channel.send(sent, deadline_after(1s));
+  CHECK(sent.tensors.empty());  // the sender's references end with send, as for a whole frame
+  static_cast<std::uint8_t*>(a.data())[0] = 0;  // changed after send: the frame holds its bytes
+
+  Frame got;
+  REQUIRE(channel.recv(got, deadline_after(1s)));
+  CHECK(got.header.group == 7);
+  CHECK(got.header.op == 3);
+  CHECK(got.header.seq == 41);
+  CHECK(got.header.src == 2);
+  CHECK(got.metadata == std::vector<std::uint8_t>{1, 2, 3, 4, 5});
+  REQUIRE(got.tensors.size() == 3);
+  CHECK(counting.calls >= 1);
+  CHECK(got.tensors[0].data() != a.data());
+  CHECK(equal(got.tensors[0], filled(Shape{2, 3}, DType::f32, 10)));
+  CHECK(equal(got.tensors[1], b));
+  CHECK(got.tensors[2].shape() == Shape{0, 4});
+  CHECK(got.tensors[2].dtype() == DType::i64);
+  CHECK_FALSE(got.dict.has_value());
+  CHECK_FALSE(got.loan);
+}
+
+TEST_CASE("inproc: metadata alone travels as bytes, from nothing up to a slot's worth") {
+  InprocChannel channel;
+  for (const std::size_t size : {std::size_t{0}, std::size_t{1}, std::size_t{100}, std::size_t{600},
+                                 std::size_t{601}, std::size_t{5000}}) {
+    Frame sent;
+    sent.header.seq = size;
+    for (std::size_t i = 0; i < size; ++i) sent.metadata.push_back(static_cast<std::uint8_t>(i * 7));
+    const std::vector<std::uint8_t> expected = sent.metadata;
+    channel.send(sent, deadline_after(1s));
+    Frame got;
+    got.metadata = {9, 9, 9};  // a receiver's spent buffer: replaced, not appended to
+    got.tensors = {Tensor::empty(Shape{1}, DType::u8)};
+    REQUIRE(channel.recv(got, deadline_after(1s)));
+    CHECK(got.header.seq == size);
+    CHECK(got.metadata == expected);
+    CHECK(got.tensors.empty());
+  }
+}
+
+TEST_CASE("inproc: a frame too large for a slot changes hands whole, its tensors shared") {
+  CountingAllocator counting;
+  InprocChannel channel(counting.allocator());
+  Frame sent;
+  const Tensor big = filled(Shape{1024}, DType::f32, 1);  // 4 KiB
+  sent.tensors = {big};
+  channel.send(sent, deadline_after(1s));
+  Frame got;
+  REQUIRE(channel.recv(got, deadline_after(1s)));
+  REQUIRE(got.tensors.size() == 1);
+  CHECK(got.tensors[0].data() == big.data());
+  CHECK(counting.calls == 0);
+}
+
+TEST_CASE("inproc: a receive whose allocator fails consumes nothing; the next one gets the frame") {
+  CountingAllocator counting;
+  InprocChannel channel(counting.allocator());
+  Frame sent;
+  sent.metadata = {4, 2};
+  sent.tensors = {filled(Shape{8}, DType::u8, 3)};
+  channel.send(sent, deadline_after(1s));
+  Frame got;
+  counting.fail = true;
+  CHECK_THROWS_AS(channel.recv(got, deadline_after(1s)), Error);
+  counting.fail = false;
+  REQUIRE(channel.recv(got, deadline_after(1s)));
+  CHECK(got.metadata == std::vector<std::uint8_t>{4, 2});
+  REQUIRE(got.tensors.size() == 1);
+  CHECK(equal(got.tensors[0], filled(Shape{8}, DType::u8, 3)));
+  CHECK_FALSE(channel.recv(got, deadline_after(10ms)));  // it was taken once
 }

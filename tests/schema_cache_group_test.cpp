@@ -36,7 +36,8 @@ TensorDict b_dict(std::int64_t step) {
 }
 
 // Whether dicts over the transport's channels are encoded (through the schema cache) rather than
-// handed over whole.
+// handed over whole. The dicts here are temporaries, so donated: handed over in one process
+// whatever their size (ChannelTraits::hands_over_dicts_above).
 bool defines_schemas(const Transport& transport) { return !transport.traits().shares_tensors; }
 
 void expect(bool condition, const std::string& what) {

@@ -46,14 +46,15 @@ private:
 
 class InprocEndpoint final : public TransportEndpoint {
 public:
-  explicit InprocEndpoint(int rank) : rank_(rank), key_(Meeting::instance().new_key()) {}
+  InprocEndpoint(int rank, Allocator allocate)
+      : rank_(rank), key_(Meeting::instance().new_key()), allocate_(std::move(allocate)) {}
   ~InprocEndpoint() override { Meeting::instance().forget(key_); }
 
   std::vector<ChannelPair> connect(const std::vector<int>& peers, const std::vector<RankPlace>&,
                                    Exchange& exchange, Deadline deadline) override {
     std::vector<ChannelPair> pairs(peers.size());
     for (std::size_t i = 0; i < peers.size(); ++i) {
-      auto inbound = std::make_shared<InprocChannel>();
+      auto inbound = std::make_shared<InprocChannel>(allocate_);
       Meeting::instance().put(key_, peers[i], inbound);
       pairs[i].inbound = std::move(inbound);
     }
@@ -73,6 +74,7 @@ public:
 private:
   const int rank_;
   const std::string key_;
+  const Allocator allocate_;  // this rank's: where its inbound channels' small tensors land
 };
 
 class InprocTransport final : public Transport {
@@ -81,7 +83,7 @@ public:
   Reach reach() const noexcept override { return Reach::same_process; }
   ChannelTraits traits() const noexcept override { return InprocChannel::kTraits; }
   std::unique_ptr<TransportEndpoint> open(const TransportContext& context) const override {
-    return std::make_unique<InprocEndpoint>(context.rank);
+    return std::make_unique<InprocEndpoint>(context.rank, context.allocator);
   }
 };
 

@@ -23,17 +23,24 @@ namespace {
 // whose tensors are those append_payloads() gives the peer (the copy rule above) and whose
 // empty tensors are fresh, as a receiver makes them. Nothing is encoded or decoded, so nothing
 // is cached either. False, with nothing sent, for a dict the codec refuses (encoding it then
-// names what is wrong) or one with an empty device tensor (the receiver makes that one on its
-// own device).
+// names what is wrong), one with an empty device tensor (the receiver makes that one on its
+// own device), or one small enough to be encoded (ChannelTraits::hands_over_dicts_above) that
+// was not donated (a donated dict's memory changes hands, whatever its size).
 bool hand_over_dict(const Call& call, int to, const TensorDict& dict, bool donate, Frame& frame) {
-  const int peer = call.group().global_rank(to);
-  if (!call.rank().links().traits_to(peer).shares_tensors) return false;
+  const ChannelTraits& traits = call.rank().links().traits_to(call.group().global_rank(to));
+  if (!traits.shares_tensors) return false;
   TensorDict& copy = frame.dict.emplace(dict);
   std::vector<Tensor*>& leaves = call.rank().dict_leaves();
   leaves.clear();
   bool plain = DictLeaves::collect(copy, leaves);
-  for (const Tensor* t : leaves) plain = plain && (t->numel() != 0 || !on_device(*t));
-  if (!plain) {
+  // The bytes are summed over the copy's leaves, which the hand-over needs anyway: walking the
+  // caller's dict first cost the (a) round trip ~100 instructions.
+  std::size_t bytes = 0;
+  for (const Tensor* t : leaves) {
+    plain = plain && (t->numel() != 0 || !on_device(*t));
+    bytes += t->nbytes();
+  }
+  if (!plain || (!donate && bytes <= traits.hands_over_dicts_above)) {
     frame.dict.reset();
     return false;
   }
