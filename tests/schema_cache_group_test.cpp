@@ -1,7 +1,7 @@
 // The schema cache inside groups, over every transport: after a receive that timed out, after a
 // send that failed and after a group is rebuilt, both sides agree on the schemas and every dict
-// arrives as it was sent. In one process (inproc: the channel shares tensors) the dict itself
-// changes hands, so no schema is ever defined there, and every dict still arrives as sent.
+// arrives as it was sent. In one process (inproc: the channel shares tensors) a small dict that
+// is not donated is encoded as elsewhere; a donated one changes hands itself, no schema defined.
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -36,9 +36,12 @@ TensorDict b_dict(std::int64_t step) {
 }
 
 // Whether dicts over the transport's channels are encoded (through the schema cache) rather than
-// handed over whole. The dicts here are temporaries, so donated: handed over in one process
-// whatever their size (ChannelTraits::hands_over_dicts_above).
-bool defines_schemas(const Transport& transport) { return !transport.traits().shares_tensors; }
+// handed over whole: over every transport for the small dicts here when they are not donated
+// (ChannelTraits::encodes_dicts_up_to); a donated one (a temporary) is handed over in one
+// process whatever its size.
+bool defines_schemas(const Transport& transport, bool donated) {
+  return !transport.traits().shares_tensors || !donated;
+}
 
 void expect(bool condition, const std::string& what) {
   if (!condition) throw std::runtime_error("expected " + what);
@@ -58,11 +61,13 @@ TEST_CASE("schema cache: a schema defined by a frame that came after its receive
       GroupState& raw = *state;
       GroupCoordinator group(std::move(state));
       if (rank == 0) {
-        group.send_tensor_dict(a_dict(0), 1);
-        group.send_tensor_dict(a_dict(1), 1);
+        // Not donated: encoded over inproc too (donated, a small dict is handed over there).
+        const TensorDict a0 = a_dict(0), a1 = a_dict(1), b2 = b_dict(2), b3 = b_dict(3);
+        group.send_tensor_dict(a0, 1);
+        group.send_tensor_dict(a1, 1);
         expect(recv_failed.wait(), "the receiver to time out");
-        group.send_tensor_dict(b_dict(2), 1);  // defines "b"; its receive has timed out
-        group.send_tensor_dict(b_dict(3), 1);  // a use of "b"
+        group.send_tensor_dict(b2, 1);  // defines "b"; its receive has timed out
+        group.send_tensor_dict(b3, 1);  // a use of "b"
         sent_definitions = raw.schemas.to(1).definitions();
         return;
       }
@@ -81,7 +86,7 @@ TEST_CASE("schema cache: a schema defined by a frame that came after its receive
       received_definitions = raw.schemas.from(0).definitions();
     });
     REQUIRE_MESSAGE(all_ok(errors), joined(errors));
-    const std::uint64_t defined = defines_schemas(*transport) ? 2 : 0;
+    const std::uint64_t defined = defines_schemas(*transport, false) ? 2 : 0;
     CHECK(sent_definitions == defined);
     CHECK(received_definitions == defined);
   }
@@ -135,8 +140,8 @@ TEST_CASE("schema cache: a send that failed makes the sender define its schemas 
     });
     REQUIRE_MESSAGE(all_ok(errors), joined(errors));
     REQUIRE(delivered > 0);
-    CHECK(before == (defines_schemas(*transport) ? 1 : 0));
-    CHECK(after == (defines_schemas(*transport) ? 2 : 0));
+    CHECK(before == (defines_schemas(*transport, true) ? 1 : 0));
+    CHECK(after == (defines_schemas(*transport, true) ? 2 : 0));
   }
 }
 
@@ -152,7 +157,8 @@ TEST_CASE("schema cache: a rebuilt group starts with no schemas on either side")
         GroupCoordinator group(std::move(state));
         for (std::int64_t step = 0; step < 3; ++step) {
           if (rank == 0) {
-            group.send_tensor_dict(a_dict(step), 1);
+            const TensorDict dict = a_dict(step);  // not donated: encoded over inproc too
+            group.send_tensor_dict(dict, 1);
           } else {
             expect(group.recv_tensor_dict(0) == a_dict(step), "a" + std::to_string(step));
           }
@@ -163,7 +169,7 @@ TEST_CASE("schema cache: a rebuilt group starts with no schemas on either side")
       }
     });
     REQUIRE_MESSAGE(all_ok(errors), joined(errors));
-    const std::uint64_t defined = defines_schemas(*transport) ? 1 : 0;
+    const std::uint64_t defined = defines_schemas(*transport, false) ? 1 : 0;
     CHECK(first == defined);
     CHECK(rebuilt == defined);
     CHECK(received == defined);

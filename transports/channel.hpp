@@ -20,14 +20,15 @@ using LogFn = std::function<void(const std::string&)>;
 // What a channel does with the tensors it carries: the coordinators decide copies from this,
 // never from the transport's name.
 struct ChannelTraits {
-  // The receiver gets the sender's tensors themselves (one process): a sender that must keep its
-  // caller's tensor untouched copies it first, and nothing is ever released.
+  // The receiver may get the sender's tensors themselves (one process; small frames may still
+  // travel as bytes): a sender that must keep its caller's tensor untouched copies it first,
+  // and nothing is ever released.
   bool shares_tensors = false;
-  // Where shares_tensors: a tensor dict whose tensors hold more bytes than this, or one donated,
-  // is handed over whole (Frame::dict, nothing encoded); a smaller one is encoded like any
-  // frame, so that it travels as bytes the receiver makes its own objects from (inproc: in the
-  // channel's slot).
-  std::size_t hands_over_dicts_above = 0;
+  // Where shares_tensors: a tensor dict that was not donated and whose encoding takes at most
+  // this many bytes (its payloads included; estimated from above) is encoded like any frame,
+  // so that it travels as bytes the receiver makes its own objects from (inproc: in the
+  // channel's slot). Any other dict is handed over whole (Frame::dict, nothing encoded).
+  std::size_t encodes_dicts_up_to = 0;
   // Payloads of more bytes than this are still read from the sender's tensors after send()
   // returns, until wait_released(); smaller ones are copied before send() returns.
   std::size_t copies_up_to = std::numeric_limits<std::size_t>::max();

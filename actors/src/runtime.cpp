@@ -176,17 +176,29 @@ struct Runtime::Impl {
   }
 
   // Where each of `world` ranks in this process takes the memory it receives into: the
-  // caller's allocator, else a pool per rank, each holding its share of the process's bound
-  // (BufferPoolOptions::max_cached_bytes). A pool shared by the ranks took its lock's and its
-  // lists' cache lines from one rank's core to the other's at each allocation: 8 B p2p over
-  // inproc 2.13 -> 1.65 us a message and its acknowledgement (slow minutes of this machine,
-  // alternating runs) once each rank allocated and freed in a pool of its own.
+  // caller's allocator, else the process's pool for large blocks and, for small ones (the
+  // per-message path), a pool of the rank's own holding at most kRankSmallCache. One pool for
+  // all took its lock's and lists' cache lines from one rank's core to the other's at each
+  // small allocation: 8 B p2p over inproc 2.13 -> 1.65 us a message and its acknowledgement
+  // (slow minutes of this machine, alternating runs) once each rank had a pool of its own.
+  // Large blocks stay shared, so that the process's bound (1 GiB) still caches them whole.
   std::vector<Allocator> embedded_allocators(int world) const {
     if (options.allocator) return std::vector<Allocator>(static_cast<std::size_t>(world), options.allocator);
-    BufferPoolOptions share;
-    share.max_cached_bytes /= static_cast<std::size_t>(world);
+    constexpr std::size_t kSmallBlock = std::size_t{64} << 10;
+    constexpr std::size_t kRankSmallCache = std::size_t{16} << 20;
+    const BufferPool shared = shared_buffer_pool();
     std::vector<Allocator> allocators;
-    for (int r = 0; r < world; ++r) allocators.push_back(BufferPool(share).allocator());
+    for (int r = 0; r < world; ++r) {
+      BufferPoolOptions small;
+      small.max_cached_bytes = kRankSmallCache;
+      allocators.push_back([own = BufferPool(small), shared](const Shape& shape, DType dtype) {
+        std::size_t bytes = 0;
+        const bool fits = !__builtin_mul_overflow(static_cast<std::size_t>(shape.numel()),
+                                                  dtype_size(dtype), &bytes) &&
+                          bytes <= kSmallBlock;
+        return fits ? own.allocate(shape, dtype) : shared.allocate(shape, dtype);
+      });
+    }
     return allocators;
   }
 

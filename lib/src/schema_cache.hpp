@@ -1,8 +1,9 @@
 // The schema cache of tensor-dict channels: a pipeline stage sends dicts whose keys, dtypes and
 // nesting repeat every step, so the first dict of a schema on a (group, sender, receiver) pair
 // defines it and the next ones name it and carry only what changes (DictSchema's instance).
-// Between ranks of one process a dict is not encoded (the dict itself changes hands,
-// Frame::dict), except one with an empty device tensor, so such pairs' caches rarely fill.
+// Between ranks of one process only small dicts that were not donated are encoded (to travel in
+// the inproc channel's slot), and those with an empty device tensor; others change hands
+// themselves (Frame::dict).
 //
 // Wire format of a cached frame's metadata (a plain frame's is codec.hpp's format, which begins
 // with a msgpack array; 0xc1 is the one byte msgpack never uses, so the two cannot be confused):

@@ -21,11 +21,11 @@ class InprocChannel final : public Channel {
 public:
   static constexpr std::size_t kSlots = 64;
 
-  // A dict of up to this many bytes of tensors is encoded, to travel in a slot (kSlotBytes).
-  static constexpr std::size_t kEncodedDictBytes = 512;
+  // Bytes of metadata, descriptors and payloads a frame may take to travel in its slot.
+  static constexpr std::size_t kInlineBytes = 604;
 
   static constexpr ChannelTraits kTraits{.shares_tensors = true,
-                                         .hands_over_dicts_above = kEncodedDictBytes,
+                                         .encodes_dicts_up_to = kInlineBytes,
                                          .carries_device_memory = true,
                                          .transport = "inproc"};
 
@@ -58,11 +58,9 @@ private:
     std::uint32_t size = 0;  // bytes used in `bytes`, or kWhole
     std::uint32_t metadata_bytes = 0;
     std::uint32_t tensors = 0;
-    std::uint8_t bytes[kSlotBytes - sizeof(FrameHeader) - 3 * sizeof(std::uint32_t)];
+    std::uint8_t bytes[kInlineBytes];
   };
   static_assert(sizeof(Slot) == kSlotBytes);
-  // Room beside an encoded dict's payload for its steady-state metadata and one descriptor.
-  static_assert(sizeof(Slot::bytes) >= kEncodedDictBytes + 64);
 
   // Writes `frame` into `slot` as bytes if it is small enough and all of it is ready host
   // memory; false (the slot untouched) otherwise.

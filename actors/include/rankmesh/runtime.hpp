@@ -36,9 +36,9 @@ struct RuntimeOptions {
   // process where processes outnumber cores). Spinning buys latency with CPU
   // (docs/bench/cpu.md); RANKMESH_SPIN_US overrides it.
   std::chrono::microseconds spin{50};
-  // Fresh tensors for received data come from here; default: pools of recycled host blocks
-  // (huge pages for large ones) — the process's own for a launched rank, one per rank for the
-  // ranks of an embedded world, which share the process's bound (BufferPoolOptions).
+  // Fresh tensors for received data come from here; default: the process's pool of recycled
+  // host blocks (huge pages for large ones), and in an embedded world, for blocks of up to
+  // 64 KiB, a pool of each rank's own (at most 16 MiB cached each).
   Allocator allocator;
   // Non-host devices whose tensors ranks may send or receive (the host is always known). Each
   // must outlive the runtime.

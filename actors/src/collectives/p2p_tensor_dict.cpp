@@ -19,13 +19,50 @@
 namespace rankmesh::collectives {
 namespace {
 
+// Whether the codec writes at most `budget` bytes for `value`, its payloads included: an
+// estimate from above (every key and plain value spelled out, as a frame defining its schema
+// has them), taken off `budget` until it runs out. A dict encoded over a channel that shares
+// tensors must fit the channel's slot; one that does not is handed over, so that no size
+// limit of a decoder ever applies within one process.
+bool encodes_within(const Value& value, std::size_t& budget);
+
+bool take(std::size_t bytes, std::size_t& budget) {
+  if (bytes > budget) return false;
+  budget -= bytes;
+  return true;
+}
+
+bool encodes_within(const TensorDict& dict, std::size_t& budget) {
+  for (const auto& [key, value] : dict)
+    if (!take(key.size() + 5, budget) || !encodes_within(value, budget)) return false;
+  return true;
+}
+
+bool encodes_within(const Value& value, std::size_t& budget) {
+  constexpr std::size_t kHead = 9;  // a msgpack head or scalar at most, a tensor's descriptor per dim
+  if (const auto* t = std::get_if<Tensor>(&value.v))
+    return take(t->nbytes() + 4 * kHead + 2 * kHead * static_cast<std::size_t>(t->shape().rank()),
+                budget);
+  if (const auto* s = std::get_if<std::string>(&value.v)) return take(s->size() + kHead, budget);
+  if (const auto* b = std::get_if<Bytes>(&value.v)) return take(b->size() + kHead, budget);
+  if (const auto* nested = std::get_if<TensorDict>(&value.v))
+    return take(kHead, budget) && encodes_within(*nested, budget);
+  if (const auto* list = std::get_if<List>(&value.v)) {
+    if (!take(kHead, budget)) return false;
+    for (const Value& element : *list)
+      if (!encodes_within(element, budget)) return false;
+    return true;
+  }
+  return take(kHead, budget);  // None, bool, int, float
+}
+
 // In one process (a channel that shares tensors) the dict itself changes hands: a copy of it,
 // whose tensors are those append_payloads() gives the peer (the copy rule above) and whose
 // empty tensors are fresh, as a receiver makes them. Nothing is encoded or decoded, so nothing
 // is cached either. False, with nothing sent, for a dict the codec refuses (encoding it then
 // names what is wrong), one with an empty device tensor (the receiver makes that one on its
-// own device), or one small enough to be encoded (ChannelTraits::hands_over_dicts_above) that
-// was not donated (a donated dict's memory changes hands, whatever its size).
+// own device), or one small enough to be encoded (ChannelTraits::encodes_dicts_up_to) that was
+// not donated (a donated dict's memory changes hands, whatever its size).
 bool hand_over_dict(const Call& call, int to, const TensorDict& dict, bool donate, Frame& frame) {
   const ChannelTraits& traits = call.rank().links().traits_to(call.group().global_rank(to));
   if (!traits.shares_tensors) return false;
@@ -40,7 +77,8 @@ bool hand_over_dict(const Call& call, int to, const TensorDict& dict, bool donat
     plain = plain && (t->numel() != 0 || !on_device(*t));
     bytes += t->nbytes();
   }
-  if (!plain || (!donate && bytes <= traits.hands_over_dicts_above)) {
+  std::size_t budget = traits.encodes_dicts_up_to;
+  if (!plain || (!donate && bytes <= budget && encodes_within(dict, budget))) {
     frame.dict.reset();
     return false;
   }

@@ -43,7 +43,7 @@ bool PeerLinks::receive(int src, Frame& frame, Deadline deadline, const Describe
       if (channel != nullptr) channel->land(nullptr);
     }
   } landed;
-  // Only channels that land payloads are told where (inproc hands over tensors: no call per frame).
+  // Only channels that land payloads are told where (inproc does not: no call per frame).
   if (landing != nullptr && channel.traits().lands_payloads) {
     channel.land(landing);
     landed.channel = &channel;
