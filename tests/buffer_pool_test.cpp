@@ -173,3 +173,21 @@ TEST_CASE("buffer pool: the trimmer runs on the process's cores, not on those of
   }
   CHECK(trimmers > 0);
 }
+
+TEST_CASE("buffer pool: a pool with a larger one keeps small blocks itself and takes large ones there") {
+  BufferPool larger(BufferPoolOptions{.idle_release = 0ms});
+  BufferPool own(BufferPoolOptions{.idle_release = 0ms}, 4096, larger);
+  {
+    const Tensor small = own.allocate(Shape{1024}, DType::u8);  // 1 KiB: its own
+    const Tensor edge = own.allocate(Shape{1024}, DType::f32);  // 4 KiB: still its own
+    const Tensor large = own.allocate(Shape{4097}, DType::u8);  // beyond: the larger pool's
+    CHECK(own.stats().in_use_bytes == 1024 + 4096);
+    CHECK(larger.stats().in_use_bytes == 8192);
+  }
+  CHECK(own.stats().in_use_bytes == 0);
+  CHECK(own.stats().cached_bytes == 1024 + 4096);  // each block back in the pool it came from
+  CHECK(larger.stats().in_use_bytes == 0);
+  CHECK(larger.stats().cached_bytes == 8192);
+  own.trim();
+  larger.trim();
+}

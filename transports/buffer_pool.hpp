@@ -37,6 +37,10 @@ public:
   static constexpr std::size_t kHugePage = std::size_t{2} << 20;
 
   explicit BufferPool(BufferPoolOptions options = {});
+  // A pool that keeps blocks of up to `own_up_to` bytes itself and takes larger ones from
+  // `larger` (whose bound covers them): a thread's small blocks in a pool of its own, whose
+  // lock no other thread's allocations take, while large ones stay shared.
+  BufferPool(BufferPoolOptions options, std::size_t own_up_to, BufferPool larger);
 
   // A host tensor of `shape` x `dtype`; its bytes are unspecified (a recycled block keeps what
   // it last held). Throws Error(limit_exceeded) when the size overflows, std::bad_alloc when
@@ -52,6 +56,7 @@ public:
     std::uint64_t fresh = 0;       // allocations that needed new memory
     std::uint64_t released = 0;    // cached blocks given back to the system for being idle
   };
+  // This pool's own blocks (not those a larger pool lent it).
   Stats stats() const;
   // Gives every cached block back to the system.
   void trim() const;
@@ -62,6 +67,8 @@ public:
 private:
   struct State;
   std::shared_ptr<State> state_;
+  std::size_t own_up_to_ = ~std::size_t{0};
+  std::shared_ptr<State> larger_;  // null: every block is this pool's
 };
 
 // The process-wide pool that shm receives draw from unless told otherwise.

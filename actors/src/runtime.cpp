@@ -186,19 +186,11 @@ struct Runtime::Impl {
     if (options.allocator) return std::vector<Allocator>(static_cast<std::size_t>(world), options.allocator);
     constexpr std::size_t kSmallBlock = std::size_t{64} << 10;
     constexpr std::size_t kRankSmallCache = std::size_t{16} << 20;
-    const BufferPool shared = shared_buffer_pool();
+    BufferPoolOptions small;
+    small.max_cached_bytes = kRankSmallCache;
     std::vector<Allocator> allocators;
-    for (int r = 0; r < world; ++r) {
-      BufferPoolOptions small;
-      small.max_cached_bytes = kRankSmallCache;
-      allocators.push_back([own = BufferPool(small), shared](const Shape& shape, DType dtype) {
-        std::size_t bytes = 0;
-        const bool fits = !__builtin_mul_overflow(static_cast<std::size_t>(shape.numel()),
-                                                  dtype_size(dtype), &bytes) &&
-                          bytes <= kSmallBlock;
-        return fits ? own.allocate(shape, dtype) : shared.allocate(shape, dtype);
-      });
-    }
+    for (int r = 0; r < world; ++r)
+      allocators.push_back(BufferPool(small, kSmallBlock, shared_buffer_pool()).allocator());
     return allocators;
   }
 

@@ -32,17 +32,25 @@ bool take(std::size_t bytes, std::size_t& budget) {
   return true;
 }
 
+constexpr std::size_t kHead = 9;  // a msgpack head or scalar at most; a tensor's per dimension
+
+std::size_t tensor_bytes(const Tensor& t) {
+  return t.nbytes() + 4 * kHead + 2 * kHead * static_cast<std::size_t>(t.shape().rank());
+}
+
+// A tensor entry is tested in the loop itself, without a call per value: (a)'s dict spends the
+// budget on its first two entries, and the walk costs its round trip ~65 instructions.
 bool encodes_within(const TensorDict& dict, std::size_t& budget) {
-  for (const auto& [key, value] : dict)
-    if (!take(key.size() + 5, budget) || !encodes_within(value, budget)) return false;
+  for (const auto& [key, value] : dict) {
+    const auto* t = std::get_if<Tensor>(&value.v);
+    const std::size_t bytes = key.size() + 5 + (t != nullptr ? tensor_bytes(*t) : 0);
+    if (!take(bytes, budget) || (t == nullptr && !encodes_within(value, budget))) return false;
+  }
   return true;
 }
 
 bool encodes_within(const Value& value, std::size_t& budget) {
-  constexpr std::size_t kHead = 9;  // a msgpack head or scalar at most, a tensor's descriptor per dim
-  if (const auto* t = std::get_if<Tensor>(&value.v))
-    return take(t->nbytes() + 4 * kHead + 2 * kHead * static_cast<std::size_t>(t->shape().rank()),
-                budget);
+  if (const auto* t = std::get_if<Tensor>(&value.v)) return take(tensor_bytes(*t), budget);
   if (const auto* s = std::get_if<std::string>(&value.v)) return take(s->size() + kHead, budget);
   if (const auto* b = std::get_if<Bytes>(&value.v)) return take(b->size() + kHead, budget);
   if (const auto* nested = std::get_if<TensorDict>(&value.v))
@@ -66,19 +74,16 @@ bool encodes_within(const Value& value, std::size_t& budget) {
 bool hand_over_dict(const Call& call, int to, const TensorDict& dict, bool donate, Frame& frame) {
   const ChannelTraits& traits = call.rank().links().traits_to(call.group().global_rank(to));
   if (!traits.shares_tensors) return false;
+  // Asked of the caller's dict before it is copied: the walk stops as soon as the budget is
+  // spent (two entries of (a)'s dict), and a small dict is not copied only to be encoded.
+  if (std::size_t budget = traits.encodes_dicts_up_to; !donate && encodes_within(dict, budget))
+    return false;
   TensorDict& copy = frame.dict.emplace(dict);
   std::vector<Tensor*>& leaves = call.rank().dict_leaves();
   leaves.clear();
   bool plain = DictLeaves::collect(copy, leaves);
-  // The bytes are summed over the copy's leaves, which the hand-over needs anyway: walking the
-  // caller's dict first cost the (a) round trip ~100 instructions.
-  std::size_t bytes = 0;
-  for (const Tensor* t : leaves) {
-    plain = plain && (t->numel() != 0 || !on_device(*t));
-    bytes += t->nbytes();
-  }
-  std::size_t budget = traits.encodes_dicts_up_to;
-  if (!plain || (!donate && bytes <= budget && encodes_within(dict, budget))) {
+  for (const Tensor* t : leaves) plain = plain && (t->numel() != 0 || !on_device(*t));
+  if (!plain) {
     frame.dict.reset();
     return false;
   }
