@@ -178,9 +178,10 @@ TEST_CASE("buffer pool: a pool with a larger one keeps small blocks itself and t
   BufferPool larger(BufferPoolOptions{.idle_release = 0ms});
   BufferPool own(BufferPoolOptions{.idle_release = 0ms}, 4096, larger);
   {
-    const Tensor small = own.allocate(Shape{1024}, DType::u8);  // 1 KiB: its own
-    const Tensor edge = own.allocate(Shape{1024}, DType::f32);  // 4 KiB: still its own
-    const Tensor large = own.allocate(Shape{4097}, DType::u8);  // beyond: the larger pool's
+    const Allocator allocate = own.allocator();  // as the runtime draws from it
+    const Tensor small = allocate(Shape{1024}, DType::u8);  // 1 KiB: its own
+    const Tensor edge = allocate(Shape{1024}, DType::f32);  // 4 KiB: still its own
+    const Tensor large = allocate(Shape{4097}, DType::u8);  // beyond: the larger pool's
     CHECK(own.stats().in_use_bytes == 1024 + 4096);
     CHECK(larger.stats().in_use_bytes == 8192);
   }

@@ -177,3 +177,32 @@ TEST_CASE("dict hand-over: a small dict that was not donated is encoded, the rec
   CHECK(sent_definitions == 1);  // the small dict's schema, defined once, then used
   CHECK(received_definitions == 1);
 }
+
+TEST_CASE("dict hand-over: a small dict nested deeper than any decoder accepts is handed over, "
+          "and arrives") {
+  // 34 levels (FrameLimits allows 32) in a few hundred bytes: encoded, their receives would fail.
+  const auto deep_dict = [] {
+    TensorDict dict{{"x", filled(2, 4)}};
+    for (int level = 0; level < 34; ++level) dict = TensorDict{{"d", std::move(dict)}};
+    return dict;
+  };
+  const auto deep_list = [] {
+    Value list = Value(None{});
+    for (int level = 0; level < 34; ++level) list = Value(List{std::move(list)});
+    return TensorDict{{"x", filled(2, 4)}, {"l", std::move(list)}};
+  };
+  RankWorld world({0, 0}, inproc_transport(), inproc_transport(), 20s);
+  auto errors = world.run([&](int rank) {
+    auto state = make_group_state(world.context(rank), GroupKind::world, 0, Group{0, 1});
+    GroupCoordinator group(std::move(state));
+    if (rank == 0) {
+      const TensorDict dicts = deep_dict(), lists = deep_list();
+      group.send_tensor_dict(dicts, 1);
+      group.send_tensor_dict(lists, 1);
+      return;
+    }
+    expect(group.recv_tensor_dict(0) == deep_dict(), "the deeply nested dict, whole");
+    expect(group.recv_tensor_dict(0) == deep_list(), "the deeply nested list, whole");
+  });
+  REQUIRE_MESSAGE(all_ok(errors), joined(errors));
+}

@@ -38,8 +38,9 @@ public:
 
   explicit BufferPool(BufferPoolOptions options = {});
   // A pool that keeps blocks of up to `own_up_to` bytes itself and takes larger ones from
-  // `larger` (whose bound covers them): a thread's small blocks in a pool of its own, whose
-  // lock no other thread's allocations take, while large ones stay shared.
+  // `larger`'s own blocks (whose bound covers them; a larger pool of `larger` is not asked):
+  // a thread's small blocks in a pool of its own, whose lock no other thread's allocations
+  // take, while large ones stay shared.
   BufferPool(BufferPoolOptions options, std::size_t own_up_to, BufferPool larger);
 
   // A host tensor of `shape` x `dtype`; its bytes are unspecified (a recycled block keeps what
@@ -58,7 +59,7 @@ public:
   };
   // This pool's own blocks (not those a larger pool lent it).
   Stats stats() const;
-  // Gives every cached block back to the system.
+  // Gives every block cached in this pool (not a larger one's) back to the system.
   void trim() const;
 
   // The size of the block a request of `nbytes` gets.

@@ -19,50 +19,68 @@
 namespace rankmesh::collectives {
 namespace {
 
-// Whether the codec writes at most `budget` bytes for `value`, its payloads included: an
-// estimate from above (every key and plain value spelled out, as a frame defining its schema
-// has them), taken off `budget` until it runs out. A dict encoded over a channel that shares
-// tensors must fit the channel's slot; one that does not is handed over, so that no size
-// limit of a decoder ever applies within one process.
-bool encodes_within(const Value& value, std::size_t& budget);
+// Whether a dict's encoding, its payloads included, fits `budget` bytes: an estimate from above
+// of what the codec writes (lib/src/metadata_coder.hpp: per leaf its kind, its whole key path,
+// then a tensor's description or a value; a frame that defines its schema carries all of it),
+// taken off `budget` until it runs out, and no nesting deeper than kMaxDepth. A dict encoded
+// over a channel that shares tensors is meant to fit the channel's slot; whether it does or
+// not, one that passes here is far below every decoder limit (FrameLimits: bytes, entries,
+// depth), so that none of them ever refuses a dict sent within one process.
+class EncodedSize {
+public:
+  explicit EncodedSize(std::size_t budget) : left_(budget) {}
 
-bool take(std::size_t bytes, std::size_t& budget) {
-  if (bytes > budget) return false;
-  budget -= bytes;
-  return true;
-}
+  bool fits(const TensorDict& dict) { return take(kFrame) && fits(dict, 0, 0); }
 
-constexpr std::size_t kHead = 9;  // a msgpack head or scalar at most; a tensor's per dimension
+private:
+  static constexpr std::size_t kHead = 9;   // a msgpack head or scalar at most
+  static constexpr std::size_t kEntry = 8;  // a leaf's array, kind and path heads
+  static constexpr std::size_t kFrame = 24; // the frame's own heads (schema cache, metadata)
+  static constexpr int kMaxDepth = 8;       // nesting of dicts and lists; FrameLimits allows 32
 
-std::size_t tensor_bytes(const Tensor& t) {
-  return t.nbytes() + 4 * kHead + 2 * kHead * static_cast<std::size_t>(t.shape().rank());
-}
-
-// A tensor entry is tested in the loop itself, without a call per value: (a)'s dict spends the
-// budget on its first two entries, and the walk costs its round trip ~65 instructions.
-bool encodes_within(const TensorDict& dict, std::size_t& budget) {
-  for (const auto& [key, value] : dict) {
-    const auto* t = std::get_if<Tensor>(&value.v);
-    const std::size_t bytes = key.size() + 5 + (t != nullptr ? tensor_bytes(*t) : 0);
-    if (!take(bytes, budget) || (t == nullptr && !encodes_within(value, budget))) return false;
-  }
-  return true;
-}
-
-bool encodes_within(const Value& value, std::size_t& budget) {
-  if (const auto* t = std::get_if<Tensor>(&value.v)) return take(tensor_bytes(*t), budget);
-  if (const auto* s = std::get_if<std::string>(&value.v)) return take(s->size() + kHead, budget);
-  if (const auto* b = std::get_if<Bytes>(&value.v)) return take(b->size() + kHead, budget);
-  if (const auto* nested = std::get_if<TensorDict>(&value.v))
-    return take(kHead, budget) && encodes_within(*nested, budget);
-  if (const auto* list = std::get_if<List>(&value.v)) {
-    if (!take(kHead, budget)) return false;
-    for (const Value& element : *list)
-      if (!encodes_within(element, budget)) return false;
+  bool take(std::size_t bytes) {
+    if (bytes > left_) return false;
+    left_ -= bytes;
     return true;
   }
-  return take(kHead, budget);  // None, bool, int, float
-}
+
+  // `path`: the bytes of the keys above `dict`, written again for every leaf below it. A
+  // tensor entry is tested in the loop itself: (a)'s dict spends the budget on its first two
+  // entries, and the walk costs its round trip ~65 instructions.
+  bool fits(const TensorDict& dict, std::size_t path, int depth) {
+    if (depth > kMaxDepth) return false;
+    if (dict.empty()) return take(kEntry + path);  // an empty dict is a leaf of its own
+    for (const auto& [key, value] : dict) {
+      const std::size_t leaf = kEntry + path + key.size() + kHead;
+      if (const auto* t = std::get_if<Tensor>(&value.v)) {
+        if (!take(leaf + t->nbytes() + 4 * kHead +
+                  2 * kHead * static_cast<std::size_t>(t->shape().rank())))
+          return false;
+      } else if (const auto* nested = std::get_if<TensorDict>(&value.v)) {
+        if (!fits(*nested, path + key.size() + kHead, depth + 1)) return false;
+      } else if (!take(leaf) || !fits(value, depth)) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // A plain value, or a list's element (a tensor or a dict there is refused by the codec, and
+  // by the hand-over alike).
+  bool fits(const Value& value, int depth) {
+    if (const auto* s = std::get_if<std::string>(&value.v)) return take(s->size() + kHead);
+    if (const auto* b = std::get_if<Bytes>(&value.v)) return take(b->size() + kHead);
+    if (const auto* list = std::get_if<List>(&value.v)) {
+      if (depth + 1 > kMaxDepth || !take(kHead)) return false;
+      for (const Value& element : *list)
+        if (!fits(element, depth + 1)) return false;
+      return true;
+    }
+    return take(kHead);  // None, bool, int, float; a tensor or dict in a list: refused anyway
+  }
+
+  std::size_t left_;
+};
 
 // In one process (a channel that shares tensors) the dict itself changes hands: a copy of it,
 // whose tensors are those append_payloads() gives the peer (the copy rule above) and whose
@@ -76,8 +94,7 @@ bool hand_over_dict(const Call& call, int to, const TensorDict& dict, bool donat
   if (!traits.shares_tensors) return false;
   // Asked of the caller's dict before it is copied: the walk stops as soon as the budget is
   // spent (two entries of (a)'s dict), and a small dict is not copied only to be encoded.
-  if (std::size_t budget = traits.encodes_dicts_up_to; !donate && encodes_within(dict, budget))
-    return false;
+  if (!donate && EncodedSize(traits.encodes_dicts_up_to).fits(dict)) return false;
   TensorDict& copy = frame.dict.emplace(dict);
   std::vector<Tensor*>& leaves = call.rank().dict_leaves();
   leaves.clear();
