@@ -34,7 +34,8 @@ bool InprocChannel::write_inline(Frame& frame, Slot& slot) noexcept {
   }
   if (size > sizeof slot.bytes) return false;
   std::uint8_t* out = slot.bytes;
-  std::memcpy(out, frame.metadata.data(), frame.metadata.size());
+  if (!frame.metadata.empty())  // an empty vector's data() may be null, which memcpy must not get
+    std::memcpy(out, frame.metadata.data(), frame.metadata.size());
   out += frame.metadata.size();
   for (const Tensor& t : frame.tensors) {
     *out++ = static_cast<std::uint8_t>(t.dtype());
