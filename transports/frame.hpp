@@ -10,10 +10,18 @@
 
 #include "frame_limits.hpp"  // FrameLimits, lib/src
 #include "loan_gate.hpp"
+#include "rankmesh/event.hpp"
 #include "rankmesh/tensor.hpp"
 #include "rankmesh/tensor_dict.hpp"
 
 namespace rankmesh {
+
+// Whether `t`'s bytes are in host memory and final (its ready event, if any, has completed):
+// what a channel may copy, and a sender may copy for its peer, at once.
+inline bool host_bytes_ready(const Tensor& t) {
+  const auto& ready = t.ready_event();
+  return t.device().type == DeviceType::cpu && (!ready || ready->query());
+}
 
 // What a frame belongs to, so that the receiver can match it against what it expects.
 struct FrameHeader {

@@ -3,18 +3,12 @@
 #include <cstring>
 #include <utility>
 
-#include "rankmesh/event.hpp"
 #include "received_payloads.hpp"
 
 namespace rankmesh {
 namespace {
 
 constexpr std::size_t kDescriptorBytes = 2;  // dtype and rank; the dimensions follow
-
-bool ready_host_tensor(const Tensor& t) {
-  const auto& ready = t.ready_event();
-  return t.defined() && t.device().type == DeviceType::cpu && (!ready || ready->query());
-}
 
 }  // namespace
 
@@ -29,7 +23,7 @@ bool InprocChannel::write_inline(Frame& frame, Slot& slot) noexcept {
   if (frame.dict || frame.loan || !frame.chunked.empty()) return false;
   std::size_t size = frame.metadata.size();
   for (const Tensor& t : frame.tensors) {
-    if (!ready_host_tensor(t)) return false;
+    if (!t.defined() || !host_bytes_ready(t)) return false;
     size += kDescriptorBytes + sizeof(std::int64_t) * t.shape().rank() + t.nbytes();
   }
   if (size > sizeof slot.bytes) return false;

@@ -22,12 +22,6 @@ inline std::byte* bytes_of(Tensor& t) { return static_cast<std::byte*>(t.data())
 // may overwrite the tensor.
 Tensor copy_for_peer(const Call& call, const Tensor& t);
 
-// Whether `t`'s bytes are in host memory and final (its ready event, if any, has completed).
-inline bool host_bytes_ready(const Tensor& t) {
-  const auto& ready = t.ready_event();
-  return t.device().type == DeviceType::cpu && (!ready || ready->query());
-}
-
 // Whether `t` is a ready host tensor that a channel of `traits` would still read after send()
 // returns, so that its peer needs a copy (unless donated) — or, where the channel copies while
 // it sends, the tensor marked borrowed. Inline: append_payloads asks it per tensor.
