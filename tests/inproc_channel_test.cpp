@@ -3,9 +3,13 @@
 // changes hands whole. What every channel promises: channel_conformance_test.cpp.
 #include <doctest/doctest.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <new>
 #include <thread>
+#include <vector>
 
 #include "inproc/inproc_channel.hpp"
 
@@ -148,4 +152,36 @@ TEST_CASE("inproc: a receive whose allocator fails consumes nothing; the next on
     for (const Tensor& t : got.tensors) CHECK(equal(t, filled(Shape{8}, DType::u8, 3)));
     CHECK_FALSE(channel.recv(got, deadline_after(10ms)));  // it was taken once
   }
+}
+
+TEST_CASE("inproc: a channel holds no slot memory until frames fill its slots") {
+  // A world connects every pair of its ranks; most pairs never talk. The channel is built in
+  // fresh anonymous pages, so mincore says which of them its constructor wrote.
+  const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  const std::size_t bytes = (sizeof(InprocChannel) + page - 1) / page * page;
+  void* memory = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(memory != MAP_FAILED);
+  auto resident = [&] {
+    std::vector<unsigned char> pages(bytes / page);
+    REQUIRE(mincore(memory, bytes, pages.data()) == 0);
+    std::size_t n = 0;
+    for (unsigned char p : pages) n += p & 1;
+    return n;
+  };
+  REQUIRE(bytes / page >= 8);  // 64 slots of 640 bytes
+  auto* channel = new (memory) InprocChannel;
+  CHECK(resident() <= 1);  // the object's head: base, counters, parkers
+  Frame f;
+  f.metadata.assign(100, 7);
+  for (int i = 0; i < 8; ++i) {
+    channel->send(f, deadline_after(1s));
+    Frame got;
+    REQUIRE(channel->recv(got, deadline_after(1s)));
+    CHECK(got.metadata == std::vector<std::uint8_t>(100, 7));
+    f.metadata.assign(100, 7);
+  }
+  CHECK(resident() >= 2);  // the frames went through slots: they are memory now
+  CHECK(resident() <= 3);
+  channel->~InprocChannel();
+  munmap(memory, bytes);
 }

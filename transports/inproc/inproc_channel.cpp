@@ -94,8 +94,9 @@ void InprocChannel::send(Frame& frame, Deadline start_by, Deadline /*deadline*/)
   Slot& slot = slots_[tail % kSlots];
   slot.header = frame.header;
   if (!write_inline(frame, slot)) {
+    if (!whole_) whole_ = std::make_unique<std::array<Frame, kSlots>>();  // may throw: nothing sent
     slot.size = kWhole;
-    Frame& whole = whole_[tail % kSlots];
+    Frame& whole = (*whole_)[tail % kSlots];
     whole.metadata.swap(frame.metadata);
     whole.tensors.swap(frame.tensors);
     whole.dict.swap(frame.dict);
@@ -123,7 +124,7 @@ bool InprocChannel::recv(Frame& frame, Deadline deadline) {
   if (slot.size != kWhole) {
     read_inline(slot, frame);
   } else {
-    Frame& whole = whole_[head % kSlots];
+    Frame& whole = (*whole_)[head % kSlots];
     frame.metadata.swap(whole.metadata);
     frame.tensors.swap(whole.tensors);
     frame.dict.swap(whole.dict);

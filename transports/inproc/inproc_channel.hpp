@@ -8,6 +8,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -53,11 +54,18 @@ private:
   // A slot: a whole number of 128-byte line pairs (x86's adjacent-line prefetcher fetches
   // lines in pairs), so neighbouring slots share none. In `bytes`: the metadata, then per
   // tensor its dtype (u8), rank (u8) and dimensions (i64 each), then the payloads in order.
+  //
+  // Nothing in a slot is initialized: the producer writes what the consumer reads first. A world
+  // connects every pair of its ranks, most of which never talk, and initialized slots made every
+  // channel resident (53 KiB each: an embedded world of 64 ranks held 206 MiB of them).
   struct alignas(128) Slot {
-    FrameHeader header;
-    std::uint32_t size = 0;  // bytes used in `bytes`, or kWhole
-    std::uint32_t metadata_bytes = 0;
-    std::uint32_t tensors = 0;
+    Slot() noexcept {}  // leaves the memory untouched (see above)
+    union {
+      FrameHeader header;  // begins its life when the producer assigns it
+    };
+    std::uint32_t size;  // bytes used in `bytes`, or kWhole
+    std::uint32_t metadata_bytes;
+    std::uint32_t tensors;
     std::uint8_t bytes[kInlineBytes];
   };
   static_assert(sizeof(Slot) == kSlotBytes);
@@ -69,8 +77,10 @@ private:
   // nothing consumed.
   void read_inline(const Slot& slot, Frame& frame);
 
-  std::array<Slot, kSlots> slots_;
-  std::array<Frame, kSlots> whole_;  // frames with tensors, a dict, a loan or more metadata
+  // Frames with tensors, a dict, a loan or more metadata, by slot: made by the producer for the
+  // first such frame (published to the consumer by that frame's tail_ store), so that a channel
+  // that never carries one holds no Frames.
+  std::unique_ptr<std::array<Frame, kSlots>> whole_;
   // head_: next slot the consumer reads; tail_: next slot the producer writes. Each is written
   // by one side only; they sit on their own cache lines so the sides do not false-share. Beside
   // each, where its side last ran: a spinning waiter offers its core (parker.hpp) only to a
@@ -91,6 +101,9 @@ private:
   Parker not_full_;
   mutable std::mutex reason_mutex_;  // close() is rare; the reason is read only after closed_
   std::string reason_;
+  // Last: the lines a channel touches before its first frame (above) share the object's first
+  // page, the slots' pages stay untouched until frames fill them.
+  std::array<Slot, kSlots> slots_;
 };
 
 }  // namespace rankmesh
