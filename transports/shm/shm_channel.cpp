@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -33,6 +34,16 @@ using shm::at;
 using shm::kCmaDenied;
 using shm::kCmaUnknown;
 using shm::kCmaWorks;
+
+// The monotonic clock as of its last update (CLOCK_MONOTONIC_COARSE): behind Clock::now() by a
+// few milliseconds (3-7 measured here), ~5 ns to read against ~32 for Clock::now() under
+// kvm-clock. For the liveness check every send makes, a rate limit that a few ms do not change:
+// two reads of Clock::now() (~64 ns) in an object round trip of ~0.75 us.
+Clock::time_point coarse_now() noexcept {
+  timespec now;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+  return Clock::time_point(std::chrono::seconds(now.tv_sec) + std::chrono::nanoseconds(now.tv_nsec));
+}
 
 }  // namespace
 
@@ -205,7 +216,7 @@ void ShmChannel::check_peer(bool force) {
   // Before the sender attaches, the process announced as the sender is the one to watch: a peer
   // that dies before it ever sent fails the receive waiting for it.
   if (!attached && !announced_.watching()) return;
-  const auto now = Clock::now();
+  const auto now = coarse_now();
   if (!force && now < next_peer_check_) return;
   next_peer_check_ = now + options_.liveness_interval;
   if (!(attached ? peer_alive() : announced_.alive())) peer_died();
