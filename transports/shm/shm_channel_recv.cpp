@@ -141,7 +141,7 @@ bool ShmChannel::start_frame(Deadline deadline) {
 
   Incoming& in = *incoming_;
   std::vector<TensorDescriptor>& described = in.described;
-  described.assign(header.tensors, TensorDescriptor{});
+  described.resize(header.tensors);  // parse_descriptor sets every field
   std::uint64_t payload = 0;
   std::uint64_t body = 0;
   for (std::size_t i = 0; i < described.size(); ++i) {
