@@ -86,8 +86,8 @@ List plain_values() {
               List{},
               List{List{List{}}}};
   for (std::size_t length : {31, 32, 255, 256, 65535, 65536}) {
-    values.push_back(std::string(length, 's'));
-    values.push_back(Bytes(length, 0xab));
+    values.emplace_back(std::string(length, 's'));
+    values.emplace_back(Bytes(length, 0xab));
   }
   values.push_back(List(15, Value(1)));
   values.push_back(List(16, Value("sixteen")));
