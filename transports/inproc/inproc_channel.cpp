@@ -1,6 +1,7 @@
 #include "inproc/inproc_channel.hpp"
 
 #include <cstring>
+#include <memory>
 #include <utility>
 
 #include "received_payloads.hpp"
@@ -92,7 +93,7 @@ void InprocChannel::send(Frame& frame, Deadline start_by, Deadline /*deadline*/)
   if (closed_.load(std::memory_order_acquire)) throw_closed();
 
   Slot& slot = slots_[tail % kSlots];
-  slot.header = frame.header;
+  std::construct_at(&slot.header, frame.header);  // begins the union member's life
   if (!write_inline(frame, slot)) {
     if (!whole_) whole_ = std::make_unique<std::array<Frame, kSlots>>();  // may throw: nothing sent
     slot.size = kWhole;

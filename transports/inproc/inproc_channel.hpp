@@ -21,6 +21,7 @@ namespace rankmesh {
 class InprocChannel final : public Channel {
 public:
   static constexpr std::size_t kSlots = 64;
+  static constexpr std::size_t kSlotBytes = 640;  // each, the last kSlots * kSlotBytes of the object
 
   // Bytes of metadata, descriptors and payloads a frame may take to travel in its slot.
   static constexpr std::size_t kInlineBytes = 604;
@@ -46,10 +47,9 @@ private:
   // reads. Handing over whole Frames moved ~4 lines of slot (written by both sides), the
   // metadata buffer and the tensors' memory and control blocks between the cores each message,
   // and the consumer freed what the producer allocated: an object round trip between two
-  // threads took 1.86 us against 1.17 over shm's byte ring. Sized for the (f) row of 512 bytes:
-  // metadata, a descriptor and the payload.
-  static constexpr std::size_t kSlotBytes = 640;
-  static constexpr std::uint32_t kWhole = ~std::uint32_t{0};  // the frame is in whole_[slot]
+  // threads took 1.86 us against 1.17 over shm's byte ring. A slot is kSlotBytes: sized for
+  // the (f) row of 512 bytes (metadata, a descriptor and the payload).
+  static constexpr std::uint32_t kWhole = ~std::uint32_t{0};  // the frame is in (*whole_)[slot]
 
   // A slot: a whole number of 128-byte line pairs (x86's adjacent-line prefetcher fetches
   // lines in pairs), so neighbouring slots share none. In `bytes`: the metadata, then per
@@ -61,7 +61,7 @@ private:
   struct alignas(128) Slot {
     Slot() noexcept {}  // leaves the memory untouched (see above)
     union {
-      FrameHeader header;  // begins its life when the producer assigns it
+      FrameHeader header;  // begins its life when the producer writes a frame (construct_at)
     };
     std::uint32_t size;  // bytes used in `bytes`, or kWhole
     std::uint32_t metadata_bytes;
