@@ -355,15 +355,16 @@ class Report:
 
     def behind_mpi(self, statistic):
         """The rows where rankmesh is behind MPI (a longer time, a lower rate), each side taken as
-        its best pass ("best": what the table shows) or its median pass ("median"): [(row, ratio)]."""
+        its best pass ("best": the measurement load() kept, as the table shows) or its median
+        pass ("median"): [(row, ratio)]."""
+        def side(m):
+            if statistic == "median":
+                return statistics.median(p["median"] for p in passes_of(m))
+            return m["median"]
+
         behind = []
         for label, transport, ranks, size, rm, mpi in self.against_mpi:
             rate = rm["unit"] == "GB/s"
-            def side(m):
-                medians = [p["median"] for p in passes_of(m)]
-                if statistic == "median":
-                    return statistics.median(medians)
-                return max(medians) if rate else min(medians)
             a, b = side(rm), side(mpi)
             if b <= 0:
                 continue
